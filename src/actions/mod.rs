@@ -1,0 +1,126 @@
+//! What a step does. One file per action; each implements [`Action`] and is registered by
+//! one line in the `step_spec!` list below, which also makes it a key of the YAML step.
+
+mod assert;
+mod pause;
+mod process;
+mod run;
+
+use std::path::Path;
+
+use indexmap::IndexMap;
+
+pub use assert::AssertAction;
+pub use pause::PauseAction;
+pub use process::{ProcessOutput, RenderedCommand, run_process};
+pub use run::RunAction;
+
+use crate::playbook::Condition;
+use crate::render::{Renderer, Vars};
+use crate::report::Reporter;
+
+crate::step_spec! {
+    "run" => run: RunAction,
+    "assert" => assert: AssertAction,
+    "pause" => pause: PauseAction,
+}
+
+/// The answer of an action's own "already done?" check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Nothing to do; the reason is shown in plans and logs.
+    Done(String),
+    /// The action has work to do (or cannot tell).
+    Pending,
+}
+
+/// What `apply` would do, for a person reviewing a plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preview {
+    /// One line: "run `deployer deploy c h`".
+    pub summary: String,
+    /// A diff of an object or a file, when the action changes one.
+    pub diff: Option<String>,
+}
+
+/// The result of `apply`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Whether the action changed something (`changed`) or only looked (`ok`).
+    pub changed: bool,
+    /// Registered under the step's `register:` name and journaled for resume.
+    pub output: serde_json::Value,
+}
+
+/// Everything an action may use while it checks, plans or applies.
+pub struct StepContext<'a> {
+    /// The step's id, for output prefixes and progress.
+    pub step_id: &'a str,
+    /// Templates and conditions.
+    pub renderer: &'a Renderer,
+    /// What templates see: params, vars, registered outputs.
+    pub vars: &'a Vars,
+    /// The step's rendered `env:`.
+    pub env: &'a IndexMap<String, String>,
+    /// Where output lines and progress go.
+    pub reporter: &'a Reporter,
+    /// The playbook's directory (for `templates/`).
+    pub base_dir: &'a Path,
+}
+
+impl StepContext<'_> {
+    /// Renders a template to text.
+    pub fn render(&self, template: &str) -> anyhow::Result<String> {
+        Ok(self.renderer.render_string(template, self.vars)?)
+    }
+
+    /// Renders every string inside a JSON value.
+    pub fn render_json(&self, value: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        Ok(self.renderer.render_json(value, self.vars)?)
+    }
+
+    /// Evaluates a condition.
+    pub fn is_true(&self, condition: &Condition) -> anyhow::Result<bool> {
+        Ok(self.renderer.is_true(condition.as_str(), self.vars)?)
+    }
+
+    /// Shows one line of a command's output, prefixed by the step id (masked).
+    pub fn output_line(&self, line: &str) {
+        self.reporter.output_line(self.step_id, line);
+    }
+}
+
+/// One kind of step. The engine calls `check` (is it already done?), then `plan` or `apply`.
+///
+/// `check` and `plan` are read-only by contract: `runbook plan` calls them and must change
+/// nothing outside the state directory.
+#[async_trait::async_trait]
+pub trait Action: Send + Sync + std::fmt::Debug {
+    /// Read-only. `Done` lets the engine skip the step, in plans and in runs.
+    async fn check(&self, _cx: &StepContext<'_>) -> anyhow::Result<Check> {
+        Ok(Check::Pending)
+    }
+
+    /// Read-only. What `apply` would change.
+    async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview>;
+
+    /// Does the work and returns the output to register.
+    async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome>;
+
+    /// Conditions written as bare expressions (not `{{ }}` templates), so that `validate`
+    /// checks their variables too.
+    fn expressions(&self) -> Vec<&Condition> {
+        Vec::new()
+    }
+
+    /// Read-only actions (`assert`, lookups) are evaluated by `plan` too, so that the steps
+    /// after them can be planned with their output.
+    fn is_read_only(&self) -> bool {
+        false
+    }
+
+    /// For approval gates: the question to approve before `apply`.
+    fn approval_prompt(&self) -> Option<&str> {
+        None
+    }
+}

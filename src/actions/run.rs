@@ -1,0 +1,83 @@
+//! `run`: a command, as an argv list or (with `shell: true`) a script.
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+
+use super::{Action, Check, Outcome, Preview, RenderedCommand, StepContext, run_process};
+use crate::playbook::CommandSpec;
+
+/// `run: [program, args...]` or `run: {command: ..., shell, cwd, env, timeout, ok_codes, creates}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunAction(pub CommandSpec);
+
+#[async_trait::async_trait]
+impl Action for RunAction {
+    async fn check(&self, cx: &StepContext<'_>) -> anyhow::Result<Check> {
+        if let Some(creates) = &self.0.creates {
+            let path = cx.render(creates)?;
+            if std::path::Path::new(&path).exists() {
+                return Ok(Check::Done(format!("{path} exists")));
+            }
+        }
+        Ok(Check::Pending)
+    }
+
+    async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
+        let command = RenderedCommand::render(&self.0, cx)?;
+        let shown = if self.0.shell {
+            // A plan line stays one line: the script's first line and how many follow.
+            let script = command.argv.last().map(String::as_str).unwrap_or_default().trim();
+            let mut lines = script.lines();
+            let first = lines.next().unwrap_or_default().to_string();
+            match lines.count() {
+                0 => first,
+                more => format!("{first} …(+{more} lines)"),
+            }
+        } else {
+            command.display()
+        };
+        Ok(Preview {
+            summary: format!("run `{}`", cx.renderer.masker().mask(&shown)),
+            diff: None,
+        })
+    }
+
+    async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
+        let command = RenderedCommand::render(&self.0, cx)?;
+        let result = run_process(&command, cx, true).await?;
+        let ok_codes = self.0.ok_codes.as_deref().unwrap_or(&[0]);
+        if result.timed_out {
+            bail!(
+                "`{}` timed out after {}; its process group was killed",
+                command.display(),
+                crate::playbook::HumanDuration(command.timeout.unwrap_or_default())
+            );
+        }
+        if !ok_codes.contains(&result.rc) {
+            let mut message = format!("`{}` exited with code {}", command.display(), result.rc);
+            if !result.tail.is_empty() {
+                message.push_str("; last lines:\n");
+                message.push_str(&result.tail.join("\n"));
+            }
+            bail!(message);
+        }
+        let stdout = result
+            .stdout
+            .strip_suffix('\n')
+            .unwrap_or(&result.stdout)
+            .to_string();
+        let mut output = serde_json::json!({
+            "rc": result.rc,
+            "stdout": stdout,
+            "stderr": result.stderr.strip_suffix('\n').unwrap_or(&result.stderr),
+        });
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&stdout) {
+            output["json"] = json;
+        }
+        Ok(Outcome {
+            changed: true,
+            output,
+        })
+    }
+}

@@ -1,0 +1,261 @@
+//! Errors a person can act on: a message, where it is (file, line, column, with the source
+//! line and a caret under the problem) and a `help:` line that says how to fix it.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A source file that positions point into.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The path as the user gave it.
+    pub path: String,
+    /// The whole text of the file.
+    pub text: Arc<str>,
+}
+
+impl Source {
+    /// Wraps a file's path and text.
+    pub fn new(path: impl Into<String>, text: impl Into<Arc<str>>) -> Self {
+        Source {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+
+    /// The text of line `line` (1-based), without its newline.
+    pub fn line_text(&self, line: usize) -> Option<&str> {
+        self.text.lines().nth(line.checked_sub(1)?)
+    }
+
+    /// A position in this file.
+    pub fn at(&self, line: u64, column: u64) -> Location {
+        Location {
+            source: self.clone(),
+            line: line as usize,
+            column: column as usize,
+        }
+    }
+}
+
+/// A line and column (both 1-based) in a [`Source`].
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The file.
+    pub source: Source,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+}
+
+/// An error in the user's input.
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    /// What is wrong, in one sentence.
+    pub message: String,
+    /// Where, when the problem is in a file.
+    pub location: Option<Location>,
+    /// How to fix it.
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    /// An error with no position (a flag, a missing file).
+    pub fn new(message: impl Into<String>) -> Self {
+        Diagnostic {
+            message: message.into(),
+            location: None,
+            help: None,
+        }
+    }
+
+    /// An error at a position in a file.
+    pub fn at(location: Location, message: impl Into<String>) -> Self {
+        Diagnostic {
+            message: message.into(),
+            location: Some(location),
+            help: None,
+        }
+    }
+
+    /// Adds the `help:` line.
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Turns a serde-saphyr error into a diagnostic: keeps its position, rewrites its
+    /// message in our words and adds help where we know the usual fix.
+    pub fn from_yaml(source: &Source, error: &serde_saphyr::Error) -> Self {
+        let raw = error.without_snippet().to_string();
+        let message = strip_position_suffix(&raw).to_string();
+        let (message, help) = explain_yaml_message(&message);
+        let mut diagnostic = match error.location() {
+            Some(location) if location.line() > 0 => {
+                Diagnostic::at(source.at(location.line(), location.column()), message)
+            }
+            _ => Diagnostic::new(format!("{}: {message}", source.path)),
+        };
+        diagnostic.help = help;
+        diagnostic
+    }
+}
+
+/// serde-saphyr appends " at line L, column C" to messages; we show the position ourselves.
+fn strip_position_suffix(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(index) if message[index..].contains(", column ") => &message[..index],
+        _ => message,
+    }
+}
+
+/// Rewrites the parser's wording into ours and finds a `help:` for the usual mistakes.
+fn explain_yaml_message(message: &str) -> (String, Option<String>) {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once("`, expected one of ") {
+            let candidates: Vec<&str> = expected.split(", ").map(str::trim).collect();
+            let help = match did_you_mean(field, &candidates) {
+                Some(close) => format!("did you mean `{close}`?"),
+                None => format!("known keys here: {}", candidates.join(", ")),
+            };
+            return (format!("unknown key `{field}`"), Some(help));
+        }
+        if let Some((field, expected)) = rest.split_once("`, expected `") {
+            let expected = expected.trim_end_matches('`');
+            return (
+                format!("unknown key `{field}`"),
+                Some(format!("the only key allowed here is `{expected}`")),
+            );
+        }
+        if let Some(field) = rest.split('`').next() {
+            return (
+                format!("unknown key `{field}`"),
+                Some("no keys are allowed here".into()),
+            );
+        }
+    }
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
+        return (
+            format!("duplicate key `{key}`"),
+            Some("a key may appear only once in a mapping; remove or rename one of them".into()),
+        );
+    }
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        return (
+            format!("missing key `{field}`"),
+            Some(format!("add `{field}:` here")),
+        );
+    }
+    if message.starts_with("invalid u") || message.starts_with("invalid i") {
+        return (
+            "expected a whole number".into(),
+            Some("write a number without quotes, e.g. `3`".into()),
+        );
+    }
+    (message.to_string(), None)
+}
+
+/// The candidate closest to `word`, if it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|candidate| (edit_distance(word, candidate), *candidate))
+        .filter(|(distance, candidate)| *distance <= (candidate.len().max(word.len()) / 3).max(1))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// Width of the caret: the token that starts at `column` (a key, a word, a quoted string).
+fn token_width(line: &str, column: usize) -> usize {
+    let rest: String = line.chars().skip(column.saturating_sub(1)).collect();
+    let mut chars = rest.chars();
+    match chars.next() {
+        Some(quote @ ('"' | '\'')) => rest[1..].find(quote).map_or(rest.len(), |end| end + 2),
+        Some(_) => rest
+            .find(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | '}' | ']' | '{' | '['))
+            .unwrap_or(rest.len())
+            .max(1),
+        None => 1,
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "error: {}", self.message)?;
+        if let Some(location) = &self.location {
+            let gutter = location.line.to_string().len();
+            let pad = " ".repeat(gutter);
+            writeln!(
+                f,
+                "{pad}--> {}:{}:{}",
+                location.source.path, location.line, location.column
+            )?;
+            if let Some(text) = location.source.line_text(location.line) {
+                let caret_pad: String = text
+                    .chars()
+                    .take(location.column.saturating_sub(1))
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
+                writeln!(f, "{pad} |")?;
+                writeln!(f, "{} | {text}", location.line)?;
+                writeln!(
+                    f,
+                    "{pad} | {caret_pad}{}",
+                    "^".repeat(token_width(text, location.column))
+                )?;
+            }
+        }
+        if let Some(help) = &self.help {
+            writeln!(f, "help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_the_closest_key() {
+        assert_eq!(did_you_mean("nmae", &["id", "name", "when"]), Some("name"));
+        assert_eq!(did_you_mean("zzzzzz", &["id", "name"]), None);
+    }
+
+    #[test]
+    fn renders_position_snippet_and_caret() {
+        let source = Source::new("p.yaml", "steps:\n  - id: a\n    nmae: b\n");
+        let diagnostic =
+            Diagnostic::at(source.at(3, 5), "unknown key `nmae`").help("did you mean `name`?");
+        insta::assert_snapshot!(diagnostic.to_string(), @r"
+        error: unknown key `nmae`
+         --> p.yaml:3:5
+          |
+        3 |     nmae: b
+          |     ^^^^
+        help: did you mean `name`?
+        ");
+    }
+}

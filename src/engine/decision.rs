@@ -1,0 +1,142 @@
+//! The one place that decides, for plans and runs alike, whether a step runs, is skipped,
+//! cannot be known yet, or is refused by its guard.
+
+use std::time::Duration;
+
+use crate::actions::{Check, RenderedCommand, StepContext, run_process};
+use crate::playbook::{CheckSpec, Playbook, Step};
+
+/// What will happen to a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepDecision {
+    /// The action will run.
+    Run,
+    /// Nothing to do. `done` when a check said so (journaled as done); not when `when` is false.
+    Skip {
+        /// Why.
+        reason: String,
+        /// The step counts as done.
+        done: bool,
+    },
+    /// Cannot be evaluated before an earlier step has run.
+    Unknown {
+        /// Which step and value it waits for.
+        reason: String,
+    },
+    /// The guard is false.
+    Refused {
+        /// The guard.
+        reason: String,
+    },
+}
+
+/// How to treat a false guard.
+#[derive(Debug, Clone, Copy)]
+pub enum GuardPolicy {
+    /// Evaluate once (plans).
+    Once,
+    /// Evaluate again after `delay`, up to `retries` more times (runs).
+    Retry {
+        /// More evaluations after the first.
+        retries: u32,
+        /// Wait between evaluations.
+        delay: Duration,
+    },
+}
+
+/// The first variable the step uses that an earlier step registers but has not produced yet,
+/// with that step's id.
+pub fn missing_dependency<'a>(
+    step: &Step,
+    playbook: &'a Playbook,
+    available: &crate::render::Vars,
+) -> Option<(String, &'a str)> {
+    step.references.iter().find_map(|name| {
+        if available.contains_key(name) {
+            return None;
+        }
+        playbook
+            .steps
+            .iter()
+            .find(|producer| producer.register() == Some(name.as_str()))
+            .map(|producer| (name.clone(), producer.id()))
+    })
+}
+
+/// Decides what happens to `step`. Read-only: evaluates `when`, `check` (an expression or a
+/// read-only command), the action's own check and the guard, never the action itself.
+pub async fn decide(
+    step: &Step,
+    playbook: &Playbook,
+    cx: &StepContext<'_>,
+    guard: GuardPolicy,
+    echo_checks: bool,
+) -> anyhow::Result<StepDecision> {
+    if let Some((name, producer)) = missing_dependency(step, playbook, cx.vars) {
+        return Ok(StepDecision::Unknown {
+            reason: format!("depends on step `{producer}` (uses `{name}`, which it registers)"),
+        });
+    }
+    if let Some(when) = &step.spec.when
+        && !cx.is_true(when)?
+    {
+        return Ok(StepDecision::Skip {
+            reason: format!("`when` is false: {}", when.as_str()),
+            done: false,
+        });
+    }
+    match &step.spec.check {
+        Some(CheckSpec::Expression(check)) if cx.is_true(check)? => {
+            return Ok(StepDecision::Skip {
+                reason: format!("check is true: {}", check.as_str()),
+                done: true,
+            });
+        }
+        Some(CheckSpec::Command { run }) => {
+            let command = RenderedCommand::render(run, cx)?;
+            let result = run_process(&command, cx, echo_checks).await?;
+            if result.rc == 0 {
+                return Ok(StepDecision::Skip {
+                    reason: format!(
+                        "check `{}` exited 0",
+                        cx.renderer.masker().mask(&command.display())
+                    ),
+                    done: true,
+                });
+            }
+        }
+        _ => {}
+    }
+    if let Check::Done(reason) = step.action().check(cx).await? {
+        return Ok(StepDecision::Skip { reason, done: true });
+    }
+    if let Some(require) = &step.spec.require {
+        let condition = &require.value;
+        let (retries, delay) = match guard {
+            GuardPolicy::Once => (0, Duration::ZERO),
+            GuardPolicy::Retry { retries, delay } => (retries, delay),
+        };
+        let mut attempt = 0;
+        while !cx.is_true(condition)? {
+            if attempt == retries {
+                let tried = if retries > 0 {
+                    format!(" after {} tries", retries + 1)
+                } else {
+                    String::new()
+                };
+                return Ok(StepDecision::Refused {
+                    reason: format!("guard is false{tried}: {}", condition.as_str()),
+                });
+            }
+            attempt += 1;
+            cx.reporter.human(&format!(
+                "[{}] guard is false: {}; evaluating again in {} ({attempt}/{retries})",
+                step.id(),
+                condition.as_str(),
+                crate::playbook::HumanDuration(delay)
+            ));
+            tokio::time::sleep(delay).await;
+        }
+    }
+    Ok(StepDecision::Run)
+}

@@ -1,0 +1,197 @@
+//! Events: what `--format json` prints, one per line, and what the journal stores.
+
+use serde::{Deserialize, Serialize};
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Ran and changed nothing (read-only actions).
+    Ok,
+    /// Ran and changed something.
+    Changed,
+    /// Failed; `run` again retries it.
+    Failed,
+    /// Its guard stayed false; nothing was changed.
+    Refused,
+    /// Stopped by SIGINT/SIGTERM; `run` again starts it over.
+    Interrupted,
+}
+
+impl StepStatus {
+    /// Whether the step counts as done for resume.
+    pub fn is_done(self) -> bool {
+        matches!(self, StepStatus::Ok | StepStatus::Changed)
+    }
+}
+
+/// How a whole run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every step is done.
+    Ok,
+    /// A step failed.
+    Failed,
+    /// A guard refused a step.
+    Refused,
+    /// Waiting at an approval gate.
+    Paused,
+    /// Stopped by a signal.
+    Interrupted,
+    /// Bad input found after the run started (a changed step definition, a template error).
+    Invalid,
+}
+
+/// A step id and its definition hash, as recorded when a run starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepDefinition {
+    /// Step id.
+    pub id: String,
+    /// Definition hash.
+    pub hash: String,
+}
+
+/// One event. `ts` and `run` are on every event; `event` names the kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// RFC 3339 time.
+    pub ts: String,
+    /// The run id.
+    pub run: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// The kinds of event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A `run` command started (or resumed) this run.
+    RunStarted {
+        /// Playbook path.
+        playbook: String,
+        /// Playbook name.
+        name: String,
+        /// sha256 of the playbook's content.
+        playbook_hash: String,
+        /// Every step with its definition hash, in order.
+        steps: Vec<StepDefinition>,
+        /// Param values (secrets masked).
+        params: serde_json::Value,
+        /// The runbook process.
+        pid: u32,
+        /// Its host.
+        host: String,
+    },
+    /// A step's action starts.
+    StepStarted {
+        /// Step id.
+        step: String,
+        /// Step name or id.
+        name: String,
+        /// Action key.
+        action: String,
+        /// 1 for the first try.
+        attempt: u32,
+    },
+    /// A step was not run.
+    StepSkipped {
+        /// Step id.
+        step: String,
+        /// Why.
+        reason: String,
+        /// Skipped because it is done (a check passed, or an earlier run did it); a step
+        /// skipped by `when` is not done and is evaluated again on resume.
+        done: bool,
+        /// Definition hash, when `done`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hash: Option<String>,
+    },
+    /// An approval gate or `confirm` was approved.
+    Approved {
+        /// Step id.
+        step: String,
+        /// `terminal`, `--yes` or `--approve`.
+        via: String,
+    },
+    /// A step ended.
+    StepFinished {
+        /// Step id.
+        step: String,
+        /// How.
+        status: StepStatus,
+        /// Wall time.
+        duration_ms: u64,
+        /// Definition hash.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hash: Option<String>,
+        /// Registered output (secrets masked).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<serde_json::Value>,
+        /// Why it failed or was refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// Progress of a long step.
+    Progress {
+        /// Step id.
+        step: String,
+        /// Bytes done.
+        done_bytes: u64,
+        /// Bytes in all.
+        total_bytes: u64,
+        /// Files done.
+        done_files: u64,
+        /// Files in all.
+        total_files: u64,
+    },
+    /// Stopped at an approval gate.
+    Paused {
+        /// Step id.
+        step: String,
+        /// The gate's question.
+        message: String,
+    },
+    /// Something a person should know that is not an error.
+    Warning {
+        /// What.
+        message: String,
+    },
+    /// The run command ended.
+    RunFinished {
+        /// How.
+        status: RunStatus,
+        /// The process exit code.
+        exit_code: u8,
+    },
+}
+
+impl EventKind {
+    /// Events that go to the journal; progress is only shown.
+    pub fn is_journaled(&self) -> bool {
+        !matches!(self, EventKind::Progress { .. })
+    }
+
+    /// The step the event is about.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            EventKind::StepStarted { step, .. }
+            | EventKind::StepSkipped { step, .. }
+            | EventKind::Approved { step, .. }
+            | EventKind::StepFinished { step, .. }
+            | EventKind::Progress { step, .. }
+            | EventKind::Paused { step, .. } => Some(step),
+            _ => None,
+        }
+    }
+}
+
+/// Now, as RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Millisecond)
+        .map(|ts| ts.to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,246 @@
+//! The journal: `runs/<run>/journal.jsonl`, append-only, one event per line, fsynced after
+//! each write. Replaying it tells which steps are done, with their outputs and approvals.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use indexmap::IndexMap;
+
+use super::event::{Event, EventKind, RunStatus, StepDefinition, StepStatus};
+
+/// File name of the journal inside a run directory.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+
+/// An open journal to append to.
+#[derive(Debug)]
+pub struct Journal {
+    file: File,
+    path: PathBuf,
+}
+
+impl Journal {
+    /// Opens (creating) the journal of a run directory for appending.
+    pub fn open(run_dir: &Path) -> anyhow::Result<Self> {
+        let path = run_dir.join(JOURNAL_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the journal {}", path.display()))?;
+        Ok(Journal { file, path })
+    }
+
+    /// Appends one event as a line and waits until it is on disk, so that a crash right
+    /// after a step never forgets that the step was done.
+    pub fn append(&mut self, event: &serde_json::Value) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(event)?;
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data())
+            .with_context(|| format!("cannot write the journal {}", self.path.display()))
+    }
+}
+
+/// What a step's journal says about it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepState {
+    /// Not started in this run.
+    Pending,
+    /// Started, with no end recorded (running now, or the process died).
+    Started,
+    /// Finished or skipped as done.
+    Done {
+        /// ok or changed; `None` when a check said it was already done.
+        status: Option<StepStatus>,
+        /// Why it was skipped, when it was.
+        reason: Option<String>,
+        /// Definition hash when it was done.
+        hash: Option<String>,
+        /// Registered output.
+        output: Option<serde_json::Value>,
+        /// Wall time.
+        duration_ms: u64,
+    },
+    /// Skipped because `when` was false.
+    NotApplicable(String),
+    /// Failed, refused or interrupted, with the reason.
+    Stopped {
+        /// failed, refused or interrupted.
+        status: StepStatus,
+        /// Why.
+        error: Option<String>,
+    },
+    /// Waiting at its approval gate.
+    Paused(String),
+}
+
+/// A run as its journal tells it.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// The last `run_started`: playbook, params, steps.
+    pub started: Option<Event>,
+    /// State of each step that appears in the journal.
+    pub steps: HashMap<String, StepState>,
+    /// Steps whose gate or `confirm` was approved.
+    pub approvals: HashSet<String>,
+    /// How the last `run` command ended, if it did.
+    pub finished: Option<(RunStatus, u8)>,
+    /// Time of the last event.
+    pub last_ts: Option<String>,
+    /// Lines that could not be read (a torn last line after a crash).
+    pub unreadable_lines: usize,
+}
+
+impl History {
+    /// Reads a journal; a missing file is an empty history.
+    pub fn load(run_dir: &Path) -> anyhow::Result<Self> {
+        let path = run_dir.join(JOURNAL_FILE);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(History::default());
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read {}", path.display()));
+            }
+        };
+        let mut history = History::default();
+        for line in BufReader::new(file).lines() {
+            let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Event>(&line) {
+                Ok(event) => history.apply(event),
+                // A kill -9 can tear the last line; everything before it is intact.
+                Err(_) => history.unreadable_lines += 1,
+            }
+        }
+        Ok(history)
+    }
+
+    fn apply(&mut self, event: Event) {
+        self.last_ts = Some(event.ts.clone());
+        match &event.kind {
+            EventKind::RunStarted { .. } => {
+                self.finished = None;
+                self.started = Some(event);
+            }
+            EventKind::StepStarted { step, .. } => {
+                self.steps.insert(step.clone(), StepState::Started);
+            }
+            EventKind::StepSkipped {
+                step,
+                reason,
+                done,
+                hash,
+            } => {
+                let state = if *done {
+                    StepState::Done {
+                        status: None,
+                        reason: Some(reason.clone()),
+                        hash: hash.clone(),
+                        output: None,
+                        duration_ms: 0,
+                    }
+                } else {
+                    StepState::NotApplicable(reason.clone())
+                };
+                // Showing that a done step was skipped on resume must not forget its output.
+                if !matches!(self.steps.get(step), Some(StepState::Done { .. })) || !*done {
+                    self.steps.insert(step.clone(), state);
+                }
+            }
+            EventKind::Approved { step, .. } => {
+                self.approvals.insert(step.clone());
+            }
+            EventKind::StepFinished {
+                step,
+                status,
+                duration_ms,
+                hash,
+                output,
+                error,
+            } => {
+                let state = if status.is_done() {
+                    StepState::Done {
+                        status: Some(*status),
+                        reason: None,
+                        hash: hash.clone(),
+                        output: output.clone(),
+                        duration_ms: *duration_ms,
+                    }
+                } else {
+                    StepState::Stopped {
+                        status: *status,
+                        error: error.clone(),
+                    }
+                };
+                self.steps.insert(step.clone(), state);
+            }
+            EventKind::Paused { step, message } => {
+                self.steps
+                    .insert(step.clone(), StepState::Paused(message.clone()));
+            }
+            EventKind::RunFinished { status, exit_code } => {
+                self.finished = Some((*status, *exit_code));
+            }
+            EventKind::Progress { .. } | EventKind::Warning { .. } => {}
+        }
+    }
+
+    /// The done record of a step, if it is done.
+    pub fn done(&self, step: &str) -> Option<(&Option<String>, &Option<serde_json::Value>)> {
+        match self.steps.get(step) {
+            Some(StepState::Done { hash, output, .. }) => Some((hash, output)),
+            _ => None,
+        }
+    }
+
+    /// The steps of the last `run_started`, in order.
+    pub fn step_definitions(&self) -> &[StepDefinition] {
+        match &self.started {
+            Some(Event {
+                kind: EventKind::RunStarted { steps, .. },
+                ..
+            }) => steps,
+            _ => &[],
+        }
+    }
+
+    /// Playbook path, name and params of the last `run_started`.
+    pub fn identity(&self) -> Option<(&str, &str, &serde_json::Value)> {
+        match &self.started {
+            Some(Event {
+                kind:
+                    EventKind::RunStarted {
+                        playbook,
+                        name,
+                        params,
+                        ..
+                    },
+                ..
+            }) => Some((playbook, name, params)),
+            _ => None,
+        }
+    }
+
+    /// Step states in playbook order.
+    pub fn ordered_steps(&self) -> IndexMap<String, StepState> {
+        self.step_definitions()
+            .iter()
+            .map(|definition| {
+                let state = self
+                    .steps
+                    .get(&definition.id)
+                    .cloned()
+                    .unwrap_or(StepState::Pending);
+                (definition.id.clone(), state)
+            })
+            .collect()
+    }
+}

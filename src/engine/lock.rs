@@ -1,0 +1,162 @@
+//! The run lock: `runs/<run>/run.lock`, held with flock for the whole run, and holding the
+//! pid, host and start time of its holder so a second run can say who has it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::event::now_rfc3339;
+
+/// File name of the lock inside a run directory.
+pub const LOCK_FILE: &str = "run.lock";
+
+/// Who holds (or held) a lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// Process id.
+    pub pid: u32,
+    /// Host name.
+    pub host: String,
+    /// When it took the lock.
+    pub since: String,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} on {} since {}", self.pid, self.host, self.since)
+    }
+}
+
+/// A held run lock; released when dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    file: File,
+}
+
+/// What happened when taking the lock.
+#[derive(Debug)]
+pub enum Acquired {
+    /// The lock was free and clean.
+    Free(RunLock),
+    /// The lock was free but a holder that died without releasing it left its record.
+    TakenOver(RunLock, LockHolder),
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if result != 0 {
+        return "unknown".into();
+    }
+    let end = buffer
+        .iter()
+        .position(|&byte| byte == 0)
+        .unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..end]).into_owned()
+}
+
+fn read_holder(file: &mut File) -> Option<LockHolder> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_to_string(&mut text).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+impl RunLock {
+    /// Takes the lock of a run directory, or says who holds it.
+    pub fn acquire(run_dir: &Path) -> anyhow::Result<Result<Acquired, Option<LockHolder>>> {
+        let path = run_dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(Err(read_holder(&mut file))),
+            Err(std::fs::TryLockError::Error(error)) => return Err(error.into()),
+        }
+        // flock is released by the kernel when a process dies, so a record left in the file
+        // means its holder died (kill -9, a crash) without cleaning up.
+        let previous = read_holder(&mut file);
+        let holder = LockHolder {
+            pid: std::process::id(),
+            host: host_name(),
+            since: now_rfc3339(),
+        };
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(serde_json::to_string(&holder)?.as_bytes())?;
+        file.sync_data()?;
+        let lock = RunLock { file };
+        Ok(Ok(match previous {
+            Some(previous) => Acquired::TakenOver(lock, previous),
+            None => Acquired::Free(lock),
+        }))
+    }
+
+    /// Who holds the lock of a run directory now, if anyone (for `status`).
+    pub fn holder(run_dir: &Path) -> Option<LockHolder> {
+        let mut file = File::open(run_dir.join(LOCK_FILE)).ok()?;
+        match file.try_lock_shared() {
+            // Nobody holds it; dropping the file releases our probe at once.
+            Ok(()) => None,
+            Err(_) => read_holder(&mut file),
+        }
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // A clean exit leaves an empty record, so the next run does not warn.
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_told_who_has_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path()).unwrap().unwrap();
+        assert!(matches!(first, Acquired::Free(_)));
+        // flock is per open file description, so a second open in this process conflicts.
+        let second = RunLock::acquire(dir.path()).unwrap();
+        let holder = second.unwrap_err().unwrap();
+        assert_eq!(holder.pid, std::process::id());
+        assert_eq!(RunLock::holder(dir.path()).unwrap().pid, std::process::id());
+        drop(first);
+        assert!(RunLock::holder(dir.path()).is_none());
+        assert!(matches!(
+            RunLock::acquire(dir.path()).unwrap().unwrap(),
+            Acquired::Free(_)
+        ));
+    }
+
+    #[test]
+    fn a_record_left_by_a_dead_holder_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = LockHolder {
+            pid: 999_999,
+            host: host_name(),
+            since: "earlier".into(),
+        };
+        std::fs::write(
+            dir.path().join(LOCK_FILE),
+            serde_json::to_string(&dead).unwrap(),
+        )
+        .unwrap();
+        match RunLock::acquire(dir.path()).unwrap().unwrap() {
+            Acquired::TakenOver(_, previous) => assert_eq!(previous, dead),
+            Acquired::Free(_) => panic!("the dead holder's record was not noticed"),
+        }
+    }
+}

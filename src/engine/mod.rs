@@ -1,0 +1,543 @@
+//! Plan and run: the step loop, checks, guards, approvals, retries, the journal (resume),
+//! the lock and the events.
+
+mod approval;
+pub mod decision;
+pub mod event;
+pub mod journal;
+pub mod lock;
+mod plan;
+pub mod state;
+
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::actions::StepContext;
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::playbook::{Bound, HumanDuration, Playbook, Step};
+use crate::render::{Masker, Renderer, Vars};
+use crate::report::Reporter;
+use crate::{Error, Exit, Result};
+use decision::{GuardPolicy, StepDecision, decide};
+use event::{Event, EventKind, RunStatus, StepDefinition, StepStatus, now_rfc3339};
+use journal::{History, Journal};
+use lock::{Acquired, RunLock};
+pub use plan::plan;
+pub use state::{StateDir, run_id};
+
+/// Default wait between tries when a step sets `retries` but no `delay`.
+const DEFAULT_DELAY: Duration = Duration::from_secs(5);
+
+/// Flags of `runbook run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Approve every gate.
+    pub yes: bool,
+    /// Approve these gates.
+    pub approve: Vec<String>,
+    /// Run again from this step on, even steps already done.
+    pub from: Option<String>,
+    /// Run only this step, even if it is done.
+    pub only: Option<String>,
+    /// Forget the journal and start over.
+    pub restart: bool,
+}
+
+/// Checks that a step id given by a flag exists.
+fn check_step_flag(playbook: &Playbook, flag: &str, id: &str) -> Result<(), Diagnostic> {
+    if playbook.step(id).is_some() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = playbook.steps.iter().map(Step::id).collect();
+    let help = match did_you_mean(id, &ids) {
+        Some(close) => format!("did you mean `{close}`?"),
+        None => format!("the steps are: {}", ids.join(", ")),
+    };
+    Err(Diagnostic::new(format!(
+        "{flag} {id}: no step has this id in {}",
+        playbook.path.display()
+    ))
+    .help(help))
+}
+
+/// Renders a step's `env:`.
+fn render_env(
+    step: &Step,
+    renderer: &Renderer,
+    vars: &Vars,
+) -> anyhow::Result<IndexMap<String, String>> {
+    step.spec
+        .env
+        .iter()
+        .map(|(name, value)| Ok((name.clone(), renderer.render_string(value, vars)?)))
+        .collect()
+}
+
+/// Writes events to the journal and the reporter, masked.
+struct Recorder<'a> {
+    run_id: String,
+    journal: Journal,
+    reporter: &'a Reporter,
+    masker: Masker,
+    /// The step whose action is running, with its start, for the `interrupted` record.
+    current: Option<(String, Instant, String)>,
+}
+
+impl Recorder<'_> {
+    fn emit(&mut self, kind: EventKind) -> anyhow::Result<()> {
+        let event = Event {
+            ts: now_rfc3339(),
+            run: self.run_id.clone(),
+            kind,
+        };
+        let mut json = serde_json::to_value(&event)?;
+        self.masker.mask_json(&mut json);
+        if event.kind.is_journaled() {
+            self.journal.append(&json)?;
+        }
+        let masked: Event = serde_json::from_value(json.clone())?;
+        self.reporter.event(&masked, &json);
+        Ok(())
+    }
+
+    /// Shows an event without journaling it (a done step skipped again on resume).
+    fn show(&self, kind: EventKind) {
+        let event = Event {
+            ts: now_rfc3339(),
+            run: self.run_id.clone(),
+            kind,
+        };
+        if let Ok(mut json) = serde_json::to_value(&event) {
+            self.masker.mask_json(&mut json);
+            if let Ok(masked) = serde_json::from_value::<Event>(json.clone()) {
+                self.reporter.event(&masked, &json);
+            }
+        }
+    }
+
+    fn finish(&mut self, exit: Exit) -> anyhow::Result<Exit> {
+        let status = match exit {
+            Exit::Success => RunStatus::Ok,
+            Exit::StepFailed => RunStatus::Failed,
+            Exit::Refused => RunStatus::Refused,
+            Exit::Paused => RunStatus::Paused,
+            Exit::Interrupted => RunStatus::Interrupted,
+            Exit::InvalidInput | Exit::Locked => RunStatus::Invalid,
+        };
+        self.emit(EventKind::RunFinished {
+            status,
+            exit_code: exit.code(),
+        })?;
+        Ok(exit)
+    }
+}
+
+/// Runs a playbook: resumes its journal, holds its lock, stops cleanly on SIGINT/SIGTERM.
+pub async fn run(
+    playbook: &Playbook,
+    bound: &Bound,
+    state: &StateDir,
+    options: &RunOptions,
+    reporter: &Reporter,
+) -> Result<Exit> {
+    for (flag, id) in options
+        .from
+        .iter()
+        .map(|id| ("--from", id))
+        .chain(options.only.iter().map(|id| ("--only", id)))
+        .chain(options.approve.iter().map(|id| ("--approve", id)))
+    {
+        check_step_flag(playbook, flag, id)?;
+    }
+    if options.from.is_some() && options.only.is_some() {
+        return Err(Diagnostic::new("--from and --only cannot be used together")
+            .help("use --from STEP to run STEP and the steps after it, or --only STEP for one step")
+            .into());
+    }
+    reporter.set_masker(bound.masker.clone());
+    let run_id = run_id(playbook, &bound.params);
+    let run_dir = state.create_run_dir(&run_id)?;
+    let (lock, taken_over) = match RunLock::acquire(&run_dir)? {
+        Ok(Acquired::Free(lock)) => (lock, None),
+        Ok(Acquired::TakenOver(lock, previous)) => (lock, Some(previous)),
+        Err(holder) => {
+            let who = holder.map_or_else(
+                || "another process".to_string(),
+                |holder| holder.to_string(),
+            );
+            return Err(Error::Locked(format!(
+                "run {run_id} is locked by {who}\nhelp: wait for it to finish, or check it with `runbook status {run_id}`"
+            )));
+        }
+    };
+    if options.restart {
+        let journal = run_dir.join(journal::JOURNAL_FILE);
+        if journal.exists() {
+            let archived = run_dir.join(format!(
+                "journal.{}.jsonl",
+                jiff::Timestamp::now().as_second()
+            ));
+            std::fs::rename(&journal, &archived).map_err(anyhow::Error::from)?;
+            reporter.human(&format!(
+                "--restart: the previous journal is kept as {}",
+                archived.display()
+            ));
+        }
+    }
+    let history = History::load(&run_dir)?;
+    refuse_changed_definitions(playbook, &history, options)?;
+
+    let mut recorder = Recorder {
+        run_id: run_id.clone(),
+        journal: Journal::open(&run_dir)?,
+        reporter,
+        masker: bound.masker.clone(),
+        current: None,
+    };
+    recorder.emit(EventKind::RunStarted {
+        playbook: playbook.path.display().to_string(),
+        name: playbook.name.clone(),
+        playbook_hash: playbook.hash.clone(),
+        steps: playbook
+            .steps
+            .iter()
+            .map(|step| StepDefinition {
+                id: step.id().to_string(),
+                hash: step.hash.clone(),
+            })
+            .collect(),
+        params: serde_json::to_value(masked_params(playbook, bound))
+            .map_err(anyhow::Error::from)?,
+        pid: std::process::id(),
+        host: lock::host_name(),
+    })?;
+    if let Some(previous) = taken_over {
+        recorder.emit(EventKind::Warning {
+            message: format!("took over the lock left by {previous}; that process is gone"),
+        })?;
+    }
+    if history.unreadable_lines > 0 {
+        recorder.emit(EventKind::Warning {
+            message: format!(
+                "{} unreadable journal line(s) ignored (a write cut short by a crash)",
+                history.unreadable_lines
+            ),
+        })?;
+    }
+
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
+    let mut vars = bound.vars.clone();
+    let renderer = Renderer::new(bound.masker.clone());
+    let outcome = tokio::select! {
+        outcome = run_steps(playbook, &renderer, &mut vars, &history, options, &mut recorder) => outcome,
+        _ = interrupt.recv() => Ok(Exit::Interrupted),
+        _ = terminate.recv() => Ok(Exit::Interrupted),
+    };
+    let exit = match outcome {
+        Ok(Exit::Interrupted) => {
+            if let Some((step, started, hash)) = recorder.current.take() {
+                recorder.emit(EventKind::StepFinished {
+                    step,
+                    status: StepStatus::Interrupted,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    hash: Some(hash),
+                    output: None,
+                    error: Some("interrupted by a signal".into()),
+                })?;
+            }
+            recorder.finish(Exit::Interrupted)?
+        }
+        Ok(exit) => exit,
+        Err(error) => {
+            let _ = recorder.finish(Exit::StepFailed);
+            return Err(error.into());
+        }
+    };
+    drop(lock);
+    Ok(exit)
+}
+
+fn masked_params(playbook: &Playbook, bound: &Bound) -> IndexMap<String, serde_json::Value> {
+    bound
+        .params
+        .iter()
+        .map(|(name, value)| {
+            let secret = playbook
+                .params
+                .get(name)
+                .is_some_and(|(spec, _)| spec.secret);
+            let shown = if secret && !value.is_null() {
+                serde_json::Value::from("***")
+            } else {
+                value.clone()
+            };
+            (name.clone(), shown)
+        })
+        .collect()
+}
+
+/// A done step whose definition changed must not be skipped silently, nor redone silently.
+fn refuse_changed_definitions(
+    playbook: &Playbook,
+    history: &History,
+    options: &RunOptions,
+) -> Result<()> {
+    let from_index = options
+        .from
+        .as_deref()
+        .and_then(|id| playbook.steps.iter().position(|step| step.id() == id));
+    for (index, step) in playbook.steps.iter().enumerate() {
+        let redone = options.only.as_deref() == Some(step.id())
+            || from_index.is_some_and(|from| index >= from);
+        if redone {
+            continue;
+        }
+        if let Some((Some(hash), _)) = history.done(step.id())
+            && *hash != step.hash
+        {
+            return Err(Diagnostic::at(
+                step.location.clone(),
+                format!("step `{}` was done in an earlier run, but its definition has changed since", step.id()),
+            )
+            .help(format!(
+                "to run it again with the new definition use --from {} (it and the steps after it), \
+                 --only {} (just it), or --restart (everything)",
+                step.id(),
+                step.id()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The step loop.
+async fn run_steps(
+    playbook: &Playbook,
+    renderer: &Renderer,
+    vars: &mut Vars,
+    history: &History,
+    options: &RunOptions,
+    recorder: &mut Recorder<'_>,
+) -> anyhow::Result<Exit> {
+    let from_index = options
+        .from
+        .as_deref()
+        .and_then(|id| playbook.steps.iter().position(|step| step.id() == id));
+    let mut approvals = history.approvals.clone();
+    for (index, step) in playbook.steps.iter().enumerate() {
+        let id = step.id();
+        let forced =
+            options.only.as_deref() == Some(id) || from_index.is_some_and(|from| index >= from);
+        if !forced && let Some((_, output)) = history.done(id) {
+            if let Some(name) = step.register() {
+                vars.insert(
+                    name.to_string(),
+                    crate::render::to_value(output.as_ref().unwrap_or(&serde_json::Value::Null)),
+                );
+            }
+            recorder.show(EventKind::StepSkipped {
+                step: id.to_string(),
+                reason: "done in an earlier run".into(),
+                done: true,
+                hash: None,
+            });
+            continue;
+        }
+        let out_of_scope = match (&options.only, from_index) {
+            (Some(only), _) => only != id,
+            (None, Some(from)) => index < from,
+            (None, None) => false,
+        };
+        if out_of_scope {
+            let reason = match &options.only {
+                Some(only) => format!("not selected (--only {only})"),
+                None => format!(
+                    "before --from {}",
+                    options.from.as_deref().unwrap_or_default()
+                ),
+            };
+            recorder.show(EventKind::StepSkipped {
+                step: id.to_string(),
+                reason,
+                done: false,
+                hash: None,
+            });
+            continue;
+        }
+
+        let started = Instant::now();
+        let env = match render_env(step, renderer, vars) {
+            Ok(env) => env,
+            Err(error) => return fail(recorder, step, started, &error),
+        };
+        let cx = StepContext {
+            step_id: id,
+            renderer,
+            vars,
+            env: &env,
+            reporter: recorder.reporter,
+            base_dir: playbook.base_dir(),
+        };
+        let retries = step.spec.retries.unwrap_or(0);
+        let delay = step.spec.delay.map_or(DEFAULT_DELAY, |delay| delay.0);
+        let verbose = recorder.reporter.verbosity() == crate::report::Verbosity::Verbose;
+        let decision = match decide(
+            step,
+            playbook,
+            &cx,
+            GuardPolicy::Retry { retries, delay },
+            verbose,
+        )
+        .await
+        {
+            Ok(decision) => decision,
+            Err(error) => return fail(recorder, step, started, &error),
+        };
+        match decision {
+            StepDecision::Skip { reason, done } => {
+                recorder.emit(EventKind::StepSkipped {
+                    step: id.to_string(),
+                    reason,
+                    done,
+                    hash: done.then(|| step.hash.clone()),
+                })?;
+                continue;
+            }
+            StepDecision::Unknown { reason } => {
+                let error =
+                    anyhow::anyhow!("cannot run this step yet: it {reason}; run that step first");
+                return fail(recorder, step, started, &error);
+            }
+            StepDecision::Refused { reason } => {
+                recorder.emit(EventKind::StepFinished {
+                    step: id.to_string(),
+                    status: StepStatus::Refused,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    hash: Some(step.hash.clone()),
+                    output: None,
+                    error: Some(reason),
+                })?;
+                return recorder.finish(Exit::Refused);
+            }
+            StepDecision::Run => {}
+        }
+
+        let question = step
+            .spec
+            .confirm
+            .as_deref()
+            .or_else(|| step.action().approval_prompt());
+        if let Some(question) = question
+            && !approvals.contains(id)
+        {
+            let question = cx.render(question).unwrap_or_else(|_| question.to_string());
+            let via = if options.yes {
+                Some("--yes")
+            } else if options.approve.iter().any(|approved| approved == id) {
+                Some("--approve")
+            } else if approval::can_ask() {
+                approval::ask(id, &question).await.then_some("terminal")
+            } else {
+                None
+            };
+            let Some(via) = via else {
+                recorder.emit(EventKind::Paused {
+                    step: id.to_string(),
+                    message: question,
+                })?;
+                return recorder.finish(Exit::Paused);
+            };
+            recorder.emit(EventKind::Approved {
+                step: id.to_string(),
+                via: via.into(),
+            })?;
+            approvals.insert(id.to_string());
+        }
+
+        let mut attempt = 1;
+        let outcome = loop {
+            recorder.emit(EventKind::StepStarted {
+                step: id.to_string(),
+                name: step.title().to_string(),
+                action: step.action_key.to_string(),
+                attempt,
+            })?;
+            recorder.current = Some((id.to_string(), Instant::now(), step.hash.clone()));
+            let result = apply_once(step, &cx).await;
+            match result {
+                Ok(outcome) => break outcome,
+                Err(error) if attempt <= retries => {
+                    recorder.emit(EventKind::Warning {
+                        message: format!(
+                            "step `{id}` try {attempt} of {} failed: {error:#}; trying again in {}",
+                            retries + 1,
+                            HumanDuration(delay)
+                        ),
+                    })?;
+                    attempt += 1;
+                    tokio::time::sleep(delay).await;
+                }
+                Err(error) => {
+                    recorder.current = None;
+                    return fail(recorder, step, started, &error);
+                }
+            }
+        };
+        recorder.current = None;
+        recorder.emit(EventKind::StepFinished {
+            step: id.to_string(),
+            status: if outcome.changed {
+                StepStatus::Changed
+            } else {
+                StepStatus::Ok
+            },
+            duration_ms: started.elapsed().as_millis() as u64,
+            hash: Some(step.hash.clone()),
+            output: step.register().map(|_| outcome.output.clone()),
+            error: None,
+        })?;
+        if let Some(name) = step.register() {
+            vars.insert(name.to_string(), crate::render::to_value(&outcome.output));
+        }
+    }
+    recorder.finish(Exit::Success)
+}
+
+/// One try of the action, bounded by the step's `timeout`, then its `until` condition.
+async fn apply_once(step: &Step, cx: &StepContext<'_>) -> anyhow::Result<crate::actions::Outcome> {
+    let outcome = match step.spec.timeout {
+        Some(limit) => tokio::time::timeout(limit.0, step.action().apply(cx))
+            .await
+            .map_err(|_| anyhow::anyhow!("the step timed out after {limit}"))??,
+        None => step.action().apply(cx).await?,
+    };
+    if let Some(until) = &step.spec.until {
+        let mut vars = cx.vars.clone();
+        vars.insert("result".into(), crate::render::to_value(&outcome.output));
+        if !cx.renderer.is_true(until.as_str(), &vars)? {
+            anyhow::bail!("`until` is not met yet: {}", until.as_str());
+        }
+    }
+    Ok(outcome)
+}
+
+fn fail(
+    recorder: &mut Recorder<'_>,
+    step: &Step,
+    started: Instant,
+    error: &anyhow::Error,
+) -> anyhow::Result<Exit> {
+    recorder.emit(EventKind::StepFinished {
+        step: step.id().to_string(),
+        status: StepStatus::Failed,
+        duration_ms: started.elapsed().as_millis() as u64,
+        hash: Some(step.hash.clone()),
+        output: None,
+        error: Some(format!("{error:#}")),
+    })?;
+    recorder.finish(Exit::StepFailed)
+}

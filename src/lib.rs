@@ -1,0 +1,84 @@
+//! `runbook` runs maintenance procedures written as declarative YAML playbooks: step by step,
+//! with idempotent checks, resume after a stop, honest dry-run plans and approval gates.
+//!
+//! A playbook goes through the modules in this order: [`playbook`] (load and validate),
+//! [`render`] (templates), [`engine`] (plan and run, journal, lock), [`actions`] (what a step
+//! does) and [`report`] (how it is shown).
+
+pub mod actions;
+pub mod diagnostic;
+pub mod engine;
+pub mod playbook;
+pub mod render;
+pub mod report;
+
+pub use diagnostic::Diagnostic;
+
+/// How a command ended, as the exit code the SPEC defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exit {
+    /// Every step is done.
+    Success,
+    /// A step failed; `run` again resumes there.
+    StepFailed,
+    /// Invalid input; nothing was executed.
+    InvalidInput,
+    /// A guard refused a step.
+    Refused,
+    /// Another process holds the run's lock.
+    Locked,
+    /// Stopped at an approval gate.
+    Paused,
+    /// Interrupted by SIGINT or SIGTERM.
+    Interrupted,
+}
+
+impl Exit {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::StepFailed => 1,
+            Exit::InvalidInput => 2,
+            Exit::Refused => 3,
+            Exit::Locked => 4,
+            Exit::Paused => 5,
+            Exit::Interrupted => 130,
+        }
+    }
+}
+
+/// Errors that end a command before or outside the step loop.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input from the user: a playbook, a flag, a params file. Exit 2.
+    #[error("{0}")]
+    Invalid(Box<Diagnostic>),
+    /// The run's lock is held by another live process. Exit 4.
+    #[error("{0}")]
+    Locked(String),
+    /// Anything else (I/O on the state dir, ...): reported as is.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl Error {
+    /// The exit status this error maps to.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Invalid(_) => Exit::InvalidInput,
+            Error::Locked(_) => Exit::Locked,
+            Error::Other(_) => Exit::StepFailed,
+        }
+    }
+}
+
+impl From<Diagnostic> for Error {
+    fn from(diagnostic: Diagnostic) -> Self {
+        Error::Invalid(Box::new(diagnostic))
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,235 @@
+//! The `runbook` command line: turns flags into a call and the result into an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use runbook::engine::journal::History;
+use runbook::engine::lock::RunLock;
+use runbook::engine::{self, RunOptions, StateDir};
+use runbook::playbook::{Inputs, Playbook};
+use runbook::report::{self, Format, Reporter, Verbosity};
+use runbook::{Diagnostic, Error, Exit};
+
+/// Run maintenance procedures written as YAML playbooks: step by step, resumable, with
+/// honest plans and approval gates.
+#[derive(Debug, Parser)]
+#[command(name = "runbook", version, about, max_term_width = 100)]
+struct Cli {
+    /// Where runs keep their journal and lock.
+    #[arg(
+        long,
+        global = true,
+        env = "RUNBOOK_STATE_DIR",
+        default_value = ".runbook"
+    )]
+    state_dir: PathBuf,
+    /// Only failures, pauses and the final line.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Also show the output of check commands.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct PlaybookArgs {
+    /// The playbook file.
+    playbook: PathBuf,
+    /// Set a param: NAME=VALUE (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// A YAML file of param values.
+    #[arg(long, value_name = "FILE")]
+    vars_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a playbook and its params; run nothing.
+    Validate(PlaybookArgs),
+    /// Show what `run` would do, step by step, without doing it.
+    Plan {
+        #[command(flatten)]
+        playbook: PlaybookArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
+    },
+    /// Run a playbook, or resume it where it stopped.
+    Run {
+        #[command(flatten)]
+        playbook: PlaybookArgs,
+        /// Approve every approval gate.
+        #[arg(long)]
+        yes: bool,
+        /// Approve this step's gate (repeatable).
+        #[arg(long, value_name = "STEP")]
+        approve: Vec<String>,
+        /// Run from this step on, even steps already done.
+        #[arg(long, value_name = "STEP")]
+        from: Option<String>,
+        /// Run only this step, even if it is done.
+        #[arg(long, value_name = "STEP")]
+        only: Option<String>,
+        /// Forget the journal (it is kept aside) and start over.
+        #[arg(long)]
+        restart: bool,
+        /// Text on stderr, or JSON events on stdout.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Show a run's state (the most recent run by default).
+    Status {
+        /// Run id, as `runbook list` shows it.
+        run: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// List the runs in the state directory.
+    List,
+}
+
+fn load(args: &PlaybookArgs) -> Result<(Playbook, runbook::playbook::Bound), Error> {
+    let playbook = Playbook::load(&args.playbook)?;
+    let bound = playbook.bind(&Inputs {
+        vars: args.vars.clone(),
+        vars_file: args.vars_file.clone(),
+    })?;
+    Ok((playbook, bound))
+}
+
+async fn execute(cli: Cli) -> Result<Exit, Error> {
+    let verbosity = if cli.quiet {
+        Verbosity::Quiet
+    } else if cli.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    let state = StateDir::new(&cli.state_dir);
+    match cli.command {
+        Command::Validate(args) => {
+            let (playbook, bound) = load(&args)?;
+            let run = engine::run_id(&playbook, &bound.params);
+            println!(
+                "{}: ok, {} steps, run id {run}",
+                playbook.path.display(),
+                playbook.steps.len()
+            );
+            Ok(Exit::Success)
+        }
+        Command::Plan {
+            playbook: args,
+            format,
+        } => {
+            let (playbook, bound) = load(&args)?;
+            let reporter = Reporter::new(Format::Text, verbosity);
+            let plan = engine::plan(&playbook, &bound, &state, &reporter).await?;
+            let text = match format {
+                PlanFormat::Text => plan.to_text(),
+                PlanFormat::Json => plan.to_json() + "\n",
+                PlanFormat::Markdown => plan.to_markdown(),
+            };
+            print!("{text}");
+            Ok(Exit::Success)
+        }
+        Command::Run {
+            playbook: args,
+            yes,
+            approve,
+            from,
+            only,
+            restart,
+            format,
+        } => {
+            let (playbook, bound) = load(&args)?;
+            let reporter = Reporter::new(format, verbosity);
+            let options = RunOptions {
+                yes,
+                approve,
+                from,
+                only,
+                restart,
+            };
+            engine::run(&playbook, &bound, &state, &options, &reporter).await
+        }
+        Command::Status { run, format } => {
+            let runs = state.runs()?;
+            let run = match run {
+                Some(run) if runs.contains(&run) => run,
+                Some(run) => {
+                    let known: Vec<&str> = runs.iter().map(String::as_str).collect();
+                    let help = match runbook::diagnostic::did_you_mean(&run, &known) {
+                        Some(close) => format!("did you mean `{close}`?"),
+                        None => "`runbook list` shows the runs".into(),
+                    };
+                    return Err(Diagnostic::new(format!("no run `{run}` in {}", cli.state_dir.display())).help(help).into());
+                }
+                None => runs.first().cloned().ok_or_else(|| {
+                    Diagnostic::new(format!("no runs in {}", cli.state_dir.display()))
+                        .help("start one with `runbook run PLAYBOOK`, or point --state-dir at the right place")
+                })?,
+            };
+            let run_dir = state.run_dir(&run);
+            let history = History::load(&run_dir)?;
+            let holder = RunLock::holder(&run_dir);
+            print!(
+                "{}",
+                report::render_status(&run, &history, holder.as_ref(), format == Format::Json)
+            );
+            if format == Format::Json {
+                println!();
+            }
+            Ok(Exit::Success)
+        }
+        Command::List => {
+            let mut runs = Vec::new();
+            for run in state.runs()? {
+                let run_dir = state.run_dir(&run);
+                let history = History::load(&run_dir)?;
+                let holder = RunLock::holder(&run_dir);
+                runs.push((run, history, holder));
+            }
+            print!("{}", report::render_list(&runs));
+            Ok(Exit::Success)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(Exit::StepFailed.code());
+        }
+    };
+    let exit = match runtime.block_on(execute(cli)) {
+        Ok(exit) => exit,
+        Err(error) => {
+            match &error {
+                Error::Invalid(diagnostic) => eprint!("{diagnostic}"),
+                Error::Locked(message) => eprintln!("error: {message}"),
+                Error::Other(cause) => eprintln!("error: {cause:#}"),
+            }
+            error.exit()
+        }
+    };
+    ExitCode::from(exit.code())
+}

@@ -1,0 +1,375 @@
+//! The template language: a minijinja environment with strict undefined, our filters and
+//! functions, expression evaluation for conditions, and masking of secrets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+/// Variables visible to templates: params, derived vars and registered outputs.
+pub type Vars = BTreeMap<String, Value>;
+
+/// Converts any serializable value (a JSON output, a param) into a template value.
+pub fn to_value(value: &impl serde::Serialize) -> Value {
+    Value::from(minijinja::value::Serde(value))
+}
+
+/// Replaces secret values with `***` wherever they appear.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    /// Longest first, so a secret that contains another is masked whole.
+    secrets: Arc<Vec<String>>,
+}
+
+impl Masker {
+    /// A masker for these secret values (empty values are ignored).
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        secrets.dedup();
+        Masker {
+            secrets: Arc::new(secrets),
+        }
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn mask(&self, text: &str) -> String {
+        let mut masked = text.to_string();
+        for secret in self.secrets.iter() {
+            if masked.contains(secret.as_str()) {
+                masked = masked.replace(secret.as_str(), "***");
+            }
+        }
+        masked
+    }
+
+    /// Masks every string inside a JSON value, in place.
+    pub fn mask_json(&self, value: &mut serde_json::Value) {
+        if self.secrets.is_empty() {
+            return;
+        }
+        match value {
+            serde_json::Value::String(text) => *text = self.mask(text),
+            serde_json::Value::Array(items) => {
+                items.iter_mut().for_each(|item| self.mask_json(item))
+            }
+            serde_json::Value::Object(map) => {
+                map.values_mut().for_each(|item| self.mask_json(item))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A template or expression could not be rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RenderError {
+    /// What went wrong, naming the variable when one is undefined.
+    pub message: String,
+    /// The undefined variable, when that is the problem.
+    pub undefined: Option<String>,
+}
+
+impl RenderError {
+    fn from_minijinja(error: &minijinja::Error, vars: Option<&Vars>, source: &str) -> Self {
+        let undefined = (error.kind() == minijinja::ErrorKind::UndefinedError)
+            .then(|| first_missing_variable(source, vars))
+            .flatten();
+        let message = match &undefined {
+            Some(name) => format!("undefined variable `{name}` in `{source}`"),
+            None => {
+                let detail = error
+                    .detail()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| error.kind().to_string());
+                format!("{detail} in `{source}`")
+            }
+        };
+        RenderError { message, undefined }
+    }
+}
+
+/// Which top-level variable of `source` is not in `vars` (minijinja's error does not say).
+fn first_missing_variable(source: &str, vars: Option<&Vars>) -> Option<String> {
+    let vars = vars?;
+    let env = Renderer::bare_environment();
+    let mut names: Vec<String> = variables_of(&env, source).ok()?.into_iter().collect();
+    names.sort();
+    names
+        .into_iter()
+        .find(|name| !vars.contains_key(name) && env.globals().all(|(g, _)| g != name))
+}
+
+/// The top-level variables a template or bare expression uses.
+fn variables_of(
+    env: &Environment<'static>,
+    source: &str,
+) -> Result<BTreeSet<String>, minijinja::Error> {
+    let names = if is_template(source) {
+        env.template_from_str(source)?.undeclared_variables(false)
+    } else {
+        env.compile_expression(source)?.undeclared_variables(false)
+    };
+    Ok(names.into_iter().collect())
+}
+
+/// Does `text` contain template syntax? Plain strings are used as they are.
+pub fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%") || text.contains("{#")
+}
+
+/// When a whole string is one `{{ expression }}`, the expression inside; such a string
+/// renders to the expression's value with its type (a number stays a number).
+fn sole_expression(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%"))
+        .then_some(inner.trim())
+}
+
+/// Renders templates and evaluates conditions against [`Vars`].
+#[derive(Debug)]
+pub struct Renderer {
+    env: Environment<'static>,
+    masker: Masker,
+}
+
+impl Renderer {
+    /// The environment with our filters and functions but no lookups that need a cluster.
+    fn bare_environment() -> Environment<'static> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_filter("shell_quote", shell_quote);
+        env.add_function("env", env_var);
+        env
+    }
+
+    /// A renderer whose output is masked with `masker` where it is shown.
+    pub fn new(masker: Masker) -> Self {
+        Renderer {
+            env: Self::bare_environment(),
+            masker,
+        }
+    }
+
+    /// The masker for secrets known to this run.
+    pub fn masker(&self) -> &Masker {
+        &self.masker
+    }
+
+    /// Names of globals and functions (`env`, `range`, ...), which are not variables.
+    pub fn is_global(&self, name: &str) -> bool {
+        self.env.globals().any(|(global, _)| global == name)
+    }
+
+    /// Checks the syntax of a template (or a bare expression when `expression` is set) and
+    /// returns the variables it needs, globals left out.
+    pub fn variables(&self, source: &str, expression: bool) -> Result<BTreeSet<String>, String> {
+        let wrapped;
+        let source = if expression && !is_template(source) {
+            wrapped = format!("{{{{ {source} }}}}");
+            wrapped.as_str()
+        } else {
+            source
+        };
+        let names = variables_of(&self.env, source).map_err(|error| syntax_message(&error))?;
+        Ok(names
+            .into_iter()
+            .filter(|name| !self.is_global(name))
+            .collect())
+    }
+
+    /// Renders a string. A string that is one `{{ expression }}` keeps the expression's type.
+    pub fn render(&self, source: &str, vars: &Vars) -> Result<Value, RenderError> {
+        if !is_template(source) {
+            return Ok(Value::from(source));
+        }
+        if let Some(expression) = sole_expression(source) {
+            return self.eval_expression(expression, vars);
+        }
+        self.env
+            .render_str(source, Value::from(vars.clone()))
+            .map(Value::from)
+            .map_err(|error| RenderError::from_minijinja(&error, Some(vars), source))
+    }
+
+    /// Renders a string to text.
+    pub fn render_string(&self, source: &str, vars: &Vars) -> Result<String, RenderError> {
+        Ok(value_to_text(&self.render(source, vars)?))
+    }
+
+    /// Renders every string inside a JSON value (used for manifests and structured params).
+    pub fn render_json(
+        &self,
+        value: &serde_json::Value,
+        vars: &Vars,
+    ) -> Result<serde_json::Value, RenderError> {
+        Ok(match value {
+            serde_json::Value::String(text) if is_template(text) => {
+                serde_json::to_value(self.render(text, vars)?).map_err(|error| RenderError {
+                    message: format!("cannot use the value of `{text}`: {error}"),
+                    undefined: None,
+                })?
+            }
+            serde_json::Value::Array(items) => serde_json::Value::Array(
+                items
+                    .iter()
+                    .map(|item| self.render_json(item, vars))
+                    .collect::<Result<_, _>>()?,
+            ),
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.iter()
+                    .map(|(key, item)| Ok((key.clone(), self.render_json(item, vars)?)))
+                    .collect::<Result<_, RenderError>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    /// Evaluates a condition: a bare expression, `{{ expression }}`, or a template whose
+    /// text is then read as a boolean.
+    pub fn is_true(&self, condition: &str, vars: &Vars) -> Result<bool, RenderError> {
+        let value = if is_template(condition) {
+            self.render(condition, vars)?
+        } else {
+            self.eval_expression(condition, vars)?
+        };
+        Ok(truthy(&value))
+    }
+
+    fn eval_expression(&self, expression: &str, vars: &Vars) -> Result<Value, RenderError> {
+        let compiled = self
+            .env
+            .compile_expression(expression)
+            .map_err(|error| RenderError::from_minijinja(&error, Some(vars), expression))?;
+        let value = compiled
+            .eval(Value::from(vars.clone()))
+            .map_err(|error| RenderError::from_minijinja(&error, Some(vars), expression))?;
+        if value.is_undefined() {
+            let error = minijinja::Error::new(minijinja::ErrorKind::UndefinedError, "undefined");
+            return Err(RenderError::from_minijinja(&error, Some(vars), expression));
+        }
+        Ok(value)
+    }
+}
+
+/// A rendered value as text: strings as they are, everything else as JSON-ish display.
+pub fn value_to_text(value: &Value) -> String {
+    match value.as_str() {
+        Some(text) => text.to_string(),
+        None => value.to_string(),
+    }
+}
+
+/// Truthiness of a condition's value; the strings "false", "no", "0" and "" are false, so a
+/// template that renders to `False` is false too.
+fn truthy(value: &Value) -> bool {
+    match value.as_str() {
+        Some(text) => !matches!(
+            text.trim().to_ascii_lowercase().as_str(),
+            "" | "false" | "no" | "0" | "none"
+        ),
+        None => value.is_true(),
+    }
+}
+
+fn syntax_message(error: &minijinja::Error) -> String {
+    match error.detail() {
+        Some(detail) => format!("{}: {detail}", error.kind()),
+        None => error.kind().to_string(),
+    }
+}
+
+/// `{{ path | shell_quote }}`: one argument for a POSIX shell, whatever it contains.
+fn shell_quote(value: Value) -> String {
+    let text = value_to_text(&value);
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
+    {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// `env(name, default)`: an environment variable of the runbook process.
+fn env_var(name: String, default: Option<String>) -> Result<String, minijinja::Error> {
+    match std::env::var(&name) {
+        Ok(value) => Ok(value),
+        Err(_) => default.ok_or_else(|| {
+            minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("environment variable `{name}` is not set (give a default: env('{name}', '...'))"),
+            )
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Vars {
+        let mut vars = Vars::new();
+        vars.insert("hub".into(), Value::from("staging"));
+        vars.insert("jobs".into(), Value::from(4));
+        vars
+    }
+
+    #[test]
+    fn a_sole_expression_keeps_its_type() {
+        let renderer = Renderer::new(Masker::default());
+        assert_eq!(
+            renderer.render("{{ jobs }}", &vars()).unwrap(),
+            Value::from(4)
+        );
+        assert_eq!(
+            renderer.render_string("/src/{{ hub }}/", &vars()).unwrap(),
+            "/src/staging/"
+        );
+    }
+
+    #[test]
+    fn undefined_variables_are_named() {
+        let renderer = Renderer::new(Masker::default());
+        let error = renderer.render_string("{{ hbu }}-x", &vars()).unwrap_err();
+        assert_eq!(error.undefined.as_deref(), Some("hbu"));
+        let error = renderer.is_true("hbu == 'x'", &vars()).unwrap_err();
+        assert_eq!(error.undefined.as_deref(), Some("hbu"));
+    }
+
+    #[test]
+    fn conditions_in_both_forms() {
+        let renderer = Renderer::new(Masker::default());
+        assert!(renderer.is_true("jobs > 2", &vars()).unwrap());
+        assert!(!renderer.is_true("{{ jobs > 5 }}", &vars()).unwrap());
+        assert!(!renderer.is_true("false", &vars()).unwrap());
+    }
+
+    #[test]
+    fn variables_leave_out_functions() {
+        let renderer = Renderer::new(Masker::default());
+        let names = renderer
+            .variables("{{ env('HOME') }}/{{ hub | shell_quote }}", false)
+            .unwrap();
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            vec!["hub".to_string()]
+        );
+    }
+
+    #[test]
+    fn shell_quote_makes_one_argument() {
+        assert_eq!(shell_quote(Value::from("a b;c")), "'a b;c'");
+        assert_eq!(shell_quote(Value::from("it's")), r"'it'\''s'");
+        assert_eq!(shell_quote(Value::from("/plain/path")), "/plain/path");
+    }
+
+    #[test]
+    fn masks_secrets_longest_first() {
+        let masker = Masker::new(["abc".to_string(), "abcdef".to_string()]);
+        assert_eq!(masker.mask("x abcdef y abc"), "x *** y ***");
+    }
+}

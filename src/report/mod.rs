@@ -1,0 +1,251 @@
+//! How a run is shown: human lines on stderr (colours on a terminal, timestamps in CI logs)
+//! and, with `--format json`, one event per line on stdout.
+
+mod plan;
+mod status;
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Mutex, RwLock};
+
+pub use plan::{PlanDecision, PlanEntry, PlanReport};
+pub use status::{render_list, render_status};
+
+use crate::engine::event::{Event, EventKind, RunStatus, StepStatus};
+use crate::render::Masker;
+
+/// Output format of `run` and `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Human text on stderr.
+    #[default]
+    Text,
+    /// JSON events on stdout, human text on stderr.
+    Json,
+}
+
+/// How much to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verbosity {
+    /// Only failures, pauses and the final line.
+    Quiet,
+    /// Steps and command output.
+    #[default]
+    Normal,
+    /// Also check commands' output and skipped-step details.
+    Verbose,
+}
+
+/// Prints events and command output; safe to share between tasks.
+#[derive(Debug)]
+pub struct Reporter {
+    format: Format,
+    verbosity: Verbosity,
+    terminal: bool,
+    color: bool,
+    masker: RwLock<Masker>,
+    stderr: Mutex<()>,
+}
+
+const GREEN: &str = "\x1b[32m";
+const RED: &str = "\x1b[31m";
+const YELLOW: &str = "\x1b[33m";
+const DIM: &str = "\x1b[2m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+impl Reporter {
+    /// A reporter; colours only when stderr is a terminal and `NO_COLOR` is not set.
+    pub fn new(format: Format, verbosity: Verbosity) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        Reporter {
+            format,
+            verbosity,
+            terminal,
+            color: terminal && std::env::var_os("NO_COLOR").is_none(),
+            masker: RwLock::new(Masker::default()),
+            stderr: Mutex::new(()),
+        }
+    }
+
+    /// Secrets to mask from now on.
+    pub fn set_masker(&self, masker: Masker) {
+        if let Ok(mut current) = self.masker.write() {
+            *current = masker;
+        }
+    }
+
+    /// The output format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The verbosity.
+    pub fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+
+    fn mask(&self, text: &str) -> String {
+        self.masker
+            .read()
+            .map(|masker| masker.mask(text))
+            .unwrap_or_else(|_| text.to_string())
+    }
+
+    fn paint(&self, color: &str, text: &str) -> String {
+        if self.color {
+            format!("{color}{text}{RESET}")
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// Writes human lines to stderr, each with a time prefix: short on a terminal, full
+    /// RFC 3339 in logs.
+    pub fn human(&self, text: &str) {
+        let time = if self.terminal {
+            self.paint(DIM, &jiff::Zoned::now().strftime("%H:%M:%S").to_string())
+        } else {
+            super::engine::event::now_rfc3339()
+        };
+        let _guard = self.stderr.lock();
+        let mut stderr = std::io::stderr().lock();
+        for line in self.mask(text).lines() {
+            let _ = writeln!(stderr, "{time} {line}");
+        }
+    }
+
+    /// A line of a command's output, prefixed by its step.
+    pub fn output_line(&self, step: &str, line: &str) {
+        if self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        let prefix = self.paint(DIM, &format!("[{step}]"));
+        self.human(&format!("{prefix} {line}"));
+    }
+
+    /// A warning that does not stop anything.
+    pub fn warn(&self, message: &str) {
+        self.human(&format!("{} {message}", self.paint(YELLOW, "warning:")));
+    }
+
+    /// An already masked event: JSON on stdout in json mode, and a human line on stderr.
+    pub fn event(&self, event: &Event, json: &serde_json::Value) {
+        if self.format == Format::Json {
+            let _guard = self.stderr.lock();
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{json}");
+            let _ = stdout.flush();
+        }
+        if let Some(line) = self.describe(&event.kind) {
+            self.human(&line);
+        }
+    }
+
+    fn describe(&self, kind: &EventKind) -> Option<String> {
+        let quiet = self.verbosity == Verbosity::Quiet;
+        Some(match kind {
+            EventKind::RunStarted { name, playbook, .. } if !quiet => {
+                format!("{} {name} ({playbook})", self.paint(BOLD, "run"))
+            }
+            EventKind::StepStarted {
+                step,
+                name,
+                attempt,
+                ..
+            } if !quiet => {
+                let again = if *attempt > 1 {
+                    format!(" (try {attempt})")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{} {} {name}{again}",
+                    self.paint(BOLD, "▶"),
+                    self.paint(BOLD, step)
+                )
+            }
+            EventKind::StepSkipped { step, reason, .. } if !quiet => {
+                format!("{} {step} skipped: {reason}", self.paint(DIM, "↷"))
+            }
+            EventKind::Approved { step, via } if !quiet => {
+                format!("{} {step} approved ({via})", self.paint(GREEN, "✓"))
+            }
+            EventKind::StepFinished {
+                step,
+                status,
+                duration_ms,
+                error,
+                ..
+            } => {
+                let took = format_duration_ms(*duration_ms);
+                match status {
+                    StepStatus::Ok | StepStatus::Changed if quiet => return None,
+                    StepStatus::Ok => format!("{} {step} ok ({took})", self.paint(GREEN, "✓")),
+                    StepStatus::Changed => {
+                        format!("{} {step} changed ({took})", self.paint(GREEN, "✓"))
+                    }
+                    StepStatus::Failed => format!(
+                        "{} {step} failed after {took}: {}",
+                        self.paint(RED, "✗"),
+                        error.as_deref().unwrap_or("unknown error")
+                    ),
+                    StepStatus::Refused => format!(
+                        "{} {step} refused: {}",
+                        self.paint(RED, "✗"),
+                        error.as_deref().unwrap_or("its guard is false")
+                    ),
+                    StepStatus::Interrupted => format!(
+                        "{} {step} interrupted after {took}",
+                        self.paint(YELLOW, "■")
+                    ),
+                }
+            }
+            EventKind::Paused { step, message } => format!(
+                "{} {step} waits for approval: {message}\n  to go on, run again with --approve {step} (or --yes)",
+                self.paint(YELLOW, "⏸")
+            ),
+            EventKind::Warning { message } => {
+                format!("{} {message}", self.paint(YELLOW, "warning:"))
+            }
+            EventKind::RunFinished { status, exit_code } => {
+                let (color, text) = match status {
+                    RunStatus::Ok => (GREEN, "every step is done"),
+                    RunStatus::Failed => {
+                        (RED, "a step failed; run the same command again to resume")
+                    }
+                    RunStatus::Refused => (
+                        RED,
+                        "a guard refused a step; nothing was changed by that step",
+                    ),
+                    RunStatus::Paused => (YELLOW, "paused at an approval gate"),
+                    RunStatus::Interrupted => {
+                        (YELLOW, "interrupted; run the same command again to resume")
+                    }
+                    RunStatus::Invalid => (RED, "invalid input"),
+                };
+                format!("{} (exit {exit_code})", self.paint(color, text))
+            }
+            EventKind::Progress {
+                step,
+                done_bytes,
+                total_bytes,
+                done_files,
+                total_files,
+            } if !quiet => {
+                format!(
+                    "[{step}] {done_files}/{total_files} files, {done_bytes}/{total_bytes} bytes"
+                )
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// `1.2s`, `350ms`, `2m05s`.
+pub fn format_duration_ms(ms: u64) -> String {
+    match ms {
+        0..1000 => format!("{ms}ms"),
+        1000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
