@@ -1,0 +1,208 @@
+//! A small fluent builder for end-to-end tests that run the real `runbook` binary:
+//! `Test::new().playbook("...").args(["run", "playbook.yaml"]).run().status(0)`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A scratch directory with a playbook, and the command line to run in it.
+pub struct Test {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+/// What a finished command printed, and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Default for Test {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Test {
+    /// An empty scratch directory; commands run there, with the state dir `.runbook/` in it.
+    pub fn new() -> Self {
+        Test {
+            dir: tempfile::tempdir().expect("temp dir"),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Writes `playbook.yaml`.
+    pub fn playbook(self, text: &str) -> Self {
+        self.file("playbook.yaml", text)
+    }
+
+    /// Writes a file in the scratch directory.
+    pub fn file(self, name: &str, text: &str) -> Self {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(path, text).expect("write file");
+        self
+    }
+
+    /// Replaces the command line.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets an environment variable for the command.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// The scratch directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A path inside the scratch directory.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    fn command(&self, args: &[String]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env("HOME", self.dir.path())
+            .env_remove("RUNBOOK_STATE_DIR")
+            .stdin(Stdio::null());
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        command
+    }
+
+    /// Runs the command line and waits.
+    pub fn run(&self) -> Output {
+        self.run_args(&self.args)
+    }
+
+    /// Runs another command line in the same directory and waits.
+    pub fn run_args<S: AsRef<str>>(&self, args: &[S]) -> Output {
+        let args: Vec<String> = args.iter().map(|arg| arg.as_ref().to_string()).collect();
+        let output = self.command(&args).output().expect("run runbook");
+        Output {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Starts the command line without waiting; output goes to files in the scratch dir.
+    pub fn spawn(&self) -> Child {
+        let stdout = std::fs::File::create(self.path("spawned.stdout")).expect("stdout file");
+        let stderr = std::fs::File::create(self.path("spawned.stderr")).expect("stderr file");
+        self.command(&self.args)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn runbook")
+    }
+
+    /// The journal of the only run in the state dir, as JSON events.
+    pub fn journal(&self) -> Vec<serde_json::Value> {
+        let runs = self.path(".runbook/runs");
+        let mut entries = std::fs::read_dir(&runs).expect("runs dir");
+        let run = entries.next().expect("one run").expect("entry").path();
+        assert!(entries.next().is_none(), "more than one run in {}", runs.display());
+        std::fs::read_to_string(run.join("journal.jsonl"))
+            .expect("journal")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("journal line is JSON"))
+            .collect()
+    }
+
+    /// Waits until the journal has an event matching `predicate` (for tests that interrupt
+    /// a run in the middle of a step).
+    pub fn wait_for_event(&self, predicate: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = std::panic::catch_unwind(|| self.journal()).ok().is_some_and(|events| events.iter().any(&predicate));
+            if found {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for a journal event");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Lines of a file in the scratch dir (counters that steps append to).
+    pub fn lines_of(&self, relative: &str) -> Vec<String> {
+        std::fs::read_to_string(self.path(relative))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Output {
+    /// Asserts the exit code, showing the output when it differs.
+    #[track_caller]
+    pub fn status(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts that stderr contains a text.
+    #[track_caller]
+    pub fn stderr_has(self, text: &str) -> Self {
+        assert!(self.stderr.contains(text), "stderr lacks {text:?}:\n{}", self.stderr);
+        self
+    }
+
+    /// Asserts that stderr does not contain a text.
+    #[track_caller]
+    pub fn stderr_lacks(self, text: &str) -> Self {
+        assert!(!self.stderr.contains(text), "stderr has {text:?}:\n{}", self.stderr);
+        self
+    }
+
+    /// Asserts that stdout contains a text.
+    #[track_caller]
+    pub fn stdout_has(self, text: &str) -> Self {
+        assert!(self.stdout.contains(text), "stdout lacks {text:?}:\n{}", self.stdout);
+        self
+    }
+
+    /// stdout parsed as JSON lines (`--format json`).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON event: {line}")))
+            .collect()
+    }
+
+    /// stderr with timestamps removed, for snapshots.
+    pub fn stderr_scrubbed(&self) -> String {
+        let timestamp = regex::Regex::new(r"(?m)^\d{4}-\d\d-\d\dT[\d:.]+Z ").expect("regex");
+        let durations = regex::Regex::new(r"\(\d+(\.\d+)?m?s\)").expect("regex");
+        let text = timestamp.replace_all(&self.stderr, "");
+        durations.replace_all(&text, "([duration])").into_owned()
+    }
+}
