@@ -27,7 +27,12 @@ impl Action for RunAction {
         let command = RenderedCommand::render(&self.0, cx)?;
         let shown = if self.0.shell {
             // A plan line stays one line: the script's first line and how many follow.
-            let script = command.argv.last().map(String::as_str).unwrap_or_default().trim();
+            let script = command
+                .argv
+                .last()
+                .map(String::as_str)
+                .unwrap_or_default()
+                .trim();
             let mut lines = script.lines();
             let first = lines.next().unwrap_or_default().to_string();
             match lines.count() {

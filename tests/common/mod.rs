@@ -125,7 +125,11 @@ impl Test {
         let runs = self.path(".runbook/runs");
         let mut entries = std::fs::read_dir(&runs).expect("runs dir");
         let run = entries.next().expect("one run").expect("entry").path();
-        assert!(entries.next().is_none(), "more than one run in {}", runs.display());
+        assert!(
+            entries.next().is_none(),
+            "more than one run in {}",
+            runs.display()
+        );
         std::fs::read_to_string(run.join("journal.jsonl"))
             .expect("journal")
             .lines()
@@ -138,11 +142,16 @@ impl Test {
     pub fn wait_for_event(&self, predicate: impl Fn(&serde_json::Value) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let found = std::panic::catch_unwind(|| self.journal()).ok().is_some_and(|events| events.iter().any(&predicate));
+            let found = std::panic::catch_unwind(|| self.journal())
+                .ok()
+                .is_some_and(|events| events.iter().any(&predicate));
             if found {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for a journal event");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for a journal event"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -154,6 +163,18 @@ impl Test {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+}
+
+/// Whether a process is alive: it exists and is not a zombie (in a container nobody may
+/// reap an orphan, and `kill(pid, 0)` succeeds on zombies).
+pub fn is_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
     }
 }
 
@@ -172,21 +193,33 @@ impl Output {
     /// Asserts that stderr contains a text.
     #[track_caller]
     pub fn stderr_has(self, text: &str) -> Self {
-        assert!(self.stderr.contains(text), "stderr lacks {text:?}:\n{}", self.stderr);
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}:\n{}",
+            self.stderr
+        );
         self
     }
 
     /// Asserts that stderr does not contain a text.
     #[track_caller]
     pub fn stderr_lacks(self, text: &str) -> Self {
-        assert!(!self.stderr.contains(text), "stderr has {text:?}:\n{}", self.stderr);
+        assert!(
+            !self.stderr.contains(text),
+            "stderr has {text:?}:\n{}",
+            self.stderr
+        );
         self
     }
 
     /// Asserts that stdout contains a text.
     #[track_caller]
     pub fn stdout_has(self, text: &str) -> Self {
-        assert!(self.stdout.contains(text), "stdout lacks {text:?}:\n{}", self.stdout);
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}:\n{}",
+            self.stdout
+        );
         self
     }
 
@@ -194,7 +227,9 @@ impl Output {
     pub fn events(&self) -> Vec<serde_json::Value> {
         self.stdout
             .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON event: {line}")))
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON event: {line}"))
+            })
             .collect()
     }
 

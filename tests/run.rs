@@ -1,0 +1,594 @@
+//! End-to-end tests of `runbook run`: resume, failures, signals, locks, approvals.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Test;
+
+/// Three steps that append to `ran.log`, so a test can count what ran.
+const THREE_STEPS: &str = r#"
+runbook: 1
+name: three
+steps:
+  - id: one
+    run: {shell: true, command: "echo one >> ran.log"}
+  - id: two
+    run: {shell: true, command: "echo two >> ran.log"}
+  - id: three
+    run: {shell: true, command: "echo three >> ran.log"}
+"#;
+
+#[test]
+fn a_run_then_a_rerun_that_skips_everything() {
+    let test = Test::new()
+        .playbook(THREE_STEPS)
+        .args(["run", "playbook.yaml"]);
+    test.run().status(0).stderr_has("every step is done");
+    assert_eq!(test.lines_of("ran.log"), ["one", "two", "three"]);
+    test.run()
+        .status(0)
+        .stderr_has("one skipped: done in an earlier run");
+    assert_eq!(
+        test.lines_of("ran.log"),
+        ["one", "two", "three"],
+        "the rerun repeated steps"
+    );
+}
+
+#[test]
+fn a_failing_step_then_a_fixed_rerun_resumes_at_it() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: flaky
+steps:
+  - id: before
+    run: {shell: true, command: "echo before >> ran.log"}
+  - id: needs-fix
+    run: [test, -e, fixed]
+  - id: after
+    run: {shell: true, command: "echo after >> ran.log"}
+"#,
+        )
+        .args(["run", "playbook.yaml"]);
+    test.run()
+        .status(1)
+        .stderr_has("needs-fix failed")
+        .stderr_has("exited with code 1");
+    std::fs::write(test.path("fixed"), "").unwrap();
+    test.run().status(0);
+    assert_eq!(test.lines_of("ran.log"), ["before", "after"]);
+    let statuses: Vec<String> = test
+        .journal()
+        .iter()
+        .filter(|event| event["event"] == "step_finished" && event["step"] == "needs-fix")
+        .map(|event| event["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(statuses, ["failed", "changed"]);
+}
+
+#[test]
+fn kill_9_in_a_long_step_then_a_rerun_finishes_without_repeating_earlier_steps() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: long
+steps:
+  - id: first
+    run: {shell: true, command: "echo first >> ran.log"}
+  - id: long
+    # Long the first time; instant once the marker exists.
+    run: {shell: true, command: "if [ -e marker ]; then exit 0; fi; touch marker; sleep 60"}
+  - id: last
+    run: {shell: true, command: "echo last >> ran.log"}
+"#,
+        )
+        .args(["run", "playbook.yaml"]);
+    let mut child = test.spawn();
+    test.wait_for_event(|event| event["event"] == "step_started" && event["step"] == "long");
+    while !test.path("marker").exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    test.run()
+        .status(0)
+        .stderr_has("first skipped: done in an earlier run");
+    assert_eq!(test.lines_of("ran.log"), ["first", "last"]);
+}
+
+#[test]
+fn sigint_stops_the_run_with_130_kills_the_command_and_a_rerun_resumes() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: interrupted
+steps:
+  - id: first
+    run: {shell: true, command: "echo first >> ran.log"}
+  - id: sleepy
+    run: {shell: true, command: "if [ -e marker ]; then exit 0; fi; touch marker; sleep 60 & echo $! > sleep.pid; wait"}
+  - id: last
+    run: {shell: true, command: "echo last >> ran.log"}
+"#,
+        )
+        .args(["run", "playbook.yaml"]);
+    let mut child = test.spawn();
+    test.wait_for_event(|event| event["event"] == "step_started" && event["step"] == "sleepy");
+    while !test.path("sleep.pid").exists() || test.lines_of("sleep.pid").is_empty() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sleep_pid: i32 = test.lines_of("sleep.pid")[0].parse().unwrap();
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+
+    // The grandchild `sleep` went with its process group.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !common::is_alive(sleep_pid),
+        "the step's grandchild survived Ctrl-C"
+    );
+
+    let journal = test.journal();
+    let last = journal.last().unwrap();
+    assert_eq!(last["event"], "run_finished");
+    assert_eq!(last["status"], "interrupted");
+    assert_eq!(last["exit_code"], 130);
+    assert!(
+        journal
+            .iter()
+            .any(|event| event["step"] == "sleepy" && event["status"] == "interrupted")
+    );
+
+    test.run().status(0);
+    assert_eq!(test.lines_of("ran.log"), ["first", "last"]);
+}
+
+#[test]
+fn a_second_concurrent_run_exits_4_and_names_the_holder() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: busy
+steps:
+  - id: wait
+    run: {shell: true, command: "while [ ! -e release ]; do sleep 0.05; done"}
+"#,
+        )
+        .args(["run", "playbook.yaml"]);
+    let mut first = test.spawn();
+    test.wait_for_event(|event| event["event"] == "step_started");
+    let second = test
+        .run()
+        .status(4)
+        .stderr_has("is locked by pid")
+        .stderr_has(&first.id().to_string());
+    assert!(second.stderr.contains(" on ") && second.stderr.contains(" since "));
+    test.run_args(&["status"])
+        .status(0)
+        .stdout_has("running")
+        .stdout_has("held by pid");
+    std::fs::write(test.path("release"), "").unwrap();
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn a_lock_left_by_a_killed_run_is_taken_over_with_a_warning() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: stale
+steps:
+  - id: long
+    run: {shell: true, command: "if [ -e marker ]; then exit 0; fi; touch marker; sleep 60"}
+"#,
+        )
+        .args(["run", "playbook.yaml"]);
+    let mut child = test.spawn();
+    test.wait_for_event(|event| event["event"] == "step_started");
+    let pid = child.id();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    test.run_args(&["list"]).status(0).stdout_has("crashed");
+    test.run()
+        .status(0)
+        .stderr_has(&format!("took over the lock left by pid {pid}"));
+}
+
+#[test]
+fn an_approval_gate_stops_with_5_without_a_terminal_and_is_journaled() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: gated
+steps:
+  - id: before
+    run: {shell: true, command: "echo before >> ran.log"}
+  - id: gate
+    pause: "Lock users out?"
+  - id: risky
+    confirm: "Really delete?"
+    run: {shell: true, command: "echo risky >> ran.log; test -e fixed"}
+"#,
+        )
+        .args(["run", "playbook.yaml"]);
+    test.run()
+        .status(5)
+        .stderr_has("gate waits for approval: Lock users out?")
+        .stderr_has("--approve gate");
+    assert_eq!(test.lines_of("ran.log"), ["before"]);
+    test.run_args(&["run", "playbook.yaml", "--approve", "gate"])
+        .status(5)
+        .stderr_has("risky waits for approval: Really delete?");
+    // Both approvals given; the step then fails, and the rerun does not ask again.
+    test.run_args(&["run", "playbook.yaml", "--approve", "risky"])
+        .status(1);
+    std::fs::write(test.path("fixed"), "").unwrap();
+    test.run().status(0);
+    assert_eq!(test.lines_of("ran.log"), ["before", "risky", "risky"]);
+    let approvals: Vec<(String, String)> = test
+        .journal()
+        .iter()
+        .filter(|event| event["event"] == "approved")
+        .map(|event| {
+            (
+                event["step"].as_str().unwrap().into(),
+                event["via"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        approvals,
+        [
+            ("gate".into(), "--approve".into()),
+            ("risky".into(), "--approve".into())
+        ]
+    );
+}
+
+#[test]
+fn yes_approves_every_gate() {
+    Test::new()
+        .playbook("runbook: 1\nname: y\nsteps:\n  - id: gate\n    pause: ok?\n  - id: after\n    run: [true]\n")
+        .args(["run", "playbook.yaml", "--yes"])
+        .run()
+        .status(0)
+        .stderr_has("gate approved (--yes)");
+}
+
+#[test]
+fn a_done_step_whose_definition_changed_is_refused_until_from_or_restart() {
+    let test = Test::new()
+        .playbook(THREE_STEPS)
+        .args(["run", "playbook.yaml"]);
+    test.run().status(0);
+    let changed = THREE_STEPS.replace("echo two >>", "echo TWO >>");
+    let test = test.playbook(&changed);
+    test.run()
+        .status(2)
+        .stderr_has("step `two` was done in an earlier run, but its definition has changed since")
+        .stderr_has("--from two")
+        .stderr_has("--restart");
+    assert_eq!(
+        test.lines_of("ran.log"),
+        ["one", "two", "three"],
+        "a refused run ran something"
+    );
+    test.run_args(&["run", "playbook.yaml", "--from", "two"])
+        .status(0);
+    assert_eq!(
+        test.lines_of("ran.log"),
+        ["one", "two", "three", "TWO", "three"]
+    );
+    test.run_args(&["run", "playbook.yaml", "--restart"])
+        .status(0);
+    assert_eq!(test.lines_of("ran.log").len(), 8);
+}
+
+#[test]
+fn only_runs_one_step_even_when_done() {
+    let test = Test::new()
+        .playbook(THREE_STEPS)
+        .args(["run", "playbook.yaml"]);
+    test.run().status(0);
+    test.run_args(&["run", "playbook.yaml", "--only", "two"])
+        .status(0);
+    assert_eq!(test.lines_of("ran.log"), ["one", "two", "three", "two"]);
+    test.run_args(&["run", "playbook.yaml", "--only", "tow"])
+        .status(2)
+        .stderr_has("--only tow")
+        .stderr_has("did you mean `two`?");
+}
+
+#[test]
+fn a_false_guard_refuses_with_3_after_its_retries_and_changes_nothing() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: guarded
+params:
+  users: {type: int}
+steps:
+  - id: offline
+    require: "users == 0"
+    retries: 2
+    delay: 10ms
+    run: {shell: true, command: "echo offline >> ran.log"}
+"#,
+        )
+        .args(["run", "playbook.yaml", "--var", "users=2"]);
+    test.run()
+        .status(3)
+        .stderr_has("offline refused: guard is false after 3 tries: users == 0");
+    assert!(test.lines_of("ran.log").is_empty());
+    test.run_args(&["run", "playbook.yaml", "--var", "users=0"])
+        .status(0);
+    assert_eq!(test.lines_of("ran.log"), ["offline"]);
+}
+
+#[test]
+fn argv_elements_are_rendered_one_by_one_and_never_split() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: argv
+params:
+  name: {}
+steps:
+  - id: args
+    run: [python3, -c, "import sys, json; print(json.dumps(sys.argv[1:]))", "{{ name }}", "x"]
+    register: printed
+  - id: check
+    assert: "printed.json == [name, 'x']"
+"#,
+        )
+        .args(["run", "playbook.yaml", "--var", "name=a b; touch pwned"]);
+    test.run().status(0);
+    assert!(!test.path("pwned").exists());
+}
+
+#[test]
+fn registered_output_is_restored_on_resume() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: register
+steps:
+  - id: produce
+    run: [echo, '{"server": "10.0.0.7", "path": "/homes/"}']
+    register: pv
+  - id: consume
+    run: {shell: true, command: "echo {{ pv.json.server }}{{ pv.json.path }} >> ran.log; test -e fixed"}
+"#,
+        )
+        .args(["run", "playbook.yaml"]);
+    test.run().status(1);
+    std::fs::write(test.path("fixed"), "").unwrap();
+    test.run()
+        .status(0)
+        .stderr_has("produce skipped: done in an earlier run");
+    assert_eq!(
+        test.lines_of("ran.log"),
+        ["10.0.0.7/homes/", "10.0.0.7/homes/"]
+    );
+}
+
+#[test]
+fn a_timeout_kills_the_whole_process_group() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: slow
+steps:
+  - id: slow
+    run:
+      shell: true
+      command: "sleep 30 & echo $! > sleep.pid; wait"
+      timeout: 300ms
+"#,
+        )
+        .args(["run", "playbook.yaml"]);
+    test.run().status(1).stderr_has("timed out after 300ms");
+    let sleep_pid: i32 = test.lines_of("sleep.pid")[0].parse().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !common::is_alive(sleep_pid),
+        "the grandchild outlived the timeout"
+    );
+}
+
+#[test]
+fn retries_and_until_repeat_the_action() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: until
+steps:
+  - id: count
+    run: {shell: true, command: "echo x >> tries.log; wc -l < tries.log"}
+    register: tries
+    until: "result.stdout | int >= 3"
+    retries: 5
+    delay: 10ms
+"#,
+        )
+        .args(["run", "playbook.yaml"]);
+    test.run().status(0).stderr_has("try 2 of 6 failed");
+    assert_eq!(test.lines_of("tries.log").len(), 3);
+}
+
+#[test]
+fn checks_skip_done_steps_and_when_skips_without_marking_done() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: checks
+params:
+  enabled: {type: bool, default: false}
+steps:
+  - id: by-expression
+    check: "1 + 1 == 2"
+    run: [false]
+  - id: by-command
+    check: {run: [test, -e, playbook.yaml]}
+    run: [false]
+  - id: by-creates
+    run: {command: [false], creates: playbook.yaml}
+  - id: disabled
+    when: "{{ enabled }}"
+    run: {shell: true, command: "echo enabled >> ran.log"}
+"#,
+        )
+        .args(["run", "playbook.yaml"]);
+    test.run()
+        .status(0)
+        .stderr_has("by-expression skipped: check is true: 1 + 1 == 2")
+        .stderr_has("by-command skipped: check `test -e playbook.yaml` exited 0")
+        .stderr_has("by-creates skipped: playbook.yaml exists")
+        .stderr_has("disabled skipped: `when` is false");
+    // `when` is evaluated again: enabling it later runs the step.
+    test.run_args(&["run", "playbook.yaml", "--var", "enabled=true"])
+        .status(0);
+    assert_eq!(test.lines_of("ran.log"), ["enabled"]);
+}
+
+#[test]
+fn json_events_follow_the_spec() {
+    let output = Test::new()
+        .playbook(THREE_STEPS)
+        .args(["run", "playbook.yaml", "--format", "json"])
+        .run()
+        .status(0);
+    let events = output.events();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|event| event["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "run_started",
+            "step_started",
+            "step_finished",
+            "step_started",
+            "step_finished",
+            "step_started",
+            "step_finished",
+            "run_finished"
+        ]
+    );
+    for event in &events {
+        assert!(
+            event["ts"].is_string() && event["run"].is_string(),
+            "{event}"
+        );
+    }
+    let finished = &events[2];
+    assert_eq!(finished["step"], "one");
+    assert_eq!(finished["status"], "changed");
+    assert!(finished["duration_ms"].is_u64());
+    assert_eq!(events[7]["status"], "ok");
+    assert_eq!(events[7]["exit_code"], 0);
+}
+
+#[test]
+fn secrets_are_masked_in_output_events_journal_and_plans() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: secret
+params:
+  token: {secret: true}
+  hub: {}
+steps:
+  - id: use-token
+    run: [echo, "token is {{ token }} for {{ hub }}"]
+    register: echoed
+"#,
+        )
+        .args([
+            "run",
+            "playbook.yaml",
+            "--var",
+            "token=hunter2-s3cret",
+            "--var",
+            "hub=staging",
+            "--format",
+            "json",
+        ]);
+    let output = test.run().status(0);
+    assert!(
+        output.stderr.contains("token is *** for staging"),
+        "{}",
+        output.stderr
+    );
+    assert!(!output.stderr.contains("hunter2-s3cret"));
+    assert!(!output.stdout.contains("hunter2-s3cret"));
+    let journal = std::fs::read_dir(test.path(".runbook/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let journal = std::fs::read_to_string(journal.join("journal.jsonl")).unwrap();
+    assert!(!journal.contains("hunter2-s3cret"));
+    assert!(journal.contains("token is *** for staging"));
+    let plan = test.run_args(&[
+        "plan",
+        "playbook.yaml",
+        "--var",
+        "token=hunter2-s3cret",
+        "--var",
+        "hub=staging",
+        "--format",
+        "json",
+    ]);
+    assert!(!plan.stdout.contains("hunter2-s3cret"));
+    // Secret values do not name the run: another token continues the same run.
+    test.run_args(&[
+        "run",
+        "playbook.yaml",
+        "--var",
+        "token=other",
+        "--var",
+        "hub=staging",
+    ])
+    .status(0)
+    .stderr_has("use-token skipped: done in an earlier run");
+}
+
+#[test]
+fn status_and_list_show_each_run() {
+    let test = Test::new()
+        .playbook(THREE_STEPS)
+        .args(["run", "playbook.yaml"]);
+    test.run_args(&["status"])
+        .status(2)
+        .stderr_has("no runs in .runbook");
+    test.run().status(0);
+    let status = test.run_args(&["status", "--format", "json"]).status(0);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["state"], "done");
+    assert_eq!(status["steps"].as_array().unwrap().len(), 3);
+    test.run_args(&["list"])
+        .status(0)
+        .stdout_has("three-")
+        .stdout_has("3/3");
+}
