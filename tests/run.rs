@@ -257,6 +257,21 @@ steps:
 }
 
 #[test]
+fn on_a_terminal_the_gate_asks_and_only_yes_approves() {
+    let test = Test::new()
+        .playbook("runbook: 1\nname: asked\nsteps:\n  - id: gate\n    pause: Lock users out?\n  - id: after\n    run: {shell: true, command: 'echo after >> ran.log'}\n")
+        .args(["run", "playbook.yaml"]);
+    test.run_in_terminal("n\n")
+        .status(5)
+        .stderr_has("approve step `gate`? Lock users out? [y/N]");
+    assert!(test.lines_of("ran.log").is_empty());
+    test.run_in_terminal("y\n")
+        .status(0)
+        .stderr_has("gate approved (terminal)");
+    assert_eq!(test.lines_of("ran.log"), ["after"]);
+}
+
+#[test]
 fn yes_approves_every_gate() {
     Test::new()
         .playbook("runbook: 1\nname: y\nsteps:\n  - id: gate\n    pause: ok?\n  - id: after\n    run: [true]\n")

@@ -120,10 +120,7 @@ impl Action for AssertAction {
                 anyhow::bail!(message);
             }
         }
-        Ok(Outcome {
-            changed: false,
-            output: serde_json::Value::Bool(true),
-        })
+        Ok(Outcome::new(false, serde_json::Value::Bool(true)))
     }
 
     fn is_read_only(&self) -> bool {

@@ -50,6 +50,19 @@ pub struct Outcome {
     pub changed: bool,
     /// Registered under the step's `register:` name and journaled for resume.
     pub output: serde_json::Value,
+    /// The last lines a command printed, journaled with every finished step.
+    pub tail: Vec<String>,
+}
+
+impl Outcome {
+    /// An outcome with no command output.
+    pub fn new(changed: bool, output: serde_json::Value) -> Self {
+        Outcome {
+            changed,
+            output,
+            tail: Vec::new(),
+        }
+    }
 }
 
 /// Everything an action may use while it checks, plans or applies.

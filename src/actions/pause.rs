@@ -56,10 +56,7 @@ impl Action for PauseAction {
 
     async fn apply(&self, _cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
         // The engine has already obtained the approval before calling apply.
-        Ok(Outcome {
-            changed: false,
-            output: serde_json::Value::Null,
-        })
+        Ok(Outcome::new(false, serde_json::Value::Null))
     }
 
     fn approval_prompt(&self) -> Option<&str> {

@@ -83,6 +83,7 @@ impl Action for RunAction {
         Ok(Outcome {
             changed: true,
             output,
+            tail: result.tail,
         })
     }
 }

@@ -133,6 +133,9 @@ pub enum EventKind {
         /// Why it failed or was refused.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The last lines the step's command printed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tail: Vec<String>,
     },
     /// Progress of a long step.
     Progress {

@@ -165,6 +165,7 @@ impl History {
                 hash,
                 output,
                 error,
+                ..
             } => {
                 let state = if status.is_done() {
                     StepState::Done {

@@ -246,6 +246,7 @@ pub async fn run(
                     hash: Some(hash),
                     output: None,
                     error: Some("interrupted by a signal".into()),
+                    tail: Vec::new(),
                 })?;
             }
             recorder.finish(Exit::Interrupted)?
@@ -420,6 +421,7 @@ async fn run_steps(
                     hash: Some(step.hash.clone()),
                     output: None,
                     error: Some(reason),
+                    tail: Vec::new(),
                 })?;
                 return recorder.finish(Exit::Refused);
             }
@@ -499,6 +501,7 @@ async fn run_steps(
             hash: Some(step.hash.clone()),
             output: step.register().map(|_| outcome.output.clone()),
             error: None,
+            tail: outcome.tail,
         })?;
         if let Some(name) = step.register() {
             vars.insert(name.to_string(), crate::render::to_value(&outcome.output));
@@ -538,6 +541,7 @@ fn fail(
         hash: Some(step.hash.clone()),
         output: None,
         error: Some(format!("{error:#}")),
+        tail: Vec::new(),
     })?;
     recorder.finish(Exit::StepFailed)
 }

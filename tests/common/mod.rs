@@ -109,6 +109,41 @@ impl Test {
         }
     }
 
+    /// Runs the command line inside a pseudo-terminal (util-linux `script`), typing `input`,
+    /// so that `runbook` sees a person at a terminal. Returns the exit code and the screen.
+    pub fn run_in_terminal(&self, input: &str) -> Output {
+        use std::io::Write;
+        let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_runbook").to_string())
+            .chain(self.args.iter().cloned())
+            .map(|arg| format!("'{}'", arg.replace('\'', r"'\''")))
+            .collect();
+        let mut child = Command::new("script")
+            .args(["-qec", &quoted.join(" "), "/dev/null"])
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env("HOME", self.dir.path())
+            .env_remove("RUNBOOK_STATE_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run script");
+        // Give runbook time to print its question before the answer arrives.
+        std::thread::sleep(Duration::from_millis(300));
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("type input");
+        let output = child.wait_with_output().expect("wait for script");
+        Output {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&output.stdout).into_owned(),
+        }
+    }
+
     /// Starts the command line without waiting; output goes to files in the scratch dir.
     pub fn spawn(&self) -> Child {
         let stdout = std::fs::File::create(self.path("spawned.stdout")).expect("stdout file");
