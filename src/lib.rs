@@ -8,9 +8,11 @@
 pub mod actions;
 pub mod diagnostic;
 pub mod engine;
+pub mod kube;
 pub mod playbook;
 pub mod render;
 pub mod report;
+pub mod sandbox;
 
 pub use diagnostic::Diagnostic;
 

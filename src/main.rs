@@ -123,10 +123,11 @@ async fn execute(cli: Cli) -> Result<Exit, Error> {
         Command::Validate(args) => {
             let (playbook, bound) = load(&args)?;
             let run = engine::run_id(&playbook, &bound.params);
+            let count = playbook.steps.len();
+            let steps = if count == 1 { "step" } else { "steps" };
             println!(
-                "{}: ok, {} steps, run id {run}",
-                playbook.path.display(),
-                playbook.steps.len()
+                "{}: ok, {count} {steps}, run id {run}",
+                playbook.path.display()
             );
             Ok(Exit::Success)
         }

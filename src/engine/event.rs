@@ -177,6 +177,25 @@ impl EventKind {
         !matches!(self, EventKind::Progress { .. })
     }
 
+    /// Events that record a state the next run relies on (a step done, an approval, the end
+    /// of a run) are fsynced before runbook moves on. The others (`step_started`, a `when`
+    /// skip, warnings) are written but not synced: a kill -9 loses no written line, and after
+    /// a power loss a started step shows as pending, which is run again either way. This
+    /// halves the syncs per step, which dominate the engine's overhead on slow disks.
+    pub fn needs_sync(&self) -> bool {
+        match self {
+            EventKind::StepFinished { .. }
+            | EventKind::Approved { .. }
+            | EventKind::Paused { .. }
+            | EventKind::RunFinished { .. } => true,
+            EventKind::StepSkipped { done, .. } => *done,
+            EventKind::RunStarted { .. }
+            | EventKind::StepStarted { .. }
+            | EventKind::Progress { .. }
+            | EventKind::Warning { .. } => false,
+        }
+    }
+
     /// The step the event is about.
     pub fn step(&self) -> Option<&str> {
         match self {

@@ -95,7 +95,7 @@ impl Recorder<'_> {
         let mut json = serde_json::to_value(&event)?;
         self.masker.mask_json(&mut json);
         if event.kind.is_journaled() {
-            self.journal.append(&json)?;
+            self.journal.append(&json, event.kind.needs_sync())?;
         }
         let masked: Event = serde_json::from_value(json.clone())?;
         self.reporter.event(&masked, &json);
