@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use runbook::engine::journal::History;
 use runbook::engine::lock::RunLock;
 use runbook::engine::{self, RunOptions, StateDir};
+use runbook::kube::{Cluster, ClusterOptions};
 use runbook::playbook::{Inputs, Playbook};
 use runbook::report::{self, Format, Reporter, Verbosity};
 use runbook::{Diagnostic, Error, Exit};
@@ -31,6 +32,13 @@ struct Cli {
     /// Also show the output of check commands.
     #[arg(long, short, global = true)]
     verbose: bool,
+    /// The kubeconfig for `kube.*` steps (default: KUBECONFIG, then ~/.kube/config, then
+    /// the in-cluster service account).
+    #[arg(long, global = true, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// A context of the kubeconfig other than its current one.
+    #[arg(long, global = true, value_name = "NAME")]
+    context: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -101,6 +109,18 @@ enum Command {
     List,
 }
 
+/// Connects to the cluster when the playbook needs one: a bad kubeconfig or a missing
+/// context is invalid input, found before anything runs.
+async fn cluster_for(
+    playbook: &Playbook,
+    options: &ClusterOptions,
+) -> Result<Option<Cluster>, Error> {
+    if !playbook.uses_kube() {
+        return Ok(None);
+    }
+    Ok(Some(Cluster::connect(options).await?))
+}
+
 fn load(args: &PlaybookArgs) -> Result<(Playbook, runbook::playbook::Bound), Error> {
     let playbook = Playbook::load(&args.playbook)?;
     let bound = playbook.bind(&Inputs {
@@ -119,6 +139,10 @@ async fn execute(cli: Cli) -> Result<Exit, Error> {
         Verbosity::Normal
     };
     let state = StateDir::new(&cli.state_dir);
+    let cluster_options = ClusterOptions {
+        kubeconfig: cli.kubeconfig.clone(),
+        context: cli.context.clone(),
+    };
     match cli.command {
         Command::Validate(args) => {
             let (playbook, bound) = load(&args)?;
@@ -137,7 +161,8 @@ async fn execute(cli: Cli) -> Result<Exit, Error> {
         } => {
             let (playbook, bound) = load(&args)?;
             let reporter = Reporter::new(Format::Text, verbosity);
-            let plan = engine::plan(&playbook, &bound, &state, &reporter).await?;
+            let cluster = cluster_for(&playbook, &cluster_options).await?;
+            let plan = engine::plan(&playbook, &bound, &state, &reporter, cluster.as_ref()).await?;
             let text = match format {
                 PlanFormat::Text => plan.to_text(),
                 PlanFormat::Json => plan.to_json() + "\n",
@@ -164,7 +189,16 @@ async fn execute(cli: Cli) -> Result<Exit, Error> {
                 only,
                 restart,
             };
-            engine::run(&playbook, &bound, &state, &options, &reporter).await
+            let cluster = cluster_for(&playbook, &cluster_options).await?;
+            engine::run(
+                &playbook,
+                &bound,
+                &state,
+                &options,
+                &reporter,
+                cluster.as_ref(),
+            )
+            .await
         }
         Command::Status { run, format } => {
             let runs = state.runs()?;
@@ -211,7 +245,10 @@ async fn execute(cli: Cli) -> Result<Exit, Error> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded: template lookups (`kube_get`) block in place while the cluster client's
+    // connections keep being driven on the other worker.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {

@@ -2,7 +2,7 @@
 //! functions, expression evaluation for conditions, and masking of secrets.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use minijinja::{Environment, UndefinedBehavior, Value};
 
@@ -14,28 +14,45 @@ pub fn to_value(value: &impl serde::Serialize) -> Value {
     Value::from(minijinja::value::Serde(value))
 }
 
-/// Replaces secret values with `***` wherever they appear.
+/// Replaces secret values with `***` wherever they appear. Clones share their secrets, so
+/// a secret learnt during a run (a Secret's data read by a step) is masked everywhere.
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
     /// Longest first, so a secret that contains another is masked whole.
-    secrets: Arc<Vec<String>>,
+    secrets: Arc<RwLock<Vec<String>>>,
 }
 
 impl Masker {
     /// A masker for these secret values (empty values are ignored).
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
-        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
-        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
-        secrets.dedup();
-        Masker {
-            secrets: Arc::new(secrets),
+        let masker = Masker::default();
+        masker.add(secrets);
+        masker
+    }
+
+    /// Masks these values too from now on (empty values are ignored).
+    pub fn add(&self, secrets: impl IntoIterator<Item = String>) {
+        if let Ok(mut known) = self.secrets.write() {
+            known.extend(secrets.into_iter().filter(|s| !s.is_empty()));
+            known.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+            known.dedup();
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.secrets
+            .read()
+            .map(|known| known.is_empty())
+            .unwrap_or(true)
     }
 
     /// `text` with every secret replaced by `***`.
     pub fn mask(&self, text: &str) -> String {
         let mut masked = text.to_string();
-        for secret in self.secrets.iter() {
+        let Ok(secrets) = self.secrets.read() else {
+            return masked;
+        };
+        for secret in secrets.iter() {
             if masked.contains(secret.as_str()) {
                 masked = masked.replace(secret.as_str(), "***");
             }
@@ -45,7 +62,7 @@ impl Masker {
 
     /// Masks every string inside a JSON value, in place.
     pub fn mask_json(&self, value: &mut serde_json::Value) {
-        if self.secrets.is_empty() {
+        if self.is_empty() {
             return;
         }
         match value {
@@ -137,10 +154,16 @@ pub struct Renderer {
 impl Renderer {
     /// The environment with our filters and functions but no lookups that need a cluster.
     fn bare_environment() -> Environment<'static> {
+        Self::environment(None)
+    }
+
+    /// The environment with our filters and functions; cluster lookups use `cluster`.
+    fn environment(cluster: Option<crate::kube::Cluster>) -> Environment<'static> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.add_filter("shell_quote", shell_quote);
         env.add_function("env", env_var);
+        crate::kube::lookups::register(&mut env, cluster);
         env
     }
 
@@ -148,6 +171,14 @@ impl Renderer {
     pub fn new(masker: Masker) -> Self {
         Renderer {
             env: Self::bare_environment(),
+            masker,
+        }
+    }
+
+    /// A renderer whose `kube_get` and `kube_count` read `cluster`.
+    pub fn with_cluster(masker: Masker, cluster: Option<crate::kube::Cluster>) -> Self {
+        Renderer {
+            env: Self::environment(cluster),
             masker,
         }
     }

@@ -2,6 +2,7 @@
 //! one line in the `step_spec!` list below, which also makes it a key of the YAML step.
 
 mod assert;
+mod kube;
 mod pause;
 mod process;
 mod run;
@@ -11,6 +12,7 @@ use std::path::Path;
 use indexmap::IndexMap;
 
 pub use assert::AssertAction;
+pub use kube::{KubeApply, KubeCount, KubeDelete, KubeGet, KubePatch, KubeWait};
 pub use pause::PauseAction;
 pub use process::{ProcessOutput, RenderedCommand, run_process};
 pub use run::RunAction;
@@ -23,7 +25,19 @@ crate::step_spec! {
     "run" => run: RunAction,
     "assert" => assert: AssertAction,
     "pause" => pause: PauseAction,
+    "kube.get" => kube_get: KubeGet,
+    "kube.count" => kube_count: KubeCount,
+    "kube.patch" => kube_patch: KubePatch,
+    "kube.delete" => kube_delete: KubeDelete,
+    "kube.apply" => kube_apply: KubeApply,
+    "kube.wait" => kube_wait: KubeWait,
 }
+
+/// An action that stops itself rather than do something unsafe (more objects match than
+/// allowed): the step is refused, exit 3, as for a false guard.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
 
 /// The answer of an action's own "already done?" check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +93,8 @@ pub struct StepContext<'a> {
     pub reporter: &'a Reporter,
     /// The playbook's directory (for `templates/`).
     pub base_dir: &'a Path,
+    /// The cluster, when the playbook uses one.
+    pub cluster: Option<&'a crate::kube::Cluster>,
 }
 
 impl StepContext<'_> {
@@ -95,6 +111,15 @@ impl StepContext<'_> {
     /// Evaluates a condition.
     pub fn is_true(&self, condition: &Condition) -> anyhow::Result<bool> {
         Ok(self.renderer.is_true(condition.as_str(), self.vars)?)
+    }
+
+    /// The cluster, or an error that says how to give one.
+    pub fn cluster(&self) -> anyhow::Result<&crate::kube::Cluster> {
+        self.cluster.ok_or_else(|| {
+            anyhow::anyhow!(
+                "this step needs a cluster: pass --kubeconfig (or set KUBECONFIG), or use --sandbox"
+            )
+        })
     }
 
     /// Shows one line of a command's output, prefixed by the step id (masked).
@@ -124,6 +149,12 @@ pub trait Action: Send + Sync + std::fmt::Debug {
     /// checks their variables too.
     fn expressions(&self) -> Vec<&Condition> {
         Vec::new()
+    }
+
+    /// Read-only. A reason to refuse the step (exit 3) before `apply`, such as a selector
+    /// that matches more objects than allowed. Evaluated after the step's `require`.
+    async fn guard(&self, _cx: &StepContext<'_>) -> anyhow::Result<Option<String>> {
+        Ok(None)
     }
 
     /// Read-only actions (`assert`, lookups) are evaluated by `plan` too, so that the steps

@@ -138,5 +138,8 @@ pub async fn decide(
             tokio::time::sleep(delay).await;
         }
     }
+    if let Some(reason) = step.action().guard(cx).await? {
+        return Ok(StepDecision::Refused { reason });
+    }
     Ok(StepDecision::Run)
 }

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::actions::StepContext;
+use crate::actions::{Refusal, StepContext};
 use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::kube::Cluster;
 use crate::playbook::{Bound, HumanDuration, Playbook, Step};
 use crate::render::{Masker, Renderer, Vars};
 use crate::report::Reporter;
@@ -141,6 +142,7 @@ pub async fn run(
     state: &StateDir,
     options: &RunOptions,
     reporter: &Reporter,
+    cluster: Option<&Cluster>,
 ) -> Result<Exit> {
     for (flag, id) in options
         .from
@@ -230,9 +232,9 @@ pub async fn run(
     let mut interrupt = signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
     let mut vars = bound.vars.clone();
-    let renderer = Renderer::new(bound.masker.clone());
+    let renderer = Renderer::with_cluster(bound.masker.clone(), cluster.cloned());
     let outcome = tokio::select! {
-        outcome = run_steps(playbook, &renderer, &mut vars, &history, options, &mut recorder) => outcome,
+        outcome = run_steps(playbook, &renderer, &mut vars, &history, options, &mut recorder, cluster) => outcome,
         _ = interrupt.recv() => Ok(Exit::Interrupted),
         _ = terminate.recv() => Ok(Exit::Interrupted),
     };
@@ -323,6 +325,7 @@ async fn run_steps(
     history: &History,
     options: &RunOptions,
     recorder: &mut Recorder<'_>,
+    cluster: Option<&Cluster>,
 ) -> anyhow::Result<Exit> {
     let from_index = options
         .from
@@ -382,6 +385,7 @@ async fn run_steps(
             env: &env,
             reporter: recorder.reporter,
             base_dir: playbook.base_dir(),
+            cluster,
         };
         let retries = step.spec.retries.unwrap_or(0);
         let delay = step.spec.delay.map_or(DEFAULT_DELAY, |delay| delay.0);
@@ -472,7 +476,7 @@ async fn run_steps(
             let result = apply_once(step, &cx).await;
             match result {
                 Ok(outcome) => break outcome,
-                Err(error) if attempt <= retries => {
+                Err(error) if attempt <= retries && error.downcast_ref::<Refusal>().is_none() => {
                     recorder.emit(EventKind::Warning {
                         message: format!(
                             "step `{id}` try {attempt} of {} failed: {error:#}; trying again in {}",
@@ -528,20 +532,30 @@ async fn apply_once(step: &Step, cx: &StepContext<'_>) -> anyhow::Result<crate::
     Ok(outcome)
 }
 
+/// Records a step that failed, or that its action refused (exit 3) while applying.
 fn fail(
     recorder: &mut Recorder<'_>,
     step: &Step,
     started: Instant,
     error: &anyhow::Error,
 ) -> anyhow::Result<Exit> {
+    let refused = error.downcast_ref::<Refusal>().is_some();
     recorder.emit(EventKind::StepFinished {
         step: step.id().to_string(),
-        status: StepStatus::Failed,
+        status: if refused {
+            StepStatus::Refused
+        } else {
+            StepStatus::Failed
+        },
         duration_ms: started.elapsed().as_millis() as u64,
         hash: Some(step.hash.clone()),
         output: None,
         error: Some(format!("{error:#}")),
         tail: Vec::new(),
     })?;
-    recorder.finish(Exit::StepFailed)
+    recorder.finish(if refused {
+        Exit::Refused
+    } else {
+        Exit::StepFailed
+    })
 }

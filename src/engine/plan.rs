@@ -5,6 +5,7 @@
 
 use crate::Result;
 use crate::actions::StepContext;
+use crate::kube::Cluster;
 use crate::playbook::{Bound, Playbook};
 use crate::render::Renderer;
 use crate::report::{PlanDecision, PlanEntry, PlanReport, Reporter};
@@ -19,11 +20,12 @@ pub async fn plan(
     bound: &Bound,
     state: &StateDir,
     reporter: &Reporter,
+    cluster: Option<&Cluster>,
 ) -> Result<PlanReport> {
     reporter.set_masker(bound.masker.clone());
     let run_id = run_id(playbook, &bound.params);
     let history = History::load(&state.run_dir(&run_id))?;
-    let renderer = Renderer::new(bound.masker.clone());
+    let renderer = Renderer::with_cluster(bound.masker.clone(), cluster.cloned());
     let mut vars = bound.vars.clone();
     let mut entries = Vec::new();
     let mut stopped_at: Option<String> = None;
@@ -79,6 +81,7 @@ pub async fn plan(
             env: &env,
             reporter,
             base_dir: playbook.base_dir(),
+            cluster,
         };
         let decision = decide(step, playbook, &cx, GuardPolicy::Once, false).await;
         let mut registered = None;

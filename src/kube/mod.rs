@@ -1,5 +1,10 @@
-//! Talking to a Kubernetes API server: the kinds we know, building a client, typed helpers.
+//! Talking to a Kubernetes API server: the kinds we know, building a client, typed helpers,
+//! and the template functions that read the cluster.
 
+mod cluster;
+pub mod diff;
 pub mod kinds;
+pub mod lookups;
 
+pub use cluster::{Cluster, ClusterOptions, KubeError, ObjectPatch};
 pub use kinds::{Kind, find_kind, kind_of_manifest, kinds};

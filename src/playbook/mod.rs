@@ -191,6 +191,16 @@ impl Playbook {
         })
     }
 
+    /// Whether the playbook talks to a cluster (a `kube.*` action or a lookup function), so
+    /// that a client must be configured before it runs.
+    pub fn uses_kube(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|step| step.action_key.starts_with("kube."))
+            || self.source.text.contains("kube_get")
+            || self.source.text.contains("kube_count")
+    }
+
     /// The step with this id.
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps.iter().find(|step| step.id() == id)

@@ -1,0 +1,331 @@
+//! `kube.delete`: by name, or by selector with a `max:`; optionally waits until gone.
+
+use std::time::{Duration, Instant};
+
+use kube::api::PropagationPolicy;
+use serde::{Deserialize, Serialize};
+
+use super::{KindName, describe, render_namespace};
+use crate::actions::{Action, Check, Outcome, Preview, StepContext};
+use crate::kube::{Cluster, Kind};
+use crate::playbook::HumanDuration;
+
+/// How dependents of a deleted object are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Propagation {
+    /// Delete now; the garbage collector deletes dependents afterwards.
+    Background,
+    /// Delete dependents first.
+    Foreground,
+    /// Leave dependents.
+    Orphan,
+}
+
+/// `kube.delete: {kind, name | selector, namespace, max, wait, timeout, propagation}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "DeleteFields")]
+pub struct KubeDelete {
+    /// The kind.
+    pub kind: KindName,
+    /// One object by name...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// ...or every object matching a label selector...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// ...and/or a field selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_selector: Option<String>,
+    /// The namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// With a selector: refuse (exit 3) when more objects match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<usize>,
+    /// Wait until the objects are gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait: bool,
+    /// How long to wait (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Background (default), Foreground or Orphan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<Propagation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteFields {
+    kind: KindName,
+    name: Option<String>,
+    selector: Option<String>,
+    field_selector: Option<String>,
+    namespace: Option<String>,
+    max: Option<usize>,
+    #[serde(default)]
+    wait: bool,
+    timeout: Option<HumanDuration>,
+    propagation: Option<Propagation>,
+}
+
+impl TryFrom<DeleteFields> for KubeDelete {
+    type Error = String;
+    fn try_from(fields: DeleteFields) -> Result<Self, String> {
+        let by_selector = fields.selector.is_some() || fields.field_selector.is_some();
+        if fields.name.is_some() && by_selector {
+            return Err("give either `name:` or `selector:`/`field_selector:`, not both".into());
+        }
+        if fields.name.is_none() && !by_selector {
+            return Err("say what to delete: `name:`, or `selector:` with `max:`".into());
+        }
+        if by_selector && fields.max.is_none() {
+            return Err(
+                "a delete by selector needs `max:`, the most objects it may delete (a selector that matches too much is how outages start)"
+                    .into(),
+            );
+        }
+        Ok(KubeDelete {
+            kind: fields.kind,
+            name: fields.name,
+            selector: fields.selector,
+            field_selector: fields.field_selector,
+            namespace: fields.namespace,
+            max: fields.max,
+            wait: fields.wait,
+            timeout: fields.timeout,
+            propagation: fields.propagation,
+        })
+    }
+}
+
+/// Default limit of `wait: true`.
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+/// The objects a delete is about, as they are now.
+struct Matches {
+    kind: &'static Kind,
+    namespace: Option<String>,
+    /// Name and whether it is already being deleted (has a deletionTimestamp).
+    objects: Vec<(String, bool)>,
+    /// How they were chosen, for messages.
+    chosen_by: String,
+}
+
+impl Matches {
+    fn names(&self) -> Vec<&str> {
+        self.objects.iter().map(|(name, _)| name.as_str()).collect()
+    }
+}
+
+fn is_deleting(object: &serde_json::Value) -> bool {
+    object
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|ts| !ts.is_null())
+}
+
+impl KubeDelete {
+    async fn matches(&self, cx: &StepContext<'_>, cluster: &Cluster) -> anyhow::Result<Matches> {
+        let kind = self.kind.resolve(cx)?;
+        let namespace = render_namespace(cx, self.namespace.as_ref())?;
+        let (objects, chosen_by) = match &self.name {
+            Some(name) => {
+                let name = cx.render(name)?;
+                let found = cluster.get(kind, &name, namespace.as_deref()).await?;
+                let objects = found
+                    .map(|object| (name.clone(), is_deleting(&object)))
+                    .into_iter()
+                    .collect();
+                (
+                    objects,
+                    describe(
+                        kind,
+                        &name,
+                        cluster.namespace_for(kind, namespace.as_deref()),
+                    ),
+                )
+            }
+            None => {
+                let labels = self.selector.as_deref().map(|s| cx.render(s)).transpose()?;
+                let fields = self
+                    .field_selector
+                    .as_deref()
+                    .map(|s| cx.render(s))
+                    .transpose()?;
+                let items = cluster
+                    .list(
+                        kind,
+                        namespace.as_deref(),
+                        labels.as_deref(),
+                        fields.as_deref(),
+                    )
+                    .await?;
+                let objects = items
+                    .iter()
+                    .filter_map(|item| {
+                        let name = item.pointer("/metadata/name")?.as_str()?;
+                        Some((name.to_string(), is_deleting(item)))
+                    })
+                    .collect();
+                let selectors: Vec<String> = labels.into_iter().chain(fields).collect();
+                let place = cluster
+                    .namespace_for(kind, namespace.as_deref())
+                    .map(|ns| format!(" in namespace {ns}"))
+                    .unwrap_or_default();
+                (
+                    objects,
+                    format!("{}s matching `{}`{place}", kind.kind, selectors.join(",")),
+                )
+            }
+        };
+        Ok(Matches {
+            kind,
+            namespace,
+            objects,
+            chosen_by,
+        })
+    }
+
+    async fn wait_until_gone(&self, cluster: &Cluster, matches: &Matches) -> anyhow::Result<()> {
+        let limit = self.timeout.map_or(DEFAULT_WAIT, |timeout| timeout.0);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let mut remaining = Vec::new();
+            for name in matches.names() {
+                if let Some(object) = cluster
+                    .get(matches.kind, name, matches.namespace.as_deref())
+                    .await?
+                {
+                    let finalizers = object
+                        .pointer("/metadata/finalizers")
+                        .and_then(|f| f.as_array())
+                        .map(|f| {
+                            f.iter()
+                                .filter_map(|f| f.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .filter(|f| !f.is_empty());
+                    remaining.push(match finalizers {
+                        Some(finalizers) => format!("{name} (finalizers: {finalizers})"),
+                        None => name.to_string(),
+                    });
+                }
+            }
+            if remaining.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() >= limit {
+                anyhow::bail!(
+                    "still there after {}: {}",
+                    HumanDuration(limit),
+                    remaining.join(", ")
+                );
+            }
+            tokio::time::sleep(pause.min(limit.saturating_sub(started.elapsed()))).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Action for KubeDelete {
+    async fn check(&self, cx: &StepContext<'_>) -> anyhow::Result<Check> {
+        let matches = self.matches(cx, cx.cluster()?).await?;
+        if matches.objects.is_empty() {
+            return Ok(Check::Done(if self.name.is_some() {
+                format!("{} is already absent", matches.chosen_by)
+            } else {
+                format!("no {} exist", matches.chosen_by)
+            }));
+        }
+        if !self.wait && matches.objects.iter().all(|(_, deleting)| *deleting) {
+            return Ok(Check::Done(format!(
+                "{} already being deleted",
+                matches.names().join(", ")
+            )));
+        }
+        Ok(Check::Pending)
+    }
+
+    async fn guard(&self, cx: &StepContext<'_>) -> anyhow::Result<Option<String>> {
+        let Some(max) = self.max else {
+            return Ok(None);
+        };
+        let matches = self.matches(cx, cx.cluster()?).await?;
+        Ok((matches.objects.len() > max).then(|| {
+            format!(
+                "{} {} match, more than max {max}: {}",
+                matches.objects.len(),
+                matches.chosen_by,
+                matches.names().join(", ")
+            )
+        }))
+    }
+
+    async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
+        let matches = self.matches(cx, cx.cluster()?).await?;
+        let mut summary = if self.name.is_some() {
+            format!("delete {}", matches.chosen_by)
+        } else {
+            format!(
+                "delete {} {}: {}",
+                matches.objects.len(),
+                matches.chosen_by,
+                matches.names().join(", ")
+            )
+        };
+        if self.wait {
+            summary.push_str(", and wait until gone");
+        }
+        Ok(Preview {
+            summary,
+            diff: None,
+        })
+    }
+
+    async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
+        let cluster = cx.cluster()?;
+        let matches = self.matches(cx, cluster).await?;
+        // The guard counted before; more may match now, and the limit holds at the moment of
+        // deleting too.
+        if let Some(max) = self.max
+            && matches.objects.len() > max
+        {
+            return Err(crate::actions::Refusal(format!(
+                "{} {} match, more than max {max}: {}",
+                matches.objects.len(),
+                matches.chosen_by,
+                matches.names().join(", ")
+            ))
+            .into());
+        }
+        let propagation = self.propagation.map(|propagation| match propagation {
+            Propagation::Background => PropagationPolicy::Background,
+            Propagation::Foreground => PropagationPolicy::Foreground,
+            Propagation::Orphan => PropagationPolicy::Orphan,
+        });
+        let mut deleted = Vec::new();
+        for name in matches.names() {
+            if cluster
+                .delete(
+                    matches.kind,
+                    name,
+                    matches.namespace.as_deref(),
+                    propagation.clone(),
+                    false,
+                )
+                .await?
+            {
+                deleted.push(name.to_string());
+            }
+        }
+        if self.wait {
+            self.wait_until_gone(cluster, &matches).await?;
+        }
+        Ok(Outcome::new(
+            !deleted.is_empty(),
+            serde_json::json!({"deleted": deleted}),
+        ))
+    }
+}

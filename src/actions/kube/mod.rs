@@ -1,0 +1,138 @@
+//! The `kube.*` actions: read, count, patch, delete, apply and wait for Kubernetes objects.
+
+mod apply;
+mod count;
+mod delete;
+mod get;
+mod patch;
+mod wait;
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+
+pub use apply::KubeApply;
+pub use count::KubeCount;
+pub use delete::KubeDelete;
+pub use get::KubeGet;
+pub use patch::KubePatch;
+pub use wait::KubeWait;
+
+use super::StepContext;
+use crate::kube::{Kind, find_kind, kinds};
+
+/// A kind as written in a step (`PersistentVolume`, `pv`, `pvc`, `Deployment`, ...), checked
+/// when the playbook is loaded unless it is a template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct KindName(pub String);
+
+impl<'de> Deserialize<'de> for KindName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KindVisitor;
+        impl Visitor<'_> for KindVisitor {
+            type Value = KindName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a kind such as PersistentVolume or Pod")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<KindName, E> {
+                if !crate::render::is_template(name) && find_kind(name).is_none() {
+                    let known: Vec<&str> = kinds().iter().map(|kind| kind.kind).collect();
+                    return Err(E::custom(format!(
+                        "unknown kind `{name}`; known kinds: {}",
+                        known.join(", ")
+                    )));
+                }
+                Ok(KindName(name.to_string()))
+            }
+        }
+        deserializer.deserialize_str(KindVisitor)
+    }
+}
+
+impl KindName {
+    /// The kind, after rendering.
+    pub fn resolve(&self, cx: &StepContext<'_>) -> anyhow::Result<&'static Kind> {
+        let name = cx.render(&self.0)?;
+        find_kind(&name).ok_or_else(|| anyhow::anyhow!("unknown kind `{name}`"))
+    }
+}
+
+/// Renders an optional namespace.
+fn render_namespace(
+    cx: &StepContext<'_>,
+    namespace: Option<&String>,
+) -> anyhow::Result<Option<String>> {
+    namespace.map(|ns| cx.render(ns)).transpose()
+}
+
+/// `Kind name` or `Kind name in namespace ns`, for plans and messages.
+fn describe(kind: &Kind, name: &str, namespace: Option<&str>) -> String {
+    match namespace.filter(|_| kind.namespaced) {
+        Some(namespace) => format!("{} {name} in namespace {namespace}", kind.kind),
+        None => format!("{} {name}", kind.kind),
+    }
+}
+
+/// A registered object with the values of a Secret masked from now on.
+fn register_object(cx: &StepContext<'_>, kind: &Kind, object: &serde_json::Value) {
+    if kind.kind != "Secret" {
+        return;
+    }
+    let mut secrets = Vec::new();
+    if let Some(data) = object.get("data").and_then(|data| data.as_object()) {
+        for value in data.values().filter_map(|value| value.as_str()) {
+            secrets.push(value.to_string());
+            if let Some(decoded) = decode_base64(value) {
+                secrets.push(decoded);
+            }
+        }
+    }
+    if let Some(data) = object.get("stringData").and_then(|data| data.as_object()) {
+        secrets.extend(
+            data.values()
+                .filter_map(|value| value.as_str())
+                .map(str::to_string),
+        );
+    }
+    cx.renderer.masker().add(secrets);
+}
+
+/// Standard base64 (as in a Secret's `data`), decoded as UTF-8 text.
+fn decode_base64(text: &str) -> Option<String> {
+    let mut bits: u32 = 0;
+    let mut count = 0;
+    let mut bytes = Vec::new();
+    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(value);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            bytes.push((bits >> count) as u8);
+        }
+    }
+    String::from_utf8(bytes)
+        .ok()
+        .filter(|text| !text.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_secret_data() {
+        assert_eq!(decode_base64("aHVudGVyMg==").as_deref(), Some("hunter2"));
+        assert_eq!(decode_base64("not base64!"), None);
+    }
+}

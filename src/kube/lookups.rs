@@ -1,0 +1,85 @@
+//! Template functions that read the cluster: `kube_get(kind, name, namespace=None)` and
+//! `kube_count(kind, namespace=None, selector=None, field_selector=None)`. Read-only, so
+//! they may be used in `check`, `require` and `when`, and by `plan`.
+
+use minijinja::{Environment, Error, ErrorKind, Value};
+
+use super::{Cluster, Kind, find_kind};
+
+fn invalid(message: String) -> Error {
+    Error::new(ErrorKind::InvalidOperation, message)
+}
+
+fn kind_named(name: &str) -> Result<&'static Kind, Error> {
+    find_kind(name).ok_or_else(|| {
+        let known: Vec<&str> = super::kinds().iter().map(|kind| kind.kind).collect();
+        invalid(format!(
+            "unknown kind `{name}`; known kinds: {}",
+            known.join(", ")
+        ))
+    })
+}
+
+/// Runs a cluster request from inside a (synchronous) template function. Templates are
+/// rendered on the engine's tokio runtime, so the request is driven with `block_in_place`,
+/// which needs the multi-threaded runtime that `main` builds.
+fn block_on<T>(future: impl Future<Output = T>) -> Result<T, Error> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| handle.block_on(future)))
+        }
+        Ok(_) => Err(invalid(
+            "cluster lookups need the multi-threaded runtime".into(),
+        )),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|runtime| runtime.block_on(future))
+            .map_err(|error| {
+                invalid(format!(
+                    "cannot start a runtime for a cluster lookup: {error}"
+                ))
+            }),
+    }
+}
+
+fn no_cluster(function: &str) -> Error {
+    invalid(format!(
+        "{function}() needs a cluster: pass --kubeconfig (or set KUBECONFIG), or use --sandbox"
+    ))
+}
+
+/// Adds `kube_get` and `kube_count` to a template environment. Without a cluster they are
+/// still known (so `validate` accepts them) but fail when called.
+pub fn register(env: &mut Environment<'static>, cluster: Option<Cluster>) {
+    let for_get = cluster.clone();
+    env.add_function(
+        "kube_get",
+        move |kind: String, name: String, namespace: Option<String>| -> Result<Value, Error> {
+            let cluster = for_get.as_ref().ok_or_else(|| no_cluster("kube_get"))?;
+            let kind = kind_named(&kind)?;
+            let object = block_on(cluster.get(kind, &name, namespace.as_deref()))?
+                .map_err(|error| invalid(error.to_string()))?;
+            Ok(object.map_or(Value::from(()), |object| crate::render::to_value(&object)))
+        },
+    );
+    env.add_function(
+        "kube_count",
+        move |kind: String,
+              namespace: Option<String>,
+              selector: Option<String>,
+              field_selector: Option<String>|
+              -> Result<usize, Error> {
+            let cluster = cluster.as_ref().ok_or_else(|| no_cluster("kube_count"))?;
+            let kind = kind_named(&kind)?;
+            let items = block_on(cluster.list(
+                kind,
+                namespace.as_deref(),
+                selector.as_deref(),
+                field_selector.as_deref(),
+            ))?
+            .map_err(|error| invalid(error.to_string()))?;
+            Ok(items.len())
+        },
+    );
+}
