@@ -276,3 +276,83 @@ impl Output {
         durations.replace_all(&text, "([duration])").into_owned()
     }
 }
+
+/// A sandbox cluster (`runbook sandbox up`) running for one test, stopped when dropped.
+pub struct Sandbox {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// Starts a sandbox seeded with `objects` (YAML documents) and waits for its kubeconfig.
+    pub fn start(objects: &str) -> Self {
+        let dir = tempfile::tempdir().expect("sandbox dir");
+        let objects_path = dir.path().join("objects.yaml");
+        std::fs::write(&objects_path, objects).expect("write objects");
+        let child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(["sandbox", "up", "--port", "0", "--dir"])
+            .arg(dir.path())
+            .arg("--objects")
+            .arg(&objects_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the sandbox");
+        let sandbox = Sandbox { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sandbox.kubeconfig().exists() {
+            assert!(Instant::now() < deadline, "the sandbox did not write its kubeconfig");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sandbox
+    }
+
+    /// Its kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// Requests it served so far (JSON lines of its request log).
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("requests.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Runs the real kubectl against it; returns stdout, failing the test on a non-zero exit.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let home = self.dir.path().join("home");
+        let output = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", home)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// An object as JSON through kubectl, or None when it does not exist.
+    pub fn get(&self, kind: &str, name: &str, namespace: Option<&str>) -> Option<serde_json::Value> {
+        let mut args = vec!["get", kind, name, "-o", "json", "--ignore-not-found"];
+        if let Some(namespace) = namespace {
+            args.extend(["-n", namespace]);
+        }
+        let text = self.kubectl(&args);
+        (!text.trim().is_empty()).then(|| serde_json::from_str(&text).expect("kubectl JSON"))
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
