@@ -79,6 +79,12 @@ impl Outcome {
     }
 }
 
+/// Where an action keeps notes in the run's journal (see [`StepContext::record_note`]).
+pub trait NoteSink: Send + Sync {
+    /// Appends a note for the step, durably.
+    fn record(&self, data: serde_json::Value) -> anyhow::Result<()>;
+}
+
 /// Everything an action may use while it checks, plans or applies.
 pub struct StepContext<'a> {
     /// The step's id, for output prefixes and progress.
@@ -95,6 +101,10 @@ pub struct StepContext<'a> {
     pub base_dir: &'a Path,
     /// The cluster, when the playbook uses one.
     pub cluster: Option<&'a crate::kube::Cluster>,
+    /// Notes this step's action recorded in earlier runs of this journal, oldest first.
+    pub notes: &'a [serde_json::Value],
+    /// Where new notes go; `None` in plans, which write nothing.
+    pub note_sink: Option<&'a dyn NoteSink>,
 }
 
 impl StepContext<'_> {
@@ -120,6 +130,20 @@ impl StepContext<'_> {
                 "this step needs a cluster: pass --kubeconfig (or set KUBECONFIG), or use --sandbox"
             )
         })
+    }
+
+    /// Records a note in the journal (fsynced) that the action gets back in `notes` when the
+    /// run resumes, e.g. which shards of a copy are finished. A no-op in plans.
+    pub fn record_note(&self, data: serde_json::Value) -> anyhow::Result<()> {
+        match self.note_sink {
+            Some(sink) => sink.record(data),
+            None => Ok(()),
+        }
+    }
+
+    /// Reports progress of a long action (a `progress` event; not journaled).
+    pub fn progress(&self, progress: crate::report::Progress) {
+        self.reporter.progress(self.step_id, progress);
     }
 
     /// Shows one line of a command's output, prefixed by the step id (masked).

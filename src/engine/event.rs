@@ -150,6 +150,14 @@ pub enum EventKind {
         /// Files in all.
         total_files: u64,
     },
+    /// An action's own record of its progress (a finished shard of a copy, the start of a
+    /// pass), given back to it when the run resumes.
+    StepNote {
+        /// Step id.
+        step: String,
+        /// Whatever the action needs to resume.
+        data: serde_json::Value,
+    },
     /// Stopped at an approval gate.
     Paused {
         /// Step id.
@@ -185,6 +193,7 @@ impl EventKind {
     pub fn needs_sync(&self) -> bool {
         match self {
             EventKind::StepFinished { .. }
+            | EventKind::StepNote { .. }
             | EventKind::Approved { .. }
             | EventKind::Paused { .. }
             | EventKind::RunFinished { .. } => true,
@@ -204,6 +213,7 @@ impl EventKind {
             | EventKind::Approved { step, .. }
             | EventKind::StepFinished { step, .. }
             | EventKind::Progress { step, .. }
+            | EventKind::StepNote { step, .. }
             | EventKind::Paused { step, .. } => Some(step),
             _ => None,
         }

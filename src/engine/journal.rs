@@ -92,6 +92,8 @@ pub struct History {
     pub started: Option<Event>,
     /// State of each step that appears in the journal.
     pub steps: HashMap<String, StepState>,
+    /// Notes each step's action recorded, in order.
+    pub notes: HashMap<String, Vec<serde_json::Value>>,
     /// Steps whose gate or `confirm` was approved.
     pub approvals: HashSet<String>,
     /// How the last `run` command ended, if it did.
@@ -196,6 +198,12 @@ impl History {
             }
             EventKind::RunFinished { status, exit_code } => {
                 self.finished = Some((*status, *exit_code));
+            }
+            EventKind::StepNote { step, data } => {
+                self.notes
+                    .entry(step.clone())
+                    .or_default()
+                    .push(data.clone());
             }
             EventKind::Progress { .. } | EventKind::Warning { .. } => {}
         }

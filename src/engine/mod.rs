@@ -9,6 +9,7 @@ pub mod lock;
 mod plan;
 pub mod state;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
@@ -79,7 +80,7 @@ fn render_env(
 /// Writes events to the journal and the reporter, masked.
 struct Recorder<'a> {
     run_id: String,
-    journal: Journal,
+    journal: Arc<Mutex<Journal>>,
     reporter: &'a Reporter,
     masker: Masker,
     /// The step whose action is running, with its start, for the `interrupted` record.
@@ -96,7 +97,7 @@ impl Recorder<'_> {
         let mut json = serde_json::to_value(&event)?;
         self.masker.mask_json(&mut json);
         if event.kind.is_journaled() {
-            self.journal.append(&json, event.kind.needs_sync())?;
+            lock_journal(&self.journal)?.append(&json, event.kind.needs_sync())?;
         }
         let masked: Event = serde_json::from_value(json.clone())?;
         self.reporter.event(&masked, &json);
@@ -135,6 +136,36 @@ impl Recorder<'_> {
     }
 }
 
+fn lock_journal(journal: &Mutex<Journal>) -> anyhow::Result<std::sync::MutexGuard<'_, Journal>> {
+    journal
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the journal writer panicked"))
+}
+
+/// Writes one step's notes into the journal, masked like every event.
+struct NoteWriter {
+    run_id: String,
+    step: String,
+    journal: Arc<Mutex<Journal>>,
+    masker: Masker,
+}
+
+impl crate::actions::NoteSink for NoteWriter {
+    fn record(&self, data: serde_json::Value) -> anyhow::Result<()> {
+        let event = Event {
+            ts: now_rfc3339(),
+            run: self.run_id.clone(),
+            kind: EventKind::StepNote {
+                step: self.step.clone(),
+                data,
+            },
+        };
+        let mut json = serde_json::to_value(&event)?;
+        self.masker.mask_json(&mut json);
+        lock_journal(&self.journal)?.append(&json, true)
+    }
+}
+
 /// Runs a playbook: resumes its journal, holds its lock, stops cleanly on SIGINT/SIGTERM.
 pub async fn run(
     playbook: &Playbook,
@@ -160,6 +191,7 @@ pub async fn run(
     }
     reporter.set_masker(bound.masker.clone());
     let run_id = run_id(playbook, &bound.params);
+    reporter.set_run(&run_id);
     let run_dir = state.create_run_dir(&run_id)?;
     let (lock, taken_over) = match RunLock::acquire(&run_dir)? {
         Ok(Acquired::Free(lock)) => (lock, None),
@@ -193,7 +225,7 @@ pub async fn run(
 
     let mut recorder = Recorder {
         run_id: run_id.clone(),
-        journal: Journal::open(&run_dir)?,
+        journal: Arc::new(Mutex::new(Journal::open(&run_dir)?)),
         reporter,
         masker: bound.masker.clone(),
         current: None,
@@ -378,6 +410,12 @@ async fn run_steps(
             Ok(env) => env,
             Err(error) => return fail(recorder, step, started, &error),
         };
+        let note_writer = NoteWriter {
+            run_id: recorder.run_id.clone(),
+            step: id.to_string(),
+            journal: recorder.journal.clone(),
+            masker: recorder.masker.clone(),
+        };
         let cx = StepContext {
             step_id: id,
             renderer,
@@ -386,6 +424,8 @@ async fn run_steps(
             reporter: recorder.reporter,
             base_dir: playbook.base_dir(),
             cluster,
+            notes: history.notes.get(id).map_or(&[], Vec::as_slice),
+            note_sink: Some(&note_writer),
         };
         let retries = step.spec.retries.unwrap_or(0);
         let delay = step.spec.delay.map_or(DEFAULT_DELAY, |delay| delay.0);

@@ -82,6 +82,8 @@ pub async fn plan(
             reporter,
             base_dir: playbook.base_dir(),
             cluster,
+            notes: history.notes.get(id).map_or(&[], Vec::as_slice),
+            note_sink: None,
         };
         let decision = decide(step, playbook, &cx, GuardPolicy::Once, false).await;
         let mut registered = None;

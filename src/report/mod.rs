@@ -35,6 +35,19 @@ pub enum Verbosity {
     Verbose,
 }
 
+/// How far a long action is; totals are 0 while unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes done.
+    pub done_bytes: u64,
+    /// Bytes in all.
+    pub total_bytes: u64,
+    /// Files done.
+    pub done_files: u64,
+    /// Files in all.
+    pub total_files: u64,
+}
+
 /// Prints events and command output; safe to share between tasks.
 #[derive(Debug)]
 pub struct Reporter {
@@ -44,6 +57,7 @@ pub struct Reporter {
     color: bool,
     masker: RwLock<Masker>,
     stderr: Mutex<()>,
+    run_id: RwLock<String>,
 }
 
 const GREEN: &str = "\x1b[32m";
@@ -64,6 +78,7 @@ impl Reporter {
             color: terminal && std::env::var_os("NO_COLOR").is_none(),
             masker: RwLock::new(Masker::default()),
             stderr: Mutex::new(()),
+            run_id: RwLock::new(String::new()),
         }
     }
 
@@ -71,6 +86,32 @@ impl Reporter {
     pub fn set_masker(&self, masker: Masker) {
         if let Ok(mut current) = self.masker.write() {
             *current = masker;
+        }
+    }
+
+    /// The run that events are about from now on.
+    pub fn set_run(&self, run_id: &str) {
+        if let Ok(mut current) = self.run_id.write() {
+            *current = run_id.to_string();
+        }
+    }
+
+    /// A `progress` event: JSON on stdout in json mode, a line on stderr otherwise. Actions
+    /// decide how often to report.
+    pub fn progress(&self, step: &str, progress: Progress) {
+        let event = Event {
+            ts: crate::engine::event::now_rfc3339(),
+            run: self.run_id.read().map(|id| id.clone()).unwrap_or_default(),
+            kind: EventKind::Progress {
+                step: step.to_string(),
+                done_bytes: progress.done_bytes,
+                total_bytes: progress.total_bytes,
+                done_files: progress.done_files,
+                total_files: progress.total_files,
+            },
+        };
+        if let Ok(json) = serde_json::to_value(&event) {
+            self.event(&event, &json);
         }
     }
 
