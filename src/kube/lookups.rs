@@ -2,6 +2,7 @@
 //! `kube_count(kind, namespace=None, selector=None, field_selector=None)`. Read-only, so
 //! they may be used in `check`, `require` and `when`, and by `plan`.
 
+use minijinja::value::Kwargs;
 use minijinja::{Environment, Error, ErrorKind, Value};
 
 use super::{Cluster, Kind, find_kind};
@@ -55,7 +56,16 @@ pub fn register(env: &mut Environment<'static>, cluster: Option<Cluster>) {
     let for_get = cluster.clone();
     env.add_function(
         "kube_get",
-        move |kind: String, name: String, namespace: Option<String>| -> Result<Value, Error> {
+        move |kind: String,
+              name: String,
+              namespace: Option<String>,
+              options: Kwargs|
+              -> Result<Value, Error> {
+            let namespace = match namespace {
+                Some(namespace) => Some(namespace),
+                None => options.get::<Option<String>>("namespace")?,
+            };
+            options.assert_all_used()?;
             let cluster = for_get.as_ref().ok_or_else(|| no_cluster("kube_get"))?;
             let kind = kind_named(&kind)?;
             let object = block_on(cluster.get(kind, &name, namespace.as_deref()))?
@@ -66,10 +76,21 @@ pub fn register(env: &mut Environment<'static>, cluster: Option<Cluster>) {
     env.add_function(
         "kube_count",
         move |kind: String,
-              namespace: Option<String>,
-              selector: Option<String>,
-              field_selector: Option<String>|
+              positional: minijinja::value::Rest<Option<String>>,
+              options: Kwargs|
               -> Result<usize, Error> {
+            // kube_count(kind, namespace=None, selector=None, field_selector=None), by
+            // position or by name.
+            let argument = |index: usize, name: &str| -> Result<Option<String>, Error> {
+                match positional.get(index).cloned().flatten() {
+                    Some(value) => Ok(Some(value)),
+                    None => options.get::<Option<String>>(name),
+                }
+            };
+            let namespace = argument(0, "namespace")?;
+            let selector = argument(1, "selector")?;
+            let field_selector = argument(2, "field_selector")?;
+            options.assert_all_used()?;
             let cluster = cluster.as_ref().ok_or_else(|| no_cluster("kube_count"))?;
             let kind = kind_named(&kind)?;
             let items = block_on(cluster.list(

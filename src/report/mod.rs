@@ -199,8 +199,13 @@ impl Reporter {
                 } else {
                     String::new()
                 };
+                let title = if name == step {
+                    String::new()
+                } else {
+                    format!(" {name}")
+                };
                 format!(
-                    "{} {} {name}{again}",
+                    "{} {}{title}{again}",
                     self.paint(BOLD, "▶"),
                     self.paint(BOLD, step)
                 )

@@ -87,11 +87,11 @@ impl PlanReport {
             .map(|entry| entry.id.len())
             .max()
             .unwrap_or(0);
+        let count = self.steps.len();
+        let noun = if count == 1 { "step" } else { "steps" };
         let mut text = format!(
-            "plan for {} (run {}, {} steps)\n",
-            self.playbook,
-            self.run,
-            self.steps.len()
+            "plan for {} (run {}, {count} {noun})\n",
+            self.playbook, self.run
         );
         for entry in &self.steps {
             text.push_str(&format!(
