@@ -1,8 +1,12 @@
 //! Errors a person can act on: a message, where it is (file, line, column, with the source
 //! line and a caret under the problem) and a `help:` line that says how to fix it.
 
+mod yaml;
+
 use std::fmt;
 use std::sync::Arc;
+
+pub use yaml::{Segment, ValueError, Vocabulary, YamlPath};
 
 /// A source file that positions point into.
 #[derive(Debug, Clone)]
@@ -33,7 +37,34 @@ impl Source {
             source: self.clone(),
             line: line as usize,
             column: column as usize,
+            width: None,
         }
+    }
+
+    /// The position of a value read with serde-saphyr, underlining the whole value when it
+    /// fits on its line (a plain scalar with spaces, a quoted string).
+    pub fn at_yaml(&self, location: &serde_saphyr::Location) -> Location {
+        let at = self.at(location.line(), location.column());
+        let width = usize::try_from(location.span().len()).unwrap_or(0);
+        let room = self.line_text(at.line).map_or(0, |text| {
+            (text.chars().count() + 1).saturating_sub(at.column)
+        });
+        // A span of one character is often just where a `[...]` or a key starts; the token
+        // found at the position is the better underline then.
+        if width > 1 && width <= room {
+            at.with_width(width)
+        } else {
+            at
+        }
+    }
+
+    /// This file's text with every occurrence of `secret` replaced by `***`, so that a
+    /// snippet of it can be shown.
+    pub fn masking(&self, secret: &str) -> Source {
+        if secret.is_empty() || !self.text.contains(secret) {
+            return self.clone();
+        }
+        Source::new(self.path.clone(), self.text.replace(secret, "***"))
     }
 }
 
@@ -46,6 +77,22 @@ pub struct Location {
     pub line: usize,
     /// 1-based column, in characters.
     pub column: usize,
+    /// How many characters the caret underlines; the token at `column` when not set.
+    pub width: Option<usize>,
+}
+
+impl Location {
+    /// The same position, underlining `width` characters.
+    pub fn with_width(mut self, width: usize) -> Self {
+        self.width = Some(width.max(1));
+        self
+    }
+
+    /// The same position in another copy of the file (one with secrets masked).
+    pub fn in_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
 }
 
 /// An error in the user's input.
@@ -84,82 +131,22 @@ impl Diagnostic {
         self
     }
 
-    /// Turns a serde-saphyr error into a diagnostic: keeps its position, rewrites its
-    /// message in our words and adds help where we know the usual fix.
+    /// Turns a serde-saphyr error into a diagnostic: keeps its position (moved to where the
+    /// mistake is when the parser noticed it later), rewrites its message in our words and
+    /// adds help where we know the usual fix.
     pub fn from_yaml(source: &Source, error: &serde_saphyr::Error) -> Self {
-        let raw = error.without_snippet().to_string();
-        let message = strip_position_suffix(&raw).to_string();
-        let (message, help) = explain_yaml_message(&message);
-        let mut diagnostic = match error.location() {
-            Some(location) if location.line() > 0 => {
-                Diagnostic::at(source.at(location.line(), location.column()), message)
-            }
-            _ => Diagnostic::new(format!("{}: {message}", source.path)),
-        };
-        diagnostic.help = help;
-        diagnostic
+        yaml::explain(source, error, &yaml::AnyDocument)
     }
-}
 
-/// serde-saphyr appends " at line L, column C" to messages; we show the position ourselves.
-fn strip_position_suffix(message: &str) -> &str {
-    match message.rfind(" at line ") {
-        Some(index) if message[index..].contains(", column ") => &message[..index],
-        _ => message,
+    /// Like [`Diagnostic::from_yaml`], in the words of one kind of document: what its parts
+    /// are called and how to write them.
+    pub fn from_yaml_in(
+        source: &Source,
+        error: &serde_saphyr::Error,
+        vocabulary: &dyn Vocabulary,
+    ) -> Self {
+        yaml::explain(source, error, vocabulary)
     }
-}
-
-/// Rewrites the parser's wording into ours and finds a `help:` for the usual mistakes.
-fn explain_yaml_message(message: &str) -> (String, Option<String>) {
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((field, expected)) = rest.split_once("`, expected one of ") {
-            let candidates: Vec<&str> = expected.split(", ").map(str::trim).collect();
-            let help = match did_you_mean(field, &candidates) {
-                Some(close) => format!("did you mean `{close}`?"),
-                None => format!("known keys here: {}", candidates.join(", ")),
-            };
-            return (format!("unknown key `{field}`"), Some(help));
-        }
-        if let Some((field, expected)) = rest.split_once("`, expected `") {
-            let expected = expected.trim_end_matches('`');
-            return (
-                format!("unknown key `{field}`"),
-                Some(format!("the only key allowed here is `{expected}`")),
-            );
-        }
-        if let Some(field) = rest.split('`').next() {
-            return (
-                format!("unknown key `{field}`"),
-                Some("no keys are allowed here".into()),
-            );
-        }
-    }
-    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
-        let key = rest
-            .split(", set DuplicateKeyPolicy")
-            .next()
-            .unwrap_or(rest);
-        return (
-            format!("duplicate key `{key}`"),
-            Some("a key may appear only once in a mapping; remove or rename one of them".into()),
-        );
-    }
-    if let Some(field) = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.strip_suffix('`'))
-    {
-        return (
-            format!("missing key `{field}`"),
-            Some(format!("add `{field}:` here")),
-        );
-    }
-    if message.starts_with("invalid u") || message.starts_with("invalid i") {
-        return (
-            "expected a whole number".into(),
-            Some("write a number without quotes, e.g. `3`".into()),
-        );
-    }
-    (message.to_string(), None)
 }
 
 /// The candidate closest to `word`, if it is close enough to be a likely typo.
@@ -197,14 +184,19 @@ fn edit_distance(a: &str, b: &str) -> usize {
     table[a.len()][b.len()]
 }
 
-/// Width of the caret: the token that starts at `column` (a key, a word, a quoted string).
+/// Width of the caret: the token that starts at `column` (a key, a word, a quoted string,
+/// a `[...]` or `{...}` that closes on the same line).
 fn token_width(line: &str, column: usize) -> usize {
-    let rest: String = line.chars().skip(column.saturating_sub(1)).collect();
-    let mut chars = rest.chars();
-    match chars.next() {
-        Some(quote @ ('"' | '\'')) => rest[1..].find(quote).map_or(rest.len(), |end| end + 2),
+    let rest: Vec<char> = line.chars().skip(column.saturating_sub(1)).collect();
+    match rest.first() {
+        Some(&quote @ ('"' | '\'')) => rest[1..]
+            .iter()
+            .position(|&c| c == quote)
+            .map_or(rest.len(), |end| end + 2),
+        Some('[' | '{') => yaml::flow_width(&rest).unwrap_or(1),
         Some(_) => rest
-            .find(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | '}' | ']' | '{' | '['))
+            .iter()
+            .position(|&c| c.is_whitespace() || matches!(c, ':' | ',' | '}' | ']' | '{' | '['))
             .unwrap_or(rest.len())
             .max(1),
         None => 1,
@@ -230,11 +222,10 @@ impl fmt::Display for Diagnostic {
                     .collect();
                 writeln!(f, "{pad} |")?;
                 writeln!(f, "{} | {text}", location.line)?;
-                writeln!(
-                    f,
-                    "{pad} | {caret_pad}{}",
-                    "^".repeat(token_width(text, location.column))
-                )?;
+                let width = location
+                    .width
+                    .unwrap_or_else(|| token_width(text, location.column));
+                writeln!(f, "{pad} | {caret_pad}{}", "^".repeat(width.max(1)))?;
             }
         }
         if let Some(help) = &self.help {

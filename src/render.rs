@@ -193,17 +193,54 @@ impl Renderer {
         self.env.globals().any(|(global, _)| global == name)
     }
 
-    /// Checks the syntax of a template (or a bare expression when `expression` is set) and
-    /// returns the variables it needs, globals left out.
-    pub fn variables(&self, source: &str, expression: bool) -> Result<BTreeSet<String>, String> {
-        let wrapped;
-        let source = if expression && !is_template(source) {
-            wrapped = format!("{{{{ {source} }}}}");
-            wrapped.as_str()
-        } else {
-            source
-        };
-        let names = variables_of(&self.env, source).map_err(|error| syntax_message(&error))?;
+    /// Checks a template (or a bare expression when `expression` is set) before anything
+    /// runs: its syntax, and that the filters, tests and functions it names exist. Returns the
+    /// variables it needs, globals left out.
+    pub fn variables(
+        &self,
+        source: &str,
+        expression: bool,
+    ) -> Result<BTreeSet<String>, TemplateProblem> {
+        // A bare expression compiles as one, so that errors speak of expressions.
+        let names = variables_of(&self.env, source)
+            .map_err(|error| TemplateProblem::Syntax(syntax_message(&error)))?;
+        let named = NamedCallables::scan(source, expression && !is_template(source));
+        if let Some(name) = named
+            .filters
+            .iter()
+            .find(|name| !has_filter(&self.env, name))
+        {
+            return Err(TemplateProblem::unknown(
+                "filter",
+                name,
+                &callable_names(&self.env, "filters"),
+                |candidate| has_filter(&self.env, candidate),
+            ));
+        }
+        if let Some(name) = named.tests.iter().find(|name| !has_test(&self.env, name)) {
+            return Err(TemplateProblem::unknown(
+                "test",
+                name,
+                &callable_names(&self.env, "tests"),
+                |candidate| has_test(&self.env, candidate),
+            ));
+        }
+        // minijinja counts a called name among the variables; one that is not a global is a
+        // function that does not exist, not a variable to define.
+        if let Some(name) = named
+            .functions
+            .iter()
+            .find(|name| names.contains(*name) && !self.is_global(name))
+        {
+            let globals: Vec<String> = self
+                .env
+                .globals()
+                .map(|(name, _)| name.to_string())
+                .collect();
+            return Err(TemplateProblem::unknown("function", name, &globals, |_| {
+                true
+            }));
+        }
         Ok(names
             .into_iter()
             .filter(|name| !self.is_global(name))
@@ -306,9 +343,244 @@ fn truthy(value: &Value) -> bool {
 
 fn syntax_message(error: &minijinja::Error) -> String {
     match error.detail() {
+        Some(detail) if error.kind() == minijinja::ErrorKind::SyntaxError => detail.to_string(),
         Some(detail) => format!("{}: {detail}", error.kind()),
         None => error.kind().to_string(),
     }
+}
+
+/// Why a template cannot be used, found by [`Renderer::variables`] before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateProblem {
+    /// Not valid syntax: minijinja's description.
+    Syntax(String),
+    /// A filter, test or function the environment does not have.
+    Unknown {
+        /// "filter", "test" or "function".
+        kind: &'static str,
+        /// As written.
+        name: String,
+        /// The closest known name, when one is close.
+        suggestion: Option<String>,
+    },
+}
+
+impl TemplateProblem {
+    /// An unknown `name`, with the closest of `candidates` that `exists`.
+    fn unknown(
+        kind: &'static str,
+        name: &str,
+        candidates: &[String],
+        exists: impl Fn(&str) -> bool,
+    ) -> Self {
+        let candidates: Vec<&str> = candidates
+            .iter()
+            .map(String::as_str)
+            .filter(|candidate| exists(candidate))
+            .collect();
+        TemplateProblem::Unknown {
+            kind,
+            name: name.to_string(),
+            suggestion: crate::diagnostic::did_you_mean(name, &candidates).map(str::to_string),
+        }
+    }
+}
+
+/// Does the environment have this filter? minijinja has no lookup without a call, so this
+/// calls it without arguments: a known filter then fails on the missing value (or returns),
+/// an unknown one fails as unknown.
+fn has_filter(env: &Environment<'static>, name: &str) -> bool {
+    let result = env.empty_state().apply_filter(name, &[]);
+    !matches!(result, Err(error) if error.kind() == minijinja::ErrorKind::UnknownFilter)
+}
+
+/// Does the environment have this test? Checked like [`has_filter`].
+fn has_test(env: &Environment<'static>, name: &str) -> bool {
+    let result = env.empty_state().perform_test(name, &[]);
+    !matches!(result, Err(error) if error.kind() == minijinja::ErrorKind::UnknownTest)
+}
+
+/// The names of the environment's filters or tests (`which`), to suggest one. minijinja does
+/// not list them except in its `Debug` output, so they are read from there; should that
+/// format change, suggestions are fewer but checks stay right ([`has_filter`] decides).
+fn callable_names(env: &Environment<'static>, which: &str) -> Vec<String> {
+    let debug = format!("{env:?}");
+    let Some(start) = debug.find(&format!("{which}: [")) else {
+        return Vec::new();
+    };
+    let list = &debug[start + which.len() + 3..];
+    let list = &list[..list.find(']').unwrap_or(list.len())];
+    list.split(',')
+        .map(|name| name.trim().trim_matches('"').to_string())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// The filters, tests and functions a template names. minijinja's parser is not public, so
+/// this is a small tokenizer over the code parts of the template (`{{ }}` and `{% %}`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct NamedCallables {
+    filters: Vec<String>,
+    tests: Vec<String>,
+    functions: Vec<String>,
+}
+
+/// A token of template code.
+#[derive(Debug, PartialEq)]
+enum CodeToken {
+    Name(String),
+    Literal,
+    Punct(char),
+}
+
+impl NamedCallables {
+    /// Scans a template, or a bare expression when `bare` is set.
+    fn scan(source: &str, bare: bool) -> Self {
+        let mut named = NamedCallables::default();
+        if bare {
+            named.scan_code(source, false);
+            return named;
+        }
+        let mut rest = source;
+        while let Some(start) = rest.find('{') {
+            let tag = rest.get(start..start + 2).unwrap_or_default();
+            match tag {
+                "{#" => {
+                    let after = &rest[start + 2..];
+                    rest = after.find("#}").map_or("", |end| &after[end + 2..]);
+                }
+                "{{" | "{%" => {
+                    let after = &rest[start + 2..];
+                    let closer = if tag == "{{" { "}}" } else { "%}" };
+                    let end = code_end(after, closer);
+                    let code = &after[..end];
+                    if tag == "{%" && code.trim_matches(['-', '+', ' ']).starts_with("raw") {
+                        rest = after.find("endraw").map_or("", |end| &after[end..]);
+                        continue;
+                    }
+                    named.scan_code(code, tag == "{%");
+                    rest = after.get(end + 2..).unwrap_or_default();
+                }
+                _ => rest = &rest[start + 1..],
+            }
+        }
+        named
+    }
+
+    fn scan_code(&mut self, code: &str, statement: bool) {
+        let tokens = tokenize(code);
+        let mut consumed = vec![false; tokens.len()];
+        // `{% filter upper %}...{% endfilter %}` names a filter.
+        if statement
+            && tokens.first() == Some(&CodeToken::Name("filter".into()))
+            && let Some(name) = dotted_name(&tokens, 1, &mut consumed)
+        {
+            self.filters.push(name);
+        }
+        for index in 0..tokens.len() {
+            let previous = index.checked_sub(1).map(|before| &tokens[before]);
+            match &tokens[index] {
+                CodeToken::Punct('|') => {
+                    if let Some(name) = dotted_name(&tokens, index + 1, &mut consumed) {
+                        self.filters.push(name);
+                    }
+                }
+                CodeToken::Name(word)
+                    if word == "is" && previous != Some(&CodeToken::Punct('.')) =>
+                {
+                    let mut next = index + 1;
+                    if tokens.get(next) == Some(&CodeToken::Name("not".into())) {
+                        next += 1;
+                    }
+                    if let Some(name) = dotted_name(&tokens, next, &mut consumed) {
+                        self.tests.push(name);
+                    }
+                }
+                CodeToken::Name(name)
+                    if !consumed[index]
+                        && previous != Some(&CodeToken::Punct('.'))
+                        && tokens.get(index + 1) == Some(&CodeToken::Punct('(')) =>
+                {
+                    self.functions.push(name.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `name` or `name.name` starting at token `index`, marked as consumed.
+fn dotted_name(tokens: &[CodeToken], index: usize, consumed: &mut [bool]) -> Option<String> {
+    let CodeToken::Name(first) = tokens.get(index)? else {
+        return None;
+    };
+    consumed[index] = true;
+    let mut name = first.clone();
+    let mut next = index + 1;
+    while tokens.get(next) == Some(&CodeToken::Punct('.')) {
+        let Some(CodeToken::Name(segment)) = tokens.get(next + 1) else {
+            break;
+        };
+        name.push('.');
+        name.push_str(segment);
+        consumed[next + 1] = true;
+        next += 2;
+    }
+    Some(name)
+}
+
+/// Where the code of a tag ends: the first `closer` outside string literals.
+fn code_end(code: &str, closer: &str) -> usize {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (index, c) in code.char_indices() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if code[index..].starts_with(closer) => return index,
+            None => {}
+        }
+    }
+    code.len()
+}
+
+fn tokenize(code: &str) -> Vec<CodeToken> {
+    let chars: Vec<char> = code.chars().collect();
+    let mut tokens = Vec::new();
+    let mut index = 0;
+    while index < chars.len() {
+        let c = chars[index];
+        if c.is_whitespace() {
+            index += 1;
+        } else if c.is_alphabetic() || c == '_' {
+            let start = index;
+            while index < chars.len() && (chars[index].is_alphanumeric() || chars[index] == '_') {
+                index += 1;
+            }
+            tokens.push(CodeToken::Name(chars[start..index].iter().collect()));
+        } else if c.is_ascii_digit() {
+            while index < chars.len()
+                && (chars[index].is_ascii_alphanumeric() || chars[index] == '_')
+            {
+                index += 1;
+            }
+            tokens.push(CodeToken::Literal);
+        } else if c == '"' || c == '\'' {
+            index += 1;
+            while index < chars.len() && chars[index] != c {
+                index += if chars[index] == '\\' { 2 } else { 1 };
+            }
+            index += 1;
+            tokens.push(CodeToken::Literal);
+        } else {
+            tokens.push(CodeToken::Punct(c));
+            index += 1;
+        }
+    }
+    tokens
 }
 
 /// `{{ path | shell_quote }}`: one argument for a POSIX shell, whatever it contains.
@@ -377,6 +649,53 @@ mod tests {
         assert!(renderer.is_true("jobs > 2", &vars()).unwrap());
         assert!(!renderer.is_true("{{ jobs > 5 }}", &vars()).unwrap());
         assert!(!renderer.is_true("false", &vars()).unwrap());
+    }
+
+    #[test]
+    fn finds_the_filters_tests_and_functions_a_template_names() {
+        let named = NamedCallables::scan(
+            "{{ a | shell_quote }} {{ 'x | no' }} {% if b is not defined %}{{ f(c) | default(g(1)) }}{% endif %}{# h | i #}{{ d.e(1) }}",
+            false,
+        );
+        assert_eq!(named.filters, ["shell_quote", "default"]);
+        assert_eq!(named.tests, ["defined"]);
+        assert_eq!(named.functions, ["f", "g"]);
+        let named = NamedCallables::scan("kube_count('Pod') == 0 and x is even", true);
+        assert_eq!(named.functions, ["kube_count"]);
+        assert_eq!(named.tests, ["even"]);
+        let named = NamedCallables::scan("{% filter upper %}x{% endfilter %}", false);
+        assert_eq!(named.filters, ["upper"]);
+    }
+
+    #[test]
+    fn unknown_filters_tests_and_functions_are_found_with_a_suggestion() {
+        let renderer = Renderer::new(Masker::default());
+        let unknown = |source: &str, expression: bool| match renderer.variables(source, expression)
+        {
+            Err(TemplateProblem::Unknown {
+                kind,
+                name,
+                suggestion,
+            }) => Some((kind, name, suggestion)),
+            _ => None,
+        };
+        assert_eq!(
+            unknown("{{ hub | shell_qoute }}", false),
+            Some(("filter", "shell_qoute".into(), Some("shell_quote".into())))
+        );
+        assert_eq!(
+            unknown("hub is strnig", true),
+            Some(("test", "strnig".into(), Some("string".into())))
+        );
+        assert_eq!(
+            unknown("{{ enb('HOME') }}", false),
+            Some(("function", "enb".into(), Some("env".into())))
+        );
+        assert_eq!(unknown("{{ hub | upper }} {{ range(3) }}", false), None);
+        assert!(matches!(
+            renderer.variables("jobs >", true),
+            Err(TemplateProblem::Syntax(detail)) if detail.starts_with("unexpected end of input")
+        ));
     }
 
     #[test]

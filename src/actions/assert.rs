@@ -6,6 +6,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Outcome, Preview, StepContext};
+use crate::diagnostic::ValueError;
 use crate::playbook::Condition;
 
 /// `assert: EXPR`, `assert: [EXPR, ...]` or `assert: {that: [...], message: "..."}`.
@@ -48,7 +49,10 @@ impl<'de> Deserialize<'de> for OneOrMany {
                     conditions.push(condition);
                 }
                 if conditions.is_empty() {
-                    return Err(de::Error::custom("the list of expressions is empty"));
+                    return Err(de::Error::custom(ValueError::new(
+                        "`{key}` has no expressions",
+                        "list at least one expression, e.g. `{key}: [\"jobs > 2\"]`",
+                    )));
                 }
                 Ok(OneOrMany(conditions))
             }

@@ -175,6 +175,11 @@ pub trait Action: Send + Sync + std::fmt::Debug {
         Vec::new()
     }
 
+    /// Names the action defines for its own expressions (`object` for `kube.wait`).
+    fn expression_names(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Read-only. A reason to refuse the step (exit 3) before `apply`, such as a selector
     /// that matches more objects than allowed. Evaluated after the step's `require`.
     async fn guard(&self, _cx: &StepContext<'_>) -> anyhow::Result<Option<String>> {

@@ -7,6 +7,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::HumanDuration;
+use crate::diagnostic::ValueError;
 
 /// What to execute: either a list of arguments (each rendered on its own) or a shell script.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -87,9 +88,10 @@ fn argv_from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Vec<String>, A::E
         argv.push(argument.0);
     }
     if argv.is_empty() {
-        return Err(de::Error::custom(
-            "the command is empty: name a program to run",
-        ));
+        return Err(de::Error::custom(ValueError::new(
+            "the command is empty",
+            "name a program and its arguments, e.g. `{key}: [echo, hello]`",
+        )));
     }
     Ok(argv)
 }
@@ -103,7 +105,7 @@ impl<'de> Deserialize<'de> for ArgText {
         impl Visitor<'_> for ArgVisitor {
             type Value = ArgText;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an argument (a string or a number)")
+                f.write_str("a string or a number")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ArgText, E> {
                 Ok(ArgText(v.to_string()))
@@ -134,10 +136,11 @@ impl<'de> Deserialize<'de> for CommandSpec {
                 f.write_str("a list of arguments, or a mapping with `command:`")
             }
             fn visit_str<E: de::Error>(self, _script: &str) -> Result<Self::Value, E> {
-                Err(E::custom(
-                    "a command given as a string would need a shell: write it as a list of \
-                     arguments, or as `{command: \"...\", shell: true}`",
-                ))
+                Err(E::custom(ValueError::new(
+                    "a command written as a string needs a shell",
+                    "write it as a list of arguments, e.g. `{key}: [echo, hello]`, or run it \
+                     with `sh -c`: `{key}: {command: \"...\", shell: true}`",
+                )))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
                 Ok(CommandSpec {
@@ -156,13 +159,31 @@ impl<'de> Deserialize<'de> for CommandSpec {
                 match (&options.command.0, options.shell) {
                     (CommandLine::Script(_), false) => {
                         return Err(de::Error::custom(
-                            "`command` is a string, which needs a shell: add `shell: true`, or \
-                             write the command as a list of arguments",
+                            ValueError::new(
+                                "`command` is a string, which needs a shell",
+                                "add `shell: true` to run it with `sh -c`, or write the command \
+                                 as a list of arguments, e.g. `command: [echo, hello]`",
+                            )
+                            .about_key("command"),
                         ));
                     }
-                    (CommandLine::Argv(_), true) => {
+                    (CommandLine::Argv(argv), true) => {
+                        let script = argv.join(" ");
+                        let example = if script.contains(['"', '\\']) {
+                            "command: \"...\"".to_string()
+                        } else {
+                            format!("command: \"{script}\"")
+                        };
                         return Err(de::Error::custom(
-                            "`shell: true` takes the script as one string: write `command: \"...\"`",
+                            ValueError::new(
+                                "`shell: true` needs the script as one string, but `command` is \
+                                 a list",
+                                format!(
+                                    "write `{example}`, or remove `shell: true` to run the list \
+                                     without a shell"
+                                ),
+                            )
+                            .about_key("command"),
                         ));
                     }
                     _ => {}

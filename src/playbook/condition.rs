@@ -7,6 +7,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::CommandSpec;
+use crate::diagnostic::ValueError;
 
 /// An expression that decides something; see the module docs for the forms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -26,11 +27,14 @@ impl<'de> Deserialize<'de> for Condition {
         impl Visitor<'_> for ConditionVisitor {
             type Value = Condition;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an expression such as \"{{ jobs > 2 }}\", or true/false")
+                f.write_str("an expression or true/false")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Condition, E> {
                 if text.trim().is_empty() {
-                    return Err(E::custom("the expression is empty"));
+                    return Err(E::custom(ValueError::new(
+                        "`{key}` is empty",
+                        "write an expression such as `jobs > 2`, or remove `{key}`",
+                    )));
                 }
                 Ok(Condition(text.to_string()))
             }
@@ -68,7 +72,7 @@ impl<'de> Deserialize<'de> for CheckSpec {
         impl<'de> Visitor<'de> for CheckVisitor {
             type Value = CheckSpec;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an expression, or `{run: [program, args...]}`")
+                f.write_str("an expression, or a mapping with `run:`")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<CheckSpec, E> {
                 Condition::deserialize(de::value::StrDeserializer::new(text))

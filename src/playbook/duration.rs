@@ -6,6 +6,11 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::diagnostic::ValueError;
+
+/// How to write a duration, for `help:` lines.
+const DURATION_HELP: &str = "write a duration such as 30, 90s, 5m or 1h30m";
+
 /// A duration in a playbook; a bare number is seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -15,7 +20,7 @@ impl HumanDuration {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if text.is_empty() {
-            return Err("empty duration".into());
+            return Err("the duration is empty".into());
         }
         if let Ok(seconds) = text.parse::<u64>() {
             return Ok(HumanDuration(Duration::from_secs(seconds)));
@@ -38,18 +43,21 @@ impl HumanDuration {
                 .unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
-            total += match unit {
-                "ms" => Duration::from_millis(number),
-                "s" => Duration::from_secs(number),
-                "m" => Duration::from_secs(number * 60),
-                "h" => Duration::from_secs(number * 3600),
-                "d" => Duration::from_secs(number * 86400),
+            let part = match unit {
+                "ms" => Some(Duration::from_millis(number)),
+                "s" => Some(Duration::from_secs(number)),
+                "m" => number.checked_mul(60).map(Duration::from_secs),
+                "h" => number.checked_mul(3600).map(Duration::from_secs),
+                "d" => number.checked_mul(86400).map(Duration::from_secs),
                 _ => {
                     return Err(format!(
-                        "`{text}` is not a duration (units: ms, s, m, h, d)"
+                        "`{text}` is not a duration: unknown unit `{unit}` (units: ms, s, m, h, d)"
                     ));
                 }
             };
+            total = part
+                .and_then(|part| total.checked_add(part))
+                .ok_or_else(|| format!("`{text}` is too long a duration"))?;
         }
         Ok(HumanDuration(total))
     }
@@ -78,7 +86,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
         impl Visitor<'_> for DurationVisitor {
             type Value = HumanDuration;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as 30, \"90s\", \"5m\" or \"1h30m\"")
+                f.write_str("a duration such as 30, 90s, 5m or 1h30m")
             }
             fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<Self::Value, E> {
                 Ok(HumanDuration(Duration::from_secs(seconds)))
@@ -86,10 +94,13 @@ impl<'de> Deserialize<'de> for HumanDuration {
             fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<Self::Value, E> {
                 u64::try_from(seconds)
                     .map(|s| HumanDuration(Duration::from_secs(s)))
-                    .map_err(|_| E::custom("a duration cannot be negative"))
+                    .map_err(|_| {
+                        E::custom(ValueError::new("`{key}` cannot be negative", DURATION_HELP))
+                    })
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-                HumanDuration::parse(text).map_err(E::custom)
+                HumanDuration::parse(text)
+                    .map_err(|message| E::custom(ValueError::new(message, DURATION_HELP)))
             }
         }
         deserializer.deserialize_any(DurationVisitor)

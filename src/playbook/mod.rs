@@ -6,8 +6,9 @@ mod duration;
 mod param;
 #[macro_use]
 mod step;
+mod vocabulary;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -17,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 pub use crate::actions::StepSpec;
 use crate::diagnostic::{Diagnostic, Location, Source};
-use crate::render::{Masker, Renderer, Vars};
+use crate::render::{Masker, Renderer, TemplateProblem, Vars};
 pub use command::{CommandLine, CommandSpec};
 pub use condition::{CheckSpec, Condition};
 pub use duration::HumanDuration;
@@ -135,17 +136,30 @@ impl Playbook {
     /// Validates a playbook's text; `path` is used in messages.
     pub fn from_str(path: &Path, text: &str) -> Result<Self, Diagnostic> {
         let source = Source::new(path.display().to_string(), text);
-        if text.trim().is_empty() {
+        if has_no_content(text) {
             return Err(
                 Diagnostic::new(format!("{}: the playbook is empty", source.path))
                     .help("start with `runbook: 1`, a `name:` and a list of `steps:`"),
             );
         }
-        let document: PlaybookDocument =
-            serde_saphyr::from_str(text).map_err(|error| Diagnostic::from_yaml(&source, &error))?;
+        let document: PlaybookDocument = serde_saphyr::from_str(text).map_err(|error| {
+            Diagnostic::from_yaml_in(&source, &error, &vocabulary::PlaybookWords)
+        })?;
+        // Every registered name with its step, to explain a use before the step that sets it.
+        let registers = document
+            .steps
+            .value
+            .iter()
+            .filter_map(|step| {
+                let register = step.value.register.as_ref()?;
+                let line = step.referenced.line() as usize;
+                Some((register.value.clone(), (step.value.id.value.clone(), line)))
+            })
+            .collect();
         Loader {
             source: &source,
             renderer: Renderer::new(Masker::default()),
+            registers,
         }
         .validate(document, path)
     }
@@ -212,10 +226,31 @@ impl Playbook {
     }
 }
 
+/// A file with nothing but blank lines, comments and document markers.
+fn has_no_content(text: &str) -> bool {
+    text.lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with('#') || line == "---" || line == "..."
+    })
+}
+
 /// Validation after parsing: what serde cannot check.
 struct Loader<'a> {
     source: &'a Source,
     renderer: Renderer,
+    /// Every `register:` name, with the id and line of the step that registers it.
+    registers: BTreeMap<String, (String, usize)>,
+}
+
+/// A template or condition to check, and where it is.
+struct TemplateSite<'a> {
+    /// "step `copy`", "var `pv`".
+    what: &'a str,
+    /// The key of a condition (`when`, `until`, ...), whose text is an expression.
+    condition: Option<&'a str>,
+    /// The lines it may be on.
+    first_line: usize,
+    last_line: usize,
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -247,8 +282,7 @@ const BUILTIN_NAMES: &[&str] = &["playbook", "run_id"];
 
 impl Loader<'_> {
     fn at<T>(&self, spanned: &Spanned<T>) -> Location {
-        self.source
-            .at(spanned.referenced.line(), spanned.referenced.column())
+        self.source.at_yaml(&spanned.referenced)
     }
 
     fn validate(&self, document: PlaybookDocument, path: &Path) -> Result<Playbook, Diagnostic> {
@@ -289,19 +323,7 @@ impl Loader<'_> {
             if let Some(pattern) = &spec_value.pattern
                 && let Err(error) = regex::Regex::new(&pattern.value)
             {
-                return Err(Diagnostic::at(
-                    self.at(pattern),
-                    format!("invalid pattern for param `{}`", param_name.value),
-                )
-                .help(
-                    error
-                        .to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or("fix the regular expression")
-                        .trim()
-                        .to_string(),
-                ));
+                return Err(self.pattern_error(&param_name.value, pattern, &error));
             }
             params.insert(param_name.value, (spec_value, location));
         }
@@ -325,13 +347,14 @@ impl Loader<'_> {
                 .help("rename the var"));
             }
             let location = self.at(&value);
-            self.check_json_templates(
-                &value.value,
-                &known,
-                location.line,
-                location.line,
-                &format!("var `{}`", var_name.value),
-            )?;
+            let what = format!("var `{}`", var_name.value);
+            let site = TemplateSite {
+                what: &what,
+                condition: None,
+                first_line: location.line,
+                last_line: location.line,
+            };
+            self.check_json_templates(&value.value, &known, &site)?;
             known.insert(var_name.value.clone());
             let location = self.at(&var_name);
             vars.push((var_name.value, value.value, location));
@@ -408,8 +431,10 @@ impl Loader<'_> {
             }
             several => {
                 let keys: Vec<&str> = several.iter().map(|(key, _)| *key).collect();
+                // Point at the second action: the first one is where the step is fine.
+                let second = self.find_key(keys[1], &location, end_line);
                 return Err(Diagnostic::at(
-                    location,
+                    second,
                     format!(
                         "step `{}` has {} actions: {}",
                         id.value,
@@ -422,40 +447,48 @@ impl Loader<'_> {
         };
         let step_line = location.line;
         let what = format!("step `{}`", id.value);
+        let site = |condition| TemplateSite {
+            what: &what,
+            condition,
+            first_line: step_line,
+            last_line: end_line,
+        };
 
         // Every string of the step may be a template.
         let definition =
             serde_json::to_value(&spec).map_err(|error| Diagnostic::new(error.to_string()))?;
-        let mut references =
-            self.check_json_templates(&definition, known, step_line, end_line, &what)?;
+        let mut references = self.check_json_templates(&definition, known, &site(None))?;
         // Conditions are expressions even without braces.
-        let mut conditions: Vec<&str> = Vec::new();
-        conditions.extend(spec.when.as_ref().map(Condition::as_str));
-        conditions.extend(spec.require.as_ref().map(|guard| guard.value.as_str()));
-        if let Some(CheckSpec::Expression(check)) = &spec.check {
-            conditions.push(check.as_str());
-        }
+        let mut conditions: Vec<(&str, &str)> = Vec::new();
+        conditions.extend(spec.when.as_ref().map(|when| ("when", when.as_str())));
         conditions.extend(
-            actions[0]
-                .1
-                .expressions()
-                .into_iter()
-                .map(Condition::as_str),
+            spec.require
+                .as_ref()
+                .map(|guard| ("require", guard.value.as_str())),
         );
-        for condition in conditions {
-            references
-                .extend(self.check_template(condition, true, known, step_line, end_line, &what)?);
+        if let Some(CheckSpec::Expression(check)) = &spec.check {
+            conditions.push(("check", check.as_str()));
+        }
+        for (key, condition) in conditions {
+            references.extend(self.check_template(condition, known, &site(Some(key)))?);
+        }
+        // An action's own expressions may also use the names it provides (`object`).
+        let mut action_scope = known.clone();
+        action_scope.extend(actions[0].1.expression_names().iter().map(|name| name.to_string()));
+        for expression in actions[0].1.expressions() {
+            references.extend(self.check_template(
+                expression.as_str(),
+                &action_scope,
+                &site(Some(action_key)),
+            )?);
         }
         if let Some(until) = &spec.until {
             let mut with_result = known.clone();
             with_result.insert("result".into());
             references.extend(self.check_template(
                 until.as_str(),
-                true,
                 &with_result,
-                step_line,
-                end_line,
-                &what,
+                &site(Some("until")),
             )?);
         }
 
@@ -494,28 +527,21 @@ impl Loader<'_> {
         &self,
         value: &serde_json::Value,
         known: &BTreeSet<String>,
-        first_line: usize,
-        last_line: usize,
-        what: &str,
+        site: &TemplateSite,
     ) -> Result<BTreeSet<String>, Diagnostic> {
         let mut references = BTreeSet::new();
         match value {
             serde_json::Value::String(text) if crate::render::is_template(text) => {
-                references
-                    .extend(self.check_template(text, false, known, first_line, last_line, what)?);
+                references.extend(self.check_template(text, known, site)?);
             }
             serde_json::Value::Array(items) => {
                 for item in items {
-                    references.extend(
-                        self.check_json_templates(item, known, first_line, last_line, what)?,
-                    );
+                    references.extend(self.check_json_templates(item, known, site)?);
                 }
             }
             serde_json::Value::Object(map) => {
                 for item in map.values() {
-                    references.extend(
-                        self.check_json_templates(item, known, first_line, last_line, what)?,
-                    );
+                    references.extend(self.check_json_templates(item, known, site)?);
                 }
             }
             _ => {}
@@ -523,35 +549,162 @@ impl Loader<'_> {
         Ok(references)
     }
 
-    /// Checks one template's syntax and that every variable it uses is known.
+    /// Checks one template's syntax, that its filters, tests and functions exist and that
+    /// every variable it uses is known.
     fn check_template(
         &self,
         text: &str,
-        expression: bool,
         known: &BTreeSet<String>,
-        first_line: usize,
-        last_line: usize,
-        what: &str,
+        site: &TemplateSite,
     ) -> Result<BTreeSet<String>, Diagnostic> {
-        let variables = self.renderer.variables(text, expression).map_err(|message| {
-            let needle = text.lines().next().unwrap_or(text);
-            Diagnostic::at(self.find(needle, first_line, last_line), format!("{what}: invalid template `{text}`: {message}"))
-                .help("templates use minijinja syntax: {{ variable }}, {{ a | filter }}, {% if ... %}")
-        })?;
+        let (first_line, last_line, what) = (site.first_line, site.last_line, site.what);
+        let variables = self
+            .renderer
+            .variables(text, site.condition.is_some())
+            .map_err(|problem| self.template_error(problem, text, site))?;
         if let Some(unknown) = variables.iter().find(|name| !known.contains(*name)) {
+            let at = self.find_word(unknown, first_line, last_line);
+            if let Some((step, line)) = self.registers.get(unknown) {
+                return Err(Diagnostic::at(
+                    at,
+                    format!(
+                        "{what} uses `{unknown}`, which is registered by step `{step}` \
+                         (line {line}) after this step"
+                    ),
+                )
+                .help(format!(
+                    "a step sees only what earlier steps registered: move this step after `{step}`"
+                )));
+            }
             let candidates: Vec<&str> = known.iter().map(String::as_str).collect();
             let help = match crate::diagnostic::did_you_mean(unknown, &candidates) {
                 Some(close) => format!("did you mean `{close}`?"),
                 None => "a template may use params, vars and names registered by earlier steps"
                     .to_string(),
             };
-            return Err(Diagnostic::at(
-                self.find_word(unknown, first_line, last_line),
-                format!("{what} uses undefined variable `{unknown}`"),
-            )
-            .help(help));
+            return Err(
+                Diagnostic::at(at, format!("{what} uses undefined variable `{unknown}`"))
+                    .help(help),
+            );
         }
         Ok(variables)
+    }
+
+    /// The diagnostic for a template that cannot be used.
+    fn template_error(
+        &self,
+        problem: TemplateProblem,
+        text: &str,
+        site: &TemplateSite,
+    ) -> Diagnostic {
+        let what = site.what;
+        match problem {
+            TemplateProblem::Syntax(detail) => {
+                let needle = text.lines().next().unwrap_or(text);
+                let at = self
+                    .find(needle, site.first_line, site.last_line)
+                    .with_width(needle.chars().count());
+                match site.condition {
+                    Some(key) if !crate::render::is_template(text) => Diagnostic::at(
+                        at,
+                        format!("{what}: `{key}`: invalid expression `{text}`: {detail}"),
+                    )
+                    .help(
+                        "write a complete expression, such as `jobs > 2`, `hub == 'staging'` \
+                         or `counted.stdout | int >= 3`",
+                    ),
+                    _ => Diagnostic::at(at, format!("{what}: invalid template `{text}`: {detail}"))
+                        .help(
+                            "templates use minijinja syntax: `{{ variable }}`, \
+                             `{{ value | filter }}`, `{% if ... %}...{% endif %}`",
+                        ),
+                }
+            }
+            TemplateProblem::Unknown {
+                kind,
+                name,
+                suggestion,
+            } => {
+                let help = match suggestion {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => format!("there is no {kind} `{name}`; check its spelling"),
+                };
+                Diagnostic::at(
+                    self.find_word(&name, site.first_line, site.last_line),
+                    format!("{what} uses unknown {kind} `{name}`"),
+                )
+                .help(help)
+            }
+        }
+    }
+
+    /// The line of a step's `key:`: a key of the step's mapping, at its column.
+    fn find_key(&self, key: &str, step: &Location, last_line: usize) -> Location {
+        let column = step.column;
+        let found = self.find_matching(step.line, last_line, |line| {
+            let start = line.char_indices().nth(column.saturating_sub(1))?.0;
+            let rest = &line[start..];
+            let quoted = format!("\"{key}\"");
+            let has_key = [key, quoted.as_str()].iter().any(|written| {
+                rest.strip_prefix(written)
+                    .is_some_and(|after| after.trim_start().starts_with(':'))
+            });
+            has_key.then_some(start)
+        });
+        found.with_width(key.chars().count())
+    }
+
+    /// The error for a `pattern:` that is not a regular expression, pointing into it when
+    /// the regex crate says where.
+    fn pattern_error(
+        &self,
+        param: &str,
+        pattern: &Spanned<String>,
+        error: &regex::Error,
+    ) -> Diagnostic {
+        let report = error.to_string();
+        let detail = report
+            .lines()
+            .last()
+            .unwrap_or("not a regular expression")
+            .trim()
+            .trim_start_matches("error: ")
+            .to_string();
+        let mut at = self.at(pattern);
+        // The report shows the pattern and a line of carets under the problem.
+        let lines: Vec<&str> = report.lines().collect();
+        let offset = lines
+            .iter()
+            .position(|line| line.trim() == pattern.value)
+            .and_then(|row| {
+                let carets = lines.get(row + 1)?;
+                let indent = lines[row].len() - lines[row].trim_start().len();
+                let start = carets.find('^')?.checked_sub(indent)?;
+                Some((start, carets.trim().len()))
+            });
+        let written = self
+            .source
+            .line_text(at.line)
+            .map(|line| line.chars().skip(at.column - 1).collect::<String>())
+            .unwrap_or_default();
+        let quote = usize::from(written.starts_with(['"', '\'']));
+        // Only when the pattern is written as it is (no escapes) do columns match.
+        // The report counts columns in characters.
+        if let Some((start, width)) = offset
+            && start < pattern.value.chars().count()
+            && written[quote..].starts_with(&pattern.value)
+        {
+            at.column += quote + start;
+            at = at.with_width(width);
+        }
+        let help = if detail.contains("character class range") {
+            "inside `[...]`, `-` between two characters makes a range; put it first or last to \
+             match a literal `-`, e.g. `[A-Za-z0-9.:+-]`"
+        } else {
+            "write a regular expression in the syntax of https://docs.rs/regex, \
+             e.g. `^[a-z0-9-]+$`"
+        };
+        Diagnostic::at(at, format!("invalid pattern for param `{param}`: {detail}")).help(help)
     }
 
     /// The first place `needle` appears between two lines (the start of the range otherwise).
@@ -559,15 +712,16 @@ impl Loader<'_> {
         self.find_matching(first_line, last_line, |line| line.find(needle))
     }
 
-    /// The first whole-word occurrence of `word` between two lines.
+    /// The first whole-word occurrence of `word` between two lines, underlined.
     fn find_word(&self, word: &str, first_line: usize, last_line: usize) -> Location {
         let pattern = regex::Regex::new(&format!(r"\b{}\b", regex::escape(word)));
-        match pattern {
+        let at = match pattern {
             Ok(pattern) => self.find_matching(first_line, last_line, |line| {
                 pattern.find(line).map(|m| m.start())
             }),
             Err(_) => self.find(word, first_line, last_line),
-        }
+        };
+        at.with_width(word.chars().count())
     }
 
     fn find_matching(

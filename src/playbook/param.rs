@@ -5,7 +5,8 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::diagnostic::{Diagnostic, Source, did_you_mean};
+use super::vocabulary::VarsFileWords;
+use crate::diagnostic::{Diagnostic, Location, Source, did_you_mean};
 
 /// The type of a param's value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -51,20 +52,68 @@ impl ParamSpec {
 #[derive(Debug, Clone)]
 pub enum ValueOrigin {
     /// `--var NAME=VALUE`.
-    Flag(String),
-    /// A key in a `--vars-file`, at a position.
-    File(crate::diagnostic::Location),
-    /// The param's `default:`.
-    Default(crate::diagnostic::Location),
+    Flag {
+        /// The param's name.
+        name: String,
+        /// The value as given.
+        value: String,
+    },
+    /// A `key: value` in a `--vars-file`.
+    File {
+        /// Where the key is.
+        key: Location,
+        /// Where the value is.
+        value: Location,
+    },
+    /// The param's `default:`, at the value.
+    Default(Location),
 }
 
 impl ValueOrigin {
-    fn diagnostic(&self, message: String) -> Diagnostic {
+    /// An error about the name the value was given under.
+    fn name_diagnostic(&self, message: String) -> Diagnostic {
         match self {
-            ValueOrigin::Flag(flag) => Diagnostic::new(format!("{flag}: {message}")),
-            ValueOrigin::File(location) | ValueOrigin::Default(location) => {
-                Diagnostic::at(location.clone(), message)
+            // The value does not matter here, and it may be a secret given under a typo.
+            ValueOrigin::Flag { name, .. } => Diagnostic::new(format!("--var {name}: {message}")),
+            ValueOrigin::File { key, .. } => Diagnostic::at(key.clone(), message),
+            ValueOrigin::Default(location) => Diagnostic::at(location.clone(), message),
+        }
+    }
+
+    /// An error about the value; a secret value is never shown, not even in the snippet.
+    fn value_diagnostic(&self, message: String, secret: Option<&str>) -> Diagnostic {
+        match self {
+            ValueOrigin::Flag { name, value } => {
+                let shown = if secret.is_some() { "***" } else { value };
+                Diagnostic::new(format!("--var {name}={shown}: {message}"))
             }
+            ValueOrigin::File {
+                value: location, ..
+            }
+            | ValueOrigin::Default(location) => {
+                let location = match secret {
+                    Some(secret) => {
+                        let masked = location.source.masking(secret);
+                        location.clone().in_source(masked).with_width(3)
+                    }
+                    None => location.clone(),
+                };
+                Diagnostic::at(location, message)
+            }
+        }
+    }
+
+    /// How to give a value of type `kind` this way.
+    fn type_help(&self, kind: ParamType, name: &str) -> String {
+        let (what, example) = match kind {
+            ParamType::String => ("a string", "prod"),
+            ParamType::Int => ("a whole number", "8"),
+            ParamType::Bool => ("true or false", "true"),
+        };
+        match self {
+            ValueOrigin::Flag { .. } => format!("give {what}, e.g. --var {name}={example}"),
+            ValueOrigin::File { .. } => format!("write {what}, e.g. `{name}: {example}`"),
+            ValueOrigin::Default(_) => format!("write {what}, e.g. `default: {example}`"),
         }
     }
 }
@@ -89,8 +138,9 @@ pub fn parse_var_flags(flags: &[String]) -> Result<IndexMap<String, GivenValue>,
             );
         };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            // Only the name: the value may be a secret.
             return Err(Diagnostic::new(format!(
-                "--var {flag}: `{name}` is not a param name (letters, digits and `_`)"
+                "--var {name}=...: `{name}` is not a param name (letters, digits and `_`)"
             ))
             .help("write it as --var NAME=VALUE"));
         }
@@ -98,7 +148,10 @@ pub fn parse_var_flags(flags: &[String]) -> Result<IndexMap<String, GivenValue>,
             name.to_string(),
             GivenValue {
                 value: serde_json::Value::String(value.to_string()),
-                origin: ValueOrigin::Flag(format!("--var {flag}")),
+                origin: ValueOrigin::Flag {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                },
             },
         );
     }
@@ -107,23 +160,30 @@ pub fn parse_var_flags(flags: &[String]) -> Result<IndexMap<String, GivenValue>,
 
 /// Reads a `--vars-file`: a YAML mapping of param names to values.
 pub fn read_vars_file(path: &str) -> Result<IndexMap<String, GivenValue>, Diagnostic> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| Diagnostic::new(format!("--vars-file {path}: cannot read it: {error}")))?;
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        Diagnostic::new(format!("--vars-file {path}: cannot read it: {error}"))
+            .help("give the path of a YAML file with one `name: value` per line")
+    })?;
     let source = Source::new(path, text.as_str());
-    let entries: IndexMap<Spanned<String>, Spanned<serde_json::Value>> = if text.trim().is_empty() {
-        IndexMap::new()
-    } else {
-        serde_saphyr::from_str(&text).map_err(|error| Diagnostic::from_yaml(&source, &error))?
-    };
+    let entries: IndexMap<Spanned<String>, Spanned<serde_json::Value>> =
+        if super::has_no_content(&text) {
+            IndexMap::new()
+        } else {
+            serde_saphyr::from_str(&text)
+                .map_err(|error| Diagnostic::from_yaml_in(&source, &error, &VarsFileWords))?
+        };
     Ok(entries
         .into_iter()
         .map(|(name, value)| {
-            let location = source.at(name.referenced.line(), name.referenced.column());
+            let origin = ValueOrigin::File {
+                key: source.at_yaml(&name.referenced),
+                value: source.at_yaml(&value.referenced),
+            };
             (
                 name.value,
                 GivenValue {
                     value: value.value,
-                    origin: ValueOrigin::File(location),
+                    origin,
                 },
             )
         })
@@ -147,7 +207,7 @@ pub fn resolve(
         };
         return Err(value
             .origin
-            .diagnostic(format!("unknown param `{name}`"))
+            .name_diagnostic(format!("unknown param `{name}`"))
             .help(help));
     }
     let mut values = IndexMap::new();
@@ -157,9 +217,7 @@ pub fn resolve(
             None => match &spec.default {
                 Some(default) => GivenValue {
                     value: default.value.clone(),
-                    origin: ValueOrigin::Default(
-                        source.at(default.referenced.line(), default.referenced.column()),
-                    ),
+                    origin: ValueOrigin::Default(source.at_yaml(&default.referenced)),
                 },
                 None if spec.is_required() => {
                     return Err(Diagnostic::at(
@@ -176,17 +234,25 @@ pub fn resolve(
                 }
             },
         };
-        let typed = convert(&given.value, spec.kind).map_err(|message| {
+        let given_text = as_text(&given.value);
+        let secret = spec.secret.then_some(given_text.as_str());
+        let typed = convert(&given.value, spec.kind).ok_or_else(|| {
+            let expected = match spec.kind {
+                ParamType::String => "a string",
+                ParamType::Int => "a whole number",
+                ParamType::Bool => "true or false",
+            };
+            let message = match secret {
+                Some(_) => format!("param `{name}` must be {expected}; the value given is not"),
+                None => format!("param `{name}` must be {expected}, not `{given_text}`"),
+            };
             given
                 .origin
-                .diagnostic(format!("param `{name}`: {message}"))
-                .help(type_help(spec.kind))
+                .value_diagnostic(message, secret)
+                .help(given.origin.type_help(spec.kind, name))
         })?;
         if let Some(pattern) = &spec.pattern {
-            let text = match &typed {
-                serde_json::Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
+            let text = as_text(&typed);
             // The pattern was compiled once at load; a failure here cannot happen.
             let regex = regex::Regex::new(&pattern.value)
                 .map_err(|error| Diagnostic::new(error.to_string()))?;
@@ -194,11 +260,14 @@ pub fn resolve(
                 let shown = if spec.secret { "***".to_string() } else { text };
                 return Err(given
                     .origin
-                    .diagnostic(format!(
-                        "param `{name}`: `{shown}` does not match the pattern `{}`",
-                        pattern.value
-                    ))
-                    .help(format!("give a value that matches {}", pattern.value)));
+                    .value_diagnostic(
+                        format!(
+                            "param `{name}`: `{shown}` does not match the pattern `{}`",
+                            pattern.value
+                        ),
+                        secret,
+                    )
+                    .help(format!("give a value that matches `{}`", pattern.value)));
             }
         }
         values.insert(name.clone(), typed);
@@ -206,36 +275,31 @@ pub fn resolve(
     Ok(values)
 }
 
-fn type_help(kind: ParamType) -> &'static str {
-    match kind {
-        ParamType::String => "give a text value",
-        ParamType::Int => "give a whole number, e.g. --var jobs=8",
-        ParamType::Bool => "give true or false",
+/// A given value as text: a string as it is, anything else as JSON.
+fn as_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
     }
 }
 
-/// Converts a given value to the declared type.
-fn convert(value: &serde_json::Value, kind: ParamType) -> Result<serde_json::Value, String> {
+/// Converts a given value to the declared type; `None` when it is not one. The caller words
+/// the error, since only it knows whether the value may be shown.
+fn convert(value: &serde_json::Value, kind: ParamType) -> Option<serde_json::Value> {
     use serde_json::Value as Json;
     match (kind, value) {
-        (ParamType::String, Json::String(_)) => Ok(value.clone()),
-        (ParamType::String, Json::Number(number)) => Ok(Json::String(number.to_string())),
-        (ParamType::String, Json::Bool(flag)) => Ok(Json::String(flag.to_string())),
-        (ParamType::Int, Json::Number(number)) if number.is_i64() => Ok(value.clone()),
-        (ParamType::Int, Json::String(text)) => text
-            .trim()
-            .parse::<i64>()
-            .map(Json::from)
-            .map_err(|_| format!("expected an int, got `{text}`")),
-        (ParamType::Bool, Json::Bool(_)) => Ok(value.clone()),
+        (ParamType::String, Json::String(_)) => Some(value.clone()),
+        (ParamType::String, Json::Number(number)) => Some(Json::String(number.to_string())),
+        (ParamType::String, Json::Bool(flag)) => Some(Json::String(flag.to_string())),
+        (ParamType::Int, Json::Number(number)) if number.is_i64() => Some(value.clone()),
+        (ParamType::Int, Json::String(text)) => text.trim().parse::<i64>().ok().map(Json::from),
+        (ParamType::Bool, Json::Bool(_)) => Some(value.clone()),
         (ParamType::Bool, Json::String(text)) => match text.trim() {
-            "true" | "True" | "yes" => Ok(Json::Bool(true)),
-            "false" | "False" | "no" => Ok(Json::Bool(false)),
-            _ => Err(format!("expected true or false, got `{text}`")),
+            "true" | "True" | "yes" => Some(Json::Bool(true)),
+            "false" | "False" | "no" => Some(Json::Bool(false)),
+            _ => None,
         },
-        (ParamType::String, _) => Err(format!("expected a text value, got {value}")),
-        (ParamType::Int, _) => Err(format!("expected an int, got {value}")),
-        (ParamType::Bool, _) => Err(format!("expected true or false, got {value}")),
+        _ => None,
     }
 }
 
@@ -245,13 +309,48 @@ mod tests {
 
     #[test]
     fn converts_flag_text_to_the_declared_type() {
-        assert_eq!(convert(&"8".into(), ParamType::Int), Ok(8.into()));
-        assert!(convert(&"eight".into(), ParamType::Int).is_err());
-        assert_eq!(convert(&"true".into(), ParamType::Bool), Ok(true.into()));
+        assert_eq!(convert(&"8".into(), ParamType::Int), Some(8.into()));
+        assert!(convert(&"eight".into(), ParamType::Int).is_none());
+        assert_eq!(convert(&"true".into(), ParamType::Bool), Some(true.into()));
         assert_eq!(
             convert(&serde_json::json!(3), ParamType::String),
-            Ok("3".into())
+            Some("3".into())
         );
+    }
+
+    fn declared(spec: &str) -> IndexMap<String, (ParamSpec, Location)> {
+        let source = Source::new("p.yaml", "");
+        let spec: ParamSpec = serde_saphyr::from_str(spec).unwrap();
+        IndexMap::from([("token".to_string(), (spec, source.at(1, 1)))])
+    }
+
+    #[test]
+    fn errors_about_a_secret_never_show_it() {
+        let source = Source::new("p.yaml", "");
+        for (spec, value) in [
+            ("{secret: true, pattern: '^[a-f0-9]{8}$'}", "hunter2-s3cret"),
+            ("{secret: true, type: int}", "hunter2-s3cret"),
+        ] {
+            let given = parse_var_flags(&[format!("token={value}")]).unwrap();
+            let error = resolve(&declared(spec), given, &source).unwrap_err();
+            let shown = error.to_string();
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("--var token=***"), "{shown}");
+        }
+        // A secret in a vars file is masked in the snippet too.
+        let file = Source::new("v.yaml", "token: hunter2-s3cret\n");
+        let given = IndexMap::from([(
+            "token".to_string(),
+            GivenValue {
+                value: "hunter2-s3cret".into(),
+                origin: ValueOrigin::File {
+                    key: file.at(1, 1),
+                    value: file.at(1, 8),
+                },
+            },
+        )]);
+        let error = resolve(&declared("{secret: true, type: int}"), given, &source).unwrap_err();
+        assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 
     #[test]

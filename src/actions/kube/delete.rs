@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{KindName, describe, render_namespace};
 use crate::actions::{Action, Check, Outcome, Preview, StepContext};
-use crate::kube::{Cluster, Kind};
+use crate::kube::{Cluster, Kind, find_kind};
 use crate::playbook::HumanDuration;
 
 /// How dependents of a deleted object are treated.
@@ -21,7 +21,18 @@ pub enum Propagation {
     Orphan,
 }
 
-/// `kube.delete: {kind, name | selector, namespace, max, wait, timeout, propagation}`.
+/// The owner of the objects to delete: `{kind: Deployment, name: x}` selects the pods of that
+/// Deployment (through its ReplicaSets), whatever their labels say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    /// `Deployment`, `ReplicaSet`, `Job`, ...
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// `kube.delete: {kind, name | selector | owner, namespace, max, wait, timeout, propagation}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "DeleteFields")]
 pub struct KubeDelete {
@@ -33,9 +44,12 @@ pub struct KubeDelete {
     /// ...or every object matching a label selector...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// ...and/or a field selector.
+    /// ...and/or a field selector...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field_selector: Option<String>,
+    /// ...and/or the objects owned by this object (directly or through a ReplicaSet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
     /// The namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -60,6 +74,7 @@ struct DeleteFields {
     name: Option<String>,
     selector: Option<String>,
     field_selector: Option<String>,
+    owner: Option<Owner>,
     namespace: Option<String>,
     max: Option<usize>,
     #[serde(default)]
@@ -71,16 +86,19 @@ struct DeleteFields {
 impl TryFrom<DeleteFields> for KubeDelete {
     type Error = String;
     fn try_from(fields: DeleteFields) -> Result<Self, String> {
-        let by_selector = fields.selector.is_some() || fields.field_selector.is_some();
+        let by_selector =
+            fields.selector.is_some() || fields.field_selector.is_some() || fields.owner.is_some();
         if fields.name.is_some() && by_selector {
-            return Err("give either `name:` or `selector:`/`field_selector:`, not both".into());
+            return Err(
+                "give either `name:` or `selector:`/`field_selector:`/`owner:`, not both".into(),
+            );
         }
         if fields.name.is_none() && !by_selector {
-            return Err("say what to delete: `name:`, or `selector:` with `max:`".into());
+            return Err("say what to delete: `name:`, or `selector:`/`owner:` with `max:`".into());
         }
         if by_selector && fields.max.is_none() {
             return Err(
-                "a delete by selector needs `max:`, the most objects it may delete (a selector that matches too much is how outages start)"
+                "a delete by selector or owner needs `max:`, the most objects it may delete (a selector that matches too much is how outages start)"
                     .into(),
             );
         }
@@ -89,6 +107,7 @@ impl TryFrom<DeleteFields> for KubeDelete {
             name: fields.name,
             selector: fields.selector,
             field_selector: fields.field_selector,
+            owner: fields.owner,
             namespace: fields.namespace,
             max: fields.max,
             wait: fields.wait,
@@ -115,6 +134,53 @@ impl Matches {
     fn names(&self) -> Vec<&str> {
         self.objects.iter().map(|(name, _)| name.as_str()).collect()
     }
+}
+
+/// The uids of an owner and of the ReplicaSets it owns: a Deployment's pods are owned by its
+/// ReplicaSets, not by the Deployment itself. Empty when the owner does not exist.
+async fn owner_uids(
+    cluster: &Cluster,
+    kind: &str,
+    name: &str,
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let owner_kind =
+        find_kind(kind).ok_or_else(|| anyhow::anyhow!("unknown owner kind `{kind}`"))?;
+    let Some(owner) = cluster.get(owner_kind, name, namespace).await? else {
+        return Ok(Vec::new());
+    };
+    let uid = |object: &serde_json::Value| {
+        object
+            .pointer("/metadata/uid")
+            .and_then(|uid| uid.as_str())
+            .map(str::to_string)
+    };
+    let mut uids: Vec<String> = uid(&owner).into_iter().collect();
+    if owner_kind.kind == "Deployment"
+        && let Some(replica_sets) = find_kind("ReplicaSet")
+    {
+        let owned: Vec<String> = cluster
+            .list(replica_sets, namespace, None, None)
+            .await?
+            .iter()
+            .filter(|set| is_owned_by(set, &uids))
+            .filter_map(uid)
+            .collect();
+        uids.extend(owned);
+    }
+    Ok(uids)
+}
+
+fn is_owned_by(object: &serde_json::Value, owners: &[String]) -> bool {
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(|references| references.as_array())
+        .is_some_and(|references| {
+            references
+                .iter()
+                .filter_map(|reference| reference.get("uid").and_then(|uid| uid.as_str()))
+                .any(|uid| owners.iter().any(|owner| owner == uid))
+        })
 }
 
 fn is_deleting(object: &serde_json::Value) -> bool {
@@ -151,7 +217,7 @@ impl KubeDelete {
                     .as_deref()
                     .map(|s| cx.render(s))
                     .transpose()?;
-                let items = cluster
+                let mut items = cluster
                     .list(
                         kind,
                         namespace.as_deref(),
@@ -159,6 +225,19 @@ impl KubeDelete {
                         fields.as_deref(),
                     )
                     .await?;
+                let label_and_field: Vec<String> = labels.into_iter().chain(fields).collect();
+                let mut selectors = Vec::new();
+                if !label_and_field.is_empty() {
+                    selectors.push(format!("matching `{}`", label_and_field.join(",")));
+                }
+                if let Some(owner) = &self.owner {
+                    let owner_kind = cx.render(&owner.kind)?;
+                    let owner_name = cx.render(&owner.name)?;
+                    let owners =
+                        owner_uids(cluster, &owner_kind, &owner_name, namespace.as_deref()).await?;
+                    items.retain(|item| is_owned_by(item, &owners));
+                    selectors.push(format!("owned by {owner_kind} {owner_name}"));
+                }
                 let objects = items
                     .iter()
                     .filter_map(|item| {
@@ -166,14 +245,13 @@ impl KubeDelete {
                         Some((name.to_string(), is_deleting(item)))
                     })
                     .collect();
-                let selectors: Vec<String> = labels.into_iter().chain(fields).collect();
                 let place = cluster
                     .namespace_for(kind, namespace.as_deref())
                     .map(|ns| format!(" in namespace {ns}"))
                     .unwrap_or_default();
                 (
                     objects,
-                    format!("{}s matching `{}`{place}", kind.kind, selectors.join(",")),
+                    format!("{}s {}{place}", kind.kind, selectors.join(", ")),
                 )
             }
         };

@@ -108,6 +108,10 @@ impl Action for KubeWait {
         }
     }
 
+    fn expression_names(&self) -> &'static [&'static str] {
+        &["object"]
+    }
+
     fn expressions(&self) -> Vec<&Condition> {
         // `exists` and `gone` are keywords here, not variables.
         match self.until.as_str() {
