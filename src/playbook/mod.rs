@@ -474,7 +474,13 @@ impl Loader<'_> {
         }
         // An action's own expressions may also use the names it provides (`object`).
         let mut action_scope = known.clone();
-        action_scope.extend(actions[0].1.expression_names().iter().map(|name| name.to_string()));
+        action_scope.extend(
+            actions[0]
+                .1
+                .expression_names()
+                .iter()
+                .map(|name| name.to_string()),
+        );
         for expression in actions[0].1.expressions() {
             references.extend(self.check_template(
                 expression.as_str(),
