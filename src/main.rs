@@ -107,6 +107,11 @@ enum Command {
     },
     /// List the runs in the state directory.
     List,
+    /// The sandbox cluster: a simulated Kubernetes API on 127.0.0.1.
+    Sandbox {
+        #[command(subcommand)]
+        command: runbook::sandbox::SandboxCommand,
+    },
 }
 
 /// Connects to the cluster when the playbook needs one: a bad kubeconfig or a missing
@@ -238,6 +243,12 @@ async fn execute(cli: Cli) -> Result<Exit, Error> {
                 runs.push((run, history, holder));
             }
             print!("{}", report::render_list(&runs));
+            Ok(Exit::Success)
+        }
+        Command::Sandbox { command } => {
+            runbook::sandbox::run_command(command)
+                .await
+                .map_err(Error::Other)?;
             Ok(Exit::Success)
         }
     }

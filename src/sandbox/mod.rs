@@ -1,2 +1,211 @@
 //! The sandbox cluster: an HTTP server on 127.0.0.1 that speaks the Kubernetes API for the
-//! kinds in [`crate::kube::kinds`], for tests, demos and dry runs.
+//! kinds in [`crate::kube::kinds()`], for tests, demos and dry runs. The real `kubectl` and
+//! kube-rs clients work against it.
+//!
+//! The data's way through it:
+//! - [`server`] accepts connections, injects [`faults`], writes the [`request_log`];
+//! - [`routes`] parses [`api_path`]s and queries and answers [`discovery`], [`openapi`],
+//!   lists (or kubectl's [`table`]s), [`watch`]es and the verbs;
+//! - the verbs ([`create`], [`update`], [`apply`], [`delete`]) run on the [`cluster`]'s
+//!   state with the API's rules: [`admission`] (defaults, what a new object gets),
+//!   [`validation`], [`patch`]es, [`managed_fields`] over [`field_set`]s, [`selectors`];
+//! - the [`store`] keeps objects and their history;
+//! - [`controllers`] react to changes (binding, protection finalizers, deployments,
+//!   garbage collection, namespace deletion);
+//! - [`scenario`] loads objects at start and saves them at shutdown; [`cli`] is
+//!   `runbook sandbox up`.
+//!
+//! Deliberate differences from a real cluster are documented where they are made: pods run
+//! at once and terminate within a second ([`admission`], [`delete`]), Deployments replace
+//! their ReplicaSets at once, Jobs run no pods ([`controllers`]), continue tokens are
+//! positions ([`routes`]), a few spec fields are selectable ([`selectors`]), unknown fields
+//! are found by probing the typed schema ([`schema`]), only some kinds are read from
+//! protobuf ([`protobuf`]).
+
+pub mod admission;
+pub mod api_error;
+pub mod api_path;
+pub mod apply;
+pub mod cli;
+pub mod cluster;
+pub mod controllers;
+pub mod create;
+pub mod delete;
+pub mod discovery;
+pub mod faults;
+pub mod field_set;
+pub mod identities;
+pub mod managed_fields;
+pub mod meta;
+pub mod openapi;
+pub mod options;
+pub mod patch;
+pub mod protobuf;
+pub mod request_log;
+pub mod routes;
+pub mod scale;
+pub mod scenario;
+pub mod schema;
+pub mod selectors;
+pub mod server;
+pub mod store;
+pub mod table;
+pub mod update;
+pub mod validation;
+pub mod watch;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch as signal;
+use tokio::task::JoinHandle;
+
+pub use cli::{SandboxCommand, UpArgs, run_command};
+pub use cluster::Cluster;
+pub use faults::Faults;
+pub use options::SandboxOptions;
+
+use faults::FaultInjector;
+use request_log::RequestLog;
+use routes::App;
+use server::Frontend;
+
+/// A running sandbox: its server and controllers run on the tokio runtime that started it,
+/// until [`Sandbox::shutdown`] (or until it is dropped, without saving).
+#[derive(Debug)]
+pub struct Sandbox {
+    url: String,
+    kubeconfig: PathBuf,
+    request_log: PathBuf,
+    cluster: Arc<Cluster>,
+    save: Option<PathBuf>,
+    stop: signal::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The kubeconfig of a sandbox: no credentials (kubectl sends none to an `http://` server),
+/// one context named `sandbox`, current.
+fn kubeconfig_text(url: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: sandbox
+  cluster:
+    server: {url}
+contexts:
+- name: sandbox
+  context:
+    cluster: sandbox
+    user: sandbox
+    namespace: default
+current-context: sandbox
+users:
+- name: sandbox
+  user: {{}}
+preferences: {{}}
+"
+    )
+}
+
+impl Sandbox {
+    /// Binds 127.0.0.1:`port`, loads the scenario, starts serving and reconciling on the
+    /// current tokio runtime, and writes `DIR/kubeconfig` (last, so that a file there means
+    /// the sandbox is ready).
+    pub async fn start(options: SandboxOptions) -> anyhow::Result<Sandbox> {
+        std::fs::create_dir_all(&options.dir)
+            .with_context(|| format!("cannot create {}", options.dir.display()))?;
+        let seed = options.faults.seed.unwrap_or_else(|| fastrand::u64(..));
+        let cluster = Arc::new(Cluster::new(seed));
+        if let Some(objects) = &options.objects {
+            scenario::load(&cluster, objects)?;
+        }
+        // Settle the scenario before the first request: its claims bound, its
+        // Deployments' pods there, whenever the controller task first gets to run.
+        cluster.write(|state| controllers::reconcile(state, jiff::Timestamp::now()));
+        let listener = TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{}", options.port))?;
+        let address = listener
+            .local_addr()
+            .context("cannot read the listening address")?;
+        let url = format!("http://{address}");
+        let request_log = options.dir.join("requests.jsonl");
+        let log = RequestLog::open(&request_log)
+            .with_context(|| format!("cannot open {}", request_log.display()))?;
+        let (stop, stopped) = signal::channel(false);
+        let app = Arc::new(App {
+            cluster: cluster.clone(),
+            address: address.to_string(),
+            shutdown: stopped.clone(),
+        });
+        let frontend = Frontend {
+            router: routes::router(app),
+            // The faults draw from the seed too, but apart from names, so that adding a
+            // fault does not rename objects.
+            faults: Arc::new(FaultInjector::new(
+                options.faults.clone(),
+                seed.rotate_left(17),
+            )),
+            log: Arc::new(log),
+        };
+        let tasks = vec![
+            tokio::spawn(controllers::run(cluster.clone(), stopped.clone())),
+            tokio::spawn(server::serve(listener, frontend, stopped)),
+        ];
+        let kubeconfig = options.dir.join("kubeconfig");
+        let partial = options.dir.join("kubeconfig.partial");
+        std::fs::write(&partial, kubeconfig_text(&url))
+            .and_then(|()| std::fs::rename(&partial, &kubeconfig))
+            .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+        Ok(Sandbox {
+            url,
+            kubeconfig,
+            request_log,
+            cluster,
+            save: options.save,
+            stop,
+            tasks,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `DIR/kubeconfig`.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// `DIR/requests.jsonl`.
+    pub fn request_log(&self) -> &Path {
+        &self.request_log
+    }
+
+    /// The cluster's state, for tests that look at it directly.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Stops serving (open watches end), stops the controllers, and saves the state if asked.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+        if let Some(path) = &self.save {
+            scenario::save(&self.cluster, path)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}

@@ -302,7 +302,10 @@ impl Sandbox {
         let sandbox = Sandbox { child, dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !sandbox.kubeconfig().exists() {
-            assert!(Instant::now() < deadline, "the sandbox did not write its kubeconfig");
+            assert!(
+                Instant::now() < deadline,
+                "the sandbox did not write its kubeconfig"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         sandbox
@@ -340,7 +343,12 @@ impl Sandbox {
     }
 
     /// An object as JSON through kubectl, or None when it does not exist.
-    pub fn get(&self, kind: &str, name: &str, namespace: Option<&str>) -> Option<serde_json::Value> {
+    pub fn get(
+        &self,
+        kind: &str,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Option<serde_json::Value> {
         let mut args = vec!["get", kind, name, "-o", "json", "--ignore-not-found"];
         if let Some(namespace) = namespace {
             args.extend(["-n", namespace]);

@@ -1,0 +1,106 @@
+//! `runbook sandbox ...`: the sandbox cluster as a command.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use super::Sandbox;
+use super::faults::Faults;
+use super::options::SandboxOptions;
+use crate::playbook::HumanDuration;
+
+/// The sandbox's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Run a simulated Kubernetes cluster on 127.0.0.1 in the foreground, until SIGINT or
+    /// SIGTERM; `kubectl` and `runbook` reach it through DIR/kubeconfig.
+    Up(UpArgs),
+}
+
+/// The options of `runbook sandbox up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where to write `kubeconfig` and the request log `requests.jsonl`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The port to listen on (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Objects to start with: a YAML stream, a YAML list or a `kind: List`.
+    #[arg(long, value_name = "FILE")]
+    pub objects: Option<PathBuf>,
+    /// Save the cluster's state to FILE on shutdown (loadable with --objects).
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// Latency added to every request: `50ms`, `1s`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_latency, default_value = "0ms")]
+    pub latency: Duration,
+    /// Share of requests answered 500 InternalError (0 to 1).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Share of requests whose connection is closed without an answer (0 to 1).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Share of writes answered 409 Conflict (0 to 1).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
+    pub conflict_rate: f64,
+    /// Seed of the faults and of generated names, for reproducible runs.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+fn parse_latency(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    HumanDuration::parse(text).map(|duration| duration.0)
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("`{text}` is not between 0 and 1"))
+    }
+}
+
+/// Runs a sandbox command.
+pub async fn run_command(command: SandboxCommand) -> anyhow::Result<()> {
+    match command {
+        SandboxCommand::Up(args) => up(args).await,
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let options = SandboxOptions {
+        dir: args.dir,
+        port: args.port,
+        objects: args.objects,
+        save: args.save,
+        faults: Faults {
+            latency: args.latency,
+            error_rate: args.error_rate,
+            drop_rate: args.drop_rate,
+            conflict_rate: args.conflict_rate,
+            seed: args.seed,
+        },
+    };
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    let sandbox = Sandbox::start(options).await?;
+    eprintln!(
+        "sandbox listening on {}; kubeconfig: {}",
+        sandbox.url(),
+        sandbox.kubeconfig().display()
+    );
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted.context("cannot listen for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    sandbox.shutdown().await
+}

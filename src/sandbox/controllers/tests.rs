@@ -1,0 +1,355 @@
+//! Scenarios for the controllers: build a state, reconcile, look at the end state.
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+use super::reconcile;
+use crate::kube::find_kind;
+use crate::sandbox::cluster::{Cluster, WriteOptions};
+use crate::sandbox::delete::{DeleteOptions, Propagation};
+use crate::sandbox::meta;
+
+struct Scenario {
+    cluster: Cluster,
+    now: Timestamp,
+}
+
+impl Scenario {
+    fn new() -> Self {
+        Scenario {
+            cluster: Cluster::new(3),
+            now: Timestamp::now(),
+        }
+    }
+
+    fn create(&self, kind: &str, body: Value) -> &Self {
+        let kind = find_kind(kind).unwrap();
+        let options = WriteOptions {
+            field_manager: "test".into(),
+            ..WriteOptions::default()
+        };
+        let namespace = meta::namespace(&body).to_string();
+        self.cluster
+            .write(|state| state.create(kind, &namespace, body, &options))
+            .unwrap();
+        self.settle()
+    }
+
+    fn delete(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        propagation: Option<Propagation>,
+    ) -> &Self {
+        let kind = find_kind(kind).unwrap();
+        let options = DeleteOptions {
+            propagation,
+            ..DeleteOptions::default()
+        };
+        self.cluster
+            .write(|state| state.delete(kind, namespace, name, &options, false))
+            .unwrap();
+        self.settle()
+    }
+
+    fn settle(&self) -> &Self {
+        self.cluster.write(|state| reconcile(state, self.now));
+        self
+    }
+
+    /// Lets pods' grace periods run out.
+    fn later(&mut self) -> &Self {
+        self.now += SignedDuration::from_secs(5);
+        self.settle()
+    }
+
+    fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let kind = find_kind(kind).unwrap();
+        self.cluster
+            .read(|state| state.get(kind, namespace, name))
+            .ok()
+    }
+
+    fn names(&self, kind: &str, namespace: &str) -> Vec<String> {
+        let kind = find_kind(kind).unwrap();
+        self.cluster.read(|state| {
+            state
+                .store
+                .list(kind, Some(namespace))
+                .map(|object| meta::name(object).to_string())
+                .collect()
+        })
+    }
+}
+
+fn hub() -> Scenario {
+    let scenario = Scenario::new();
+    scenario
+        .create("Namespace", json!({"metadata": {"name": "hub"}}))
+        .create("PersistentVolume", json!({"metadata": {"name": "hub-home-nfs"}, "spec": {
+            "capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteMany"],
+            "nfs": {"server": "10.0.0.5", "path": "/homes/hub"}}}))
+        .create("PersistentVolumeClaim", json!({"metadata": {"name": "home-nfs", "namespace": "hub"}, "spec": {
+            "accessModes": ["ReadWriteMany"], "volumeName": "hub-home-nfs", "storageClassName": "",
+            "resources": {"requests": {"storage": "1Mi"}}}}))
+        .create("Pod", json!({"metadata": {"name": "jupyter-alice", "namespace": "hub", "labels": {"component": "singleuser-server"}}, "spec": {
+            "containers": [{"name": "notebook", "image": "jupyter/base:1", "volumeMounts": [{"name": "home", "mountPath": "/home/jovyan"}]}],
+            "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "home-nfs"}}]}}));
+    scenario
+}
+
+fn phase(object: &Option<Value>) -> String {
+    object
+        .as_ref()
+        .and_then(|object| meta::str_at(object, &["status", "phase"]))
+        .unwrap_or("gone")
+        .to_string()
+}
+
+#[test]
+fn a_claim_binds_to_the_volume_it_names() {
+    let scenario = hub();
+    let volume = scenario.get("pv", "", "hub-home-nfs");
+    let claim = scenario.get("pvc", "hub", "home-nfs");
+    assert_eq!(phase(&volume), "Bound");
+    assert_eq!(phase(&claim), "Bound");
+    let volume = volume.unwrap();
+    let claim = claim.unwrap();
+    assert_eq!(volume["spec"]["claimRef"]["name"], "home-nfs");
+    assert_eq!(volume["spec"]["claimRef"]["uid"], claim["metadata"]["uid"]);
+    assert_eq!(claim["status"]["capacity"]["storage"], "1Mi");
+    assert_eq!(meta::finalizers(&volume), ["kubernetes.io/pv-protection"]);
+    assert_eq!(meta::finalizers(&claim), ["kubernetes.io/pvc-protection"]);
+}
+
+#[test]
+fn protection_holds_the_volume_and_claim_until_the_pod_is_gone() {
+    let mut scenario = hub();
+    scenario.delete("pv", "", "hub-home-nfs", None);
+    scenario.delete("pvc", "hub", "home-nfs", None);
+    let claim = scenario
+        .get("pvc", "hub", "home-nfs")
+        .expect("the claim is in use");
+    assert!(meta::is_deleting(&claim));
+    let volume = scenario
+        .get("pv", "", "hub-home-nfs")
+        .expect("the volume is bound");
+    assert!(meta::is_deleting(&volume));
+    scenario.delete("Pod", "hub", "jupyter-alice", None);
+    assert!(
+        scenario.get("Pod", "hub", "jupyter-alice").is_some(),
+        "the pod terminates for its grace period"
+    );
+    scenario.later();
+    assert!(scenario.get("Pod", "hub", "jupyter-alice").is_none());
+    assert!(scenario.get("pvc", "hub", "home-nfs").is_none());
+    assert!(scenario.get("pv", "", "hub-home-nfs").is_none());
+}
+
+#[test]
+fn a_retained_volume_is_released_and_does_not_bind_again() {
+    let mut scenario = hub();
+    scenario.delete("Pod", "hub", "jupyter-alice", None);
+    scenario.later();
+    scenario.delete("pvc", "hub", "home-nfs", None);
+    let volume = scenario.get("pv", "", "hub-home-nfs");
+    assert_eq!(phase(&volume), "Released");
+    assert_eq!(volume.unwrap()["spec"]["claimRef"]["name"], "home-nfs");
+    scenario.create(
+        "PersistentVolumeClaim",
+        json!({"metadata": {"name": "home-nfs", "namespace": "hub"}, "spec": {
+        "accessModes": ["ReadWriteMany"], "volumeName": "hub-home-nfs", "storageClassName": "",
+        "resources": {"requests": {"storage": "1Mi"}}}}),
+    );
+    assert_eq!(phase(&scenario.get("pvc", "hub", "home-nfs")), "Pending");
+    let kind = find_kind("pv").unwrap();
+    let options = WriteOptions {
+        field_manager: "test".into(),
+        ..WriteOptions::default()
+    };
+    scenario
+        .cluster
+        .write(|state| {
+            state.patch(
+                kind,
+                "",
+                "hub-home-nfs",
+                crate::sandbox::patch::PatchType::Merge,
+                &json!({"spec": {"claimRef": null}}),
+                crate::sandbox::update::Subresource::Main,
+                &options,
+            )
+        })
+        .unwrap();
+    scenario.settle();
+    assert_eq!(phase(&scenario.get("pvc", "hub", "home-nfs")), "Bound");
+}
+
+#[test]
+fn a_volume_with_the_delete_policy_goes_with_its_claim() {
+    let mut scenario = Scenario::new();
+    scenario
+        .create("PersistentVolume", json!({"metadata": {"name": "scratch"}, "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Delete",
+            "hostPath": {"path": "/tmp/scratch"}}}))
+        .create("PersistentVolumeClaim", json!({"metadata": {"name": "scratch", "namespace": "default"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "500Mi"}}}}));
+    let claim = scenario.get("pvc", "default", "scratch").unwrap();
+    assert_eq!(
+        claim["spec"]["volumeName"], "scratch",
+        "a matching volume is chosen"
+    );
+    scenario.delete("pvc", "default", "scratch", None);
+    scenario.later();
+    assert!(scenario.get("pv", "", "scratch").is_none());
+}
+
+fn deployment(replicas: i64, image: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shared-volume-metrics", "namespace": "default"}, "spec": {
+        "replicas": replicas,
+        "selector": {"matchLabels": {"app": "metrics"}},
+        "template": {"metadata": {"labels": {"app": "metrics"}}, "spec": {"containers": [{"name": "m", "image": image}]}}}})
+}
+
+#[test]
+fn deployments_keep_their_pods() {
+    let mut scenario = Scenario::new();
+    scenario.create("Deployment", deployment(2, "metrics:1"));
+    let sets = scenario.names("ReplicaSet", "default");
+    assert_eq!(sets.len(), 1);
+    assert!(sets[0].starts_with("shared-volume-metrics-"));
+    let pods = scenario.names("Pod", "default");
+    assert_eq!(pods.len(), 2);
+    assert!(
+        pods.iter()
+            .all(|pod| pod.starts_with(&format!("{}-", sets[0])) && pod.len() == sets[0].len() + 6)
+    );
+    let pod = scenario.get("Pod", "default", &pods[0]).unwrap();
+    assert_eq!(
+        pod["metadata"]["labels"]["pod-template-hash"],
+        sets[0].rsplit('-').next().unwrap()
+    );
+    let status = scenario
+        .get("Deployment", "default", "shared-volume-metrics")
+        .unwrap()["status"]
+        .clone();
+    assert_eq!(
+        (
+            status["replicas"].as_i64(),
+            status["readyReplicas"].as_i64(),
+            status["availableReplicas"].as_i64()
+        ),
+        (Some(2), Some(2), Some(2))
+    );
+    scenario.delete("Pod", "default", &pods[0], Some(Propagation::Background));
+    scenario.later();
+    let replaced = scenario.names("Pod", "default");
+    assert_eq!(replaced.len(), 2);
+    assert!(!replaced.contains(&pods[0]));
+}
+
+#[test]
+fn deleting_a_deployment_collects_its_replica_sets_and_pods() {
+    let mut scenario = Scenario::new();
+    scenario.create("Deployment", deployment(1, "metrics:1"));
+    scenario.delete("Deployment", "default", "shared-volume-metrics", None);
+    scenario.later();
+    assert!(scenario.names("ReplicaSet", "default").is_empty());
+    assert!(scenario.names("Pod", "default").is_empty());
+
+    scenario.create("Deployment", deployment(1, "metrics:1"));
+    scenario.delete(
+        "Deployment",
+        "default",
+        "shared-volume-metrics",
+        Some(Propagation::Orphan),
+    );
+    scenario.later();
+    assert!(
+        scenario
+            .get("Deployment", "default", "shared-volume-metrics")
+            .is_none()
+    );
+    let sets = scenario.names("ReplicaSet", "default");
+    assert_eq!(sets.len(), 1, "orphaned replica sets stay");
+    assert!(
+        scenario.get("ReplicaSet", "default", &sets[0]).unwrap()["metadata"]
+            .get("ownerReferences")
+            .is_none()
+    );
+}
+
+#[test]
+fn foreground_deletion_waits_for_the_dependents() {
+    let mut scenario = Scenario::new();
+    scenario.create("Deployment", deployment(1, "metrics:1"));
+    scenario.delete(
+        "Deployment",
+        "default",
+        "shared-volume-metrics",
+        Some(Propagation::Foreground),
+    );
+    let held = scenario.get("Deployment", "default", "shared-volume-metrics");
+    assert!(held.is_some_and(|deployment| meta::has_finalizer(&deployment, "foregroundDeletion")));
+    scenario.later();
+    assert!(
+        scenario
+            .get("Deployment", "default", "shared-volume-metrics")
+            .is_none()
+    );
+    assert!(scenario.names("Pod", "default").is_empty());
+}
+
+#[test]
+fn a_new_template_gets_a_new_replica_set() {
+    let scenario = Scenario::new();
+    scenario.create("Deployment", deployment(1, "metrics:1"));
+    let kind = find_kind("Deployment").unwrap();
+    let options = WriteOptions {
+        field_manager: "test".into(),
+        ..WriteOptions::default()
+    };
+    scenario
+        .cluster
+        .write(|state| {
+            state.apply(
+                kind,
+                "default",
+                "shared-volume-metrics",
+                &deployment(1, "metrics:2"),
+                &WriteOptions {
+                    force: true,
+                    ..options
+                },
+            )
+        })
+        .unwrap();
+    scenario.settle();
+    let sets = scenario.names("ReplicaSet", "default");
+    assert_eq!(sets.len(), 2);
+    let replicas: Vec<i64> = sets
+        .iter()
+        .map(|name| {
+            scenario.get("ReplicaSet", "default", name).unwrap()["spec"]["replicas"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(replicas.iter().sum::<i64>(), 1);
+}
+
+#[test]
+fn deleting_a_namespace_deletes_its_contents() {
+    let mut scenario = hub();
+    scenario.create(
+        "ConfigMap",
+        json!({"metadata": {"name": "c", "namespace": "hub"}}),
+    );
+    scenario.delete("Namespace", "", "hub", None);
+    assert_eq!(phase(&scenario.get("Namespace", "", "hub")), "Terminating");
+    scenario.later();
+    assert!(scenario.get("Namespace", "", "hub").is_none());
+    assert!(scenario.get("pvc", "hub", "home-nfs").is_none());
+    assert_eq!(phase(&scenario.get("pv", "", "hub-home-nfs")), "Released");
+}

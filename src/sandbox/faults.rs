@@ -1,0 +1,139 @@
+//! Fault injection for reliability tests: added latency, a share of 500s, of dropped
+//! connections and of 409 Conflicts on writes, drawn from a seeded generator so that a
+//! failing test can be replayed.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What to inject, and the seed of the draws (also used for names and uids).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Added before every answer.
+    pub latency: Duration,
+    /// Share of requests answered 500 `InternalError` (0 to 1).
+    pub error_rate: f64,
+    /// Share of requests whose connection is closed without an answer.
+    pub drop_rate: f64,
+    /// Share of writes (POST, PUT, PATCH, DELETE) answered 409 `Conflict`.
+    pub conflict_rate: f64,
+    /// The seed; a random one when `None`.
+    pub seed: Option<u64>,
+}
+
+/// The fault chosen for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Close the connection without answering.
+    Drop,
+    /// Answer 500.
+    Error,
+    /// Answer 409.
+    Conflict,
+}
+
+impl Fault {
+    /// How the request log names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Drop => "drop",
+            Fault::Error => "error",
+            Fault::Conflict => "conflict",
+        }
+    }
+}
+
+/// Draws the faults, request by request.
+#[derive(Debug)]
+pub struct FaultInjector {
+    faults: Faults,
+    rng: Mutex<fastrand::Rng>,
+}
+
+impl FaultInjector {
+    /// An injector for `faults`, drawing from `seed`.
+    pub fn new(faults: Faults, seed: u64) -> Self {
+        FaultInjector {
+            faults,
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+        }
+    }
+
+    /// The latency to add to every request.
+    pub fn latency(&self) -> Duration {
+        self.faults.latency
+    }
+
+    /// The fault for the next request, if any.
+    pub fn draw(&self, is_write: bool) -> Option<Fault> {
+        // Three draws per request whatever happens, so that one request's outcome does not
+        // shift the draws of the next ones.
+        let (drop, error, conflict) = {
+            let mut rng = self
+                .rng
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (rng.f64(), rng.f64(), rng.f64())
+        };
+        if drop < self.faults.drop_rate {
+            Some(Fault::Drop)
+        } else if error < self.faults.error_rate {
+            Some(Fault::Error)
+        } else if is_write && conflict < self.faults.conflict_rate {
+            Some(Fault::Conflict)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_of_zero_and_one_are_exact() {
+        let never = FaultInjector::new(Faults::default(), 1);
+        assert!((0..1000).all(|_| never.draw(true).is_none()));
+        let always = FaultInjector::new(
+            Faults {
+                error_rate: 1.0,
+                ..Faults::default()
+            },
+            1,
+        );
+        assert!((0..1000).all(|_| always.draw(false) == Some(Fault::Error)));
+        let conflicts = FaultInjector::new(
+            Faults {
+                conflict_rate: 1.0,
+                ..Faults::default()
+            },
+            1,
+        );
+        assert_eq!(conflicts.draw(false), None, "reads never conflict");
+        assert_eq!(conflicts.draw(true), Some(Fault::Conflict));
+    }
+
+    #[test]
+    fn the_same_seed_draws_the_same_faults() {
+        let faults = Faults {
+            error_rate: 0.3,
+            drop_rate: 0.1,
+            conflict_rate: 0.2,
+            ..Faults::default()
+        };
+        let one = FaultInjector::new(faults.clone(), 42);
+        let two = FaultInjector::new(faults, 42);
+        let draws = |injector: &FaultInjector| {
+            (0..200)
+                .map(|i| injector.draw(i % 2 == 0))
+                .collect::<Vec<_>>()
+        };
+        let first = draws(&one);
+        assert_eq!(first, draws(&two));
+        assert!(
+            first.contains(&Some(Fault::Drop))
+                && first.contains(&Some(Fault::Error))
+                && first.contains(&None)
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! The connection loop: HTTP/1.1 on 127.0.0.1, with fault injection and the request log in
+//! front of the routes. It is hand-rolled on hyper rather than `axum::serve` because a
+//! dropped connection (a fault) must close the socket without any answer, which only the
+//! owner of the connection can do.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, Response, header};
+use axum::response::IntoResponse;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use super::api_error::ApiError;
+use super::api_path::ApiPath;
+use super::faults::{Fault, FaultInjector};
+use super::request_log::{RequestLog, RequestRecord};
+use super::routes::{Query, body_dry_run};
+
+/// What the connection loop needs besides the listener.
+#[derive(Debug, Clone)]
+pub struct Frontend {
+    /// The routes.
+    pub router: Router,
+    /// The faults to inject.
+    pub faults: Arc<FaultInjector>,
+    /// Where requests are logged.
+    pub log: Arc<RequestLog>,
+}
+
+/// Accepts connections until `shutdown` turns true; then closes every open connection
+/// (watches included) and returns.
+pub async fn serve(listener: TcpListener, frontend: Frontend, mut shutdown: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    continue;
+                };
+                let frontend = frontend.clone();
+                connections.spawn(connection(stream, frontend));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    connections.shutdown().await;
+}
+
+async fn connection(stream: tokio::net::TcpStream, frontend: Frontend) {
+    let hang_up = Arc::new(Notify::new());
+    let service = {
+        let hang_up = hang_up.clone();
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let frontend = frontend.clone();
+            let hang_up = hang_up.clone();
+            async move { Ok::<_, Infallible>(answer(request, frontend, hang_up).await) }
+        })
+    };
+    let served = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::select! {
+        _ = served => {}
+        // Dropping the connection closes the socket: the client sees it reset, unanswered.
+        () = hang_up.notified() => {}
+    }
+}
+
+/// What the log says about a request, known before it is answered.
+struct Described {
+    method: String,
+    path: String,
+    query: String,
+    content_type: String,
+    verb: &'static str,
+    dry_run: bool,
+}
+
+fn describe(request: &Request<Body>, body: &[u8]) -> Described {
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let parsed = Query::parse(&query);
+    let path = request.uri().path().to_string();
+    let resource = match ApiPath::parse(&path) {
+        Some(ApiPath::Resource(resource)) => Some(resource),
+        _ => None,
+    };
+    let method = request.method().clone();
+    let verb = match (&method, resource) {
+        (_, None) => "discovery",
+        (&Method::GET, Some(_)) if parsed.flag("watch") => "watch",
+        (&Method::GET, Some(resource)) if resource.name.is_none() => "list",
+        (&Method::GET, Some(_)) => "get",
+        (&Method::POST, Some(_)) => "create",
+        (&Method::PUT, Some(_)) => "update",
+        (&Method::PATCH, Some(_)) => "patch",
+        (&Method::DELETE, Some(resource)) if resource.name.is_none() => "deletecollection",
+        (&Method::DELETE, Some(_)) => "delete",
+        _ => "other",
+    };
+    Described {
+        method: method.to_string(),
+        path,
+        query,
+        content_type: request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        verb,
+        dry_run: parsed.dry_run() || body_dry_run(body),
+    }
+}
+
+async fn answer(
+    request: Request<Incoming>,
+    frontend: Frontend,
+    hang_up: Arc<Notify>,
+) -> Response<Body> {
+    let ts = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    // A deletion's dry run is in its body (kube-rs puts it there); the log must see it, so
+    // DELETE bodies, which are small, are read here and handed on.
+    let (request, delete_body) = if request.method() == Method::DELETE {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(Body::new(body), 1 << 20)
+            .await
+            .unwrap_or_default();
+        (Request::from_parts(parts, Body::from(bytes.clone())), bytes)
+    } else {
+        (request.map(Body::new), bytes::Bytes::new())
+    };
+    let described = describe(&request, &delete_body);
+    let latency = frontend.faults.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let is_write = !matches!(described.method.as_str(), "GET" | "HEAD" | "OPTIONS");
+    let fault = frontend.faults.draw(is_write);
+    let response = match fault {
+        Some(Fault::Drop) => None,
+        Some(Fault::Error) => Some(ApiError::internal("injected by the sandbox (--error-rate)").into_response()),
+        Some(Fault::Conflict) => Some(
+            ApiError {
+                code: 409,
+                reason: "Conflict",
+                message: format!(
+                    "Operation cannot be fulfilled on {}: {} (injected by the sandbox: --conflict-rate)",
+                    described.path,
+                    ApiError::MODIFIED
+                ),
+                details: Some(serde_json::json!({})),
+            }
+            .into_response(),
+        ),
+        None => Some(match frontend.router.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }),
+    };
+    frontend.log.record(&RequestRecord {
+        ts,
+        method: described.method,
+        path: described.path,
+        query: described.query,
+        content_type: described.content_type,
+        status: response
+            .as_ref()
+            .map_or(0, |response| response.status().as_u16()),
+        verb: described.verb,
+        dry_run: described.dry_run,
+        fault: fault.map(Fault::as_str),
+    });
+    match response {
+        Some(response) => response,
+        None => {
+            hang_up.notify_one();
+            std::future::pending().await
+        }
+    }
+}

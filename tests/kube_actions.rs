@@ -1,0 +1,279 @@
+//! End-to-end tests of the `kube.*` actions and lookups, through the binary, against the
+//! sandbox cluster (`runbook sandbox up`), checked with the real kubectl.
+
+mod common;
+
+use common::{Sandbox, Test};
+
+const HUB: &str = include_str!("data/scenarios/hub.yaml");
+
+fn test_with(sandbox: &Sandbox, playbook: &str) -> Test {
+    Test::new().playbook(playbook).env(
+        "KUBECONFIG",
+        sandbox.kubeconfig().to_str().expect("UTF-8 path"),
+    )
+}
+
+#[test]
+fn get_count_and_lookups_read_the_cluster() {
+    let sandbox = Sandbox::start(HUB);
+    let test = test_with(
+        &sandbox,
+        r#"
+runbook: 1
+name: read
+params:
+  hub: {default: staging}
+steps:
+  - id: read-pv
+    kube.get: {kind: PersistentVolume, name: "{{ hub }}-home-nfs"}
+    register: pv
+  - id: users
+    kube.count: {kind: Pod, namespace: "{{ hub }}", selector: component=singleuser-server}
+    register: users
+  - id: check
+    assert:
+      - "pv.spec.nfs.server == '10.0.0.7'"
+      - "users.count == 1 and users.names == ['jupyter-alice']"
+      - "kube_get('pvc', 'home-nfs', namespace=hub).spec.volumeName == hub ~ '-home-nfs'"
+      - "kube_get('Service', 'nothing-here', namespace=hub) is none"
+      - "kube_count('Pod', namespace=hub, selector='component=singleuser-server') == 1"
+"#,
+    )
+    .args(["run", "playbook.yaml"]);
+    test.run().status(0);
+}
+
+#[test]
+fn patch_changes_once_then_skips_and_plans_a_diff() {
+    let sandbox = Sandbox::start(HUB);
+    let playbook = r#"
+runbook: 1
+name: retain
+steps:
+  - id: retain-pv
+    kube.patch:
+      kind: PersistentVolume
+      name: staging-home-nfs
+      merge: {spec: {persistentVolumeReclaimPolicy: Retain}}
+"#;
+    let test = test_with(&sandbox, playbook);
+    let plan = test.run_args(&["plan", "playbook.yaml"]).status(0);
+    assert!(
+        plan.stdout
+            .contains("-  persistentVolumeReclaimPolicy: Delete"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("+  persistentVolumeReclaimPolicy: Retain"),
+        "{}",
+        plan.stdout
+    );
+    let writes_before_run: Vec<_> = sandbox
+        .requests()
+        .into_iter()
+        .filter(|request| request["method"] != "GET" && request["dry_run"] != true)
+        .collect();
+    assert!(
+        writes_before_run.is_empty(),
+        "plan wrote to the cluster: {writes_before_run:?}"
+    );
+    test.run_args(&["run", "playbook.yaml"]).status(0);
+    let pv = sandbox.get("pv", "staging-home-nfs", None).unwrap();
+    assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+    test.run_args(&["run", "playbook.yaml", "--restart"])
+        .status(0)
+        .stderr_has("retain-pv skipped: the patch would change nothing");
+}
+
+#[test]
+fn delete_by_selector_refuses_when_more_match_than_max() {
+    let sandbox = Sandbox::start(HUB);
+    let test = test_with(
+        &sandbox,
+        r#"
+runbook: 1
+name: too-many
+steps:
+  - id: delete-pods
+    kube.delete: {kind: Pod, namespace: staging, selector: "component in (singleuser-server, shared-volume-metrics)", max: 1}
+"#,
+    );
+    test.run_args(&["run", "playbook.yaml"])
+        .status(3)
+        .stderr_has("delete-pods refused: 2 Pods matching");
+    assert!(
+        sandbox
+            .get("pod", "jupyter-alice", Some("staging"))
+            .is_some(),
+        "a refused delete deleted"
+    );
+}
+
+#[test]
+fn deleting_a_pvc_in_use_waits_for_its_pods_then_the_pv_goes() {
+    let sandbox = Sandbox::start(HUB);
+    let test = test_with(
+        &sandbox,
+        r#"
+runbook: 1
+name: order
+steps:
+  - id: retain
+    kube.patch: {kind: pv, name: staging-home-nfs, merge: {spec: {persistentVolumeReclaimPolicy: Retain}}}
+  - id: delete-pv
+    kube.delete: {kind: PersistentVolume, name: staging-home-nfs}
+  - id: delete-pvc
+    kube.delete: {kind: PersistentVolumeClaim, namespace: staging, name: home-nfs}
+  - id: still-there
+    assert: "kube_get('pvc', 'home-nfs', namespace='staging').metadata.deletionTimestamp is defined"
+  - id: delete-users
+    kube.delete: {kind: Pod, namespace: staging, selector: component=singleuser-server, max: 5, wait: true, timeout: 30s}
+  - id: scale-down-metrics
+    kube.patch: {kind: Deployment, namespace: staging, name: shared-volume-metrics, merge: {spec: {replicas: 0}}}
+  - id: pvc-gone
+    kube.wait: {kind: pvc, namespace: staging, name: home-nfs, for: gone, timeout: 30s}
+  - id: pv-gone
+    kube.wait: {kind: pv, name: staging-home-nfs, for: gone, timeout: 30s}
+"#,
+    );
+    test.run_args(&["run", "playbook.yaml"]).status(0);
+    assert!(sandbox.get("pv", "staging-home-nfs", None).is_none());
+}
+
+#[test]
+fn apply_creates_then_matches_then_updates() {
+    let sandbox = Sandbox::start(HUB);
+    let test = test_with(
+        &sandbox,
+        r#"
+runbook: 1
+name: apply
+params:
+  port: {type: int}
+steps:
+  - id: service
+    kube.apply:
+      namespace: staging
+      manifest:
+        apiVersion: v1
+        kind: Service
+        metadata: {name: transfer, labels: {app: transfer}}
+        spec:
+          ports: [{port: "{{ port }}"}]
+          selector: {app: transfer}
+"#,
+    );
+    test.run_args(&["run", "playbook.yaml", "--var", "port=80"])
+        .status(0);
+    let service = sandbox.get("svc", "transfer", Some("staging")).unwrap();
+    assert_eq!(service["spec"]["ports"][0]["port"], 80);
+    test.run_args(&["run", "playbook.yaml", "--var", "port=80", "--restart"])
+        .status(0)
+        .stderr_has("service skipped: the live objects already match");
+    // Another port is another run; its plan shows the update against the live object.
+    let plan = test
+        .run_args(&["plan", "playbook.yaml", "--var", "port=8080"])
+        .status(0);
+    assert!(
+        plan.stdout.contains("update Service transfer"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("-  - port: 80") && plan.stdout.contains("+  - port: 8080"),
+        "{}",
+        plan.stdout
+    );
+    test.run_args(&["run", "playbook.yaml", "--var", "port=8080"])
+        .status(0);
+    let service = sandbox.get("svc", "transfer", Some("staging")).unwrap();
+    assert_eq!(service["spec"]["ports"][0]["port"], 8080);
+    assert!(
+        service["spec"]["clusterIP"].is_string(),
+        "apply dropped a field it does not manage"
+    );
+}
+
+#[test]
+fn apply_renders_a_template_from_the_playbook_directory() {
+    let sandbox = Sandbox::start(HUB);
+    let test = test_with(
+        &sandbox,
+        r#"
+runbook: 1
+name: template
+params:
+  hub: {default: staging}
+steps:
+  - id: config
+    kube.apply: {template: settings.yaml}
+"#,
+    )
+    .file(
+        "templates/settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: {{ hub }}\ndata:\n  hub: {{ hub }}\n",
+    );
+    test.run_args(&["run", "playbook.yaml"]).status(0);
+    assert_eq!(
+        sandbox.get("cm", "settings", Some("staging")).unwrap()["data"]["hub"],
+        "staging"
+    );
+}
+
+#[test]
+fn a_missing_namespace_is_named() {
+    let sandbox = Sandbox::start(HUB);
+    test_with(
+        &sandbox,
+        "runbook: 1\nname: ns\nsteps:\n  - id: count\n    kube.count: {kind: Pod, namespace: nowhere}\n  - id: get\n    kube.apply: {namespace: nowhere, manifest: {apiVersion: v1, kind: ConfigMap, metadata: {name: x}}}\n",
+    )
+    .args(["run", "playbook.yaml"])
+    .run()
+    .status(1)
+    .stderr_has("nowhere");
+}
+
+#[test]
+fn a_bad_kubeconfig_or_context_is_invalid_input_and_sends_nothing() {
+    let playbook = "runbook: 1\nname: k\nsteps:\n  - id: get\n    kube.get: {kind: pv, name: x}\n";
+    let test = Test::new()
+        .playbook(playbook)
+        .file("kubeconfig", "apiVersion: v1\nclusters: [\n");
+    test.run_args(&["run", "playbook.yaml", "--kubeconfig", "kubeconfig"])
+        .status(2)
+        .stderr_has("kubeconfig");
+    let sandbox = Sandbox::start(HUB);
+    let kubeconfig = sandbox.kubeconfig();
+    test.run_args(&[
+        "run",
+        "playbook.yaml",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--context",
+        "sandbx",
+    ])
+    .status(2)
+    .stderr_has("--context sandbx: no such context")
+    .stderr_has("did you mean `sandbox`?");
+    assert!(
+        sandbox.requests().is_empty(),
+        "requests were sent: {:?}",
+        sandbox.requests()
+    );
+}
+
+#[test]
+fn an_unknown_kind_is_rejected_when_loading() {
+    Test::new()
+        .playbook(
+            "runbook: 1\nname: k\nsteps:\n  - id: get\n    kube.get: {kind: Gadget, name: x}\n",
+        )
+        .args(["validate", "playbook.yaml"])
+        .run()
+        .status(2)
+        .stderr_has("unknown kind `Gadget`")
+        .stderr_has("playbook.yaml:5:");
+}
