@@ -277,3 +277,39 @@ fn an_unknown_kind_is_rejected_when_loading() {
         .stderr_has("unknown kind `Gadget`")
         .stderr_has("playbook.yaml:5:");
 }
+
+#[test]
+fn transient_errors_and_conflicts_are_retried() {
+    let sandbox = Sandbox::start_with(
+        HUB,
+        &[
+            "--error-rate",
+            "0.2",
+            "--conflict-rate",
+            "0.2",
+            "--seed",
+            "7",
+        ],
+    );
+    let test = test_with(
+        &sandbox,
+        r#"
+runbook: 1
+name: flaky-api
+steps:
+  - id: read-pv
+    kube.get: {kind: pv, name: staging-home-nfs}
+  - id: retain
+    kube.patch: {kind: pv, name: staging-home-nfs, merge: {spec: {persistentVolumeReclaimPolicy: Retain}}}
+  - id: count
+    kube.count: {kind: Pod, namespace: staging}
+"#,
+    );
+    test.run_args(&["run", "playbook.yaml"]).status(0);
+    let failures = sandbox
+        .requests()
+        .iter()
+        .filter(|request| request["status"].as_u64().is_some_and(|code| code >= 409))
+        .count();
+    assert!(failures > 0, "no fault was injected, so nothing was tested");
+}

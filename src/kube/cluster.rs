@@ -132,7 +132,13 @@ impl Request<'_> {
 /// connection dropped.
 fn is_transient(error: &kube::Error) -> bool {
     match error {
-        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        // A 409 `Conflict` (not `AlreadyExists`) on a patch means the object changed under
+        // us; runbook's patches carry no resourceVersion, so sending it again re-reads.
+        kube::Error::Api(status) => {
+            status.code == 429
+                || status.code >= 500
+                || (status.code == 409 && status.reason == "Conflict")
+        }
         kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::HttpError(_) => true,
         _ => false,
     }

@@ -286,6 +286,11 @@ pub struct Sandbox {
 impl Sandbox {
     /// Starts a sandbox seeded with `objects` (YAML documents) and waits for its kubeconfig.
     pub fn start(objects: &str) -> Self {
+        Self::start_with(objects, &[])
+    }
+
+    /// Like [`Sandbox::start`], with more `sandbox up` flags (fault injection).
+    pub fn start_with(objects: &str, flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("sandbox dir");
         let objects_path = dir.path().join("objects.yaml");
         std::fs::write(&objects_path, objects).expect("write objects");
@@ -294,6 +299,7 @@ impl Sandbox {
             .arg(dir.path())
             .arg("--objects")
             .arg(&objects_path)
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
