@@ -13,6 +13,7 @@ pub mod playbook;
 pub mod render;
 pub mod report;
 pub mod sandbox;
+pub mod values;
 
 pub use diagnostic::Diagnostic;
 

@@ -6,6 +6,9 @@ mod kube;
 mod pause;
 mod process;
 mod run;
+mod sync;
+mod values_get;
+mod values_set;
 
 use std::path::Path;
 
@@ -16,6 +19,9 @@ pub use kube::{KubeApply, KubeCount, KubeDelete, KubeGet, KubePatch, KubeWait};
 pub use pause::PauseAction;
 pub use process::{ProcessOutput, RenderedCommand, run_process};
 pub use run::RunAction;
+pub use sync::SyncAction;
+pub use values_get::ValuesGet;
+pub use values_set::ValuesSet;
 
 use crate::playbook::Condition;
 use crate::render::{Renderer, Vars};
@@ -23,6 +29,7 @@ use crate::report::Reporter;
 
 crate::step_spec! {
     "run" => run: RunAction,
+    "sync" => sync: SyncAction,
     "assert" => assert: AssertAction,
     "pause" => pause: PauseAction,
     "kube.get" => kube_get: KubeGet,
@@ -31,6 +38,8 @@ crate::step_spec! {
     "kube.delete" => kube_delete: KubeDelete,
     "kube.apply" => kube_apply: KubeApply,
     "kube.wait" => kube_wait: KubeWait,
+    "values.set" => values_set: ValuesSet,
+    "values.get" => values_get: ValuesGet,
 }
 
 /// An action that stops itself rather than do something unsafe (more objects match than

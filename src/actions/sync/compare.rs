@@ -1,0 +1,528 @@
+//! The comparison of the source and destination trees by metadata, with a concurrent walk
+//! of both. It yields what a pass must copy (the planner's input), what a mirror must delete,
+//! and, for `verify`, the differences in words.
+//!
+//! Its cost grows with the number of entries times the metadata latency divided by the
+//! walk's concurrency, not with the bytes: a final pass where little changed is short.
+//!
+//! rsync's quick check (same size and modification time: skip) misses a file rewritten with
+//! its old size and time (`cp -p`, `tar x`); its change time (ctime) cannot be set back, so
+//! a file whose ctime is newer than the start of the previous pass is copied regardless.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+
+use super::filter::ExcludeFilter;
+use super::planner::{DirWork, Item};
+use super::walker::{self, Entry, Kind, Meta, WalkCounters, WalkError};
+
+/// Which files count as changed whatever their size and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangedSince {
+    /// None (a verification compares what rsync can see).
+    Never,
+    /// Those whose ctime is after this time (the start of the previous pass).
+    Time {
+        /// Seconds since the epoch.
+        secs: i64,
+        /// Nanoseconds.
+        nanos: i64,
+    },
+    /// No previous pass is known: those whose ctime is not clearly older than their
+    /// destination copy's (written when that copy was made), allowing for the time the
+    /// copy of the file took and for clock differences between file servers.
+    DestinationCopy,
+}
+
+/// What to compare.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// Entries only at the destination are to be deleted (and are differences).
+    pub delete: bool,
+    /// Files hard-linked together in the source must be so at the destination.
+    pub hard_links: bool,
+    /// Compare owners and groups (rsync can only set them as root).
+    pub owners: bool,
+    /// The rule for files rewritten with the same size and time.
+    pub changed_since: ChangedSince,
+    /// How many differences to describe in words.
+    pub max_differences: usize,
+}
+
+/// What the comparison found.
+#[derive(Debug, Default)]
+pub struct Comparison {
+    /// The work per directory, for the planner.
+    pub dirs: Vec<DirWork>,
+    /// Entries only at the destination, outermost only, sorted (with `delete`).
+    pub deletions: Vec<Vec<u8>>,
+    /// Files whose hard links must be redone with `rsync -H`, sorted.
+    pub hard_links: Vec<Vec<u8>>,
+    /// The first differences, in words, sorted.
+    pub differences: Vec<String>,
+    /// How many differences in all (a missing directory counts once).
+    pub difference_count: u64,
+    /// Files that are copied only because of their change time.
+    pub forced: u64,
+    /// Source entries seen.
+    pub entries: u64,
+}
+
+/// Why a comparison could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// A directory or entry could not be read.
+    #[error("cannot read {}: {error}", path.display())]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+    /// The step was interrupted.
+    #[error("the comparison was interrupted")]
+    Cancelled,
+}
+
+struct Job {
+    path: Vec<u8>,
+    /// The directory exists at the destination too.
+    both: bool,
+    /// Its own attributes differ (found by its parent's job).
+    touched: bool,
+}
+
+/// A source file with more than one link: its path, its destination copy's identity, and
+/// whether this pass copies it (which breaks its links at the destination).
+type LinkedFile = (Vec<u8>, Option<(u64, u64)>, bool);
+
+#[derive(Default)]
+struct Found {
+    dirs: Vec<DirWork>,
+    deletions: Vec<Vec<u8>>,
+    differences: Vec<String>,
+    difference_count: u64,
+    forced: u64,
+    entries: u64,
+    /// Source files with more than one link, by (dev, ino).
+    linked: HashMap<(u64, u64), Vec<LinkedFile>>,
+}
+
+/// Compares `source` and `destination` (which may be absent) below their roots.
+pub fn compare(
+    source: &Path,
+    destination: &Path,
+    filter: &ExcludeFilter,
+    options: &CompareOptions,
+    threads: usize,
+    cancel: &AtomicBool,
+    counters: &WalkCounters,
+) -> Result<Comparison, CompareError> {
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| CompareError::Io { path, error }
+    };
+    // The roots may be symlinks to directories (mount points often are): follow them.
+    let source_root = std::fs::metadata(source)
+        .map(|meta| Meta::from(&meta))
+        .map_err(io_error(source))?;
+    let destination_root = match std::fs::metadata(destination) {
+        Ok(meta) => Some(Meta::from(&meta)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+        Err(error) => return Err(io_error(destination)(error)),
+    };
+    let found = Mutex::new(Found::default());
+    let root = match destination_root {
+        Some(dst) => Job {
+            path: Vec::new(),
+            both: true,
+            touched: attributes_differ(&source_root, &dst, options.owners),
+        },
+        None => Job {
+            path: Vec::new(),
+            both: false,
+            touched: false,
+        },
+    };
+    let result = walker::run_jobs(vec![root], threads, cancel, |job, pushed| {
+        compare_dir(
+            source,
+            destination,
+            filter,
+            options,
+            counters,
+            &found,
+            job,
+            pushed,
+        )
+    });
+    match result {
+        Ok(()) => {}
+        Err(WalkError::Cancelled) => return Err(CompareError::Cancelled),
+        Err(WalkError::Failed(error)) => return Err(error),
+    }
+    let mut found = found.into_inner().map_err(|_| CompareError::Cancelled)?;
+    let mut hard_links = Vec::new();
+    for (_, mut group) in found.linked.drain() {
+        if group.len() < 2 {
+            continue;
+        }
+        let first = group[0].1;
+        let linked_alike = first.is_some() && group.iter().all(|(_, copy, _)| *copy == first);
+        if linked_alike && !group.iter().any(|(_, _, copied)| *copied) {
+            continue;
+        }
+        group.sort();
+        if !linked_alike && group.iter().all(|(_, copy, _)| copy.is_some()) {
+            found.difference_count += 1;
+            found.differences.push(format!(
+                "not hard-linked as in the source: {}",
+                group
+                    .iter()
+                    .map(|(path, _, _)| walker::display(path))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        hard_links.extend(group.into_iter().map(|(path, _, _)| path));
+    }
+    hard_links.sort();
+    found.deletions.sort();
+    found.differences.sort();
+    found.differences.truncate(options.max_differences);
+    Ok(Comparison {
+        dirs: found.dirs,
+        deletions: found.deletions,
+        hard_links,
+        differences: found.differences,
+        difference_count: found.difference_count,
+        forced: found.forced,
+        entries: found.entries,
+    })
+}
+
+fn attributes_differ(source: &Meta, destination: &Meta, owners: bool) -> bool {
+    source.mode != destination.mode
+        || (owners && (source.uid != destination.uid || source.gid != destination.gid))
+        || (source.kind != Kind::Symlink && source.mtime != destination.mtime)
+}
+
+/// A margin for [`ChangedSince::DestinationCopy`]: a minute for clocks, plus the time the
+/// copy of a file of this size may have taken at 1 MiB/s.
+fn copy_margin(size: u64) -> i64 {
+    60 + i64::try_from(size >> 20).unwrap_or(i64::MAX / 2)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compare_dir(
+    source: &Path,
+    destination: &Path,
+    filter: &ExcludeFilter,
+    options: &CompareOptions,
+    counters: &WalkCounters,
+    found: &Mutex<Found>,
+    job: Job,
+    pushed: &mut Vec<Job>,
+) -> Result<(), CompareError> {
+    let keep = |name: &[u8], is_dir: bool| {
+        filter.is_empty() || !filter.excludes(&walker::join(&job.path, name), is_dir)
+    };
+    let source_dir = walker::absolute(source, &job.path);
+    let Some(source_entries) =
+        walker::read_dir(&source_dir, keep).map_err(|error| CompareError::Io {
+            path: source_dir.clone(),
+            error,
+        })?
+    else {
+        // Removed while we walked: the next pass sees it gone.
+        return Ok(());
+    };
+    counters.count(source_entries.len());
+    let destination_entries = if job.both {
+        let destination_dir = walker::absolute(destination, &job.path);
+        walker::read_dir(&destination_dir, keep).map_err(|error| CompareError::Io {
+            path: destination_dir.clone(),
+            error,
+        })?
+    } else {
+        None
+    };
+    let mut local = Found {
+        entries: source_entries.len() as u64,
+        ..Found::default()
+    };
+    let mut items = Vec::new();
+    let differs = |local: &mut Found, text: String| {
+        local.difference_count += 1;
+        if local.differences.len() < options.max_differences {
+            local.differences.push(text);
+        }
+    };
+    let Some(destination_entries) = destination_entries else {
+        // Absent at the destination: everything here is copied.
+        for entry in source_entries {
+            let path = walker::join(&job.path, &entry.name);
+            match entry.meta.kind {
+                Kind::Dir => pushed.push(Job {
+                    path,
+                    both: false,
+                    touched: false,
+                }),
+                kind => {
+                    if options.hard_links && kind == Kind::File && entry.meta.nlink > 1 {
+                        local
+                            .linked
+                            .entry((entry.meta.dev, entry.meta.ino))
+                            .or_default()
+                            .push((path, None, true));
+                    }
+                    items.push(Item {
+                        name: entry.name,
+                        bytes: entry.meta.size,
+                        forced: false,
+                    });
+                }
+            }
+        }
+        local.dirs.push(DirWork {
+            path: job.path,
+            whole: true,
+            touched: false,
+            items,
+        });
+        merge(found, local);
+        return Ok(());
+    };
+
+    let mut contents_change = false;
+    let mut source_iter = source_entries.into_iter().peekable();
+    let mut destination_iter = destination_entries.into_iter().peekable();
+    loop {
+        let order = match (source_iter.peek(), destination_iter.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(s), Some(d)) => s.name.cmp(&d.name),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let Some(entry) = source_iter.next() else {
+                    break;
+                };
+                let path = walker::join(&job.path, &entry.name);
+                differs(
+                    &mut local,
+                    format!(
+                        "missing in the destination: {}{}",
+                        walker::display(&path),
+                        if entry.meta.kind == Kind::Dir {
+                            "/"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                contents_change = true;
+                copy_new(options, &mut local, &mut items, pushed, entry, path);
+            }
+            std::cmp::Ordering::Greater => {
+                let Some(entry) = destination_iter.next() else {
+                    break;
+                };
+                if options.delete {
+                    let path = walker::join(&job.path, &entry.name);
+                    differs(
+                        &mut local,
+                        format!("only in the destination: {}", walker::display(&path)),
+                    );
+                    local.deletions.push(path);
+                    contents_change = true;
+                }
+            }
+            std::cmp::Ordering::Equal => {
+                let (Some(s), Some(d)) = (source_iter.next(), destination_iter.next()) else {
+                    break;
+                };
+                let path = walker::join(&job.path, &s.name);
+                let s_name = if options.hard_links {
+                    s.name.clone()
+                } else {
+                    Vec::new()
+                };
+                if s.meta.kind != d.meta.kind {
+                    differs(
+                        &mut local,
+                        format!("not the same type: {}", walker::display(&path)),
+                    );
+                    if options.delete {
+                        local.deletions.push(path.clone());
+                    }
+                    contents_change = true;
+                    copy_new(options, &mut local, &mut items, pushed, s, path);
+                    continue;
+                }
+                if s.meta.kind == Kind::Dir {
+                    let touched = attributes_differ(&s.meta, &d.meta, options.owners);
+                    if touched {
+                        differs(
+                            &mut local,
+                            format!("attributes differ: {}/", walker::display(&path)),
+                        );
+                    }
+                    pushed.push(Job {
+                        path,
+                        both: true,
+                        touched,
+                    });
+                    continue;
+                }
+                if let Some(reason) = entry_differs(
+                    &s.meta,
+                    &d.meta,
+                    options,
+                    &walker::absolute(source, &path),
+                    &walker::absolute(destination, &path),
+                ) {
+                    differs(&mut local, format!("{reason}: {}", walker::display(&path)));
+                    items.push(Item {
+                        name: s.name,
+                        bytes: s.meta.size,
+                        forced: false,
+                    });
+                    contents_change = true;
+                } else if s.meta.kind == Kind::File && changed_since(&s.meta, &d.meta, options) {
+                    local.forced += 1;
+                    items.push(Item {
+                        name: s.name,
+                        bytes: s.meta.size,
+                        forced: true,
+                    });
+                    contents_change = true;
+                }
+                if options.hard_links && s.meta.kind == Kind::File && s.meta.nlink > 1 {
+                    let copied = items.last().is_some_and(|item| item.name == s_name);
+                    local
+                        .linked
+                        .entry((s.meta.dev, s.meta.ino))
+                        .or_default()
+                        .push((path, Some((d.meta.dev, d.meta.ino)), copied));
+                }
+            }
+        }
+    }
+    let touched = job.touched || contents_change;
+    if touched || !items.is_empty() {
+        local.dirs.push(DirWork {
+            path: job.path,
+            whole: false,
+            touched,
+            items,
+        });
+    }
+    merge(found, local);
+    Ok(())
+}
+
+/// A source entry absent at the destination (or of another type there).
+fn copy_new(
+    options: &CompareOptions,
+    local: &mut Found,
+    items: &mut Vec<Item>,
+    pushed: &mut Vec<Job>,
+    entry: Entry,
+    path: Vec<u8>,
+) {
+    if entry.meta.kind == Kind::Dir {
+        pushed.push(Job {
+            path,
+            both: false,
+            touched: false,
+        });
+        return;
+    }
+    if options.hard_links && entry.meta.kind == Kind::File && entry.meta.nlink > 1 {
+        local
+            .linked
+            .entry((entry.meta.dev, entry.meta.ino))
+            .or_default()
+            .push((path, None, true));
+    }
+    items.push(Item {
+        name: entry.name,
+        bytes: entry.meta.size,
+        forced: false,
+    });
+}
+
+/// Why two entries of the same kind (not directories) differ, as rsync -a would see it.
+fn entry_differs(
+    source: &Meta,
+    destination: &Meta,
+    options: &CompareOptions,
+    source_path: &Path,
+    destination_path: &Path,
+) -> Option<&'static str> {
+    if options.owners && (source.uid != destination.uid || source.gid != destination.gid) {
+        return Some("owner differs");
+    }
+    match source.kind {
+        Kind::File => {
+            if source.size != destination.size {
+                Some("size differs")
+            } else if source.mtime != destination.mtime {
+                Some("modification time differs")
+            } else if source.mode != destination.mode {
+                Some("permissions differ")
+            } else {
+                None
+            }
+        }
+        Kind::Symlink => {
+            let targets = (
+                std::fs::read_link(source_path),
+                std::fs::read_link(destination_path),
+            );
+            match targets {
+                (Ok(a), Ok(b)) if a == b => None,
+                _ => Some("symlink target differs"),
+            }
+        }
+        Kind::Special => {
+            if source.mode != destination.mode || source.rdev != destination.rdev {
+                Some("special file differs")
+            } else {
+                None
+            }
+        }
+        Kind::Dir => None,
+    }
+}
+
+fn changed_since(source: &Meta, destination: &Meta, options: &CompareOptions) -> bool {
+    match options.changed_since {
+        ChangedSince::Never => false,
+        ChangedSince::Time { secs, nanos } => (source.ctime, source.ctime_nsec) > (secs, nanos),
+        ChangedSince::DestinationCopy => {
+            source.ctime.saturating_add(copy_margin(source.size)) >= destination.ctime
+        }
+    }
+}
+
+fn merge(found: &Mutex<Found>, local: Found) {
+    let Ok(mut found) = found.lock() else { return };
+    found.dirs.extend(local.dirs);
+    found.deletions.extend(local.deletions);
+    found.difference_count += local.difference_count;
+    // Enough to pick the first ones by path later, without keeping millions.
+    if found.differences.len() < 10_000 {
+        found.differences.extend(local.differences);
+    }
+    found.forced += local.forced;
+    found.entries += local.entries;
+    for (key, paths) in local.linked {
+        found.linked.entry(key).or_default().extend(paths);
+    }
+}

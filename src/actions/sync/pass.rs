@@ -1,0 +1,346 @@
+//! A pass's records in the run's journal (the step's notes): its start and its plan, each
+//! finished shard, the deletions, its end. From them a resumed run knows which shards of the
+//! same pass are finished, and the next pass knows when the previous one started.
+
+use std::collections::BTreeSet;
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::planner::{PlannedDir, Shard, ShardPlan};
+
+/// A path relative to the root of the copy, in JSON: a string when it is UTF-8, otherwise
+/// `{"hex": "..."}`, since names may be any bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelPath(pub Vec<u8>);
+
+impl Serialize for RelPath {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => serializer.serialize_str(text),
+            Err(_) => {
+                let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+                let mut map = std::collections::BTreeMap::new();
+                map.insert("hex", hex);
+                map.serialize(serializer)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RelPath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Shape {
+            Text(String),
+            Hex { hex: String },
+        }
+        let bytes = match Shape::deserialize(deserializer)? {
+            Shape::Text(text) => text.into_bytes(),
+            Shape::Hex { hex } => (0..hex.len())
+                .step_by(2)
+                .map(|i| {
+                    hex.get(i..i + 2)
+                        .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                        .ok_or_else(|| de::Error::custom("bad hex path"))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        // A journal is a file people can edit: never let a path out of the tree.
+        let escapes = bytes.first() == Some(&b'/')
+            || bytes.contains(&0)
+            || (bytes != b"."
+                && bytes
+                    .split(|&b| b == b'/')
+                    .any(|part| part.is_empty() || part == b"." || part == b".."));
+        if escapes && !bytes.is_empty() {
+            return Err(de::Error::custom("a path outside the tree"));
+        }
+        Ok(RelPath(bytes))
+    }
+}
+
+/// One note of the sync action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "sync", rename_all = "snake_case")]
+pub enum Note {
+    /// A pass started, with its plan.
+    Pass(Box<PassRecord>),
+    /// The pass deleted what was only at the destination.
+    Deleted {
+        /// Pass number.
+        pass: u32,
+        /// Entries deleted (each maybe a whole directory).
+        entries: u64,
+    },
+    /// A shard of the pass finished.
+    Shard {
+        /// Pass number.
+        pass: u32,
+        /// Its index in the pass's plan.
+        shard: usize,
+        /// Its bytes.
+        bytes: u64,
+        /// Its entries.
+        files: u64,
+    },
+    /// The pass finished: the destination had everything the source had at its start.
+    PassDone {
+        /// Pass number.
+        pass: u32,
+    },
+}
+
+/// The start of a pass and its plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassRecord {
+    /// 1, 2, ... within the step.
+    pub pass: u32,
+    /// When it started (RFC 3339), for people.
+    pub started: String,
+    /// When it started: seconds since the epoch.
+    pub started_secs: i64,
+    /// Nanoseconds.
+    pub started_nanos: i64,
+    /// A hash of the settings the plan depends on; another one makes a new pass.
+    pub settings: String,
+    /// Shards, biggest first.
+    pub shards: Vec<ShardRecord>,
+    /// Directories created before and set after the shards.
+    #[serde(default)]
+    pub dirs: Vec<DirRecord>,
+    /// Entries only at the destination, to delete.
+    #[serde(default)]
+    pub deletions: Vec<RelPath>,
+    /// Files whose hard links are redone after the shards.
+    #[serde(default)]
+    pub hard_links: Vec<RelPath>,
+    /// Files copied only because their change time is newer than the previous pass.
+    #[serde(default)]
+    pub forced: u64,
+}
+
+/// A shard in the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// Its paths.
+    pub entries: Vec<RelPath>,
+    /// Its bytes.
+    pub bytes: u64,
+    /// Its entries.
+    pub files: u64,
+    /// Copied with `-I`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_times: bool,
+}
+
+/// A planned directory in the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirRecord {
+    /// Its path.
+    pub path: RelPath,
+    /// Absent at the destination when planned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new: bool,
+}
+
+impl PassRecord {
+    /// The plan as the planner made it.
+    pub fn plan(&self) -> ShardPlan {
+        let shards: Vec<Shard> = self
+            .shards
+            .iter()
+            .map(|shard| Shard {
+                entries: shard.entries.iter().map(|path| path.0.clone()).collect(),
+                bytes: shard.bytes,
+                files: shard.files,
+                ignore_times: shard.ignore_times,
+            })
+            .collect();
+        ShardPlan {
+            total_bytes: shards.iter().map(|s| s.bytes).sum(),
+            total_files: shards.iter().map(|s| s.files).sum(),
+            shards,
+            dirs: self
+                .dirs
+                .iter()
+                .map(|dir| PlannedDir {
+                    path: dir.path.0.clone(),
+                    new: dir.new,
+                })
+                .collect(),
+        }
+    }
+
+    /// The records of a plan.
+    pub fn shard_records(plan: &ShardPlan) -> (Vec<ShardRecord>, Vec<DirRecord>) {
+        let shards = plan
+            .shards
+            .iter()
+            .map(|shard| ShardRecord {
+                entries: shard.entries.iter().cloned().map(RelPath).collect(),
+                bytes: shard.bytes,
+                files: shard.files,
+                ignore_times: shard.ignore_times,
+            })
+            .collect();
+        let dirs = plan
+            .dirs
+            .iter()
+            .map(|dir| DirRecord {
+                path: RelPath(dir.path.clone()),
+                new: dir.new,
+            })
+            .collect();
+        (shards, dirs)
+    }
+}
+
+/// A pass as the notes tell it.
+#[derive(Debug, Clone)]
+pub struct PassState {
+    /// Its start and plan.
+    pub record: PassRecord,
+    /// Shards finished.
+    pub done_shards: BTreeSet<usize>,
+    /// Its deletions are done.
+    pub deleted: bool,
+    /// It finished.
+    pub done: bool,
+}
+
+/// Every pass of the step, from its notes.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    passes: Vec<PassState>,
+}
+
+impl Ledger {
+    /// Reads the notes, oldest first; notes of another shape are ignored.
+    pub fn read(notes: &[serde_json::Value]) -> Self {
+        let mut passes: Vec<PassState> = Vec::new();
+        for note in notes {
+            let Ok(note) = serde_json::from_value::<Note>(note.clone()) else {
+                continue;
+            };
+            match note {
+                Note::Pass(record) => passes.push(PassState {
+                    record: *record,
+                    done_shards: BTreeSet::new(),
+                    deleted: false,
+                    done: false,
+                }),
+                Note::Shard { pass, shard, .. } => {
+                    if let Some(state) = passes.iter_mut().rfind(|p| p.record.pass == pass) {
+                        state.done_shards.insert(shard);
+                    }
+                }
+                Note::Deleted { pass, .. } => {
+                    if let Some(state) = passes.iter_mut().rfind(|p| p.record.pass == pass) {
+                        state.deleted = true;
+                    }
+                }
+                Note::PassDone { pass } => {
+                    if let Some(state) = passes.iter_mut().rfind(|p| p.record.pass == pass) {
+                        state.done = true;
+                    }
+                }
+            }
+        }
+        Ledger { passes }
+    }
+
+    /// The number of the next pass.
+    pub fn next_pass(&self) -> u32 {
+        self.passes.iter().map(|p| p.record.pass).max().unwrap_or(0) + 1
+    }
+
+    /// The last pass, when it did not finish and was planned with the same settings.
+    pub fn resumable(&self, settings: &str) -> Option<&PassState> {
+        self.passes
+            .last()
+            .filter(|pass| !pass.done && pass.record.settings == settings)
+    }
+
+    /// When the last finished pass started: anything that changed after it may be stale
+    /// at the destination.
+    pub fn previous_start(&self) -> Option<(i64, i64)> {
+        self.passes
+            .iter()
+            .rev()
+            .find(|pass| pass.done)
+            .map(|pass| (pass.record.started_secs, pass.record.started_nanos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pass: u32) -> PassRecord {
+        PassRecord {
+            pass,
+            started: "2026-01-01T00:00:00Z".into(),
+            started_secs: 100 * i64::from(pass),
+            started_nanos: 0,
+            settings: "s".into(),
+            shards: vec![ShardRecord {
+                entries: vec![RelPath(b"a\nb".to_vec()), RelPath(b"x/\xff".to_vec())],
+                bytes: 3,
+                files: 2,
+                ignore_times: false,
+            }],
+            dirs: vec![],
+            deletions: vec![],
+            hard_links: vec![],
+            forced: 0,
+        }
+    }
+
+    fn note(note: Note) -> serde_json::Value {
+        serde_json::to_value(note).expect("note")
+    }
+
+    #[test]
+    fn paths_that_are_not_utf8_round_trip() {
+        let json = note(Note::Pass(Box::new(record(1))));
+        assert_eq!(json["shards"][0]["entries"][1]["hex"], "782fff");
+        let back: Note = serde_json::from_value(json).expect("back");
+        assert_eq!(back, Note::Pass(Box::new(record(1))));
+    }
+
+    #[test]
+    fn paths_out_of_the_tree_are_refused() {
+        for bad in ["/etc", "a/../../b", "../x"] {
+            assert!(
+                serde_json::from_value::<RelPath>(serde_json::json!(bad)).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(serde_json::from_value::<RelPath>(serde_json::json!(".")).is_ok());
+    }
+
+    #[test]
+    fn an_unfinished_pass_resumes_and_a_finished_one_gives_its_start() {
+        let notes = vec![
+            note(Note::Pass(Box::new(record(1)))),
+            note(Note::PassDone { pass: 1 }),
+            note(Note::Pass(Box::new(record(2)))),
+            note(Note::Shard {
+                pass: 2,
+                shard: 0,
+                bytes: 3,
+                files: 2,
+            }),
+            serde_json::json!({"something": "else"}),
+        ];
+        let ledger = Ledger::read(&notes);
+        assert_eq!(ledger.next_pass(), 3);
+        assert_eq!(ledger.previous_start(), Some((100, 0)));
+        let resumable = ledger.resumable("s").expect("pass 2 resumes");
+        assert_eq!(resumable.record.pass, 2);
+        assert!(resumable.done_shards.contains(&0));
+        assert!(ledger.resumable("other settings").is_none());
+    }
+}

@@ -1,0 +1,216 @@
+//! The rsync worker pool: `jobs` workers take tasks (shards, biggest first) from one queue,
+//! so all stay busy until the queue is empty. A transient rsync failure is retried with
+//! backoff; a full destination or a usage error stops the pool; any other failure fails its
+//! task while the others go on, so that one unreadable file does not stop a night's copy.
+//!
+//! Everything runs inside the step's future: dropping it (Ctrl-C, a step timeout) kills the
+//! rsync processes with their process groups.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::progress::Board;
+use super::rsync::{self, Listing, Transfer, Verdict};
+use super::walker;
+
+/// Waits before the retries of a transient failure.
+const RETRY_DELAYS: [Duration; 4] = [
+    Duration::from_secs(1),
+    Duration::from_secs(4),
+    Duration::from_secs(15),
+    Duration::from_secs(60),
+];
+
+/// One rsync process's work.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// `shard 3/16`, `directories`, ...
+    pub label: String,
+    /// Paths for `--files-from` (ignored for the root's attributes).
+    pub entries: Vec<Vec<u8>>,
+    /// Directories listed bring everything below them.
+    pub recursive: bool,
+    /// rsync's `-I`.
+    pub ignore_times: bool,
+    /// Only the root directory's attributes.
+    pub root: bool,
+    /// Bytes, for progress.
+    pub bytes: u64,
+    /// Entries, for progress.
+    pub files: u64,
+    /// The shard's index in the plan, journaled when done.
+    pub shard: Option<usize>,
+}
+
+impl Task {
+    fn listing(&self) -> Listing<'_> {
+        if self.root {
+            Listing::Root
+        } else {
+            Listing::Paths {
+                entries: &self.entries,
+                recursive: self.recursive,
+                ignore_times: self.ignore_times,
+            }
+        }
+    }
+
+    /// `home/alice` and how many more paths.
+    fn first_path(&self) -> (String, usize) {
+        match self.entries.first() {
+            Some(first) if !self.root => (walker::display(first), self.entries.len() - 1),
+            _ => (".".into(), 0),
+        }
+    }
+}
+
+/// How the pool ended.
+#[derive(Debug, Default)]
+pub struct PoolOutcome {
+    /// Tasks that failed, each with rsync's message.
+    pub failures: Vec<String>,
+    /// Why the pool stopped early (a full destination, a usage error).
+    pub stopped: Option<String>,
+    /// Things a person should know (files vanished during the copy).
+    pub warnings: Vec<String>,
+}
+
+/// Runs the tasks, in order, on `jobs` workers. `on_done` is called after each task that
+/// finished (to journal it); `warn` shows a warning at once.
+pub async fn run(
+    tasks: Vec<Task>,
+    jobs: usize,
+    transfer: &Transfer,
+    board: &Board,
+    on_done: &(dyn Fn(&Task) -> anyhow::Result<()> + Sync),
+    warn: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<PoolOutcome> {
+    let queue = Mutex::new(tasks.into_iter().collect::<VecDeque<_>>());
+    let stop = AtomicBool::new(false);
+    let outcome = Mutex::new(PoolOutcome::default());
+    let workers = (0..jobs.max(1)).map(|worker| {
+        let (queue, stop, outcome) = (&queue, &stop, &outcome);
+        async move {
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let Some(task) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                    return Ok(());
+                };
+                run_task(worker, &task, transfer, board, on_done, warn, stop, outcome).await?;
+            }
+        }
+    });
+    let results: Vec<anyhow::Result<()>> = futures::future::join_all(workers).await;
+    for result in results {
+        result?;
+    }
+    outcome
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a copy worker panicked"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_task(
+    worker: usize,
+    task: &Task,
+    transfer: &Transfer,
+    board: &Board,
+    on_done: &(dyn Fn(&Task) -> anyhow::Result<()> + Sync),
+    warn: &(dyn Fn(&str) + Sync),
+    stop: &AtomicBool,
+    outcome: &Mutex<PoolOutcome>,
+) -> anyhow::Result<()> {
+    let (first, more) = task.first_path();
+    let what = if more > 0 {
+        format!("{} ({first} and {more} more)", task.label)
+    } else {
+        format!("{} ({first})", task.label)
+    };
+    let mut retries = 0;
+    loop {
+        board.start(
+            worker,
+            task.shard.unwrap_or(0),
+            (first.clone(), more),
+            task.bytes,
+            task.files,
+        );
+        let finished = transfer
+            .run(task.listing(), |report| board.report(worker, &report))
+            .await?;
+        let verdict = rsync::verdict(&finished);
+        let said = |finished: &rsync::Finished| {
+            let mut text = format!(
+                "rsync exited with code {} ({})",
+                finished.rc,
+                rsync::describe(finished.rc)
+            );
+            if !finished.message.is_empty() {
+                text.push_str(":\n    ");
+                text.push_str(&finished.message.join("\n    "));
+            }
+            text
+        };
+        let limit = match verdict {
+            Verdict::Transient => RETRY_DELAYS.len(),
+            Verdict::RetryOnce => 1,
+            _ => 0,
+        };
+        match verdict {
+            Verdict::Done | Verdict::Vanished => {
+                if verdict == Verdict::Vanished {
+                    let message = format!(
+                        "{what}: some files vanished while they were copied (rsync exit 24); a later pass copies what changed"
+                    );
+                    warn(&message);
+                    if let Ok(mut outcome) = outcome.lock() {
+                        outcome.warnings.push(message);
+                    }
+                }
+                board.finish(worker);
+                on_done(task)?;
+                return Ok(());
+            }
+            _ if retries < limit => {
+                let delay = RETRY_DELAYS[retries.min(RETRY_DELAYS.len() - 1)];
+                warn(&format!(
+                    "{what}: {}; trying again in {}s (retry {} of {limit})",
+                    said(&finished),
+                    delay.as_secs(),
+                    retries + 1
+                ));
+                retries += 1;
+                board.idle(worker);
+                tokio::time::sleep(delay).await;
+            }
+            Verdict::NoSpace | Verdict::Stop => {
+                board.idle(worker);
+                stop.store(true, Ordering::Relaxed);
+                let why = if verdict == Verdict::NoSpace {
+                    "the destination is full or over its quota"
+                } else {
+                    "rsync refused its command line"
+                };
+                if let Ok(mut outcome) = outcome.lock()
+                    && outcome.stopped.is_none()
+                {
+                    outcome.stopped = Some(format!("{why}: {what}: {}", said(&finished)));
+                }
+                return Ok(());
+            }
+            _ => {
+                board.idle(worker);
+                let message = format!("{what}: {}", said(&finished));
+                warn(&message);
+                if let Ok(mut outcome) = outcome.lock() {
+                    outcome.failures.push(message);
+                }
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Progress of a copy: totals from the plan, what the finished shards and the running rsync
+//! processes have done, the rate and the time left. Every 2 s a `progress` event; every
+//! 10 s a line with a bar, the rate and the ETA, and on a terminal one line per worker.
+
+use std::io::IsTerminal as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::actions::StepContext;
+use crate::report::Progress;
+
+/// How often a `progress` event is sent.
+const EVENT_EVERY: Duration = Duration::from_secs(2);
+/// How often (in events) the detailed lines are printed.
+const LINES_EVERY: u32 = 5;
+
+/// What one worker is doing.
+#[derive(Debug, Clone, Default)]
+struct Worker {
+    /// The shard (index, first path, more paths) it copies, if any.
+    shard: Option<(usize, String, usize)>,
+    shard_bytes: u64,
+    shard_files: u64,
+    /// Done so far in its shard.
+    bytes: u64,
+    files: u64,
+    /// The last entry rsync named.
+    current: String,
+}
+
+#[derive(Debug)]
+struct State {
+    total_bytes: u64,
+    total_files: u64,
+    total_shards: usize,
+    /// In finished shards.
+    done_bytes: u64,
+    done_files: u64,
+    done_shards: usize,
+    /// Done before this run started (a resumed pass): not part of the rate.
+    resumed_bytes: u64,
+    started: Instant,
+    workers: Vec<Worker>,
+}
+
+/// The progress of one pass, shared by its workers and the ticker.
+#[derive(Debug)]
+pub struct Board {
+    state: Mutex<State>,
+}
+
+impl Board {
+    /// A board for a plan's totals, with `jobs` workers.
+    pub fn new(total_bytes: u64, total_files: u64, total_shards: usize, jobs: usize) -> Self {
+        Board {
+            state: Mutex::new(State {
+                total_bytes,
+                total_files,
+                total_shards,
+                done_bytes: 0,
+                done_files: 0,
+                done_shards: 0,
+                resumed_bytes: 0,
+                started: Instant::now(),
+                workers: vec![Worker::default(); jobs],
+            }),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Option<T> {
+        self.state.lock().ok().map(|mut state| f(&mut state))
+    }
+
+    /// Shards finished in an earlier run of the same pass.
+    pub fn already_done(&self, bytes: u64, files: u64) {
+        self.with(|state| {
+            state.done_bytes += bytes;
+            state.done_files += files;
+            state.done_shards += 1;
+            state.resumed_bytes += bytes;
+        });
+    }
+
+    /// A worker starts (or retries) a shard.
+    pub fn start(
+        &self,
+        worker: usize,
+        shard: usize,
+        label: (String, usize),
+        bytes: u64,
+        files: u64,
+    ) {
+        self.with(|state| {
+            if let Some(slot) = state.workers.get_mut(worker) {
+                *slot = Worker {
+                    shard: Some((shard, label.0, label.1)),
+                    shard_bytes: bytes,
+                    shard_files: files,
+                    ..Worker::default()
+                };
+            }
+        });
+    }
+
+    /// What a worker's rsync reported.
+    pub fn report(&self, worker: usize, report: &super::rsync::Report) {
+        self.with(|state| {
+            let Some(slot) = state.workers.get_mut(worker) else {
+                return;
+            };
+            match report {
+                super::rsync::Report::Bytes(bytes) => slot.bytes = (*bytes).min(slot.shard_bytes),
+                super::rsync::Report::Entry { name, .. } => {
+                    slot.files = (slot.files + 1).min(slot.shard_files);
+                    slot.current.clone_from(name);
+                }
+            }
+        });
+    }
+
+    /// A worker finished its shard.
+    pub fn finish(&self, worker: usize) {
+        self.with(|state| {
+            if let Some(slot) = state.workers.get_mut(worker) {
+                let slot = std::mem::take(slot);
+                state.done_bytes += slot.shard_bytes;
+                state.done_files += slot.shard_files;
+                state.done_shards += 1;
+            }
+        });
+    }
+
+    /// A worker has no shard (it failed, or there are none left).
+    pub fn idle(&self, worker: usize) {
+        self.with(|state| {
+            if let Some(slot) = state.workers.get_mut(worker) {
+                *slot = Worker::default();
+            }
+        });
+    }
+
+    /// The totals for a `progress` event.
+    pub fn snapshot(&self) -> Progress {
+        self.with(|state| Progress {
+            done_bytes: state.done_bytes + state.workers.iter().map(|w| w.bytes).sum::<u64>(),
+            total_bytes: state.total_bytes,
+            done_files: state.done_files + state.workers.iter().map(|w| w.files).sum::<u64>(),
+            total_files: state.total_files,
+        })
+        .unwrap_or_default()
+    }
+
+    /// A summary line (bar, amounts, rate, ETA) and one line per busy worker.
+    pub fn lines(&self) -> Vec<String> {
+        let progress = self.snapshot();
+        self.with(|state| {
+            let fraction = if progress.total_bytes > 0 {
+                progress.done_bytes as f64 / progress.total_bytes as f64
+            } else if progress.total_files > 0 {
+                progress.done_files as f64 / progress.total_files as f64
+            } else {
+                1.0
+            };
+            let elapsed = state.started.elapsed().as_secs_f64().max(0.001);
+            let rate = progress.done_bytes.saturating_sub(state.resumed_bytes) as f64 / elapsed;
+            let left = progress.total_bytes.saturating_sub(progress.done_bytes);
+            let eta = if left == 0 {
+                "0s".to_string()
+            } else if rate >= 1.0 {
+                crate::report::format_duration_ms((left as f64 / rate * 1000.0) as u64)
+            } else {
+                "unknown".to_string()
+            };
+            let mut lines = vec![format!(
+                "{} {:>3.0}% {} of {}, {} of {} files, shards {}/{}, {}/s, ETA {eta}",
+                bar(fraction, 20),
+                fraction * 100.0,
+                bytes(progress.done_bytes),
+                bytes(progress.total_bytes),
+                progress.done_files,
+                progress.total_files,
+                state.done_shards,
+                state.total_shards,
+                bytes(rate as u64),
+            )];
+            for (i, worker) in state.workers.iter().enumerate() {
+                if let Some((shard, first, more)) = &worker.shard {
+                    let others = if *more > 0 {
+                        format!(" +{more}")
+                    } else {
+                        String::new()
+                    };
+                    lines.push(format!(
+                        "  worker {}: shard {} ({first}{others}) {} of {}, {} of {} files {}",
+                        i + 1,
+                        shard + 1,
+                        bytes(worker.bytes),
+                        bytes(worker.shard_bytes),
+                        worker.files,
+                        worker.shard_files,
+                        worker.current,
+                    ));
+                }
+            }
+            lines
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// Sends progress until dropped: a `progress` event every 2 s; every 10 s the summary, and
+/// on a terminal the workers' lines.
+pub async fn tick(board: &Board, cx: &StepContext<'_>) {
+    let terminal = std::io::stderr().is_terminal();
+    let mut count: u32 = 0;
+    let mut interval = tokio::time::interval(EVENT_EVERY);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        count += 1;
+        cx.progress(board.snapshot());
+        if count.is_multiple_of(LINES_EVERY) {
+            let lines = board.lines();
+            let shown = if terminal { lines.len() } else { 1 };
+            for line in lines.iter().take(shown) {
+                cx.output_line(line);
+            }
+        }
+    }
+}
+
+/// `[#####.....]`.
+fn bar(fraction: f64, width: usize) -> String {
+    let filled = ((fraction.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+/// `1.5 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::sync::rsync::Report;
+
+    #[test]
+    fn done_counts_finished_shards_and_running_ones() {
+        let board = Board::new(1000, 10, 3, 2);
+        board.already_done(100, 1);
+        board.start(0, 1, ("a".into(), 0), 500, 5);
+        board.report(0, &Report::Bytes(200));
+        board.report(
+            0,
+            &Report::Entry {
+                len: 1,
+                name: "a/x".into(),
+            },
+        );
+        assert_eq!(
+            board.snapshot(),
+            Progress {
+                done_bytes: 300,
+                total_bytes: 1000,
+                done_files: 2,
+                total_files: 10
+            }
+        );
+        board.finish(0);
+        assert_eq!(board.snapshot().done_bytes, 600);
+        assert!(board.lines()[0].contains("60%"), "{:?}", board.lines());
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+        assert_eq!(bar(0.5, 4), "[##..]");
+    }
+}

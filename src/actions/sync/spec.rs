@@ -1,0 +1,614 @@
+//! `sync:` as written in a playbook, its validation when the playbook loads, and the settings
+//! of one run once its templates are rendered and its paths checked.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use sha2::Digest as _;
+
+use crate::actions::StepContext;
+use crate::diagnostic::ValueError;
+
+/// Workers when `jobs:` is not given.
+pub const DEFAULT_JOBS: u32 = 4;
+
+/// Input that makes the copy impossible (a missing source, a destination inside the source,
+/// `jobs: 0`, no rsync), found before anything is copied.
+///
+/// The engine turns action errors into exit 1 today; this type lets it map them to exit 2
+/// ("invalid input; nothing was executed") once it looks for it, like [`crate::actions::Refusal`].
+#[derive(Debug, thiserror::Error)]
+#[error("invalid input: {0}")]
+pub struct InvalidInput(pub String);
+
+/// `sync: {from, to, jobs, delete, bwlimit, exclude, rsync_args, verify}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "SyncFields")]
+pub struct SyncAction {
+    /// The directory to copy from.
+    pub from: String,
+    /// The directory to copy into (created if its parent exists).
+    pub to: String,
+    /// Parallel rsync workers (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<Count>,
+    /// Make the destination an exact mirror: delete what is not in the source.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete: bool,
+    /// Total bandwidth for all workers, in rsync's syntax (`50M` = 50 MiB/s; a bare number
+    /// is KiB/s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bwlimit: Option<Rate>,
+    /// rsync exclude patterns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// More rsync options (`-H` for hard links, `-S` for sparse files, `-A`, `-X`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rsync_args: Vec<String>,
+    /// End with a comparison that must find no difference.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
+    /// Notes recorded by this process. The engine hands an action the notes of earlier runs
+    /// only; a retry within the same run (`retries:`) must also see the shards the try
+    /// before it finished.
+    #[serde(skip)]
+    pub(super) session_notes: Mutex<Vec<serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncFields {
+    from: String,
+    to: String,
+    jobs: Option<Count>,
+    #[serde(default)]
+    delete: bool,
+    bwlimit: Option<Rate>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    rsync_args: Vec<String>,
+    #[serde(default)]
+    verify: bool,
+}
+
+impl TryFrom<SyncFields> for SyncAction {
+    type Error = String;
+    fn try_from(fields: SyncFields) -> Result<Self, String> {
+        for (key, value) in [("from", &fields.from), ("to", &fields.to)] {
+            if value.trim().is_empty() {
+                return Err(ValueError::new(
+                    "`{key}` is empty",
+                    "give a directory, e.g. `/mnt/old/homes`",
+                )
+                .about_key(key)
+                .to_string());
+            }
+        }
+        let literal = |text: &&String| !crate::render::is_template(text);
+        if let Err(message) = check_rsync_args(fields.rsync_args.iter().filter(literal)) {
+            return Err(ValueError::new(
+                message,
+                "`sync` runs rsync with -a --numeric-ids and lists files itself; use `exclude`, `delete` and `bwlimit` for those",
+            )
+            .about_key("rsync_args")
+            .to_string());
+        }
+        let literal_patterns: Vec<String> =
+            fields.exclude.iter().filter(literal).cloned().collect();
+        if let Err(message) = super::filter::ExcludeFilter::new(&literal_patterns) {
+            return Err(ValueError::new(
+                message,
+                "write rsync patterns such as `*.tmp`, `/scratch/` or `cache/***`",
+            )
+            .about_key("exclude")
+            .to_string());
+        }
+        Ok(SyncAction {
+            from: fields.from,
+            to: fields.to,
+            jobs: fields.jobs,
+            delete: fields.delete,
+            bwlimit: fields.bwlimit,
+            exclude: fields.exclude,
+            rsync_args: fields.rsync_args,
+            verify: fields.verify,
+            session_notes: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// A whole number written as a number, or as a template rendered when the step runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Count {
+    /// Known when the playbook loads (and checked then).
+    Literal(u32),
+    /// `"{{ jobs }}"`.
+    Template(String),
+}
+
+const JOBS_HELP: &str = "give the number of parallel rsync workers, e.g. `jobs: 4`";
+
+impl Serialize for Count {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Count::Literal(n) => serializer.serialize_u32(*n),
+            Count::Template(text) => serializer.serialize_str(text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CountVisitor;
+        impl Visitor<'_> for CountVisitor {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number or a template")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Count, E> {
+                match u32::try_from(n) {
+                    Ok(0) => Err(E::custom(ValueError::new(
+                        "`{key}` must be at least 1",
+                        JOBS_HELP,
+                    ))),
+                    Ok(n) => Ok(Count::Literal(n)),
+                    Err(_) => Err(E::custom(ValueError::new("`{key}` is too big", JOBS_HELP))),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Count, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(ValueError::new(
+                        "`{key}` must be at least 1",
+                        JOBS_HELP,
+                    ))),
+                }
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Count, E> {
+                if crate::render::is_template(text) {
+                    return Ok(Count::Template(text.to_string()));
+                }
+                match text.trim().parse::<u64>() {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(ValueError::new(
+                        "`{key}` is not a whole number",
+                        JOBS_HELP,
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(CountVisitor)
+    }
+}
+
+/// A bandwidth in rsync's syntax, or a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rate {
+    /// Bytes per second, with the text as written.
+    Literal(u64, String),
+    /// `"{{ bwlimit }}"`.
+    Template(String),
+}
+
+const RATE_HELP: &str =
+    "write a rate such as `50M` (MiB/s), `800K` or `1G`; a bare number is KiB/s, as in rsync";
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Rate::Literal(_, text) | Rate::Template(text) => serializer.serialize_str(text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RateVisitor;
+        impl Visitor<'_> for RateVisitor {
+            type Value = Rate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a rate such as 50M")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Rate, E> {
+                self.visit_str(&n.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Rate, E> {
+                self.visit_str(&n.to_string())
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Rate, E> {
+                self.visit_str(&n.to_string())
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Rate, E> {
+                if crate::render::is_template(text) {
+                    return Ok(Rate::Template(text.to_string()));
+                }
+                parse_rate(text)
+                    .map(|rate| Rate::Literal(rate, text.to_string()))
+                    .map_err(|message| E::custom(ValueError::new(message, RATE_HELP)))
+            }
+        }
+        deserializer.deserialize_any(RateVisitor)
+    }
+}
+
+/// Parses rsync's `--bwlimit` syntax into bytes per second: `1024` (KiB/s), `50M`, `50MiB`,
+/// `50MB` (10^6), `1.5G`, with an optional `/s`.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let trimmed = trimmed.strip_suffix("/s").unwrap_or(trimmed);
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a rate"))?;
+    let multiplier: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "k" | "kib" => 1024.0,
+        "kb" => 1e3,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "mb" => 1e6,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "b" => 1.0,
+        _ => return Err(format!("`{text}` has an unknown unit `{unit}`")),
+    };
+    let bytes = number * multiplier;
+    if !(0.0..=1e18).contains(&bytes) {
+        return Err(format!("`{text}` is not a usable rate"));
+    }
+    Ok(bytes as u64)
+}
+
+/// rsync options that would defeat what `sync` does itself. An error says which and why.
+pub fn check_rsync_args<'a>(args: impl IntoIterator<Item = &'a String>) -> Result<(), String> {
+    const LONG: &[(&str, &str)] = &[
+        (
+            "--delete",
+            "deletions are `delete: true`, which also mirrors top-level entries",
+        ),
+        ("--del", "deletions are `delete: true`"),
+        ("--remove-source-files", "the source is never modified"),
+        (
+            "--files-from",
+            "`sync` lists the files of each shard itself",
+        ),
+        ("--from0", "`sync` lists the files of each shard itself"),
+        ("--dry-run", "use `runbook plan` to preview a copy"),
+        ("--list-only", "use `runbook plan` to preview a copy"),
+        ("--recursive", "each shard decides what is recursive"),
+        ("--no-recursive", "each shard decides what is recursive"),
+        ("--relative", "paths are relative to `from` already"),
+        ("--no-relative", "paths are relative to `from` already"),
+        (
+            "--exclude",
+            "use `exclude:`, so the comparisons skip the same files",
+        ),
+        (
+            "--include",
+            "use `exclude:`, so the comparisons skip the same files",
+        ),
+        (
+            "--filter",
+            "use `exclude:`, so the comparisons skip the same files",
+        ),
+        (
+            "--out-format",
+            "`sync` reads rsync's output for its progress",
+        ),
+        ("--info", "`sync` reads rsync's output for its progress"),
+        ("--progress", "`sync` reports progress itself"),
+        ("--bwlimit", "use `bwlimit:`, the total for all workers"),
+        ("--rsh", "`from` and `to` are local directories"),
+        ("--server", "`from` and `to` are local directories"),
+        ("--daemon", "`from` and `to` are local directories"),
+    ];
+    // Short options: -r, -R, -n, -0, -f, -F, -e (and -P for --progress).
+    const SHORT: &[(char, &str)] = &[
+        ('r', "each shard decides what is recursive"),
+        ('R', "paths are relative to `from` already"),
+        ('n', "use `runbook plan` to preview a copy"),
+        ('0', "`sync` lists the files of each shard itself"),
+        (
+            'f',
+            "use `exclude:`, so the comparisons skip the same files",
+        ),
+        (
+            'F',
+            "use `exclude:`, so the comparisons skip the same files",
+        ),
+        ('e', "`from` and `to` are local directories"),
+        ('P', "`sync` reports progress itself"),
+    ];
+    for arg in args {
+        if let Some(long) = arg.strip_prefix("--") {
+            let name = long.split('=').next().unwrap_or(long);
+            let name = format!("--{name}");
+            if let Some((_, why)) = LONG
+                .iter()
+                .find(|(option, _)| name == *option || name.starts_with(&format!("{option}-")))
+            {
+                return Err(format!("`{arg}` is not allowed in `rsync_args`: {why}"));
+            }
+        } else if let Some(short) = arg.strip_prefix('-') {
+            for c in short.chars() {
+                if let Some((_, why)) = SHORT.iter().find(|(option, _)| *option == c) {
+                    return Err(format!(
+                        "`{arg}` is not allowed in `rsync_args` (-{c}): {why}"
+                    ));
+                }
+            }
+        } else {
+            return Err(format!(
+                "`{arg}` in `rsync_args` is not an option; `from` and `to` say what to copy"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the rsync options ask for hard links to be kept.
+fn wants_hard_links(args: &[String]) -> bool {
+    args.iter().any(|arg| {
+        arg == "--hard-links"
+            || (arg.starts_with('-')
+                && !arg.starts_with("--")
+                && arg[1..].chars().all(|c| c.is_ascii_alphanumeric())
+                && arg.contains('H'))
+    })
+}
+
+/// The settings of one run of the step, rendered and checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The source directory.
+    pub from: PathBuf,
+    /// The destination directory.
+    pub to: PathBuf,
+    /// Workers.
+    pub jobs: usize,
+    /// Mirror deletions.
+    pub delete: bool,
+    /// Bytes per second for all workers.
+    pub bwlimit: Option<u64>,
+    /// Exclude patterns.
+    pub exclude: Vec<String>,
+    /// Extra rsync options.
+    pub rsync_args: Vec<String>,
+    /// Hard links are kept (`-H` in `rsync_args`).
+    pub hard_links: bool,
+    /// Verify at the end.
+    pub verify: bool,
+}
+
+impl SyncAction {
+    /// Renders the templates and checks the values (not the paths).
+    pub fn settings(&self, cx: &StepContext<'_>) -> anyhow::Result<Settings> {
+        let path = |template: &str| -> anyhow::Result<PathBuf> {
+            let text = cx.render(template)?;
+            if text.trim().is_empty() {
+                return Err(InvalidInput(format!("`{template}` renders to an empty path")).into());
+            }
+            Ok(PathBuf::from(text))
+        };
+        let jobs = match &self.jobs {
+            None => DEFAULT_JOBS,
+            Some(Count::Literal(n)) => *n,
+            Some(Count::Template(template)) => {
+                let text = cx.render(template)?;
+                match text.trim().parse::<u32>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => {
+                        return Err(InvalidInput(format!(
+                            "`jobs` is `{text}`; it must be a whole number of at least 1"
+                        ))
+                        .into());
+                    }
+                }
+            }
+        };
+        let bwlimit = match &self.bwlimit {
+            None => None,
+            Some(Rate::Literal(rate, _)) => Some(*rate),
+            Some(Rate::Template(template)) => {
+                let text = cx.render(template)?;
+                Some(
+                    parse_rate(&text)
+                        .map_err(|message| InvalidInput(format!("`bwlimit`: {message}")))?,
+                )
+            }
+        }
+        .filter(|&rate| rate > 0);
+        let exclude = self
+            .exclude
+            .iter()
+            .map(|pattern| cx.render(pattern))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        super::filter::ExcludeFilter::new(&exclude).map_err(InvalidInput)?;
+        let rsync_args = self
+            .rsync_args
+            .iter()
+            .map(|arg| cx.render(arg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        check_rsync_args(&rsync_args).map_err(InvalidInput)?;
+        Ok(Settings {
+            from: path(&self.from)?,
+            to: path(&self.to)?,
+            jobs: jobs as usize,
+            delete: self.delete,
+            bwlimit,
+            hard_links: wants_hard_links(&rsync_args),
+            exclude,
+            rsync_args,
+            verify: self.verify,
+        })
+    }
+}
+
+impl Settings {
+    /// Checks the paths: the source is a directory; the destination is a directory or can
+    /// be created (its parent exists); neither is inside the other. Returns whether the
+    /// destination exists.
+    pub fn check_paths(&self) -> Result<bool, InvalidInput> {
+        let from = &self.from;
+        match std::fs::metadata(from) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(InvalidInput(format!(
+                    "the source {} is not a directory",
+                    from.display()
+                )));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(InvalidInput(format!(
+                    "the source {} does not exist",
+                    from.display()
+                )));
+            }
+            Err(error) => {
+                return Err(InvalidInput(format!(
+                    "cannot read the source {}: {error}",
+                    from.display()
+                )));
+            }
+        }
+        let source = std::fs::canonicalize(from).map_err(|error| {
+            InvalidInput(format!(
+                "cannot resolve the source {}: {error}",
+                from.display()
+            ))
+        })?;
+        let to = &self.to;
+        let (destination, exists) = match std::fs::metadata(to) {
+            Ok(meta) if meta.is_dir() => (
+                std::fs::canonicalize(to).map_err(|error| {
+                    InvalidInput(format!(
+                        "cannot resolve the destination {}: {error}",
+                        to.display()
+                    ))
+                })?,
+                true,
+            ),
+            Ok(_) => {
+                return Err(InvalidInput(format!(
+                    "the destination {} exists and is not a directory",
+                    to.display()
+                )));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let (Some(parent), Some(name)) = (parent_of(to), to.file_name()) else {
+                    return Err(InvalidInput(format!(
+                        "the destination {} cannot be created",
+                        to.display()
+                    )));
+                };
+                let parent = std::fs::canonicalize(&parent).map_err(|_| {
+                    InvalidInput(format!(
+                        "the destination {} does not exist, nor does its parent {}; create the parent first",
+                        to.display(),
+                        parent.display()
+                    ))
+                })?;
+                (parent.join(name), false)
+            }
+            Err(error) => {
+                return Err(InvalidInput(format!(
+                    "cannot read the destination {}: {error}",
+                    to.display()
+                )));
+            }
+        };
+        if destination == source {
+            return Err(InvalidInput(format!(
+                "the source and the destination are the same directory ({})",
+                source.display()
+            )));
+        }
+        if destination.starts_with(&source) {
+            return Err(InvalidInput(format!(
+                "the destination {} is inside the source {}: the copy would copy itself",
+                to.display(),
+                from.display()
+            )));
+        }
+        if source.starts_with(&destination) {
+            return Err(InvalidInput(format!(
+                "the source {} is inside the destination {}: a mirror would delete or overwrite it",
+                from.display(),
+                to.display()
+            )));
+        }
+        Ok(exists)
+    }
+
+    /// A hash of what a plan depends on: a resumed pass must have been planned with these.
+    pub fn fingerprint(&self) -> String {
+        let text = serde_json::json!({
+            "from": self.from.to_string_lossy(),
+            "to": self.to.to_string_lossy(),
+            "delete": self.delete,
+            "exclude": self.exclude,
+            "rsync_args": self.rsync_args,
+        })
+        .to_string();
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The bandwidth of each worker, in KiB/s for `--bwlimit` (at least 1).
+    pub fn worker_bwlimit_kib(&self) -> Option<u64> {
+        self.bwlimit
+            .map(|rate| (rate / 1024 / self.jobs.max(1) as u64).max(1))
+    }
+}
+
+/// The parent of a path, with `.` for a relative name without one.
+fn parent_of(path: &Path) -> Option<PathBuf> {
+    match path.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => Some(PathBuf::from(".")),
+        Some(parent) => Some(parent.to_path_buf()),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_in_rsync_syntax() {
+        assert_eq!(parse_rate("1024"), Ok(1024 * 1024));
+        assert_eq!(parse_rate("50M"), Ok(50 << 20));
+        assert_eq!(parse_rate("50MB"), Ok(50_000_000));
+        assert_eq!(parse_rate("1.5G/s"), Ok(1_610_612_736));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("5X").is_err());
+    }
+
+    #[test]
+    fn options_that_fight_the_action_are_refused() {
+        let check = |args: &[&str]| {
+            check_rsync_args(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+        };
+        assert!(check(&["-H", "-S", "--sparse", "-AX", "--inplace"]).is_ok());
+        assert!(check(&["--delete"]).is_err());
+        assert!(check(&["--delete-after"]).is_err());
+        assert!(check(&["--remove-source-files"]).is_err());
+        assert!(check(&["-avr"]).is_err());
+        assert!(check(&["--exclude=*.tmp"]).is_err());
+        assert!(check(&["/etc"]).is_err());
+    }
+
+    #[test]
+    fn hard_links_are_asked_by_h() {
+        let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert!(wants_hard_links(&args(&["-H"])));
+        assert!(wants_hard_links(&args(&["-aHS"])));
+        assert!(wants_hard_links(&args(&["--hard-links"])));
+        assert!(!wants_hard_links(&args(&["-S", "--chmod=H"])));
+    }
+}

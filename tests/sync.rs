@@ -1,0 +1,793 @@
+//! End-to-end tests of the `sync` action with real rsync processes, on trees the tests make:
+//! dotfiles, symlinks (one dangling), hard links, empty directories, names with spaces,
+//! newlines and bytes that are not UTF-8, permissions and owners, a big file, many small
+//! ones, and one directory holding most of the bytes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Test;
+
+// ---------------------------------------------------------------------------------------
+// Trees
+
+fn write(path: &Path, content: &[u8]) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(path, content).expect("write");
+}
+
+fn name(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}
+
+/// A tree like users' home directories after some years.
+fn make_tree(root: &Path) {
+    // Many small files in several homes.
+    for home in 0..12 {
+        for file in 0..60 {
+            write(
+                &root.join(format!("home{home:02}/notebooks/n{file:03}.ipynb")),
+                format!("{{\"cell\": {file}, \"home\": {home}}}\n").as_bytes(),
+            );
+        }
+        write(
+            &root.join(format!("home{home:02}/.bashrc")),
+            b"export A=1\n",
+        );
+    }
+    // One home with most of the bytes: a big file and some medium ones.
+    let big: Vec<u8> = (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    write(&root.join("data-hog/datasets/big.bin"), &big);
+    for i in 0..8 {
+        write(
+            &root.join(format!("data-hog/datasets/part{i}.bin")),
+            &big[..1 << 20],
+        );
+    }
+    // Dotfiles and dot directories at the top.
+    write(&root.join(".hidden-top"), b"top secret\n");
+    write(&root.join(".config/app/settings.json"), b"{}\n");
+    // Symlinks, one dangling, one to a directory.
+    std::os::unix::fs::symlink("notebooks/n000.ipynb", root.join("home00/link")).expect("symlink");
+    std::os::unix::fs::symlink("../nowhere/at/all", root.join("home00/dangling")).expect("symlink");
+    std::os::unix::fs::symlink("home01", root.join("home-alias")).expect("symlink");
+    // Hard links within a home and across homes (so across shards).
+    write(&root.join("home02/original"), b"linked content\n");
+    std::fs::hard_link(
+        root.join("home02/original"),
+        root.join("home02/same-home-link"),
+    )
+    .expect("link");
+    std::fs::hard_link(
+        root.join("home02/original"),
+        root.join("home09/other-home-link"),
+    )
+    .expect("link");
+    // Empty directories.
+    std::fs::create_dir_all(root.join("empty/nested/deeper")).expect("mkdir");
+    std::fs::create_dir_all(root.join("home03/empty")).expect("mkdir");
+    // Unusual names.
+    let odd = root.join("odd names");
+    std::fs::create_dir_all(&odd).expect("mkdir");
+    write(&odd.join("with spaces.txt"), b"spaces\n");
+    write(&odd.join(name(b"new\nline")), b"newline\n");
+    write(&odd.join(name(b"latin1-\xe9t\xe9")), b"not utf-8\n");
+    write(&odd.join("-starts-with-dash"), b"dash\n");
+    write(&odd.join("*star?"), b"glob\n");
+    write(&odd.join("caf\u{e9} \u{1f600}"), b"utf-8\n");
+    std::fs::create_dir_all(odd.join(name(b"dir\nwith\xffbytes"))).expect("mkdir");
+    write(&odd.join(name(b"dir\nwith\xffbytes/inside")), b"inside\n");
+    // Permissions, and owners when we can give files away.
+    let private = root.join("home04/private");
+    write(&private, b"mine\n");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::set_permissions(root.join("home04"), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod");
+    let script = root.join("home05/run.sh");
+    write(&script, b"#!/bin/sh\n");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o4755)).expect("chmod");
+    if is_root() {
+        std::os::unix::fs::lchown(root.join("home06"), Some(1000), Some(1000)).expect("chown");
+        std::os::unix::fs::lchown(root.join("home06/.bashrc"), Some(1000), Some(100))
+            .expect("chown");
+        std::os::unix::fs::lchown(root.join("home00/link"), Some(4321), Some(4321)).expect("chown");
+    }
+    // Old times, so that a copy that forgets them shows.
+    set_old_times(root);
+}
+
+/// Sets every entry's modification time to a fixed old date (directories last).
+fn set_old_times(root: &Path) {
+    let status = Command::new("find")
+        .arg(root)
+        .args([
+            "-depth",
+            "-exec",
+            "touch",
+            "-h",
+            "-d",
+            "2020-02-02 12:00:00",
+            "{}",
+            "+",
+        ])
+        .status()
+        .expect("find");
+    assert!(status.success());
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// One entry as the tests compare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Described {
+    kind: &'static str,
+    mode: u32,
+    owner: (u32, u32),
+    size: u64,
+    mtime: i64,
+    content: Vec<u8>,
+    /// The first path (in order) of its inode, for hard links.
+    linked_to: Option<Vec<u8>>,
+}
+
+/// Our own walk of a tree: every entry with what `rsync -a -H` keeps.
+fn describe(root: &Path, with_ctime: bool) -> BTreeMap<Vec<u8>, (Described, i64)> {
+    let mut entries = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    let mut all = Vec::new();
+    while let Some(relative) = stack.pop() {
+        let dir = root.join(&relative);
+        for item in std::fs::read_dir(&dir).expect("read_dir") {
+            let item = item.expect("entry");
+            let path = relative.join(item.file_name());
+            let meta = std::fs::symlink_metadata(root.join(&path)).expect("lstat");
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            all.push((path, meta));
+        }
+    }
+    all.sort_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
+    for (path, meta) in all {
+        let key = path.as_os_str().as_bytes().to_vec();
+        let full = root.join(&path);
+        let (kind, content) = if meta.file_type().is_symlink() {
+            (
+                "symlink",
+                std::fs::read_link(&full)
+                    .expect("readlink")
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec(),
+            )
+        } else if meta.is_dir() {
+            ("dir", Vec::new())
+        } else {
+            ("file", std::fs::read(&full).expect("read"))
+        };
+        let linked_to = (kind == "file" && meta.nlink() > 1).then(|| {
+            inodes
+                .entry(meta.ino())
+                .or_insert_with(|| key.clone())
+                .clone()
+        });
+        entries.insert(
+            key,
+            (
+                Described {
+                    kind,
+                    mode: if kind == "symlink" {
+                        0
+                    } else {
+                        meta.mode() & 0o7777
+                    },
+                    owner: (meta.uid(), meta.gid()),
+                    size: if kind == "dir" { 0 } else { meta.size() },
+                    mtime: if kind == "symlink" { 0 } else { meta.mtime() },
+                    content,
+                    linked_to,
+                },
+                if with_ctime {
+                    meta.ctime() * 1_000_000_000 + meta.ctime_nsec()
+                } else {
+                    0
+                },
+            ),
+        );
+    }
+    entries
+}
+
+#[track_caller]
+fn assert_same_tree(source: &Path, destination: &Path) {
+    let a = describe(source, false);
+    let b = describe(destination, false);
+    for (path, (entry, _)) in &a {
+        match b.get(path) {
+            None => panic!(
+                "missing at the destination: {}",
+                String::from_utf8_lossy(path)
+            ),
+            Some((other, _)) => {
+                assert_eq!(entry, other, "{} differs", String::from_utf8_lossy(path))
+            }
+        }
+    }
+    for path in b.keys() {
+        assert!(
+            a.contains_key(path),
+            "only at the destination: {}",
+            String::from_utf8_lossy(path)
+        );
+    }
+    // rsync's own opinion, with checksums: nothing to do.
+    let output = Command::new(real_rsync())
+        .args(["-anicH", "--delete", "--numeric-ids"])
+        .arg(format!("{}/", source.display()))
+        .arg(format!("{}/", destination.display()))
+        .output()
+        .expect("rsync -n");
+    assert!(output.status.success(), "rsync -n failed: {output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "",
+        "rsync -anic --delete sees differences"
+    );
+    let diff = Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(source)
+        .arg(destination)
+        .output()
+        .expect("diff");
+    assert!(
+        diff.status.success(),
+        "diff -r: {}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+}
+
+/// The rsync in PATH, for the fake ones to call.
+fn real_rsync() -> String {
+    let output = Command::new("sh")
+        .args(["-c", "command -v rsync"])
+        .output()
+        .expect("sh");
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(
+        !path.is_empty(),
+        "rsync is not installed (apt-get install rsync)"
+    );
+    path
+}
+
+/// A directory holding a fake `rsync` (a shell script), to put first in PATH.
+fn fake_rsync(test: &Test, script: &str) -> String {
+    let bin = test.path("fake-bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let path = bin.join("rsync");
+    let text = format!(
+        "#!/bin/sh\nREAL='{}'\nDIR='{}'\n{script}\n",
+        real_rsync(),
+        test.dir().display()
+    );
+    std::fs::write(&path, text).expect("write fake rsync");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn playbook(step: &str) -> String {
+    format!(
+        "runbook: 1\nname: sync-test\nsteps:\n  - id: copy\n    sync: {step}\n    register: copied\n"
+    )
+}
+
+/// The notes the sync step wrote, in order.
+fn notes(test: &Test) -> Vec<serde_json::Value> {
+    test.journal()
+        .into_iter()
+        .filter(|event| event["event"] == "step_note")
+        .map(|event| event["data"].clone())
+        .collect()
+}
+
+fn notes_of(test: &Test, kind: &str) -> Vec<serde_json::Value> {
+    notes(test)
+        .into_iter()
+        .filter(|note| note["sync"] == kind)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn a_copy_is_identical_and_a_mirror_pass_follows_every_change() {
+    let test = Test::new()
+        .playbook(&playbook(
+            "{from: src, to: dst, jobs: 4, rsync_args: [-H], verify: true}",
+        ))
+        .args(["run", "playbook.yaml"]);
+    make_tree(&test.path("src"));
+    // Change times older than the first pass's start by more than the clock allowance, so
+    // that the second pass copies only what is edited below.
+    std::thread::sleep(Duration::from_millis(1300));
+    let before = describe(&test.path("src"), true);
+    test.run().status(0).stderr_has("verified:");
+    assert_same_tree(&test.path("src"), &test.path("dst"));
+    assert_eq!(
+        before,
+        describe(&test.path("src"), true),
+        "the copy modified the source"
+    );
+    // Hard links across shards are links at the destination too.
+    let a = std::fs::metadata(test.path("dst/home02/original")).expect("stat");
+    let b = std::fs::metadata(test.path("dst/home09/other-home-link")).expect("stat");
+    assert_eq!(a.ino(), b.ino());
+    // Several shards were planned, the biggest first.
+    let pass = &notes_of(&test, "pass")[0];
+    let shards = pass["shards"].as_array().expect("shards");
+    assert!(shards.len() >= 4, "{} shards", shards.len());
+    let sizes: Vec<u64> = shards
+        .iter()
+        .map(|s| s["bytes"].as_u64().expect("bytes"))
+        .collect();
+    assert!(sizes[0] >= sizes[sizes.len() - 1]);
+
+    // Users work: edits, deletions (one at the top level), a rewrite that keeps size and
+    // time, a new file and directory, a changed mode and symlink.
+    let src = test.path("src");
+    write(
+        &src.join("home01/notebooks/n001.ipynb"),
+        b"edited, and longer than before\n",
+    );
+    std::fs::remove_file(src.join("home03/.bashrc")).expect("rm");
+    std::fs::remove_dir_all(src.join("home07")).expect("rm -r");
+    std::fs::remove_file(src.join(".hidden-top")).expect("rm");
+    let sneaky = src.join("home05/notebooks/n010.ipynb");
+    let old = std::fs::read(&sneaky).expect("read");
+    let mut same_size = old;
+    same_size[2] = b'X';
+    std::fs::write(&sneaky, &same_size).expect("write");
+    let status = Command::new("touch")
+        .arg("-r")
+        .arg(src.join("home05/notebooks/n011.ipynb"))
+        .arg(&sneaky)
+        .status()
+        .expect("touch -r");
+    assert!(status.success());
+    write(&src.join("home08/new/file"), b"new\n");
+    std::fs::set_permissions(
+        src.join("home04/private"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .expect("chmod");
+    std::fs::remove_file(src.join("home00/link")).expect("rm");
+    std::os::unix::fs::symlink("notebooks/n002.ipynb", src.join("home00/link")).expect("symlink");
+    let edited = describe(&src, true);
+
+    // Rsync's quick check alone would miss the rewrite.
+    let quick = Command::new(real_rsync())
+        .args(["-ani"])
+        .arg(format!("{}/home05/notebooks/", src.display()))
+        .arg(format!("{}/home05/notebooks/", test.path("dst").display()))
+        .output()
+        .expect("rsync");
+    assert!(!String::from_utf8_lossy(&quick.stdout).contains("n010"));
+
+    let test = test
+        .file(
+            "playbook.yaml",
+            &playbook(
+                "{from: src, to: dst, jobs: 4, delete: true, rsync_args: [-H], verify: true}",
+            ),
+        )
+        .args(["run", "playbook.yaml", "--from", "copy"]);
+    test.run().status(0).stderr_has("deleted");
+    assert_same_tree(&src, &test.path("dst"));
+    assert!(!test.path("dst/home07").exists());
+    assert!(!test.path("dst/.hidden-top").exists());
+    assert_eq!(
+        std::fs::read(test.path("dst/home05/notebooks/n010.ipynb")).expect("read"),
+        same_size
+    );
+    // The second pass copied only what changed, not the tree again.
+    let second = &notes_of(&test, "pass")[1];
+    let entries: usize = second["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| s["entries"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert!(entries < 50, "the mirror pass listed {entries} entries");
+    assert!(second["forced"].as_u64().expect("forced") >= 1);
+
+    // The source was never touched (its change times would show it).
+    assert_eq!(
+        edited,
+        describe(&src, true),
+        "the mirror pass modified the source"
+    );
+}
+
+#[test]
+fn the_source_is_not_modified_by_a_copy() {
+    let test = Test::new()
+        .playbook(&playbook(
+            "{from: src, to: dst, delete: true, rsync_args: [-H]}",
+        ))
+        .args(["run", "playbook.yaml"]);
+    make_tree(&test.path("src"));
+    let before = describe(&test.path("src"), true);
+    test.run().status(0);
+    assert_eq!(before, describe(&test.path("src"), true));
+}
+
+#[test]
+fn a_pass_with_nothing_changed_copies_nothing() {
+    let test = Test::new()
+        .playbook(&playbook(
+            "{from: src, to: dst, delete: true, rsync_args: [-H]}",
+        ))
+        .args(["run", "playbook.yaml"]);
+    make_tree(&test.path("src"));
+    // Change times older than the first pass's start by more than the clock allowance.
+    std::thread::sleep(Duration::from_millis(1300));
+    test.run().status(0);
+    test.run_args(&["run", "playbook.yaml", "--from", "copy"])
+        .status(0)
+        .stderr_has("nothing to copy");
+    let passes = notes_of(&test, "pass");
+    assert_eq!(passes.len(), 2);
+    assert_eq!(passes[1]["shards"], serde_json::json!([]));
+    assert_eq!(passes[1]["deletions"], serde_json::json!([]));
+    assert_eq!(passes[1]["forced"], 0);
+    assert_same_tree(&test.path("src"), &test.path("dst"));
+}
+
+#[test]
+fn a_killed_copy_resumes_without_redoing_finished_shards() {
+    let test = Test::new().playbook(&playbook(
+        "{from: src, to: dst, jobs: 2, delete: true, rsync_args: [-H]}",
+    ));
+    make_tree(&test.path("src"));
+    write(&test.path("src/slow/one-file"), b"copied last\n");
+    // A fake rsync that hangs on the shard listing `slow` while the file `block` exists.
+    let path = fake_rsync(
+        &test,
+        r#"case " $* " in
+  *" --files-from=- "*)
+    list="$(mktemp -p "$DIR")"; cat > "$list"
+    if [ -e "$DIR/block" ] && tr '\0' '\n' < "$list" | grep -q '^slow'; then exec sleep 600; fi
+    "$REAL" "$@" < "$list"; rc=$?; rm -f "$list"; exit $rc ;;
+esac
+exec "$REAL" "$@""#,
+    );
+    write(&test.path("block"), b"");
+    let test = test.env("PATH", &path).args(["run", "playbook.yaml"]);
+    let mut child = test.spawn();
+    // Wait until every shard but the blocked one is journaled.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let total = loop {
+        let ready = std::panic::catch_unwind(|| {
+            let passes = notes_of(&test, "pass");
+            let shards = passes.first()?["shards"].as_array()?.len();
+            (notes_of(&test, "shard").len() + 1 == shards).then_some(shards)
+        })
+        .ok()
+        .flatten();
+        if let Some(total) = ready {
+            break total;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the copy did not reach the blocked shard"
+        );
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "runbook ended early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    let finished_before: Vec<u64> = notes_of(&test, "shard")
+        .iter()
+        .map(|n| n["shard"].as_u64().expect("shard"))
+        .collect();
+    assert_eq!(finished_before.len(), total - 1);
+
+    std::fs::remove_file(test.path("block")).expect("unblock");
+    test.run().status(0).stderr_has("resuming pass 1");
+    assert_same_tree(&test.path("src"), &test.path("dst"));
+    // One pass, each shard finished exactly once: the rerun did only the blocked one.
+    assert_eq!(notes_of(&test, "pass").len(), 1);
+    let mut finished: Vec<u64> = notes_of(&test, "shard")
+        .iter()
+        .map(|n| n["shard"].as_u64().expect("shard"))
+        .collect();
+    finished.sort_unstable();
+    let expected: Vec<u64> = (0..total as u64).collect();
+    assert_eq!(finished, expected);
+    assert_eq!(notes_of(&test, "pass_done").len(), 1);
+}
+
+#[test]
+fn verify_lists_the_differences_it_finds() {
+    let test = Test::new().playbook(&playbook("{from: src, to: dst, verify: true}"));
+    make_tree(&test.path("src"));
+    // An rsync that says it copied and copies nothing.
+    let path = fake_rsync(
+        &test,
+        r#"case " $* " in *" --files-from=- "*) cat > /dev/null; exit 0 ;; esac
+exec "$REAL" "$@""#,
+    );
+    test.env("PATH", &path)
+        .args(["run", "playbook.yaml"])
+        .run()
+        .status(1)
+        .stderr_has("verify found")
+        .stderr_has("missing in the destination: .config/")
+        .stderr_has("missing in the destination: home00/");
+}
+
+#[test]
+fn transient_failures_are_retried_and_vanished_files_are_a_warning() {
+    let test = Test::new().playbook(&playbook(
+        "{from: src, to: dst, jobs: 4, bwlimit: 64M, rsync_args: [-H]}",
+    ));
+    make_tree(&test.path("src"));
+    // The first rsync fails with 12 (protocol stream); one of the others ends with 24.
+    let path = fake_rsync(
+        &test,
+        r#"echo "$*" >> "$DIR/rsync-args.log"
+case " $* " in
+  *" --files-from=- "*)
+    if mkdir "$DIR/failed-once" 2>/dev/null; then
+      cat > /dev/null; echo "rsync: connection unexpectedly closed" >&2; exit 12
+    fi
+    "$REAL" "$@"; rc=$?
+    if [ $rc = 0 ] && mkdir "$DIR/vanished-once" 2>/dev/null; then
+      echo 'file has vanished: "/src/x"' >&2; exit 24
+    fi
+    exit $rc ;;
+esac
+exec "$REAL" "$@""#,
+    );
+    let test = test
+        .env("PATH", &path)
+        .args(["run", "playbook.yaml", "--format", "json"]);
+    let output = test
+        .run()
+        .status(0)
+        .stderr_has("exited with code 12")
+        .stderr_has("trying again")
+        .stderr_has("vanished");
+    assert_same_tree(&test.path("src"), &test.path("dst"));
+    // bwlimit is the total: each of the 4 workers gets a quarter of 64 MiB/s.
+    let args = std::fs::read_to_string(test.path("rsync-args.log")).expect("args log");
+    assert!(args.contains("--bwlimit=16384"), "{args}");
+    // The last progress event says everything is done.
+    let progress: Vec<serde_json::Value> = output
+        .events()
+        .into_iter()
+        .filter(|event| event["event"] == "progress")
+        .collect();
+    let last = progress.last().expect("a progress event");
+    assert_eq!(last["done_bytes"], last["total_bytes"]);
+    assert!(last["total_bytes"].as_u64().expect("bytes") > 16 << 20);
+    assert!(last["total_files"].as_u64().expect("files") > 700);
+    let finished = output
+        .events()
+        .into_iter()
+        .find(|event| event["event"] == "step_finished")
+        .expect("step_finished");
+    assert_eq!(
+        finished["output"]["warnings"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[test]
+fn a_full_destination_fails_the_step_with_rsyncs_message() {
+    let test = Test::new().playbook(&playbook("{from: src, to: dst}"));
+    make_tree(&test.path("src"));
+    let path = fake_rsync(
+        &test,
+        r#"case " $* " in *" --files-from=- "*)
+  cat > /dev/null
+  echo 'rsync: [receiver] write failed on "/dst/data-hog/datasets/big.bin": No space left on device (28)' >&2
+  echo 'rsync error: error in file IO (code 11) at receiver.c(381) [receiver=3.2.7]' >&2
+  exit 11 ;;
+esac
+exec "$REAL" "$@""#,
+    );
+    test.env("PATH", &path)
+        .args(["run", "playbook.yaml"])
+        .run()
+        .status(1)
+        .stderr_has("full or over its quota")
+        .stderr_has("No space left on device (28)")
+        .stderr_lacks("trying again");
+}
+
+#[test]
+fn excluded_entries_are_neither_copied_nor_deleted() {
+    let test = Test::new().playbook(&playbook(
+        "{from: src, to: dst, delete: true, exclude: ['*.tmp', '/home01/', 'cache/***']}",
+    ));
+    let src = test.path("src");
+    write(&src.join("keep/a.txt"), b"a\n");
+    write(&src.join("keep/b.tmp"), b"b\n");
+    write(&src.join("home01/x"), b"x\n");
+    write(&src.join("keep/cache/deep/c"), b"c\n");
+    write(
+        &test.path("dst/old.tmp"),
+        b"kept: excluded at the destination too\n",
+    );
+    write(&test.path("dst/gone"), b"deleted: not in the source\n");
+    let test = test.args(["run", "playbook.yaml"]);
+    test.run().status(0);
+    assert!(test.path("dst/keep/a.txt").exists());
+    assert!(!test.path("dst/keep/b.tmp").exists());
+    assert!(!test.path("dst/home01").exists());
+    assert!(!test.path("dst/keep/cache").exists());
+    assert!(test.path("dst/old.tmp").exists());
+    assert!(!test.path("dst/gone").exists());
+}
+
+#[test]
+fn without_delete_nothing_is_deleted_at_the_destination() {
+    let test = Test::new().playbook(&playbook("{from: src, to: dst, verify: true}"));
+    write(&test.path("src/a/file"), b"new\n");
+    write(&test.path("dst/extra"), b"mine\n");
+    write(&test.path("dst/a/extra"), b"mine too\n");
+    let test = test.args(["run", "playbook.yaml"]);
+    test.run().status(0);
+    assert!(test.path("dst/extra").exists());
+    assert!(test.path("dst/a/extra").exists());
+    assert!(test.path("dst/a/file").exists());
+}
+
+#[test]
+fn plan_walks_the_trees_and_changes_nothing() {
+    let test = Test::new().playbook(&playbook("{from: src, to: dst, jobs: 3}"));
+    make_tree(&test.path("src"));
+    let before = describe(&test.path("src"), true);
+    let test = test.args(["plan", "playbook.yaml", "--format", "json"]);
+    let output = test.run().status(0);
+    let plan: serde_json::Value = serde_json::from_str(&output.stdout).expect("plan JSON");
+    let summary = plan["steps"][0]["summary"]
+        .as_str()
+        .expect("summary")
+        .to_string();
+    assert!(
+        summary.contains("copy ") && summary.contains("shards with 3 rsync workers"),
+        "{summary}"
+    );
+    assert!(!test.path("dst").exists(), "plan created the destination");
+    assert!(!test.path(".runbook").exists() || notes(&test).is_empty());
+    assert_eq!(before, describe(&test.path("src"), true));
+}
+
+#[test]
+fn a_plan_lists_what_a_mirror_would_delete() {
+    let test = Test::new().playbook(&playbook(
+        "{from: src, to: dst, delete: true, rsync_args: [-H]}",
+    ));
+    write(&test.path("src/kept"), b"k\n");
+    write(&test.path("dst/kept"), b"k\n");
+    write(&test.path("dst/removed-home/file"), b"r\n");
+    let test = test.args(["plan", "playbook.yaml", "--format", "json"]);
+    let output = test.run().status(0);
+    let plan: serde_json::Value = serde_json::from_str(&output.stdout).expect("plan JSON");
+    let diff = plan["steps"][0]["diff"].as_str().expect("diff");
+    assert!(diff.contains("- removed-home"), "{diff}");
+    assert!(test.path("dst/removed-home/file").exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input
+
+#[test]
+fn static_mistakes_are_caught_when_the_playbook_loads() {
+    for (step, says) in [
+        ("{from: src, to: dst, jobs: 0}", "`jobs` must be at least 1"),
+        (
+            "{from: src, to: dst, rsync_args: [--delete]}",
+            "`--delete` is not allowed",
+        ),
+        (
+            "{from: src, to: dst, rsync_args: [-avr]}",
+            "not allowed in `rsync_args`",
+        ),
+        ("{from: src, to: dst, bwlimit: fast}", "is not a rate"),
+        ("{from: src, to: dst, exclude: ['[oops']}", "unclosed"),
+        ("{from: src, to: dst, jbos: 2}", "jbos"),
+        ("{from: src}", "to"),
+    ] {
+        let test = Test::new()
+            .playbook(&playbook(step))
+            .args(["run", "playbook.yaml"]);
+        write(&test.path("src/a"), b"a\n");
+        test.run()
+            .status(2)
+            .stderr_has(says)
+            .stderr_has("playbook.yaml:5");
+        assert!(!test.path("dst").exists());
+    }
+}
+
+/// Mistakes known only once templates are rendered fail the step before anything is
+/// copied. They exit 1 today: the engine maps action errors to 1; `InvalidInput` is the type
+/// it can map to exit 2.
+#[test]
+fn bad_paths_and_values_fail_before_anything_is_copied() {
+    for (step, setup, says) in [
+        (
+            "{from: missing, to: dst}",
+            "",
+            "the source missing does not exist",
+        ),
+        ("{from: afile, to: dst}", "afile", "is not a directory"),
+        ("{from: src, to: src/inside}", "", "is inside the source"),
+        ("{from: src, to: src}", "", "the same directory"),
+        ("{from: src/sub, to: src}", "", "is inside the destination"),
+        ("{from: src, to: no/such/parent}", "", "nor does its parent"),
+        ("{from: src, to: dst, jobs: '{{ n }}'}", "", "`jobs` is `0`"),
+    ] {
+        let text =
+            playbook(step).replace("steps:", "params:\n  n: {type: int, default: 0}\nsteps:");
+        let test = Test::new().playbook(&text).args(["run", "playbook.yaml"]);
+        write(&test.path("src/sub/a"), b"a\n");
+        if !setup.is_empty() {
+            write(&test.path(setup), b"a file\n");
+        }
+        test.run()
+            .status(1)
+            .stderr_has("invalid input: ")
+            .stderr_has(says);
+        assert!(!test.path("dst").exists());
+        assert!(!test.path("src/inside").exists());
+    }
+}
+
+#[test]
+fn a_missing_or_old_rsync_is_invalid_input() {
+    let test = Test::new().playbook(&playbook("{from: src, to: dst}"));
+    write(&test.path("src/a"), b"a\n");
+    let empty = test.path("no-bin");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let test = test
+        .env("PATH", &empty.display().to_string())
+        .args(["run", "playbook.yaml"]);
+    test.run()
+        .status(1)
+        .stderr_has("invalid input: rsync is not installed");
+    assert!(!test.path("dst").exists());
+    let test = Test::new().playbook(&playbook("{from: src, to: dst}"));
+    write(&test.path("src/a"), b"a\n");
+    let path = fake_rsync(&test, "echo 'rsync  version 3.0.9  protocol version 30'");
+    let test = test.env("PATH", &path).args(["run", "playbook.yaml"]);
+    test.run().status(1).stderr_has("rsync 3.0.9 is too old");
+    assert!(!test.path("dst").exists());
+}

@@ -1,0 +1,497 @@
+//! End-to-end tests of `values.set` and `values.get` through the binary, on copies of real
+//! values files (`tests/data/values/`).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{Output, Test};
+
+const STAGING: &str = include_str!("data/values/hhmi_staging.values.yaml");
+const CLUSTER: &str = include_str!("data/values/hhmi_cluster.yaml");
+const NASA_CRYO: &str = include_str!("data/values/nasa-cryo_prod.values.yaml");
+const UTORONTO: &str = include_str!("data/values/utoronto_common.values.yaml");
+
+const STAGING_FILE: &str = "config/clusters/hhmi/staging.values.yaml";
+
+/// A playbook that points the staging hub at a new NFS server.
+const SET_SERVER: &str = r#"
+runbook: 1
+name: point-at-new-server
+params:
+  server: {default: 10.100.0.42}
+steps:
+  - id: point-values-at-new-server
+    values.set:
+      file: config/clusters/hhmi/staging.values.yaml
+      set:
+        nfs.pv.serverIP: "{{ server }}"
+        nfs.pv.baseShareName: /
+"#;
+
+fn staging() -> Test {
+    Test::new()
+        .file("config/clusters/hhmi/cluster.yaml", CLUSTER)
+        .file(STAGING_FILE, STAGING)
+}
+
+fn read(test: &Test, file: &str) -> String {
+    std::fs::read_to_string(test.path(file)).expect("read the values file")
+}
+
+/// stderr without timestamps and durations, for snapshots.
+fn scrubbed(output: &Output) -> String {
+    let durations = regex::Regex::new(r"after \d+(\.\d+)?m?s").expect("regex");
+    durations
+        .replace_all(&output.stderr_scrubbed(), "after [duration]")
+        .into_owned()
+}
+
+#[test]
+fn set_changes_only_the_asked_lines_and_a_second_run_skips() {
+    let test = staging().playbook(SET_SERVER);
+    test.run_args(&["run", "playbook.yaml"])
+        .status(0)
+        .stderr_has("point-values-at-new-server changed");
+    let after = read(&test, STAGING_FILE);
+    let diff = similar::TextDiff::from_lines(STAGING, &after)
+        .unified_diff()
+        .context_radius(1)
+        .to_string();
+    insta::assert_snapshot!(diff, @r"
+    @@ -7,3 +7,4 @@
+         shareNameOverride: spyglass
+    -    serverIP: storage-quota-home-nfs.spyglass.svc.cluster.local
+    +    serverIP: 10.100.0.42
+    +    baseShareName: /
+     
+    ");
+
+    // The journal says done; with the journal set aside, the action's own check says so.
+    test.run_args(&["run", "playbook.yaml"])
+        .status(0)
+        .stderr_has("done in an earlier run");
+    test.run_args(&["run", "playbook.yaml", "--restart"])
+        .status(0)
+        .stderr_has(
+            "point-values-at-new-server skipped: `nfs.pv.serverIP` is 10.100.0.42 and \
+             `nfs.pv.baseShareName` is / in config/clusters/hhmi/staging.values.yaml",
+        );
+    assert_eq!(
+        read(&test, STAGING_FILE),
+        after,
+        "the second run wrote nothing"
+    );
+}
+
+#[test]
+fn set_registers_what_changed_and_keeps_the_file_mode() {
+    let test = staging().playbook(
+        r#"
+runbook: 1
+name: register
+steps:
+  - id: point
+    values.set:
+      file: config/clusters/hhmi/staging.values.yaml
+      set: {nfs.pv.serverIP: 10.100.0.42, nfs.enabled: true}
+    register: edit
+  - id: check
+    assert:
+      - "edit.changed == ['nfs.pv.serverIP']"
+      - "edit.previous['nfs.pv.serverIP'] == 'storage-quota-home-nfs.spyglass.svc.cluster.local'"
+      - "edit.file == 'config/clusters/hhmi/staging.values.yaml'"
+"#,
+    );
+    let path = test.path(STAGING_FILE);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    test.run_args(&["run", "playbook.yaml"]).status(0);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn plan_shows_the_diff_and_writes_nothing() {
+    let test = staging().playbook(SET_SERVER);
+    let plan = test.run_args(&["plan", "playbook.yaml"]).status(0);
+    insta::assert_snapshot!(plan.stdout);
+    let json = test
+        .run_args(&["plan", "playbook.yaml", "--format", "json"])
+        .status(0);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let step = &report["steps"][0];
+    assert_eq!(step["decision"], "run");
+    let diff = step["diff"].as_str().unwrap();
+    assert!(diff.contains("+    serverIP: 10.100.0.42\n"), "{diff}");
+    assert_eq!(read(&test, STAGING_FILE), STAGING, "plan wrote nothing");
+    assert!(!test.path(".runbook/runs").exists() || journal_is_empty(&test));
+}
+
+fn journal_is_empty(test: &Test) -> bool {
+    walk(&test.path(".runbook")).iter().all(|file| {
+        !file.ends_with("journal.jsonl")
+            || std::fs::read_to_string(file)
+                .expect("read the journal")
+                .is_empty()
+    })
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flat_map(|entry| {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn under_basehub_edits_the_nested_layout() {
+    let test = Test::new()
+        .file("config/nasa-cryo.values.yaml", NASA_CRYO)
+        .playbook(
+            r#"
+runbook: 1
+name: daskhub
+steps:
+  - id: point
+    values.set:
+      file: config/nasa-cryo.values.yaml
+      under: basehub
+      set: {nfs.pv.serverIP: 10.100.0.42, jupyterhub-home-nfs.enabled: "on"}
+"#,
+        )
+        .args(["run", "playbook.yaml"]);
+    test.run().status(0);
+    let diff =
+        similar::TextDiff::from_lines(NASA_CRYO, read(&test, "config/nasa-cryo.values.yaml"))
+            .unified_diff()
+            .context_radius(1)
+            .to_string();
+    insta::assert_snapshot!(diff, @r"
+    @@ -3,3 +3,3 @@
+         pv:
+    -      serverIP: 10.100.102.109
+    +      serverIP: 10.100.0.42
+       jupyterhub:
+    @@ -65,2 +65,3 @@
+               hard_quota: 35 # in GiB
+    +    enabled: 'on'
+       binderhub-service:
+    ");
+}
+
+#[test]
+fn get_reads_a_value_and_where_it_is() {
+    let test = staging()
+        .playbook(
+            r#"
+runbook: 1
+name: get
+steps:
+  - id: read
+    values.get: {file: config/clusters/hhmi/staging.values.yaml, path: nfs.pv.serverIP}
+    register: server
+  - id: read-missing
+    values.get: {file: config/clusters/hhmi/staging.values.yaml, path: nfs.pv.baseShareName}
+    register: base
+  - id: check
+    assert:
+      - "server.found and server.value == 'storage-quota-home-nfs.spyglass.svc.cluster.local'"
+      - "server.line == 8"
+      - "not base.found and base.value is none"
+"#,
+        )
+        .args(["run", "playbook.yaml"]);
+    // `plan` evaluates reads too, so that the steps after them are planned with real values:
+    // the assertion is evaluated, and holds.
+    let plan = test.run_args(&["plan", "playbook.yaml"]).status(0);
+    assert!(!plan.stdout.contains("would fail"), "{}", plan.stdout);
+    test.run().status(0);
+}
+
+/// A cluster whose hubs share a common file, the daskhub one nested under `basehub:`.
+fn cluster_test() -> Test {
+    Test::new()
+        .file(
+            "config/clusters/c/cluster.yaml",
+            r#"name: c
+hubs:
+- name: staging
+  helm_chart: basehub
+  helm_chart_values_files:
+  - common.values.yaml
+  - staging.values.yaml
+  - enc-staging.secret.values.yaml
+- name: prod
+  helm_chart: basehub
+  helm_chart_values_files:
+  - common.values.yaml
+  - prod.values.yaml
+- name: dask
+  helm_chart: daskhub
+  helm_chart_values_files:
+  - dask.values.yaml
+"#,
+        )
+        .file("config/clusters/c/common.values.yaml", UTORONTO)
+        .file(
+            "config/clusters/c/staging.values.yaml",
+            "jupyterhub:\n  custom:\n    homepage:\n      gitRepoBranch: staging # the staging page\n",
+        )
+        .file(
+            "config/clusters/c/enc-staging.secret.values.yaml",
+            "jupyterhub:\n  hub: ENC[AES256_GCM,data:x]\nsops:\n  version: 3.8.1\n",
+        )
+        .file("config/clusters/c/prod.values.yaml", "nfs:\n  pv:\n    serverIP: 10.0.0.1\n")
+        .file("config/clusters/c/dask.values.yaml", NASA_CRYO)
+}
+
+#[test]
+fn get_finds_the_file_to_edit_among_a_hubs_values_files() {
+    let test = cluster_test().playbook(
+        r#"
+runbook: 1
+name: find
+params:
+  hub: {default: staging}
+steps:
+  - id: find
+    values.get:
+      cluster: config/clusters/c/cluster.yaml
+      hub: "{{ hub }}"
+      path: nfs.pv.serverIP
+    register: nfs
+  - id: point
+    values.set:
+      file: "{{ nfs.file }}"
+      under: "{{ nfs.under }}"
+      set: {nfs.pv.serverIP: 10.100.0.42}
+"#,
+    );
+    // staging: defined in the common file, which prod uses too: the override goes in the
+    // hub's own file, and the common file is left alone.
+    let staging = test
+        .run_args(&["run", "playbook.yaml", "--format", "json"])
+        .status(0);
+    let found = staging
+        .events()
+        .into_iter()
+        .find(|event| event["event"] == "step_finished" && event["step"] == "find")
+        .unwrap()["output"]
+        .clone();
+    insta::assert_json_snapshot!(found, @r#"
+    {
+      "defined_in": [
+        "config/clusters/c/common.values.yaml"
+      ],
+      "file": "config/clusters/c/staging.values.yaml",
+      "found": true,
+      "line": 17,
+      "path": "nfs.pv.serverIP",
+      "shared_with": [
+        "prod"
+      ],
+      "under": "",
+      "unread": [
+        "config/clusters/c/enc-staging.secret.values.yaml"
+      ],
+      "value": "2i2cutorontohubstorage.file.core.windows.net"
+    }
+    "#);
+    assert_eq!(
+        read(&test, "config/clusters/c/common.values.yaml"),
+        UTORONTO
+    );
+    assert_eq!(
+        read(&test, "config/clusters/c/staging.values.yaml"),
+        "jupyterhub:\n  custom:\n    homepage:\n      gitRepoBranch: staging # the staging page\nnfs:\n  pv:\n    serverIP: 10.100.0.42\n"
+    );
+
+    // prod: its own file sets it; that file is edited.
+    test.run_args(&["run", "playbook.yaml", "--var", "hub=prod"])
+        .status(0);
+    assert_eq!(
+        read(&test, "config/clusters/c/prod.values.yaml"),
+        "nfs:\n  pv:\n    serverIP: 10.100.0.42\n"
+    );
+
+    // dask: a daskhub's values are under `basehub:`.
+    test.run_args(&["run", "playbook.yaml", "--var", "hub=dask"])
+        .status(0);
+    assert!(
+        read(&test, "config/clusters/c/dask.values.yaml").contains("      serverIP: 10.100.0.42\n")
+    );
+}
+
+#[test]
+fn get_names_an_unknown_hub_and_a_missing_file() {
+    let playbook = |hub: &str| {
+        format!(
+            "runbook: 1\nname: find\nsteps:\n  - id: find\n    values.get: {{cluster: config/clusters/c/cluster.yaml, hub: {hub}, path: nfs.pv.serverIP}}\n"
+        )
+    };
+    let test = cluster_test().playbook(&playbook("stagign"));
+    let output = test.run_args(&["run", "playbook.yaml"]).status(1);
+    insta::assert_snapshot!(scrubbed(&output), @r"
+    run find (playbook.yaml)
+    ▶ find
+    ✗ find failed after [duration]: no hub `stagign` in this cluster file (its hubs: staging, prod, dask)
+     --> config/clusters/c/cluster.yaml:2:1
+      |
+    2 | hubs:
+      | ^^^^
+    help: did you mean `staging`?
+    a step failed; run the same command again to resume (exit 1)
+    ");
+    std::fs::remove_file(test.path("config/clusters/c/prod.values.yaml")).unwrap();
+    std::fs::write(test.path("playbook.yaml"), playbook("prod")).unwrap();
+    let output = test.run_args(&["run", "playbook.yaml"]).status(1);
+    assert!(
+        output.stderr.contains("hub `prod` lists `prod.values.yaml`, but config/clusters/c/prod.values.yaml does not exist")
+            && output.stderr.contains("config/clusters/c/cluster.yaml:13:5"),
+        "{}",
+        output.stderr
+    );
+}
+
+/// A playbook that sets `path` in `config/x.values.yaml`.
+fn set_playbook(path: &str) -> String {
+    format!(
+        "runbook: 1\nname: bad\nsteps:\n  - id: edit\n    values.set:\n      file: config/x.values.yaml\n      set:\n        {path}: 10.100.0.42\n"
+    )
+}
+
+#[test]
+fn bad_values_files_fail_with_a_position_and_stay_byte_identical() {
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        ("missing file", None, "nfs.pv.serverIP"),
+        (
+            "not YAML",
+            Some("nfs:\n  pv: [10.0.0.1\n"),
+            "nfs.pv.serverIP",
+        ),
+        (
+            "several documents",
+            Some("nfs:\n  pv:\n    serverIP: 10.0.0.1\n---\nnfs: {}\n"),
+            "nfs.pv.serverIP",
+        ),
+        (
+            "SOPS-encrypted",
+            Some(
+                "nfs:\n  pv:\n    serverIP: ENC[AES256_GCM,data:abc=,type:str]\nsops:\n  version: 3.8.1\n",
+            ),
+            "nfs.pv.serverIP",
+        ),
+        (
+            "path crosses a list",
+            Some("nfs:\n  pv:\n  - serverIP: 10.0.0.1\n"),
+            "nfs.pv.serverIP",
+        ),
+        (
+            "path crosses a scalar",
+            Some("nfs:\n  enabled: true # keep\n"),
+            "nfs.enabled.serverIP",
+        ),
+        (
+            "list index past the end",
+            Some("nfs:\n  pv:\n  - serverIP: 10.0.0.1\n"),
+            "nfs.pv[3].serverIP",
+        ),
+        (
+            "value is a mapping",
+            Some("nfs:\n  pv:\n    serverIP: 10.0.0.1\n"),
+            "nfs.pv",
+        ),
+        (
+            "path goes through an alias",
+            Some("base: &base\n  serverIP: 10.0.0.1\nnfs:\n  pv: *base\n"),
+            "nfs.pv.serverIP",
+        ),
+        (
+            "value inside an anchor an alias repeats",
+            Some("base: &base\n  serverIP: 10.0.0.1\nnfs:\n  pv: *base\n"),
+            "base.serverIP",
+        ),
+    ];
+    let mut report = String::new();
+    for (what, text, path) in cases {
+        let mut test = Test::new().playbook(&set_playbook(path));
+        if let Some(text) = text {
+            test = test.file("config/x.values.yaml", text);
+        }
+        let output = test.run_args(&["run", "playbook.yaml"]);
+        // Invalid input: exit 2 per the SPEC once the engine maps `InvalidInput` errors from
+        // actions; today every action error is a failed step, exit 1.
+        assert_eq!(output.code, 1, "{what}: {}", output.stderr);
+        match text {
+            Some(text) => assert_eq!(&read(&test, "config/x.values.yaml"), text, "{what}"),
+            None => assert!(!test.path("config/x.values.yaml").exists()),
+        }
+        let plan = test.run_args(&["plan", "playbook.yaml"]).status(0);
+        assert!(
+            plan.stdout.contains("cannot evaluate"),
+            "{what}: {}",
+            plan.stdout
+        );
+        let stderr = scrubbed(&output);
+        let message: Vec<&str> = stderr
+            .lines()
+            .filter(|line| !line.starts_with("run ") && !line.starts_with("a step failed"))
+            .map(|line| line.trim_end())
+            .collect::<Vec<_>>();
+        let message = message
+            .join("\n")
+            .replace(&test.dir().display().to_string(), "[dir]");
+        report.push_str(&format!("## {what}: {path}\n{message}\n\n"));
+    }
+    insta::assert_snapshot!(report);
+}
+
+#[test]
+fn bad_steps_are_rejected_when_the_playbook_is_loaded() {
+    let cases = [
+        ("a path that does not parse", "set: {nfs..pv: 1}"),
+        ("a template as a path", "set: {\"{{ key }}\": 1}"),
+        ("a list as a value", "set: {nfs.pv.mountOptions: [vers=4]}"),
+        ("nothing to set", "set: {}"),
+        ("an unknown key", "set: {a: 1}\n      unde: basehub"),
+    ];
+    let mut report = String::new();
+    for (what, body) in cases {
+        let test = Test::new().playbook(&format!(
+            "runbook: 1\nname: bad\nparams:\n  key: {{default: a}}\nsteps:\n  - id: edit\n    values.set:\n      file: x.yaml\n      {body}\n"
+        ));
+        let output = test.run_args(&["validate", "playbook.yaml"]).status(2);
+        report.push_str(&format!("## {what}\n{}\n", output.stderr));
+    }
+    let get_cases = [
+        (
+            "two sources",
+            "{file: a.yaml, cluster: c.yaml, hub: h, path: a}",
+        ),
+        ("a hub without a cluster", "{file: a.yaml, hub: h, path: a}"),
+        ("a bad path", "{file: a.yaml, path: \"a[x]\"}"),
+    ];
+    for (what, body) in get_cases {
+        let test = Test::new().playbook(&format!(
+            "runbook: 1\nname: bad\nsteps:\n  - id: read\n    values.get: {body}\n"
+        ));
+        let output = test.run_args(&["validate", "playbook.yaml"]).status(2);
+        report.push_str(&format!("## values.get: {what}\n{}\n", output.stderr));
+    }
+    insta::assert_snapshot!(report);
+}
