@@ -89,33 +89,18 @@ struct Recorder<'a> {
 
 impl Recorder<'_> {
     fn emit(&mut self, kind: EventKind) -> anyhow::Result<()> {
-        let event = Event {
-            ts: now_rfc3339(),
-            run: self.run_id.clone(),
-            kind,
-        };
-        let mut json = serde_json::to_value(&event)?;
-        self.masker.mask_json(&mut json);
-        if event.kind.is_journaled() {
-            lock_journal(&self.journal)?.append(&json, event.kind.needs_sync())?;
+        let (masked, json) = masked_event(&self.run_id, &self.masker, kind)?;
+        if masked.kind.is_journaled() {
+            lock_journal(&self.journal)?.append(&json, masked.kind.needs_sync())?;
         }
-        let masked: Event = serde_json::from_value(json.clone())?;
         self.reporter.event(&masked, &json);
         Ok(())
     }
 
     /// Shows an event without journaling it (a done step skipped again on resume).
     fn show(&self, kind: EventKind) {
-        let event = Event {
-            ts: now_rfc3339(),
-            run: self.run_id.clone(),
-            kind,
-        };
-        if let Ok(mut json) = serde_json::to_value(&event) {
-            self.masker.mask_json(&mut json);
-            if let Ok(masked) = serde_json::from_value::<Event>(json.clone()) {
-                self.reporter.event(&masked, &json);
-            }
+        if let Ok((masked, json)) = masked_event(&self.run_id, &self.masker, kind) {
+            self.reporter.event(&masked, &json);
         }
     }
 
@@ -136,6 +121,23 @@ impl Recorder<'_> {
     }
 }
 
+/// An event of this run with secrets masked, typed and as the JSON that is written: every
+/// event goes through here, so nothing reaches the journal or the screen unmasked.
+fn masked_event(
+    run_id: &str,
+    masker: &Masker,
+    kind: EventKind,
+) -> anyhow::Result<(Event, serde_json::Value)> {
+    let event = Event {
+        ts: now_rfc3339(),
+        run: run_id.to_string(),
+        kind,
+    };
+    let mut json = serde_json::to_value(&event)?;
+    masker.mask_json(&mut json);
+    Ok((serde_json::from_value(json.clone())?, json))
+}
+
 fn lock_journal(journal: &Mutex<Journal>) -> anyhow::Result<std::sync::MutexGuard<'_, Journal>> {
     journal
         .lock()
@@ -152,17 +154,12 @@ struct NoteWriter {
 
 impl crate::actions::NoteSink for NoteWriter {
     fn record(&self, data: serde_json::Value) -> anyhow::Result<()> {
-        let event = Event {
-            ts: now_rfc3339(),
-            run: self.run_id.clone(),
-            kind: EventKind::StepNote {
-                step: self.step.clone(),
-                data,
-            },
+        let kind = EventKind::StepNote {
+            step: self.step.clone(),
+            data,
         };
-        let mut json = serde_json::to_value(&event)?;
-        self.masker.mask_json(&mut json);
-        lock_journal(&self.journal)?.append(&json, true)
+        let (masked, json) = masked_event(&self.run_id, &self.masker, kind)?;
+        lock_journal(&self.journal)?.append(&json, masked.kind.needs_sync())
     }
 }
 
