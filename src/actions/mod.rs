@@ -122,6 +122,11 @@ impl StepContext<'_> {
         Ok(self.renderer.render_string(template, self.vars)?)
     }
 
+    /// Renders an optional template (a namespace, a selector).
+    pub fn render_optional(&self, template: Option<&str>) -> anyhow::Result<Option<String>> {
+        template.map(|template| self.render(template)).transpose()
+    }
+
     /// Renders every string inside a JSON value.
     pub fn render_json(&self, value: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
         Ok(self.renderer.render_json(value, self.vars)?)

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::{describe, render_namespace};
+use super::describe;
 use crate::actions::{Action, Check, Outcome, Preview, StepContext};
 use crate::kube::{Kind, ObjectPatch, diff, kind_of_manifest};
 
@@ -131,7 +131,7 @@ impl KubeApply {
             }
             (None, None) => anyhow::bail!("missing the object"),
         };
-        let default_namespace = render_namespace(cx, self.namespace.as_ref())?;
+        let default_namespace = cx.render_optional(self.namespace.as_deref())?;
         documents
             .into_iter()
             .map(|mut manifest| {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{KindName, render_namespace};
+use super::KindName;
 use crate::actions::{Action, Outcome, Preview, StepContext};
 
 /// `kube.count: {kind, namespace, selector, field_selector}`.
@@ -25,11 +25,8 @@ pub struct KubeCount {
 impl KubeCount {
     fn selectors(&self, cx: &StepContext<'_>) -> anyhow::Result<(Option<String>, Option<String>)> {
         Ok((
-            self.selector.as_deref().map(|s| cx.render(s)).transpose()?,
-            self.field_selector
-                .as_deref()
-                .map(|s| cx.render(s))
-                .transpose()?,
+            cx.render_optional(self.selector.as_deref())?,
+            cx.render_optional(self.field_selector.as_deref())?,
         ))
     }
 }
@@ -54,7 +51,7 @@ impl Action for KubeCount {
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
         let kind = self.kind.resolve(cx)?;
-        let namespace = render_namespace(cx, self.namespace.as_ref())?;
+        let namespace = cx.render_optional(self.namespace.as_deref())?;
         let (labels, fields) = self.selectors(cx)?;
         let items = cx
             .cluster()?

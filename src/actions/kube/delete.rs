@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use kube::api::PropagationPolicy;
 use serde::{Deserialize, Serialize};
 
-use super::{KindName, describe, render_namespace};
+use super::{KindName, describe};
 use crate::actions::{Action, Check, Outcome, Preview, StepContext};
 use crate::kube::{Cluster, Kind, find_kind};
 use crate::playbook::HumanDuration;
@@ -192,7 +192,7 @@ fn is_deleting(object: &serde_json::Value) -> bool {
 impl KubeDelete {
     async fn matches(&self, cx: &StepContext<'_>, cluster: &Cluster) -> anyhow::Result<Matches> {
         let kind = self.kind.resolve(cx)?;
-        let namespace = render_namespace(cx, self.namespace.as_ref())?;
+        let namespace = cx.render_optional(self.namespace.as_deref())?;
         let (objects, chosen_by) = match &self.name {
             Some(name) => {
                 let name = cx.render(name)?;
@@ -211,12 +211,8 @@ impl KubeDelete {
                 )
             }
             None => {
-                let labels = self.selector.as_deref().map(|s| cx.render(s)).transpose()?;
-                let fields = self
-                    .field_selector
-                    .as_deref()
-                    .map(|s| cx.render(s))
-                    .transpose()?;
+                let labels = cx.render_optional(self.selector.as_deref())?;
+                let fields = cx.render_optional(self.field_selector.as_deref())?;
                 let mut items = cluster
                     .list(
                         kind,

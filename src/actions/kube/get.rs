@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{KindName, describe, register_object, render_namespace};
+use super::{KindName, describe, register_object};
 use crate::actions::{Action, Outcome, Preview, StepContext};
 
 /// `kube.get: {kind, name, namespace, optional}`.
@@ -25,7 +25,7 @@ pub struct KubeGet {
 impl Action for KubeGet {
     async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
         let kind = self.kind.resolve(cx)?;
-        let namespace = render_namespace(cx, self.namespace.as_ref())?;
+        let namespace = cx.render_optional(self.namespace.as_deref())?;
         Ok(Preview {
             summary: format!(
                 "read {}",
@@ -38,7 +38,7 @@ impl Action for KubeGet {
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
         let kind = self.kind.resolve(cx)?;
         let name = cx.render(&self.name)?;
-        let namespace = render_namespace(cx, self.namespace.as_ref())?;
+        let namespace = cx.render_optional(self.namespace.as_deref())?;
         let cluster = cx.cluster()?;
         match cluster.get(kind, &name, namespace.as_deref()).await? {
             Some(object) => {

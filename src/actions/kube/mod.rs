@@ -59,14 +59,6 @@ impl KindName {
     }
 }
 
-/// Renders an optional namespace.
-fn render_namespace(
-    cx: &StepContext<'_>,
-    namespace: Option<&String>,
-) -> anyhow::Result<Option<String>> {
-    namespace.map(|ns| cx.render(ns)).transpose()
-}
-
 /// `Kind name` or `Kind name in namespace ns`, for plans and messages.
 fn describe(kind: &Kind, name: &str, namespace: Option<&str>) -> String {
     match namespace.filter(|_| kind.namespaced) {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{KindName, describe, render_namespace};
+use super::{KindName, describe};
 use crate::actions::{Action, Check, Outcome, Preview, StepContext};
 use crate::kube::{Kind, ObjectPatch, diff};
 
@@ -73,7 +73,7 @@ impl KubePatch {
         Ok(Target {
             kind: self.kind.resolve(cx)?,
             name: cx.render(&self.name)?,
-            namespace: render_namespace(cx, self.namespace.as_ref())?,
+            namespace: cx.render_optional(self.namespace.as_deref())?,
             patch,
         })
     }

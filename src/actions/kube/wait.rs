@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{KindName, describe, render_namespace};
+use super::{KindName, describe};
 use crate::actions::{Action, Check, Outcome, Preview, StepContext};
 use crate::playbook::{Condition, HumanDuration};
 
@@ -36,7 +36,7 @@ impl KubeWait {
     async fn holds(&self, cx: &StepContext<'_>) -> anyhow::Result<(bool, serde_json::Value)> {
         let kind = self.kind.resolve(cx)?;
         let name = cx.render(&self.name)?;
-        let namespace = render_namespace(cx, self.namespace.as_ref())?;
+        let namespace = cx.render_optional(self.namespace.as_deref())?;
         let object = cx.cluster()?.get(kind, &name, namespace.as_deref()).await?;
         let holds = match (self.until.as_str(), &object) {
             ("exists", found) => found.is_some(),
@@ -53,7 +53,7 @@ impl KubeWait {
 
     fn target(&self, cx: &StepContext<'_>) -> anyhow::Result<String> {
         let kind = self.kind.resolve(cx)?;
-        let namespace = render_namespace(cx, self.namespace.as_ref())?;
+        let namespace = cx.render_optional(self.namespace.as_deref())?;
         Ok(describe(
             kind,
             &cx.render(&self.name)?,
