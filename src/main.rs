@@ -11,6 +11,7 @@ use runbook::engine::{self, RunOptions, StateDir};
 use runbook::kube::{Cluster, ClusterOptions};
 use runbook::playbook::{Inputs, Playbook};
 use runbook::report::{self, Format, Reporter, Verbosity};
+use runbook::sandbox::session::SandboxSession;
 use runbook::{Diagnostic, Error, Exit};
 
 /// Run maintenance procedures written as YAML playbooks: step by step, resumable, with
@@ -18,14 +19,10 @@ use runbook::{Diagnostic, Error, Exit};
 #[derive(Debug, Parser)]
 #[command(name = "runbook", version, about, max_term_width = 100)]
 struct Cli {
-    /// Where runs keep their journal and lock.
-    #[arg(
-        long,
-        global = true,
-        env = "RUNBOOK_STATE_DIR",
-        default_value = ".runbook"
-    )]
-    state_dir: PathBuf,
+    /// Where runs keep their journal and lock [default: .runbook, or DIR/state with
+    /// --sandbox-dir DIR]
+    #[arg(long, global = true, env = "RUNBOOK_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Only failures, pauses and the final line.
     #[arg(long, short, global = true, conflicts_with = "verbose")]
     quiet: bool,
@@ -55,6 +52,20 @@ struct PlaybookArgs {
     vars_file: Option<String>,
 }
 
+/// `--sandbox`: the run talks to a sandbox cluster seeded with a hub, not to a real cluster.
+#[derive(Debug, Args)]
+struct SandboxArgs {
+    /// Run against a sandbox cluster on 127.0.0.1 seeded with a hub to migrate (its objects,
+    /// NFS exports as local directories, a deployer configuration); params the playbook
+    /// declares get the sandbox's values unless --var sets them.
+    #[arg(long)]
+    sandbox: bool,
+    /// Keep the sandbox in DIR, and continue the one there [default: a new temporary
+    /// directory, removed after a successful run].
+    #[arg(long, value_name = "DIR", requires = "sandbox")]
+    sandbox_dir: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum PlanFormat {
     Text,
@@ -73,6 +84,8 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: PlanFormat,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// Run a playbook, or resume it where it stopped.
     Run {
@@ -96,6 +109,8 @@ enum Command {
         /// Text on stderr, or JSON events on stdout.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// Show a run's state (the most recent run by default).
     Status {
@@ -126,16 +141,20 @@ async fn cluster_for(
     Ok(Some(Cluster::connect(options).await?))
 }
 
-fn load(args: &PlaybookArgs) -> Result<(Playbook, runbook::playbook::Bound), Error> {
+fn load(
+    args: &PlaybookArgs,
+    sandbox: Option<&SandboxSession>,
+) -> Result<(Playbook, runbook::playbook::Bound), Error> {
     let playbook = Playbook::load(&args.playbook)?;
     let bound = playbook.bind(&Inputs {
         vars: args.vars.clone(),
         vars_file: args.vars_file.clone(),
+        defaults: sandbox.map(SandboxSession::params).unwrap_or_default(),
     })?;
     Ok((playbook, bound))
 }
 
-async fn execute(cli: Cli) -> Result<Exit, Error> {
+async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Error> {
     let verbosity = if cli.quiet {
         Verbosity::Quiet
     } else if cli.verbose {
@@ -143,14 +162,24 @@ async fn execute(cli: Cli) -> Result<Exit, Error> {
     } else {
         Verbosity::Normal
     };
-    let state = StateDir::new(&cli.state_dir);
+    let state_dir = match (&cli.state_dir, sandbox) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(sandbox)) => sandbox.state_dir(),
+        (None, None) => PathBuf::from(".runbook"),
+    };
+    let state = StateDir::new(&state_dir);
     let cluster_options = ClusterOptions {
-        kubeconfig: cli.kubeconfig.clone(),
+        kubeconfig: match sandbox {
+            Some(sandbox) => Some(sandbox.kubeconfig()),
+            None => cli.kubeconfig.clone(),
+        },
         context: cli.context.clone(),
     };
+    // Served from this process while the command runs; stopped (and saved) when it ends.
+    let _served = sandbox.map(SandboxSession::serve).transpose()?;
     match cli.command {
         Command::Validate(args) => {
-            let (playbook, bound) = load(&args)?;
+            let (playbook, bound) = load(&args, None)?;
             let run = engine::run_id(&playbook, &bound.params);
             let count = playbook.steps.len();
             let steps = if count == 1 { "step" } else { "steps" };
@@ -163,8 +192,9 @@ async fn execute(cli: Cli) -> Result<Exit, Error> {
         Command::Plan {
             playbook: args,
             format,
+            sandbox: _,
         } => {
-            let (playbook, bound) = load(&args)?;
+            let (playbook, bound) = load(&args, sandbox)?;
             let reporter = Reporter::new(Format::Text, verbosity);
             let cluster = cluster_for(&playbook, &cluster_options).await?;
             let plan = engine::plan(&playbook, &bound, &state, &reporter, cluster.as_ref()).await?;
@@ -184,8 +214,9 @@ async fn execute(cli: Cli) -> Result<Exit, Error> {
             only,
             restart,
             format,
+            sandbox: _,
         } => {
-            let (playbook, bound) = load(&args)?;
+            let (playbook, bound) = load(&args, sandbox)?;
             let reporter = Reporter::new(format, verbosity);
             let options = RunOptions {
                 yes,
@@ -195,7 +226,7 @@ async fn execute(cli: Cli) -> Result<Exit, Error> {
                 restart,
             };
             let cluster = cluster_for(&playbook, &cluster_options).await?;
-            engine::run(
+            let exit = engine::run(
                 &playbook,
                 &bound,
                 &state,
@@ -203,7 +234,19 @@ async fn execute(cli: Cli) -> Result<Exit, Error> {
                 &reporter,
                 cluster.as_ref(),
             )
-            .await
+            .await?;
+            if format == Format::Text && verbosity != Verbosity::Quiet {
+                let run_dir = state.run_dir(&engine::run_id(&playbook, &bound.params));
+                let (events, _) = runbook::engine::journal::read_events(&run_dir)?;
+                let order: Vec<&str> = playbook.steps.iter().map(|step| step.id()).collect();
+                let summary = report::RunSummary::from_events(
+                    &events,
+                    &order,
+                    playbook.maintenance_window.as_ref(),
+                );
+                eprint!("{}", summary.to_text());
+            }
+            Ok(exit)
         }
         Command::Status { run, format } => {
             let runs = state.runs()?;
@@ -215,10 +258,10 @@ async fn execute(cli: Cli) -> Result<Exit, Error> {
                         Some(close) => format!("did you mean `{close}`?"),
                         None => "`runbook list` shows the runs".into(),
                     };
-                    return Err(Diagnostic::new(format!("no run `{run}` in {}", cli.state_dir.display())).help(help).into());
+                    return Err(Diagnostic::new(format!("no run `{run}` in {}", state_dir.display())).help(help).into());
                 }
                 None => runs.first().cloned().ok_or_else(|| {
-                    Diagnostic::new(format!("no runs in {}", cli.state_dir.display()))
+                    Diagnostic::new(format!("no runs in {}", state_dir.display()))
                         .help("start one with `runbook run PLAYBOOK`, or point --state-dir at the right place")
                 })?,
             };
@@ -246,16 +289,29 @@ async fn execute(cli: Cli) -> Result<Exit, Error> {
             Ok(Exit::Success)
         }
         Command::Sandbox { command } => {
-            runbook::sandbox::run_command(command)
-                .await
-                .map_err(Error::Other)?;
+            runbook::sandbox::run_command(command, &cluster_options).await?;
             Ok(Exit::Success)
         }
     }
 }
 
+/// The `--sandbox` of a `plan` or `run`.
+fn sandbox_args(cli: &Cli) -> Option<&SandboxArgs> {
+    match &cli.command {
+        Command::Plan { sandbox, .. } | Command::Run { sandbox, .. } if sandbox.sandbox => {
+            Some(sandbox)
+        }
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let sandbox = match sandbox_args(&cli).map(|args| prepare_sandbox(&cli, args)) {
+        Some(Ok(session)) => Some(session),
+        Some(Err(error)) => return report_error(&error),
+        None => None,
+    };
     // Multi-threaded: template lookups (`kube_get`) block in place while the cluster client's
     // connections keep being driven on the other worker.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -269,16 +325,53 @@ fn main() -> ExitCode {
             return ExitCode::from(Exit::StepFailed.code());
         }
     };
-    let exit = match runtime.block_on(execute(cli)) {
+    let quiet = cli.quiet;
+    let was_run = matches!(cli.command, Command::Run { .. });
+    let exit = match runtime.block_on(execute(cli, sandbox.as_ref())) {
         Ok(exit) => exit,
         Err(error) => {
-            match &error {
-                Error::Invalid(diagnostic) => eprint!("{diagnostic}"),
-                Error::Locked(message) => eprintln!("error: {message}"),
-                Error::Other(cause) => eprintln!("error: {cause:#}"),
+            let code = report_error(&error);
+            if let Some(sandbox) = sandbox {
+                sandbox.finish(error.exit(), was_run, quiet);
             }
-            error.exit()
+            return code;
         }
     };
+    if let Some(sandbox) = sandbox {
+        sandbox.finish(exit, was_run, quiet);
+    }
     ExitCode::from(exit.code())
+}
+
+fn report_error(error: &Error) -> ExitCode {
+    match error {
+        Error::Invalid(diagnostic) => eprint!("{diagnostic}"),
+        Error::Locked(message) => eprintln!("error: {message}"),
+        Error::Other(cause) => eprintln!("error: {cause:#}"),
+    }
+    ExitCode::from(error.exit().code())
+}
+
+/// Seeds (or finds) the sandbox directory before the runtime starts, and points the
+/// processes the run starts (`kubectl`, the deployer stand-in) at the sandbox, never at the
+/// cluster of the user's own kubeconfig.
+fn prepare_sandbox(cli: &Cli, args: &SandboxArgs) -> Result<SandboxSession, Error> {
+    for (given, flag) in [
+        (cli.kubeconfig.is_some(), "--kubeconfig"),
+        (cli.context.is_some(), "--context"),
+    ] {
+        if given {
+            return Err(Diagnostic::new(format!(
+                "{flag} cannot be used with --sandbox: the run talks to the sandbox only"
+            ))
+            .help(format!(
+                "drop {flag}, or drop --sandbox to use a real cluster"
+            ))
+            .into());
+        }
+    }
+    let session = SandboxSession::prepare(args.sandbox_dir.as_deref(), !cli.quiet)?;
+    // SAFETY: no other thread exists yet: the runtime and the sandbox's thread start later.
+    unsafe { std::env::set_var("KUBECONFIG", session.kubeconfig()) };
+    Ok(session)
 }

@@ -161,6 +161,9 @@ impl Renderer {
     fn environment(cluster: Option<crate::kube::Cluster>) -> Environment<'static> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Python's string, list and dict methods (`path.endswith(hub)`, `s.rstrip('/')`,
+        // `d.items()`), as people who write Ansible and Jinja templates expect.
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("shell_quote", shell_quote);
         env.add_function("env", env_var);
         crate::kube::lookups::register(&mut env, cluster);
@@ -585,13 +588,17 @@ fn tokenize(code: &str) -> Vec<CodeToken> {
 
 /// `{{ path | shell_quote }}`: one argument for a POSIX shell, whatever it contains.
 fn shell_quote(value: Value) -> String {
-    let text = value_to_text(&value);
+    quote_for_shell(&value_to_text(&value))
+}
+
+/// `text` as one argument for a POSIX shell: as is when that is safe, else single-quoted.
+pub fn quote_for_shell(text: &str) -> String {
     if !text.is_empty()
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
     {
-        text
+        text.to_string()
     } else {
         format!("'{}'", text.replace('\'', r"'\''"))
     }
@@ -641,6 +648,22 @@ mod tests {
         assert_eq!(error.undefined.as_deref(), Some("hbu"));
         let error = renderer.is_true("hbu == 'x'", &vars()).unwrap_err();
         assert_eq!(error.undefined.as_deref(), Some("hbu"));
+    }
+
+    #[test]
+    fn python_string_methods_work() {
+        let renderer = Renderer::new(Masker::default());
+        assert!(
+            renderer
+                .is_true("'/homes/staging/'.rstrip('/').endswith(hub)", &vars())
+                .unwrap()
+        );
+        assert_eq!(
+            renderer
+                .render_string("{{ '/homes/staging'.split('/') | last }}", &vars())
+                .unwrap(),
+            "staging"
+        );
     }
 
     #[test]

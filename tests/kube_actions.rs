@@ -279,6 +279,176 @@ fn an_unknown_kind_is_rejected_when_loading() {
 }
 
 #[test]
+fn forbidden_names_the_verb_the_kind_and_the_namespace() {
+    // The sandbox answers 403 to new objects in a namespace that is being deleted, as a real
+    // server does (a finalizer keeps this one Terminating).
+    let sandbox = Sandbox::start(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: closing, finalizers: [example.com/hold]}\n",
+    );
+    test_with(
+        &sandbox,
+        r#"
+runbook: 1
+name: forbidden
+steps:
+  - id: close
+    kube.delete: {kind: Namespace, name: closing}
+  - id: add
+    kube.apply: {namespace: closing, manifest: {apiVersion: v1, kind: ConfigMap, metadata: {name: settings}}}
+"#,
+    )
+    .args(["run", "playbook.yaml"])
+    .run()
+    .status(1)
+    .stderr_has("add failed")
+    .stderr_has("forbidden: cannot patch ConfigMap in namespace closing: ");
+}
+
+#[test]
+fn a_malformed_rendered_selector_is_invalid_input_and_sends_no_request() {
+    let sandbox = Sandbox::start(HUB);
+    for (step, says) in [
+        (
+            "kube.count: {kind: Pod, namespace: staging, selector: \"component in {{ component }}\"}",
+            "`selector`: `component in singleuser-server` (rendered from `component in {{ component }}`) is not a valid label selector: unable to parse requirement: found 'singleuser-server', expected: '('",
+        ),
+        (
+            "kube.delete: {kind: Pod, namespace: staging, field_selector: \"status.phase:{{ phase }}\", max: 1}",
+            "`field_selector`: `status.phase:Running` (rendered from `status.phase:{{ phase }}`) is not a valid field selector",
+        ),
+        (
+            "kube.delete: {kind: Pod, namespace: staging, owner: {kind: \"{{ owner }}\", name: x}, max: 1}",
+            "`{{ owner }}` renders to `Deploymnet`, which is not a known kind",
+        ),
+    ] {
+        let before = sandbox.requests().len();
+        let test = test_with(
+            &sandbox,
+            &format!(
+                "runbook: 1\nname: bad-selector\nparams:\n  component: {{default: singleuser-server}}\n  phase: {{default: Running}}\n  owner: {{default: Deploymnet}}\nsteps:\n  - id: select\n    retries: 2\n    {step}\n"
+            ),
+        );
+        test.run_args(&["validate", "playbook.yaml"]).status(0);
+        test.run_args(&["run", "playbook.yaml"])
+            .status(2)
+            .stderr_has(says)
+            .stderr_has("invalid input (exit 2)")
+            .stderr_lacks("trying again");
+        let lists: Vec<_> = sandbox.requests()[before..]
+            .iter()
+            .filter(|request| {
+                request["path"]
+                    .as_str()
+                    .is_some_and(|path| path.contains("/pods"))
+            })
+            .cloned()
+            .collect();
+        assert!(lists.is_empty(), "requests were sent: {lists:?}");
+    }
+    assert!(
+        sandbox
+            .get("pod", "jupyter-alice", Some("staging"))
+            .is_some()
+    );
+    // Well formed, but not a field the server can select pods by: its 400 is invalid input.
+    test_with(
+        &sandbox,
+        "runbook: 1\nname: unsupported\nsteps:\n  - id: count\n    kube.count: {kind: Pod, namespace: staging, field_selector: spec.volumes=x}\n",
+    )
+    .args(["run", "playbook.yaml"])
+    .run()
+    .status(2)
+    .stderr_has("invalid input: the server refused the selectors: ")
+    .stderr_has("field label not supported: spec.volumes");
+}
+
+#[test]
+fn an_invalid_manifest_is_invalid_input_with_its_position() {
+    let sandbox = Sandbox::start(HUB);
+    // Inline: found when the playbook loads, at the field at fault.
+    let inline = test_with(
+        &sandbox,
+        r#"
+runbook: 1
+name: apply
+steps:
+  - id: transfer-pod
+    kube.apply:
+      namespace: staging
+      manifest:
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: transfer}
+        spec:
+          containers:
+            - name: copy
+              image: alpine
+              ports:
+                - containerPort: rsync
+"#,
+    );
+    for command in ["validate", "plan", "run"] {
+        inline
+            .run_args(&[command, "playbook.yaml"])
+            .status(2)
+            .stderr_has("error: the Pod manifest is not valid: `containerPort` must be a whole number, not `rsync`")
+            .stderr_has(" --> playbook.yaml:17:34");
+    }
+    assert!(!inline.path(".runbook").exists());
+
+    // Rendered from a template: found when the step runs, shown in the rendered text.
+    let templated = test_with(
+        &sandbox,
+        r#"
+runbook: 1
+name: apply
+params:
+  port: {default: rsync}
+steps:
+  - id: settings
+    kube.apply: {namespace: staging, manifest: {apiVersion: v1, kind: ConfigMap, metadata: {name: settings}}}
+  - id: transfer-pod
+    kube.apply: {template: pod.yaml, namespace: staging}
+"#,
+    )
+    .file(
+        "templates/pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: transfer}\nspec:\n  containers:\n    - name: copy\n      image: alpine\n      ports:\n        - containerPort: {{ port }}\n",
+    );
+    let output = templated
+        .run_args(&["run", "playbook.yaml"])
+        .status(2)
+        .stderr_has("settings changed")
+        .stderr_has("transfer-pod failed")
+        .stderr_has("invalid input: the Pod manifest is not valid: `containerPort` must be a whole number, not `rsync`")
+        .stderr_has("templates/pod.yaml (rendered):9:26");
+    assert!(
+        output.stderr.contains("9 |         - containerPort: rsync"),
+        "{}",
+        output.stderr
+    );
+    assert!(sandbox.get("pod", "transfer", Some("staging")).is_none());
+
+    // An inline manifest with templates is checked once rendered.
+    let rendered = test_with(
+        &sandbox,
+        r#"
+runbook: 1
+name: apply-rendered
+params:
+  kind: {default: Gadget}
+steps:
+  - id: odd
+    kube.apply: {namespace: staging, manifest: {apiVersion: v1, kind: "{{ kind }}", metadata: {name: x}}}
+"#,
+    );
+    rendered
+        .run_args(&["run", "playbook.yaml"])
+        .status(2)
+        .stderr_has("invalid input: `manifest` (rendered): unknown kind `Gadget` in `v1`");
+}
+
+#[test]
 fn transient_errors_and_conflicts_are_retried() {
     let sandbox = Sandbox::start_with(
         HUB,

@@ -352,6 +352,107 @@ steps:
     assert_eq!(test.lines_of("ran.log"), ["offline"]);
 }
 
+/// A guard like the NFS playbook's "wait for active users to leave", whose tries and wait
+/// come from params, so that tests and demos can shorten it.
+const TEMPLATED_TRIES: &str = r#"
+runbook: 1
+name: guarded
+params:
+  users: {type: int}
+  user_checks: {type: int, default: 30}
+  check_interval: {default: 60s}
+steps:
+  - id: offline
+    require: "users == 0"
+    retries: "{{ user_checks }}"
+    delay: "{{ check_interval }}"
+    run: {shell: true, command: "echo offline >> ran.log"}
+"#;
+
+#[test]
+fn retries_and_delay_can_be_templates_rendered_when_the_step_runs() {
+    let test = Test::new().playbook(TEMPLATED_TRIES);
+    let vars = ["--var", "user_checks=2", "--var", "check_interval=10ms"];
+    let plan = test
+        .run_args(&[&["plan", "playbook.yaml", "--var", "users=2"][..], &vars].concat())
+        .status(0);
+    assert!(
+        plan.stdout.contains(
+            "guard is false: users == 0; a run evaluates it again up to 2 times, 10ms apart, and stops here if it stays false"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let started = std::time::Instant::now();
+    test.run_args(&[&["run", "playbook.yaml", "--var", "users=2"][..], &vars].concat())
+        .status(3)
+        .stderr_has("evaluating again in 10ms (1/2)")
+        .stderr_has("offline refused: guard is false after 3 tries: users == 0");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(test.lines_of("ran.log").is_empty());
+    // The defaults apply when the params are not given: 30 tries a minute apart would be
+    // too long to wait for here, so the guard holds this time.
+    test.run_args(&["run", "playbook.yaml", "--var", "users=0"])
+        .status(0);
+    assert_eq!(test.lines_of("ran.log"), ["offline"]);
+}
+
+#[test]
+fn a_templated_retries_or_delay_that_renders_badly_is_invalid_input() {
+    for (vars, says) in [
+        (
+            ["--var", "user_checks=-1"],
+            "step `offline`: `retries: {{ user_checks }}` renders to `-1`, which is not a whole number of 0 or more",
+        ),
+        (
+            ["--var", "check_interval=soon"],
+            "step `offline`: `delay: {{ check_interval }}` renders to `soon`, which is not a duration such as 30, 90s, 5m or 1h30m",
+        ),
+    ] {
+        let test = Test::new().playbook(TEMPLATED_TRIES);
+        let output = test
+            .run_args(&[&["run", "playbook.yaml", "--var", "users=0"][..], &vars].concat())
+            .status(2)
+            .stderr_has(says)
+            .stderr_has("invalid input (exit 2)");
+        assert!(test.lines_of("ran.log").is_empty(), "{}", output.stderr);
+        let statuses: Vec<String> = test
+            .journal()
+            .iter()
+            .filter(|event| event["event"] == "step_finished" || event["event"] == "run_finished")
+            .map(|event| event["status"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(statuses, ["failed", "invalid"]);
+        // `plan` says the same without running anything.
+        let plan = test
+            .run_args(&[&["plan", "playbook.yaml", "--var", "users=0"][..], &vars].concat())
+            .status(0);
+        assert!(plan.stdout.contains(says), "{}", plan.stdout);
+    }
+
+    // The step was journaled as failed, not done: once what it renders is fixed, the same
+    // run (same params) evaluates it again.
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: from-env
+steps:
+  - id: offline
+    retries: "{{ env('USER_CHECKS') }}"
+    run: {shell: true, command: "echo offline >> ran.log"}
+"#,
+        )
+        .env("USER_CHECKS", "a few")
+        .args(["run", "playbook.yaml"]);
+    test.run()
+        .status(2)
+        .stderr_has("renders to `a few`, which is not a whole number");
+    let test = test.env("USER_CHECKS", "2");
+    test.run().status(0).stderr_lacks("done in an earlier run");
+    assert_eq!(test.lines_of("ran.log"), ["offline"]);
+}
+
 #[test]
 fn argv_elements_are_rendered_one_by_one_and_never_split() {
     let test = Test::new()

@@ -40,6 +40,7 @@ impl Harness {
             dir: dir.path().to_path_buf(),
             port: 0,
             objects: None,
+            state_file: None,
             save: None,
             faults,
         };

@@ -737,9 +737,8 @@ fn static_mistakes_are_caught_when_the_playbook_loads() {
     }
 }
 
-/// Mistakes known only once templates are rendered fail the step before anything is
-/// copied. They exit 1 today: the engine maps action errors to 1; `InvalidInput` is the type
-/// it can map to exit 2.
+/// Mistakes known only once templates are rendered or the directories are looked at are
+/// invalid input (exit 2), found before anything is copied, and not retried.
 #[test]
 fn bad_paths_and_values_fail_before_anything_is_copied() {
     for (step, setup, says) in [
@@ -763,12 +762,38 @@ fn bad_paths_and_values_fail_before_anything_is_copied() {
             write(&test.path(setup), b"a file\n");
         }
         test.run()
-            .status(1)
+            .status(2)
             .stderr_has("invalid input: ")
-            .stderr_has(says);
+            .stderr_has(says)
+            .stderr_has("invalid input (exit 2)");
         assert!(!test.path("dst").exists());
         assert!(!test.path("src/inside").exists());
     }
+}
+
+/// The same invalid input would fail every try the same way: `retries` does not apply, and
+/// the step is journaled as failed (not done), so `run` again checks it again.
+#[test]
+fn invalid_input_is_not_retried_and_is_checked_again_on_the_next_run() {
+    let text = playbook("{from: src, to: dst}")
+        .replace("    sync:", "    retries: 3\n    delay: 5s\n    sync:");
+    let test = Test::new().playbook(&text).args(["run", "playbook.yaml"]);
+    let started = std::time::Instant::now();
+    test.run()
+        .status(2)
+        .stderr_has("`from`: the source src does not exist")
+        .stderr_lacks("trying again");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let attempts = test
+        .journal()
+        .iter()
+        .filter(|event| event["event"] == "step_started")
+        .count();
+    assert_eq!(attempts, 1);
+    assert!(!test.path("dst").exists());
+    write(&test.path("src/a"), b"a\n");
+    test.run().status(0);
+    assert_eq!(std::fs::read(test.path("dst/a")).expect("copied"), b"a\n");
 }
 
 #[test]
@@ -781,13 +806,13 @@ fn a_missing_or_old_rsync_is_invalid_input() {
         .env("PATH", &empty.display().to_string())
         .args(["run", "playbook.yaml"]);
     test.run()
-        .status(1)
+        .status(2)
         .stderr_has("invalid input: rsync is not installed");
     assert!(!test.path("dst").exists());
     let test = Test::new().playbook(&playbook("{from: src, to: dst}"));
     write(&test.path("src/a"), b"a\n");
     let path = fake_rsync(&test, "echo 'rsync  version 3.0.9  protocol version 30'");
     let test = test.env("PATH", &path).args(["run", "playbook.yaml"]);
-    test.run().status(1).stderr_has("rsync 3.0.9 is too old");
+    test.run().status(2).stderr_has("rsync 3.0.9 is too old");
     assert!(!test.path("dst").exists());
 }

@@ -345,21 +345,24 @@ fn get_names_an_unknown_hub_and_a_missing_file() {
         )
     };
     let test = cluster_test().playbook(&playbook("stagign"));
-    let output = test.run_args(&["run", "playbook.yaml"]).status(1);
-    insta::assert_snapshot!(scrubbed(&output), @r"
+    let output = test.run_args(&["run", "playbook.yaml"]).status(2);
+    // Up to the run's last line; a summary may follow it.
+    let shown = scrubbed(&output);
+    let shown = &shown[..shown.find("\nsummary:").map_or(shown.len(), |end| end + 1)];
+    insta::assert_snapshot!(shown, @r"
     run find (playbook.yaml)
     ▶ find
-    ✗ find failed after [duration]: no hub `stagign` in this cluster file (its hubs: staging, prod, dask)
+    ✗ find failed after [duration]: invalid input: no hub `stagign` in this cluster file (its hubs: staging, prod, dask)
      --> config/clusters/c/cluster.yaml:2:1
       |
     2 | hubs:
       | ^^^^
     help: did you mean `staging`?
-    a step failed; run the same command again to resume (exit 1)
+    invalid input (exit 2)
     ");
     std::fs::remove_file(test.path("config/clusters/c/prod.values.yaml")).unwrap();
     std::fs::write(test.path("playbook.yaml"), playbook("prod")).unwrap();
-    let output = test.run_args(&["run", "playbook.yaml"]).status(1);
+    let output = test.run_args(&["run", "playbook.yaml"]).status(2);
     assert!(
         output.stderr.contains("hub `prod` lists `prod.values.yaml`, but config/clusters/c/prod.values.yaml does not exist")
             && output.stderr.contains("config/clusters/c/cluster.yaml:13:5"),
@@ -434,13 +437,23 @@ fn bad_values_files_fail_with_a_position_and_stay_byte_identical() {
             test = test.file("config/x.values.yaml", text);
         }
         let output = test.run_args(&["run", "playbook.yaml"]);
-        // Invalid input: exit 2 per the SPEC once the engine maps `InvalidInput` errors from
-        // actions; today every action error is a failed step, exit 1.
-        assert_eq!(output.code, 1, "{what}: {}", output.stderr);
+        // Invalid input (exit 2): the file is left as it was.
+        assert_eq!(output.code, 2, "{what}: {}", output.stderr);
         match text {
             Some(text) => assert_eq!(&read(&test, "config/x.values.yaml"), text, "{what}"),
             None => assert!(!test.path("config/x.values.yaml").exists()),
         }
+        // Journaled as failed, not done: `run` again reads the file again.
+        let journal = test.journal();
+        let finished: Vec<(&str, &str)> = journal
+            .iter()
+            .filter_map(|event| match event["event"].as_str()? {
+                "step_finished" => Some(("step", event["status"].as_str()?)),
+                "run_finished" => Some(("run", event["status"].as_str()?)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(finished, [("step", "failed"), ("run", "invalid")], "{what}");
         let plan = test.run_args(&["plan", "playbook.yaml"]).status(0);
         assert!(
             plan.stdout.contains("cannot evaluate"),
@@ -450,7 +463,10 @@ fn bad_values_files_fail_with_a_position_and_stay_byte_identical() {
         let stderr = scrubbed(&output);
         let message: Vec<&str> = stderr
             .lines()
-            .filter(|line| !line.starts_with("run ") && !line.starts_with("a step failed"))
+            // The run's last line says "invalid input (exit 2)"; what follows (a summary)
+            // is not about the file.
+            .take_while(|line| !line.starts_with("invalid input (exit"))
+            .filter(|line| !line.starts_with("run "))
             .map(|line| line.trim_end())
             .collect::<Vec<_>>();
         let message = message
@@ -459,6 +475,55 @@ fn bad_values_files_fail_with_a_position_and_stay_byte_identical() {
         report.push_str(&format!("## {what}: {path}\n{message}\n\n"));
     }
     insta::assert_snapshot!(report);
+}
+
+#[test]
+fn a_bad_file_is_invalid_input_and_is_read_again_once_fixed() {
+    // values.set on a file that does not exist yet: exit 2, nothing written.
+    let test = Test::new().playbook(&set_playbook("nfs.pv.serverIP"));
+    test.run_args(&["run", "playbook.yaml"])
+        .status(2)
+        .stderr_has("invalid input: cannot read the values file config/x.values.yaml")
+        .stderr_has("invalid input (exit 2)");
+    assert!(!test.path("config/x.values.yaml").exists());
+    // Once the file is there, the same command runs the step (it was not journaled done).
+    let test = test.file(
+        "config/x.values.yaml",
+        "nfs:\n  pv:\n    serverIP: 10.0.0.1 # old\n",
+    );
+    test.run_args(&["run", "playbook.yaml"])
+        .status(0)
+        .stderr_has("edit changed");
+    assert_eq!(
+        read(&test, "config/x.values.yaml"),
+        "nfs:\n  pv:\n    serverIP: 10.100.0.42 # old\n"
+    );
+
+    // values.get: a SOPS-encrypted file, a file that is not YAML, a missing file.
+    let encrypted =
+        "nfs:\n  pv:\n    serverIP: ENC[AES256_GCM,data:abc=,type:str]\nsops:\n  version: 3.8.1\n";
+    for (what, text, says) in [
+        (
+            "encrypted",
+            Some(encrypted),
+            "the file is encrypted with SOPS",
+        ),
+        ("not YAML", Some("nfs: [\n"), "config/x.values.yaml:"),
+        ("missing", None, "cannot read the values file"),
+    ] {
+        let mut test = Test::new().playbook(
+            "runbook: 1\nname: read\nsteps:\n  - id: read\n    values.get: {file: config/x.values.yaml, path: nfs.pv.serverIP}\n    register: server\n",
+        );
+        if let Some(text) = text {
+            test = test.file("config/x.values.yaml", text);
+        }
+        let output = test.run_args(&["run", "playbook.yaml"]);
+        assert_eq!(output.code, 2, "{what}: {}", output.stderr);
+        assert!(output.stderr.contains(says), "{what}: {}", output.stderr);
+        if let Some(text) = text {
+            assert_eq!(read(&test, "config/x.values.yaml"), text, "{what}");
+        }
+    }
 }
 
 #[test]

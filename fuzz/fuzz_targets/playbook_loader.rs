@@ -55,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
         let inputs = Inputs {
             vars,
             vars_file: None,
+            defaults: Vec::new(),
         };
         match playbook.bind(&inputs) {
             Ok(bound) => {

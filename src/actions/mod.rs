@@ -48,6 +48,41 @@ crate::step_spec! {
 #[error("{0}")]
 pub struct Refusal(pub String);
 
+/// Input that is wrong and that only the run could find, because it is rendered from a
+/// template or read from a file or a directory when the step runs: a values file that is not
+/// YAML, a sync source that does not exist, a selector that renders malformed. Found before
+/// the action changes anything, so the run ends with exit 2 ("invalid input") rather than
+/// as a failed step, and it is not retried (the same input fails the same way). The step is
+/// journaled as failed, not done: `run` again evaluates it anew once the input is fixed.
+///
+/// The message names what is wrong: the file (with its line and column, and a snippet,
+/// when the problem is inside it), the step key, or the path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid input: {0}")]
+pub struct InvalidInput(pub String);
+
+impl InvalidInput {
+    /// Invalid input described by a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        InvalidInput(message.into())
+    }
+
+    /// Invalid input inside a file, shown as a diagnostic (position, snippet, `help:`).
+    /// The engine says "invalid input: " before it, so without the leading "error: ".
+    pub fn from_diagnostic(diagnostic: &crate::Diagnostic) -> Self {
+        let text = diagnostic.to_string();
+        let text = text.trim_end();
+        InvalidInput(text.strip_prefix("error: ").unwrap_or(text).to_string())
+    }
+
+    /// The invalid input an error is or was caused by, anywhere in its chain of causes.
+    pub fn find(error: &anyhow::Error) -> Option<&InvalidInput> {
+        error
+            .downcast_ref::<InvalidInput>()
+            .or_else(|| error.chain().find_map(|cause| cause.downcast_ref()))
+    }
+}
+
 /// The answer of an action's own "already done?" check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
@@ -137,12 +172,13 @@ impl StepContext<'_> {
         Ok(self.renderer.is_true(condition.as_str(), self.vars)?)
     }
 
-    /// The cluster, or an error that says how to give one.
+    /// The cluster, or invalid input (a missing flag) that says how to give one.
     pub fn cluster(&self) -> anyhow::Result<&crate::kube::Cluster> {
         self.cluster.ok_or_else(|| {
-            anyhow::anyhow!(
-                "this step needs a cluster: pass --kubeconfig (or set KUBECONFIG), or use --sandbox"
+            InvalidInput::new(
+                "this step needs a cluster: pass --kubeconfig (or set KUBECONFIG), or use --sandbox",
             )
+            .into()
         })
     }
 
@@ -187,6 +223,12 @@ pub trait Action: Send + Sync + std::fmt::Debug {
     /// checks their variables too.
     fn expressions(&self) -> Vec<&Condition> {
         Vec::new()
+    }
+
+    /// Checks made when the playbook loads that need its text, to point inside a value
+    /// (the field of an inline manifest that its kind does not accept).
+    fn check_source(&self, _source: &crate::diagnostic::Source) -> Result<(), crate::Diagnostic> {
+        Ok(())
     }
 
     /// Names the action defines for its own expressions (`object` for `kube.wait`).

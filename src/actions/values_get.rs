@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::values_set::{check_path, explain, read_values, render_under, without_prefix};
-use super::{Action, Outcome, Preview, StepContext};
+use super::values_set::{check_path, explain, read_values, render_under};
+use super::{Action, InvalidInput, Outcome, Preview, StepContext};
 use crate::diagnostic::{Diagnostic, Source, ValueError};
 use crate::values::{ClusterConfig, ClusterError, HubValues, ValuesError, ValuesPath};
 
@@ -118,7 +118,7 @@ fn cluster_error(path: &str, text: &str, error: &ClusterError) -> anyhow::Error 
         }
         ClusterError::Syntax(_) => diagnostic,
     };
-    anyhow::anyhow!("{}", without_prefix(&diagnostic))
+    InvalidInput::from_diagnostic(&diagnostic).into()
 }
 
 impl ValuesGet {
@@ -156,8 +156,11 @@ impl ValuesGet {
         };
         let cluster_path = cx.render(cluster)?;
         let hub = cx.render(hub)?;
-        let text = std::fs::read_to_string(&cluster_path)
-            .map_err(|error| anyhow::anyhow!("cannot read {cluster_path}: {error}"))?;
+        let text = std::fs::read_to_string(&cluster_path).map_err(|error| {
+            InvalidInput::new(format!(
+                "cannot read the cluster file {cluster_path}: {error}"
+            ))
+        })?;
         let config = ClusterConfig::parse(&text)
             .map_err(|error| cluster_error(&cluster_path, &text, &error))?;
         let hub_values = config
@@ -181,7 +184,7 @@ impl ValuesGet {
                     format!("hub `{hub}` lists `{file}`, but {path} does not exist"),
                 )
                 .help("values files are relative to the folder of cluster.yaml");
-                anyhow::bail!("{}", without_prefix(&diagnostic));
+                return Err(InvalidInput::from_diagnostic(&diagnostic).into());
             }
             let others = config.other_hubs_using(file, &hub);
             if !others.is_empty() {

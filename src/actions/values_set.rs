@@ -4,7 +4,7 @@
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, Check, Outcome, Preview, StepContext};
+use super::{Action, Check, InvalidInput, Outcome, Preview, StepContext};
 use crate::diagnostic::{Diagnostic, Source, ValueError};
 use crate::values::{ValuesDocument, ValuesError, ValuesPath, write_atomically};
 
@@ -91,15 +91,9 @@ pub(super) struct ValuesFile {
     pub document: ValuesDocument,
 }
 
-/// A diagnostic as the text of a step's error: the engine says "failed: " before it, so
-/// without the leading "error: ".
-pub(super) fn without_prefix(diagnostic: &Diagnostic) -> String {
-    let text = diagnostic.to_string();
-    let text = text.trim_end();
-    text.strip_prefix("error: ").unwrap_or(text).to_string()
-}
-
-/// A diagnostic for an error in `text`, the file at `path`, as an error for the engine.
+/// A diagnostic for an error in `text`, the file at `path`, as an error for the engine:
+/// invalid input (exit 2), since every [`ValuesError`] leaves the file as it was and is fixed
+/// by changing the file or the step (the path, `under:`), not by running again.
 pub(super) fn explain(path: &str, text: &str, error: &ValuesError) -> anyhow::Error {
     let source = Source::new(path, text);
     let mut diagnostic = match error {
@@ -115,23 +109,20 @@ pub(super) fn explain(path: &str, text: &str, error: &ValuesError) -> anyhow::Er
     if let Some(help) = error.help() {
         diagnostic = diagnostic.help(help);
     }
-    anyhow::anyhow!("{}", without_prefix(&diagnostic))
+    InvalidInput::from_diagnostic(&diagnostic).into()
 }
 
 /// Reads and parses a values file; a missing file, bad YAML, several documents or an
-/// encrypted file is an error that names the file (and the line and column).
+/// encrypted file is invalid input that names the file (and the line and column).
 pub(super) fn read_values(path: &str) -> anyhow::Result<ValuesFile> {
     let text = std::fs::read_to_string(path).map_err(|error| {
         let cwd = std::env::current_dir()
             .map(|dir| dir.display().to_string())
             .unwrap_or_default();
-        anyhow::anyhow!(
-            "{}",
-            without_prefix(
-                &Diagnostic::new(format!("cannot read the values file {path}: {error}")).help(
-                    format!("a relative path is read from the directory runbook runs in ({cwd})")
-                )
-            )
+        InvalidInput::from_diagnostic(
+            &Diagnostic::new(format!("cannot read the values file {path}: {error}")).help(format!(
+                "a relative path is read from the directory runbook runs in ({cwd})"
+            )),
         )
     })?;
     let document =
@@ -155,7 +146,7 @@ pub(super) fn render_under(
         return Ok(None);
     }
     Ok(Some(ValuesPath::parse(rendered.trim()).map_err(
-        |error| anyhow::anyhow!("`under: {rendered}`: {error}"),
+        |error| InvalidInput::new(format!("`under`: `{rendered}` is not a path: {error}")),
     )?))
 }
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::actions::{Check, RenderedCommand, StepContext, run_process};
-use crate::playbook::{CheckSpec, Playbook, Step};
+use crate::actions::{Check, InvalidInput, RenderedCommand, StepContext, run_process};
+use crate::playbook::{CheckSpec, Playbook, Setting, Step, Templated};
 
 /// What will happen to a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,9 @@ pub enum StepDecision {
     Refused {
         /// The guard.
         reason: String,
+        /// The step's `require` refused it (evaluated again as `retries` says), rather than
+        /// the action's own guard (evaluated once).
+        by_require: bool,
     },
 }
 
@@ -42,6 +45,60 @@ pub enum GuardPolicy {
         /// Wait between evaluations.
         delay: Duration,
     },
+}
+
+/// Wait between tries when a step sets `retries` but no `delay`.
+pub const DEFAULT_DELAY: Duration = Duration::from_secs(5);
+
+/// How often a step is tried: its `retries` and `delay`, rendered when they are templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tries {
+    /// More tries after the first (of the action, or of the guard).
+    pub retries: u32,
+    /// Wait between tries.
+    pub delay: Duration,
+}
+
+impl Tries {
+    /// The step's settings as they apply now. A template that renders to something that is
+    /// not a count or a duration is invalid input that names the step and the key.
+    pub fn of(step: &Step, cx: &StepContext<'_>) -> anyhow::Result<Self> {
+        fn setting<T: Setting>(
+            step: &Step,
+            key: &str,
+            setting: Option<&Templated<T>>,
+            cx: &StepContext<'_>,
+        ) -> anyhow::Result<Option<T>> {
+            match setting {
+                None => Ok(None),
+                Some(Templated::Literal(value)) => Ok(Some(*value)),
+                Some(Templated::Template(template)) => {
+                    let rendered = cx.render(template)?;
+                    let value = T::from_text(&rendered).ok_or_else(|| {
+                        InvalidInput::new(format!(
+                            "step `{}`: `{key}: {template}` renders to `{rendered}`, which is not {}",
+                            step.id(),
+                            T::EXPECTED
+                        ))
+                    })?;
+                    Ok(Some(value))
+                }
+            }
+        }
+        Ok(Tries {
+            retries: setting(step, "retries", step.spec.retries.as_ref(), cx)?.unwrap_or(0),
+            delay: setting(step, "delay", step.spec.delay.as_ref(), cx)?
+                .map_or(DEFAULT_DELAY, |delay| delay.0),
+        })
+    }
+
+    /// The guard policy of a run: evaluate again after `delay`, up to `retries` times.
+    pub fn guard_policy(self) -> GuardPolicy {
+        GuardPolicy::Retry {
+            retries: self.retries,
+            delay: self.delay,
+        }
+    }
 }
 
 /// The first variable the step uses that an earlier step registers but has not produced yet,
@@ -126,6 +183,7 @@ pub async fn decide(
                 };
                 return Ok(StepDecision::Refused {
                     reason: format!("guard is false{tried}: {}", condition.as_str()),
+                    by_require: true,
                 });
             }
             attempt += 1;
@@ -139,7 +197,10 @@ pub async fn decide(
         }
     }
     if let Some(reason) = step.action().guard(cx).await? {
-        return Ok(StepDecision::Refused { reason });
+        return Ok(StepDecision::Refused {
+            reason,
+            by_require: false,
+        });
     }
     Ok(StepDecision::Run)
 }

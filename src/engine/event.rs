@@ -39,7 +39,8 @@ pub enum RunStatus {
     Paused,
     /// Stopped by a signal.
     Interrupted,
-    /// Bad input found after the run started (a changed step definition, a template error).
+    /// Bad input found after the run started: a changed step definition, or input a step
+    /// found invalid when it ran (a values file, a rendered selector, a `sync` source).
     Invalid,
 }
 

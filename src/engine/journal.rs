@@ -104,30 +104,45 @@ pub struct History {
     pub unreadable_lines: usize,
 }
 
+/// The events of a run's journal, oldest first, and how many lines could not be read (a
+/// `kill -9` can tear the last line; everything before it is intact). A missing journal has
+/// no events.
+pub fn read_events(run_dir: &Path) -> anyhow::Result<(Vec<Event>, usize)> {
+    let path = run_dir.join(JOURNAL_FILE);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Vec::new(), 0));
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot read {}", path.display()));
+        }
+    };
+    let mut events = Vec::new();
+    let mut unreadable = 0;
+    for line in BufReader::new(file).lines() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Event>(&line) {
+            Ok(event) => events.push(event),
+            Err(_) => unreadable += 1,
+        }
+    }
+    Ok((events, unreadable))
+}
+
 impl History {
     /// Reads a journal; a missing file is an empty history.
     pub fn load(run_dir: &Path) -> anyhow::Result<Self> {
-        let path = run_dir.join(JOURNAL_FILE);
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(History::default());
-            }
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot read {}", path.display()));
-            }
+        let (events, unreadable_lines) = read_events(run_dir)?;
+        let mut history = History {
+            unreadable_lines,
+            ..History::default()
         };
-        let mut history = History::default();
-        for line in BufReader::new(file).lines() {
-            let line = line.with_context(|| format!("cannot read {}", path.display()))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<Event>(&line) {
-                Ok(event) => history.apply(event),
-                // A kill -9 can tear the last line; everything before it is intact.
-                Err(_) => history.unreadable_lines += 1,
-            }
+        for event in events {
+            history.apply(event);
         }
         Ok(history)
     }

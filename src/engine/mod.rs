@@ -10,27 +10,24 @@ mod plan;
 pub mod state;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use indexmap::IndexMap;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::actions::{Refusal, StepContext};
+use crate::actions::{InvalidInput, Refusal, StepContext};
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::kube::Cluster;
 use crate::playbook::{Bound, HumanDuration, Playbook, Step};
 use crate::render::{Masker, Renderer, Vars};
 use crate::report::Reporter;
 use crate::{Error, Exit, Result};
-use decision::{GuardPolicy, StepDecision, decide};
+use decision::{StepDecision, Tries, decide};
 use event::{Event, EventKind, RunStatus, StepDefinition, StepStatus, now_rfc3339};
 use journal::{History, Journal};
 use lock::{Acquired, RunLock};
 pub use plan::plan;
 pub use state::{StateDir, run_id};
-
-/// Default wait between tries when a step sets `retries` but no `delay`.
-const DEFAULT_DELAY: Duration = Duration::from_secs(5);
 
 /// Flags of `runbook run`.
 #[derive(Debug, Clone, Default)]
@@ -424,18 +421,13 @@ async fn run_steps(
             notes: history.notes.get(id).map_or(&[], Vec::as_slice),
             note_sink: Some(&note_writer),
         };
-        let retries = step.spec.retries.unwrap_or(0);
-        let delay = step.spec.delay.map_or(DEFAULT_DELAY, |delay| delay.0);
+        let tries = match Tries::of(step, &cx) {
+            Ok(tries) => tries,
+            Err(error) => return fail(recorder, step, started, &error),
+        };
+        let Tries { retries, delay } = tries;
         let verbose = recorder.reporter.verbosity() == crate::report::Verbosity::Verbose;
-        let decision = match decide(
-            step,
-            playbook,
-            &cx,
-            GuardPolicy::Retry { retries, delay },
-            verbose,
-        )
-        .await
-        {
+        let decision = match decide(step, playbook, &cx, tries.guard_policy(), verbose).await {
             Ok(decision) => decision,
             Err(error) => return fail(recorder, step, started, &error),
         };
@@ -454,7 +446,7 @@ async fn run_steps(
                     anyhow::anyhow!("cannot run this step yet: it {reason}; run that step first");
                 return fail(recorder, step, started, &error);
             }
-            StepDecision::Refused { reason } => {
+            StepDecision::Refused { reason, .. } => {
                 recorder.emit(EventKind::StepFinished {
                     step: id.to_string(),
                     status: StepStatus::Refused,
@@ -513,7 +505,12 @@ async fn run_steps(
             let result = apply_once(step, &cx).await;
             match result {
                 Ok(outcome) => break outcome,
-                Err(error) if attempt <= retries && error.downcast_ref::<Refusal>().is_none() => {
+                // A refusal stands, and the same invalid input fails the same way again.
+                Err(error)
+                    if attempt <= retries
+                        && error.downcast_ref::<Refusal>().is_none()
+                        && InvalidInput::find(&error).is_none() =>
+                {
                     recorder.emit(EventKind::Warning {
                         message: format!(
                             "step `{id}` try {attempt} of {} failed: {error:#}; trying again in {}",
@@ -569,7 +566,9 @@ async fn apply_once(step: &Step, cx: &StepContext<'_>) -> anyhow::Result<crate::
     Ok(outcome)
 }
 
-/// Records a step that failed, or that its action refused (exit 3) while applying.
+/// Records a step that failed, that its action refused (exit 3) while applying, or whose
+/// input turned out invalid once rendered or read (exit 2). An invalid step is journaled as
+/// failed, not done, so that `run` again evaluates it anew once the input is fixed.
 fn fail(
     recorder: &mut Recorder<'_>,
     step: &Step,
@@ -577,6 +576,13 @@ fn fail(
     error: &anyhow::Error,
 ) -> anyhow::Result<Exit> {
     let refused = error.downcast_ref::<Refusal>().is_some();
+    let exit = if refused {
+        Exit::Refused
+    } else if InvalidInput::find(error).is_some() {
+        Exit::InvalidInput
+    } else {
+        Exit::StepFailed
+    };
     recorder.emit(EventKind::StepFinished {
         step: step.id().to_string(),
         status: if refused {
@@ -590,9 +596,5 @@ fn fail(
         error: Some(format!("{error:#}")),
         tail: Vec::new(),
     })?;
-    recorder.finish(if refused {
-        Exit::Refused
-    } else {
-        Exit::StepFailed
-    })
+    recorder.finish(exit)
 }

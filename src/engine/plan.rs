@@ -6,11 +6,11 @@
 use crate::Result;
 use crate::actions::StepContext;
 use crate::kube::Cluster;
-use crate::playbook::{Bound, Playbook};
+use crate::playbook::{Bound, HumanDuration, Playbook};
 use crate::render::Renderer;
 use crate::report::{PlanDecision, PlanEntry, PlanReport, Reporter};
 
-use super::decision::{GuardPolicy, StepDecision, decide};
+use super::decision::{GuardPolicy, StepDecision, Tries, decide};
 use super::journal::History;
 use super::{StateDir, render_env, run_id};
 
@@ -29,6 +29,11 @@ pub async fn plan(
     let mut vars = bound.vars.clone();
     let mut entries = Vec::new();
     let mut stopped_at: Option<String> = None;
+    // The last step this plan says would change something. What a later step's check or
+    // guard finds now may no longer hold when a run gets to it (`retain-pv` patches the PV
+    // that `delete-pv`'s guard reads; `delete-pvc` deletes the claim that `pvc-bound` finds
+    // bound), so after a change such answers are only possibilities.
+    let mut last_change: Option<String> = None;
     for step in &playbook.steps {
         let id = step.id();
         let mut entry = PlanEntry {
@@ -85,27 +90,60 @@ pub async fn plan(
             notes: history.notes.get(id).map_or(&[], Vec::as_slice),
             note_sink: None,
         };
-        let decision = decide(step, playbook, &cx, GuardPolicy::Once, false).await;
+        // A plan evaluates a guard once; a run evaluates it again as `retries` and `delay`
+        // say, which the reason tells with their rendered values.
+        let decision = match Tries::of(step, &cx) {
+            Ok(tries) => decide(step, playbook, &cx, GuardPolicy::Once, false)
+                .await
+                .map(|decision| (decision, tries)),
+            Err(error) => Err(error),
+        };
         let mut registered = None;
         match decision {
             Err(error) => {
                 entry.decision = PlanDecision::Unknown;
                 entry.reason = format!("cannot evaluate: {error:#}");
             }
-            Ok(StepDecision::Skip { reason, .. }) => {
+            Ok((StepDecision::Skip { reason, done: true }, _))
+                if last_change.is_some() && check_reads_the_world(step) =>
+            {
+                entry.decision = PlanDecision::Unknown;
+                entry.reason = format!(
+                    "done now ({reason}), but `{}` runs before it and may change that",
+                    last_change.as_deref().unwrap_or_default()
+                );
+            }
+            Ok((StepDecision::Skip { reason, .. }, _)) => {
                 entry.decision = PlanDecision::Skip;
                 entry.reason = reason;
             }
-            Ok(StepDecision::Unknown { reason }) => {
+            Ok((StepDecision::Unknown { reason }, _)) => {
                 entry.decision = PlanDecision::Unknown;
                 entry.reason = reason;
             }
-            Ok(StepDecision::Refused { reason }) => {
+            Ok((StepDecision::Refused { reason, by_require }, _))
+                if last_change.is_some() && (!by_require || guard_reads_the_world(step)) =>
+            {
+                entry.decision = PlanDecision::Unknown;
+                entry.reason = format!(
+                    "refused now ({reason}), but `{}` runs before it and may change that",
+                    last_change.as_deref().unwrap_or_default()
+                );
+            }
+            Ok((StepDecision::Refused { reason, by_require }, tries)) => {
                 entry.decision = PlanDecision::Refused;
-                entry.reason = format!("{reason} (the run would stop here)");
+                entry.reason = if by_require && tries.retries > 0 {
+                    format!(
+                        "{reason}; a run evaluates it again up to {} times, {} apart, and stops here if it stays false",
+                        tries.retries,
+                        HumanDuration(tries.delay)
+                    )
+                } else {
+                    format!("{reason} (the run would stop here)")
+                };
                 stopped_at = Some(id.to_string());
             }
-            Ok(StepDecision::Run) => {
+            Ok((StepDecision::Run, _)) => {
                 match step.action().plan(&cx).await {
                     Ok(preview) => {
                         entry.summary = Some(preview.summary);
@@ -123,12 +161,21 @@ pub async fn plan(
                 } else {
                     "not done yet".into()
                 };
+                if !step.action().is_read_only() {
+                    last_change = Some(id.to_string());
+                }
                 if step.action().is_read_only() {
                     match step.action().apply(&cx).await {
                         Ok(outcome) => registered = Some(outcome.output),
                         Err(error) => {
-                            entry.reason =
-                                format!("read-only; evaluated now, it would fail: {error:#}")
+                            entry.reason = match &last_change {
+                                Some(change) => format!(
+                                    "read-only; evaluated now, it would fail ({error:#}), but `{change}` runs before it and may change that"
+                                ),
+                                None => {
+                                    format!("read-only; evaluated now, it would fail: {error:#}")
+                                }
+                            }
                         }
                     }
                 }
@@ -149,4 +196,29 @@ pub async fn plan(
         name: playbook.name.clone(),
         steps: entries,
     })
+}
+
+/// Whether an expression reads the cluster or the environment, which the steps before it
+/// may change, rather than only params and registered values.
+fn reads_the_world(expression: &str) -> bool {
+    ["kube_get", "kube_count", "env("]
+        .iter()
+        .any(|function| expression.contains(function))
+}
+
+/// Whether the step's `require` reads the world.
+fn guard_reads_the_world(step: &crate::playbook::Step) -> bool {
+    step.spec
+        .require
+        .as_ref()
+        .is_some_and(|require| reads_the_world(require.value.as_str()))
+}
+
+/// Whether what found the step done reads the world: a command, the action's own check, or
+/// an expression that looks at the cluster.
+fn check_reads_the_world(step: &crate::playbook::Step) -> bool {
+    match &step.spec.check {
+        Some(crate::playbook::CheckSpec::Expression(check)) => reads_the_world(check.as_str()),
+        _ => true,
+    }
 }

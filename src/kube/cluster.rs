@@ -144,9 +144,14 @@ fn is_transient(error: &kube::Error) -> bool {
     }
 }
 
-fn is_not_found(error: &kube::Error) -> bool {
+/// Whether `error` says the requested object of `kind` does not exist (and not, say, that
+/// its namespace does not: a 404 naming a namespace is about the object only when the
+/// object is a namespace).
+fn is_not_found(error: &kube::Error, kind: &Kind) -> bool {
     // kube's `is_not_found` trusts `reason` only; a 404 with an empty reason is not found too.
-    matches!(error, kube::Error::Api(status) if status.code == 404 && status.details.as_ref().is_none_or(|d| d.kind != "namespaces"))
+    let is_namespace = kind.group.is_empty() && kind.kind == "Namespace";
+    matches!(error, kube::Error::Api(status) if status.code == 404
+        && (is_namespace || status.details.as_ref().is_none_or(|d| d.kind != "namespaces")))
 }
 
 /// Tries a request up to 6 times with exponential backoff on transient errors.
@@ -293,7 +298,7 @@ impl Cluster {
         };
         match with_retries(|| api.get(name)).await {
             Ok(object) => Ok(Some(to_json(&object))),
-            Err(error) if is_not_found(&error) => Ok(None),
+            Err(error) if is_not_found(&error, kind) => Ok(None),
             Err(error) => Err(request.error(error)),
         }
     }
@@ -365,6 +370,31 @@ impl Cluster {
         Ok(to_json(&result))
     }
 
+    /// Server-side applies a whole manifest as `field_manager`, taking over fields other
+    /// managers own (`force`), as a tool that owns the object's configuration does.
+    pub async fn apply_as(
+        &self,
+        kind: &Kind,
+        name: &str,
+        namespace: Option<&str>,
+        manifest: &serde_json::Value,
+        field_manager: &str,
+    ) -> Result<serde_json::Value, KubeError> {
+        let api = self.api(kind, namespace);
+        let params = PatchParams::apply(field_manager).force();
+        let request = Request {
+            verb: "apply",
+            kind,
+            name,
+            namespace: self.namespace_for(kind, namespace),
+        };
+        let patch = Patch::Apply(manifest);
+        let result = with_retries(|| api.patch(name, &params, &patch))
+            .await
+            .map_err(|error| request.error(error))?;
+        Ok(to_json(&result))
+    }
+
     /// Deletes an object; `Ok(false)` when it was already absent.
     pub async fn delete(
         &self,
@@ -388,7 +418,7 @@ impl Cluster {
         };
         match with_retries(|| api.delete(name, &params)).await {
             Ok(_) => Ok(true),
-            Err(error) if is_not_found(&error) => Ok(false),
+            Err(error) if is_not_found(&error, kind) => Ok(false),
             Err(error) => Err(request.error(error)),
         }
     }
@@ -410,4 +440,73 @@ pub enum ObjectPatch {
 
 fn to_json(object: &DynamicObject) -> serde_json::Value {
     serde_json::to_value(object).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status {
+                code,
+                reason: reason.into(),
+                message: message.into(),
+                ..kube::core::Status::default()
+            }
+            .boxed(),
+        )
+    }
+
+    #[test]
+    fn forbidden_names_the_verb_the_kind_and_the_namespace() {
+        let pods = super::super::find_kind("Pod").expect("Pod is a known kind");
+        let request = Request {
+            verb: "delete",
+            kind: pods,
+            name: "jupyter-alice",
+            namespace: Some("staging"),
+        };
+        let error = request.error(api_error(
+            403,
+            "Forbidden",
+            "pods \"jupyter-alice\" is forbidden: User \"deployer\" cannot delete resource \"pods\" in API group \"\" in the namespace \"staging\"",
+        ));
+        assert!(matches!(error, KubeError::Forbidden { .. }), "{error:?}");
+        assert_eq!(error.code(), Some(403));
+        let message = error.to_string();
+        assert!(
+            message.starts_with("forbidden: cannot delete Pod in namespace staging: "),
+            "{message}"
+        );
+
+        // Cluster-scoped: no namespace to name.
+        let volumes = super::super::find_kind("pv").expect("pv is a known kind");
+        let request = Request {
+            verb: "patch",
+            kind: volumes,
+            name: "staging-home-nfs",
+            namespace: None,
+        };
+        let message = request.error(api_error(403, "Forbidden", "no")).to_string();
+        assert_eq!(message, "forbidden: cannot patch PersistentVolume: no");
+    }
+
+    #[test]
+    fn other_answers_keep_the_servers_reason_and_code() {
+        let services = super::super::find_kind("svc").expect("svc is a known kind");
+        let request = Request {
+            verb: "get",
+            kind: services,
+            name: "proxy-public",
+            namespace: Some("staging"),
+        };
+        let message = request
+            .error(api_error(500, "InternalError", "etcd is down"))
+            .to_string();
+        assert_eq!(
+            message,
+            "get Service proxy-public in namespace staging: etcd is down (InternalError, HTTP 500)"
+        );
+    }
 }

@@ -28,12 +28,18 @@ pub struct Kind {
     pub short_names: &'static [&'static str],
     /// Checks a manifest against the kind's typed schema.
     validate: fn(&serde_json::Value) -> Result<(), String>,
+    /// The same check of a manifest written in YAML, whose error has a position.
+    validate_yaml: fn(&str) -> Result<(), serde_saphyr::Error>,
 }
 
 fn validate_as<K: DeserializeOwned>(manifest: &serde_json::Value) -> Result<(), String> {
     K::deserialize(manifest)
         .map(|_| ())
         .map_err(|error| error.to_string())
+}
+
+fn validate_yaml_as<K: DeserializeOwned>(text: &str) -> Result<(), serde_saphyr::Error> {
+    serde_saphyr::from_str::<K>(text).map(|_| ())
 }
 
 impl Kind {
@@ -53,12 +59,20 @@ impl Kind {
             namespaced: TypeId::of::<K::Scope>() == TypeId::of::<NamespaceResourceScope>(),
             short_names,
             validate: validate_as::<K>,
+            validate_yaml: validate_yaml_as::<K>,
         }
     }
 
     /// Checks that a manifest has the shape of this kind (field types, required fields).
     pub fn validate(&self, manifest: &serde_json::Value) -> Result<(), String> {
         (self.validate)(manifest)
+    }
+
+    /// Checks a manifest written in YAML as [`Kind::validate`] does, with the line and
+    /// column of the value at fault in the error. Only the manifest may be in `text`: other
+    /// lines of its file are blanked out, so that positions are the file's.
+    pub fn validate_yaml(&self, text: &str) -> Result<(), serde_saphyr::Error> {
+        (self.validate_yaml)(text)
     }
 
     /// kube's description of the resource, for `Api<DynamicObject>`.

@@ -91,6 +91,21 @@ pub fn register(env: &mut Environment<'static>, cluster: Option<Cluster>) {
             let selector = argument(1, "selector")?;
             let field_selector = argument(2, "field_selector")?;
             options.assert_all_used()?;
+            // A malformed selector is named before any request is sent.
+            if let Some(selector) = &selector {
+                super::selectors::check_label_selector(selector).map_err(|message| {
+                    invalid(format!(
+                        "kube_count(): `selector='{selector}'` is not a valid label selector: {message}"
+                    ))
+                })?;
+            }
+            if let Some(selector) = &field_selector {
+                super::selectors::check_field_selector(selector).map_err(|message| {
+                    invalid(format!(
+                        "kube_count(): `field_selector='{selector}'` is not a valid field selector: {message}"
+                    ))
+                })?;
+            }
             let cluster = cluster.as_ref().ok_or_else(|| no_cluster("kube_count"))?;
             let kind = kind_named(&kind)?;
             let items = block_on(cluster.list(

@@ -5,6 +5,7 @@ mod cluster;
 pub mod diff;
 pub mod kinds;
 pub mod lookups;
+pub mod selectors;
 
 pub use cluster::{Cluster, ClusterOptions, KubeError, ObjectPatch};
 pub use kinds::{Kind, find_kind, kind_of_manifest, kinds};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::diagnostic::ValueError;
 
 /// How to write a duration, for `help:` lines.
-const DURATION_HELP: &str = "write a duration such as 30, 90s, 5m or 1h30m";
+pub(super) const DURATION_HELP: &str = "write a duration such as 30, 90s, 5m or 1h30m";
 
 /// A duration in a playbook; a bare number is seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

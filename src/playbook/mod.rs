@@ -6,6 +6,7 @@ mod duration;
 mod param;
 #[macro_use]
 mod step;
+mod templated;
 mod vocabulary;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,7 @@ pub use command::{CommandLine, CommandSpec};
 pub use condition::{CheckSpec, Condition};
 pub use duration::HumanDuration;
 pub use param::{GivenValue, ParamSpec, ParamType, parse_var_flags, read_vars_file};
+pub use templated::{Setting, Templated};
 
 /// The playbook format version this build reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -40,6 +42,27 @@ struct PlaybookDocument {
     #[serde(default)]
     vars: IndexMap<Spanned<String>, Spanned<serde_json::Value>>,
     steps: Spanned<Vec<Spanned<StepSpec>>>,
+    #[serde(default)]
+    maintenance_window: Option<WindowDocument>,
+}
+
+/// `maintenance_window: {from: STEP, to: STEP}` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowDocument {
+    from: Spanned<String>,
+    to: Spanned<String>,
+}
+
+/// The steps that open and close the maintenance window (users locked out): it opens when
+/// `from` (an approval gate) is approved and closes when `to` finishes. The run's summary
+/// says how long it lasted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceWindow {
+    /// The step that opens it.
+    pub from: String,
+    /// The step that closes it.
+    pub to: String,
 }
 
 /// A loaded and validated playbook.
@@ -61,6 +84,8 @@ pub struct Playbook {
     pub steps: Vec<Step>,
     /// sha256 of the file's content.
     pub hash: String,
+    /// `maintenance_window:`, when the playbook declares one.
+    pub maintenance_window: Option<MaintenanceWindow>,
 }
 
 /// One validated step.
@@ -107,6 +132,9 @@ pub struct Inputs {
     pub vars: Vec<String>,
     /// `--vars-file F`.
     pub vars_file: Option<String>,
+    /// Values the environment offers (the sandbox's hub): used for the params the playbook
+    /// declares, below the vars file and the flags.
+    pub defaults: Vec<(String, String)>,
 }
 
 /// A playbook with its params checked and its vars rendered.
@@ -167,6 +195,13 @@ impl Playbook {
     /// Checks the given values against the params and renders the vars.
     pub fn bind(&self, inputs: &Inputs) -> Result<Bound, Diagnostic> {
         let mut given = IndexMap::new();
+        let defaults: Vec<String> = inputs
+            .defaults
+            .iter()
+            .filter(|(name, _)| self.params.contains_key(name))
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        given.extend(parse_var_flags(&defaults)?);
         if let Some(file) = &inputs.vars_file {
             given.extend(read_vars_file(file)?);
         }
@@ -220,9 +255,24 @@ impl Playbook {
         self.steps.iter().find(|step| step.id() == id)
     }
 
-    /// Where the playbook's own files (`templates/`) are looked up.
+    /// Where the playbook's own files (`templates/`) are looked up: the playbook's directory
+    /// when it has a `templates/`, else the directory above it when that has one (the
+    /// repository layout: `playbooks/` and `templates/` side by side).
     pub fn base_dir(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new("."))
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        match dir.parent() {
+            Some(parent)
+                if !dir.join("templates").is_dir() && parent.join("templates").is_dir() =>
+            {
+                parent
+            }
+            _ => dir,
+        }
     }
 }
 
@@ -380,6 +430,10 @@ impl Loader<'_> {
             let step = self.validate_step(spanned, end_line, &steps, &mut known)?;
             steps.push(step);
         }
+        let maintenance_window = document
+            .maintenance_window
+            .map(|window| self.validate_window(window, &steps))
+            .transpose()?;
         Ok(Playbook {
             path: path.to_path_buf(),
             source: self.source.clone(),
@@ -389,6 +443,45 @@ impl Loader<'_> {
             vars,
             steps,
             hash: sha256_hex(self.source.text.as_bytes()),
+            maintenance_window,
+        })
+    }
+
+    /// Both ends of the window are steps of the playbook, the opening one first.
+    fn validate_window(
+        &self,
+        window: WindowDocument,
+        steps: &[Step],
+    ) -> Result<MaintenanceWindow, Diagnostic> {
+        let ids: Vec<&str> = steps.iter().map(Step::id).collect();
+        let position = |end: &Spanned<String>, key: &str| {
+            ids.iter().position(|id| *id == end.value).ok_or_else(|| {
+                let help = match crate::diagnostic::did_you_mean(&end.value, &ids) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => format!("`{key}:` names a step id of this playbook"),
+                };
+                Diagnostic::at(
+                    self.at(end),
+                    format!("maintenance_window: no step `{}`", end.value),
+                )
+                .help(help)
+            })
+        };
+        let from = position(&window.from, "from")?;
+        let to = position(&window.to, "to")?;
+        if from >= to {
+            return Err(Diagnostic::at(
+                self.at(&window.to),
+                format!(
+                    "maintenance_window: `{}` does not come after `{}`",
+                    window.to.value, window.from.value
+                ),
+            )
+            .help("`from:` is the step that opens the window, `to:` a later step that closes it"));
+        }
+        Ok(MaintenanceWindow {
+            from: window.from.value,
+            to: window.to.value,
         })
     }
 
@@ -445,6 +538,7 @@ impl Loader<'_> {
                 .help("a step does exactly one thing: split it into several steps"));
             }
         };
+        actions[0].1.check_source(self.source)?;
         let step_line = location.line;
         let what = format!("step `{}`", id.value);
         let site = |condition| TemplateSite {

@@ -32,12 +32,13 @@ macro_rules! step_spec {
             /// Name under which later steps see this step's output.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub register: Option<serde_saphyr::Spanned<String>>,
-            /// How many more times to try a failing action, unmet `until` or false `require`.
+            /// How many more times to try a failing action, unmet `until` or false `require`;
+            /// a number, or a template rendered when the step runs.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub retries: Option<u32>,
-            /// Wait between tries.
+            pub retries: Option<$crate::playbook::Templated<u32>>,
+            /// Wait between tries; a duration, or a template rendered when the step runs.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub delay: Option<$crate::playbook::HumanDuration>,
+            pub delay: Option<$crate::playbook::Templated<$crate::playbook::HumanDuration>>,
             /// Limit for one try of the action.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub timeout: Option<$crate::playbook::HumanDuration>,

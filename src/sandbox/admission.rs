@@ -2,6 +2,10 @@
 //! server defaults every decoded object), and on creation the parts that other components
 //! would add at once in a real cluster (a pod's node and running status, a service's IP,
 //! the protection finalizers of volumes and claims).
+//!
+//! Pods are scheduled and started on creation, unless the scheduler would refuse them: a
+//! pod whose claim is missing, unbound or being deleted stays `Pending` without a node,
+//! and the controllers schedule it once the claim is usable ([`why_unschedulable`]).
 
 use std::collections::BTreeSet;
 
@@ -9,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::identities::Identities;
 use super::meta;
-use super::store::Store;
+use super::store::{ObjectKey, Store};
 use crate::kube::{Kind, find_kind};
 
 /// The node every sandbox pod runs on.
@@ -174,7 +178,15 @@ fn fold_string_data(secret: &mut Value) {
 pub fn admit_create(kind: &Kind, object: &mut Value, identities: &mut Identities, store: &Store) {
     let now = meta::now();
     match (kind.group, kind.kind) {
-        ("", "Pod") => start_pod(object, identities, &now),
+        ("", "Pod") => {
+            let bound_to_node =
+                meta::str_at(object, &["spec", "nodeName"]).is_some_and(|node| !node.is_empty());
+            match why_unschedulable(object, store) {
+                // A pod given a node skips the scheduler, as on a real cluster.
+                Some(reason) if !bound_to_node => hold_pending(object, &reason, &now),
+                _ => start_pod(object, identities, store, &now),
+            }
+        }
         ("", "Service") => allocate_cluster_ip(object, identities, store),
         ("", "PersistentVolume") => {
             meta::add_finalizer(object, PV_PROTECTION);
@@ -219,8 +231,63 @@ pub fn admit_update(kind: &Kind, new: &mut Value, old: &Value) {
     }
 }
 
-/// A pod is scheduled and running as soon as it is created: no image pulls in the sandbox.
-fn start_pod(pod: &mut Value, identities: &mut Identities, now: &str) {
+/// Why the scheduler would not place the pod now, in its words; `None` if it would. Only
+/// the volume rules matter in the sandbox (its one node has room for everything): every
+/// claim the pod mounts must exist, not be being deleted, and be bound (claims without a
+/// class bind immediately, so an unbound one blocks the pod).
+pub fn why_unschedulable(pod: &Value, store: &Store) -> Option<String> {
+    let claims = find_kind("PersistentVolumeClaim")?;
+    let namespace = meta::namespace(pod);
+    pod.pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|volume| {
+            volume
+                .pointer("/persistentVolumeClaim/claimName")
+                .and_then(Value::as_str)
+        })
+        .find_map(
+            |name| match store.get(&ObjectKey::new(claims, namespace, name)) {
+                None => Some(format!("persistentvolumeclaim {name:?} not found")),
+                Some(claim) if meta::is_deleting(claim) => {
+                    Some(format!("persistentvolumeclaim {name:?} is being deleted"))
+                }
+                Some(claim) if meta::str_at(claim, &["status", "phase"]) != Some("Bound") => {
+                    Some("pod has unbound immediate PersistentVolumeClaims".to_string())
+                }
+                Some(_) => None,
+            },
+        )
+}
+
+/// The `PodScheduled` message of an unschedulable pod on the sandbox's single node.
+pub fn unschedulable_message(reason: &str) -> String {
+    format!(
+        "0/1 nodes are available: {reason}. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+    )
+}
+
+/// Leaves a pod `Pending` and unscheduled, saying why, as the scheduler does.
+pub fn hold_pending(pod: &mut Value, reason: &str, now: &str) {
+    let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+    pod["status"] = json!({
+        "phase": "Pending",
+        "conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": unschedulable_message(reason),
+            "lastProbeTime": null,
+            "lastTransitionTime": now,
+        }],
+        "qosClass": qos_class(&spec),
+    });
+}
+
+/// Schedules a pod on the sandbox's node and starts it at once: no image pulls in the
+/// sandbox. `store` holds the pods whose IPs are taken.
+pub fn start_pod(pod: &mut Value, identities: &mut Identities, store: &Store, now: &str) {
     if meta::str_at(pod, &["spec", "nodeName"]).is_none_or(str::is_empty) {
         meta::set_at(pod, &["spec", "nodeName"], json!(NODE_NAME));
     }
@@ -257,7 +324,15 @@ fn start_pod(pod: &mut Value, identities: &mut Identities, now: &str) {
         .flatten()
         .map(|container| container_status(container, identities, false))
         .collect();
-    let ip = identities.pod_ip();
+    let in_use: BTreeSet<String> = find_kind("Pod")
+        .map(|kind| {
+            store
+                .list(kind, None)
+                .filter_map(|pod| meta::str_at(pod, &["status", "podIP"]).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ip = identities.pod_ip(&in_use);
     let condition = |kind: &str| json!({"type": kind, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
     let conditions = [
         "PodReadyToStartContainers",

@@ -7,8 +7,10 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::Sandbox;
+use super::deployer::{self, DeployerCommand};
 use super::faults::Faults;
 use super::options::SandboxOptions;
+use crate::kube::ClusterOptions;
 use crate::playbook::HumanDuration;
 
 /// The sandbox's subcommands.
@@ -17,6 +19,12 @@ pub enum SandboxCommand {
     /// Run a simulated Kubernetes cluster on 127.0.0.1 in the foreground, until SIGINT or
     /// SIGTERM; `kubectl` and `runbook` reach it through DIR/kubeconfig.
     Up(UpArgs),
+    /// The stand-in for 2i2c's `deployer`, against the cluster of --kubeconfig/--context.
+    Deployer {
+        /// What to do.
+        #[command(subcommand)]
+        command: DeployerCommand,
+    },
 }
 
 /// The options of `runbook sandbox up`.
@@ -31,11 +39,16 @@ pub struct UpArgs {
     /// Objects to start with: a YAML stream, a YAML list or a `kind: List`.
     #[arg(long, value_name = "FILE")]
     pub objects: Option<PathBuf>,
+    /// Keep the cluster's state in FILE: resume from it if it exists (--objects is then
+    /// ignored), and rewrite it after every change, before answering, so that a killed
+    /// sandbox restarts with every acknowledged write.
+    #[arg(long = "state", value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
     /// Save the cluster's state to FILE on shutdown (loadable with --objects).
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
     /// Latency added to every request: `50ms`, `1s`.
-    #[arg(long, value_name = "DURATION", value_parser = parse_latency, default_value = "0ms")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0ms")]
     pub latency: Duration,
     /// Share of requests answered 500 InternalError (0 to 1).
     #[arg(long, value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
@@ -51,7 +64,7 @@ pub struct UpArgs {
     pub seed: Option<u64>,
 }
 
-fn parse_latency(text: &str) -> Result<Duration, String> {
+fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.trim() == "0" {
         return Ok(Duration::ZERO);
     }
@@ -69,10 +82,12 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Runs a sandbox command.
-pub async fn run_command(command: SandboxCommand) -> anyhow::Result<()> {
+/// Runs a sandbox command; `cluster` is the cluster of the global `--kubeconfig` and
+/// `--context`, which the deployer stand-in talks to.
+pub async fn run_command(command: SandboxCommand, cluster: &ClusterOptions) -> crate::Result<()> {
     match command {
-        SandboxCommand::Up(args) => up(args).await,
+        SandboxCommand::Up(args) => Ok(up(args).await?),
+        SandboxCommand::Deployer { command } => deployer::run_command(command, cluster).await,
     }
 }
 
@@ -81,6 +96,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         dir: args.dir,
         port: args.port,
         objects: args.objects,
+        state_file: args.state_file,
         save: args.save,
         faults: Faults {
             latency: args.latency,

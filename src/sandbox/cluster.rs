@@ -2,6 +2,7 @@
 //! (`create`, `update`, `apply`, `delete`) are `impl State` blocks in their own files; the
 //! HTTP routes and the controllers both go through them, so the rules hold for both.
 
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde_json::{Value, json};
@@ -10,7 +11,9 @@ use tokio::sync::watch;
 use super::api_error::{ApiError, FieldError};
 use super::identities::Identities;
 use super::meta;
+use super::scenario::ScenarioError;
 use super::schema;
+use super::state_file::StateFile;
 use super::store::{ObjectKey, Store};
 use super::validation;
 use crate::kube::{Kind, find_kind};
@@ -21,11 +24,14 @@ const HISTORY: usize = 10_000;
 /// The namespaces every cluster starts with.
 pub const BUILTIN_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
-/// The shared cluster: state behind a lock, and a signal raised after every change.
+/// The shared cluster: state behind a lock, a signal raised after every change, and the
+/// file the state is kept in, if any.
 #[derive(Debug)]
 pub struct Cluster {
     state: Mutex<State>,
     revision: watch::Sender<u64>,
+    /// Only locked while `state` is: the file always holds a state that was current.
+    state_file: Mutex<Option<StateFile>>,
 }
 
 /// Everything the cluster holds.
@@ -85,6 +91,35 @@ impl Cluster {
         Cluster {
             state: Mutex::new(state),
             revision,
+            state_file: Mutex::new(None),
+        }
+    }
+
+    /// Keeps the state in `path` from now on: writes it now, then after every change,
+    /// before the change is answered or seen by a watch ([`state_file`](super::state_file)).
+    pub fn persist_to(&self, path: PathBuf) -> Result<(), ScenarioError> {
+        let state = self.lock();
+        let mut file = StateFile::new(path);
+        file.write(&state)?;
+        *self
+            .state_file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(file);
+        Ok(())
+    }
+
+    /// Writes the state to its file if it changed. Called with the state locked, so that
+    /// nobody sees a change before it is on disk.
+    fn persist(&self, state: &State) {
+        let mut file = self
+            .state_file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(file) = file.as_mut()
+            && let Err(error) = file.write(state)
+        {
+            // The change stays in memory and is answered; the next change tries again.
+            eprintln!("sandbox: cannot keep the state: {error}");
         }
     }
 
@@ -99,11 +134,13 @@ impl Cluster {
         read(&self.lock())
     }
 
-    /// Changes the state, then wakes the watches and controllers if anything was stored.
+    /// Changes the state, keeps it in the state file if there is one, then wakes the
+    /// watches and controllers if anything was stored.
     pub fn write<R>(&self, write: impl FnOnce(&mut State) -> R) -> R {
         let (result, revision) = {
             let mut state = self.lock();
             let result = write(&mut state);
+            self.persist(&state);
             (result, state.store.revision())
         };
         self.revision.send_if_modified(|current| {
@@ -112,6 +149,11 @@ impl Cluster {
             changed
         });
         result
+    }
+
+    /// The object of `kind` called `name` (in `namespace`), or 404.
+    pub fn get(&self, kind: &'static Kind, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        self.read(|state| state.get(kind, namespace, name))
     }
 
     /// A receiver that sees the latest `resourceVersion` after every change.

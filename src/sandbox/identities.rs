@@ -23,6 +23,14 @@ impl Identities {
         }
     }
 
+    /// Moves to another sequence, derived from the current one and `salt`: a cluster restored
+    /// from a state file must not hand out again the uids and names of the run that saved
+    /// it (with a fixed `--seed` it would replay the same sequence).
+    pub fn reseed(&mut self, salt: u64) {
+        let seed = self.rng.get_seed() ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.rng = fastrand::Rng::with_seed(seed);
+    }
+
     /// A random (version 4) UUID.
     pub fn uid(&mut self) -> String {
         let mut bytes = self.rng.u128(..).to_be_bytes();
@@ -53,14 +61,22 @@ impl Identities {
             .collect()
     }
 
-    /// The next pod IP in 10.244.0.0/16.
-    pub fn pod_ip(&mut self) -> String {
-        // Skip the network and gateway addresses of each /24, like a node's pod CIDR.
-        let index = self.next_pod_ip;
-        self.next_pod_ip += 1;
-        let third = (index / 250) % 256;
-        let fourth = index % 250 + 2;
-        format!("10.244.{third}.{fourth}")
+    /// The next pod IP in 10.244.0.0/16 that no pod in `in_use` has (pods restored from a
+    /// state file keep theirs).
+    pub fn pod_ip(&mut self, in_use: &BTreeSet<String>) -> String {
+        // 250 addresses in each of 256 /24s; give up on finding a free one after a lap.
+        for _ in 0..250 * 256 {
+            // Skip the network and gateway addresses of each /24, like a node's pod CIDR.
+            let index = self.next_pod_ip;
+            self.next_pod_ip = (self.next_pod_ip + 1) % (250 * 256);
+            let third = index / 250;
+            let fourth = index % 250 + 2;
+            let ip = format!("10.244.{third}.{fourth}");
+            if !in_use.contains(&ip) {
+                return ip;
+            }
+        }
+        "10.244.255.251".into()
     }
 
     /// The first free service IP in 10.96.0.0/16 (10.96.0.1 is the `kubernetes` service's).
@@ -100,13 +116,21 @@ mod tests {
         assert_eq!(uid.len(), 36);
         assert_eq!(&uid[14..15], "4");
         assert!(one.suffix(5).bytes().all(|b| SAFE_ALPHABET.contains(&b)));
+        let (mut plain, mut again, mut reseeded) =
+            (Identities::new(9), Identities::new(9), Identities::new(9));
+        again.reseed(12);
+        reseeded.reseed(12);
+        let uid = reseeded.uid();
+        assert_ne!(plain.uid(), uid, "a reseeded source draws other uids");
+        assert_eq!(again.uid(), uid, "the same salt, the same uids");
     }
 
     #[test]
     fn ips_are_handed_out_in_order_and_skip_those_in_use() {
         let mut identities = Identities::new(1);
-        assert_eq!(identities.pod_ip(), "10.244.0.2");
-        assert_eq!(identities.pod_ip(), "10.244.0.3");
+        let taken = BTreeSet::from(["10.244.0.3".to_string()]);
+        assert_eq!(identities.pod_ip(&taken), "10.244.0.2");
+        assert_eq!(identities.pod_ip(&taken), "10.244.0.4");
         let in_use = BTreeSet::from(["10.96.0.10".to_string()]);
         assert_eq!(identities.cluster_ip(&in_use), "10.96.0.11");
     }

@@ -10,17 +10,23 @@
 //!   state with the API's rules: [`admission`] (defaults, what a new object gets),
 //!   [`validation`], [`patch`]es, [`managed_fields`] over [`field_set`]s, [`selectors`];
 //! - the [`store`] keeps objects and their history;
-//! - [`controllers`] react to changes (binding, protection finalizers, deployments,
-//!   garbage collection, namespace deletion);
-//! - [`scenario`] loads objects at start and saves them at shutdown; [`cli`] is
-//!   `runbook sandbox up`.
+//! - [`controllers`] react to changes (binding, protection finalizers, scheduling,
+//!   deployments, pods' lifetimes, garbage collection, namespace deletion);
+//! - [`scenario`] loads objects at start and saves them at shutdown; [`state_file`] keeps
+//!   the state on disk after every change (`--state`), so a killed sandbox resumes; [`cli`]
+//!   is `runbook sandbox up` and `runbook sandbox deployer`, the [`deployer`] stand-in.
 //!
-//! Deliberate differences from a real cluster are documented where they are made: pods run
-//! at once and terminate within a second ([`admission`], [`delete`]), Deployments replace
-//! their ReplicaSets at once, Jobs run no pods ([`controllers`]), continue tokens are
-//! positions ([`routes`]), a few spec fields are selectable ([`selectors`]), unknown fields
-//! are found by probing the typed schema ([`schema`]), only some kinds are read from
-//! protobuf ([`protobuf`]).
+//! Deliberate differences from a real cluster are documented where they are made: pods are
+//! scheduled and run at once (unless a claim they mount is missing, unbound or being
+//! deleted) and terminate within a second ([`admission`], [`delete`]), Deployments replace
+//! their ReplicaSets at once, Jobs run no pods ([`controllers`]), a pod annotated
+//! `sandbox.runbook.dev/lifetime: "8s"` is deleted gracefully that long after its creation,
+//! as JupyterHub's culler stops a user server ([`controllers::LIFETIME_ANNOTATION`]; a real
+//! cluster ignores the annotation), continue tokens are positions ([`routes`]), a few spec
+//! fields are selectable ([`selectors`]), unknown fields are found by probing the typed
+//! schema ([`schema`]), only some kinds are read from protobuf ([`protobuf`]), resource
+//! versions jump (never back) across a restart from a state file and watches from before it
+//! get 410 Gone ([`state_file`]).
 
 pub mod admission;
 pub mod api_error;
@@ -31,9 +37,12 @@ pub mod cluster;
 pub mod controllers;
 pub mod create;
 pub mod delete;
+pub mod deployer;
 pub mod discovery;
+pub mod embedded;
 pub mod faults;
 pub mod field_set;
+pub mod hub;
 pub mod identities;
 pub mod managed_fields;
 pub mod meta;
@@ -48,6 +57,8 @@ pub mod scenario;
 pub mod schema;
 pub mod selectors;
 pub mod server;
+pub mod session;
+pub mod state_file;
 pub mod store;
 pub mod table;
 pub mod update;
@@ -111,16 +122,25 @@ preferences: {{}}
 }
 
 impl Sandbox {
-    /// Binds 127.0.0.1:`port`, loads the scenario, starts serving and reconciling on the
-    /// current tokio runtime, and writes `DIR/kubeconfig` (last, so that a file there means
-    /// the sandbox is ready).
+    /// Binds 127.0.0.1:`port`, loads the state file if it exists (else the scenario), starts
+    /// keeping the state file, serving and reconciling on the current tokio runtime, and
+    /// writes `DIR/kubeconfig` (last, so that a file there means the sandbox is ready).
     pub async fn start(options: SandboxOptions) -> anyhow::Result<Sandbox> {
         std::fs::create_dir_all(&options.dir)
             .with_context(|| format!("cannot create {}", options.dir.display()))?;
         let seed = options.faults.seed.unwrap_or_else(|| fastrand::u64(..));
         let cluster = Arc::new(Cluster::new(seed));
-        if let Some(objects) = &options.objects {
-            scenario::load(&cluster, objects)?;
+        match (&options.state_file, &options.objects) {
+            (Some(state), _) if state.exists() => {
+                state_file::load(&cluster, state)?;
+            }
+            (_, Some(objects)) => {
+                scenario::load(&cluster, objects)?;
+            }
+            _ => {}
+        }
+        if let Some(state) = &options.state_file {
+            cluster.persist_to(state.clone())?;
         }
         // Settle the scenario before the first request: its claims bound, its
         // Deployments' pods there, whenever the controller task first gets to run.

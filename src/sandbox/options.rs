@@ -12,8 +12,12 @@ pub struct SandboxOptions {
     pub dir: PathBuf,
     /// The port on 127.0.0.1; 0 picks any free port.
     pub port: u16,
-    /// A scenario file of objects to start with.
+    /// A scenario file of objects to start with (when there is no state file to resume).
     pub objects: Option<PathBuf>,
+    /// Where the cluster's state lives: loaded at start if the file exists (instead of
+    /// `objects`), and rewritten after every change, before the change is acknowledged, so
+    /// that a sandbox killed at any moment restarts from it with every acknowledged write.
+    pub state_file: Option<PathBuf>,
     /// Where to save the state on shutdown.
     pub save: Option<PathBuf>,
     /// Latency, failures and the seed.

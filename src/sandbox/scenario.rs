@@ -65,13 +65,21 @@ pub enum ScenarioError {
     },
 }
 
+/// The YAML documents of a scenario file's text, as they are.
+pub fn parse_documents(text: &str, path: &Path) -> Result<Vec<Value>, ScenarioError> {
+    serde_saphyr::from_multiple(text).map_err(|error| ScenarioError::Parse {
+        path: path.into(),
+        message: error.to_string(),
+    })
+}
+
 /// The objects in a scenario file's text.
 pub fn parse(text: &str, path: &Path) -> Result<Vec<Value>, ScenarioError> {
-    let documents: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|error| ScenarioError::Parse {
-            path: path.into(),
-            message: error.to_string(),
-        })?;
+    Ok(objects_of(parse_documents(text, path)?))
+}
+
+/// The objects of a file's documents: lists and `kind: List`s are flattened.
+pub fn objects_of(documents: Vec<Value>) -> Vec<Value> {
     let mut objects = Vec::new();
     for document in documents {
         match document {
@@ -88,7 +96,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Value>, ScenarioError> {
             other => objects.push(other),
         }
     }
-    Ok(objects)
+    objects
 }
 
 /// Loads a scenario file into the cluster; returns how many objects it held.
@@ -98,25 +106,32 @@ pub fn load(cluster: &Cluster, path: &Path) -> Result<usize, ScenarioError> {
         source,
     })?;
     let objects = parse(&text, path)?;
-    let mut indexed: Vec<(usize, Value)> = objects
-        .into_iter()
-        .enumerate()
-        .map(|(index, object)| (index + 1, object))
-        .collect();
-    // Namespaces first, wherever the file lists them.
-    indexed
-        .sort_by_key(|(_, object)| object.get("kind").and_then(Value::as_str) != Some("Namespace"));
-    let count = indexed.len();
-    cluster.write(|state| {
-        for (index, object) in indexed {
-            state.load_object(index, object, path)?;
-        }
-        Ok::<(), ScenarioError>(())
-    })?;
-    Ok(count)
+    cluster.write(|state| state.load_objects(objects, path))
 }
 
 impl State {
+    /// Loads objects read from `path` (for error messages); returns how many there were.
+    pub fn load_objects(
+        &mut self,
+        objects: Vec<Value>,
+        path: &Path,
+    ) -> Result<usize, ScenarioError> {
+        let mut indexed: Vec<(usize, Value)> = objects
+            .into_iter()
+            .enumerate()
+            .map(|(index, object)| (index + 1, object))
+            .collect();
+        // Namespaces first, wherever the file lists them.
+        indexed.sort_by_key(|(_, object)| {
+            object.get("kind").and_then(Value::as_str) != Some("Namespace")
+        });
+        let count = indexed.len();
+        for (index, object) in indexed {
+            self.load_object(index, object, path)?;
+        }
+        Ok(count)
+    }
+
     fn load_object(
         &mut self,
         index: usize,
@@ -194,23 +209,34 @@ impl State {
 
 /// Every object, namespaces first, without resource versions, as a `kind: List`.
 pub fn snapshot(cluster: &Cluster) -> Value {
-    let mut items: Vec<(bool, ObjectKey, Value)> = cluster.read(|state| {
-        state
+    cluster.read(State::snapshot)
+}
+
+impl State {
+    /// Every object, namespaces first, without resource versions, as a `kind: List`.
+    pub fn snapshot(&self) -> Value {
+        let mut items: Vec<(bool, &ObjectKey, &Value)> = self
             .store
             .all()
             .map(|(key, object)| {
-                let mut object = object.clone();
-                meta::remove_at(&mut object, &["metadata", "resourceVersion"]);
                 (
                     key.plural != "namespaces" || !key.group.is_empty(),
-                    key.clone(),
+                    key,
                     object,
                 )
             })
-            .collect()
-    });
-    items.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    json!({"apiVersion": "v1", "kind": "List", "items": items.into_iter().map(|(_, _, object)| object).collect::<Vec<_>>()})
+            .collect();
+        items.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let items: Vec<Value> = items
+            .into_iter()
+            .map(|(_, _, object)| {
+                let mut object = object.clone();
+                meta::remove_at(&mut object, &["metadata", "resourceVersion"]);
+                object
+            })
+            .collect();
+        json!({"apiVersion": "v1", "kind": "List", "items": items})
+    }
 }
 
 /// Saves the cluster's state to `path` (written aside, then renamed into place).

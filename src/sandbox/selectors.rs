@@ -499,7 +499,7 @@ impl FieldSelector {
 }
 
 /// Splits on `separator` except where it is escaped with a backslash.
-fn split_unescaped(text: &str, separator: char) -> Vec<String> {
+pub fn split_unescaped(text: &str, separator: char) -> Vec<String> {
     let mut parts = vec![String::new()];
     let mut escaped = false;
     for c in text.chars() {

@@ -124,6 +124,12 @@ impl Store {
         self.revision
     }
 
+    /// Moves the `resourceVersion` counter up to `revision` (never down), so that versions a
+    /// client saw before a restart are not handed out again.
+    pub fn advance_to(&mut self, revision: u64) {
+        self.revision = self.revision.max(revision);
+    }
+
     /// The object at `key`.
     pub fn get(&self, key: &ObjectKey) -> Option<&Value> {
         self.objects.get(key)
@@ -266,6 +272,16 @@ mod tests {
         assert_eq!(store.list(pods, Some("hub")).count(), 1);
         assert_eq!(store.list(pvs, None).count(), 1);
         assert_eq!(ObjectKey::new(pvs, "ignored", "v").namespace, "");
+    }
+
+    #[test]
+    fn the_counter_only_moves_up() {
+        let kind = find_kind("Pod").unwrap();
+        let mut store = Store::new(10);
+        store.advance_to(40);
+        store.advance_to(3);
+        let stored = store.insert(ObjectKey::of(kind, &pod("a")), pod("a"));
+        assert_eq!(meta::resource_version(&stored), "41");
     }
 
     #[test]

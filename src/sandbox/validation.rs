@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::api_error::FieldError;
+use super::controllers::{LIFETIME_ANNOTATION, lifetime};
 use super::meta;
 use super::selectors::{LabelSelector, check_key, check_value, is_dns_label, is_dns_subdomain};
 use crate::kube::Kind;
@@ -54,7 +55,10 @@ pub fn validate(kind: &Kind, object: &Value, old: Option<&Value>) -> Vec<FieldEr
     validate_metadata(kind, object, &mut errors);
     let spec = object.get("spec").cloned().unwrap_or(Value::Null);
     match (kind.group, kind.kind) {
-        ("", "Pod") => validate_pod_spec(&spec, "spec", &mut errors),
+        ("", "Pod") => {
+            validate_pod_spec(&spec, "spec", &mut errors);
+            validate_lifetime(object, &mut errors);
+        }
         ("apps", "Deployment" | "ReplicaSet") => validate_replicated(&spec, &mut errors),
         ("batch", "Job") => validate_job(&spec, &mut errors),
         ("", "PersistentVolume") => validate_volume(&spec, &mut errors),
@@ -120,6 +124,18 @@ fn validate_metadata(kind: &Kind, object: &Value, errors: &mut Vec<FieldError>) 
                 "must be a string",
             )),
         }
+    }
+}
+
+/// The sandbox's own annotation must be a duration: a typo would otherwise leave a pod that
+/// was meant to go running forever, silently.
+fn validate_lifetime(pod: &Value, errors: &mut Vec<FieldError>) {
+    if let Some(Err(message)) = lifetime(pod) {
+        errors.push(FieldError::invalid(
+            format!("metadata.annotations[{LIFETIME_ANNOTATION}]"),
+            &pod["metadata"]["annotations"][LIFETIME_ANNOTATION],
+            message,
+        ));
     }
 }
 

@@ -5,19 +5,23 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
 
 use super::describe;
-use crate::actions::{Action, Check, Outcome, Preview, StepContext};
-use crate::kube::{Kind, ObjectPatch, diff, kind_of_manifest};
+use super::manifest::{ManifestText, check_manifest};
+use crate::actions::{Action, Check, InvalidInput, Outcome, Preview, StepContext};
+use crate::diagnostic::{Diagnostic, Source};
+use crate::kube::{Kind, ObjectPatch, diff};
 
 /// `kube.apply: {manifest: {...}}` or `{template: transfer-pod.yaml}`, with `namespace` for
 /// objects that do not name one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "ApplyFields")]
 pub struct KubeApply {
-    /// An object, inline; its strings may be templates.
+    /// An object, inline; its strings may be templates. Checked when the playbook loads
+    /// unless it has templates (see [`Action::check_source`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manifest: Option<serde_json::Value>,
+    pub manifest: Option<Spanned<serde_json::Value>>,
     /// A file under `templates/` next to the playbook, rendered with the step's variables;
     /// it may hold several YAML documents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -30,7 +34,7 @@ pub struct KubeApply {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ApplyFields {
-    manifest: Option<serde_json::Value>,
+    manifest: Option<Spanned<serde_json::Value>>,
     template: Option<String>,
     namespace: Option<String>,
 }
@@ -44,9 +48,6 @@ impl TryFrom<ApplyFields> for KubeApply {
             }
             (None, None) => {
                 return Err("missing the object: add `manifest: {...}` or `template: FILE`".into());
-            }
-            (Some(manifest), None) if !contains_template(manifest) => {
-                check_manifest(manifest)?;
             }
             _ => {}
         }
@@ -67,36 +68,56 @@ fn contains_template(value: &serde_json::Value) -> bool {
     }
 }
 
-/// Checks that a manifest names a known kind, has a name, and has the shape of its kind.
-fn check_manifest(manifest: &serde_json::Value) -> Result<&'static Kind, String> {
-    let api_version = manifest
-        .get("apiVersion")
-        .and_then(|v| v.as_str())
-        .ok_or("the manifest has no `apiVersion`")?;
-    let kind_name = manifest
-        .get("kind")
-        .and_then(|v| v.as_str())
-        .ok_or("the manifest has no `kind`")?;
-    let kind = kind_of_manifest(api_version, kind_name).ok_or_else(|| {
-        let known: Vec<String> = crate::kube::kinds()
-            .iter()
-            .map(|k| format!("{} {}", k.api_version, k.kind))
-            .collect();
-        format!(
-            "unknown kind `{kind_name}` in `{api_version}`; known: {}",
-            known.join(", ")
-        )
-    })?;
-    if manifest
-        .pointer("/metadata/name")
-        .and_then(|v| v.as_str())
-        .is_none_or(str::is_empty)
-    {
-        return Err(format!("the {kind_name} manifest has no `metadata.name`"));
+/// The first lines and last lines of the YAML documents of a text (split at `---` lines).
+fn document_lines(text: &str) -> Vec<(usize, usize)> {
+    let mut documents = Vec::new();
+    let mut first = 1;
+    let count = text.lines().count();
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        let marker = line
+            .strip_prefix("---")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']));
+        if marker && number > first {
+            documents.push((first, number - 1));
+            first = number;
+        }
     }
-    kind.validate(manifest)
-        .map_err(|error| format!("the {kind_name} manifest is not valid: {error}"))?;
-    Ok(kind)
+    documents.push((first, count.max(first)));
+    documents
+}
+
+/// The manifests of a rendered template, each checked; a problem is invalid input, shown
+/// in the rendered text.
+fn checked_documents(
+    path: &std::path::Path,
+    rendered: &str,
+) -> anyhow::Result<Vec<(&'static Kind, serde_json::Value)>> {
+    let source = Source::new(format!("{} (rendered)", path.display()), rendered);
+    let documents =
+        serde_saphyr::from_multiple::<serde_json::Value>(rendered).map_err(|error| {
+            let mut diagnostic = Diagnostic::from_yaml(&source, &error);
+            diagnostic.message = format!(
+                "the rendered template is not valid YAML: {}",
+                diagnostic.message
+            );
+            InvalidInput::from_diagnostic(&diagnostic)
+        })?;
+    let mut checked = Vec::new();
+    for manifest in documents.into_iter().filter(|document| !document.is_null()) {
+        match check_manifest(&manifest) {
+            Ok(kind) => checked.push((kind, manifest)),
+            Err(problem) => {
+                let diagnostic = document_lines(rendered)
+                    .into_iter()
+                    .map(|(first, last)| ManifestText::document(&source, first, last))
+                    .find(|text| text.value().as_ref() == Some(&manifest))
+                    .map_or_else(|| problem.diagnostic(), |text| text.explain(&problem));
+                return Err(InvalidInput::from_diagnostic(&diagnostic).into());
+            }
+        }
+    }
+    Ok(checked)
 }
 
 /// One object to apply, rendered and checked.
@@ -110,32 +131,34 @@ struct Desired {
 impl KubeApply {
     fn desired(&self, cx: &StepContext<'_>) -> anyhow::Result<Vec<Desired>> {
         let documents = match (&self.manifest, &self.template) {
-            (Some(manifest), _) => vec![cx.render_json(manifest)?],
+            (Some(manifest), _) => {
+                let rendered = cx.render_json(&manifest.value)?;
+                let kind = check_manifest(&rendered).map_err(|problem| {
+                    let mut diagnostic = problem.diagnostic();
+                    diagnostic.message = format!("`manifest` (rendered): {}", diagnostic.message);
+                    InvalidInput::from_diagnostic(&diagnostic)
+                })?;
+                vec![(kind, rendered)]
+            }
             (None, Some(template)) => {
                 let path: PathBuf = cx.base_dir.join("templates").join(cx.render(template)?);
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read the template {}", path.display()))?;
+                let text = std::fs::read_to_string(&path).map_err(|error| {
+                    InvalidInput::new(format!(
+                        "`template`: cannot read the template {}: {error}",
+                        path.display()
+                    ))
+                })?;
                 let rendered = cx
                     .render(&text)
                     .with_context(|| format!("in the template {}", path.display()))?;
-                serde_saphyr::from_multiple::<serde_json::Value>(&rendered)
-                    .map_err(|error| {
-                        anyhow::anyhow!(
-                            "{}: the rendered template is not valid YAML: {error}",
-                            path.display()
-                        )
-                    })?
-                    .into_iter()
-                    .filter(|document| !document.is_null())
-                    .collect()
+                checked_documents(&path, &rendered)?
             }
             (None, None) => anyhow::bail!("missing the object"),
         };
         let default_namespace = cx.render_optional(self.namespace.as_deref())?;
         documents
             .into_iter()
-            .map(|mut manifest| {
-                let kind = check_manifest(&manifest).map_err(|message| anyhow::anyhow!(message))?;
+            .map(|(kind, mut manifest)| {
                 let name = manifest
                     .pointer("/metadata/name")
                     .and_then(|v| v.as_str())
@@ -215,6 +238,29 @@ impl Action for KubeApply {
         Ok(Preview {
             summary: summaries.join("; "),
             diff: (!diffs.is_empty()).then(|| diffs.join("")),
+        })
+    }
+
+    fn check_source(&self, source: &Source) -> Result<(), Diagnostic> {
+        let Some(manifest) = &self.manifest else {
+            return Ok(());
+        };
+        if contains_template(&manifest.value) {
+            return Ok(());
+        }
+        let Err(problem) = check_manifest(&manifest.value) else {
+            return Ok(());
+        };
+        let start = &manifest.referenced;
+        let text = ManifestText::at(
+            source,
+            usize::try_from(start.line()).unwrap_or(0),
+            usize::try_from(start.column()).unwrap_or(0),
+            &manifest.value,
+        );
+        Err(match text {
+            Some(text) => text.explain(&problem),
+            None => Diagnostic::at(source.at_yaml(start), problem.message()).help(problem.help()),
         })
     }
 

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::KindName;
+use super::selectors::render_selectors;
+use super::{FieldSelector, KindName, LabelSelector, list_matching};
 use crate::actions::{Action, Outcome, Preview, StepContext};
 
 /// `kube.count: {kind, namespace, selector, field_selector}`.
@@ -16,18 +17,15 @@ pub struct KubeCount {
     pub namespace: Option<String>,
     /// A label selector, e.g. `component=singleuser-server`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<String>,
+    pub selector: Option<LabelSelector>,
     /// A field selector, e.g. `status.phase=Running`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field_selector: Option<String>,
+    pub field_selector: Option<FieldSelector>,
 }
 
 impl KubeCount {
     fn selectors(&self, cx: &StepContext<'_>) -> anyhow::Result<(Option<String>, Option<String>)> {
-        Ok((
-            cx.render_optional(self.selector.as_deref())?,
-            cx.render_optional(self.field_selector.as_deref())?,
-        ))
+        render_selectors(cx, self.selector.as_ref(), self.field_selector.as_ref())
     }
 }
 
@@ -53,15 +51,14 @@ impl Action for KubeCount {
         let kind = self.kind.resolve(cx)?;
         let namespace = cx.render_optional(self.namespace.as_deref())?;
         let (labels, fields) = self.selectors(cx)?;
-        let items = cx
-            .cluster()?
-            .list(
-                kind,
-                namespace.as_deref(),
-                labels.as_deref(),
-                fields.as_deref(),
-            )
-            .await?;
+        let items = list_matching(
+            cx.cluster()?,
+            kind,
+            namespace.as_deref(),
+            labels.as_deref(),
+            fields.as_deref(),
+        )
+        .await?;
         let names: Vec<&str> = items
             .iter()
             .filter_map(|item| {

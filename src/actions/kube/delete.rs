@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use kube::api::PropagationPolicy;
 use serde::{Deserialize, Serialize};
 
-use super::{KindName, describe};
+use super::selectors::render_selectors;
+use super::{FieldSelector, KindName, LabelSelector, describe, list_matching};
 use crate::actions::{Action, Check, Outcome, Preview, StepContext};
 use crate::kube::{Cluster, Kind, find_kind};
 use crate::playbook::HumanDuration;
@@ -27,7 +28,7 @@ pub enum Propagation {
 #[serde(deny_unknown_fields)]
 pub struct Owner {
     /// `Deployment`, `ReplicaSet`, `Job`, ...
-    pub kind: String,
+    pub kind: KindName,
     /// Its name.
     pub name: String,
 }
@@ -43,10 +44,10 @@ pub struct KubeDelete {
     pub name: Option<String>,
     /// ...or every object matching a label selector...
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<String>,
+    pub selector: Option<LabelSelector>,
     /// ...and/or a field selector...
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field_selector: Option<String>,
+    pub field_selector: Option<FieldSelector>,
     /// ...and/or the objects owned by this object (directly or through a ReplicaSet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
@@ -72,8 +73,8 @@ pub struct KubeDelete {
 struct DeleteFields {
     kind: KindName,
     name: Option<String>,
-    selector: Option<String>,
-    field_selector: Option<String>,
+    selector: Option<LabelSelector>,
+    field_selector: Option<FieldSelector>,
     owner: Option<Owner>,
     namespace: Option<String>,
     max: Option<usize>,
@@ -140,12 +141,10 @@ impl Matches {
 /// ReplicaSets, not by the Deployment itself. Empty when the owner does not exist.
 async fn owner_uids(
     cluster: &Cluster,
-    kind: &str,
+    owner_kind: &Kind,
     name: &str,
     namespace: Option<&str>,
 ) -> anyhow::Result<Vec<String>> {
-    let owner_kind =
-        find_kind(kind).ok_or_else(|| anyhow::anyhow!("unknown owner kind `{kind}`"))?;
     let Some(owner) = cluster.get(owner_kind, name, namespace).await? else {
         return Ok(Vec::new());
     };
@@ -211,28 +210,31 @@ impl KubeDelete {
                 )
             }
             None => {
-                let labels = cx.render_optional(self.selector.as_deref())?;
-                let fields = cx.render_optional(self.field_selector.as_deref())?;
-                let mut items = cluster
-                    .list(
-                        kind,
-                        namespace.as_deref(),
-                        labels.as_deref(),
-                        fields.as_deref(),
-                    )
-                    .await?;
+                let (labels, fields) =
+                    render_selectors(cx, self.selector.as_ref(), self.field_selector.as_ref())?;
+                // Everything rendered and checked before the first request.
+                let owner = match &self.owner {
+                    Some(owner) => Some((owner.kind.resolve(cx)?, cx.render(&owner.name)?)),
+                    None => None,
+                };
+                let mut items = list_matching(
+                    cluster,
+                    kind,
+                    namespace.as_deref(),
+                    labels.as_deref(),
+                    fields.as_deref(),
+                )
+                .await?;
                 let label_and_field: Vec<String> = labels.into_iter().chain(fields).collect();
                 let mut selectors = Vec::new();
                 if !label_and_field.is_empty() {
                     selectors.push(format!("matching `{}`", label_and_field.join(",")));
                 }
-                if let Some(owner) = &self.owner {
-                    let owner_kind = cx.render(&owner.kind)?;
-                    let owner_name = cx.render(&owner.name)?;
+                if let Some((owner_kind, owner_name)) = owner {
                     let owners =
-                        owner_uids(cluster, &owner_kind, &owner_name, namespace.as_deref()).await?;
+                        owner_uids(cluster, owner_kind, &owner_name, namespace.as_deref()).await?;
                     items.retain(|item| is_owned_by(item, &owners));
-                    selectors.push(format!("owned by {owner_kind} {owner_name}"));
+                    selectors.push(format!("owned by {} {owner_name}", owner_kind.kind));
                 }
                 let objects = items
                     .iter()

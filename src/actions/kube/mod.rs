@@ -4,7 +4,9 @@ mod apply;
 mod count;
 mod delete;
 mod get;
+mod manifest;
 mod patch;
+mod selectors;
 mod wait;
 
 use std::fmt;
@@ -17,10 +19,12 @@ pub use count::KubeCount;
 pub use delete::KubeDelete;
 pub use get::KubeGet;
 pub use patch::KubePatch;
+pub use selectors::{FieldSelector, LabelSelector};
 pub use wait::KubeWait;
 
-use super::StepContext;
-use crate::kube::{Kind, find_kind, kinds};
+use super::{InvalidInput, StepContext};
+use crate::diagnostic::ValueError;
+use crate::kube::{Cluster, Kind, find_kind, kinds};
 
 /// A kind as written in a step (`PersistentVolume`, `pv`, `pvc`, `Deployment`, ...), checked
 /// when the playbook is loaded unless it is a template.
@@ -39,9 +43,16 @@ impl<'de> Deserialize<'de> for KindName {
             fn visit_str<E: de::Error>(self, name: &str) -> Result<KindName, E> {
                 if !crate::render::is_template(name) && find_kind(name).is_none() {
                     let known: Vec<&str> = kinds().iter().map(|kind| kind.kind).collect();
-                    return Err(E::custom(format!(
-                        "unknown kind `{name}`; known kinds: {}",
-                        known.join(", ")
+                    let help = match crate::diagnostic::did_you_mean(name, &known) {
+                        Some(close) => format!("did you mean `{close}`?"),
+                        None => format!(
+                            "the kinds runbook knows are {} (or their plurals and short names: pv, pvc, svc, ...)",
+                            known.join(", ")
+                        ),
+                    };
+                    return Err(E::custom(ValueError::new(
+                        format!("unknown kind `{name}`"),
+                        help,
                     )));
                 }
                 Ok(KindName(name.to_string()))
@@ -55,7 +66,33 @@ impl KindName {
     /// The kind, after rendering.
     pub fn resolve(&self, cx: &StepContext<'_>) -> anyhow::Result<&'static Kind> {
         let name = cx.render(&self.0)?;
-        find_kind(&name).ok_or_else(|| anyhow::anyhow!("unknown kind `{name}`"))
+        find_kind(&name).ok_or_else(|| {
+            let known: Vec<&str> = kinds().iter().map(|kind| kind.kind).collect();
+            InvalidInput::new(format!(
+                "`{}` renders to `{name}`, which is not a known kind; known kinds: {}",
+                self.0,
+                known.join(", ")
+            ))
+            .into()
+        })
+    }
+}
+
+/// Lists the objects that match selectors. A 400 from the server is about the selectors
+/// (a field the server cannot select by): invalid input, like a selector that does not parse.
+async fn list_matching(
+    cluster: &Cluster,
+    kind: &Kind,
+    namespace: Option<&str>,
+    labels: Option<&str>,
+    fields: Option<&str>,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    match cluster.list(kind, namespace, labels, fields).await {
+        Ok(items) => Ok(items),
+        Err(error) if error.code() == Some(400) => {
+            Err(InvalidInput::new(format!("the server refused the selectors: {error}")).into())
+        }
+        Err(error) => Err(error.into()),
     }
 }
 

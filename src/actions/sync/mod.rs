@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-pub use spec::{InvalidInput, SyncAction};
+pub use spec::SyncAction;
 
-use super::{Action, Check, Outcome, Preview, StepContext};
+use super::{Action, Check, InvalidInput, Outcome, Preview, StepContext};
 use compare::{ChangedSince, CompareOptions, Comparison};
 use pass::{Ledger, Note, PassRecord, RelPath};
 use planner::{PlannerConfig, ShardPlan};

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use super::spec::InvalidInput;
+use crate::actions::InvalidInput;
 
 /// Lines of rsync's own error message kept for the step's error.
 const MESSAGE_LINES: usize = 8;

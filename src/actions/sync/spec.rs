@@ -9,20 +9,11 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use sha2::Digest as _;
 
-use crate::actions::StepContext;
+use crate::actions::{InvalidInput, StepContext};
 use crate::diagnostic::ValueError;
 
 /// Workers when `jobs:` is not given.
 pub const DEFAULT_JOBS: u32 = 4;
-
-/// Input that makes the copy impossible (a missing source, a destination inside the source,
-/// `jobs: 0`, no rsync), found before anything is copied.
-///
-/// The engine turns action errors into exit 1 today; this type lets it map them to exit 2
-/// ("invalid input; nothing was executed") once it looks for it, like [`crate::actions::Refusal`].
-#[derive(Debug, thiserror::Error)]
-#[error("invalid input: {0}")]
-pub struct InvalidInput(pub String);
 
 /// `sync: {from, to, jobs, delete, bwlimit, exclude, rsync_args, verify}`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -388,10 +379,13 @@ pub struct Settings {
 impl SyncAction {
     /// Renders the templates and checks the values (not the paths).
     pub fn settings(&self, cx: &StepContext<'_>) -> anyhow::Result<Settings> {
-        let path = |template: &str| -> anyhow::Result<PathBuf> {
+        let path = |key: &str, template: &str| -> anyhow::Result<PathBuf> {
             let text = cx.render(template)?;
             if text.trim().is_empty() {
-                return Err(InvalidInput(format!("`{template}` renders to an empty path")).into());
+                return Err(InvalidInput(format!(
+                    "`{key}`: `{template}` renders to an empty path"
+                ))
+                .into());
             }
             Ok(PathBuf::from(text))
         };
@@ -436,8 +430,8 @@ impl SyncAction {
             .collect::<anyhow::Result<Vec<_>>>()?;
         check_rsync_args(&rsync_args).map_err(InvalidInput)?;
         Ok(Settings {
-            from: path(&self.from)?,
-            to: path(&self.to)?,
+            from: path("from", &self.from)?,
+            to: path("to", &self.to)?,
             jobs: jobs as usize,
             delete: self.delete,
             bwlimit,
@@ -459,26 +453,26 @@ impl Settings {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
                 return Err(InvalidInput(format!(
-                    "the source {} is not a directory",
+                    "`from`: the source {} is not a directory",
                     from.display()
                 )));
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Err(InvalidInput(format!(
-                    "the source {} does not exist",
+                    "`from`: the source {} does not exist",
                     from.display()
                 )));
             }
             Err(error) => {
                 return Err(InvalidInput(format!(
-                    "cannot read the source {}: {error}",
+                    "`from`: cannot read the source {}: {error}",
                     from.display()
                 )));
             }
         }
         let source = std::fs::canonicalize(from).map_err(|error| {
             InvalidInput(format!(
-                "cannot resolve the source {}: {error}",
+                "`from`: cannot resolve the source {}: {error}",
                 from.display()
             ))
         })?;
@@ -487,7 +481,7 @@ impl Settings {
             Ok(meta) if meta.is_dir() => (
                 std::fs::canonicalize(to).map_err(|error| {
                     InvalidInput(format!(
-                        "cannot resolve the destination {}: {error}",
+                        "`to`: cannot resolve the destination {}: {error}",
                         to.display()
                     ))
                 })?,
@@ -495,20 +489,20 @@ impl Settings {
             ),
             Ok(_) => {
                 return Err(InvalidInput(format!(
-                    "the destination {} exists and is not a directory",
+                    "`to`: the destination {} exists and is not a directory",
                     to.display()
                 )));
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let (Some(parent), Some(name)) = (parent_of(to), to.file_name()) else {
                     return Err(InvalidInput(format!(
-                        "the destination {} cannot be created",
+                        "`to`: the destination {} cannot be created",
                         to.display()
                     )));
                 };
                 let parent = std::fs::canonicalize(&parent).map_err(|_| {
                     InvalidInput(format!(
-                        "the destination {} does not exist, nor does its parent {}; create the parent first",
+                        "`to`: the destination {} does not exist, nor does its parent {}; create the parent first",
                         to.display(),
                         parent.display()
                     ))
@@ -517,27 +511,27 @@ impl Settings {
             }
             Err(error) => {
                 return Err(InvalidInput(format!(
-                    "cannot read the destination {}: {error}",
+                    "`to`: cannot read the destination {}: {error}",
                     to.display()
                 )));
             }
         };
         if destination == source {
             return Err(InvalidInput(format!(
-                "the source and the destination are the same directory ({})",
+                "`from` and `to`: the source and the destination are the same directory ({})",
                 source.display()
             )));
         }
         if destination.starts_with(&source) {
             return Err(InvalidInput(format!(
-                "the destination {} is inside the source {}: the copy would copy itself",
+                "`from` and `to`: the destination {} is inside the source {}: the copy would copy itself",
                 to.display(),
                 from.display()
             )));
         }
         if source.starts_with(&destination) {
             return Err(InvalidInput(format!(
-                "the source {} is inside the destination {}: a mirror would delete or overwrite it",
+                "`from` and `to`: the source {} is inside the destination {}: a mirror would delete or overwrite it",
                 from.display(),
                 to.display()
             )));

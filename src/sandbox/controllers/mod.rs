@@ -5,7 +5,10 @@
 //!
 //! - `namespaces`: a deleted namespace is emptied, then goes.
 //! - `volumes`: claims bind to volumes; protection finalizers; reclaim policies.
-//! - `pods`: a deleted pod goes when its grace period is over.
+//! - `scheduler`: pods left unscheduled (their claim missing, unbound or being deleted)
+//!   are placed and started once their claims are usable.
+//! - `pods`: a deleted pod goes when its grace period is over; a pod with a lifetime
+//!   ([`LIFETIME_ANNOTATION`]) is deleted when it has lived it.
 //! - `workloads`: Deployments keep a ReplicaSet per template, ReplicaSets keep their pods.
 //!   Jobs are stored but run no pods yet.
 //! - `garbage`: dependents of deleted owners go (or lose their owner, or go first).
@@ -13,8 +16,11 @@
 mod garbage;
 mod namespaces;
 mod pods;
+mod scheduler;
 mod volumes;
 mod workloads;
+
+pub use pods::{LIFETIME_ANNOTATION, lifetime};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,12 +70,13 @@ pub async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Runs every controller until the state settles; returns when a timer (a pod's grace
-/// period) next needs a look.
+/// period or lifetime) next needs a look.
 pub fn reconcile(state: &mut State, now: Timestamp) -> Option<Timestamp> {
     for _ in 0..MAX_PASSES {
         let mut changed = false;
         changed |= namespaces::reconcile(state);
         changed |= volumes::reconcile(state);
+        changed |= scheduler::reconcile(state, now);
         changed |= pods::reconcile(state, now);
         changed |= workloads::reconcile(state);
         changed |= garbage::reconcile(state);

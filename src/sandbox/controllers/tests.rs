@@ -353,3 +353,143 @@ fn deleting_a_namespace_deletes_its_contents() {
     assert!(scenario.get("pvc", "hub", "home-nfs").is_none());
     assert_eq!(phase(&scenario.get("pv", "", "hub-home-nfs")), "Released");
 }
+
+fn user_pod(name: &str, lifetime: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": "hub",
+        "labels": {"component": "singleuser-server"},
+        "annotations": {super::LIFETIME_ANNOTATION: lifetime}},
+        "spec": {"containers": [{"name": "notebook", "image": "jupyter/base:1"}],
+            "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "home-nfs"}}]}})
+}
+
+#[test]
+fn a_pod_with_a_lifetime_goes_once_it_has_lived_it() {
+    let mut scenario = hub();
+    scenario.create("Pod", user_pod("jupyter-bob", "8s"));
+    let created =
+        scenario.get("Pod", "hub", "jupyter-bob").unwrap()["metadata"]["creationTimestamp"]
+            .as_str()
+            .and_then(meta::parse_time)
+            .unwrap();
+    let wake = scenario
+        .cluster
+        .write(|state| reconcile(state, scenario.now))
+        .unwrap();
+    assert_eq!(
+        wake,
+        created + SignedDuration::from_secs(8),
+        "the loop wakes up for it"
+    );
+    assert!(!meta::is_deleting(
+        &scenario.get("Pod", "hub", "jupyter-bob").unwrap()
+    ));
+    scenario.now = created + SignedDuration::from_secs(8);
+    scenario.settle();
+    let pod = scenario.get("Pod", "hub", "jupyter-bob");
+    assert!(
+        pod.as_ref().is_none_or(meta::is_deleting),
+        "deleted when its lifetime is over"
+    );
+    scenario.later();
+    assert!(scenario.get("Pod", "hub", "jupyter-bob").is_none());
+    assert!(
+        scenario.get("Pod", "hub", "jupyter-alice").is_some(),
+        "a pod without the annotation stays"
+    );
+}
+
+#[test]
+fn a_lifetime_that_is_not_a_duration_is_refused() {
+    let scenario = hub();
+    let kind = find_kind("Pod").unwrap();
+    let options = WriteOptions {
+        field_manager: "test".into(),
+        ..WriteOptions::default()
+    };
+    let error = scenario
+        .cluster
+        .write(|state| state.create(kind, "hub", user_pod("jupyter-bob", "soon"), &options))
+        .unwrap_err();
+    assert_eq!(error.code, 422);
+    assert!(
+        error.message.contains(
+            "metadata.annotations[sandbox.runbook.dev/lifetime]: Invalid value: \"soon\""
+        ),
+        "{}",
+        error.message
+    );
+}
+
+fn scheduled(pod: &Value) -> Option<&str> {
+    meta::str_at(pod, &["spec", "nodeName"]).filter(|node| !node.is_empty())
+}
+
+#[test]
+fn pods_whose_claim_is_going_wait_unscheduled_and_do_not_hold_it() {
+    let mut scenario = hub();
+    let mut metrics = deployment(1, "metrics:1");
+    metrics["metadata"]["namespace"] = json!("hub");
+    metrics["spec"]["template"]["spec"]["volumes"] =
+        json!([{"name": "home", "persistentVolumeClaim": {"claimName": "home-nfs"}}]);
+    scenario.create("Deployment", metrics);
+    scenario.delete("pvc", "hub", "home-nfs", None);
+    scenario.delete("Pod", "hub", "jupyter-alice", None);
+    let first = scenario
+        .names("Pod", "hub")
+        .into_iter()
+        .find(|name| name.starts_with("shared-volume-metrics-"))
+        .unwrap();
+    scenario.delete("Pod", "hub", &first, None);
+    let replacement = scenario
+        .names("Pod", "hub")
+        .into_iter()
+        .find(|name| name.starts_with("shared-volume-metrics-") && *name != first)
+        .expect("the ReplicaSet replaces its pod at once");
+    let pod = scenario.get("Pod", "hub", &replacement).unwrap();
+    assert_eq!(phase(&Some(pod.clone())), "Pending");
+    assert_eq!(scheduled(&pod), None);
+    assert_eq!(
+        pod["status"]["conditions"][0]["message"],
+        "0/1 nodes are available: persistentvolumeclaim \"home-nfs\" is being deleted. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+    );
+    scenario.later();
+    assert!(
+        scenario.get("pvc", "hub", "home-nfs").is_none(),
+        "an unscheduled pod does not hold the claim"
+    );
+    assert_eq!(phase(&scenario.get("pv", "", "hub-home-nfs")), "Released");
+    let pod = scenario.get("Pod", "hub", &replacement).unwrap();
+    assert!(
+        pod["status"]["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("persistentvolumeclaim \"home-nfs\" not found"),
+        "{pod}"
+    );
+    // A new volume and claim, as a deploy creates them: the pod is scheduled and runs.
+    scenario.delete("pv", "", "hub-home-nfs", None);
+    assert!(scenario.get("pv", "", "hub-home-nfs").is_none());
+    scenario
+        .create(
+            "PersistentVolume",
+            json!({"metadata": {"name": "hub-home-nfs"}, "spec": {
+            "capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteMany"],
+            "nfs": {"server": "10.0.0.9", "path": "/homes/hub"}}}),
+        )
+        .create(
+            "PersistentVolumeClaim",
+            json!({"metadata": {"name": "home-nfs", "namespace": "hub"}, "spec": {
+            "accessModes": ["ReadWriteMany"], "volumeName": "hub-home-nfs", "storageClassName": "",
+            "resources": {"requests": {"storage": "1Mi"}}}}),
+        );
+    let pod = scenario.get("Pod", "hub", &replacement).unwrap();
+    assert_eq!(phase(&Some(pod.clone())), "Running");
+    assert_eq!(scheduled(&pod), Some("sandbox-node"));
+    let ips: std::collections::BTreeSet<String> = scenario
+        .names("Pod", "hub")
+        .iter()
+        .filter_map(|name| scenario.get("Pod", "hub", name))
+        .filter_map(|pod| meta::str_at(&pod, &["status", "podIP"]).map(str::to_string))
+        .collect();
+    assert_eq!(ips.len(), scenario.names("Pod", "hub").len());
+}

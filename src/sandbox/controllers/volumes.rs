@@ -38,14 +38,20 @@ pub fn reconcile(state: &mut State) -> bool {
     changed
 }
 
-/// Whether a pod that has not finished mounts the claim.
+/// Whether a scheduled pod that has not finished mounts the claim. Unscheduled pods do not
+/// count, as in the real pvc-protection controller: the kubelet never starts them (the
+/// scheduler refuses a pod whose claim is being deleted), so a Deployment that recreates
+/// its pods at once cannot keep a deleted claim alive.
 fn claim_in_use(state: &State, kinds: &Kinds, namespace: &str, claim: &str) -> bool {
     state.store.list(kinds.pods, Some(namespace)).any(|pod| {
         let finished = matches!(
             meta::str_at(pod, &["status", "phase"]),
             Some("Succeeded" | "Failed")
         );
-        !finished
+        let scheduled =
+            meta::str_at(pod, &["spec", "nodeName"]).is_some_and(|node| !node.is_empty());
+        scheduled
+            && !finished
             && pod
                 .pointer("/spec/volumes")
                 .and_then(Value::as_array)

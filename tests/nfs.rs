@@ -1,0 +1,510 @@
+//! The NFS migration end to end: `runbook run playbooks/nfs-migrate.yaml --sandbox`, the
+//! real playbook against the sandbox cluster, real rsync copies and a real values file.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use common::Test;
+use runbook::sandbox::hub::Hub;
+
+const PLAYBOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/nfs-migrate.yaml");
+
+/// A migration in a scratch directory: the sandbox lives in `sandbox/`.
+struct Migration {
+    test: Test,
+}
+
+impl Migration {
+    fn new() -> Self {
+        Migration { test: Test::new() }
+    }
+
+    /// Seeds the sandbox directory with `hub` before the first command (the default hub is
+    /// seeded by the first `--sandbox` command otherwise).
+    fn seeded_with(hub: &Hub) -> Self {
+        let migration = Self::new();
+        hub.seed(&migration.sandbox()).expect("seed the sandbox");
+        migration
+    }
+
+    fn sandbox(&self) -> PathBuf {
+        self.test.path("sandbox")
+    }
+
+    fn args(&self, command: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [command, PLAYBOOK, "--sandbox", "--sandbox-dir"]
+            .iter()
+            .map(|arg| arg.to_string())
+            .collect();
+        args.push(self.sandbox().display().to_string());
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        args
+    }
+
+    fn run(&self, extra: &[&str]) -> common::Output {
+        self.test.run_args(&self.args("run", extra))
+    }
+
+    /// Starts `run` without waiting; the test follows it through the journal.
+    fn spawn(&self, extra: &[&str]) -> Child {
+        let args = self.args("run", extra);
+        Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(&args)
+            .current_dir(self.test.dir())
+            .env("NO_COLOR", "1")
+            .env("HOME", self.test.dir())
+            .env_remove("RUNBOOK_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn runbook")
+    }
+
+    fn old_homes(&self) -> PathBuf {
+        self.sandbox().join("nfs/10.0.0.7/homes/staging")
+    }
+
+    fn new_homes(&self) -> PathBuf {
+        self.sandbox().join("nfs/10.0.0.9/homes/staging")
+    }
+
+    fn values_file(&self) -> PathBuf {
+        self.sandbox()
+            .join("deployer/config/clusters/sandbox/staging.values.yaml")
+    }
+
+    /// The cluster's objects as the sandbox saved them.
+    fn objects(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.sandbox().join("sandbox-state.yaml"))
+            .expect("the sandbox's state file");
+        let list: Value = serde_saphyr::from_str(&text).expect("the state file is YAML");
+        list["items"].as_array().expect("a List").clone()
+    }
+
+    fn object(&self, kind: &str, name: &str) -> Option<Value> {
+        self.objects()
+            .into_iter()
+            .find(|object| object["kind"] == kind && object["metadata"]["name"] == name)
+    }
+
+    fn pods_labelled(&self, key: &str, value: &str) -> Vec<Value> {
+        self.objects()
+            .into_iter()
+            .filter(|object| object["kind"] == "Pod" && object["metadata"]["labels"][key] == value)
+            .collect()
+    }
+
+    /// The sandbox's request log.
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.sandbox().join("requests.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// The journal's events so far, none before the run has one.
+    fn journal_so_far(&self) -> Vec<Value> {
+        let runs = self.sandbox().join("state/runs");
+        let Some(Ok(run)) = std::fs::read_dir(&runs).ok().and_then(|mut dir| dir.next()) else {
+            return Vec::new();
+        };
+        std::fs::read_to_string(run.path().join("journal.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// The journal's events.
+    fn journal(&self) -> Vec<Value> {
+        let runs = self.sandbox().join("state/runs");
+        let run = std::fs::read_dir(&runs)
+            .expect("runs dir")
+            .next()
+            .expect("one run")
+            .expect("entry")
+            .path();
+        std::fs::read_to_string(run.join("journal.jsonl"))
+            .expect("journal")
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Checks the end state of a finished migration.
+    fn assert_migrated(&self, original_values: &str) {
+        assert_eq!(
+            tree(&self.old_homes()),
+            tree(&self.new_homes()),
+            "the new export differs from the old one"
+        );
+        let values = std::fs::read_to_string(self.values_file()).expect("values file");
+        let changed: Vec<(&str, &str)> = original_values
+            .lines()
+            .zip(values.lines())
+            .filter(|(before, after)| before != after)
+            .collect();
+        assert_eq!(
+            changed,
+            [("    serverIP: 10.0.0.7", "    serverIP: 10.0.0.9")],
+            "the values file changed elsewhere than the serverIP line"
+        );
+        assert_eq!(original_values.lines().count(), values.lines().count());
+
+        let pv = self
+            .object("PersistentVolume", "staging-home-nfs")
+            .expect("the PV is back");
+        assert_eq!(pv["spec"]["nfs"]["server"], "10.0.0.9");
+        assert_eq!(pv["spec"]["nfs"]["path"], "/homes/staging");
+        assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+        let pvc = self
+            .object("PersistentVolumeClaim", "home-nfs")
+            .expect("the PVC is back");
+        assert_eq!(pvc["status"]["phase"], "Bound");
+        assert!(self.object("Service", "proxy-public").is_some());
+        assert!(
+            self.object("Pod", "sandbox-root-home-shell").is_none(),
+            "the transfer pod is left"
+        );
+    }
+
+    /// The NFS server pod of jupyterhub-home-nfs (which carries the metrics label).
+    fn nfs_server_pod_uid(&self) -> String {
+        let pods = self.pods_labelled("app", "jupyterhub-home-nfs");
+        assert_eq!(pods.len(), 1, "one NFS server pod");
+        assert!(pods[0]["metadata"]["deletionTimestamp"].is_null());
+        pods[0]["metadata"]["uid"]
+            .as_str()
+            .expect("uid")
+            .to_string()
+    }
+}
+
+/// Every entry of a tree: type, mode, size, mtime, and content or link target.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut entries = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat");
+            let relative = path
+                .strip_prefix(root)
+                .expect("under root")
+                .display()
+                .to_string();
+            let what = if meta.file_type().is_symlink() {
+                format!(
+                    "link -> {}",
+                    std::fs::read_link(&path).expect("readlink").display()
+                )
+            } else if meta.is_dir() {
+                pending.push(path.clone());
+                format!("dir {:o}", meta.mode())
+            } else {
+                let content = std::fs::read(&path).expect("read");
+                format!(
+                    "file {:o} {} {} {:x}",
+                    meta.mode(),
+                    meta.len(),
+                    meta.mtime(),
+                    content
+                        .iter()
+                        .fold(0u64, |hash, byte| hash.rotate_left(5) ^ u64::from(*byte))
+                )
+            };
+            entries.insert(relative, what);
+        }
+    }
+    entries
+}
+
+/// The step ids of the playbook, in order.
+fn step_ids() -> Vec<String> {
+    let text = std::fs::read_to_string(PLAYBOOK).expect("playbook");
+    let playbook: Value = serde_saphyr::from_str(&text).expect("playbook YAML");
+    playbook["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|step| step["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+/// Requests that changed something (not reads, not dry runs).
+fn mutations(requests: &[Value]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|request| request["method"] != "GET" && request["dry_run"] != true)
+        .map(|request| format!("{} {}", request["method"], request["path"]))
+        .collect()
+}
+
+#[test]
+fn the_whole_migration_in_the_sandbox() {
+    let migration = Migration::new();
+    // A plan seeds the sandbox and changes nothing in it.
+    let plan = migration
+        .test
+        .run_args(&migration.args("plan", &[]))
+        .status(0);
+    assert!(plan.stdout.contains("read-pv"), "{}", plan.stdout);
+    assert_eq!(mutations(&migration.requests()), Vec::<String>::new());
+    let original_values = std::fs::read_to_string(migration.values_file()).expect("values");
+    let server_pod = migration.nfs_server_pod_uid();
+
+    let run = migration
+        .run(&["--yes"])
+        .status(0)
+        .stderr_has("every step is done")
+        .stderr_has("maintenance window");
+    migration.assert_migrated(&original_values);
+    assert_eq!(migration.nfs_server_pod_uid(), server_pod);
+    assert!(
+        run.stderr.contains("bytes"),
+        "the summary shows the bytes copied:\n{}",
+        run.stderr
+    );
+
+    // The PV was Delete: it was patched to Retain before it was deleted.
+    let requests = migration.requests();
+    let pv_path = "/api/v1/persistentvolumes/staging-home-nfs";
+    let patched = requests
+        .iter()
+        .position(|r| r["method"] == "PATCH" && r["path"] == pv_path && r["dry_run"] != true)
+        .expect("the PV was patched");
+    let deleted = requests
+        .iter()
+        .position(|r| r["method"] == "DELETE" && r["path"] == pv_path)
+        .expect("the PV was deleted");
+    assert!(patched < deleted, "the PV was deleted before it was Retain");
+    // Only the metrics Deployments' pods were deleted, never the NFS server's.
+    for request in &requests {
+        if request["method"] == "DELETE" {
+            let path = request["path"].as_str().expect("path");
+            assert!(
+                !path.contains("storage-quota-home-nfs"),
+                "the NFS server pod was deleted: {path}"
+            );
+        }
+    }
+
+    // Again: everything is done, nothing changes.
+    let before = migration.requests().len();
+    migration
+        .run(&["--yes"])
+        .status(0)
+        .stderr_has("every step is done");
+    assert_eq!(
+        mutations(&migration.requests()[before..]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_kill_at_every_step_boundary_and_inside_both_copies_loses_nothing() {
+    let migration = Migration::new();
+    migration
+        .test
+        .run_args(&migration.args("plan", &[]))
+        .status(0);
+    let original_values = std::fs::read_to_string(migration.values_file()).expect("values");
+    let steps = step_ids();
+    let mut finished: Vec<String> = Vec::new();
+    let mut killed_inside: Vec<(String, String)> = Vec::new();
+    let mut source_changed = false;
+    let mut read_events = 0;
+    for round in 0..steps.len() * 2 {
+        let mut child = migration.spawn(&["--yes"]);
+        let mut killed = false;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            let events = migration.journal_so_far();
+            for event in events.iter().skip(read_events) {
+                read_events += 1;
+                let step = event["step"].as_str().unwrap_or_default().to_string();
+                let kind = event["event"].as_str().unwrap_or_default();
+                let done = kind == "step_finished"
+                    && matches!(event["status"].as_str(), Some("ok" | "changed"))
+                    || kind == "step_skipped" && event["done"] == true;
+                // Inside a copy: once its pass is planned and journaled, once a shard is done.
+                let inside = (kind == "step_note")
+                    .then(|| {
+                        event["data"]["sync"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string()
+                    })
+                    .filter(|note| note == "pass" || note == "shard")
+                    .map(|note| (step.clone(), note))
+                    .filter(|point| !killed_inside.contains(point));
+                if done && !finished.contains(&step) {
+                    finished.push(step.clone());
+                    killed = true;
+                } else if let Some(point) = inside {
+                    killed_inside.push(point);
+                    killed = true;
+                }
+                if killed {
+                    child.kill().expect("kill -9");
+                    break;
+                }
+            }
+            if killed {
+                break child.wait().expect("wait");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        // What the killed command journaled after the kill point is read next round.
+        if !killed {
+            assert!(status.success(), "round {round}: the run failed: {status}");
+            break;
+        }
+        // Users work on while the initial copy runs: the final copy has work to do.
+        if !source_changed && finished.iter().any(|step| step == "initial-copy") {
+            change_the_source(&migration.old_homes());
+            source_changed = true;
+        }
+    }
+    // `point-values-at-new-path` is skipped by its `when`: the base share stays the same.
+    let expected: Vec<String> = steps
+        .iter()
+        .filter(|step| *step != "point-values-at-new-path")
+        .cloned()
+        .collect();
+    assert_eq!(finished, expected, "every step finished once, in order");
+    let inside: Vec<String> = killed_inside
+        .iter()
+        .map(|(step, note)| format!("{step} {note}"))
+        .collect();
+    assert_eq!(
+        inside,
+        [
+            "initial-copy pass",
+            "initial-copy shard",
+            "final-copy pass",
+            "final-copy shard"
+        ]
+    );
+    migration.assert_migrated(&original_values);
+
+    // No step was started again after it was done.
+    let journal = migration.journal();
+    for step in &expected {
+        let done_at = journal.iter().position(|event| {
+            event["step"] == step.as_str()
+                && (event["event"] == "step_finished"
+                    && matches!(event["status"].as_str(), Some("ok" | "changed"))
+                    || event["event"] == "step_skipped" && event["done"] == true)
+        });
+        let done_at = done_at.unwrap_or_else(|| panic!("{step} is not done in the journal"));
+        assert!(
+            !journal[done_at + 1..]
+                .iter()
+                .any(|event| event["event"] == "step_started" && event["step"] == step.as_str()),
+            "{step} was started again after it was done"
+        );
+    }
+}
+
+/// What users do between the two copies: a new file, a deleted one, an edit that keeps size
+/// and mtime (as `cp -p` leaves it), a whole home removed.
+fn change_the_source(homes: &Path) {
+    std::fs::write(homes.join("dave/new-notebook.ipynb"), "{}").expect("new file");
+    std::fs::remove_file(homes.join("bob/.gitconfig")).expect("delete a file");
+    let notes = homes.join("dave/notes.md");
+    let mtime = std::fs::metadata(&notes)
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    std::fs::write(&notes, "# Nope\n\n").expect("edit");
+    std::fs::File::options()
+        .write(true)
+        .open(&notes)
+        .expect("open")
+        .set_modified(mtime)
+        .expect("keep mtime");
+    std::fs::remove_dir_all(homes.join("erin")).expect("remove a home");
+}
+
+#[test]
+fn users_that_never_leave_stop_the_run_before_the_hub_goes_offline() {
+    let migration = Migration::seeded_with(&Hub::new("staging").users_leave_after(None));
+    migration
+        .run(&[
+            "--yes",
+            "--var",
+            "active_user_checks=2",
+            "--var",
+            "active_user_check_interval=1s",
+        ])
+        .status(3)
+        .stderr_has("no-active-users");
+    assert!(
+        migration.object("Service", "proxy-public").is_some(),
+        "the hub went offline"
+    );
+    let pv = migration
+        .object("PersistentVolume", "staging-home-nfs")
+        .expect("the PV is there");
+    assert_eq!(pv["spec"]["nfs"]["server"], "10.0.0.7");
+    assert_eq!(
+        migration
+            .pods_labelled("component", "singleuser-server")
+            .len(),
+        2
+    );
+}
+
+/// The plan's decisions, one `step: decision (reason)` line each.
+fn decisions(plan_json: &str) -> String {
+    let plan: Value = serde_json::from_str(plan_json).expect("plan JSON");
+    plan["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|step| {
+            format!(
+                "{}: {} ({})\n",
+                step["id"].as_str().expect("id"),
+                step["decision"].as_str().expect("decision"),
+                step["reason"].as_str().expect("reason")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn plans_on_a_fresh_sandbox_and_halfway_read_and_never_write() {
+    // No user servers, so that the decisions do not depend on when users leave.
+    let migration = Migration::seeded_with(&Hub::new("staging").with_users(0));
+    let plan = migration
+        .test
+        .run_args(&migration.args("plan", &["--format", "json"]))
+        .status(0);
+    insta::assert_snapshot!("fresh_plan", decisions(&plan.stdout));
+    assert_eq!(mutations(&migration.requests()), Vec::<String>::new());
+
+    // Without --yes the run stops at the maintenance gate: phase one is done.
+    migration.run(&[]).status(5).stderr_has("start-maintenance");
+    let before = migration.requests().len();
+    let plan = migration
+        .test
+        .run_args(&migration.args("plan", &["--format", "json"]))
+        .status(0);
+    insta::assert_snapshot!("halfway_plan", decisions(&plan.stdout));
+    assert_eq!(
+        mutations(&migration.requests()[before..]),
+        Vec::<String>::new()
+    );
+}
