@@ -1,13 +1,20 @@
 //! A connection to a cluster: the client built from a kubeconfig (or in-cluster config),
-//! and JSON-object helpers over `Api<DynamicObject>` with retries on transient errors.
+//! and JSON-object helpers over `Api<DynamicObject>` with retries on transient errors;
+//! commands run in pods through the exec API (kube's `ws` feature).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy,
+    Api, AttachParams, DeleteParams, DynamicObject, ListParams, Patch, PatchParams,
+    PropagationPolicy,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::Kind;
 use crate::diagnostic::{Diagnostic, Source, did_you_mean};
@@ -427,6 +434,357 @@ impl Cluster {
 /// Field manager for server-side apply and patches.
 const FIELD_MANAGER: &str = "runbook";
 
+/// What a command run in a pod printed, and its exit code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<u8>,
+    /// Its exit code (128 + n for a death by signal n).
+    pub exit_code: i32,
+}
+
+impl ExecOutput {
+    /// stdout as text (invalid UTF-8 replaced).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// stderr as text (invalid UTF-8 replaced).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Which output of a command a piece came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Why running a command in a pod failed. A command that ran and exited non-zero is not an
+/// error: its code is in [`ExecOutput::exit_code`].
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The exec request was refused (no such pod, a pod not running, no such container,
+    /// forbidden) or got no answer: the command did not start.
+    #[error(transparent)]
+    Request(KubeError),
+    /// The connection dropped after the command started and before its exit status came:
+    /// the command may still be running, or have ended either way. Retry a command that
+    /// can be repeated; re-attach to one that was started detached.
+    #[error(
+        "exec in pod {pod}{place}: the connection was lost before the command's exit status came ({message}); the command may still be running"
+    )]
+    ConnectionLost {
+        /// The pod.
+        pod: String,
+        /// " in namespace X".
+        place: String,
+        /// What the client saw.
+        message: String,
+    },
+    /// The server ended the command's stream with a failure that is not an exit code (the
+    /// command could not be started, for one).
+    #[error("exec in pod {pod}{place}: {message} ({reason})")]
+    Failed {
+        /// The pod.
+        pod: String,
+        /// " in namespace X".
+        place: String,
+        /// The `Status`'s reason: `InternalError`, ...
+        reason: String,
+        /// The `Status`'s message.
+        message: String,
+    },
+}
+
+impl ExecError {
+    /// Whether the connection dropped while the command ran (its outcome is unknown).
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, ExecError::ConnectionLost { .. })
+    }
+
+    /// Whether trying again may succeed: a lost connection, an unreachable or overloaded
+    /// server.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ExecError::ConnectionLost { .. } => true,
+            ExecError::Request(KubeError::Transport(..)) => true,
+            ExecError::Request(KubeError::Api { code, .. }) => *code == 429 || *code >= 500,
+            ExecError::Request(_) | ExecError::Failed { .. } => false,
+        }
+    }
+}
+
+/// How much of each stream kube-rs buffers between its connection and our readers.
+const EXEC_BUFFER: usize = 64 * 1024;
+
+/// A line longer than this is handed on in pieces.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Cuts output into lines at `\n`, `\r` (progress lines that rewrite themselves) or
+/// `\r\n`, without their ends.
+#[derive(Debug, Default)]
+struct LineSplitter {
+    pending: Vec<u8>,
+    after_cr: bool,
+}
+
+impl LineSplitter {
+    fn push(&mut self, data: &[u8], emit: &mut impl FnMut(&str)) {
+        for &byte in data {
+            let after_cr = std::mem::replace(&mut self.after_cr, byte == b'\r');
+            match byte {
+                b'\n' if after_cr => {}
+                b'\n' | b'\r' => self.emit(emit),
+                _ => {
+                    self.pending.push(byte);
+                    if self.pending.len() >= MAX_LINE {
+                        self.emit(emit);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, emit: &mut impl FnMut(&str)) {
+        if !self.pending.is_empty() {
+            self.emit(emit);
+        }
+    }
+
+    fn emit(&mut self, emit: &mut impl FnMut(&str)) {
+        emit(&String::from_utf8_lossy(&self.pending));
+        self.pending.clear();
+    }
+}
+
+/// Reads some of an output, or waits forever once it is gone.
+async fn read_some<R: AsyncRead + Unpin>(
+    reader: &mut Option<R>,
+    buffer: &mut [u8],
+) -> std::io::Result<usize> {
+    match reader {
+        Some(reader) => reader.read(buffer).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The exit code in a channel-3 `Status`, or the failure it reports instead.
+fn exit_code_of(status: &Status) -> Result<i32, (String, String)> {
+    if status.status.as_deref() == Some("Success") {
+        return Ok(0);
+    }
+    let code = status
+        .details
+        .as_ref()
+        .and_then(|details| details.causes.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|cause| cause.reason.as_deref() == Some("ExitCode"))
+        .and_then(|cause| cause.message.as_deref()?.trim().parse().ok());
+    match (status.reason.as_deref(), code) {
+        (Some("NonZeroExitCode"), Some(code)) => Ok(code),
+        (reason, _) => Err((
+            reason.unwrap_or("Failure").to_string(),
+            status.message.clone().unwrap_or_default(),
+        )),
+    }
+}
+
+impl Cluster {
+    /// Runs `command` in a container of a pod (the only one when `container` is `None`),
+    /// feeding it `stdin` if given, and collects its output and exit code. `namespace: None`
+    /// is the default namespace. The command is not retried once started.
+    pub async fn exec<S: AsRef<str>>(
+        &self,
+        namespace: Option<&str>,
+        pod: &str,
+        container: Option<&str>,
+        command: &[S],
+        stdin: Option<Bytes>,
+    ) -> Result<ExecOutput, ExecError> {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let exit_code =
+            self.exec_streaming(namespace, pod, container, command, stdin, |stream, data| {
+                match stream {
+                    OutputStream::Stdout => stdout.extend_from_slice(data),
+                    OutputStream::Stderr => stderr.extend_from_slice(data),
+                }
+            })
+            .await?;
+        Ok(ExecOutput {
+            stdout,
+            stderr,
+            exit_code,
+        })
+    }
+
+    /// Like [`Cluster::exec`], but hands each line of output to `on_line` as soon as it is
+    /// complete (lines end at `\n` or `\r`, and are given without it); returns the exit
+    /// code. For commands that print progress for hours.
+    pub async fn exec_lines<S: AsRef<str>>(
+        &self,
+        namespace: Option<&str>,
+        pod: &str,
+        container: Option<&str>,
+        command: &[S],
+        stdin: Option<Bytes>,
+        mut on_line: impl FnMut(OutputStream, &str),
+    ) -> Result<i32, ExecError> {
+        let mut stdout = LineSplitter::default();
+        let mut stderr = LineSplitter::default();
+        let code = self
+            .exec_streaming(namespace, pod, container, command, stdin, |stream, data| {
+                let splitter = match stream {
+                    OutputStream::Stdout => &mut stdout,
+                    OutputStream::Stderr => &mut stderr,
+                };
+                splitter.push(data, &mut |line| on_line(stream, line));
+            })
+            .await;
+        // What came before a lost connection is output all the same.
+        stdout.finish(&mut |line| on_line(OutputStream::Stdout, line));
+        stderr.finish(&mut |line| on_line(OutputStream::Stderr, line));
+        code
+    }
+
+    /// Runs a command in a pod and hands its output to `on_output` as it arrives, in
+    /// pieces of any size; returns the exit code.
+    pub async fn exec_streaming<S: AsRef<str>>(
+        &self,
+        namespace: Option<&str>,
+        pod: &str,
+        container: Option<&str>,
+        command: &[S],
+        stdin: Option<Bytes>,
+        mut on_output: impl FnMut(OutputStream, &[u8]),
+    ) -> Result<i32, ExecError> {
+        let namespace = namespace.unwrap_or(&self.default_namespace);
+        // Pod is in the kind registry: `kinds()` lists the core kinds first.
+        let pods = super::find_kind("Pod").expect("Pod is a known kind");
+        let request = Request {
+            verb: "exec",
+            kind: pods,
+            name: pod,
+            namespace: Some(namespace),
+        };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let params = AttachParams {
+            container: container.map(str::to_string),
+            stdin: stdin.is_some(),
+            stdout: true,
+            stderr: true,
+            tty: false,
+            max_stdin_buf_size: Some(EXEC_BUFFER),
+            max_stdout_buf_size: Some(EXEC_BUFFER),
+            max_stderr_buf_size: Some(EXEC_BUFFER),
+        };
+        let command: Vec<String> = command
+            .iter()
+            .map(|part| part.as_ref().to_string())
+            .collect();
+        let mut attached = connect_exec(|| api.exec(pod, command.clone(), &params))
+            .await
+            .map_err(|error| ExecError::Request(request.error(error)))?;
+        let status = attached.take_status();
+        let stdin_writer = attached.stdin();
+        let mut stdout = attached.stdout();
+        let mut stderr = attached.stderr();
+        let feed = async move {
+            if let (Some(mut writer), Some(data)) = (stdin_writer, stdin) {
+                let _ = writer.write_all(&data).await;
+                // The end of stdin: kube-rs tells the server (v5).
+                let _ = writer.shutdown().await;
+            }
+        };
+        tokio::pin!(feed);
+        let connection = attached.join();
+        tokio::pin!(connection);
+        let mut fed = false;
+        let mut out_buffer = vec![0; EXEC_BUFFER];
+        let mut err_buffer = vec![0; EXEC_BUFFER];
+        // kube-rs does not end our readers when its connection fails, so the connection's
+        // end, not the readers', ends the loop.
+        let ended = loop {
+            tokio::select! {
+                read = read_some(&mut stdout, &mut out_buffer) => match read {
+                    Ok(count) if count > 0 => on_output(OutputStream::Stdout, &out_buffer[..count]),
+                    _ => stdout = None,
+                },
+                read = read_some(&mut stderr, &mut err_buffer) => match read {
+                    Ok(count) if count > 0 => on_output(OutputStream::Stderr, &err_buffer[..count]),
+                    _ => stderr = None,
+                },
+                () = &mut feed, if !fed => fed = true,
+                ended = &mut connection => break ended,
+            }
+        };
+        // What kube-rs buffered before its connection ended is all there will be.
+        for (stream, reader, buffer) in [
+            (OutputStream::Stdout, &mut stdout, &mut out_buffer),
+            (OutputStream::Stderr, &mut stderr, &mut err_buffer),
+        ] {
+            while let Some(pending) = reader.as_mut() {
+                match pending.read(buffer).now_or_never() {
+                    Some(Ok(count)) if count > 0 => on_output(stream, &buffer[..count]),
+                    _ => *reader = None,
+                }
+            }
+        }
+        let status = match status {
+            Some(status) => status.await,
+            None => None,
+        };
+        let place = request.place();
+        match status {
+            Some(status) => exit_code_of(&status).map_err(|(reason, message)| ExecError::Failed {
+                pod: pod.to_string(),
+                place,
+                reason,
+                message,
+            }),
+            None => Err(ExecError::ConnectionLost {
+                pod: pod.to_string(),
+                place,
+                message: match ended {
+                    Err(error) => error.to_string(),
+                    Ok(()) => "the server closed the stream without an exit status".to_string(),
+                },
+            }),
+        }
+    }
+}
+
+/// Opens an exec stream, trying again (as [`with_retries`] does) only on answers that say
+/// the server did not start anything: 429 and 5xx. A connection error may have come after
+/// the server started the command, so it is not retried here.
+async fn connect_exec<T, F, Fut>(mut connect: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match connect().await {
+            Err(kube::Error::Api(status))
+                if attempt < 6 && (status.code == 429 || status.code >= 500) =>
+            {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(3));
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// A patch body and its type.
 #[derive(Debug, Clone)]
 pub enum ObjectPatch {
@@ -490,6 +848,51 @@ mod tests {
         };
         let message = request.error(api_error(403, "Forbidden", "no")).to_string();
         assert_eq!(message, "forbidden: cannot patch PersistentVolume: no");
+    }
+
+    fn lines(chunks: &[&[u8]]) -> Vec<String> {
+        let mut splitter = LineSplitter::default();
+        let mut lines = Vec::new();
+        for chunk in chunks {
+            splitter.push(chunk, &mut |line| lines.push(line.to_string()));
+        }
+        splitter.finish(&mut |line| lines.push(line.to_string()));
+        lines
+    }
+
+    #[test]
+    fn lines_end_at_newlines_and_carriage_returns() {
+        assert_eq!(
+            lines(&[b"one\ntw", b"o\r\n\nthree\r 10%\r 20%", b"\rlast"]),
+            ["one", "two", "", "three", " 10%", " 20%", "last"]
+        );
+        assert_eq!(lines(&[b"a\r", b"\nb\n"]), ["a", "b"]);
+    }
+
+    #[test]
+    fn exit_codes_come_from_the_status_causes() {
+        let status = |value: serde_json::Value| -> Status {
+            serde_json::from_value(value).expect("a Status")
+        };
+        assert_eq!(
+            exit_code_of(&status(
+                serde_json::json!({"metadata": {}, "status": "Success"})
+            )),
+            Ok(0)
+        );
+        assert_eq!(
+            exit_code_of(&status(serde_json::json!({
+                "status": "Failure", "reason": "NonZeroExitCode", "message": "m",
+                "details": {"causes": [{"reason": "ExitCode", "message": "3"}]},
+            }))),
+            Ok(3)
+        );
+        assert_eq!(
+            exit_code_of(&status(serde_json::json!({
+                "status": "Failure", "reason": "InternalError", "message": "no such file",
+            }))),
+            Err(("InternalError".to_string(), "no such file".to_string()))
+        );
     }
 
     #[test]

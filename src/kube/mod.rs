@@ -7,5 +7,7 @@ pub mod kinds;
 pub mod lookups;
 pub mod selectors;
 
-pub use cluster::{Cluster, ClusterOptions, KubeError, ObjectPatch};
+pub use cluster::{
+    Cluster, ClusterOptions, ExecError, ExecOutput, KubeError, ObjectPatch, OutputStream,
+};
 pub use kinds::{Kind, find_kind, kind_of_manifest, kinds};

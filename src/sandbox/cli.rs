@@ -53,9 +53,14 @@ pub struct UpArgs {
     /// Share of requests answered 500 InternalError (0 to 1).
     #[arg(long, value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
     pub error_rate: f64,
-    /// Share of requests whose connection is closed without an answer (0 to 1).
+    /// Share of requests whose connection is closed without an answer (0 to 1); an exec
+    /// drawn for a drop is answered and its stream cut within its first second.
     #[arg(long, value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
     pub drop_rate: f64,
+    /// Cut every exec stream still open this long after it started (`30s`), as a network
+    /// that drops long connections does; the command is hung up, detached children live on.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub exec_drop_after: Option<Duration>,
     /// Share of writes answered 409 Conflict (0 to 1).
     #[arg(long, value_name = "RATE", value_parser = parse_rate, default_value_t = 0.0)]
     pub conflict_rate: f64,
@@ -103,6 +108,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             error_rate: args.error_rate,
             drop_rate: args.drop_rate,
             conflict_rate: args.conflict_rate,
+            exec_drop_after: args.exec_drop_after,
             seed: args.seed,
         },
     };

@@ -1,6 +1,11 @@
 //! Fault injection for reliability tests: added latency, a share of 500s, of dropped
 //! connections and of 409 Conflicts on writes, drawn from a seeded generator so that a
 //! failing test can be replayed.
+//!
+//! An exec request drawn for a drop is answered (101) and its stream is cut later, at a
+//! moment drawn within its first [`EXEC_CUT_WINDOW`]: mid-stream for any command that runs
+//! longer, as a network drops a long connection. `exec_drop_after` cuts every exec stream
+//! that is still open that long after it started.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,6 +21,8 @@ pub struct Faults {
     pub drop_rate: f64,
     /// Share of writes (POST, PUT, PATCH, DELETE) answered 409 `Conflict`.
     pub conflict_rate: f64,
+    /// Cut every exec stream still open this long after it started.
+    pub exec_drop_after: Option<Duration>,
     /// The seed; a random one when `None`.
     pub seed: Option<u64>,
 }
@@ -42,6 +49,14 @@ impl Fault {
     }
 }
 
+/// The window of an exec's stream in which a drawn drop cuts it.
+pub const EXEC_CUT_WINDOW: Duration = Duration::from_secs(1);
+
+/// A request extension for `pods/exec`: cut the stream (close the connection without a
+/// Close frame) this long after it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamCut(pub Duration);
+
 /// Draws the faults, request by request.
 #[derive(Debug)]
 pub struct FaultInjector {
@@ -63,17 +78,38 @@ impl FaultInjector {
         self.faults.latency
     }
 
+    /// Three draws per request whatever happens, so that one request's outcome does not
+    /// shift the draws of the next ones.
+    fn draws(&self) -> (f64, f64, f64) {
+        let mut rng = self
+            .rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (rng.f64(), rng.f64(), rng.f64())
+    }
+
     /// The fault for the next request, if any.
     pub fn draw(&self, is_write: bool) -> Option<Fault> {
-        // Three draws per request whatever happens, so that one request's outcome does not
-        // shift the draws of the next ones.
-        let (drop, error, conflict) = {
-            let mut rng = self
-                .rng
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            (rng.f64(), rng.f64(), rng.f64())
+        let draws = self.draws();
+        self.choose(draws, is_write)
+    }
+
+    /// The fault for the next exec request, and when to cut its stream if it is cut: a
+    /// drawn [`Fault::Drop`] is a cut, not a connection closed before the answer.
+    pub fn draw_exec(&self) -> (Option<Fault>, Option<StreamCut>) {
+        let (drop, error, conflict) = self.draws();
+        let fault = self.choose((drop, error, conflict), false);
+        // Below the rate, the draw is uniform in [0, rate): it places the cut too.
+        let drawn = (fault == Some(Fault::Drop))
+            .then(|| EXEC_CUT_WINDOW.mul_f64(drop / self.faults.drop_rate));
+        let cut = match (drawn, self.faults.exec_drop_after) {
+            (Some(drawn), Some(after)) => Some(drawn.min(after)),
+            (drawn, after) => drawn.or(after),
         };
+        (fault, cut.map(StreamCut))
+    }
+
+    fn choose(&self, (drop, error, conflict): (f64, f64, f64), is_write: bool) -> Option<Fault> {
         if drop < self.faults.drop_rate {
             Some(Fault::Drop)
         } else if error < self.faults.error_rate {
@@ -134,6 +170,37 @@ mod tests {
             first.contains(&Some(Fault::Drop))
                 && first.contains(&Some(Fault::Error))
                 && first.contains(&None)
+        );
+    }
+
+    #[test]
+    fn exec_drops_are_cuts_within_the_window() {
+        let dropping = FaultInjector::new(
+            Faults {
+                drop_rate: 1.0,
+                ..Faults::default()
+            },
+            3,
+        );
+        for _ in 0..100 {
+            let (fault, cut) = dropping.draw_exec();
+            assert_eq!(fault, Some(Fault::Drop));
+            assert!(cut.is_some_and(|StreamCut(after)| after < EXEC_CUT_WINDOW));
+        }
+        let timed = FaultInjector::new(
+            Faults {
+                exec_drop_after: Some(Duration::from_millis(300)),
+                ..Faults::default()
+            },
+            3,
+        );
+        assert_eq!(
+            timed.draw_exec(),
+            (None, Some(StreamCut(Duration::from_millis(300))))
+        );
+        assert_eq!(
+            FaultInjector::new(Faults::default(), 3).draw_exec(),
+            (None, None)
         );
     }
 }

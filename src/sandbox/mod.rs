@@ -5,7 +5,8 @@
 //! The data's way through it:
 //! - [`server`] accepts connections, injects [`faults`], writes the [`request_log`];
 //! - [`routes`] parses [`api_path`]s and queries and answers [`discovery`], [`openapi`],
-//!   lists (or kubectl's [`table`]s), [`watch`]es and the verbs;
+//!   lists (or kubectl's [`table`]s), [`watch`]es and the verbs, and [`exec`] (a WebSocket
+//!   [`exec_session`] that runs the command as a local [`pod_process`]);
 //! - the verbs ([`create`], [`update`], [`apply`], [`delete`]) run on the [`cluster`]'s
 //!   state with the API's rules: [`admission`] (defaults, what a new object gets),
 //!   [`validation`], [`patch`]es, [`managed_fields`] over [`field_set`]s, [`selectors`];
@@ -26,7 +27,8 @@
 //! fields are selectable ([`selectors`]), unknown fields are found by probing the typed
 //! schema ([`schema`]), only some kinds are read from protobuf ([`protobuf`]), resource
 //! versions jump (never back) across a restart from a state file and watches from before it
-//! get 410 Gone ([`state_file`]).
+//! get 410 Gone ([`state_file`]), exec runs its command on the host in `DIR/pods/NS/POD/`
+//! with volume mounts not remapped, over WebSocket only ([`exec`]).
 
 pub mod admission;
 pub mod api_error;
@@ -40,6 +42,8 @@ pub mod delete;
 pub mod deployer;
 pub mod discovery;
 pub mod embedded;
+pub mod exec;
+pub mod exec_session;
 pub mod faults;
 pub mod field_set;
 pub mod hub;
@@ -49,6 +53,7 @@ pub mod meta;
 pub mod openapi;
 pub mod options;
 pub mod patch;
+pub mod pod_process;
 pub mod protobuf;
 pub mod request_log;
 pub mod routes;
@@ -159,6 +164,7 @@ impl Sandbox {
         let app = Arc::new(App {
             cluster: cluster.clone(),
             address: address.to_string(),
+            dir: std::path::absolute(&options.dir).unwrap_or_else(|_| options.dir.clone()),
             shutdown: stopped.clone(),
         });
         let frontend = Frontend {

@@ -21,10 +21,11 @@ pub struct RequestRecord {
     pub query: String,
     /// The `Content-Type` header (`""` when none).
     pub content_type: String,
-    /// The status answered; 0 when the connection was dropped on purpose.
+    /// The status answered; 0 when the connection was dropped on purpose (an exec whose
+    /// stream is cut later is logged with its 101 and the fault `drop`).
     pub status: u16,
     /// The API verb: `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
-    /// `deletecollection`, or `discovery` for the rest.
+    /// `deletecollection`, `exec`, or `discovery` for the rest.
     pub verb: &'static str,
     /// Whether the request asked for `dryRun=All`.
     pub dry_run: bool,

@@ -1,14 +1,16 @@
 //! The HTTP face of the cluster: parses paths, query parameters and bodies, calls the verbs,
 //! and answers with objects, lists, tables, watch streams or `Status` errors.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State as AxumState;
+use axum::extract::{Path as AxumPath, Request, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -17,6 +19,7 @@ use super::api_error::ApiError;
 use super::api_path::{ApiPath, ResourcePath};
 use super::cluster::{Cluster, FieldValidation, WriteOptions, Written};
 use super::delete::{DeleteOptions, Deletion, Propagation, returns_deleted_object};
+use super::exec;
 use super::patch::PatchType;
 use super::scale::has_scale;
 use super::schema;
@@ -34,13 +37,30 @@ pub struct App {
     pub cluster: Arc<Cluster>,
     /// `127.0.0.1:PORT`, as discovery reports it.
     pub address: String,
+    /// The sandbox's directory (`--dir`): exec commands run under `pods/` there.
+    pub dir: PathBuf,
     /// Turns true when the sandbox shuts down; ends the watches.
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// The router: every path goes through one handler that parses it as the API does.
+/// The router: every path goes through one handler that parses it as the API does, except
+/// `pods/exec`, which upgrades its connection.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new().fallback(handle).with_state(app)
+    Router::new()
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/exec",
+            any(exec_handler),
+        )
+        .fallback(handle)
+        .with_state(app)
+}
+
+async fn exec_handler(
+    AxumState(app): AxumState<Arc<App>>,
+    AxumPath((namespace, name)): AxumPath<(String, String)>,
+    request: Request,
+) -> Response {
+    exec::answer(app, namespace, name, request).await
 }
 
 /// The query parameters of a request, repeated keys kept.
@@ -62,6 +82,14 @@ impl Query {
         self.0
             .iter()
             .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Every value of `name`, in order (`command` repeats in exec requests).
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(key, _)| key == name)
             .map(|(_, value)| value.as_str())
     }
 

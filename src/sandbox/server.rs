@@ -98,6 +98,7 @@ fn describe(request: &Request<Body>, body: &[u8]) -> Described {
     let method = request.method().clone();
     let verb = match (&method, resource) {
         (_, None) => "discovery",
+        (_, Some(resource)) if resource.subresource.as_deref() == Some("exec") => "exec",
         (&Method::GET, Some(_)) if parsed.flag("watch") => "watch",
         (&Method::GET, Some(resource)) if resource.name.is_none() => "list",
         (&Method::GET, Some(_)) => "get",
@@ -148,9 +149,20 @@ async fn answer(
         tokio::time::sleep(latency).await;
     }
     let is_write = !matches!(described.method.as_str(), "GET" | "HEAD" | "OPTIONS");
-    let fault = frontend.faults.draw(is_write);
+    let exec = described.verb == "exec";
+    let mut request = request;
+    let fault = if exec {
+        // An exec is not dropped before its answer but cut mid-stream, by its session.
+        let (fault, cut) = frontend.faults.draw_exec();
+        if let Some(cut) = cut {
+            request.extensions_mut().insert(cut);
+        }
+        fault
+    } else {
+        frontend.faults.draw(is_write)
+    };
     let response = match fault {
-        Some(Fault::Drop) => None,
+        Some(Fault::Drop) if !exec => None,
         Some(Fault::Error) => Some(ApiError::internal("injected by the sandbox (--error-rate)").into_response()),
         Some(Fault::Conflict) => Some(
             ApiError {
@@ -165,20 +177,23 @@ async fn answer(
             }
             .into_response(),
         ),
-        None => Some(match frontend.router.oneshot(request).await {
+        Some(Fault::Drop) | None => Some(match frontend.router.oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         }),
     };
+    let status = response
+        .as_ref()
+        .map_or(0, |response| response.status().as_u16());
+    // An exec refused before its stream starts has no stream to cut.
+    let fault = fault.filter(|fault| !(exec && *fault == Fault::Drop && status != 101));
     frontend.log.record(&RequestRecord {
         ts,
         method: described.method,
         path: described.path,
         query: described.query,
         content_type: described.content_type,
-        status: response
-            .as_ref()
-            .map_or(0, |response| response.status().as_u16()),
+        status,
         verb: described.verb,
         dry_run: described.dry_run,
         fault: fault.map(Fault::as_str),
