@@ -147,11 +147,19 @@ pub struct StepContext<'a> {
     pub cluster: Option<&'a crate::kube::Cluster>,
     /// Notes this step's action recorded in earlier runs of this journal, oldest first.
     pub notes: &'a [serde_json::Value],
+    /// The notes of every step so far, by step id (see [`StepContext::notes_of`]).
+    pub all_notes: &'a std::collections::HashMap<String, Vec<serde_json::Value>>,
     /// Where new notes go; `None` in plans, which write nothing.
     pub note_sink: Option<&'a dyn NoteSink>,
 }
 
 impl StepContext<'_> {
+    /// The notes another step's action recorded (a copy continues the one an earlier
+    /// `sync` step made), including those of this command; empty for a step with none.
+    pub fn notes_of(&self, step: &str) -> &[serde_json::Value] {
+        self.all_notes.get(step).map_or(&[], Vec::as_slice)
+    }
+
     /// Renders a template to text.
     pub fn render(&self, template: &str) -> anyhow::Result<String> {
         Ok(self.renderer.render_string(template, self.vars)?)
@@ -222,6 +230,12 @@ pub trait Action: Send + Sync + std::fmt::Debug {
     /// Conditions written as bare expressions (not `{{ }}` templates), so that `validate`
     /// checks their variables too.
     fn expressions(&self) -> Vec<&Condition> {
+        Vec::new()
+    }
+
+    /// Steps whose notes this action reads, with the key that names each (`after:` of a
+    /// `sync`); the loader checks that each is an earlier step of the playbook.
+    fn step_references(&self) -> Vec<(&'static str, &str)> {
         Vec::new()
     }
 

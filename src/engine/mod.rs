@@ -147,6 +147,8 @@ struct NoteWriter {
     step: String,
     journal: Arc<Mutex<Journal>>,
     masker: Masker,
+    /// What this step recorded in this command, for the steps after it.
+    recorded: Mutex<Vec<serde_json::Value>>,
 }
 
 impl crate::actions::NoteSink for NoteWriter {
@@ -156,7 +158,13 @@ impl crate::actions::NoteSink for NoteWriter {
             data,
         };
         let (masked, json) = masked_event(&self.run_id, &self.masker, kind)?;
-        lock_journal(&self.journal)?.append(&json, masked.kind.needs_sync())
+        lock_journal(&self.journal)?.append(&json, masked.kind.needs_sync())?;
+        if let EventKind::StepNote { data, .. } = masked.kind
+            && let Ok(mut recorded) = self.recorded.lock()
+        {
+            recorded.push(data);
+        }
+        Ok(())
     }
 }
 
@@ -358,6 +366,8 @@ async fn run_steps(
         .as_deref()
         .and_then(|id| playbook.steps.iter().position(|step| step.id() == id));
     let mut approvals = history.approvals.clone();
+    // Every step's notes, with those recorded by this command added as its steps finish.
+    let mut notes = history.notes.clone();
     for (index, step) in playbook.steps.iter().enumerate() {
         let id = step.id();
         let forced =
@@ -409,6 +419,7 @@ async fn run_steps(
             step: id.to_string(),
             journal: recorder.journal.clone(),
             masker: recorder.masker.clone(),
+            recorded: Mutex::new(Vec::new()),
         };
         let cx = StepContext {
             step_id: id,
@@ -418,7 +429,8 @@ async fn run_steps(
             reporter: recorder.reporter,
             base_dir: playbook.base_dir(),
             cluster,
-            notes: history.notes.get(id).map_or(&[], Vec::as_slice),
+            notes: notes.get(id).map_or(&[], Vec::as_slice),
+            all_notes: &notes,
             note_sink: Some(&note_writer),
         };
         let tries = match Tries::of(step, &cx) {
@@ -544,6 +556,11 @@ async fn run_steps(
         if let Some(name) = step.register() {
             vars.insert(name.to_string(), crate::render::to_value(&outcome.output));
         }
+        let recorded = note_writer
+            .recorded
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("the notes of step `{id}` were poisoned"))?;
+        notes.entry(id.to_string()).or_default().extend(recorded);
     }
     recorder.finish(Exit::Success)
 }

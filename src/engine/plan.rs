@@ -88,6 +88,7 @@ pub async fn plan(
             base_dir: playbook.base_dir(),
             cluster,
             notes: history.notes.get(id).map_or(&[], Vec::as_slice),
+            all_notes: &history.notes,
             note_sink: None,
         };
         // A plan evaluates a guard once; a run evaluates it again as `retries` and `delay`

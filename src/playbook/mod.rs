@@ -539,6 +539,24 @@ impl Loader<'_> {
             }
         };
         actions[0].1.check_source(self.source)?;
+        for (key, referenced) in actions[0].1.step_references() {
+            if !earlier.iter().any(|step| step.id() == referenced) {
+                let ids: Vec<&str> = earlier.iter().map(Step::id).collect();
+                let help = match crate::diagnostic::did_you_mean(referenced, &ids) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => format!("`{key}:` names a step that comes before `{}`", id.value),
+                };
+                let at = self.find_nested_key(key, &location, end_line);
+                return Err(Diagnostic::at(
+                    at,
+                    format!(
+                        "step `{}`: `{key}: {referenced}` is not an earlier step",
+                        id.value
+                    ),
+                )
+                .help(help));
+            }
+        }
         let step_line = location.line;
         let what = format!("step `{}`", id.value);
         let site = |condition| TemplateSite {
@@ -822,6 +840,19 @@ impl Loader<'_> {
             Err(_) => self.find(word, first_line, last_line),
         };
         at.with_width(word.chars().count())
+    }
+
+    /// The first `key:` inside a step, at any depth (block or flow style), or the step.
+    fn find_nested_key(&self, key: &str, step: &Location, last_line: usize) -> Location {
+        let found = self.find_matching(step.line, last_line, |line| {
+            line.match_indices(key).find_map(|(start, _)| {
+                let before = line[..start].chars().next_back();
+                let after = line[start + key.len()..].trim_start();
+                let starts_word = before.is_none_or(|c| c.is_whitespace() || "{,-".contains(c));
+                (starts_word && after.starts_with(':')).then_some(start)
+            })
+        });
+        found.with_width(key.chars().count())
     }
 
     fn find_matching(

@@ -71,6 +71,13 @@ impl SyncAction {
         notes
     }
 
+    /// The ledger of the step this one continues (`after:`).
+    fn continued(&self, cx: &StepContext<'_>) -> Option<Ledger> {
+        self.after
+            .as_deref()
+            .map(|step| Ledger::read(cx.notes_of(step)))
+    }
+
     fn note(&self, cx: &StepContext<'_>, note: &Note) -> anyhow::Result<()> {
         let value = serde_json::to_value(note)?;
         cx.record_note(value.clone())?;
@@ -259,6 +266,13 @@ async fn run_helpers(
 
 #[async_trait::async_trait]
 impl Action for SyncAction {
+    fn step_references(&self) -> Vec<(&'static str, &str)> {
+        self.after
+            .iter()
+            .map(|step| ("after", step.as_str()))
+            .collect()
+    }
+
     async fn check(&self, _cx: &StepContext<'_>) -> anyhow::Result<Check> {
         // The copy is incremental: running it again copies only what differs.
         Ok(Check::Pending)
@@ -290,7 +304,7 @@ impl Action for SyncAction {
             });
         }
         let cancel = CancelOnDrop::new();
-        let changed_since = changed_since(&ledger);
+        let changed_since = changed_since(&ledger, self.continued(cx).as_ref());
         let comparison = compare_trees(cx, &settings, changed_since, &cancel).await?;
         let deletions = comparison.deletions.clone();
         let differences = comparison.differences.clone();
@@ -366,8 +380,13 @@ impl Action for SyncAction {
                     settings.to.display(),
                     found.version
                 ));
-                let comparison =
-                    compare_trees(cx, &settings, changed_since(&ledger), &cancel).await?;
+                let comparison = compare_trees(
+                    cx,
+                    &settings,
+                    changed_since(&ledger, self.continued(cx).as_ref()),
+                    &cancel,
+                )
+                .await?;
                 let Comparison {
                     dirs,
                     deletions,
@@ -598,9 +617,13 @@ impl Action for SyncAction {
 }
 
 /// The change-time rule of a new pass: since the start of the last finished pass of this
-/// step, or, with none, against the destination's copies.
-fn changed_since(ledger: &Ledger) -> ChangedSince {
-    match ledger.previous_start() {
+/// step, or of the step it continues (`after:`), or, with none, against the destination's
+/// copies.
+fn changed_since(ledger: &Ledger, continued: Option<&Ledger>) -> ChangedSince {
+    let previous = ledger
+        .previous_start()
+        .or_else(|| continued.and_then(Ledger::previous_start));
+    match previous {
         Some((secs, nanos)) => ChangedSince::Time {
             secs: secs - CLOCK_MARGIN_SECS,
             nanos,

@@ -42,6 +42,11 @@ pub struct SyncAction {
     /// End with a comparison that must find no difference.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verify: bool,
+    /// An earlier `sync` step whose copy this one continues: until this step has a pass of
+    /// its own, what changed since the start of that step's last finished pass is copied
+    /// whatever its size and time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
     /// Notes recorded by this process. The engine hands an action the notes of earlier runs
     /// only; a retry within the same run (`retries:`) must also see the shards the try
     /// before it finished.
@@ -64,6 +69,7 @@ struct SyncFields {
     rsync_args: Vec<String>,
     #[serde(default)]
     verify: bool,
+    after: Option<String>,
 }
 
 impl TryFrom<SyncFields> for SyncAction {
@@ -107,6 +113,7 @@ impl TryFrom<SyncFields> for SyncAction {
             exclude: fields.exclude,
             rsync_args: fields.rsync_args,
             verify: fields.verify,
+            after: fields.after,
             session_notes: Mutex::new(Vec::new()),
         })
     }
