@@ -404,7 +404,7 @@ def report():
     if overhead_ms < 0:
         print("  (negative: runbook starts a child more cheaply than bash forks one; the engine's "
               "own cost is within the noise)")
-    print(f"  journal: {lines_per_step:.2f} lines per step, each written then fdatasync'd")
+    print(f"  journal: {lines_per_step:.2f} lines per step, one of them (the state event) fdatasync'd")
     if "runbook_run_tmpfs" in results:
         tmpfs_ms = (r["runbook_run_tmpfs"] - shell_total) / STEPS * 1e3
         print(f"  same with the state dir on tmpfs: {tmpfs_ms:.3f} ms "
