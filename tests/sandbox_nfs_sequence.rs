@@ -8,132 +8,29 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use runbook::kube::{Cluster, ClusterOptions, ObjectPatch, find_kind};
+use runbook::sandbox::hub::Hub;
 use runbook::sandbox::{Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 
 /// The hub `staging` as the basehub chart and JupyterHub leave it, with its PV's policy
 /// changed to Delete by hand, and two user servers that leave by themselves.
-const HUB: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: staging}
----
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: staging-home-nfs}
-spec:
-  capacity: {storage: 1Mi}
-  accessModes: [ReadWriteMany]
-  persistentVolumeReclaimPolicy: Delete
-  nfs: {server: 10.0.0.7, path: /homes/staging}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: home-nfs, namespace: staging}
-spec:
-  accessModes: [ReadWriteMany]
-  storageClassName: ""
-  volumeName: staging-home-nfs
-  resources: {requests: {storage: 1Mi}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: shared-dirsize-metrics, namespace: staging}
-spec:
-  selector: {matchLabels: {app: jupyterhub, component: shared-dirsize-metrics}}
-  template:
-    metadata: {labels: {app: jupyterhub, component: shared-dirsize-metrics}}
-    spec:
-      containers: [{name: dirsize, image: "quay.io/yuvipanda/prometheus-dirsize-exporter:v3.1"}]
-      volumes: [{name: home, persistentVolumeClaim: {claimName: home-nfs}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: shared-volume-metrics, namespace: staging}
-spec:
-  selector: {matchLabels: {app: jupyterhub, component: shared-volume-metrics}}
-  template:
-    metadata: {labels: {app: jupyterhub, component: shared-volume-metrics}}
-    spec:
-      containers: [{name: metrics, image: "quay.io/prometheus/node-exporter:v1.8.2"}]
-      volumes: [{name: home, persistentVolumeClaim: {claimName: home-nfs}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: storage-quota-home-nfs, namespace: staging}
-spec:
-  selector: {matchLabels: {app: jupyterhub-home-nfs}}
-  template:
-    metadata: {labels: {app: jupyterhub-home-nfs, component: shared-volume-metrics}}
-    spec:
-      containers: [{name: nfs-server, image: "ghcr.io/sunu/nfs-ganesha:2024-11-07"}]
-      volumes: [{name: export, emptyDir: {}}]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: jupyter-alice
-  namespace: staging
-  labels: {component: singleuser-server}
-  annotations: {sandbox.runbook.dev/lifetime: 1s}
-spec:
-  containers: [{name: notebook, image: "quay.io/jupyter/scipy-notebook:2024-12-09"}]
-  volumes: [{name: home, persistentVolumeClaim: {claimName: home-nfs}}]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: jupyter-bob
-  namespace: staging
-  labels: {component: singleuser-server}
-  annotations: {sandbox.runbook.dev/lifetime: 2s}
-spec:
-  containers: [{name: notebook, image: "quay.io/jupyter/scipy-notebook:2024-12-09"}]
-  volumes: [{name: home, persistentVolumeClaim: {claimName: home-nfs}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: proxy-public, namespace: staging}
-spec:
-  ports: [{name: http, port: 80, targetPort: 8000}]
-  selector: {component: proxy}
-"#;
-
-/// The deployer repository of the cluster `sandbox`: a shared values file, the hub's own,
-/// and an encrypted one the stand-in skips.
-fn write_config(dir: &Path, server: &str) -> PathBuf {
-    let cluster = dir.join("config/clusters/sandbox");
-    std::fs::create_dir_all(&cluster).expect("create the config dir");
-    let files = [
-        (
-            "cluster.yaml",
-            "name: sandbox\nprovider: gcp\nhubs:\n- name: staging\n  display_name: Staging\n  \
-             helm_chart: basehub\n  helm_chart_values_files:\n  - common.values.yaml\n  \
-             - staging.values.yaml\n  - enc-staging.secret.values.yaml\n"
-                .to_string(),
-        ),
-        (
-            "common.values.yaml",
-            "nfs:\n  enabled: true\n  pv:\n    enabled: true\n    mountOptions: [soft, noatime, vers=4.1]\n    baseShareName: /homes/\n"
-                .to_string(),
-        ),
-        (
-            "staging.values.yaml",
-            format!("nfs:\n  pv:\n    # The hub's NFS server.\n    serverIP: {server}\n"),
-        ),
-        (
-            "enc-staging.secret.values.yaml",
-            "jupyterhub: ENC[AES256_GCM,data:c2VjcmV0,type:str]\nsops: {version: 3.9.1}\n"
-                .to_string(),
-        ),
-    ];
-    for (name, text) in files {
-        std::fs::write(cluster.join(name), text).expect("write a config file");
-    }
-    dir.join("config/clusters")
+fn hub(server: &str) -> Hub {
+    let mut hub = Hub::new("staging").users_leave_after(Some(1));
+    hub.old_server = server.into();
+    hub
 }
 
-/// A sandbox seeded with [`HUB`] and runbook's client for it.
+/// The deployer repository of the cluster `sandbox`, pointing the hub at `server`: a shared
+/// values file, the hub's own, and an encrypted one the stand-in skips.
+fn write_config(dir: &Path, server: &str) -> PathBuf {
+    let config = Hub::config_dir(dir);
+    hub(server)
+        .write_deployer_config(&config.join("sandbox"))
+        .expect("write the deployer config");
+    config
+}
+
+/// A sandbox seeded with [`hub`] and runbook's client for it.
 struct Harness {
     sandbox: Sandbox,
     cluster: Cluster,
@@ -144,7 +41,7 @@ impl Harness {
     async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let objects = dir.path().join("hub.yaml");
-        std::fs::write(&objects, HUB).expect("write the hub");
+        std::fs::write(&objects, hub("10.0.0.7").manifests()).expect("write the hub");
         let sandbox = Sandbox::start(SandboxOptions {
             dir: dir.path().join("sandbox"),
             objects: Some(objects),

@@ -271,7 +271,7 @@ spec:
     }
 
     /// `cluster.yaml` and the values files, in the deployer repository's layout and style.
-    fn write_deployer_config(&self, cluster_dir: &Path) -> anyhow::Result<()> {
+    pub fn write_deployer_config(&self, cluster_dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(cluster_dir)
             .with_context(|| format!("cannot create {}", cluster_dir.display()))?;
         let hub = &self.name;
