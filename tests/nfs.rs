@@ -273,9 +273,6 @@ fn the_whole_migration_in_the_sandbox() {
     assert_eq!(mutations(&migration.requests()), Vec::<String>::new());
     let original_values = std::fs::read_to_string(migration.values_file()).expect("values");
     let server_pod = migration.nfs_server_pod_uid();
-    // The copies allow a second for file servers' clocks: a file changed less than a second
-    // before a pass started is copied again by the next one. Let the seeded files age.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
 
     let run = migration
         .run(&["--yes"])

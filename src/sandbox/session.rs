@@ -50,6 +50,11 @@ impl SandboxSession {
                 );
             }
             hub.seed(&dir)?;
+            // Copies treat a file changed less than a second before a pass started as
+            // possibly changed since (a margin for file servers' clocks). Real home
+            // directories are older than that: let the new ones age, so that the final
+            // copy of a demo shows what users changed, not the whole tree again.
+            std::thread::sleep(std::time::Duration::from_millis(1200));
         } else if announce {
             eprintln!("sandbox: continuing in {}", dir.display());
         }
