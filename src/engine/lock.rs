@@ -69,13 +69,17 @@ fn read_holder(file: &mut File) -> Option<LockHolder> {
 impl RunLock {
     /// Takes the lock of a run directory, or says who holds it.
     pub fn acquire(run_dir: &Path) -> anyhow::Result<Result<Acquired, Option<LockHolder>>> {
-        let path = run_dir.join(LOCK_FILE);
+        Self::acquire_file(&run_dir.join(LOCK_FILE))
+    }
+
+    /// Takes the lock held in the file `path` (created if missing), or says who holds it.
+    pub fn acquire_file(path: &Path) -> anyhow::Result<Result<Acquired, Option<LockHolder>>> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)?;
+            .open(path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Ok(Err(read_holder(&mut file))),

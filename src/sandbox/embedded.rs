@@ -119,4 +119,22 @@ mod tests {
         sandbox.stop().unwrap();
         assert!(std::net::TcpStream::connect(&address).is_err());
     }
+
+    #[test]
+    fn one_sandbox_at_a_time_keeps_a_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SandboxOptions {
+            dir: dir.path().to_path_buf(),
+            state_file: Some(dir.path().join("state.yaml")),
+            ..SandboxOptions::default()
+        };
+        let first = EmbeddedSandbox::start(options.clone()).unwrap();
+        let error = EmbeddedSandbox::start(options.clone()).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("is in use by pid"),
+            "{error:#}"
+        );
+        first.stop().unwrap();
+        EmbeddedSandbox::start(options).unwrap().stop().unwrap();
+    }
 }

@@ -83,6 +83,7 @@ pub use cluster::Cluster;
 pub use faults::Faults;
 pub use options::SandboxOptions;
 
+use crate::engine::lock::{Acquired, RunLock};
 use faults::FaultInjector;
 use request_log::RequestLog;
 use routes::App;
@@ -99,6 +100,8 @@ pub struct Sandbox {
     save: Option<PathBuf>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Held while the sandbox keeps a state file, so that no second sandbox writes it.
+    _state_lock: Option<RunLock>,
 }
 
 /// The kubeconfig of a sandbox: no credentials (kubectl sends none to an `http://` server),
@@ -126,6 +129,28 @@ preferences: {{}}
     )
 }
 
+/// Locks `FILE.lock` beside a state file: two sandboxes writing one state would lose each
+/// other's changes (a `runbook sandbox up --state` while a `run --sandbox` uses it).
+fn lock_state_file(state: &Path) -> anyhow::Result<RunLock> {
+    let mut name = state.as_os_str().to_owned();
+    name.push(".lock");
+    match RunLock::acquire_file(Path::new(&name))
+        .with_context(|| format!("cannot lock {}", state.display()))?
+    {
+        Ok(Acquired::Free(lock) | Acquired::TakenOver(lock, _)) => Ok(lock),
+        Err(holder) => {
+            let who = holder.map_or_else(
+                || "another process".to_string(),
+                |holder| holder.to_string(),
+            );
+            anyhow::bail!(
+                "the sandbox state {} is in use by {who}; stop that sandbox (or let that run finish) first",
+                state.display()
+            )
+        }
+    }
+}
+
 impl Sandbox {
     /// Binds 127.0.0.1:`port`, loads the state file if it exists (else the scenario), starts
     /// keeping the state file, serving and reconciling on the current tokio runtime, and
@@ -135,6 +160,11 @@ impl Sandbox {
             .with_context(|| format!("cannot create {}", options.dir.display()))?;
         let seed = options.faults.seed.unwrap_or_else(|| fastrand::u64(..));
         let cluster = Arc::new(Cluster::new(seed));
+        let state_lock = options
+            .state_file
+            .as_deref()
+            .map(lock_state_file)
+            .transpose()?;
         match (&options.state_file, &options.objects) {
             (Some(state), _) if state.exists() => {
                 state_file::load(&cluster, state)?;
@@ -194,6 +224,7 @@ impl Sandbox {
             save: options.save,
             stop,
             tasks,
+            _state_lock: state_lock,
         })
     }
 
