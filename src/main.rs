@@ -127,6 +127,12 @@ enum Command {
         #[command(subcommand)]
         command: runbook::sandbox::SandboxCommand,
     },
+    /// The agent of a `sync` with `on:`, run by runbook inside the pod.
+    #[command(hide = true)]
+    SyncAgent {
+        #[command(subcommand)]
+        command: runbook::actions::AgentCommand,
+    },
 }
 
 /// Connects to the cluster when the playbook needs one: a bad kubeconfig or a missing
@@ -274,6 +280,8 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
             );
             if format == Format::Json {
                 println!();
+            } else {
+                detached_copies(&history, &cluster_options).await;
             }
             Ok(Exit::Success)
         }
@@ -292,6 +300,31 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
             runbook::sandbox::run_command(command, &cluster_options).await?;
             Ok(Exit::Success)
         }
+        // Handled in `main`, without this runtime.
+        Command::SyncAgent { .. } => Ok(Exit::InvalidInput),
+    }
+}
+
+/// For `status`: the copies of the run still detached in pods, with their live progress
+/// when the cluster answers.
+async fn detached_copies(history: &History, options: &ClusterOptions) {
+    let pending = runbook::actions::detached_copies(&history.notes, None).await;
+    if pending.is_empty() {
+        return;
+    }
+    let cluster = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        Cluster::connect(options),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok);
+    let lines = match &cluster {
+        Some(cluster) => runbook::actions::detached_copies(&history.notes, Some(cluster)).await,
+        None => pending,
+    };
+    for line in lines {
+        println!("{line}");
     }
 }
 
@@ -307,6 +340,10 @@ fn sandbox_args(cli: &Cli) -> Option<&SandboxArgs> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::SyncAgent { command } = cli.command {
+        // In a pod: no state dir, no cluster; the agent makes its own runtime.
+        return runbook::actions::run_agent_command(command);
+    }
     let sandbox = match sandbox_args(&cli).map(|args| prepare_sandbox(&cli, args)) {
         Some(Ok(session)) => Some(session),
         Some(Err(error)) => return report_error(&error),

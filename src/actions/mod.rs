@@ -19,7 +19,7 @@ pub use kube::{KubeApply, KubeCount, KubeDelete, KubeGet, KubePatch, KubeWait};
 pub use pause::PauseAction;
 pub use process::{ProcessOutput, RenderedCommand, run_process};
 pub use run::RunAction;
-pub use sync::SyncAction;
+pub use sync::{AgentCommand, SyncAction, detached_copies, run_agent_command};
 pub use values_get::ValuesGet;
 pub use values_set::ValuesSet;
 
@@ -254,6 +254,12 @@ pub trait Action: Send + Sync + std::fmt::Debug {
     /// that matches more objects than allowed. Evaluated after the step's `require`.
     async fn guard(&self, _cx: &StepContext<'_>) -> anyhow::Result<Option<String>> {
         Ok(None)
+    }
+
+    /// Whether the action talks to the cluster (a `sync` that runs in a pod), so that the
+    /// run connects to one even when no `kube.*` step does.
+    fn uses_cluster(&self) -> bool {
+        false
     }
 
     /// Read-only actions (`assert`, lookups) are evaluated by `plan` too, so that the steps

@@ -245,7 +245,7 @@ impl Playbook {
     pub fn uses_kube(&self) -> bool {
         self.steps
             .iter()
-            .any(|step| step.action_key.starts_with("kube."))
+            .any(|step| step.action_key.starts_with("kube.") || step.action().uses_cluster())
             || self.source.text.contains("kube_get")
             || self.source.text.contains("kube_count")
     }

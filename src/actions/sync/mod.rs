@@ -9,12 +9,15 @@
 //! with `verify: true`, compare again and fail on any difference. A resumed run continues
 //! the journaled plan without redoing its finished shards.
 
+mod agent;
 mod compare;
 mod filter;
 mod pass;
+mod pass_reporter;
 mod planner;
 mod pool;
 mod progress;
+mod remote;
 mod rsync;
 mod spec;
 mod walker;
@@ -27,11 +30,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+pub use agent::{AgentCommand, run_command as run_agent_command};
+pub use remote::detached_copies;
 pub use spec::SyncAction;
 
 use super::{Action, Check, InvalidInput, Outcome, Preview, StepContext};
 use compare::{ChangedSince, CompareOptions, Comparison};
 use pass::{Ledger, Note, PassRecord, RelPath};
+use pass_reporter::{PassReporter, StepReporter};
 use planner::{PlannerConfig, ShardPlan};
 use pool::Task;
 use progress::{Board, bytes};
@@ -92,7 +98,7 @@ impl SyncAction {
 
 /// Compares the trees on blocking threads, saying every few seconds how far it got.
 async fn compare_trees(
-    cx: &StepContext<'_>,
+    reporter: &dyn PassReporter,
     settings: &Settings,
     changed_since: ChangedSince,
     cancel: &CancelOnDrop,
@@ -126,7 +132,7 @@ async fn compare_trees(
         interval.tick().await;
         loop {
             interval.tick().await;
-            cx.output_line(&format!(
+            reporter.line(&format!(
                 "comparing: {} directories, {} entries so far",
                 counters.dirs.load(Ordering::Relaxed),
                 counters.entries.load(Ordering::Relaxed)
@@ -242,7 +248,7 @@ fn chunked(label: &str, paths: Vec<Vec<u8>>, jobs: usize) -> Vec<Task> {
 
 /// Runs helper tasks (directories, hard links) and fails on the first failure.
 async fn run_helpers(
-    cx: &StepContext<'_>,
+    reporter: &dyn PassReporter,
     tasks: Vec<Task>,
     jobs: usize,
     transfer: &Transfer,
@@ -252,7 +258,7 @@ async fn run_helpers(
         return Ok(());
     }
     let board = Board::new(0, 0, tasks.len(), jobs);
-    let warn = |message: &str| cx.reporter.warn(&format!("[{}] {message}", cx.step_id));
+    let warn = |message: &str| reporter.warn(message);
     let outcome = pool::run(tasks, jobs, transfer, &board, &|_| Ok(()), &warn).await?;
     warnings.extend(outcome.warnings);
     if let Some(stopped) = outcome.stopped {
@@ -273,6 +279,10 @@ impl Action for SyncAction {
             .collect()
     }
 
+    fn uses_cluster(&self) -> bool {
+        self.on.is_some()
+    }
+
     async fn check(&self, _cx: &StepContext<'_>) -> anyhow::Result<Check> {
         // The copy is incremental: running it again copies only what differs.
         Ok(Check::Pending)
@@ -280,6 +290,9 @@ impl Action for SyncAction {
 
     async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
         let settings = self.settings(cx)?;
+        if let Some(on) = &self.on {
+            return remote::preview(self, cx, &settings, on);
+        }
         settings.check_paths()?;
         rsync::detect().await?;
         let ledger = Ledger::read(&self.notes(cx));
@@ -305,7 +318,13 @@ impl Action for SyncAction {
         }
         let cancel = CancelOnDrop::new();
         let changed_since = changed_since(&ledger, self.continued(cx).as_ref());
-        let comparison = compare_trees(cx, &settings, changed_since, &cancel).await?;
+        let comparison = compare_trees(
+            &StepReporter { action: self, cx },
+            &settings,
+            changed_since,
+            &cancel,
+        )
+        .await?;
         let deletions = comparison.deletions.clone();
         let differences = comparison.differences.clone();
         let count = comparison.difference_count;
@@ -343,277 +362,295 @@ impl Action for SyncAction {
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
         let settings = self.settings(cx)?;
-        let destination_exists = settings.check_paths()?;
-        let found = rsync::detect().await?;
-        let fingerprint = settings.fingerprint();
-        let ledger = Ledger::read(&self.notes(cx));
-        let cancel = CancelOnDrop::new();
-        let mut transfer = Transfer::new(&settings.from, &settings.to);
-        transfer.exclude.clone_from(&settings.exclude);
-        transfer.extra.clone_from(&settings.rsync_args);
-        transfer.bwlimit_kib = settings.worker_bwlimit_kib();
-        let jobs = settings.jobs;
-        let warn = |message: &str| cx.reporter.warn(&format!("[{}] {message}", cx.step_id));
-
-        let resumed = ledger.resumable(&fingerprint).cloned();
-        let (record, done_shards, deleted) = match resumed {
-            Some(state) => {
-                cx.output_line(&format!(
-                    "resuming pass {} (started {}): {} of {} shards were finished before",
-                    state.record.pass,
-                    state.record.started,
-                    state.done_shards.len(),
-                    state.record.shards.len()
-                ));
-                (state.record, state.done_shards, state.deleted)
-            }
-            None => {
-                if !destination_exists {
-                    std::fs::create_dir(&settings.to).with_context(|| {
-                        format!("cannot create the destination {}", settings.to.display())
-                    })?;
-                }
-                let started = jiff::Timestamp::now();
-                cx.output_line(&format!(
-                    "comparing {} with {} ({})",
-                    settings.from.display(),
-                    settings.to.display(),
-                    found.version
-                ));
-                let comparison = compare_trees(
-                    cx,
-                    &settings,
-                    changed_since(&ledger, self.continued(cx).as_ref()),
-                    &cancel,
-                )
-                .await?;
-                let Comparison {
-                    dirs,
-                    deletions,
-                    hard_links,
-                    forced,
-                    ..
-                } = comparison;
-                let plan = planner::plan(dirs, &PlannerConfig::new(jobs));
-                let links = if settings.hard_links {
-                    hard_links.len()
-                } else {
-                    0
-                };
-                cx.output_line(&describe_plan(
-                    &settings,
-                    &plan,
-                    deletions.len(),
-                    forced,
-                    links,
-                ));
-                let (shards, dirs) = PassRecord::shard_records(&plan);
-                let record = PassRecord {
-                    pass: ledger.next_pass(),
-                    started: started.to_string(),
-                    started_secs: started.as_second(),
-                    started_nanos: i64::from(started.subsec_nanosecond()),
-                    settings: fingerprint,
-                    shards,
-                    dirs,
-                    deletions: deletions.into_iter().map(RelPath).collect(),
-                    hard_links: if settings.hard_links {
-                        hard_links.into_iter().map(RelPath).collect()
-                    } else {
-                        Vec::new()
-                    },
-                    forced,
-                };
-                self.note(cx, &Note::Pass(Box::new(record.clone())))?;
-                (record, BTreeSet::new(), false)
-            }
-        };
-        let pass_number = record.pass;
-        let plan = record.plan();
-        let mut warnings = Vec::new();
-
-        // Deletions first: they free room (quotas) and clear entries that change type.
-        let mut deleted_entries = 0;
-        if settings.delete && !deleted && !record.deletions.is_empty() {
-            deleted_entries = delete_entries(&settings.to, &record.deletions).await?;
-            cx.output_line(&format!(
-                "deleted {deleted_entries} entries found only in the destination"
-            ));
-            self.note(
-                cx,
-                &Note::Deleted {
-                    pass: pass_number,
-                    entries: deleted_entries,
-                },
-            )?;
+        let notes = self.notes(cx);
+        if self.on.is_some() {
+            return remote::apply(self, cx, settings, notes).await;
         }
+        let ledger = Ledger::read(&notes);
+        let continued = self.continued(cx);
+        run_pass(
+            &settings,
+            &ledger,
+            continued.as_ref(),
+            &StepReporter { action: self, cx },
+        )
+        .await
+    }
+}
 
-        // Directories shared by several shards exist before the shards write into them.
-        let new_dirs: Vec<Vec<u8>> = plan
-            .dirs
-            .iter()
-            .filter(|dir| dir.new && !dir.path.is_empty())
-            .map(|dir| dir.path.clone())
-            .collect();
-        if !plan
-            .shards
-            .iter()
-            .enumerate()
-            .all(|(i, _)| done_shards.contains(&i))
-        {
-            run_helpers(
-                cx,
-                chunked("new directories", new_dirs, jobs),
-                jobs,
-                &transfer,
-                &mut warnings,
+/// One pass of the copy where this process runs: compare, plan (or resume the journaled
+/// plan), delete, copy the shards, fix hard links and directories, verify. Everything it
+/// has to say goes to `reporter`; `ledger` is the step's notes so far, `continued` those of
+/// the step it continues (`after:`).
+pub(crate) async fn run_pass(
+    settings: &Settings,
+    ledger: &Ledger,
+    continued: Option<&Ledger>,
+    reporter: &dyn PassReporter,
+) -> anyhow::Result<Outcome> {
+    let destination_exists = settings.check_paths()?;
+    let found = rsync::detect().await?;
+    let fingerprint = settings.fingerprint();
+    let cancel = CancelOnDrop::new();
+    let mut transfer = Transfer::new(&settings.from, &settings.to);
+    transfer.exclude.clone_from(&settings.exclude);
+    transfer.extra.clone_from(&settings.rsync_args);
+    transfer.bwlimit_kib = settings.worker_bwlimit_kib();
+    let jobs = settings.jobs;
+    let warn = |message: &str| reporter.warn(message);
+
+    let resumed = ledger.resumable(&fingerprint).cloned();
+    let (record, done_shards, deleted) = match resumed {
+        Some(state) => {
+            reporter.line(&format!(
+                "resuming pass {} (started {}): {} of {} shards were finished before",
+                state.record.pass,
+                state.record.started,
+                state.done_shards.len(),
+                state.record.shards.len()
+            ));
+            (state.record, state.done_shards, state.deleted)
+        }
+        None => {
+            if !destination_exists {
+                std::fs::create_dir(&settings.to).with_context(|| {
+                    format!("cannot create the destination {}", settings.to.display())
+                })?;
+            }
+            let started = jiff::Timestamp::now();
+            reporter.line(&format!(
+                "comparing {} with {} ({})",
+                settings.from.display(),
+                settings.to.display(),
+                found.version
+            ));
+            let comparison = compare_trees(
+                reporter,
+                settings,
+                changed_since(ledger, continued),
+                &cancel,
             )
             .await?;
-        }
-
-        // The shards.
-        let board = Board::new(plan.total_bytes, plan.total_files, plan.shards.len(), jobs);
-        let mut tasks = Vec::new();
-        for (index, shard) in plan.shards.iter().enumerate() {
-            if done_shards.contains(&index) {
-                board.already_done(shard.bytes, shard.files);
-                continue;
-            }
-            tasks.push(Task {
-                label: format!("shard {}/{}", index + 1, plan.shards.len()),
-                entries: shard.entries.clone(),
-                recursive: true,
-                ignore_times: shard.ignore_times,
-                root: false,
-                bytes: shard.bytes,
-                files: shard.files,
-                shard: Some(index),
-            });
-        }
-        let copied_shards = tasks.len();
-        let journal_shard = |task: &Task| -> anyhow::Result<()> {
-            let Some(index) = task.shard else {
-                return Ok(());
+            let Comparison {
+                dirs,
+                deletions,
+                hard_links,
+                forced,
+                ..
+            } = comparison;
+            let plan = planner::plan(dirs, &PlannerConfig::new(jobs));
+            let links = if settings.hard_links {
+                hard_links.len()
+            } else {
+                0
             };
-            self.note(
-                cx,
-                &Note::Shard {
-                    pass: pass_number,
-                    shard: index,
-                    bytes: task.bytes,
-                    files: task.files,
+            reporter.line(&describe_plan(
+                settings,
+                &plan,
+                deletions.len(),
+                forced,
+                links,
+            ));
+            let (shards, dirs) = PassRecord::shard_records(&plan);
+            let record = PassRecord {
+                pass: ledger.next_pass(),
+                started: started.to_string(),
+                started_secs: started.as_second(),
+                started_nanos: i64::from(started.subsec_nanosecond()),
+                settings: fingerprint,
+                shards,
+                dirs,
+                deletions: deletions.into_iter().map(RelPath).collect(),
+                hard_links: if settings.hard_links {
+                    hard_links.into_iter().map(RelPath).collect()
+                } else {
+                    Vec::new()
                 },
-            )
-        };
-        let outcome = tokio::select! {
-            outcome = pool::run(tasks, jobs, &transfer, &board, &journal_shard, &warn) => outcome?,
-            () = progress::tick(&board, cx) => unreachable!("the progress loop never ends"),
-        };
-        if plan.total_files > 0 {
-            cx.progress(board.snapshot());
+                forced,
+            };
+            reporter.note(&Note::Pass(Box::new(record.clone())))?;
+            (record, BTreeSet::new(), false)
         }
-        warnings.extend(outcome.warnings);
-        if let Some(stopped) = outcome.stopped {
-            anyhow::bail!(
-                "the copy stopped: {stopped}\nfinished shards are journaled; run again to continue"
-            );
+    };
+    let pass_number = record.pass;
+    let plan = record.plan();
+    let mut warnings = Vec::new();
+
+    // Deletions first: they free room (quotas) and clear entries that change type.
+    let mut deleted_entries = 0;
+    if settings.delete && !deleted && !record.deletions.is_empty() {
+        deleted_entries = delete_entries(&settings.to, &record.deletions).await?;
+        reporter.line(&format!(
+            "deleted {deleted_entries} entries found only in the destination"
+        ));
+        reporter.note(&Note::Deleted {
+            pass: pass_number,
+            entries: deleted_entries,
+        })?;
+    }
+
+    // Directories shared by several shards exist before the shards write into them.
+    let new_dirs: Vec<Vec<u8>> = plan
+        .dirs
+        .iter()
+        .filter(|dir| dir.new && !dir.path.is_empty())
+        .map(|dir| dir.path.clone())
+        .collect();
+    if !plan
+        .shards
+        .iter()
+        .enumerate()
+        .all(|(i, _)| done_shards.contains(&i))
+    {
+        run_helpers(
+            reporter,
+            chunked("new directories", new_dirs, jobs),
+            jobs,
+            &transfer,
+            &mut warnings,
+        )
+        .await?;
+    }
+
+    // The shards.
+    let board = Board::new(plan.total_bytes, plan.total_files, plan.shards.len(), jobs);
+    let mut tasks = Vec::new();
+    for (index, shard) in plan.shards.iter().enumerate() {
+        if done_shards.contains(&index) {
+            board.already_done(shard.bytes, shard.files);
+            continue;
         }
-        if !outcome.failures.is_empty() {
+        tasks.push(Task {
+            label: format!("shard {}/{}", index + 1, plan.shards.len()),
+            entries: shard.entries.clone(),
+            recursive: true,
+            ignore_times: shard.ignore_times,
+            root: false,
+            bytes: shard.bytes,
+            files: shard.files,
+            shard: Some(index),
+        });
+    }
+    let copied_shards = tasks.len();
+    let journal_shard = |task: &Task| -> anyhow::Result<()> {
+        let Some(index) = task.shard else {
+            return Ok(());
+        };
+        reporter.note(&Note::Shard {
+            pass: pass_number,
+            shard: index,
+            bytes: task.bytes,
+            files: task.files,
+        })
+    };
+    let outcome = tokio::select! {
+        outcome = pool::run(tasks, jobs, &transfer, &board, &journal_shard, &warn) => outcome?,
+        () = progress::tick(&board, reporter) => unreachable!("the progress loop never ends"),
+    };
+    if plan.total_files > 0 {
+        reporter.progress(&board, false);
+    }
+    warnings.extend(outcome.warnings);
+    if let Some(stopped) = outcome.stopped {
+        anyhow::bail!(
+            "the copy stopped: {stopped}\nfinished shards are journaled; run again to continue"
+        );
+    }
+    if !outcome.failures.is_empty() {
+        let mut message = format!(
+            "{} of {} shards failed; the others are done and journaled, and a run again copies only the failed ones:",
+            outcome.failures.len(),
+            plan.shards.len()
+        );
+        for failure in outcome.failures.iter().take(5) {
+            message.push_str("\n  ");
+            message.push_str(&failure.replace('\n', "\n  "));
+        }
+        anyhow::bail!(message);
+    }
+
+    // Hard links that span shards, then the attributes of the shared directories
+    // (writing into them changed their times).
+    let hard_links: Vec<Vec<u8>> = record.hard_links.iter().map(|p| p.0.clone()).collect();
+    let linked = hard_links.len();
+    let mut hard_link_tasks = chunked("hard links", hard_links, 1);
+    for task in &mut hard_link_tasks {
+        task.ignore_times = false;
+    }
+    run_helpers(reporter, hard_link_tasks, 1, &transfer, &mut warnings).await?;
+    let mut dir_tasks = chunked(
+        "directory attributes",
+        plan.dirs
+            .iter()
+            .filter(|dir| !dir.path.is_empty())
+            .map(|dir| dir.path.clone())
+            .collect(),
+        jobs,
+    );
+    if plan.dirs.iter().any(|dir| dir.path.is_empty()) {
+        dir_tasks.push(Task {
+            label: "root attributes".into(),
+            entries: Vec::new(),
+            recursive: false,
+            ignore_times: false,
+            root: true,
+            bytes: 0,
+            files: 1,
+            shard: None,
+        });
+    }
+    run_helpers(reporter, dir_tasks, jobs, &transfer, &mut warnings).await?;
+    reporter.note(&Note::PassDone { pass: pass_number })?;
+
+    let mut verified = false;
+    if settings.verify {
+        reporter.line("verifying: comparing both trees again");
+        let check = compare_trees(reporter, settings, ChangedSince::Never, &cancel).await?;
+        if check.difference_count > 0 {
             let mut message = format!(
-                "{} of {} shards failed; the others are done and journaled, and a run again copies only the failed ones:",
-                outcome.failures.len(),
-                plan.shards.len()
+                "verify found {} difference{} between {} and {} after the copy:",
+                check.difference_count,
+                if check.difference_count == 1 { "" } else { "s" },
+                settings.from.display(),
+                settings.to.display()
             );
-            for failure in outcome.failures.iter().take(5) {
+            for line in &check.differences {
                 message.push_str("\n  ");
-                message.push_str(&failure.replace('\n', "\n  "));
+                message.push_str(line);
             }
+            if check.difference_count > check.differences.len() as u64 {
+                message.push_str("\n  ...");
+            }
+            message.push_str(
+                "\nhelp: files that change while they are copied show up here; stop the writers and run the step again",
+            );
             anyhow::bail!(message);
         }
-
-        // Hard links that span shards, then the attributes of the shared directories
-        // (writing into them changed their times).
-        let hard_links: Vec<Vec<u8>> = record.hard_links.iter().map(|p| p.0.clone()).collect();
-        let linked = hard_links.len();
-        let mut hard_link_tasks = chunked("hard links", hard_links, 1);
-        for task in &mut hard_link_tasks {
-            task.ignore_times = false;
-        }
-        run_helpers(cx, hard_link_tasks, 1, &transfer, &mut warnings).await?;
-        let mut dir_tasks = chunked(
-            "directory attributes",
-            plan.dirs
-                .iter()
-                .filter(|dir| !dir.path.is_empty())
-                .map(|dir| dir.path.clone())
-                .collect(),
-            jobs,
-        );
-        if plan.dirs.iter().any(|dir| dir.path.is_empty()) {
-            dir_tasks.push(Task {
-                label: "root attributes".into(),
-                entries: Vec::new(),
-                recursive: false,
-                ignore_times: false,
-                root: true,
-                bytes: 0,
-                files: 1,
-                shard: None,
-            });
-        }
-        run_helpers(cx, dir_tasks, jobs, &transfer, &mut warnings).await?;
-        self.note(cx, &Note::PassDone { pass: pass_number })?;
-
-        let mut verified = false;
-        if settings.verify {
-            cx.output_line("verifying: comparing both trees again");
-            let check = compare_trees(cx, &settings, ChangedSince::Never, &cancel).await?;
-            if check.difference_count > 0 {
-                let mut message = format!(
-                    "verify found {} difference{} between {} and {} after the copy:",
-                    check.difference_count,
-                    if check.difference_count == 1 { "" } else { "s" },
-                    settings.from.display(),
-                    settings.to.display()
-                );
-                for line in &check.differences {
-                    message.push_str("\n  ");
-                    message.push_str(line);
-                }
-                if check.difference_count > check.differences.len() as u64 {
-                    message.push_str("\n  ...");
-                }
-                message.push_str(
-                    "\nhelp: files that change while they are copied show up here; stop the writers and run the step again",
-                );
-                anyhow::bail!(message);
-            }
-            cx.output_line(&format!(
-                "verified: {} entries are the same at both ends",
-                check.entries
-            ));
-            verified = true;
-        }
-
-        let changed =
-            !plan.shards.is_empty() || !plan.dirs.is_empty() || deleted_entries > 0 || linked > 0;
-        Ok(Outcome::new(
-            changed,
-            serde_json::json!({
-                "pass": pass_number,
-                "started": record.started,
-                "shards": plan.shards.len(),
-                "shards_copied": copied_shards,
-                "files": plan.total_files,
-                "bytes": plan.total_bytes,
-                "deleted": deleted_entries,
-                "forced": record.forced,
-                "hard_links": linked,
-                "verified": verified,
-                "warnings": warnings,
-            }),
-        ))
+        reporter.line(&format!(
+            "verified: {} entries are the same at both ends",
+            check.entries
+        ));
+        verified = true;
     }
+
+    let changed =
+        !plan.shards.is_empty() || !plan.dirs.is_empty() || deleted_entries > 0 || linked > 0;
+    Ok(Outcome::new(
+        changed,
+        serde_json::json!({
+            "pass": pass_number,
+            "started": record.started,
+            "shards": plan.shards.len(),
+            "shards_copied": copied_shards,
+            "files": plan.total_files,
+            "bytes": plan.total_bytes,
+            "deleted": deleted_entries,
+            "forced": record.forced,
+            "hard_links": linked,
+            "verified": verified,
+            "warnings": warnings,
+        }),
+    ))
 }
 
 /// The change-time rule of a new pass: since the start of the last finished pass of this

@@ -90,6 +90,52 @@ pub enum Note {
         /// Pass number.
         pass: u32,
     },
+    /// A copy was started detached in a pod (`on:`): its agent, so that a later `runbook`
+    /// re-attaches to it rather than start a second copy.
+    Agent(Box<AgentRecord>),
+    /// The agent's result was collected (the step finished or failed with it): a later run
+    /// starts a new agent.
+    Collected {
+        /// The agent's id.
+        agent: String,
+        /// Whether it succeeded.
+        ok: bool,
+    },
+}
+
+/// Where a detached copy runs and keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Its id, unique to this start.
+    pub agent: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod.
+    pub pod: String,
+    /// The container, when named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The agent's state directory in the pod.
+    pub dir: String,
+    /// The `runbook` binary in the pod.
+    pub binary: String,
+    /// When it was started (RFC 3339).
+    pub started: String,
+}
+
+impl Note {
+    /// What makes a note of a pass unique in the journal: a copy collected from an agent
+    /// is journaled once, however many times `runbook` re-attached to it.
+    pub fn key(&self) -> String {
+        match self {
+            Note::Pass(record) => format!("pass {}", record.pass),
+            Note::Deleted { pass, .. } => format!("deleted {pass}"),
+            Note::Shard { pass, shard, .. } => format!("shard {pass} {shard}"),
+            Note::PassDone { pass } => format!("done {pass}"),
+            Note::Agent(record) => format!("agent {}", record.agent),
+            Note::Collected { agent, .. } => format!("collected {agent}"),
+        }
+    }
 }
 
 /// The start of a pass and its plan.
@@ -246,9 +292,15 @@ impl Ledger {
                         state.done = true;
                     }
                 }
+                Note::Agent(_) | Note::Collected { .. } => {}
             }
         }
         Ledger { passes }
+    }
+
+    /// The last pass, finished or not.
+    pub fn last(&self) -> Option<&PassState> {
+        self.passes.last()
     }
 
     /// The number of the next pass.

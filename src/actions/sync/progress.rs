@@ -2,11 +2,10 @@
 //! processes have done, the rate and the time left. Every 2 s a `progress` event; every
 //! 10 s a line with a bar, the rate and the ETA, and on a terminal one line per worker.
 
-use std::io::IsTerminal as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::actions::StepContext;
+use super::pass_reporter::PassReporter;
 use crate::report::Progress;
 
 /// How often a `progress` event is sent.
@@ -208,24 +207,16 @@ impl Board {
     }
 }
 
-/// Sends progress until dropped: a `progress` event every 2 s; every 10 s the summary, and
-/// on a terminal the workers' lines.
-pub async fn tick(board: &Board, cx: &StepContext<'_>) {
-    let terminal = std::io::stderr().is_terminal();
+/// Sends progress until dropped: every 2 s the totals; every 10 s the summary, and on a
+/// terminal the workers' lines.
+pub async fn tick(board: &Board, reporter: &dyn PassReporter) {
     let mut count: u32 = 0;
     let mut interval = tokio::time::interval(EVENT_EVERY);
     interval.tick().await;
     loop {
         interval.tick().await;
         count += 1;
-        cx.progress(board.snapshot());
-        if count.is_multiple_of(LINES_EVERY) {
-            let lines = board.lines();
-            let shown = if terminal { lines.len() } else { 1 };
-            for line in lines.iter().take(shown) {
-                cx.output_line(line);
-            }
-        }
+        reporter.progress(board, count.is_multiple_of(LINES_EVERY));
     }
 }
 

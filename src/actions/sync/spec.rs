@@ -47,6 +47,10 @@ pub struct SyncAction {
     /// whatever its size and time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// Run the comparisons and the rsync workers inside this pod, detached from `runbook`
+    /// (see [`super::remote`]); `from` and `to` are then paths in the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<RunsOn>,
     /// Notes recorded by this process. The engine hands an action the notes of earlier runs
     /// only; a retry within the same run (`retries:`) must also see the shards the try
     /// before it finished.
@@ -70,6 +74,81 @@ struct SyncFields {
     #[serde(default)]
     verify: bool,
     after: Option<String>,
+    on: Option<RunsOnFields>,
+}
+
+/// `on: {pod: NAME, namespace: NS, container: C}`: where the copy runs. Values may be
+/// templates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunsOn {
+    /// The pod.
+    pub pod: String,
+    /// Its namespace (the kubeconfig's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Its container (the only one when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsOnFields {
+    pod: Option<String>,
+    namespace: Option<String>,
+    container: Option<String>,
+    // Accepted here only to say that it is not supported yet.
+    job: Option<serde::de::IgnoredAny>,
+}
+
+const ON_HELP: &str =
+    "write `on: {pod: NAME, namespace: NS, container: C}` (namespace and container are optional)";
+
+impl RunsOnFields {
+    fn check(self) -> Result<RunsOn, String> {
+        if self.job.is_some() {
+            // Note for later: `on: {job: {parallelism: N, template: ...}}` would run the
+            // shards of the plan as an Indexed Job (one shard list per completion index) and
+            // collect progress from the pods; the agent's state and the journaled notes are
+            // already per shard, which is what that needs.
+            return Err(ValueError::new(
+                "`on: {job: ...}` (the shards as an Indexed Job) is not supported yet",
+                "run the copy in one pod: `on: {pod: NAME}`",
+            )
+            .about_key("on")
+            .to_string());
+        }
+        let pod = match self.pod {
+            Some(pod) if !pod.trim().is_empty() => pod,
+            Some(_) => {
+                return Err(ValueError::new("`pod` in `on` is empty", ON_HELP)
+                    .about_key("on")
+                    .to_string());
+            }
+            None => {
+                return Err(ValueError::new("`on` needs `pod`", ON_HELP)
+                    .about_key("on")
+                    .to_string());
+            }
+        };
+        for (key, value) in [
+            ("namespace", &self.namespace),
+            ("container", &self.container),
+        ] {
+            if value.as_ref().is_some_and(|value| value.trim().is_empty()) {
+                return Err(
+                    ValueError::new(format!("`{key}` in `on` is empty"), ON_HELP)
+                        .about_key("on")
+                        .to_string(),
+                );
+            }
+        }
+        Ok(RunsOn {
+            pod,
+            namespace: self.namespace,
+            container: self.container,
+        })
+    }
 }
 
 impl TryFrom<SyncFields> for SyncAction {
@@ -114,6 +193,7 @@ impl TryFrom<SyncFields> for SyncAction {
             rsync_args: fields.rsync_args,
             verify: fields.verify,
             after: fields.after,
+            on: fields.on.map(RunsOnFields::check).transpose()?,
             session_notes: Mutex::new(Vec::new()),
         })
     }
@@ -361,7 +441,7 @@ fn wants_hard_links(args: &[String]) -> bool {
 }
 
 /// The settings of one run of the step, rendered and checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     /// The source directory.
     pub from: PathBuf,

@@ -1,0 +1,579 @@
+//! The copy's agent: `runbook sync-agent ...` (a hidden subcommand) run inside the pod of a
+//! `sync` with `on:`. It runs the same pass as a local copy ([`super::run_pass`]), detached
+//! from the exec connection that started it, and keeps everything `runbook` needs to watch
+//! and collect it in a directory of the pod:
+//!
+//! - `lock`: held (`flock`) by the running agent for its whole life, so a second start is
+//!   refused as "already running", and a status can tell a live agent from a dead one;
+//! - `request.json`: what to copy (the rendered settings) and the step's notes so far;
+//! - `state.json`: the agent's id and pid, the notes of the pass (its plan, each finished
+//!   shard), the lines it printed, the progress counters, and at the end its result;
+//!   replaced atomically, so a reader never sees half of it;
+//! - `agent.log`: its stdout and stderr (a panic, for one).
+//!
+//! `start` takes the lock, writes the request and spawns `run` in a session of its own
+//! (`setsid`), handing it the lock, then returns at once; `status` prints the state as JSON
+//! lines (`--follow` keeps printing every 2 s), and needs nothing but the directory.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, RawFd};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::pass::{Ledger, Note};
+use super::pass_reporter::PassReporter;
+use super::progress::Board;
+use super::spec::Settings;
+use crate::actions::InvalidInput;
+
+/// The lock file in an agent's directory.
+const LOCK_FILE: &str = "lock";
+/// The request file.
+const REQUEST_FILE: &str = "request.json";
+/// The state file.
+const STATE_FILE: &str = "state.json";
+/// The agent's own output.
+const LOG_FILE: &str = "agent.log";
+/// How often `status --follow` prints, and the agent writes its progress.
+pub const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+/// `runbook sync-agent ...`: the agent of a `sync` that runs in a pod. Not for people.
+#[derive(Debug, clap::Subcommand)]
+pub enum AgentCommand {
+    /// Start an agent for the request on stdin, detached, unless one is running there.
+    Start {
+        /// The agent's state directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Run the copy (started by `start`, which holds the lock for it).
+    Run {
+        /// The agent's state directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The lock, inherited from `start`.
+        #[arg(long)]
+        lock_fd: RawFd,
+    },
+    /// Print the agent's state as a JSON line.
+    Status {
+        /// The agent's state directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Leave out the first N notes (the caller has them).
+        #[arg(long, default_value_t = 0)]
+        notes_from: usize,
+        /// Leave out the first N lines.
+        #[arg(long, default_value_t = 0)]
+        said_from: usize,
+        /// Keep printing every 2 s, for up to this many seconds or until the agent ends.
+        #[arg(long, default_value_t = 0)]
+        follow: u64,
+    },
+}
+
+/// What `runbook` asks an agent to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRequest {
+    /// The agent's id.
+    pub agent: String,
+    /// The step, for people reading the directory.
+    pub step: String,
+    /// What to copy.
+    pub settings: Settings,
+    /// The step's notes so far (earlier passes, finished shards of an unfinished one).
+    pub notes: Vec<serde_json::Value>,
+    /// The notes of the step this one continues (`after:`).
+    #[serde(default)]
+    pub continued: Option<Vec<serde_json::Value>>,
+}
+
+/// Something the agent said, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Said {
+    /// A line for a person.
+    Line(String),
+    /// A warning.
+    Warning(String),
+}
+
+/// How far the shards are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Bytes done.
+    pub done_bytes: u64,
+    /// Bytes in all.
+    pub total_bytes: u64,
+    /// Entries done.
+    pub done_files: u64,
+    /// Entries in all.
+    pub total_files: u64,
+}
+
+/// How an agent ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum AgentResult {
+    /// The pass finished (and verified, if asked).
+    Done {
+        /// Whether it changed anything.
+        changed: bool,
+        /// The step's output.
+        output: serde_json::Value,
+    },
+    /// It failed.
+    Failed {
+        /// Why, with rsync's own message.
+        message: String,
+        /// Bad input (a missing source, an old rsync): exit 2 rather than 1.
+        #[serde(default)]
+        invalid: bool,
+    },
+}
+
+/// An agent's state file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentState {
+    /// Its id.
+    pub agent: String,
+    /// The step it copies for.
+    pub step: String,
+    /// Its process.
+    pub pid: u32,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// When it last wrote this file.
+    pub updated: String,
+    /// The notes of its pass, in order.
+    pub notes: Vec<Note>,
+    /// What it said, in order.
+    pub said: Vec<Said>,
+    /// Progress of the shards, once they are being copied.
+    #[serde(default)]
+    pub progress: Option<Counters>,
+    /// The progress bar and the workers' lines.
+    #[serde(default)]
+    pub board: Vec<String>,
+    /// How it ended, once it has.
+    #[serde(default)]
+    pub result: Option<AgentResult>,
+}
+
+/// What `status` prints: whether an agent holds the lock, and its state (with the notes and
+/// lines before `notes_from` and `said_from` left out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// An agent process holds the lock.
+    pub alive: bool,
+    /// Index of the first note in `state.notes`.
+    pub notes_from: usize,
+    /// Index of the first line in `state.said`.
+    pub said_from: usize,
+    /// The state, when there is one.
+    pub state: Option<AgentState>,
+}
+
+/// The output of `start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartReport {
+    /// A new agent was started.
+    pub started: bool,
+    /// The agent that runs there now (the new one, or the one already running).
+    pub agent: String,
+    /// Its pid.
+    pub pid: u32,
+}
+
+/// Runs a `sync-agent` subcommand; the exit code says whether it could do its job.
+pub fn run_command(command: AgentCommand) -> ExitCode {
+    let result = match command {
+        AgentCommand::Start { dir } => start(&dir),
+        AgentCommand::Run { dir, lock_fd } => run(&dir, lock_fd),
+        AgentCommand::Status {
+            dir,
+            notes_from,
+            said_from,
+            follow,
+        } => status(&dir, notes_from, said_from, Duration::from_secs(follow)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Takes a lock without waiting: `Ok(false)` when another open file holds it.
+fn try_lock(file: &File, exclusive: bool) -> std::io::Result<bool> {
+    let operation = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    } | libc::LOCK_NB;
+    // SAFETY: flock only acts on the open file description of a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+        return Ok(true);
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(error)
+    }
+}
+
+fn open_lock(dir: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .with_context(|| format!("cannot open {}", dir.join(LOCK_FILE).display()))
+}
+
+/// Whether an agent holds the directory's lock. A probe takes a shared lock for an instant,
+/// so `start` tries its exclusive lock a few times before it says "already running".
+pub fn is_running(dir: &Path) -> anyhow::Result<bool> {
+    if !dir.join(LOCK_FILE).exists() {
+        return Ok(false);
+    }
+    let file = open_lock(dir)?;
+    Ok(!try_lock(&file, false)?)
+}
+
+/// Reads the state file; `None` when there is none yet.
+pub fn read_state(dir: &Path) -> anyhow::Result<Option<AgentState>> {
+    let path = dir.join(STATE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+            format!("{} is not an agent's state", path.display())
+        })?)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Replaces the state file atomically; `durable` waits until it is on disk.
+fn write_state(dir: &Path, state: &AgentState, durable: bool) -> anyhow::Result<()> {
+    let path = dir.join(STATE_FILE);
+    let partial = dir.join(format!("{STATE_FILE}.{}", std::process::id()));
+    let mut file =
+        File::create(&partial).with_context(|| format!("cannot write {}", partial.display()))?;
+    file.write_all(&serde_json::to_vec(state)?)?;
+    if durable {
+        file.sync_data()?;
+    }
+    std::fs::rename(&partial, &path)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}
+
+/// `start`: refuses while an agent runs, else writes the request and the first state, and
+/// starts `run` detached with the lock.
+fn start(dir: &Path) -> anyhow::Result<()> {
+    let request: AgentRequest = serde_json::from_reader(std::io::stdin().lock())
+        .context("the request on stdin is not an agent request")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let lock = open_lock(dir)?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !try_lock(&lock, true)? {
+        if Instant::now() >= deadline {
+            let running = read_state(dir)?;
+            let report = StartReport {
+                started: false,
+                agent: running
+                    .as_ref()
+                    .map(|s| s.agent.clone())
+                    .unwrap_or_default(),
+                pid: running.as_ref().map_or(0, |s| s.pid),
+            };
+            println!("{}", serde_json::to_string(&report)?);
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(dir.join(REQUEST_FILE), serde_json::to_vec(&request)?)?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(LOG_FILE))?;
+    // A descriptor without close-on-exec, for the child to inherit: the lock belongs to the
+    // open file description, which the child then shares, so it stays held once we exit.
+    // SAFETY: dup of a descriptor we own; the result is checked.
+    let inherited = unsafe { libc::dup(lock.as_raw_fd()) };
+    if inherited < 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot pass the lock on");
+    }
+    let exe = std::env::current_exe().context("cannot find this program")?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(["sync-agent", "run", "--dir"])
+        .arg(dir)
+        .arg("--lock-fd")
+        .arg(inherited.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent. A session of
+    // its own: the hang-up of the exec that started it (its process group) does not reach it.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = command.spawn().context("cannot start the agent")?;
+    let now = jiff::Timestamp::now().to_string();
+    write_state(
+        dir,
+        &AgentState {
+            agent: request.agent.clone(),
+            step: request.step.clone(),
+            pid: child.id(),
+            started: now.clone(),
+            updated: now,
+            notes: Vec::new(),
+            said: Vec::new(),
+            progress: None,
+            board: Vec::new(),
+            result: None,
+        },
+        true,
+    )?;
+    println!(
+        "{}",
+        serde_json::to_string(&StartReport {
+            started: true,
+            agent: request.agent,
+            pid: child.id(),
+        })?
+    );
+    Ok(())
+}
+
+/// The agent's reporter: everything goes into the state file.
+struct StateReporter {
+    dir: PathBuf,
+    state: Mutex<AgentState>,
+}
+
+impl StateReporter {
+    fn update(&self, durable: bool, change: impl FnOnce(&mut AgentState)) -> anyhow::Result<()> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a copy thread panicked"))?;
+        change(&mut state);
+        state.updated = jiff::Timestamp::now().to_string();
+        write_state(&self.dir, &state, durable)
+    }
+}
+
+impl PassReporter for StateReporter {
+    fn line(&self, line: &str) {
+        let said = Said::Line(line.to_string());
+        if let Err(error) = self.update(false, |state| state.said.push(said)) {
+            eprintln!("cannot record a line: {error:#}");
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        let said = Said::Warning(message.to_string());
+        if let Err(error) = self.update(false, |state| state.said.push(said)) {
+            eprintln!("cannot record a warning: {error:#}");
+        }
+    }
+
+    fn progress(&self, board: &Board, _detailed: bool) {
+        let snapshot = board.snapshot();
+        let lines = board.lines();
+        let counters = Counters {
+            done_bytes: snapshot.done_bytes,
+            total_bytes: snapshot.total_bytes,
+            done_files: snapshot.done_files,
+            total_files: snapshot.total_files,
+        };
+        if let Err(error) = self.update(false, |state| {
+            state.progress = Some(counters);
+            state.board = lines;
+        }) {
+            eprintln!("cannot record progress: {error:#}");
+        }
+    }
+
+    fn note(&self, note: &Note) -> anyhow::Result<()> {
+        self.update(true, |state| state.notes.push(note.clone()))
+    }
+}
+
+/// `run`: the copy, then its result in the state file.
+fn run(dir: &Path, lock_fd: RawFd) -> anyhow::Result<()> {
+    // SAFETY: `start` handed this descriptor to us and nothing else in this process owns it;
+    // keeping it open keeps the lock.
+    let _lock = unsafe { File::from_raw_fd(lock_fd) };
+    let request: AgentRequest = serde_json::from_slice(
+        &std::fs::read(dir.join(REQUEST_FILE)).context("cannot read the request")?,
+    )?;
+    let mut state = read_state(dir)?.unwrap_or_else(|| AgentState {
+        agent: request.agent.clone(),
+        step: request.step.clone(),
+        pid: 0,
+        started: jiff::Timestamp::now().to_string(),
+        updated: String::new(),
+        notes: Vec::new(),
+        said: Vec::new(),
+        progress: None,
+        board: Vec::new(),
+        result: None,
+    });
+    state.pid = std::process::id();
+    let reporter = StateReporter {
+        dir: dir.to_path_buf(),
+        state: Mutex::new(state),
+    };
+    reporter.update(false, |_| {})?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let ledger = Ledger::read(&request.notes);
+    let continued = request.continued.as_deref().map(Ledger::read);
+    let outcome = runtime.block_on(super::run_pass(
+        &request.settings,
+        &ledger,
+        continued.as_ref(),
+        &reporter,
+    ));
+    let result = match outcome {
+        Ok(outcome) => AgentResult::Done {
+            changed: outcome.changed,
+            output: outcome.output,
+        },
+        Err(error) => AgentResult::Failed {
+            invalid: InvalidInput::find(&error).is_some(),
+            message: match InvalidInput::find(&error) {
+                Some(invalid) => invalid.0.clone(),
+                None => format!("{error:#}"),
+            },
+        },
+    };
+    reporter.update(true, |state| state.result = Some(result))
+}
+
+/// A report of the state with what the caller already has left out.
+pub fn report(dir: &Path, notes_from: usize, said_from: usize) -> anyhow::Result<StatusReport> {
+    // The liveness first: an agent that ends between the two reads leaves its result.
+    let alive = is_running(dir)?;
+    let state = read_state(dir)?.map(|mut state| {
+        state.notes.drain(..notes_from.min(state.notes.len()));
+        state.said.drain(..said_from.min(state.said.len()));
+        state
+    });
+    Ok(StatusReport {
+        alive,
+        notes_from,
+        said_from,
+        state,
+    })
+}
+
+/// `status`: one JSON line, or one every 2 s while following a live agent.
+fn status(
+    dir: &Path,
+    mut notes_from: usize,
+    mut said_from: usize,
+    follow: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + follow;
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        let report = report(dir, notes_from, said_from)?;
+        writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
+        stdout.flush()?;
+        let Some(state) = &report.state else {
+            return Ok(());
+        };
+        notes_from += state.notes.len();
+        said_from += state.said.len();
+        if !report.alive || state.result.is_some() || Instant::now() >= deadline {
+            return Ok(());
+        }
+        std::thread::sleep(STATUS_EVERY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(agent: &str) -> AgentState {
+        AgentState {
+            agent: agent.into(),
+            step: "copy".into(),
+            pid: 1,
+            started: "t".into(),
+            updated: "t".into(),
+            notes: vec![
+                Note::PassDone { pass: 1 },
+                Note::PassDone { pass: 2 },
+                Note::PassDone { pass: 3 },
+            ],
+            said: vec![Said::Line("a".into()), Said::Warning("b".into())],
+            progress: None,
+            board: Vec::new(),
+            result: None,
+        }
+    }
+
+    #[test]
+    fn one_lock_holder_at_a_time_and_a_probe_sees_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        assert!(!is_running(dir.path()).expect("probe"));
+        let first = open_lock(dir.path()).expect("open");
+        assert!(try_lock(&first, true).expect("lock"));
+        let second = open_lock(dir.path()).expect("open");
+        assert!(!try_lock(&second, true).expect("lock"), "a second start");
+        assert!(is_running(dir.path()).expect("probe"));
+        drop(first);
+        assert!(!is_running(dir.path()).expect("probe"));
+        assert!(try_lock(&second, true).expect("lock"));
+    }
+
+    #[test]
+    fn a_report_leaves_out_what_the_caller_has() {
+        let dir = tempfile::tempdir().expect("dir");
+        assert_eq!(report(dir.path(), 0, 0).expect("report").state, None);
+        write_state(dir.path(), &state("x"), false).expect("write");
+        let report = report(dir.path(), 2, 1).expect("report");
+        let state = report.state.expect("state");
+        assert_eq!(state.notes, vec![Note::PassDone { pass: 3 }]);
+        assert_eq!(state.said, vec![Said::Warning("b".into())]);
+        assert!(!report.alive);
+    }
+
+    #[test]
+    fn results_round_trip() {
+        let failed = AgentResult::Failed {
+            message: "rsync exited with code 23".into(),
+            invalid: false,
+        };
+        let json = serde_json::to_value(&failed).expect("json");
+        assert_eq!(json["result"], "failed");
+        assert_eq!(
+            serde_json::from_value::<AgentResult>(json).expect("back"),
+            failed
+        );
+    }
+}

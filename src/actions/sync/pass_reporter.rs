@@ -1,0 +1,67 @@
+//! Where a pass of the copy reports what it does: to the engine (a copy run by `runbook`
+//! itself) or to the agent's state file (a copy run inside a pod, see [`super::agent`]).
+//! The pass is the same code either way; only this interface differs.
+
+use std::io::IsTerminal as _;
+
+use super::SyncAction;
+use super::pass::Note;
+use super::progress::Board;
+use crate::actions::StepContext;
+
+/// What a pass tells the outside world.
+pub trait PassReporter: Sync {
+    /// A line for a person ("comparing ...", "copy 12 entries ...").
+    fn line(&self, line: &str);
+    /// A warning, shown at once (a shard retried, files that vanished).
+    fn warn(&self, message: &str);
+    /// How far the shards are, every few seconds; `detailed` every tenth second or so, when
+    /// the bar and the workers' lines are due.
+    fn progress(&self, board: &Board, detailed: bool);
+    /// A record for the journal (a planned pass, a finished shard); durable when it returns.
+    fn note(&self, note: &Note) -> anyhow::Result<()>;
+}
+
+/// A pass run by `runbook` itself: lines, warnings and progress go to the step's reporter,
+/// notes to the run's journal.
+pub struct StepReporter<'a> {
+    /// The step's action (for the notes of this process).
+    pub action: &'a SyncAction,
+    /// The step.
+    pub cx: &'a StepContext<'a>,
+}
+
+impl PassReporter for StepReporter<'_> {
+    fn line(&self, line: &str) {
+        self.cx.output_line(line);
+    }
+
+    fn warn(&self, message: &str) {
+        self.cx
+            .reporter
+            .warn(&format!("[{}] {message}", self.cx.step_id));
+    }
+
+    fn progress(&self, board: &Board, detailed: bool) {
+        self.cx.progress(board.snapshot());
+        if detailed {
+            show_board_lines(self.cx, &board.lines());
+        }
+    }
+
+    fn note(&self, note: &Note) -> anyhow::Result<()> {
+        self.action.note(self.cx, note)
+    }
+}
+
+/// The bar line, and on a terminal one line per busy worker too.
+pub fn show_board_lines(cx: &StepContext<'_>, lines: &[String]) {
+    let shown = if std::io::stderr().is_terminal() {
+        lines.len()
+    } else {
+        1
+    };
+    for line in lines.iter().take(shown) {
+        cx.output_line(line);
+    }
+}

@@ -1,0 +1,1001 @@
+//! `sync` with `on: {pod: ...}`: the copy runs inside a pod, detached, and `runbook` only
+//! starts it, watches it and collects it, through the Kubernetes exec API.
+//!
+//! 1. The agent (this program, `runbook sync-agent`, see [`super::agent`]) must be in the pod:
+//!    `PATH --version` says whether it is; if not, the binary is streamed through exec's
+//!    stdin in chunks (each one retried alone when a connection drops), checked (size,
+//!    `--version`) and moved into place. rsync must be there too; if it is not, it is
+//!    installed with the image's package manager.
+//! 2. The step's agent directory is named after the step, the pod and the two paths, so a
+//!    later `runbook` finds it. If the agent there is one this step started (its
+//!    [`Note::Agent`] is journaled) and its result was not collected yet, `runbook`
+//!    re-attaches to it, running or finished. Otherwise a new agent is journaled, then
+//!    started; the agent's lock refuses a second one while one runs.
+//! 3. `runbook` follows the agent's status (a long `status --follow` exec, opened again
+//!    whenever it ends or its connection drops), turns it into progress events and lines,
+//!    and journals the agent's notes (its plan, each finished shard) as the step's own,
+//!    each once. The step's result is the agent's.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use sha2::Digest as _;
+
+use super::SyncAction;
+use super::agent::{AgentRequest, AgentResult, Said, StartReport, StatusReport};
+use super::pass::{AgentRecord, Note};
+use super::pass_reporter::show_board_lines;
+use super::spec::{RunsOn, Settings};
+use crate::actions::{InvalidInput, Outcome, StepContext};
+use crate::kube::{Cluster, ExecError, ExecOutput, OutputStream};
+use crate::report::Progress;
+
+/// Where agents keep their directories in the pod, unless `RUNBOOK_AGENT_DIR` says.
+const DEFAULT_AGENT_ROOT: &str = "/var/tmp/runbook-sync";
+/// How long one `status --follow` exec lasts before it is opened again.
+const FOLLOW_SECS: u64 = 60;
+/// How long `runbook` keeps trying to reach the pod before it gives up watching (the copy
+/// goes on in the pod; `run` again re-attaches).
+const UNREACHABLE_FOR: Duration = Duration::from_secs(600);
+/// The binary goes into the pod in pieces this big, each one sent again alone if its
+/// connection drops.
+const UPLOAD_CHUNK: usize = 8 << 20;
+/// Tries of one exec whose connection drops before it ends.
+const EXEC_TRIES: u32 = 8;
+
+/// The pod a copy runs in.
+pub struct Pod<'a> {
+    cluster: &'a Cluster,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its container, when named.
+    pub container: Option<String>,
+}
+
+impl Pod<'_> {
+    /// `pod NAME in namespace NS`.
+    fn describe(&self) -> String {
+        match &self.container {
+            Some(container) => format!(
+                "pod {} (container {container}) in namespace {}",
+                self.name, self.namespace
+            ),
+            None => format!("pod {} in namespace {}", self.name, self.namespace),
+        }
+    }
+
+    async fn exec(&self, command: &[&str], stdin: Option<Bytes>) -> Result<ExecOutput, ExecError> {
+        self.cluster
+            .exec(
+                Some(&self.namespace),
+                &self.name,
+                self.container.as_deref(),
+                command,
+                stdin,
+            )
+            .await
+    }
+
+    /// Runs a command that may be repeated, again when its connection drops.
+    async fn exec_retrying(
+        &self,
+        command: &[&str],
+        stdin: Option<Bytes>,
+    ) -> anyhow::Result<ExecOutput> {
+        let mut delay = Duration::from_millis(200);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.exec(command, stdin.clone()).await {
+                Ok(output) => return Ok(output),
+                Err(error) if error.is_transient() && tries < EXEC_TRIES => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => return Err(self.exec_failed(error)),
+            }
+        }
+    }
+
+    fn exec_failed(&self, error: ExecError) -> anyhow::Error {
+        match error {
+            ExecError::Request(_) => anyhow::Error::new(error).context(format!(
+                "cannot run the copy in {}: is the pod running?",
+                self.describe()
+            )),
+            other => other.into(),
+        }
+    }
+}
+
+impl SyncAction {
+    /// The pod of `on:`, rendered.
+    fn pod<'a>(&self, on: &RunsOn, cx: &'a StepContext<'_>) -> anyhow::Result<Pod<'a>> {
+        let cluster = cx.cluster()?;
+        let name = cx.render(&on.pod)?;
+        let namespace = cx
+            .render_optional(on.namespace.as_deref())?
+            .unwrap_or_else(|| cluster.default_namespace().to_string());
+        let container = cx.render_optional(on.container.as_deref())?;
+        for (key, value) in [("pod", Some(&name)), ("namespace", Some(&namespace))]
+            .into_iter()
+            .chain([("container", container.as_ref())])
+        {
+            if value.is_some_and(|value| value.trim().is_empty()) {
+                return Err(InvalidInput(format!("`on.{key}` renders to an empty name")).into());
+            }
+        }
+        Ok(Pod {
+            cluster,
+            namespace,
+            name,
+            container,
+        })
+    }
+}
+
+/// What `plan` says of a copy in a pod, from the journal only: the trees are compared
+/// in the pod when the step runs, and a plan changes nothing there.
+pub(super) fn preview(
+    action: &SyncAction,
+    cx: &StepContext<'_>,
+    settings: &Settings,
+    on: &RunsOn,
+) -> anyhow::Result<crate::actions::Preview> {
+    let namespace = match cx.render_optional(on.namespace.as_deref())? {
+        Some(namespace) => namespace,
+        None => cx
+            .cluster
+            .map_or("default", Cluster::default_namespace)
+            .to_string(),
+    };
+    let place = format!("pod {} in namespace {namespace}", cx.render(&on.pod)?);
+    let notes = action.notes(cx);
+    let ledger = super::pass::Ledger::read(&notes);
+    let (started, collected) = journaled_agents(&notes);
+    let detached = started.difference(&collected).next().is_some();
+    let summary = match ledger.resumable(&settings.fingerprint()) {
+        Some(state) => format!(
+            "{} pass {} from {} to {} in {place}: {} of {} shards were finished",
+            if detached { "re-attach to" } else { "resume" },
+            state.record.pass,
+            settings.from.display(),
+            settings.to.display(),
+            state.done_shards.len(),
+            state.record.shards.len()
+        ),
+        None if detached => format!(
+            "re-attach to the copy from {} to {} detached in {place}, and collect its result",
+            settings.from.display(),
+            settings.to.display()
+        ),
+        None => format!(
+            "copy from {} to {} in {place}, detached, with {} rsync worker{} (the trees are compared there when the step runs)",
+            settings.from.display(),
+            settings.to.display(),
+            settings.jobs,
+            if settings.jobs == 1 { "" } else { "s" }
+        ),
+    };
+    Ok(crate::actions::Preview {
+        summary,
+        diff: None,
+    })
+}
+
+/// The directory of the step's agent in the pod: one per step, pod and pair of paths, so
+/// that every `runbook` that runs this step finds the same one.
+pub fn agent_dir(root: &str, step: &str, pod: (&str, &str), settings: &Settings) -> String {
+    let key = serde_json::json!([
+        step,
+        pod.0,
+        pod.1,
+        settings.from.to_string_lossy(),
+        settings.to.to_string_lossy(),
+    ])
+    .to_string();
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("{}/{step}-{hash}", root.trim_end_matches('/'))
+}
+
+/// The `--version` line of this program, which an agent in the pod must print.
+fn version_line() -> String {
+    format!("runbook {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The binary to ship into pods: `RUNBOOK_AGENT_BINARY` (a static build, for images whose
+/// libc cannot run ours), or this program.
+fn local_binary() -> anyhow::Result<std::path::PathBuf> {
+    match std::env::var_os("RUNBOOK_AGENT_BINARY") {
+        Some(path) => Ok(path.into()),
+        None => std::env::current_exe().context("cannot find this program to ship it"),
+    }
+}
+
+/// Where the agent binary goes in the pod: `RUNBOOK_AGENT_PATH`, or a name of this build
+/// (its version, size and time), so that another build never runs an older agent.
+fn agent_path(root: &str, binary: &Path) -> anyhow::Result<String> {
+    if let Some(path) = std::env::var_os("RUNBOOK_AGENT_PATH") {
+        return Ok(path.to_string_lossy().into_owned());
+    }
+    let meta = std::fs::metadata(binary)
+        .with_context(|| format!("cannot read the agent binary {}", binary.display()))?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    let key = format!(
+        "{} {} {}",
+        meta.len(),
+        modified.as_secs(),
+        modified.subsec_nanos()
+    );
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let build: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        "{}/bin/runbook-{}-{build}",
+        root.trim_end_matches('/'),
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+/// Whether the agent at `path` runs in the pod and is this version.
+async fn agent_runs(pod: &Pod<'_>, path: &str) -> anyhow::Result<Result<(), String>> {
+    let output = pod
+        .exec_retrying(&["sh", "-c", "exec \"$0\" --version", path], None)
+        .await?;
+    let printed = output.stdout_text();
+    if output.exit_code == 0 && printed.trim() == version_line() {
+        Ok(Ok(()))
+    } else if output.exit_code == 0 {
+        Ok(Err(format!("it is {}", printed.trim())))
+    } else {
+        Ok(Err(output.stderr_text().trim().to_string()))
+    }
+}
+
+/// Makes sure this program is in the pod at `path`, shipping it if needed.
+async fn install_agent(pod: &Pod<'_>, cx: &StepContext<'_>, path: &str) -> anyhow::Result<()> {
+    if agent_runs(pod, path).await?.is_ok() {
+        return Ok(());
+    }
+    let binary = local_binary()?;
+    let content = tokio::fs::read(&binary)
+        .await
+        .with_context(|| format!("cannot read the agent binary {}", binary.display()))?;
+    cx.output_line(&format!(
+        "shipping runbook ({}) into {} as {path}",
+        super::progress::bytes(content.len() as u64),
+        pod.describe()
+    ));
+    let token = format!("{:08x}", fastrand::u32(..));
+    let content = Bytes::from(content);
+    for (index, start) in (0..content.len()).step_by(UPLOAD_CHUNK).enumerate() {
+        let end = (start + UPLOAD_CHUNK).min(content.len());
+        let part = format!("{path}.upload-{token}.{index:05}");
+        let output = pod
+            .exec_retrying(
+                &[
+                    "sh",
+                    "-c",
+                    "mkdir -p \"${0%/*}\" && cat > \"$0\"",
+                    part.as_str(),
+                ],
+                Some(content.slice(start..end)),
+            )
+            .await?;
+        if output.exit_code != 0 {
+            anyhow::bail!(
+                "cannot write {part} in {}: {}",
+                pod.describe(),
+                output.stderr_text().trim()
+            );
+        }
+    }
+    // Join the pieces, check them, and only then put the binary where it is looked for.
+    // Again from the pieces if its connection drops: they are removed only at the end.
+    let script = r#"set -e
+if [ -x "$0" ] && [ "$("$0" --version 2>/dev/null)" = "$3" ]; then rm -f "$0.upload-$1".*; exit 0; fi
+t="$0.upload-$1"
+cat "$t".[0-9]* > "$t"
+chmod 755 "$t"
+size=$(wc -c < "$t")
+if [ "$size" -ne "$2" ]; then echo "the binary arrived with $size bytes instead of $2" >&2; rm -f "$t"*; exit 1; fi
+if ! version=$("$t" --version 2>&1); then echo "$version" >&2; rm -f "$t"*; exit 3; fi
+mv -f "$t" "$0"
+rm -f "$t".*
+"#;
+    let (size, version) = (content.len().to_string(), version_line());
+    let output = pod
+        .exec_retrying(&["sh", "-c", script, path, &token, &size, &version], None)
+        .await?;
+    match output.exit_code {
+        0 => {}
+        3 => {
+            return Err(InvalidInput(format!(
+                "runbook cannot run in {}: {}\nhelp: the pod needs a binary its libc can run: build a static one (`cargo build --release --target x86_64-unknown-linux-musl`) and set RUNBOOK_AGENT_BINARY to it",
+                pod.describe(),
+                output.stderr_text().trim()
+            ))
+            .into());
+        }
+        _ => anyhow::bail!(
+            "cannot install runbook in {}: {}",
+            pod.describe(),
+            output.stderr_text().trim()
+        ),
+    }
+    match agent_runs(pod, path).await? {
+        Ok(()) => Ok(()),
+        Err(why) => Err(InvalidInput(format!(
+            "the runbook shipped into {} as {path} is not {}: {why}\nhelp: RUNBOOK_AGENT_BINARY must be a build of the same version",
+            pod.describe(),
+            version_line()
+        ))
+        .into()),
+    }
+}
+
+/// Installs rsync in the pod if it is missing, with the image's package manager.
+async fn ensure_rsync(pod: &Pod<'_>, cx: &StepContext<'_>) -> anyhow::Result<()> {
+    let found = pod
+        .exec_retrying(&["sh", "-c", "command -v rsync"], None)
+        .await?;
+    if found.exit_code == 0 {
+        return Ok(());
+    }
+    cx.output_line(&format!(
+        "rsync is not installed in {}: installing it with the image's package manager",
+        pod.describe()
+    ));
+    let script = r#"if command -v apt-get >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync
+elif command -v apk >/dev/null; then apk add --no-cache rsync
+elif command -v dnf >/dev/null; then dnf install -y rsync
+elif command -v microdnf >/dev/null; then microdnf install -y rsync
+elif command -v yum >/dev/null; then yum install -y rsync
+else echo "no apt-get, apk, dnf or yum in the image" >&2; exit 127; fi"#;
+    let output = pod.exec_retrying(&["sh", "-c", script], None).await?;
+    if output.exit_code != 0 {
+        let text = output.stderr_text();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(InvalidInput(format!(
+            "rsync is not installed in {} and could not be installed (exit {}):\n  {}\nhelp: use an image with rsync, or one whose package manager can reach its mirror",
+            pod.describe(),
+            output.exit_code,
+            tail.join("\n  ")
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The agents this step's notes know of, and those whose result was collected.
+fn journaled_agents(notes: &[serde_json::Value]) -> (HashSet<String>, HashSet<String>) {
+    let mut started = HashSet::new();
+    let mut collected = HashSet::new();
+    for note in notes {
+        match serde_json::from_value::<Note>(note.clone()) {
+            Ok(Note::Agent(record)) => {
+                started.insert(record.agent);
+            }
+            Ok(Note::Collected { agent, .. }) => {
+                collected.insert(agent);
+            }
+            _ => {}
+        }
+    }
+    (started, collected)
+}
+
+/// The keys of the notes already journaled for the step.
+fn journaled_keys(notes: &[serde_json::Value]) -> HashSet<String> {
+    notes
+        .iter()
+        .filter_map(|note| serde_json::from_value::<Note>(note.clone()).ok())
+        .map(|note| note.key())
+        .collect()
+}
+
+/// One `status` of the agent, without following it.
+async fn status_once(pod: &Pod<'_>, binary: &str, dir: &str) -> anyhow::Result<StatusReport> {
+    let output = pod
+        .exec_retrying(&[binary, "sync-agent", "status", "--dir", dir], None)
+        .await?;
+    if output.exit_code != 0 {
+        anyhow::bail!(
+            "cannot read the copy's state in {}: {}",
+            pod.describe(),
+            output.stderr_text().trim()
+        );
+    }
+    serde_json::from_str(output.stdout_text().trim()).with_context(|| {
+        format!(
+            "the agent in {} printed something else than its status",
+            pod.describe()
+        )
+    })
+}
+
+/// A new agent id: the time and some randomness.
+fn new_agent_id() -> String {
+    format!(
+        "{}-{:06x}",
+        jiff::Timestamp::now().as_second(),
+        fastrand::u32(..1 << 24)
+    )
+}
+
+/// Runs the step's copy in its pod: see the module's comment.
+pub(super) async fn apply(
+    action: &SyncAction,
+    cx: &StepContext<'_>,
+    settings: Settings,
+    notes: Vec<serde_json::Value>,
+) -> anyhow::Result<Outcome> {
+    let on = action.on.as_ref().context("a copy in a pod needs `on:`")?;
+    let pod = action.pod(on, cx)?;
+    let root = std::env::var("RUNBOOK_AGENT_DIR").unwrap_or_else(|_| DEFAULT_AGENT_ROOT.into());
+    let dir = agent_dir(&root, cx.step_id, (&pod.namespace, &pod.name), &settings);
+    let binary = agent_path(&root, &local_binary()?)?;
+    install_agent(&pod, cx, &binary).await?;
+    ensure_rsync(&pod, cx).await?;
+
+    let (ours, collected) = journaled_agents(&notes);
+    let found = status_once(&pod, &binary, &dir).await?;
+    let agent = match &found.state {
+        Some(state) if ours.contains(&state.agent) && !collected.contains(&state.agent) => {
+            let how = if state.result.is_some() {
+                "collecting the copy that finished"
+            } else if found.alive {
+                "re-attaching to the copy running"
+            } else {
+                "collecting the copy that stopped"
+            };
+            cx.output_line(&format!(
+                "{how} in {} (agent {}, pid {}, started {})",
+                pod.describe(),
+                state.agent,
+                state.pid,
+                state.started
+            ));
+            state.agent.clone()
+        }
+        Some(state) if found.alive => {
+            anyhow::bail!(
+                "a copy is already running in {} with the state directory {dir} (agent {}, pid {}, started {}), started by another run\nhelp: wait for it to end, or stop it (`kill {}` in the pod), then run again",
+                pod.describe(),
+                state.agent,
+                state.pid,
+                state.started,
+                state.pid
+            );
+        }
+        _ => start_agent(action, cx, &pod, &settings, &notes, &binary, &dir).await?,
+    };
+    watch(action, cx, &pod, &binary, &dir, &agent, &notes).await
+}
+
+/// Journals a new agent, then starts it.
+async fn start_agent(
+    action: &SyncAction,
+    cx: &StepContext<'_>,
+    pod: &Pod<'_>,
+    settings: &Settings,
+    notes: &[serde_json::Value],
+    binary: &str,
+    dir: &str,
+) -> anyhow::Result<String> {
+    let agent = new_agent_id();
+    let record = AgentRecord {
+        agent: agent.clone(),
+        namespace: pod.namespace.clone(),
+        pod: pod.name.clone(),
+        container: pod.container.clone(),
+        dir: dir.to_string(),
+        binary: binary.to_string(),
+        started: jiff::Timestamp::now().to_string(),
+    };
+    // Journaled first: whatever happens to this process next, a later run knows the agent
+    // in that directory is this step's.
+    action.note(cx, &Note::Agent(Box::new(record)))?;
+    let request = AgentRequest {
+        agent: agent.clone(),
+        step: cx.step_id.to_string(),
+        settings: settings.clone(),
+        notes: notes.to_vec(),
+        continued: action
+            .after
+            .as_deref()
+            .map(|step| cx.notes_of(step).to_vec()),
+    };
+    let request = Bytes::from(serde_json::to_vec(&request)?);
+    for _ in 0..EXEC_TRIES {
+        let started = pod
+            .exec(
+                &[binary, "sync-agent", "start", "--dir", dir],
+                Some(request.clone()),
+            )
+            .await;
+        let report = match started {
+            Ok(output) if output.exit_code == 0 => {
+                serde_json::from_str::<StartReport>(output.stdout_text().trim()).ok()
+            }
+            Ok(output) => anyhow::bail!(
+                "cannot start the copy in {}: {}",
+                pod.describe(),
+                output.stderr_text().trim()
+            ),
+            Err(error) if error.is_transient() => None,
+            Err(error) => return Err(pod.exec_failed(error)),
+        };
+        // A start whose answer was lost may have started the agent: its state says.
+        let report = match report {
+            Some(report) => report,
+            None => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let status = status_once(pod, binary, dir).await?;
+                match status.state {
+                    Some(state) if state.agent == agent => StartReport {
+                        started: true,
+                        agent: state.agent,
+                        pid: state.pid,
+                    },
+                    Some(state) if status.alive => StartReport {
+                        started: false,
+                        agent: state.agent,
+                        pid: state.pid,
+                    },
+                    _ => continue,
+                }
+            }
+        };
+        if report.agent == agent {
+            cx.output_line(&format!(
+                "started the copy in {}, detached (agent {agent}, pid {}); it goes on if runbook stops, and `runbook run` again re-attaches",
+                pod.describe(),
+                report.pid
+            ));
+            return Ok(agent);
+        }
+        anyhow::bail!(
+            "a copy is already running in {} with the state directory {dir} (agent {}, pid {}), started by another run\nhelp: wait for it to end, or stop it (`kill {}` in the pod), then run again",
+            pod.describe(),
+            report.agent,
+            report.pid,
+            report.pid
+        );
+    }
+    anyhow::bail!(
+        "cannot start the copy in {}: the connection kept dropping",
+        pod.describe()
+    )
+}
+
+/// What the watcher has taken from the agent so far.
+struct Watched {
+    notes_from: usize,
+    said_from: usize,
+    journaled: HashSet<String>,
+    last: Option<StatusReport>,
+    lines: u32,
+    failure: Option<anyhow::Error>,
+}
+
+impl Watched {
+    /// Takes one status line: journals the new notes, shows the new lines and progress.
+    fn take(&mut self, action: &SyncAction, cx: &StepContext<'_>, report: StatusReport) {
+        let Some(state) = &report.state else {
+            self.last = Some(report);
+            return;
+        };
+        // A status that starts past what we have (it should not) is ignored.
+        if report.notes_from != self.notes_from || report.said_from != self.said_from {
+            return;
+        }
+        for note in &state.notes {
+            if self.journaled.insert(note.key())
+                && let Err(error) = action.note(cx, note)
+            {
+                self.failure.get_or_insert(error);
+            }
+        }
+        self.notes_from += state.notes.len();
+        for said in &state.said {
+            match said {
+                Said::Line(line) => cx.output_line(line),
+                Said::Warning(message) => cx.reporter.warn(&format!("[{}] {message}", cx.step_id)),
+            }
+        }
+        self.said_from += state.said.len();
+        if let Some(progress) = state.progress
+            && state.result.is_none()
+        {
+            cx.progress(Progress {
+                done_bytes: progress.done_bytes,
+                total_bytes: progress.total_bytes,
+                done_files: progress.done_files,
+                total_files: progress.total_files,
+            });
+            self.lines += 1;
+            if self.lines.is_multiple_of(5) {
+                show_board_lines(cx, &state.board);
+            }
+        }
+        self.last = Some(report);
+    }
+}
+
+/// Follows the agent until it ends, then collects its result.
+async fn watch(
+    action: &SyncAction,
+    cx: &StepContext<'_>,
+    pod: &Pod<'_>,
+    binary: &str,
+    dir: &str,
+    agent: &str,
+    notes: &[serde_json::Value],
+) -> anyhow::Result<Outcome> {
+    let mut watched = Watched {
+        notes_from: 0,
+        said_from: 0,
+        journaled: journaled_keys(notes),
+        last: None,
+        lines: 0,
+        failure: None,
+    };
+    let follow = FOLLOW_SECS.to_string();
+    let mut unreachable_since: Option<Instant> = None;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let (notes_from, said_from) = (
+            watched.notes_from.to_string(),
+            watched.said_from.to_string(),
+        );
+        let command = [
+            binary,
+            "sync-agent",
+            "status",
+            "--dir",
+            dir,
+            "--notes-from",
+            &notes_from,
+            "--said-from",
+            &said_from,
+            "--follow",
+            &follow,
+        ];
+        let mut stderr = String::new();
+        let mut got_any = false;
+        let ended = pod
+            .cluster
+            .exec_lines(
+                Some(&pod.namespace),
+                &pod.name,
+                pod.container.as_deref(),
+                &command,
+                None,
+                |stream, line| match stream {
+                    OutputStream::Stdout => {
+                        // A line cut by a dropped connection is not JSON: the next status
+                        // says it again.
+                        if let Ok(report) = serde_json::from_str::<StatusReport>(line) {
+                            got_any = true;
+                            watched.take(action, cx, report);
+                        }
+                    }
+                    OutputStream::Stderr => {
+                        stderr.push_str(line);
+                        stderr.push('\n');
+                    }
+                },
+            )
+            .await;
+        if let Some(error) = watched.failure.take() {
+            return Err(error);
+        }
+        match ended {
+            Ok(0) => {
+                unreachable_since = None;
+                delay = Duration::from_millis(500);
+            }
+            Ok(code) => anyhow::bail!(
+                "cannot follow the copy in {} (exit {code}): {}",
+                pod.describe(),
+                stderr.trim()
+            ),
+            Err(error) if error.is_transient() => {
+                if got_any {
+                    unreachable_since = None;
+                    delay = Duration::from_millis(500);
+                }
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > UNREACHABLE_FOR {
+                    anyhow::bail!(
+                        "lost the connection to {} for {} minutes ({error}); the copy goes on there: `runbook run` again re-attaches to it",
+                        pod.describe(),
+                        UNREACHABLE_FOR.as_secs() / 60
+                    );
+                }
+                if !got_any {
+                    cx.output_line(&format!(
+                        "lost the connection to {}; trying again in {:.1}s (the copy goes on there)",
+                        pod.describe(),
+                        delay.as_secs_f64()
+                    ));
+                }
+                tokio::time::sleep(delay).await;
+                if !got_any {
+                    delay = (delay * 2).min(Duration::from_secs(15));
+                }
+                continue;
+            }
+            Err(error) => return Err(pod.exec_failed(error)),
+        }
+        let Some(last) = &watched.last else {
+            continue;
+        };
+        let Some(state) = &last.state else {
+            anyhow::bail!(
+                "the copy's state directory {dir} is gone from {} (was the pod restarted?); run again to start the copy over, finished shards are journaled",
+                pod.describe()
+            );
+        };
+        if state.agent != agent {
+            anyhow::bail!(
+                "another copy (agent {}) took over {dir} in {}",
+                state.agent,
+                pod.describe()
+            );
+        }
+        if let Some(result) = state.result.clone() {
+            return collect(action, cx, pod, agent, result);
+        }
+        if !last.alive {
+            action.note(
+                cx,
+                &Note::Collected {
+                    agent: agent.to_string(),
+                    ok: false,
+                },
+            )?;
+            let log = pod
+                .exec_retrying(&["sh", "-c", "tail -n 20 \"$0/agent.log\" 2>&1", dir], None)
+                .await
+                .map(|output| output.stdout_text())
+                .unwrap_or_default();
+            anyhow::bail!(
+                "the copy in {} stopped without a result (pid {} is gone){}\nfinished shards are journaled; run again to continue",
+                pod.describe(),
+                state.pid,
+                if log.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; its log ends with:\n  {}",
+                        log.trim().replace('\n', "\n  ")
+                    )
+                }
+            );
+        }
+    }
+}
+
+/// The step's result from the agent's.
+fn collect(
+    action: &SyncAction,
+    cx: &StepContext<'_>,
+    pod: &Pod<'_>,
+    agent: &str,
+    result: AgentResult,
+) -> anyhow::Result<Outcome> {
+    let ok = matches!(result, AgentResult::Done { .. });
+    action.note(
+        cx,
+        &Note::Collected {
+            agent: agent.to_string(),
+            ok,
+        },
+    )?;
+    match result {
+        AgentResult::Done { changed, output } => Ok(Outcome::new(changed, output)),
+        AgentResult::Failed {
+            message,
+            invalid: true,
+        } => Err(InvalidInput(format!("in {}: {message}", pod.describe())).into()),
+        AgentResult::Failed { message, .. } => {
+            anyhow::bail!("the copy in {} failed: {message}", pod.describe())
+        }
+    }
+}
+
+/// Lines for `runbook status`: the detached copies of a run whose results were not
+/// collected, from its journal, and their live progress from their pods when `cluster` is
+/// given and reachable.
+pub async fn detached_copies(
+    notes: &std::collections::HashMap<String, Vec<serde_json::Value>>,
+    cluster: Option<&Cluster>,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut steps: Vec<_> = notes.iter().collect();
+    steps.sort_by(|a, b| a.0.cmp(b.0));
+    for (step, notes) in steps {
+        let (_, collected) = journaled_agents(notes);
+        let Some(record) = notes
+            .iter()
+            .filter_map(|note| match serde_json::from_value::<Note>(note.clone()) {
+                Ok(Note::Agent(record)) => Some(record),
+                _ => None,
+            })
+            .next_back()
+            .filter(|record| !collected.contains(&record.agent))
+        else {
+            continue;
+        };
+        let ledger = super::pass::Ledger::read(notes);
+        let journaled = ledger
+            .last()
+            .map(|pass| {
+                format!(
+                    "; pass {}: {} of {} shards journaled",
+                    pass.record.pass,
+                    pass.done_shards.len(),
+                    pass.record.shards.len()
+                )
+            })
+            .unwrap_or_default();
+        lines.push(format!(
+            "  {step}: copy detached in pod {} in namespace {} (agent {}, started {}){journaled}",
+            record.pod, record.namespace, record.agent, record.started
+        ));
+        let Some(cluster) = cluster else {
+            continue;
+        };
+        let pod = Pod {
+            cluster,
+            namespace: record.namespace.clone(),
+            name: record.pod.clone(),
+            container: record.container.clone(),
+        };
+        let asked = tokio::time::timeout(
+            Duration::from_secs(10),
+            pod.exec(
+                &[
+                    record.binary.as_str(),
+                    "sync-agent",
+                    "status",
+                    "--dir",
+                    &record.dir,
+                ],
+                None,
+            ),
+        )
+        .await;
+        let report = match asked {
+            Ok(Ok(output)) if output.exit_code == 0 => {
+                serde_json::from_str::<StatusReport>(output.stdout_text().trim()).ok()
+            }
+            _ => None,
+        };
+        let line = match report.as_ref().and_then(|report| {
+            report
+                .state
+                .as_ref()
+                .filter(|state| state.agent == record.agent)
+                .map(|state| (report.alive, state))
+        }) {
+            None => "    (its pod does not answer now)".to_string(),
+            Some((_, state)) if state.result.is_some() => {
+                "    finished in the pod; `runbook run` again collects it".to_string()
+            }
+            Some((false, _)) => "    stopped in the pod without a result".to_string(),
+            Some((true, state)) => format!(
+                "    running: {}",
+                state
+                    .board
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "comparing the trees".to_string())
+            ),
+        };
+        lines.push(line);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(note: Note) -> serde_json::Value {
+        serde_json::to_value(note).expect("note")
+    }
+
+    fn record(agent: &str) -> Note {
+        Note::Agent(Box::new(AgentRecord {
+            agent: agent.into(),
+            namespace: "default".into(),
+            pod: "transfer".into(),
+            container: None,
+            dir: "/var/tmp/runbook-sync/copy-x".into(),
+            binary: "/var/tmp/runbook-sync/bin/runbook".into(),
+            started: "t".into(),
+        }))
+    }
+
+    #[test]
+    fn agents_of_the_journal_and_those_collected() {
+        let notes = vec![
+            note(record("a")),
+            note(Note::Collected {
+                agent: "a".into(),
+                ok: true,
+            }),
+            note(record("b")),
+            serde_json::json!({"something": "else"}),
+        ];
+        let (started, collected) = journaled_agents(&notes);
+        assert_eq!(started, HashSet::from(["a".to_string(), "b".to_string()]));
+        assert_eq!(collected, HashSet::from(["a".to_string()]));
+    }
+
+    #[test]
+    fn a_note_collected_again_keeps_its_key() {
+        let notes = vec![
+            note(Note::Shard {
+                pass: 1,
+                shard: 3,
+                bytes: 10,
+                files: 1,
+            }),
+            note(Note::PassDone { pass: 1 }),
+        ];
+        let keys = journaled_keys(&notes);
+        assert!(keys.contains("shard 1 3") && keys.contains("done 1"));
+        assert!(!keys.contains("shard 2 3"));
+    }
+
+    #[test]
+    fn one_directory_per_step_pod_and_paths() {
+        let settings = |from: &str, to: &str| Settings {
+            from: from.into(),
+            to: to.into(),
+            jobs: 4,
+            delete: false,
+            bwlimit: None,
+            exclude: Vec::new(),
+            rsync_args: Vec::new(),
+            hard_links: false,
+            verify: false,
+        };
+        let pod = ("default", "transfer");
+        let dir = agent_dir("/var/tmp/runbook-sync/", "copy", pod, &settings("/a", "/b"));
+        assert!(dir.starts_with("/var/tmp/runbook-sync/copy-"), "{dir}");
+        // The same step again (more jobs, another run) finds the same directory.
+        let mut more_jobs = settings("/a", "/b");
+        more_jobs.jobs = 8;
+        assert_eq!(
+            dir,
+            agent_dir("/var/tmp/runbook-sync", "copy", pod, &more_jobs)
+        );
+        for other in [
+            agent_dir("/var/tmp/runbook-sync", "final", pod, &settings("/a", "/b")),
+            agent_dir(
+                "/var/tmp/runbook-sync",
+                "copy",
+                ("hub", "transfer"),
+                &settings("/a", "/b"),
+            ),
+            agent_dir("/var/tmp/runbook-sync", "copy", pod, &settings("/a", "/c")),
+        ] {
+            assert_ne!(dir, other);
+        }
+    }
+}

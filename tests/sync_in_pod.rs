@@ -1,0 +1,557 @@
+//! `sync` with `on: {pod: ...}` against the sandbox, through its real exec protocol: the copy
+//! runs in the pod (on this host, where the sandbox runs its pods' commands) as a detached
+//! agent; `runbook` only starts, watches and collects it. A `kill -9` of `runbook` leaves
+//! the copy running, and `run` again re-attaches to it; dropped exec connections do not
+//! fail a copy.
+//!
+//! The pod's container gets `PATH` with a fake `rsync` first (the sandbox gives a
+//! container's literal `env` to its commands): it hangs on one shard while a file exists,
+//! so that a test can act in the middle of a copy.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Sandbox, Test, is_alive};
+
+fn write(path: &Path, content: &[u8]) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(path, content).expect("write");
+}
+
+/// Home directories: dotfiles, a symlink, an empty directory, a bigger file, and `slow/`,
+/// the shard the fake rsync can hold.
+fn make_tree(root: &Path) {
+    // Over a thousand entries, so that a plan has several shards.
+    for home in 0..12 {
+        for file in 0..100 {
+            write(
+                &root.join(format!("home{home:02}/notebooks/n{file:03}.ipynb")),
+                format!("{{\"cell\": {file}, \"home\": {home}}}\n").as_bytes(),
+            );
+        }
+        write(
+            &root.join(format!("home{home:02}/.bashrc")),
+            b"export A=1\n",
+        );
+    }
+    let big: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    write(&root.join("data-hog/big.bin"), &big);
+    std::os::unix::fs::symlink("notebooks/n000.ipynb", root.join("home00/link")).expect("symlink");
+    std::fs::create_dir_all(root.join("home01/empty")).expect("mkdir");
+    write(&root.join("slow/one-file"), b"copied last\n");
+}
+
+/// The rsync in PATH.
+fn real_rsync() -> String {
+    let output = Command::new("sh")
+        .args(["-c", "command -v rsync"])
+        .output()
+        .expect("sh");
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(
+        !path.is_empty(),
+        "rsync is not installed (apt-get install rsync)"
+    );
+    path
+}
+
+/// A directory with a fake `rsync` that hangs on the shard listing `slow` while `block`
+/// exists in `dir`; returns a PATH with it first.
+fn blocking_rsync(dir: &Path) -> String {
+    let bin = dir.join("fake-bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let script = format!(
+        r#"#!/bin/sh
+REAL='{}'
+DIR='{}'
+case " $* " in
+  *" --files-from=- "*)
+    list="$(mktemp -p "$DIR")"; cat > "$list"
+    if [ -e "$DIR/block" ] && tr '\0' '\n' < "$list" | grep -q '^slow'; then
+      while [ -e "$DIR/block" ]; do sleep 0.1; done
+    fi
+    "$REAL" "$@" < "$list"; rc=$?; rm -f "$list"; exit $rc ;;
+esac
+exec "$REAL" "$@"
+"#,
+        real_rsync(),
+        dir.display()
+    );
+    let path = bin.join("rsync");
+    std::fs::write(&path, script).expect("write fake rsync");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// A transfer pod whose volumes are the test's directories, with `path` as its PATH.
+fn transfer_pod(test: &Test, path: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: transfer, namespace: default}}
+spec:
+  containers:
+  - name: shell
+    image: ubuntu:22.04
+    env: [{{name: PATH, value: "{path}"}}]
+    volumeMounts:
+    - {{name: old, mountPath: "{src}"}}
+    - {{name: new, mountPath: "{dst}"}}
+  volumes:
+  - {{name: old, hostPath: {{path: "{src}"}}}}
+  - {{name: new, hostPath: {{path: "{dst}"}}}}
+"#,
+        src = test.path("src").display(),
+        dst = test.path("dst").display(),
+    )
+}
+
+/// A playbook named `name` whose step `copy` runs in the transfer pod.
+fn playbook(name: &str, extra: &str) -> String {
+    format!(
+        r#"runbook: 1
+name: {name}
+steps:
+  - id: copy
+    sync:
+      from: src
+      to: dst
+      jobs: 2
+      delete: true
+      verify: true
+      on: {{pod: transfer, namespace: default, container: shell}}{extra}
+    register: copied
+"#
+    )
+}
+
+/// A scratch directory with the playbook and the source tree; `from`/`to` are absolute, as
+/// paths in the pod are.
+fn scene(extra: &str) -> Test {
+    let test = Test::new();
+    let text = playbook("sync-in-pod", extra)
+        .replace(
+            "from: src",
+            &format!("from: {}", test.path("src").display()),
+        )
+        .replace("to: dst", &format!("to: {}", test.path("dst").display()));
+    let test = test.playbook(&text);
+    make_tree(&test.path("src"));
+    test
+}
+
+/// Runs the playbook against the sandbox, with the agents' directories in the scratch
+/// directory.
+fn against(test: Test, sandbox: &Sandbox) -> Test {
+    let agents = test.path("agents").display().to_string();
+    test.env("RUNBOOK_AGENT_DIR", &agents).args([
+        "run".to_string(),
+        "playbook.yaml".into(),
+        "--kubeconfig".into(),
+        kubeconfig(sandbox),
+    ])
+}
+
+/// `--kubeconfig FILE` of the sandbox, for other command lines.
+fn kubeconfig(sandbox: &Sandbox) -> String {
+    sandbox.kubeconfig().display().to_string()
+}
+
+/// The notes the copy step journaled, in order.
+fn notes(test: &Test) -> Vec<serde_json::Value> {
+    test.journal()
+        .into_iter()
+        .filter(|event| event["event"] == "step_note")
+        .map(|event| event["data"].clone())
+        .collect()
+}
+
+fn notes_of(test: &Test, kind: &str) -> Vec<serde_json::Value> {
+    notes(test)
+        .into_iter()
+        .filter(|note| note["sync"] == kind)
+        .collect()
+}
+
+/// The agent's state directory (the one that is not `bin`).
+fn agent_dir(test: &Test) -> PathBuf {
+    std::fs::read_dir(test.path("agents"))
+        .expect("agents dir")
+        .map(|entry| entry.expect("entry").path())
+        .find(|path| path.file_name().is_some_and(|name| name != "bin"))
+        .expect("an agent directory")
+}
+
+fn agent_state(test: &Test) -> serde_json::Value {
+    let text = std::fs::read_to_string(agent_dir(test).join("state.json")).expect("state.json");
+    serde_json::from_str(&text).expect("state is JSON")
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The trees are the same: `rsync -ain --delete` lists nothing and `diff -r` finds nothing.
+fn assert_same_tree(source: &Path, destination: &Path) {
+    let itemized = Command::new("rsync")
+        .arg("-ain")
+        .arg("--delete")
+        .arg(format!("{}/", source.display()))
+        .arg(format!("{}/", destination.display()))
+        .output()
+        .expect("rsync -ain");
+    assert!(
+        itemized.stdout.is_empty(),
+        "rsync -ain --delete lists differences:\n{}",
+        String::from_utf8_lossy(&itemized.stdout)
+    );
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(source)
+        .arg(destination)
+        .output()
+        .expect("diff -r");
+    assert!(
+        diff.status.success(),
+        "diff -r: {}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+}
+
+#[test]
+fn a_killed_runbook_leaves_the_copy_running_and_run_again_re_attaches() {
+    let test = scene("");
+    let sandbox = Sandbox::start(&transfer_pod(&test, &blocking_rsync(test.dir())));
+    write(&test.path("block"), b"");
+    // No RUNBOOK_AGENT_PATH: runbook ships itself into the pod.
+    let test = against(test, &sandbox);
+    let mut child = test.spawn();
+    // Every shard but the held one is journaled by runbook as the agent reports it.
+    wait_until(
+        "the copy reaches the held shard",
+        Duration::from_secs(180),
+        || {
+            assert!(
+                child.try_wait().expect("try_wait").is_none(),
+                "runbook ended early: {}",
+                std::fs::read_to_string(test.path("spawned.stderr")).unwrap_or_default()
+            );
+            std::panic::catch_unwind(|| {
+                let passes = notes_of(&test, "pass");
+                let shards = passes.first()?["shards"].as_array()?.len();
+                assert!(shards > 2, "a plan of {shards} shards");
+                (notes_of(&test, "shard").len() + 1 == shards).then_some(())
+            })
+            .ok()
+            .flatten()
+            .is_some()
+        },
+    );
+    child.kill().expect("kill -9 runbook");
+    child.wait().expect("wait");
+    let pid = agent_state(&test)["pid"].as_i64().expect("pid") as i32;
+    assert!(is_alive(pid), "the agent died with runbook");
+    let first_stderr = std::fs::read_to_string(test.path("spawned.stderr")).unwrap_or_default();
+    assert!(first_stderr.contains("shipping runbook"), "{first_stderr}");
+
+    // `status` shows the detached copy, from the journal and from the pod.
+    let status = test
+        .run_args(&["status", "--kubeconfig", &kubeconfig(&sandbox)])
+        .status(0);
+    assert!(
+        status.stdout.contains("copy detached in pod transfer")
+            && status.stdout.contains("running: "),
+        "{}",
+        status.stdout
+    );
+
+    // Another run (another playbook, the same step, pod and paths) finds it running.
+    let other = std::fs::read_to_string(test.path("playbook.yaml"))
+        .expect("playbook")
+        .replace("name: sync-in-pod", "name: another-run");
+    std::fs::write(test.path("other.yaml"), other).expect("write");
+    let other_state = test.path("other-state").display().to_string();
+    test.run_args(&[
+        "run",
+        "other.yaml",
+        "--kubeconfig",
+        &kubeconfig(&sandbox),
+        "--state-dir",
+        &other_state,
+    ])
+    .status(1)
+    .stderr_has("a copy is already running in pod transfer");
+
+    // Run again: it re-attaches to the running copy, which then finishes.
+    let mut child = test.spawn();
+    wait_until("runbook re-attaches", Duration::from_secs(60), || {
+        std::fs::read_to_string(test.path("spawned.stderr"))
+            .unwrap_or_default()
+            .contains("re-attaching to the copy running")
+    });
+    std::fs::remove_file(test.path("block")).expect("unblock");
+    let status = child.wait().expect("wait");
+    let stderr = std::fs::read_to_string(test.path("spawned.stderr")).unwrap_or_default();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("shipping runbook"),
+        "shipped twice: {stderr}"
+    );
+    assert_same_tree(&test.path("src"), &test.path("dst"));
+    wait_until("the agent exits", Duration::from_secs(10), || {
+        !is_alive(pid)
+    });
+
+    // One copy in the journal of this run: one agent, one pass, each shard once, one end.
+    let passes = notes_of(&test, "pass");
+    assert_eq!(passes.len(), 1, "{passes:?}");
+    let shards = passes[0]["shards"].as_array().expect("shards").len();
+    let mut finished: Vec<u64> = notes_of(&test, "shard")
+        .iter()
+        .map(|note| note["shard"].as_u64().expect("shard"))
+        .collect();
+    finished.sort_unstable();
+    assert_eq!(finished, (0..shards as u64).collect::<Vec<_>>());
+    assert_eq!(notes_of(&test, "pass_done").len(), 1);
+    assert_eq!(notes_of(&test, "agent").len(), 1);
+    assert_eq!(notes_of(&test, "collected").len(), 1);
+    let output = step_output(&test);
+    assert_eq!(
+        (output["verified"].clone(), output["pass"].clone()),
+        (true.into(), 1.into()),
+        "{output}"
+    );
+}
+
+/// The output of the last finished `copy` step.
+fn step_output(test: &Test) -> serde_json::Value {
+    test.journal()
+        .into_iter()
+        .rfind(|event| event["event"] == "step_finished" && event["step"] == "copy")
+        .expect("the step finished")["output"]
+        .clone()
+}
+
+/// Runs a copy slowed by `bwlimit` (so that it lasts several seconds) in a sandbox that cuts
+/// exec streams as `flags` say; the agent is this test binary's runbook, already "in" the
+/// pod.
+fn copy_with_faults(flags: &[&str]) -> (Test, Sandbox) {
+    let test = scene("\n      bwlimit: 1M");
+    let sandbox = Sandbox::start_with(
+        &transfer_pod(&test, &std::env::var("PATH").unwrap_or_default()),
+        flags,
+    );
+    let test = against(test, &sandbox).env("RUNBOOK_AGENT_PATH", env!("CARGO_BIN_EXE_runbook"));
+    let output = test.run().status(0);
+    assert!(
+        !output.stderr.contains("shipping runbook"),
+        "{}",
+        output.stderr
+    );
+    assert_same_tree(&test.path("src"), &test.path("dst"));
+    assert_eq!(notes_of(&test, "pass").len(), 1);
+    assert_eq!(notes_of(&test, "pass_done").len(), 1);
+    assert_eq!(notes_of(&test, "agent").len(), 1);
+    assert_eq!(step_output(&test)["verified"], true);
+    (test, sandbox)
+}
+
+#[test]
+fn exec_streams_cut_every_second_do_not_fail_the_copy() {
+    let (_test, sandbox) = copy_with_faults(&["--exec-drop-after", "1s"]);
+    // The status of a copy of several seconds is followed over one exec stream at a time,
+    // and each one was cut after a second.
+    let execs = sandbox
+        .requests()
+        .into_iter()
+        .filter(|request| request["verb"] == "exec")
+        .count();
+    assert!(execs >= 6, "{execs} execs");
+}
+
+#[test]
+fn exec_streams_dropped_at_random_do_not_fail_the_copy() {
+    let (_test, sandbox) = copy_with_faults(&["--drop-rate", "0.3", "--seed", "11"]);
+    let dropped = sandbox
+        .requests()
+        .into_iter()
+        .filter(|request| request["verb"] == "exec" && request["fault"] == "drop")
+        .count();
+    assert!(dropped > 0, "no exec was dropped");
+}
+
+#[test]
+fn on_is_checked_when_the_playbook_loads() {
+    for (on, message) in [
+        ("{job: {parallelism: 4}}", "is not supported yet"),
+        ("{namespace: hub}", "`on` needs `pod`"),
+        ("{pod: transfer, nod: 1}", "nod"),
+        ("{pod: ''}", "`pod` in `on` is empty"),
+    ] {
+        let text = playbook("check", "").replace(
+            "on: {pod: transfer, namespace: default, container: shell}",
+            &format!("on: {on}"),
+        );
+        Test::new()
+            .playbook(&text)
+            .args(["validate", "playbook.yaml"])
+            .run()
+            .status(2)
+            .stderr_has(message);
+    }
+}
+
+#[test]
+fn a_plan_names_the_pod_and_a_missing_pod_fails_the_step() {
+    let test = scene("");
+    let sandbox = Sandbox::start("");
+    test.run_args(&[
+        "plan",
+        "playbook.yaml",
+        "--kubeconfig",
+        &kubeconfig(&sandbox),
+    ])
+    .status(0)
+    .stdout_has("in pod transfer in namespace default, detached, with 2 rsync workers");
+    against(test, &sandbox)
+        .env("RUNBOOK_AGENT_PATH", env!("CARGO_BIN_EXE_runbook"))
+        .run()
+        .status(1)
+        .stderr_has("cannot run the copy in pod transfer (container shell) in namespace default: is the pod running?");
+}
+
+/// The NFS migration playbook with both copies `on:` the transfer pod, as a real cluster
+/// needs it, written into the scratch directory (with the repository's `templates/`).
+fn nfs_playbook_in_pod(test: &Test) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text =
+        std::fs::read_to_string(repo.join("playbooks/nfs-migrate.yaml")).expect("the playbook");
+    let anchor = "      jobs: \"{{ jobs }}\"\n";
+    assert_eq!(text.matches(anchor).count(), 2, "both copies have `jobs`");
+    let text = text.replace(
+        anchor,
+        &format!(
+            "{anchor}      on: {{pod: \"{{{{ transfer_pod }}}}\", namespace: \"{{{{ hub }}}}\", container: shell}}\n"
+        ),
+    );
+    write(&test.path("playbooks/nfs-in-pod.yaml"), text.as_bytes());
+    std::os::unix::fs::symlink(repo.join("templates"), test.path("templates")).expect("symlink");
+    "playbooks/nfs-in-pod.yaml".into()
+}
+
+/// A fake rsync that holds every shard while `block` exists in `dir`.
+fn rsync_held_while_blocked(dir: &Path) -> String {
+    let path = blocking_rsync(dir);
+    let script = dir.join("fake-bin/rsync");
+    let text = std::fs::read_to_string(&script)
+        .expect("fake rsync")
+        .replace(
+            "if [ -e \"$DIR/block\" ] && tr '\\0' '\\n' < \"$list\" | grep -q '^slow'; then",
+            "if [ -e \"$DIR/block\" ]; then",
+        );
+    assert!(!text.contains("'^slow'"), "the fake rsync was not changed");
+    std::fs::write(&script, text).expect("write fake rsync");
+    path
+}
+
+#[test]
+fn the_nfs_migration_with_its_copies_in_the_transfer_pod_survives_a_kill() {
+    let test = Test::new();
+    let playbook = nfs_playbook_in_pod(&test);
+    let path = rsync_held_while_blocked(test.dir());
+    write(&test.path("block"), b"");
+    let sandbox = test.path("sandbox").display().to_string();
+    let agents = test.path("agents").display().to_string();
+    // The sandbox runs in the `runbook` process (--sandbox), and its pods' commands get
+    // that process's environment: the fake rsync, and the agent already "in" the pod.
+    let test = test
+        .env("PATH", &path)
+        .env("RUNBOOK_AGENT_DIR", &agents)
+        .env("RUNBOOK_AGENT_PATH", env!("CARGO_BIN_EXE_runbook"))
+        .args([
+            "run",
+            playbook.as_str(),
+            "--sandbox",
+            "--sandbox-dir",
+            sandbox.as_str(),
+            "--yes",
+        ]);
+    let journal = |test: &Test| -> Vec<serde_json::Value> {
+        std::fs::read_dir(test.path("sandbox/state/runs"))
+            .ok()
+            .and_then(|mut runs| runs.next())
+            .and_then(Result::ok)
+            .and_then(|run| std::fs::read_to_string(run.path().join("journal.jsonl")).ok())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    };
+    let notes_of = |test: &Test, step: &str, kind: &str| -> usize {
+        journal(test)
+            .iter()
+            .filter(|event| {
+                event["event"] == "step_note"
+                    && event["step"] == step
+                    && event["data"]["sync"] == kind
+            })
+            .count()
+    };
+    let mut child = test.spawn();
+    wait_until(
+        "the initial copy is planned in the pod",
+        Duration::from_secs(120),
+        || {
+            assert!(
+                child.try_wait().expect("try_wait").is_none(),
+                "runbook ended early: {}",
+                std::fs::read_to_string(test.path("spawned.stderr")).unwrap_or_default()
+            );
+            notes_of(&test, "initial-copy", "pass") == 1
+        },
+    );
+    // kill -9: runbook, and with it the sandbox it served; the copy goes on.
+    child.kill().expect("kill -9 runbook");
+    child.wait().expect("wait");
+    let pid = agent_state(&test)["pid"].as_i64().expect("pid") as i32;
+    assert!(is_alive(pid), "the agent died with runbook");
+
+    let mut child = test.spawn();
+    wait_until("runbook re-attaches", Duration::from_secs(60), || {
+        std::fs::read_to_string(test.path("spawned.stderr"))
+            .unwrap_or_default()
+            .contains("re-attaching to the copy running")
+    });
+    std::fs::remove_file(test.path("block")).expect("unblock");
+    let status = child.wait().expect("wait");
+    let stderr = std::fs::read_to_string(test.path("spawned.stderr")).unwrap_or_default();
+    assert!(status.success(), "{stderr}");
+    assert_same_tree(
+        &test.path("sandbox/nfs/10.0.0.7/homes/staging"),
+        &test.path("sandbox/nfs/10.0.0.9/homes/staging"),
+    );
+    // One initial copy in the journal, and one final copy, each by one agent.
+    for step in ["initial-copy", "final-copy"] {
+        assert_eq!(notes_of(&test, step, "pass"), 1, "{step}");
+        assert_eq!(notes_of(&test, step, "pass_done"), 1, "{step}");
+        assert_eq!(notes_of(&test, step, "agent"), 1, "{step}");
+        assert_eq!(notes_of(&test, step, "collected"), 1, "{step}");
+    }
+}
