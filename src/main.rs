@@ -410,5 +410,11 @@ fn prepare_sandbox(cli: &Cli, args: &SandboxArgs) -> Result<SandboxSession, Erro
     let session = SandboxSession::prepare(args.sandbox_dir.as_deref(), !cli.quiet)?;
     // SAFETY: no other thread exists yet: the runtime and the sandbox's thread start later.
     unsafe { std::env::set_var("KUBECONFIG", session.kubeconfig()) };
+    // The sandbox's pods run their commands on this machine: keep what a copy `on:` a pod
+    // leaves there (its state, the agent binary) in the sandbox directory, not /var/tmp.
+    if std::env::var_os("RUNBOOK_AGENT_DIR").is_none() {
+        // SAFETY: as above, still no other thread.
+        unsafe { std::env::set_var("RUNBOOK_AGENT_DIR", session.dir().join("agents")) };
+    }
     Ok(session)
 }

@@ -483,3 +483,54 @@ steps:
         .count();
     assert!(failures > 0, "no fault was injected, so nothing was tested");
 }
+
+#[test]
+fn exec_runs_in_the_pod_registers_its_output_and_fails_on_a_bad_code() {
+    let sandbox = Sandbox::start(HUB);
+    let test = test_with(
+        &sandbox,
+        r#"
+runbook: 1
+name: exec
+params:
+  word: {default: "two words; not a command"}
+steps:
+  - id: probe
+    kube.exec:
+      pod: jupyter-alice
+      namespace: staging
+      read_only: true
+      command: [sh, -c, 'printf "%s\n" "$1"; echo "{\"pod\": \"$HOSTNAME\"}" >&2', sh, "{{ word }}"]
+    register: probe
+  - id: check
+    assert:
+      - "probe.rc == 0"
+      - "probe.stdout == word"
+      - "probe.stderr == '{\"pod\": \"jupyter-alice\"}'"
+  - id: fails
+    kube.exec:
+      pod: jupyter-alice
+      namespace: staging
+      command: [sh, -c, "echo something went wrong; exit 3"]
+"#,
+    )
+    .args(["run", "playbook.yaml"]);
+    // A read-only exec is run by `plan` too; the other one only described.
+    let plan = test.run_args(&["plan", "playbook.yaml"]).status(0);
+    assert!(
+        plan.stdout
+            .contains("`sh -c 'echo something went wrong; exit 3'` in pod jupyter-alice"),
+        "{}",
+        plan.stdout
+    );
+    test.run()
+        .status(1)
+        .stderr_has("[fails] something went wrong")
+        .stderr_has("in namespace staging exited with code 3; last lines:");
+    let execs = sandbox
+        .requests()
+        .into_iter()
+        .filter(|request| request["verb"] == "exec")
+        .count();
+    assert_eq!(execs, 3, "plan ran the probe once, run ran both steps");
+}

@@ -22,7 +22,10 @@ struct Migration {
 
 impl Migration {
     fn new() -> Self {
-        Migration { test: Test::new() }
+        // The sandbox's pods run on this machine, where the test binary already is: the
+        // copies use it as the agent rather than shipping a debug build into each "pod".
+        let test = Test::new().env("RUNBOOK_AGENT_PATH", env!("CARGO_BIN_EXE_runbook"));
+        Migration { test }
     }
 
     /// Seeds the sandbox directory with `hub` before the first command (the default hub is
@@ -59,6 +62,7 @@ impl Migration {
             .current_dir(self.test.dir())
             .env("NO_COLOR", "1")
             .env("HOME", self.test.dir())
+            .env("RUNBOOK_AGENT_PATH", env!("CARGO_BIN_EXE_runbook"))
             .env_remove("RUNBOOK_STATE_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -510,8 +514,9 @@ fn users_that_never_leave_stop_the_run_before_the_hub_goes_offline() {
     );
 }
 
-/// The plan's decisions, one `step: decision (reason)` line each.
-fn decisions(plan_json: &str) -> String {
+/// The plan's decisions, one `step: decision (reason)` line each, with the sandbox's
+/// directory written `[SANDBOX]`.
+fn decisions(plan_json: &str, sandbox: &Path) -> String {
     let plan: Value = serde_json::from_str(plan_json).expect("plan JSON");
     plan["steps"]
         .as_array()
@@ -525,7 +530,8 @@ fn decisions(plan_json: &str) -> String {
                 step["reason"].as_str().expect("reason")
             )
         })
-        .collect()
+        .collect::<String>()
+        .replace(&sandbox.display().to_string(), "[SANDBOX]")
 }
 
 #[test]
@@ -536,7 +542,7 @@ fn plans_on_a_fresh_sandbox_and_halfway_read_and_never_write() {
         .test
         .run_args(&migration.args("plan", &["--format", "json"]))
         .status(0);
-    insta::assert_snapshot!("fresh_plan", decisions(&plan.stdout));
+    insta::assert_snapshot!("fresh_plan", decisions(&plan.stdout, &migration.sandbox()));
     assert_eq!(mutations(&migration.requests()), Vec::<String>::new());
 
     // Without --yes the run stops at the maintenance gate: phase one is done.
@@ -546,7 +552,10 @@ fn plans_on_a_fresh_sandbox_and_halfway_read_and_never_write() {
         .test
         .run_args(&migration.args("plan", &["--format", "json"]))
         .status(0);
-    insta::assert_snapshot!("halfway_plan", decisions(&plan.stdout));
+    insta::assert_snapshot!(
+        "halfway_plan",
+        decisions(&plan.stdout, &migration.sandbox())
+    );
     assert_eq!(
         mutations(&migration.requests()[before..]),
         Vec::<String>::new()

@@ -15,7 +15,7 @@ use std::path::Path;
 use indexmap::IndexMap;
 
 pub use assert::AssertAction;
-pub use kube::{KubeApply, KubeCount, KubeDelete, KubeGet, KubePatch, KubeWait};
+pub use kube::{KubeApply, KubeCount, KubeDelete, KubeExec, KubeGet, KubePatch, KubeWait};
 pub use pause::PauseAction;
 pub use process::{ProcessOutput, RenderedCommand, run_process};
 pub use run::RunAction;
@@ -38,6 +38,7 @@ crate::step_spec! {
     "kube.delete" => kube_delete: KubeDelete,
     "kube.apply" => kube_apply: KubeApply,
     "kube.wait" => kube_wait: KubeWait,
+    "kube.exec" => kube_exec: KubeExec,
     "values.set" => values_set: ValuesSet,
     "values.get" => values_get: ValuesGet,
 }

@@ -67,23 +67,25 @@ impl Action for RunAction {
             }
             bail!(message);
         }
-        let stdout = result
-            .stdout
-            .strip_suffix('\n')
-            .unwrap_or(&result.stdout)
-            .to_string();
-        let mut output = serde_json::json!({
-            "rc": result.rc,
-            "stdout": stdout,
-            "stderr": result.stderr.strip_suffix('\n').unwrap_or(&result.stderr),
-        });
-        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&stdout) {
-            output["json"] = json;
-        }
         Ok(Outcome {
             changed: true,
-            output,
+            output: command_output(result.rc, &result.stdout, &result.stderr),
             tail: result.tail,
         })
     }
+}
+
+/// What a command step registers: `rc`, `stdout` and `stderr` (without their last newline),
+/// and `json` when stdout parses as JSON.
+pub(crate) fn command_output(rc: i32, stdout: &str, stderr: &str) -> serde_json::Value {
+    let stdout = stdout.strip_suffix('\n').unwrap_or(stdout);
+    let mut output = serde_json::json!({
+        "rc": rc,
+        "stdout": stdout,
+        "stderr": stderr.strip_suffix('\n').unwrap_or(stderr),
+    });
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(stdout) {
+        output["json"] = json;
+    }
+    output
 }

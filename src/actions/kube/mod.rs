@@ -3,6 +3,7 @@
 mod apply;
 mod count;
 mod delete;
+mod exec;
 mod get;
 mod manifest;
 mod patch;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use apply::KubeApply;
 pub use count::KubeCount;
 pub use delete::KubeDelete;
+pub use exec::KubeExec;
 pub use get::KubeGet;
 pub use patch::KubePatch;
 pub use selectors::{FieldSelector, LabelSelector};
