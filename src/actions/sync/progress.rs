@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::pass_reporter::PassReporter;
 use crate::report::Progress;
+pub use crate::report::format_bytes as bytes;
 
 /// How often a `progress` event is sent.
 const EVENT_EVERY: Duration = Duration::from_secs(2);
@@ -224,22 +225,6 @@ pub async fn tick(board: &Board, reporter: &dyn PassReporter) {
 fn bar(fraction: f64, width: usize) -> String {
     let filled = ((fraction.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
     format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
-}
-
-/// `1.5 GiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]
