@@ -86,6 +86,10 @@ pub struct RenderError {
     pub message: String,
     /// The undefined variable, when that is the problem.
     pub undefined: Option<String>,
+    /// Set when a function the template called was given input that cannot work (a
+    /// malformed selector), so that the step ends as invalid input.
+    #[source]
+    pub invalid_input: Option<crate::actions::InvalidInput>,
 }
 
 impl RenderError {
@@ -103,7 +107,15 @@ impl RenderError {
                 format!("{detail} in `{source}`")
             }
         };
-        RenderError { message, undefined }
+        let invalid_input =
+            std::iter::successors(std::error::Error::source(error), |cause| cause.source())
+                .find_map(|cause| cause.downcast_ref::<crate::actions::InvalidInput>())
+                .cloned();
+        RenderError {
+            message,
+            undefined,
+            invalid_input,
+        }
     }
 }
 
@@ -280,6 +292,7 @@ impl Renderer {
                 serde_json::to_value(self.render(text, vars)?).map_err(|error| RenderError {
                     message: format!("cannot use the value of `{text}`: {error}"),
                     undefined: None,
+                    invalid_input: None,
                 })?
             }
             serde_json::Value::Array(items) => serde_json::Value::Array(

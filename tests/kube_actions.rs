@@ -534,3 +534,31 @@ steps:
         .count();
     assert_eq!(execs, 3, "plan ran the probe once, run ran both steps");
 }
+
+#[test]
+fn a_malformed_selector_in_a_lookup_is_invalid_input() {
+    let sandbox = Sandbox::start(HUB);
+    let test = test_with(
+        &sandbox,
+        r#"
+runbook: 1
+name: lookup
+params:
+  selector: {default: "component in (singleuser-server"}
+steps:
+  - id: users-gone
+    assert:
+      - "kube_count('Pod', namespace='staging', selector=selector) == 0"
+"#,
+    )
+    .args(["run", "playbook.yaml"]);
+    test.run()
+        .status(2)
+        .stderr_has("is not a valid label selector");
+    let lists = sandbox
+        .requests()
+        .into_iter()
+        .filter(|request| request["verb"] == "list")
+        .count();
+    assert_eq!(lists, 0, "the malformed selector was sent");
+}

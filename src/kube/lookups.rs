@@ -7,8 +7,11 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 
 use super::{Cluster, Kind, find_kind};
 
+/// A call that cannot work as written (a bad selector, an unknown kind, no cluster): the
+/// step that renders it fails as invalid input (exit 2), not as a failed step.
 fn invalid(message: String) -> Error {
-    Error::new(ErrorKind::InvalidOperation, message)
+    Error::new(ErrorKind::InvalidOperation, message.clone())
+        .with_source(crate::actions::InvalidInput::new(message))
 }
 
 fn kind_named(name: &str) -> Result<&'static Kind, Error> {
