@@ -171,7 +171,7 @@ pub fn resolve(pod: &Value, options: &ExecOptions, dir: &Path) -> Result<ExecTar
 
 /// The container's `env` entries that are values, not references (`valueFrom`); an entry
 /// with neither is the empty string, as in a real container.
-fn literal_env(pod: &Value, container: &str) -> Vec<(String, String)> {
+pub fn literal_env(pod: &Value, container: &str) -> Vec<(String, String)> {
     ["containers", "initContainers"]
         .iter()
         .filter_map(|list| pod.pointer(&format!("/spec/{list}"))?.as_array())

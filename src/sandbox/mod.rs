@@ -6,13 +6,15 @@
 //! - [`server`] accepts connections, injects [`faults`], writes the [`request_log`];
 //! - [`routes`] parses [`api_path`]s and queries and answers [`discovery`], [`openapi`],
 //!   lists (or kubectl's [`table`]s), [`watch`]es and the verbs, and [`exec`] (a WebSocket
-//!   [`exec_session`] that runs the command as a local [`pod_process`]);
+//!   [`exec_session`] that runs the command as a local [`pod_process`]), and [`pod_logs`];
 //! - the verbs ([`create`], [`update`], [`apply`], [`delete`]) run on the [`cluster`]'s
 //!   state with the API's rules: [`admission`] (defaults, what a new object gets),
 //!   [`validation`], [`patch`]es, [`managed_fields`] over [`field_set`]s, [`selectors`];
 //! - the [`store`] keeps objects and their history;
 //! - [`controllers`] react to changes (binding, protection finalizers, scheduling,
-//!   deployments, pods' lifetimes, garbage collection, namespace deletion);
+//!   deployments, Jobs, pods' lifetimes, garbage collection, namespace deletion);
+//! - the [`kubelet`] runs Job pods' commands as local [`pod_process`]es and records how
+//!   they end;
 //! - [`scenario`] loads objects at start and saves them at shutdown; [`state_file`] keeps
 //!   the state on disk after every change (`--state`), so a killed sandbox resumes; [`cli`]
 //!   is `runbook sandbox up` and `runbook sandbox deployer`, the [`deployer`] stand-in.
@@ -20,7 +22,13 @@
 //! Deliberate differences from a real cluster are documented where they are made: pods are
 //! scheduled and run at once (unless a claim they mount is missing, unbound or being
 //! deleted) and terminate within a second ([`admission`], [`delete`]), Deployments replace
-//! their ReplicaSets at once, Jobs run no pods ([`controllers`]), a pod annotated
+//! their ReplicaSets at once, only Job pods run anything: their first container's command,
+//! as a local process in `DIR/pods/NS/POD/` with its output in `CONTAINER.log` there
+//! ([`kubelet`]), failed Job pods are replaced at once (no back-off delay) and `suspend`,
+//! `activeDeadlineSeconds`, `podFailurePolicy`, `backoffLimitPerIndex` and
+//! `ttlSecondsAfterFinished` are not acted on ([`controllers`]), processes are not
+//! restarted across a restart from a state file: a Job pod that was running becomes
+//! `Failed` and its Job replaces it ([`kubelet`]), a pod annotated
 //! `sandbox.runbook.dev/lifetime: "8s"` is deleted gracefully that long after its creation,
 //! as JupyterHub's culler stops a user server ([`controllers::LIFETIME_ANNOTATION`]; a real
 //! cluster ignores the annotation), continue tokens are positions ([`routes`]), a few spec
@@ -28,7 +36,8 @@
 //! schema ([`schema`]), only some kinds are read from protobuf ([`protobuf`]), resource
 //! versions jump (never back) across a restart from a state file and watches from before it
 //! get 410 Gone ([`state_file`]), exec runs its command on the host in `DIR/pods/NS/POD/`
-//! with volume mounts not remapped, over WebSocket only ([`exec`]).
+//! with volume mounts not remapped, over WebSocket only ([`exec`]), logs are answered whole,
+//! without `follow` ([`pod_logs`]).
 
 pub mod admission;
 pub mod api_error;
@@ -48,11 +57,13 @@ pub mod faults;
 pub mod field_set;
 pub mod hub;
 pub mod identities;
+pub mod kubelet;
 pub mod managed_fields;
 pub mod meta;
 pub mod openapi;
 pub mod options;
 pub mod patch;
+pub mod pod_logs;
 pub mod pod_process;
 pub mod protobuf;
 pub mod request_log;
@@ -168,6 +179,8 @@ impl Sandbox {
         match (&options.state_file, &options.objects) {
             (Some(state), _) if state.exists() => {
                 state_file::load(&cluster, state)?;
+                // Before the controllers look: they replace what failed.
+                cluster.write(kubelet::fail_lost_pods);
             }
             (_, Some(objects)) => {
                 scenario::load(&cluster, objects)?;
@@ -191,10 +204,11 @@ impl Sandbox {
         let log = RequestLog::open(&request_log)
             .with_context(|| format!("cannot open {}", request_log.display()))?;
         let (stop, stopped) = signal::channel(false);
+        let app_dir = std::path::absolute(&options.dir).unwrap_or_else(|_| options.dir.clone());
         let app = Arc::new(App {
             cluster: cluster.clone(),
             address: address.to_string(),
-            dir: std::path::absolute(&options.dir).unwrap_or_else(|_| options.dir.clone()),
+            dir: app_dir.clone(),
             shutdown: stopped.clone(),
         });
         let frontend = Frontend {
@@ -209,6 +223,7 @@ impl Sandbox {
         };
         let tasks = vec![
             tokio::spawn(controllers::run(cluster.clone(), stopped.clone())),
+            tokio::spawn(kubelet::run(cluster.clone(), app_dir, stopped.clone())),
             tokio::spawn(server::serve(listener, frontend, stopped)),
         ];
         let kubeconfig = options.dir.join("kubeconfig");

@@ -1,5 +1,7 @@
 //! The local process an exec runs (the sandbox has no containers): started in its own
 //! process group, in the pod's directory, with pipes for the streams the client asked for.
+//! The [`kubelet`](super::kubelet) starts a Job pod's container command the same way, with
+//! its output going to a log file ([`PodProcess::spawn_logged`]).
 //!
 //! When the exec connection is lost while the command runs, the process group gets SIGHUP,
 //! as a terminal's hang-up delivers it, and the command itself gets SIGKILL if it is still
@@ -61,27 +63,34 @@ fn signal(pid: i32, signal: i32, group: bool) {
     }
 }
 
+/// A command that runs `argv` in the target's directory and environment, in a process group
+/// of its own.
+fn command_in(target: &ExecTarget, argv: &[String]) -> io::Result<Command> {
+    std::fs::create_dir_all(&target.cwd)?;
+    let Some((program, arguments)) = argv.split_first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no command"));
+    };
+    let mut command = Command::new(program);
+    command
+        .args(arguments)
+        .current_dir(&target.cwd)
+        // Not the sandbox's own working directory, which shells would believe.
+        .env("PWD", &target.cwd)
+        .envs(target.env.iter().map(|(name, value)| (name, value)))
+        .process_group(0);
+    Ok(command)
+}
+
 impl PodProcess {
     /// Starts the command as the target's container would run it (see [`super::exec`] for
     /// where that differs).
     pub fn spawn(target: &ExecTarget, options: &ExecOptions) -> io::Result<PodProcess> {
-        std::fs::create_dir_all(&target.cwd)?;
-        let Some((program, arguments)) = options.command.split_first() else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no command"));
-        };
-        let mut command = Command::new(program);
-        command
-            .args(arguments)
-            .current_dir(&target.cwd)
-            // Not the sandbox's own working directory, which shells would believe.
-            .env("PWD", &target.cwd)
-            .envs(target.env.iter().map(|(name, value)| (name, value)))
-            .process_group(0)
-            .stdin(if options.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
+        let mut command = command_in(target, &options.command)?;
+        command.stdin(if options.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         let mut stdout = None;
         if options.stdout || options.tty {
             let (reader, writer) = output_pipe()?;
@@ -104,6 +113,28 @@ impl PodProcess {
             command.stderr(Stdio::null());
             None
         };
+        let mut process = PodProcess::start(command)?;
+        process.stdout = stdout;
+        process.stderr = stderr;
+        Ok(process)
+    }
+
+    /// Starts a container's command (`argv`) as the target's container would run it, without
+    /// stdin, its stdout and stderr appended to `log`.
+    pub fn spawn_logged(
+        target: &ExecTarget,
+        argv: &[String],
+        log: std::fs::File,
+    ) -> io::Result<PodProcess> {
+        let mut command = command_in(target, argv)?;
+        command
+            .stdin(Stdio::null())
+            .stderr(log.try_clone()?)
+            .stdout(log);
+        PodProcess::start(command)
+    }
+
+    fn start(mut command: Command) -> io::Result<PodProcess> {
         let mut child = command.spawn()?;
         // The command holds the write ends of the pipes; only the process may keep them, or
         // their readers would never see the end.
@@ -116,10 +147,16 @@ impl PodProcess {
             stdin: child.stdin.take(),
             child: Some(child),
             pid,
-            stdout,
-            stderr,
+            stdout: None,
+            stderr: None,
             exited: false,
         })
+    }
+
+    /// Sends `number` to the command's process group: the command and what it started
+    /// without leaving the group.
+    pub fn signal_group(&self, number: i32) {
+        signal(self.pid, number, true);
     }
 
     /// The pid of the command (and id of its process group).

@@ -21,6 +21,7 @@ use super::cluster::{Cluster, FieldValidation, WriteOptions, Written};
 use super::delete::{DeleteOptions, Deletion, Propagation, returns_deleted_object};
 use super::exec;
 use super::patch::PatchType;
+use super::pod_logs;
 use super::scale::has_scale;
 use super::schema;
 use super::selectors::{FieldSelector, LabelSelector};
@@ -51,6 +52,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/v1/namespaces/{namespace}/pods/{name}/exec",
             any(exec_handler),
         )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/log",
+            axum::routing::get(log_handler),
+        )
         .fallback(handle)
         .with_state(app)
 }
@@ -61,6 +66,19 @@ async fn exec_handler(
     request: Request,
 ) -> Response {
     exec::answer(app, namespace, name, request).await
+}
+
+async fn log_handler(
+    AxumState(app): AxumState<Arc<App>>,
+    AxumPath((namespace, name)): AxumPath<(String, String)>,
+    uri: Uri,
+) -> Response {
+    pod_logs::answer(
+        &app,
+        &namespace,
+        &name,
+        &Query::parse(uri.query().unwrap_or_default()),
+    )
 }
 
 /// The query parameters of a request, repeated keys kept.

@@ -159,8 +159,7 @@ fn cell(kind: &Kind, column: &str, object: &Value) -> Value {
                 .count();
             json!(format!("{ready}/{total}"))
         }
-        ("Pod", "Status") if deleting => json!("Terminating"),
-        ("Pod", "Status") => json!(text(object, "/status/phase")),
+        ("Pod", "Status") => json!(pod_status(object)),
         ("Pod", "Restarts") => {
             let restarts: i64 = object
                 .pointer("/status/containerStatuses")
@@ -234,7 +233,7 @@ fn cell(kind: &Kind, column: &str, object: &Value) -> Value {
         ("ReplicaSet", "Desired") => json!(count(object, "/spec/replicas")),
         ("ReplicaSet", "Current") => json!(count(object, "/status/replicas")),
         ("ReplicaSet", "Ready") => json!(count(object, "/status/readyReplicas")),
-        ("Job", "Status") => json!("Running"),
+        ("Job", "Status") => json!(job_status(object)),
         ("Job", "Completions") => json!(format!(
             "{}/{}",
             count(object, "/status/succeeded"),
@@ -245,6 +244,53 @@ fn cell(kind: &Kind, column: &str, object: &Value) -> Value {
         )),
         ("Lease", "Holder") => json!(text(object, "/spec/holderIdentity")),
         _ => json!(""),
+    }
+}
+
+/// A pod's STATUS as the server's printer shows it: a terminated container's reason
+/// (`Completed`, `Error`) over the phase, `Terminating` while a live pod is deleted.
+fn pod_status(pod: &Value) -> String {
+    let phase = text(pod, "/status/phase");
+    if meta::is_deleting(pod) && !matches!(phase, "Succeeded" | "Failed") {
+        return "Terminating".into();
+    }
+    pod.pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .rev()
+        .find_map(|status| status.pointer("/state/terminated/reason")?.as_str())
+        .filter(|reason| !reason.is_empty())
+        .unwrap_or(phase)
+        .to_string()
+}
+
+/// A Job's STATUS as the server's printer shows it.
+fn job_status(job: &Value) -> &'static str {
+    let has = |kind: &str| {
+        job.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|condition| {
+                condition.get("type").and_then(Value::as_str) == Some(kind)
+                    && condition.get("status").and_then(Value::as_str) == Some("True")
+            })
+    };
+    if has("Complete") {
+        "Complete"
+    } else if has("Failed") {
+        "Failed"
+    } else if meta::is_deleting(job) {
+        "Terminating"
+    } else if has("Suspended") {
+        "Suspended"
+    } else if has("FailureTarget") {
+        "FailureTarget"
+    } else if has("SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
+    } else {
+        "Running"
     }
 }
 

@@ -10,16 +10,19 @@
 //! - `pods`: a deleted pod goes when its grace period is over; a pod with a lifetime
 //!   ([`LIFETIME_ANNOTATION`]) is deleted when it has lived it.
 //! - `workloads`: Deployments keep a ReplicaSet per template, ReplicaSets keep their pods.
-//!   Jobs are stored but run no pods yet.
+//! - `jobs`: Jobs keep up to `parallelism` pods until enough succeeded, or too many failed
+//!   (the [`kubelet`](super::kubelet) runs those pods' commands).
 //! - `garbage`: dependents of deleted owners go (or lose their owner, or go first).
 
 mod garbage;
+mod jobs;
 mod namespaces;
 mod pods;
 mod scheduler;
 mod volumes;
 mod workloads;
 
+pub use jobs::{COMPLETION_INDEX, COMPLETION_INDEX_ENV, TRACKING_FINALIZER, completion_index};
 pub use pods::{LIFETIME_ANNOTATION, lifetime};
 
 use std::sync::Arc;
@@ -79,6 +82,7 @@ pub fn reconcile(state: &mut State, now: Timestamp) -> Option<Timestamp> {
         changed |= scheduler::reconcile(state, now);
         changed |= pods::reconcile(state, now);
         changed |= workloads::reconcile(state);
+        changed |= jobs::reconcile(state);
         changed |= garbage::reconcile(state);
         if !changed {
             break;

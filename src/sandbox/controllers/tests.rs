@@ -493,3 +493,183 @@ fn pods_whose_claim_is_going_wait_unscheduled_and_do_not_hold_it() {
         .collect();
     assert_eq!(ips.len(), scenario.names("Pod", "hub").len());
 }
+
+fn indexed_job(completions: i64, parallelism: i64, backoff_limit: i64) -> Value {
+    json!({"metadata": {"name": "copy", "namespace": "default"}, "spec": {
+        "completionMode": "Indexed", "completions": completions, "parallelism": parallelism,
+        "backoffLimit": backoff_limit,
+        "template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "worker", "image": "busybox:1.36", "command": ["true"]}]}}}})
+}
+
+impl Scenario {
+    /// The job's pods, running or not, as (index, phase, deleting), by index.
+    fn job_pods(&self) -> Vec<Value> {
+        let pods = find_kind("Pod").unwrap();
+        self.cluster.read(|state| {
+            state
+                .store
+                .list(pods, Some("default"))
+                .filter(|pod| meta::name(pod).starts_with("copy-"))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Ends the live pod of `index` as its container would, with `exit_code`.
+    fn end(&self, index: i64, exit_code: i32) -> &Self {
+        let pod = self
+            .job_pods()
+            .into_iter()
+            .find(|pod| {
+                super::completion_index(pod) == Some(index)
+                    && meta::str_at(pod, &["status", "phase"]) == Some("Running")
+                    && !meta::is_deleting(pod)
+            })
+            .expect("a running pod for the index");
+        let run = crate::sandbox::kubelet::container_run(&pod, std::path::Path::new("/dir"))
+            .expect("a Job pod runs");
+        let ended = crate::sandbox::kubelet::Termination {
+            exit_code,
+            reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+            message: None,
+        };
+        self.cluster.write(|state| {
+            crate::sandbox::kubelet::record_end(state, &run.target, &run.uid, &ended)
+        });
+        self.settle()
+    }
+
+    fn running_indexes(&self) -> Vec<i64> {
+        let mut indexes: Vec<i64> = self
+            .job_pods()
+            .iter()
+            .filter(|pod| {
+                meta::str_at(pod, &["status", "phase"]) == Some("Running")
+                    && !meta::is_deleting(pod)
+            })
+            .filter_map(super::completion_index)
+            .collect();
+        indexes.sort_unstable();
+        indexes
+    }
+}
+
+fn conditions(job: &Value) -> Vec<String> {
+    job["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|condition| condition["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn an_indexed_job_runs_parallelism_pods_until_every_index_succeeded() {
+    let scenario = Scenario::new();
+    scenario.create("Job", indexed_job(3, 2, 6));
+    assert_eq!(scenario.running_indexes(), [0, 1]);
+    let pod = &scenario.job_pods()[0];
+    let name = meta::name(pod);
+    let index = super::completion_index(pod).unwrap();
+    assert!(name.starts_with(&format!("copy-{index}-")) && name.len() == "copy-0-".len() + 5);
+    assert_eq!(
+        pod["metadata"]["labels"]["batch.kubernetes.io/job-name"],
+        "copy"
+    );
+    assert_eq!(
+        pod["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"],
+        index.to_string()
+    );
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "Job");
+    assert_eq!(meta::finalizers(pod), [super::TRACKING_FINALIZER]);
+    assert_eq!(pod["spec"]["hostname"], format!("copy-{index}"));
+    assert_eq!(
+        pod["spec"]["containers"][0]["env"][0]["name"],
+        "JOB_COMPLETION_INDEX"
+    );
+    let job = scenario.get("Job", "default", "copy").unwrap();
+    assert_eq!(job["status"]["active"], 2);
+
+    scenario.end(0, 0);
+    assert_eq!(scenario.running_indexes(), [1, 2]);
+    let job = scenario.get("Job", "default", "copy").unwrap();
+    assert_eq!(job["status"]["completedIndexes"], "0");
+    assert_eq!(job["status"]["succeeded"], 1);
+    scenario.end(2, 0).end(1, 0);
+    let job = scenario.get("Job", "default", "copy").unwrap();
+    assert_eq!(job["status"]["completedIndexes"], "0-2");
+    assert_eq!(job["status"]["succeeded"], 3);
+    assert!(job["status"].get("active").is_none());
+    assert_eq!(conditions(&job), ["SuccessCriteriaMet", "Complete"]);
+    assert!(job["status"]["completionTime"].is_string());
+    assert!(
+        scenario
+            .job_pods()
+            .iter()
+            .all(|pod| meta::finalizers(pod).is_empty()),
+        "counted pods are let go"
+    );
+}
+
+#[test]
+fn a_failing_index_is_retried_until_the_backoff_limit() {
+    let mut scenario = Scenario::new();
+    scenario.create("Job", indexed_job(2, 2, 1));
+    scenario.end(0, 0).end(1, 3);
+    assert_eq!(
+        scenario.running_indexes(),
+        [1],
+        "the failed index gets a new pod"
+    );
+    let job = scenario.get("Job", "default", "copy").unwrap();
+    assert_eq!(job["status"]["failed"], 1);
+    assert!(conditions(&job).is_empty());
+    scenario.end(1, 3);
+    let job = scenario.get("Job", "default", "copy").unwrap();
+    assert_eq!(job["status"]["failed"], 2);
+    assert_eq!(conditions(&job), ["FailureTarget", "Failed"]);
+    assert_eq!(
+        job["status"]["conditions"][1]["reason"],
+        "BackoffLimitExceeded"
+    );
+    assert!(scenario.running_indexes().is_empty());
+    scenario.later();
+    assert_eq!(
+        scenario.job_pods().len(),
+        3,
+        "ended pods stay, as in a cluster"
+    );
+}
+
+#[test]
+fn a_deleted_running_pod_counts_as_failed_and_is_replaced() {
+    let mut scenario = Scenario::new();
+    scenario.create("Job", indexed_job(1, 1, 6));
+    let first = meta::name(&scenario.job_pods()[0]).to_string();
+    scenario.delete("Pod", "default", &first, None);
+    let job = scenario.get("Job", "default", "copy").unwrap();
+    assert_eq!(job["status"]["failed"], 1);
+    assert_eq!(job["status"]["terminating"], 1);
+    assert_eq!(scenario.running_indexes(), [0]);
+    scenario.later();
+    assert!(scenario.get("Pod", "default", &first).is_none());
+}
+
+#[test]
+fn deleting_a_job_deletes_its_pods() {
+    for propagation in [Propagation::Background, Propagation::Foreground] {
+        let mut scenario = Scenario::new();
+        scenario.create("Job", indexed_job(3, 3, 6));
+        assert_eq!(scenario.job_pods().len(), 3);
+        scenario.delete("Job", "default", "copy", Some(propagation));
+        assert!(
+            scenario.job_pods().iter().all(meta::is_deleting),
+            "{propagation:?}"
+        );
+        scenario.later();
+        scenario.later();
+        assert!(scenario.job_pods().is_empty(), "{propagation:?}");
+        assert!(scenario.get("Job", "default", "copy").is_none());
+    }
+}

@@ -1,7 +1,7 @@
 //! Deployments and ReplicaSets. A Deployment owns one ReplicaSet per pod template, named
 //! `<deployment>-<pod-template-hash>`, scaled to `spec.replicas` (older ones to 0 at once:
 //! the sandbox has no rolling update); a ReplicaSet keeps `spec.replicas` pods named
-//! `<replicaset>-<5 random characters>`. Statuses follow. Jobs are stored but run no pods.
+//! `<replicaset>-<5 random characters>`. Statuses follow. Jobs are in [`super::jobs`].
 
 use serde_json::{Value, json};
 
@@ -54,7 +54,7 @@ fn owned_by<'a>(
         .filter(move |object| meta::controller_uid(object).as_deref() == Some(uid))
 }
 
-fn owner_reference(kind: &Kind, owner: &Value) -> Value {
+pub(super) fn owner_reference(kind: &Kind, owner: &Value) -> Value {
     json!([{
         "apiVersion": kind.api_version,
         "kind": kind.kind,
