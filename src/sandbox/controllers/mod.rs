@@ -45,6 +45,9 @@ const MANAGER: &str = "kube-controller-manager";
 /// against two rules undoing each other forever.
 const MAX_PASSES: usize = 50;
 
+/// The longest the controllers wait between two passes.
+const RESYNC: Duration = Duration::from_secs(1);
+
 /// Runs the controllers until `shutdown` turns true (or its sender goes away).
 pub async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
     let mut changes = cluster.subscribe();
@@ -55,12 +58,17 @@ pub async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
         if *changes.borrow_and_update() != revision {
             continue;
         }
-        let sleep = wake_at.map_or(Duration::from_secs(3600), |at| {
-            let wait = at.duration_since(Timestamp::now());
-            Duration::try_from(wait)
-                .unwrap_or(Duration::ZERO)
-                .max(Duration::from_millis(10))
-        });
+        // Like a real controller's resync period, a pass at least every second, so that no
+        // state waits for an unrelated change to be looked at (a Job pod's end recorded by
+        // the kubelet was sometimes left uncounted, and its Job never completed).
+        let sleep = wake_at
+            .map_or(RESYNC, |at| {
+                let wait = at.duration_since(Timestamp::now());
+                Duration::try_from(wait)
+                    .unwrap_or(Duration::ZERO)
+                    .max(Duration::from_millis(10))
+            })
+            .min(RESYNC);
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(sleep) => {}
