@@ -400,7 +400,15 @@ fn exec_streams_dropped_at_random_do_not_fail_the_copy() {
 #[test]
 fn on_is_checked_when_the_playbook_loads() {
     for (on, message) in [
-        ("{job: {parallelism: 4}}", "is not supported yet"),
+        ("{job: {parallelism: 4}}", "missing key `template`"),
+        (
+            "{job: {parallelism: 4, template: {spec: {}}}}",
+            "`on.job.template` has no `spec.containers`",
+        ),
+        (
+            "{pod: transfer, job: {parallelism: 4, template: {spec: {containers: [{name: c}]}}}}",
+            "`on` has both `job` and `pod`",
+        ),
         ("{namespace: hub}", "`on` needs `pod`"),
         ("{pod: transfer, nod: 1}", "nod"),
         ("{pod: ''}", "`pod` in `on` is empty"),

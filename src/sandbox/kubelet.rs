@@ -49,6 +49,9 @@ pub struct ContainerRun {
     pub target: ExecTarget,
     /// `command` + `args`; empty when the container has no command.
     pub argv: Vec<String>,
+    /// `terminationMessagePolicy: FallbackToLogsOnError`: a failed container's message is
+    /// the end of its log.
+    pub message_from_log: bool,
 }
 
 /// How a container ended.
@@ -121,7 +124,12 @@ pub fn container_run(pod: &Value, dir: &Path) -> Option<ContainerRun> {
     if let Some(index) = completion_index(pod) {
         env.push((COMPLETION_INDEX_ENV.to_string(), index.to_string()));
     }
+    let message_from_log = container
+        .get("terminationMessagePolicy")
+        .and_then(Value::as_str)
+        == Some("FallbackToLogsOnError");
     Some(ContainerRun {
+        message_from_log,
         uid: meta::uid(pod).to_string(),
         target: ExecTarget {
             namespace: namespace.to_string(),
@@ -327,7 +335,13 @@ async fn run_container(cluster: Arc<Cluster>, run: ContainerRun, stop: oneshot::
             // the group's id cannot be reused while members are left.
             process.signal_group(libc::SIGKILL);
             match status {
-                Ok(status) => Termination::of_exit(exit_code(status)),
+                Ok(status) => {
+                    let mut ended = Termination::of_exit(exit_code(status));
+                    if ended.exit_code != 0 && run.message_from_log {
+                        ended.message = log_tail(&run);
+                    }
+                    ended
+                }
                 Err(error) => Termination {
                     exit_code: START_ERROR_CODE,
                     reason: "Error".into(),
@@ -342,6 +356,22 @@ async fn run_container(cluster: Arc<Cluster>, run: ContainerRun, stop: oneshot::
         },
     };
     cluster.write(|state| record_end(state, &run.target, &run.uid, &ended));
+}
+
+/// The end of a container's log, as Kubernetes' kubelet takes it for
+/// `FallbackToLogsOnError`: the last 80 lines, at most 2048 bytes.
+fn log_tail(run: &ContainerRun) -> Option<String> {
+    let log_path = run.target.cwd.join(format!("{}.log", run.target.container));
+    let bytes = std::fs::read(log_path).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+    let mut start = tail.len().saturating_sub(2048);
+    while !tail.is_char_boundary(start) {
+        start += 1;
+    }
+    let tail = tail[start..].trim();
+    (!tail.is_empty()).then(|| tail.to_string())
 }
 
 /// Starts the command, its output appended to `CONTAINER.log` in the pod's directory.

@@ -15,6 +15,7 @@
 //! (`setsid`), handing it the lock, then returns at once; `status` prints the state as JSON
 //! lines (`--follow` keeps printing every 2 s), and needs nothing but the directory.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, RawFd};
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::pass::{Ledger, Note};
+use super::pass::{Ledger, Note, PassRecord};
 use super::pass_reporter::PassReporter;
 use super::progress::Board;
 use super::spec::Settings;
@@ -77,6 +78,44 @@ pub enum AgentCommand {
         #[arg(long, default_value_t = 0)]
         follow: u64,
     },
+    /// Copy the shards of one index of an Indexed Job (`on: {job: ...}`), in the foreground:
+    /// the request is in `RUNBOOK_SYNC_JOB`, the state goes to `DIR/INDEX`.
+    Shards {
+        /// The Job's state directory (each index has one below it).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The completion index.
+        #[arg(long, env = "JOB_COMPLETION_INDEX")]
+        index: usize,
+    },
+}
+
+/// The variable that carries a Job pod's [`ShardsRequest`].
+pub const SHARDS_REQUEST_ENV: &str = "RUNBOOK_SYNC_JOB";
+
+/// What the pods of a Job copy: index `i` of `parallelism` copies shards `i`, `i + N`, ...
+/// of the pass's plan, leaving out those in `done`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardsRequest {
+    /// The Job's name: a state directory left by another Job is not continued.
+    pub job: String,
+    /// The step.
+    pub step: String,
+    /// What to copy.
+    pub settings: Settings,
+    /// The pass and its plan.
+    pub pass: PassRecord,
+    /// Shards finished before the Job was created.
+    pub done: BTreeSet<usize>,
+    /// The Job's completion indexes.
+    pub parallelism: usize,
+}
+
+impl ShardsRequest {
+    /// The shards of `index`.
+    pub fn shards_of(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
+        (index..self.pass.shards.len()).step_by(self.parallelism.max(1))
+    }
 }
 
 /// What `runbook` asks an agent to do.
@@ -203,6 +242,7 @@ pub fn run_command(command: AgentCommand) -> ExitCode {
             said_from,
             follow,
         } => status(&dir, notes_from, said_from, Duration::from_secs(follow)),
+        AgentCommand::Shards { dir, index } => shards(&dir, index),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -455,6 +495,7 @@ fn run(dir: &Path, lock_fd: RawFd) -> anyhow::Result<()> {
         &ledger,
         continued.as_ref(),
         &reporter,
+        None,
     ));
     let result = match outcome {
         Ok(outcome) => AgentResult::Done {
@@ -470,6 +511,150 @@ fn run(dir: &Path, lock_fd: RawFd) -> anyhow::Result<()> {
         },
     };
     reporter.update(true, |state| state.result = Some(result))
+}
+
+/// `shards`: copies one Job index's shards, then fails (exit 1) if any failed, so that the
+/// Job runs the index again; a pod that follows a failed one continues its state.
+fn shards(root: &Path, index: usize) -> anyhow::Result<()> {
+    let text = std::env::var(SHARDS_REQUEST_ENV)
+        .with_context(|| format!("{SHARDS_REQUEST_ENV} is not set: this runs in a Job's pod"))?;
+    let request: ShardsRequest =
+        serde_json::from_str(&text).context("the Job's request is not a shard request")?;
+    let dir = root.join(index.to_string());
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // The pod this one replaces may still be ending: wait for its lock.
+    let lock = open_lock(&dir)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !try_lock(&lock, true)? {
+        if Instant::now() >= deadline {
+            anyhow::bail!("another agent holds {} for a minute", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pass = request.pass.pass;
+    let earlier = read_state(&dir)?.filter(|state| state.agent == request.job);
+    let mut done = request.done.clone();
+    let notes = match earlier {
+        Some(state) => {
+            for note in &state.notes {
+                if let Note::Shard { pass: p, shard, .. } = note
+                    && *p == pass
+                {
+                    done.insert(*shard);
+                }
+            }
+            state.notes
+        }
+        None => Vec::new(),
+    };
+    let now = jiff::Timestamp::now().to_string();
+    let reporter = StateReporter {
+        dir,
+        state: Mutex::new(AgentState {
+            agent: request.job.clone(),
+            step: request.step.clone(),
+            pid: std::process::id(),
+            started: now.clone(),
+            updated: now,
+            notes,
+            said: Vec::new(),
+            progress: None,
+            board: Vec::new(),
+            result: None,
+        }),
+    };
+    reporter.update(true, |_| {})?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome = runtime.block_on(copy_shards(&request, index, &done, &reporter));
+    let result = match outcome {
+        Ok(failures) if failures.is_empty() => AgentResult::Done {
+            changed: true,
+            output: serde_json::json!({ "index": index }),
+        },
+        Ok(failures) => AgentResult::Failed {
+            message: failures.join("\n"),
+            invalid: false,
+        },
+        Err(error) => AgentResult::Failed {
+            message: format!("{error:#}"),
+            invalid: InvalidInput::find(&error).is_some(),
+        },
+    };
+    let failed = match &result {
+        AgentResult::Failed { message, .. } => Some(message.clone()),
+        AgentResult::Done { .. } => None,
+    };
+    reporter.update(true, |state| state.result = Some(result))?;
+    match failed {
+        Some(message) => anyhow::bail!("{message}"),
+        None => Ok(()),
+    }
+}
+
+/// Runs the index's shards that are not done; returns the failures.
+async fn copy_shards(
+    request: &ShardsRequest,
+    index: usize,
+    done: &BTreeSet<usize>,
+    reporter: &StateReporter,
+) -> anyhow::Result<Vec<String>> {
+    let settings = &request.settings;
+    super::rsync::detect().await?;
+    let plan = request.pass.plan();
+    let mut transfer = super::rsync::Transfer::new(&settings.from, &settings.to);
+    transfer.exclude.clone_from(&settings.exclude);
+    transfer.extra.clone_from(&settings.rsync_args);
+    transfer.bwlimit_kib = settings.worker_bwlimit_kib();
+    let mine: Vec<usize> = request.shards_of(index).collect();
+    let (bytes, files) = mine.iter().fold((0, 0), |(b, f), &i| {
+        (b + plan.shards[i].bytes, f + plan.shards[i].files)
+    });
+    let board = Board::new(bytes, files, mine.len(), settings.jobs);
+    let mut tasks = Vec::new();
+    for &i in &mine {
+        let shard = &plan.shards[i];
+        if done.contains(&i) {
+            board.already_done(shard.bytes, shard.files);
+            continue;
+        }
+        tasks.push(super::pool::Task {
+            label: format!("shard {}/{}", i + 1, plan.shards.len()),
+            entries: shard.entries.clone(),
+            recursive: true,
+            ignore_times: shard.ignore_times,
+            root: false,
+            bytes: shard.bytes,
+            files: shard.files,
+            shard: Some(i),
+        });
+    }
+    let pass = request.pass.pass;
+    let journal = |task: &super::pool::Task| -> anyhow::Result<()> {
+        let Some(shard) = task.shard else {
+            return Ok(());
+        };
+        reporter.note(&Note::Shard {
+            pass,
+            shard,
+            bytes: task.bytes,
+            files: task.files,
+        })
+    };
+    let warn = |message: &str| reporter.warn(message);
+    let outcome = tokio::select! {
+        outcome = super::pool::run(tasks, settings.jobs, &transfer, &board, &journal, &warn) => outcome?,
+        () = super::progress::tick(&board, reporter) => unreachable!("the progress loop never ends"),
+    };
+    reporter.progress(&board, false);
+    let mut failures = outcome.failures;
+    if let Some(stopped) = outcome.stopped {
+        failures.insert(0, format!("the copy stopped: {stopped}"));
+    }
+    Ok(failures)
 }
 
 /// A report of the state with what the caller already has left out.

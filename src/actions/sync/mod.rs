@@ -8,10 +8,14 @@
 //! across shards; set the attributes of the directories the shards shared; journal the end;
 //! with `verify: true`, compare again and fail on any difference. A resumed run continues
 //! the journaled plan without redoing its finished shards.
+//!
+//! Where the copy runs: here; `on: {pod: ...}` in a pod, detached ([`remote`]); or
+//! `on: {job: ...}` here but for the shards, which an Indexed Job copies ([`job`]).
 
 mod agent;
 mod compare;
 mod filter;
+mod job;
 mod pass;
 mod pass_reporter;
 mod planner;
@@ -280,7 +284,7 @@ impl Action for SyncAction {
     }
 
     fn uses_cluster(&self) -> bool {
-        self.on.is_some()
+        self.on.is_some() || self.on_job.is_some()
     }
 
     async fn check(&self, _cx: &StepContext<'_>) -> anyhow::Result<Check> {
@@ -293,6 +297,52 @@ impl Action for SyncAction {
         if let Some(on) = &self.on {
             return remote::preview(self, cx, &settings, on);
         }
+        let mut preview = self.local_preview(cx, &settings).await?;
+        if let Some(on) = &self.on_job {
+            let placement = job::JobPlacement::render(on, cx)?;
+            preview.summary = format!(
+                "{}; the shards run as {}",
+                preview.summary,
+                placement.describe()
+            );
+        }
+        Ok(preview)
+    }
+
+    async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
+        let settings = self.settings(cx)?;
+        let notes = self.notes(cx);
+        if self.on.is_some() {
+            return remote::apply(self, cx, settings, notes).await;
+        }
+        let ledger = Ledger::read(&notes);
+        let continued = self.continued(cx);
+        let copier = match &self.on_job {
+            Some(on) => Some(job::JobCopier {
+                cx,
+                placement: job::JobPlacement::render(on, cx)?,
+                notes,
+            }),
+            None => None,
+        };
+        run_pass(
+            &settings,
+            &ledger,
+            continued.as_ref(),
+            &StepReporter { action: self, cx },
+            copier.as_ref(),
+        )
+        .await
+    }
+}
+
+impl SyncAction {
+    /// The plan of a copy whose trees this process reads.
+    async fn local_preview(
+        &self,
+        cx: &StepContext<'_>,
+        settings: &Settings,
+    ) -> anyhow::Result<Preview> {
         settings.check_paths()?;
         rsync::detect().await?;
         let ledger = Ledger::read(&self.notes(cx));
@@ -320,7 +370,7 @@ impl Action for SyncAction {
         let changed_since = changed_since(&ledger, self.continued(cx).as_ref());
         let comparison = compare_trees(
             &StepReporter { action: self, cx },
-            &settings,
+            settings,
             changed_since,
             &cancel,
         )
@@ -336,7 +386,7 @@ impl Action for SyncAction {
         } else {
             0
         };
-        let summary = describe_plan(&settings, &plan, deletions.len(), forced, hard_links);
+        let summary = describe_plan(settings, &plan, deletions.len(), forced, hard_links);
         // The first differences (and every deletion, up to a limit) for a person to review.
         let mut diff = String::new();
         for path in deletions.iter().take(200) {
@@ -359,34 +409,18 @@ impl Action for SyncAction {
             diff: (!diff.is_empty()).then_some(diff),
         })
     }
-
-    async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
-        let settings = self.settings(cx)?;
-        let notes = self.notes(cx);
-        if self.on.is_some() {
-            return remote::apply(self, cx, settings, notes).await;
-        }
-        let ledger = Ledger::read(&notes);
-        let continued = self.continued(cx);
-        run_pass(
-            &settings,
-            &ledger,
-            continued.as_ref(),
-            &StepReporter { action: self, cx },
-        )
-        .await
-    }
 }
 
 /// One pass of the copy where this process runs: compare, plan (or resume the journaled
 /// plan), delete, copy the shards, fix hard links and directories, verify. Everything it
 /// has to say goes to `reporter`; `ledger` is the step's notes so far, `continued` those of
-/// the step it continues (`after:`).
+/// the step it continues (`after:`); with `job`, the shards run in its Indexed Job.
 pub(crate) async fn run_pass(
     settings: &Settings,
     ledger: &Ledger,
     continued: Option<&Ledger>,
     reporter: &dyn PassReporter,
+    job: Option<&job::JobCopier<'_>>,
 ) -> anyhow::Result<Outcome> {
     let destination_exists = settings.check_paths()?;
     let found = rsync::detect().await?;
@@ -543,9 +577,15 @@ pub(crate) async fn run_pass(
             files: task.files,
         })
     };
-    let outcome = tokio::select! {
-        outcome = pool::run(tasks, jobs, &transfer, &board, &journal_shard, &warn) => outcome?,
-        () = progress::tick(&board, reporter) => unreachable!("the progress loop never ends"),
+    let outcome = match job {
+        Some(job) => {
+            job.copy(reporter, settings, &record, &done_shards, &board)
+                .await?
+        }
+        None => tokio::select! {
+            outcome = pool::run(tasks, jobs, &transfer, &board, &journal_shard, &warn) => outcome?,
+            () = progress::tick(&board, reporter) => unreachable!("the progress loop never ends"),
+        },
     };
     if plan.total_files > 0 {
         reporter.progress(&board, false);

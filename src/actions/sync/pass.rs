@@ -93,6 +93,10 @@ pub enum Note {
     /// A copy was started detached in a pod (`on:`): its agent, so that a later `runbook`
     /// re-attaches to it rather than start a second copy.
     Agent(Box<AgentRecord>),
+    /// The shards of a pass were handed to an Indexed Job (`on: {job: ...}`), so that a
+    /// later `runbook` follows it rather than create a second one. Journaled before the Job
+    /// is created; its name ends with a random part, so no other Job has it.
+    Job(Box<JobRecord>),
     /// The agent's result was collected (the step finished or failed with it): a later run
     /// starts a new agent.
     Collected {
@@ -101,6 +105,25 @@ pub enum Note {
         /// Whether it succeeded.
         ok: bool,
     },
+}
+
+/// An Indexed Job that copies the shards of a pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The Job's name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// The pass whose shards it copies.
+    pub pass: u32,
+    /// Its completion indexes.
+    pub parallelism: usize,
+    /// The agents' state directory in its pods.
+    pub dir: String,
+    /// The `runbook` binary in its pods.
+    pub binary: String,
+    /// When it was created (RFC 3339).
+    pub started: String,
 }
 
 /// Where a detached copy runs and keeps its state.
@@ -133,6 +156,7 @@ impl Note {
             Note::Shard { pass, shard, .. } => format!("shard {pass} {shard}"),
             Note::PassDone { pass } => format!("done {pass}"),
             Note::Agent(record) => format!("agent {}", record.agent),
+            Note::Job(record) => format!("job {}", record.name),
             Note::Collected { agent, .. } => format!("collected {agent}"),
         }
     }
@@ -292,7 +316,7 @@ impl Ledger {
                         state.done = true;
                     }
                 }
-                Note::Agent(_) | Note::Collected { .. } => {}
+                Note::Agent(_) | Note::Job(_) | Note::Collected { .. } => {}
             }
         }
         Ledger { passes }

@@ -34,7 +34,7 @@ use crate::kube::{Cluster, ExecError, ExecOutput, OutputStream};
 use crate::report::Progress;
 
 /// Where agents keep their directories in the pod, unless `RUNBOOK_AGENT_DIR` says.
-const DEFAULT_AGENT_ROOT: &str = "/var/tmp/runbook-sync";
+pub(super) const DEFAULT_AGENT_ROOT: &str = "/var/tmp/runbook-sync";
 /// How long one `status --follow` exec lasts before it is opened again.
 const FOLLOW_SECS: u64 = 60;
 /// How long `runbook` keeps trying to reach the pod before it gives up watching (the copy
@@ -48,7 +48,7 @@ const EXEC_TRIES: u32 = 8;
 
 /// The pod a copy runs in.
 pub struct Pod<'a> {
-    cluster: &'a Cluster,
+    pub(super) cluster: &'a Cluster,
     /// Its namespace.
     pub namespace: String,
     /// Its name.
@@ -82,7 +82,7 @@ impl Pod<'_> {
     }
 
     /// Runs a command that may be repeated, again when its connection drops.
-    async fn exec_retrying(
+    pub(super) async fn exec_retrying(
         &self,
         command: &[&str],
         stdin: Option<Bytes>,

@@ -51,6 +51,9 @@ pub struct SyncAction {
     /// (see [`super::remote`]); `from` and `to` are then paths in the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on: Option<RunsOn>,
+    /// `on: {job: ...}`: the shards run as an Indexed Job (see [`super::job`]).
+    #[serde(skip)]
+    pub on_job: Option<RunsOnJob>,
     /// Notes recorded by this process. The engine hands an action the notes of earlier runs
     /// only; a retry within the same run (`retries:`) must also see the shards the try
     /// before it finished.
@@ -97,26 +100,68 @@ struct RunsOnFields {
     pod: Option<String>,
     namespace: Option<String>,
     container: Option<String>,
-    // Accepted here only to say that it is not supported yet.
-    job: Option<serde::de::IgnoredAny>,
+    job: Option<RunsOnJob>,
 }
+
+/// `on: {job: {parallelism: N, namespace: NS, template: POD_TEMPLATE, backoff_limit: B}}`:
+/// the shards of the plan run as an Indexed Job of `parallelism` pods, index `i` copying
+/// shards `i`, `i + N`, ... The template's strings may be templates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsOnJob {
+    /// Pods, and completion indexes.
+    pub parallelism: Count,
+    /// The Job's namespace (the kubeconfig's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The pod template (`{metadata, spec}`); the first container runs the agent.
+    pub template: serde_json::Value,
+    /// Failed pods before the Job fails (Kubernetes' default, 6, when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_limit: Option<u32>,
+}
+
+const JOB_HELP: &str = "write `on: {job: {parallelism: 3, namespace: NS, template: {spec: {containers: [{name: copy, image: IMAGE}]}}}}`";
 
 const ON_HELP: &str =
     "write `on: {pod: NAME, namespace: NS, container: C}` (namespace and container are optional)";
 
 impl RunsOnFields {
-    fn check(self) -> Result<RunsOn, String> {
-        if self.job.is_some() {
-            // Note for later: `on: {job: {parallelism: N, template: ...}}` would run the
-            // shards of the plan as an Indexed Job (one shard list per completion index) and
-            // collect progress from the pods; the agent's state and the journaled notes are
-            // already per shard, which is what that needs.
-            return Err(ValueError::new(
-                "`on: {job: ...}` (the shards as an Indexed Job) is not supported yet",
-                "run the copy in one pod: `on: {pod: NAME}`",
-            )
-            .about_key("on")
-            .to_string());
+    /// The pod, or the Job.
+    fn check(self) -> Result<(Option<RunsOn>, Option<RunsOnJob>), String> {
+        if let Some(job) = self.job {
+            if self.pod.is_some() || self.container.is_some() || self.namespace.is_some() {
+                return Err(ValueError::new(
+                    "`on` has both `job` and `pod`, `namespace` or `container`",
+                    "give `namespace` inside `job`, and either `pod` or `job`",
+                )
+                .about_key("on")
+                .to_string());
+            }
+            let containers = job.template.pointer("/spec/containers");
+            if containers
+                .and_then(serde_json::Value::as_array)
+                .is_none_or(Vec::is_empty)
+            {
+                return Err(ValueError::new(
+                    "`on.job.template` has no `spec.containers`",
+                    JOB_HELP,
+                )
+                .about_key("on")
+                .to_string());
+            }
+            if job
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| ns.trim().is_empty())
+            {
+                return Err(
+                    ValueError::new("`namespace` in `on.job` is empty", JOB_HELP)
+                        .about_key("on")
+                        .to_string(),
+                );
+            }
+            return Ok((None, Some(job)));
         }
         let pod = match self.pod {
             Some(pod) if !pod.trim().is_empty() => pod,
@@ -143,11 +188,14 @@ impl RunsOnFields {
                 );
             }
         }
-        Ok(RunsOn {
-            pod,
-            namespace: self.namespace,
-            container: self.container,
-        })
+        Ok((
+            Some(RunsOn {
+                pod,
+                namespace: self.namespace,
+                container: self.container,
+            }),
+            None,
+        ))
     }
 }
 
@@ -183,6 +231,10 @@ impl TryFrom<SyncFields> for SyncAction {
             .about_key("exclude")
             .to_string());
         }
+        let (on, on_job) = match fields.on {
+            Some(on) => on.check()?,
+            None => (None, None),
+        };
         Ok(SyncAction {
             from: fields.from,
             to: fields.to,
@@ -193,7 +245,8 @@ impl TryFrom<SyncFields> for SyncAction {
             rsync_args: fields.rsync_args,
             verify: fields.verify,
             after: fields.after,
-            on: fields.on.map(RunsOnFields::check).transpose()?,
+            on,
+            on_job,
             session_notes: Mutex::new(Vec::new()),
         })
     }

@@ -1,0 +1,519 @@
+//! `sync` with `on: {job: ...}`: the shards of a pass run as an Indexed Job, so that the copy
+//! spreads over nodes and Kubernetes runs a failed shard again.
+//!
+//! The pass is planned and finished where `runbook` runs, as a local copy is (the source
+//! must be readable here: the comparison, the deletions, the directories, the hard links and
+//! `verify`); only the shards go to the Job:
+//!
+//! 1. The pass's plan is journaled as a local pass's is. Then a [`Note::Job`] names the Job
+//!    (the step, a hash of the paths and a random part), and only then is the Job created:
+//!    `completions = parallelism = N`, index `i` runs `AGENT sync-agent shards` on shards
+//!    `i`, `i + N`, ... (the request, with the plan, is in the container's environment).
+//! 2. The agent must be in the pods at `RUNBOOK_AGENT_PATH` (in the image, or on a shared
+//!    volume): the Job makes pods later, which nothing ships a binary into. Each index keeps
+//!    its state in `RUNBOOK_AGENT_DIR/JOB/INDEX`; on a volume the pods share, a pod that
+//!    replaces a failed one skips the shards its predecessor finished.
+//! 3. `runbook` follows the Job: the shards of every index in `completedIndexes`, and those
+//!    the live pods' agents report (`sync-agent status` through exec), are journaled, each
+//!    once. `Complete` ends the shards; `Failed` fails the step with what the failed pods
+//!    said. `run` again, with the Job still there, follows it rather than create another.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use super::agent::{AgentResult, SHARDS_REQUEST_ENV, ShardsRequest, StatusReport};
+use super::pass::{JobRecord, Note, PassRecord};
+use super::pass_reporter::PassReporter;
+use super::pool::PoolOutcome;
+use super::progress::Board;
+use super::remote::{DEFAULT_AGENT_ROOT, Pod};
+use super::spec::{Count, RunsOnJob, Settings};
+use crate::actions::{InvalidInput, StepContext};
+use crate::kube::{Cluster, find_kind};
+
+/// The label that ties a Job's pods to it (Kubernetes adds its own, the sandbox does not).
+const JOB_LABEL: &str = "runbook.dev/sync-job";
+/// How often the Job is looked at.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// The Job of a step, rendered.
+pub struct JobPlacement {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its completion indexes (and pods at once).
+    pub parallelism: usize,
+    /// Failed pods before the Job fails.
+    pub backoff_limit: Option<u32>,
+    /// The pod template, rendered.
+    pub template: Value,
+}
+
+impl JobPlacement {
+    /// Renders `on: {job: ...}`.
+    pub fn render(on: &RunsOnJob, cx: &StepContext<'_>) -> anyhow::Result<Self> {
+        let parallelism = match &on.parallelism {
+            Count::Literal(n) => *n,
+            Count::Template(template) => {
+                let text = cx.render(template)?;
+                text.trim().parse::<u32>().map_err(|_| {
+                    InvalidInput(format!(
+                        "`on.job.parallelism` is `{text}`; it must be a whole number of at least 1"
+                    ))
+                })?
+            }
+        };
+        if parallelism == 0 {
+            return Err(InvalidInput("`on.job.parallelism` must be at least 1".into()).into());
+        }
+        let namespace = match cx.render_optional(on.namespace.as_deref())? {
+            Some(namespace) => namespace,
+            None => cx
+                .cluster
+                .map_or("default", Cluster::default_namespace)
+                .to_string(),
+        };
+        Ok(JobPlacement {
+            namespace,
+            parallelism: parallelism as usize,
+            backoff_limit: on.backoff_limit,
+            template: cx.render_json(&on.template)?,
+        })
+    }
+
+    /// `an Indexed Job of 3 pods in namespace NS`.
+    pub fn describe(&self) -> String {
+        format!(
+            "an Indexed Job of {} pod{} in namespace {} (index i copies shards i, i+{}, ...)",
+            self.parallelism,
+            if self.parallelism == 1 { "" } else { "s" },
+            self.namespace,
+            self.parallelism
+        )
+    }
+}
+
+/// A new Job's name: the step, a hash of the namespace and paths, a random part; short
+/// enough for its pods' names (`JOB-INDEX-xxxxx`) and host names.
+fn job_name(step: &str, namespace: &str, settings: &Settings) -> String {
+    let mut base: String = step
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(20)
+        .collect();
+    base = base.trim_matches('-').to_string();
+    let key = json!([
+        step,
+        namespace,
+        settings.from.to_string_lossy(),
+        settings.to.to_string_lossy()
+    ])
+    .to_string();
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hash: String = digest.iter().take(3).map(|b| format!("{b:02x}")).collect();
+    format!("sync-{base}-{hash}-{:04x}", fastrand::u16(..))
+}
+
+/// `completedIndexes` (`"0-2,5"`) as a set.
+fn parse_indexes(text: &str) -> BTreeSet<usize> {
+    let mut set = BTreeSet::new();
+    for part in text.split(',').filter(|part| !part.is_empty()) {
+        let mut ends = part.splitn(2, '-').map(|n| n.trim().parse::<usize>());
+        match (ends.next(), ends.next()) {
+            (Some(Ok(first)), None) => {
+                set.insert(first);
+            }
+            (Some(Ok(first)), Some(Ok(last))) => set.extend(first..=last),
+            _ => {}
+        }
+    }
+    set
+}
+
+/// Whether the Job has the condition, true.
+fn has_condition(job: &Value, kind: &str) -> bool {
+    job.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == kind && c["status"] == "True")
+}
+
+/// The binary the Job's pods run: it must already be there.
+fn agent_binary() -> anyhow::Result<String> {
+    std::env::var("RUNBOOK_AGENT_PATH").map_err(|_| {
+        InvalidInput(
+            "`on: {job: ...}` needs RUNBOOK_AGENT_PATH: the path of runbook (this version) in the Job's pods\nhelp: put runbook in the image or on a volume the pods mount, and set RUNBOOK_AGENT_PATH to it"
+                .into(),
+        )
+        .into()
+    })
+}
+
+/// Copies a pass's shards through an Indexed Job.
+pub struct JobCopier<'a> {
+    /// The step's context.
+    pub cx: &'a StepContext<'a>,
+    /// Where.
+    pub placement: JobPlacement,
+    /// The step's notes before this run.
+    pub notes: Vec<Value>,
+}
+
+impl JobCopier<'_> {
+    /// Runs (or follows) the Job for the shards of `record` not in `done`; journals each
+    /// shard it finished, once.
+    pub async fn copy(
+        &self,
+        reporter: &dyn PassReporter,
+        settings: &Settings,
+        record: &PassRecord,
+        done: &BTreeSet<usize>,
+        board: &Board,
+    ) -> anyhow::Result<PoolOutcome> {
+        if (0..record.shards.len()).all(|i| done.contains(&i)) {
+            return Ok(PoolOutcome::default());
+        }
+        let cluster = self.cx.cluster()?;
+        let jobs = find_kind("Job").context("the Job kind is not known")?;
+        let collected: HashSet<String> = self
+            .notes
+            .iter()
+            .filter_map(|note| match serde_json::from_value::<Note>(note.clone()) {
+                Ok(Note::Collected { agent, .. }) => Some(agent),
+                _ => None,
+            })
+            .collect();
+        let journaled = self
+            .notes
+            .iter()
+            .filter_map(|note| match serde_json::from_value::<Note>(note.clone()) {
+                Ok(Note::Job(job)) if job.pass == record.pass && !collected.contains(&job.name) => {
+                    Some(*job)
+                }
+                _ => None,
+            })
+            .next_back();
+        let mut found = None;
+        if let Some(job) = journaled
+            && cluster
+                .get(jobs, &job.name, Some(&job.namespace))
+                .await?
+                .is_some()
+        {
+            reporter.line(&format!(
+                "re-attaching to Job {} in namespace {} (created {}), which copies the shards of pass {}",
+                job.name, job.namespace, job.started, job.pass
+            ));
+            found = Some(job);
+        }
+        let job = match found {
+            Some(job) => job,
+            None => self.create(reporter, settings, record, done).await?,
+        };
+        self.follow(reporter, cluster, &job, record, done, board)
+            .await
+    }
+
+    /// Journals a new Job, then creates it.
+    async fn create(
+        &self,
+        reporter: &dyn PassReporter,
+        settings: &Settings,
+        record: &PassRecord,
+        done: &BTreeSet<usize>,
+    ) -> anyhow::Result<JobRecord> {
+        let cluster = self.cx.cluster()?;
+        let jobs = find_kind("Job").context("the Job kind is not known")?;
+        let placement = &self.placement;
+        let binary = agent_binary()?;
+        let root = std::env::var("RUNBOOK_AGENT_DIR").unwrap_or_else(|_| DEFAULT_AGENT_ROOT.into());
+        let name = job_name(self.cx.step_id, &placement.namespace, settings);
+        let dir = format!("{}/{name}", root.trim_end_matches('/'));
+        // `bwlimit` is for the whole copy: each pod gets its share.
+        let mut pod_settings = settings.clone();
+        pod_settings.bwlimit = settings
+            .bwlimit
+            .map(|rate| (rate / placement.parallelism as u64).max(1));
+        let request = ShardsRequest {
+            job: name.clone(),
+            step: self.cx.step_id.to_string(),
+            settings: pod_settings,
+            pass: record.clone(),
+            done: done.clone(),
+            parallelism: placement.parallelism,
+        };
+        let mut template = placement.template.clone();
+        if !template["metadata"].is_object() {
+            template["metadata"] = json!({});
+        }
+        template["metadata"]["labels"][JOB_LABEL] = json!(name);
+        if template["spec"]["restartPolicy"]
+            .as_str()
+            .is_none_or(|p| p == "Always")
+        {
+            template["spec"]["restartPolicy"] = json!("Never");
+        }
+        let container = template
+            .pointer_mut("/spec/containers/0")
+            .filter(|container| container.is_object())
+            .ok_or_else(|| InvalidInput("`on.job.template` has no container".into()))?;
+        container["command"] = json!([binary, "sync-agent", "shards", "--dir", dir]);
+        if let Some(object) = container.as_object_mut() {
+            object.remove("args");
+        }
+        // A failed pod's status then ends with its last log lines, which the step shows.
+        if container["terminationMessagePolicy"].is_null() {
+            container["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
+        }
+        if !container["env"].is_array() {
+            container["env"] = json!([]);
+        }
+        if let Some(env) = container["env"].as_array_mut() {
+            env.push(
+                json!({"name": SHARDS_REQUEST_ENV, "value": serde_json::to_string(&request)?}),
+            );
+        }
+        let mut spec = json!({
+            "completionMode": "Indexed",
+            "completions": placement.parallelism,
+            "parallelism": placement.parallelism,
+            "template": template,
+        });
+        if let Some(limit) = placement.backoff_limit {
+            spec["backoffLimit"] = json!(limit);
+        }
+        let manifest = json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": name,
+                "namespace": placement.namespace,
+                "labels": {"runbook.dev/sync-step": self.cx.step_id.chars().filter(char::is_ascii_alphanumeric).take(63).collect::<String>()},
+            },
+            "spec": spec,
+        });
+        let job = JobRecord {
+            name: name.clone(),
+            namespace: placement.namespace.clone(),
+            pass: record.pass,
+            parallelism: placement.parallelism,
+            dir,
+            binary,
+            started: jiff::Timestamp::now().to_string(),
+        };
+        // Journaled first: whatever happens to this process next, a later run follows it.
+        reporter.note(&Note::Job(Box::new(job.clone())))?;
+        cluster
+            .apply_as(
+                jobs,
+                &name,
+                Some(&placement.namespace),
+                &manifest,
+                "runbook",
+            )
+            .await
+            .with_context(|| format!("cannot create the Job {name}"))?;
+        reporter.line(&format!(
+            "created Job {name}: {} shards of pass {} in {}; it goes on if runbook stops, and `runbook run` again follows it",
+            record.shards.len() - done.len(),
+            record.pass,
+            placement.describe()
+        ));
+        Ok(job)
+    }
+
+    /// Follows the Job until it is `Complete` or `Failed`.
+    async fn follow(
+        &self,
+        reporter: &dyn PassReporter,
+        cluster: &Cluster,
+        job: &JobRecord,
+        record: &PassRecord,
+        done: &BTreeSet<usize>,
+        board: &Board,
+    ) -> anyhow::Result<PoolOutcome> {
+        let jobs = find_kind("Job").context("the Job kind is not known")?;
+        let pods = find_kind("Pod").context("the Pod kind is not known")?;
+        let mut journaled: BTreeSet<usize> = done.clone();
+        let mut last_said: std::collections::BTreeMap<usize, String> = Default::default();
+        let shards_of = |index: usize| (index..record.shards.len()).step_by(job.parallelism.max(1));
+        let journal = |shard: usize, journaled: &mut BTreeSet<usize>| -> anyhow::Result<()> {
+            if shard >= record.shards.len() || !journaled.insert(shard) {
+                return Ok(());
+            }
+            let planned = &record.shards[shard];
+            board.already_done(planned.bytes, planned.files);
+            reporter.note(&Note::Shard {
+                pass: record.pass,
+                shard,
+                bytes: planned.bytes,
+                files: planned.files,
+            })
+        };
+        loop {
+            let Some(live) = cluster.get(jobs, &job.name, Some(&job.namespace)).await? else {
+                anyhow::bail!(
+                    "the Job {} in namespace {} is gone before it ended; finished shards are journaled, run again to continue",
+                    job.name,
+                    job.namespace
+                );
+            };
+            let completed = parse_indexes(
+                live.pointer("/status/completedIndexes")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            );
+            for index in completed {
+                for shard in shards_of(index) {
+                    journal(shard, &mut journaled)?;
+                }
+            }
+            let selector = format!("{JOB_LABEL}={}", job.name);
+            let listed = cluster
+                .list(pods, Some(&job.namespace), Some(&selector), None)
+                .await?;
+            let mut failed_pods = Vec::new();
+            for pod in &listed {
+                let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+                let index = pod
+                    .pointer("/metadata/annotations/batch.kubernetes.io~1job-completion-index")
+                    .and_then(Value::as_str)
+                    .and_then(|index| index.parse::<usize>().ok());
+                let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+                if phase == Some("Failed") {
+                    let terminated = pod.pointer("/status/containerStatuses/0/state/terminated");
+                    let code = terminated
+                        .and_then(|t| t.get("exitCode"))
+                        .and_then(Value::as_i64);
+                    let message = terminated
+                        .and_then(|t| t.get("message"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    failed_pods.push((name.to_string(), index, code, message));
+                }
+                let (Some(index), Some("Running")) = (index, phase) else {
+                    continue;
+                };
+                let target = Pod {
+                    cluster,
+                    namespace: job.namespace.clone(),
+                    name: name.to_string(),
+                    container: None,
+                };
+                let dir = format!("{}/{index}", job.dir);
+                let Ok(output) = target
+                    .exec_retrying(
+                        &[job.binary.as_str(), "sync-agent", "status", "--dir", &dir],
+                        None,
+                    )
+                    .await
+                else {
+                    continue;
+                };
+                let Ok(report) = serde_json::from_str::<StatusReport>(output.stdout_text().trim())
+                else {
+                    continue;
+                };
+                let Some(state) = report.state.filter(|state| state.agent == job.name) else {
+                    continue;
+                };
+                for note in &state.notes {
+                    if let Note::Shard { pass, shard, .. } = note
+                        && *pass == record.pass
+                    {
+                        journal(*shard, &mut journaled)?;
+                    }
+                }
+                if let Some(AgentResult::Failed { message, .. }) = &state.result {
+                    last_said.insert(index, message.clone());
+                }
+            }
+            reporter.progress(board, false);
+            if has_condition(&live, "Complete") {
+                for shard in 0..record.shards.len() {
+                    journal(shard, &mut journaled)?;
+                }
+                reporter.note(&Note::Collected {
+                    agent: job.name.clone(),
+                    ok: true,
+                })?;
+                return Ok(PoolOutcome::default());
+            }
+            if has_condition(&live, "Failed") {
+                reporter.note(&Note::Collected {
+                    agent: job.name.clone(),
+                    ok: false,
+                })?;
+                let mut failures = Vec::new();
+                for (name, index, code, message) in failed_pods {
+                    let mut text = format!(
+                        "pod {name} (index {}) failed{}",
+                        index.map_or("?".to_string(), |i| i.to_string()),
+                        code.map(|code| format!(" with exit code {code}"))
+                            .unwrap_or_default()
+                    );
+                    // The pod's last log lines, else what its agent said last.
+                    let said =
+                        message.or_else(|| index.and_then(|index| last_said.get(&index).cloned()));
+                    if let Some(said) = said {
+                        text.push_str(", its log ends with:\n  ");
+                        text.push_str(&said.replace('\n', "\n  "));
+                    }
+                    failures.push(text);
+                }
+                if failures.is_empty() {
+                    failures.push(format!("the Job {} failed", job.name));
+                }
+                return Ok(PoolOutcome {
+                    failures,
+                    stopped: None,
+                    warnings: Vec::new(),
+                });
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completed_indexes_as_kubernetes_writes_them() {
+        assert_eq!(parse_indexes("0-2,5"), BTreeSet::from([0, 1, 2, 5]));
+        assert!(parse_indexes("").is_empty());
+    }
+
+    #[test]
+    fn job_names_fit_pod_names() {
+        let settings = Settings {
+            from: "/a".into(),
+            to: "/b".into(),
+            jobs: 4,
+            delete: false,
+            bwlimit: None,
+            exclude: Vec::new(),
+            rsync_args: Vec::new(),
+            hard_links: false,
+            verify: false,
+        };
+        let name = job_name("Copy_The_Homes_Of_Everyone_Please", "default", &settings);
+        assert!(name.len() <= 40, "{name}");
+        assert!(name.starts_with("sync-copy-the-homes-of-"), "{name}");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+    }
+}
