@@ -1,61 +1,125 @@
 #!/usr/bin/env bash
-# bench/sync.sh: the `sync` action against the tools people use today, on the same trees.
+# bench/sync.sh: the `sync` action against the tools people use today, on the same trees,
+# on the local disk and behind emulated NFS latency.
 #
-# Run on demand (it is not part of the test suite):
+# Run on demand, as root (it is not part of the test suite):
 #
-#     bench/sync.sh                          # builds with `cargo build --release` first
-#     RUNBOOK_BIN=target/release/runbook bench/sync.sh
-#     BENCH_FILES=200000 bench/sync.sh       # the issue's size (slow on 2 cores)
-#     TMPDIR=/dev/shm bench/sync.sh          # trees on tmpfs
+#     bench/sync.sh                          # the comparison (builds both binaries first)
+#     bench/sync.sh plan-memory              # peak memory of planning a 1M-file tree
+#     BENCH_FILES=200000 BENCH_RUNS=1 bench/sync.sh      # the issue's size (hours here)
+#     BENCH_SETUPS=local BENCH_TREES=skewed bench/sync.sh
+#     RUNBOOK_BIN=target/release/runbook bench/sync.sh   # this binary, no build
 #
-# For each tree (skewed: one home with half the bytes and 200 small homes; uniform: 200
-# equal homes) and each pass it times, one after the other on the same source:
+# `copy` (the default mode) compares, in one run on the same trees:
 #   rsync      a single `rsync -a --delete SRC/ DST/`
-#   parallel   `ls SRC | parallel -j4 rsync -a --delete SRC/{} DST/` (xargs -P4 when GNU
-#              parallel is missing), what the runbooks do today
-#   sync       `runbook run` of a playbook with `sync: {jobs: 4, delete: true}`
-# Passes: the initial copy into an empty destination; a pass with nothing changed; a final
-# pass after rewriting BENCH_CHANGE_PCT % of the files (appending to them). The passes
-# after the first run the same step again (`run --from copy`), as a resumed final copy does,
-# so its journal knows when the previous pass started.
+#   parallel   `ls SRC | parallel -j4 rsync -a --delete SRC/{} DST/`, what the runbooks
+#              do today (`xargs -P4` if GNU parallel cannot be installed)
+#   fpsync     `fpsync -n 4` (package fpart); the passes after the first add `-E`, its
+#              directory mode, the only one that deletes (its man page's final pass)
+#   rclone     `rclone sync --transfers 4 --checkers 32` (package rclone); it keeps no
+#              directory times, permissions or owners (see the metadata column)
+#   sync       `runbook run` of a playbook with `sync: {jobs: 4, delete: true}`; the passes
+#              after the first run the step again (`run --from copy`), so its journal knows
+#              when the previous pass started (the change-time rule of the final pass)
+# on two trees (skewed: one directory with half the bytes and 200 small homes; uniform:
+# 200 equal homes) and three passes: the initial copy into an empty destination, a pass
+# with nothing changed, and a final pass after changing BENCH_CHANGE_PCT % of the files
+# (40% appended to, 40% rewritten with their size and mtime kept, as `cp -p` or `tar x`
+# leave them, 10% deleted, and as many new files as deleted ones).
 #
-# Prints seconds and the ratios sync/rsync and sync/parallel (lower is better).
+# Setups (where the source is; the destinations are always on the local disk):
+#   local      the source on the disk under $TMPDIR, where metadata costs nothing
+#   fuse       the same source through bench/latencyfs, a FUSE passthrough that makes every
+#              metadata operation (lookup, getattr, open, readdir, ...) take BENCH_DELAY_US
+#              (default 300 µs) as an NFS round trip does; data reads are not delayed. Each
+#              timed command gets a fresh mount, so none inherits another's kernel caches.
+#              Before the runs, the effective added latency is measured: a cold `lstat`
+#              through a 0 µs mount and through the delayed one, the difference printed.
+#   fuse:N     the same with N µs (`fuse:0`: FUSE's own cost, the baseline to compare the
+#              delayed numbers with rather than the bare disk)
 #
-# IMPORTANT: this measures the local disk (or tmpfs), where metadata costs nothing and
-# parallelism barely helps (see shared/NOTES.md: tmpfs initial copy 2.68 s single, 4.11 s
-# `ls|parallel`, 2.64 s sharded). It says little about NFS, where every stat is a round trip
-# and the concurrent walks are what makes the final pass short. A FUSE passthrough that adds
-# 300 us per metadata operation (NOTES, "Emulating NFS latency") is the next step for this
-# benchmark; it is not written yet.
+# Prints, per setup and tree, the median seconds over BENCH_RUNS runs (the tool order
+# rotates between runs), then the ratios the issue's targets use, from the same run:
+#   - skewed tree, initial copy: sync / parallel <= 0.7
+#   - behind latency, final and nothing-changed passes: sync / rsync <= 0.3 and
+#     sync / rclone <= 1.0
+# and, after the first run's final pass, what each destination still gets wrong: files
+# whose contents differ from the source (`rsync -nc`: the size-and-mtime-kept changes
+# that a quick check misses) and all itemized differences (`rsync -ni`: times, modes).
+#
+# `plan-memory` generates a tree of BENCH_PLAN_FILES (1,000,000) files and measures the
+# peak RSS (`/usr/bin/time -v`) of `runbook plan` of a sync step from it into an empty
+# destination (every file is planned), against the 200 MB target (200 * 10^6 bytes).
 #
 # Knobs (environment):
-#   RUNBOOK_BIN        binary to measure (default: build, then target/release/runbook)
-#   BENCH_FILES        files per tree (default 20000)
+#   RUNBOOK_BIN        binary to measure (default: `cargo build --release`, then use it)
+#   BENCH_FILES        files per tree (default 20000; the issue says about 200k)
 #   BENCH_BYTES_MB     total size of a tree in MiB (default 400)
-#   BENCH_CHANGE_PCT   percentage of files changed before the final pass (default 2)
-#   BENCH_JOBS         workers for `sync` and `parallel` (default 4)
-#   BENCH_TREES        trees to run (default "skewed uniform")
+#   BENCH_CHANGE_PCT   percentage of files changed before the final pass (default 0.5)
+#   BENCH_JOBS         workers for sync, parallel, fpsync and rclone (default 4)
+#   BENCH_RUNS         runs per setup and tree; medians are printed (default 3)
+#   BENCH_TREES        trees (default "skewed uniform")
+#   BENCH_SETUPS       setups (default "local fuse"; e.g. "local fuse:0 fuse")
+#   BENCH_TOOLS        tools (default "rsync parallel fpsync rclone sync")
+#   BENCH_DELAY_US     latency per metadata operation behind FUSE (default 300)
+#   BENCH_FUSE_ARGS    more latencyfs flags, e.g. "--readdirplus" or "--file-ttl 1"
+#   BENCH_INSTALL      1 (default): apt-get install missing packages; 0: skip the tool
+#   BENCH_TSV          also append every timing to this file (setup tree pass tool run s)
+#   BENCH_PLAN_FILES   files in the plan-memory tree (default 1000000)
+#   BENCH_PLAN_TREE    plan-memory: use this existing tree instead of generating one
 #
-# Exit status: 0 done, 2 the benchmark itself failed. Everything goes in a temp dir under
-# $TMPDIR that is removed at the end.
+# Exit status: 0 done (targets missed are reported, not failed), 2 the benchmark itself
+# failed. Everything goes in a temp dir under $TMPDIR, removed at the end; the FUSE mount
+# is unmounted on exit, on failure and on Ctrl-C.
 
 set -euo pipefail
 
-here="$(cd "$(dirname "$0")/.." && pwd)"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+mode="${1:-copy}"
+if [[ "$mode" == -h || "$mode" == --help ]]; then
+    sed -n '2,/^$/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    exit 0
+fi
+[[ "$mode" == copy || "$mode" == plan-memory ]] \
+    || { echo "usage: bench/sync.sh [copy|plan-memory|--help]" >&2; exit 2; }
+
 files="${BENCH_FILES:-20000}"
 total_mb="${BENCH_BYTES_MB:-400}"
-change_pct="${BENCH_CHANGE_PCT:-2}"
+change_pct="${BENCH_CHANGE_PCT:-0.5}"
 jobs="${BENCH_JOBS:-4}"
+runs="${BENCH_RUNS:-3}"
 trees="${BENCH_TREES:-skewed uniform}"
+setups="${BENCH_SETUPS:-local fuse}"
+tools="${BENCH_TOOLS:-rsync parallel fpsync rclone sync}"
+delay_us="${BENCH_DELAY_US:-300}"
+fuse_args="${BENCH_FUSE_ARGS:-}"
+install="${BENCH_INSTALL:-1}"
+plan_files="${BENCH_PLAN_FILES:-1000000}"
 
 die() { echo "bench/sync.sh: $*" >&2; exit 2; }
-command -v rsync >/dev/null || die "rsync is not installed (apt-get install rsync)"
-command -v python3 >/dev/null || die "python3 is needed to generate the trees"
-if command -v parallel >/dev/null && parallel --version 2>/dev/null | grep -q GNU; then
-    par_kind="parallel"
-else
-    par_kind="xargs -P$jobs"
-fi
+note() { echo "note: $*"; }
+
+# ensure COMMAND PACKAGE: true if COMMAND is there, installing PACKAGE with apt-get first
+# when it is not (as root, unless BENCH_INSTALL=0).
+apt_updated=
+ensure() {
+    command -v "$1" >/dev/null && return 0
+    if [[ "$install" != 1 || $EUID -ne 0 ]] || ! command -v apt-get >/dev/null; then
+        return 1
+    fi
+    echo "installing the Debian package $2 (for $1) with apt-get ..."
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null 2>&1; then
+        if [[ -z "$apt_updated" ]]; then
+            apt_updated=1
+            apt-get update -q >/dev/null 2>&1 || true
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null 2>&1 || true
+        fi
+    fi
+    command -v "$1" >/dev/null
+}
+
+ensure python3 python3 || die "python3 is needed to generate the trees"
+ensure rsync rsync || die "rsync is not installed and could not be (apt-get install rsync)"
 
 if [[ -n "${RUNBOOK_BIN:-}" ]]; then
     RUNBOOK_BIN="$(cd "$(dirname "$RUNBOOK_BIN")" && pwd)/$(basename "$RUNBOOK_BIN")"
@@ -66,12 +130,48 @@ fi
 [[ -x "$RUNBOOK_BIN" ]] || die "no runbook binary at $RUNBOOK_BIN"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/bench-sync.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+# A copy: a build in the same tree during the run would replace the binary under us.
+cp "$RUNBOOK_BIN" "$work/runbook"
+RUNBOOK_BIN="$work/runbook"
+mnt="$work/mnt"
+mkdir "$mnt"
+fuse_pid=
+unmount() {
+    [[ -n "$fuse_pid" ]] || return 0
+    if mountpoint -q "$mnt"; then
+        umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || kill -TERM "$fuse_pid" 2>/dev/null || true
+    fi
+    wait "$fuse_pid" 2>/dev/null || true
+    fuse_pid=
+}
+cleanup() {
+    unmount
+    if mountpoint -q "$mnt" 2>/dev/null; then
+        echo "bench/sync.sh: $mnt is still mounted; left $work in place" >&2
+    else
+        rm -rf --one-file-system "$work"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-# generate TREE KIND: 200 homes of small files; `skewed` adds one home with half the bytes
-# (a few big files and many medium ones), `uniform` spreads the bytes evenly.
+now() { date +%s.%N; }
+# Each timing starts with no dirty pages and ends when its writes are on disk, so that one
+# tool does not pay for the writeback of the one before it.
+flush() { command sync; }
+elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+# median_of KEY: the median of the times recorded under KEY.
+median_of() { local -a values; read -ra values <<< "${times[$1]}"; median "${values[@]}"; }
+median() { python3 -c 'import statistics, sys; print(f"{statistics.median(map(float, sys.argv[1:])):.2f}")' "$@"; }
+ratio() { python3 -c "print(f'{$1 / max($2, 0.001):.2f}')"; }
+
+# ---------------------------------------------------------------------------------------
+# The trees.
+
+# generate ROOT KIND FILES: 200 homes of small files (and a dotfile each); `skewed` puts
+# half the bytes in one more directory (four big files and many medium ones).
 generate() {
-    python3 - "$1" "$2" "$files" "$total_mb" <<'PY'
+    python3 - "$1" "$2" "$3" "$total_mb" <<'PY'
 import os, sys, random
 root, kind, files, total_mb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 random.seed(42)
@@ -103,79 +203,390 @@ if kind == "skewed":
 PY
 }
 
-# change ROOT PCT: append to PCT % of the files.
+# change ROOT PCT SEED KEPT: changes PCT % of the files: 40% appended to, 40% rewritten
+# with size and mtime kept (listed in the file KEPT), 10% deleted, as many created.
 change() {
-    python3 - "$1" "$2" <<'PY'
+    python3 - "$@" <<'PY'
 import os, sys, random
-root, pct = sys.argv[1], float(sys.argv[2])
-random.seed(7)
-paths = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
-for p in random.sample(paths, max(1, int(len(paths) * pct / 100))):
+root, pct, seed, kept_list = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+rng = random.Random(seed)
+paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+chosen = rng.sample(paths, max(10, round(len(paths) * pct / 100)))
+n = len(chosen)
+appended, kept, deleted = chosen[: n * 4 // 10], chosen[n * 4 // 10 : n * 8 // 10], chosen[n * 8 // 10 :]
+for p in appended:
     with open(p, "ab") as f:
         f.write(b"changed\n")
+for p in kept:
+    st = os.stat(p)
+    with open(p, "r+b") as f:
+        head = f.read(16)
+        f.seek(0)
+        f.write(bytes((b + 1) % 256 for b in head))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+for i, p in enumerate(deleted):
+    os.unlink(p)
+    with open(f"{p}.new{seed}", "wb") as f:
+        f.write(os.urandom(100))
+with open(kept_list, "w") as f:
+    f.write("".join(os.path.relpath(p, root) + "\n" for p in kept))
+print(f"{len(appended)} appended, {len(kept)} rewritten with size and mtime kept, "
+      f"{len(deleted)} deleted, {len(deleted)} created")
 PY
 }
 
-now() { date +%s.%N; }
-# Each timing starts with no dirty pages and ends when its writes are on disk, so that one
-# tool does not pay for the writeback of the one before it.
-flush() { command sync; }
-seconds() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+# ---------------------------------------------------------------------------------------
+# plan-memory
 
-time_rsync() { flush; local t0; t0=$(now); rsync -a --delete "$1/" "$2/"; flush; seconds "$t0" "$(now)"; }
-time_parallel() {
-    flush
-    local t0; t0=$(now)
-    mkdir -p "$2"
-    if [[ "$par_kind" == parallel ]]; then
-        (cd "$1" && ls | parallel -j"$jobs" rsync -a --delete "$1/{}" "$2/")
+if [[ "$mode" == plan-memory ]]; then
+    [[ -x /usr/bin/time ]] || ensure /usr/bin/time time || die "GNU time (package time) is needed"
+    if [[ -n "${BENCH_PLAN_TREE:-}" ]]; then
+        tree="$(cd "$BENCH_PLAN_TREE" && pwd)"
+        count=$(find "$tree" -type f | wc -l)
+        echo "planning an existing tree: $tree ($count files)"
     else
-        (cd "$1" && ls | xargs -P"$jobs" -I{} rsync -a --delete "$1/{}" "$2/")
+        tree="$work/tree"
+        echo "generating $plan_files files (200 homes and one big directory) under $work ..."
+        t0=$(now)
+        python3 - "$tree" "$plan_files" <<'PY'
+import os, sys
+root, files = sys.argv[1], int(sys.argv[2])
+made = set()
+for i in range(files):
+    # 90% in 200 homes (20 directories each), 10% in one directory of 100 subdirectories.
+    d = (f"{root}/home{i % 200:03d}/work/d{(i // 200) % 20:02d}" if i % 10
+         else f"{root}/hog/cache/c{(i // 10) % 100:02d}")
+    if d not in made:
+        os.makedirs(d, exist_ok=True); made.add(d)
+    with open(f"{d}/f{i}.dat", "wb") as f:
+        f.write(b"x" * (i % 97))
+PY
+        count="$plan_files"
+        echo "generated in $(elapsed "$t0" "$(now)") s"
     fi
-    flush
-    seconds "$t0" "$(now)"
-}
-time_sync() {
-    local dir="$1" t0; shift
+    mkdir -p "$work/plan"
+    cat > "$work/plan/playbook.yaml" <<EOF
+runbook: 1
+name: bench-plan
+steps:
+  - id: copy
+    sync: {from: "$tree", to: "$work/plan/dst", jobs: $jobs, delete: true}
+EOF
     flush
     t0=$(now)
-    (cd "$dir" && "$RUNBOOK_BIN" --quiet run playbook.yaml "$@" >/dev/null 2>"$dir/last.log") \
-        || { cat "$dir/last.log" >&2; die "runbook failed"; }
-    flush
-    seconds "$t0" "$(now)"
-}
-ratio() { python3 -c "print(f'{$1 / max($2, 0.001):.2f}x')"; }
+    (cd "$work/plan" && /usr/bin/time -v "$RUNBOOK_BIN" plan playbook.yaml \
+        >"$work/plan/out.log" 2>"$work/plan/time.log") \
+        || { cat "$work/plan/out.log" "$work/plan/time.log" >&2; die "runbook plan failed"; }
+    took=$(elapsed "$t0" "$(now)")
+    kib=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/plan/time.log")
+    grep -m1 -o 'copy [0-9]* entries[^;]*' "$work/plan/out.log" || true
+    python3 - "$count" "$kib" "$took" <<'PY'
+import sys
+count, kib, took = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+peak = kib * 1024
+verdict = "met" if peak < 200e6 else "MISSED"
+print(f"planning {count:,} files: peak RSS {peak / 1e6:.0f} MB ({kib / 1024:.0f} MiB), "
+      f"{peak / count:.0f} bytes per file, {took:.1f} s; target < 200 MB: {verdict}")
+PY
+    exit 0
+fi
 
-printf '%s\n' "sync benchmark: $files files, $total_mb MiB per tree, $jobs workers, $par_kind, $(nproc) cores, under ${TMPDIR:-/tmp} (local disk: see the header)"
-printf '%-8s %-22s %9s %9s %9s %14s %14s\n' tree pass rsync parallel sync sync/rsync sync/parallel
+# ---------------------------------------------------------------------------------------
+# copy: which tools and setups can run here.
+
+selected=()
+par_kind="parallel -j$jobs"
+for tool in $tools; do
+    case "$tool" in
+        rsync|sync) selected+=("$tool") ;;
+        parallel)
+            if ensure parallel parallel && parallel --version 2>/dev/null | grep -q GNU; then
+                par_kind="parallel -j$jobs"
+            else
+                par_kind="xargs -P$jobs"
+                note "GNU parallel is missing: the parallel column runs ls | xargs -P$jobs rsync"
+            fi
+            selected+=(parallel) ;;
+        fpsync)
+            if ensure fpsync fpart; then selected+=(fpsync)
+            else note "fpsync (package fpart) is not installed and could not be: skipped"; fi ;;
+        rclone)
+            if ensure rclone rclone; then selected+=(rclone)
+            else note "rclone is not installed and could not be: skipped"; fi ;;
+        *) die "unknown tool $tool (BENCH_TOOLS: rsync parallel fpsync rclone sync)" ;;
+    esac
+done
+[[ ${#selected[@]} -gt 0 ]] || die "no tool to measure"
+
+setup_list=()
+for setup in $setups; do
+    case "$setup" in
+        local) setup_list+=(local) ;;
+        fuse|fuse:[0-9]*)
+            if [[ $EUID -ne 0 || ! -c /dev/fuse ]]; then
+                note "the $setup setup needs root and /dev/fuse: skipped"
+                continue
+            fi
+            ensure mountpoint util-linux || die "mountpoint (util-linux) is needed"
+            latencyfs="$here/bench/latencyfs/target/release/latencyfs"
+            (cd "$here/bench/latencyfs" && cargo build --release --locked --quiet) \
+                || die "cannot build bench/latencyfs (cargo build --release in bench/latencyfs)"
+            [[ "$setup" == fuse ]] && setup="fuse:$delay_us"
+            setup_list+=("$setup") ;;
+        *) die "unknown setup $setup (BENCH_SETUPS: local, fuse, fuse:MICROSECONDS)" ;;
+    esac
+done
+
+# mount_source BACKING LOG DELAY: serves BACKING at $mnt through latencyfs, DELAY µs per
+# metadata operation.
+mount_source() {
+    local log="$2"
+    # shellcheck disable=SC2086 # BENCH_FUSE_ARGS holds several flags
+    "$latencyfs" "$1" "$mnt" --delay-us "$3" $fuse_args >"$log" 2>&1 &
+    fuse_pid=$!
+    for _ in $(seq 200); do
+        mountpoint -q "$mnt" && return 0
+        kill -0 "$fuse_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    cat "$log" >&2
+    die "latencyfs did not mount $1 on $mnt"
+}
+
+# Delayed requests the last mount served, from its log ("served lookup 20412, ...").
+served() {
+    sed -n 's/.*served //p' "$1" | tr ',' '\n' \
+        | awk '$1 != "read" { n += $2 } END { printf "%d", n }'
+}
+
+# calibrate DELAY: a cold lstat of 4000 names through a 0 µs mount and a DELAY µs one.
+calibrate() {
+    local delay="$1" dir="$work/calibration" per0 perd
+    python3 -c "
+import os; os.makedirs('$dir/names', exist_ok=True)
+for i in range(4000): open(f'$dir/names/n{i}', 'w').close()"
+    local stat_loop="
+import os, time
+names = sorted(os.listdir('$mnt/names'))
+t = time.perf_counter()
+for n in names: os.lstat('$mnt/names/' + n)
+print(f'{(time.perf_counter() - t) / len(names) * 1e6:.0f}')"
+    mount_source "$dir" "$work/calibration.log" 0
+    per0=$(python3 -c "$stat_loop")
+    unmount
+    mount_source "$dir" "$work/calibration.log" "$delay"
+    perd=$(python3 -c "$stat_loop")
+    head -1 "$work/calibration.log"
+    unmount
+    echo "calibration: a cold lstat takes $per0 µs through a 0 µs mount and $perd µs through the" \
+        "$delay µs one: $((perd - per0)) µs added per lookup"
+}
+
+# ---------------------------------------------------------------------------------------
+# Running one tool.
+
+# run_tool TOOL PASS SRC DST DIR: one pass of TOOL from SRC into DST (DIR: its scratch).
+run_tool() {
+    local tool="$1" pass="$2" src="$3" dst="$4" dir="$5"
+    case "$tool" in
+        rsync) rsync -a --delete "$src/" "$dst/" ;;
+        parallel)
+            mkdir -p "$dst"
+            # shellcheck disable=SC2011,SC2012 # `ls`, as the runbooks people use do
+            if [[ "$par_kind" == parallel* ]]; then
+                (cd "$src" && ls | parallel -j"$jobs" rsync -a --delete "$src/{}" "$dst/")
+            else
+                (cd "$src" && ls | xargs -P"$jobs" -I{} rsync -a --delete "$src/{}" "$dst/")
+            fi ;;
+        fpsync)
+            mkdir -p "$dst"
+            local mode_flag=()
+            [[ "$pass" == initial ]] || mode_flag=(-E)
+            fpsync -n "$jobs" "${mode_flag[@]}" -t "$dir/fpsync" "$src/" "$dst/" ;;
+        rclone)
+            rclone sync --config /dev/null -q --transfers "$jobs" --checkers 32 "$src" "$dst" ;;
+        sync)
+            local again=()
+            [[ "$pass" == initial ]] || again=(--from copy)
+            (cd "$dir" && "$RUNBOOK_BIN" --quiet run playbook.yaml "${again[@]}") ;;
+    esac
+}
+
+# time_tool SETUP TOOL PASS BACKING DST DIR: sets `took` (seconds) and `requests`.
+time_tool() {
+    local setup="$1" tool="$2" pass="$3" backing="$4" dst="$5" dir="$6" src t0 status=0
+    local log="$dir/$pass.log"
+    src="$backing"
+    if [[ "$setup" == fuse:* ]]; then
+        mount_source "$backing" "$dir/$pass.fuse.log" "${setup#fuse:}"
+        src="$mnt"
+    fi
+    flush
+    t0=$(now)
+    run_tool "$tool" "$pass" "$src" "$dst" "$dir" >"$log" 2>&1 || status=$?
+    flush
+    took=$(elapsed "$t0" "$(now)")
+    requests=
+    if [[ "$setup" == fuse:* ]]; then
+        unmount
+        requests=$(served "$dir/$pass.fuse.log")
+    fi
+    if [[ $status -ne 0 ]]; then
+        tail -20 "$log" >&2
+        die "$tool failed (exit $status) in the $pass pass ($setup, ${dst%/dst})"
+    fi
+}
+
+# differences SRC DST: "C/M": files whose contents differ or are missing or extra (C), all
+# itemized differences (M).
+differences() {
+    local contents meta
+    contents=$(rsync -rnc --delete --out-format='%i %n' "$1/" "$2/" | awk '
+        $1 == "*deleting" { if ($2 !~ /\/$/) n++; next }
+        substr($1, 2, 1) != "d" { n++ }
+        END { print n + 0 }')
+    meta=$(rsync -anic --delete "$1/" "$2/" | wc -l)
+    echo "$contents/$meta"
+}
+
+# ---------------------------------------------------------------------------------------
+# The runs.
+
+declare -A times requests_of stale
+[[ -n "${BENCH_TSV:-}" ]] && : >> "$BENCH_TSV"
+passes=(initial unchanged final)
+echo "sync benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)," \
+    "trees under ${TMPDIR:-/tmp}: $files files and $total_mb MiB per tree, $change_pct% changed" \
+    "before the final pass, $jobs workers, $runs run(s), $(rsync --version | head -1 | awk '{print "rsync", $3}')"
+for setup in "${setup_list[@]}"; do
+    if [[ "$setup" == fuse:* && "${setup#fuse:}" != 0 ]]; then calibrate "${setup#fuse:}"; fi
+done
+
 for kind in $trees; do
     src="$work/$kind/src"
-    generate "$src" "$kind"
-    # Change times older than the first pass's start (the final pass's ctime rule).
+    echo "generating the $kind tree ..."
+    generate "$src" "$kind" "$files"
+    # Change times well before the first pass's start (the final pass's ctime rule).
     sleep 2
-    for tool in rsync parallel sync; do mkdir -p "$work/$kind/$tool"; done
-    cat > "$work/$kind/sync/playbook.yaml" <<EOF
+    for setup in "${setup_list[@]}"; do
+        seen_from="$src"
+        [[ "$setup" == fuse:* ]] && seen_from="$mnt"
+        for run in $(seq "$runs"); do
+            # Rotate the order, so that no tool is always the one that warms the caches.
+            order=("${selected[@]:$(( (run - 1) % ${#selected[@]} ))}" \
+                "${selected[@]:0:$(( (run - 1) % ${#selected[@]} ))}")
+            for tool in "${selected[@]}"; do
+                rm -rf "${work:?}/$kind/$tool"
+                mkdir -p "$work/$kind/$tool"
+            done
+            cat > "$work/$kind/sync/playbook.yaml" <<EOF
 runbook: 1
 name: bench
 steps:
   - id: copy
-    sync: {from: "$src", to: "$work/$kind/sync/dst", jobs: $jobs, delete: true}
+    sync: {from: "$seen_from", to: "$work/$kind/sync/dst", jobs: $jobs, delete: true}
 EOF
-    for pass in initial unchanged "changed-$change_pct%"; do
-        if [[ "$pass" == changed-* ]]; then change "$src" "$change_pct"; fi
-        a=$(time_rsync "$src" "$work/$kind/rsync/dst")
-        b=$(time_parallel "$src" "$work/$kind/parallel/dst")
-        if [[ "$pass" == initial ]]; then
-            c=$(time_sync "$work/$kind/sync")
+            # Whatever an earlier run changed is older than this run's first pass by more
+            # than the change-time rule's allowance for clock skew (1 s).
+            sleep 1.2
+            for pass in "${passes[@]}"; do
+                if [[ "$pass" == final ]]; then
+                    echo "  $setup, $kind, run $run: $(change "$src" "$change_pct" "$run" "$work/$kind/kept.txt")"
+                fi
+                line="  $setup, $kind, run $run, $pass:"
+                for tool in "${order[@]}"; do
+                    time_tool "$setup" "$tool" "$pass" "$src" "$work/$kind/$tool/dst" "$work/$kind/$tool"
+                    times[$setup,$kind,$pass,$tool]+="$took "
+                    [[ $run -eq 1 ]] && requests_of[$setup,$kind,$pass,$tool]="$requests"
+                    [[ -n "${BENCH_TSV:-}" ]] && printf '%s\t%s\t%s\t%s\t%s\t%s\n' \
+                        "$setup" "$kind" "$pass" "$tool" "$run" "$took" >> "$BENCH_TSV"
+                    line+=" $tool ${took}s"
+                done
+                echo "$line"
+            done
+            if [[ $run -eq 1 ]]; then
+                for tool in "${selected[@]}"; do
+                    stale[$setup,$kind,$tool]=$(differences "$src" "$work/$kind/$tool/dst")
+                done
+                kept=$(wc -l < "$work/$kind/kept.txt")
+            fi
+        done
+
+        # The table of this setup and tree.
+        if [[ "$setup" == fuse:* ]]; then
+            where="source behind latencyfs, ${setup#fuse:} µs per metadata operation${fuse_args:+ ($fuse_args)}"
         else
-            c=$(time_sync "$work/$kind/sync" --from copy)
+            where="source on the local disk"
         fi
-        printf '%-8s %-22s %9s %9s %9s %14s %14s\n' "$kind" "$pass" "$a" "$b" "$c" \
-            "$(ratio "$c" "$a")" "$(ratio "$c" "$b")"
+        echo
+        echo "== $kind tree, $where: median seconds of $runs run(s) =="
+        header=$(printf '%-10s' pass)
+        for tool in "${selected[@]}"; do header+=$(printf ' %9s' "$tool"); done
+        for tool in "${selected[@]}"; do
+            [[ "$tool" == sync ]] || header+=$(printf ' %14s' "sync/$tool")
+        done
+        echo "$header"
+        for pass in "${passes[@]}"; do
+            row=$(printf '%-10s' "$pass")
+            declare -A med=()
+            for tool in "${selected[@]}"; do
+                # shellcheck disable=SC2086
+                med[$tool]=$(median_of "$setup,$kind,$pass,$tool")
+                row+=$(printf ' %9s' "${med[$tool]}")
+            done
+            if [[ -n "${med[sync]:-}" ]]; then
+                for tool in "${selected[@]}"; do
+                    [[ "$tool" == sync ]] || row+=$(printf ' %14s' "$(ratio "${med[sync]}" "${med[$tool]}")x")
+                done
+            fi
+            echo "$row"
+            unset med
+        done
+        if [[ "$setup" == fuse:* ]]; then
+            row="metadata requests latencyfs served in run 1 (initial/unchanged/final):"
+            for tool in "${selected[@]}"; do
+                row+=" $tool ${requests_of[$setup,$kind,initial,$tool]}/${requests_of[$setup,$kind,unchanged,$tool]}/${requests_of[$setup,$kind,final,$tool]}"
+            done
+            echo "$row"
+        fi
+        row="after run 1's final pass ($kept files rewritten with size and mtime kept), files that differ from the source / itemized differences:"
+        for tool in "${selected[@]}"; do row+=" $tool ${stale[$setup,$kind,$tool]}"; done
+        echo "$row"
+        echo
     done
-    # Every tool made the same tree.
-    if ! out=$(rsync -anic --delete "$src/" "$work/$kind/sync/dst/") || [[ -n "$out" ]]; then
-        die "the sync destination differs from the source: $out"
-    fi
-    rm -rf "$work/$kind"
+    rm -rf "${work:?}/$kind"
 done
+
+# ---------------------------------------------------------------------------------------
+# The issue's targets, as ratios of medians from this run.
+
+verdict() { python3 -c "print('met' if $1 <= $2 else 'MISSED')"; }
+has() { [[ " ${selected[*]} " == *" $1 "* ]]; }
+echo "targets (ratios of medians from this run):"
+if has sync; then
+    for setup in "${setup_list[@]}"; do
+        for kind in $trees; do
+            s=$(median_of "$setup,$kind,initial,sync")
+            if [[ "$kind" == skewed ]] && has parallel; then
+                r=$(ratio "$s" "$(median_of "$setup,$kind,initial,parallel")")
+                echo "  $setup, $kind, initial copy: sync/parallel ${r}x (target <= 0.7x): $(verdict "$r" 0.7)"
+            fi
+            # The final-pass targets are about latency: any delayed mount.
+            [[ "$setup" == fuse:* && "${setup#fuse:}" != 0 ]] || continue
+            for pass in final unchanged; do
+                s=$(median_of "$setup,$kind,$pass,sync")
+                text="  $setup, $kind, $pass pass:"
+                if has rsync; then
+                    r=$(ratio "$s" "$(median_of "$setup,$kind,$pass,rsync")")
+                    text+=" sync/rsync ${r}x (<= 0.3x): $(verdict "$r" 0.3);"
+                fi
+                if has rclone; then
+                    r=$(ratio "$s" "$(median_of "$setup,$kind,$pass,rclone")")
+                    text+=" sync/rclone ${r}x (<= 1.0x): $(verdict "$r" 1.0)"
+                fi
+                echo "$text"
+            done
+        done
+    done
+fi
+has rclone && note "rclone keeps no directory times, permissions or owners: its itemized differences count them"
