@@ -4,9 +4,10 @@
 #
 # Run on demand, as root (it is not part of the test suite):
 #
-#     bench/sync.sh                          # the comparison (builds both binaries first)
+#     bench/sync.sh                          # the comparison (builds both binaries first;
+#                                            # about an hour on a busy 2-core machine)
 #     bench/sync.sh plan-memory              # peak memory of planning a 1M-file tree
-#     BENCH_FILES=200000 BENCH_RUNS=1 bench/sync.sh      # the issue's size (hours here)
+#     BENCH_FILES=200000 BENCH_RUNS=1 bench/sync.sh      # the issue's size (~35 min a tree)
 #     BENCH_SETUPS=local BENCH_TREES=skewed bench/sync.sh
 #     RUNBOOK_BIN=target/release/runbook bench/sync.sh   # this binary, no build
 #
@@ -49,7 +50,8 @@
 #
 # `plan-memory` generates a tree of BENCH_PLAN_FILES (1,000,000) files and measures the
 # peak RSS (`/usr/bin/time -v`) of `runbook plan` of a sync step from it into an empty
-# destination (every file is planned), against the 200 MB target (200 * 10^6 bytes).
+# destination (every file is planned), against the 200 MB target (200 * 10^6 bytes), and
+# with BENCH_PLAN_FINAL=1 that of a final pass against a full copy (both trees walked).
 #
 # Knobs (environment):
 #   RUNBOOK_BIN        binary to measure (default: `cargo build --release`, then use it)
@@ -67,6 +69,10 @@
 #   BENCH_TSV          also append every timing to this file (setup tree pass tool run s)
 #   BENCH_PLAN_FILES   files in the plan-memory tree (default 1000000)
 #   BENCH_PLAN_TREE    plan-memory: use this existing tree instead of generating one
+#                      (BENCH_PLAN_FINAL=1 changes files in it)
+#   BENCH_PLAN_FINAL   plan-memory: 1 also copies the tree with `runbook run` (its peak
+#                      RSS printed too), changes BENCH_CHANGE_PCT % of it and measures the
+#                      final pass's plan (default 0)
 #
 # Exit status: 0 done (targets missed are reported, not failed), 2 the benchmark itself
 # failed. Everything goes in a temp dir under $TMPDIR, removed at the end; the FUSE mount
@@ -153,7 +159,10 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# A signal ends the script through `exit`, so the EXIT trap unmounts (a closed output pipe
+# too: `bench/sync.sh | head` would otherwise leave the temp dir behind).
+trap 'exit 130' INT TERM HUP
+trap 'exit 141' PIPE
 
 now() { date +%s.%N; }
 # Each timing starts with no dirty pages and ends when its writes are on disk, so that one
@@ -272,22 +281,46 @@ steps:
   - id: copy
     sync: {from: "$tree", to: "$work/plan/dst", jobs: $jobs, delete: true}
 EOF
-    flush
-    t0=$(now)
-    (cd "$work/plan" && /usr/bin/time -v "$RUNBOOK_BIN" plan playbook.yaml \
-        >"$work/plan/out.log" 2>"$work/plan/time.log") \
-        || { cat "$work/plan/out.log" "$work/plan/time.log" >&2; die "runbook plan failed"; }
-    took=$(elapsed "$t0" "$(now)")
-    kib=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/plan/time.log")
-    grep -m1 -o 'copy [0-9]* entries[^;]*' "$work/plan/out.log" || true
-    python3 - "$count" "$kib" "$took" <<'PY'
+    # measure_plan WHAT: peak RSS and time of `runbook plan` of the step, against the target.
+    measure_plan() {
+        flush
+        t0=$(now)
+        (cd "$work/plan" && /usr/bin/time -v "$RUNBOOK_BIN" plan playbook.yaml \
+            >"$work/plan/out.log" 2>"$work/plan/time.log") \
+            || { cat "$work/plan/out.log" "$work/plan/time.log" >&2; die "runbook plan failed"; }
+        took=$(elapsed "$t0" "$(now)")
+        kib=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/plan/time.log")
+        grep -m1 -o -e 'copy [0-9]* entries[^;]*' -e 'nothing to copy' "$work/plan/out.log" || true
+        python3 - "$1" "$count" "$kib" "$took" <<'PY'
 import sys
-count, kib, took = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+what, count, kib, took = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 peak = kib * 1024
 verdict = "met" if peak < 200e6 else "MISSED"
-print(f"planning {count:,} files: peak RSS {peak / 1e6:.0f} MB ({kib / 1024:.0f} MiB), "
+print(f"planning {what} of {count:,} files: peak RSS {peak / 1e6:.0f} MB ({kib / 1024:.0f} MiB), "
       f"{peak / count:.0f} bytes per file, {took:.1f} s; target < 200 MB: {verdict}")
 PY
+    }
+    measure_plan "the initial copy (empty destination)"
+    if [[ "${BENCH_PLAN_FINAL:-0}" == 1 ]]; then
+        # The copy through `runbook run`, so that its journal holds the pass's start (the
+        # final pass's change-time rule) and its own peak is measured as well.
+        echo "copying the tree with runbook run (the initial copy) ..."
+        # Files changed within the clock allowance (1 s) of a pass's start count as changed.
+        sleep 2
+        t0=$(now)
+        (cd "$work/plan" && /usr/bin/time -v "$RUNBOOK_BIN" --quiet run playbook.yaml \
+            >"$work/plan/run.log" 2>&1) || { cat "$work/plan/run.log" >&2; die "runbook run failed"; }
+        kib=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/plan/run.log")
+        echo "the initial copy of $count files: peak RSS $((kib * 1024 / 1000000)) MB of runbook" \
+            "itself (rsync workers not counted), $(elapsed "$t0" "$(now)") s"
+        echo "changing $change_pct% of the files: $(change "$tree" "$change_pct" 1 "$work/plan/kept.txt")"
+        # The final copy as the migration playbook has it: a step that continues the first.
+        cat >> "$work/plan/playbook.yaml" <<EOF
+  - id: final
+    sync: {from: "$tree", to: "$work/plan/dst", jobs: $jobs, delete: true, after: copy}
+EOF
+        measure_plan "a final pass (both trees walked)"
+    fi
     exit 0
 fi
 
