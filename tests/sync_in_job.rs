@@ -8,92 +8,10 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::copies::{assert_same_tree, fake_rsync, make_homes, wait_until, write};
 use common::{Sandbox, Test};
-
-fn write(path: &Path, content: &[u8]) {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).expect("mkdir");
-    }
-    std::fs::write(path, content).expect("write");
-}
-
-/// Home directories (over a thousand entries, so that a plan has several shards), a bigger
-/// file, a symlink, an empty directory, and `slow/`, the shard a fake rsync can hold.
-fn make_tree(root: &Path) {
-    for home in 0..12 {
-        for file in 0..100 {
-            write(
-                &root.join(format!("home{home:02}/notebooks/n{file:03}.ipynb")),
-                format!("{{\"cell\": {file}, \"home\": {home}}}\n").as_bytes(),
-            );
-        }
-        write(
-            &root.join(format!("home{home:02}/.bashrc")),
-            b"export A=1\n",
-        );
-    }
-    let big: Vec<u8> = (0..1u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    write(&root.join("data-hog/big.bin"), &big);
-    std::os::unix::fs::symlink("notebooks/n000.ipynb", root.join("home00/link")).expect("symlink");
-    std::fs::create_dir_all(root.join("home01/empty")).expect("mkdir");
-    write(&root.join("slow/one-file"), b"copied last\n");
-}
-
-fn real_rsync() -> String {
-    let output = Command::new("sh")
-        .args(["-c", "command -v rsync"])
-        .output()
-        .expect("sh");
-    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    assert!(
-        !path.is_empty(),
-        "rsync is not installed (apt-get install rsync)"
-    );
-    path
-}
-
-/// A fake `rsync` in `dir/fake-bin`: a shard listing `slow` waits while `dir/block` exists;
-/// a shard listing `data-hog` fails (exit 23) once if `dir/fail-once` exists. Returns a PATH
-/// with it first.
-fn fake_rsync(dir: &Path) -> String {
-    let bin = dir.join("fake-bin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
-    let script = format!(
-        r#"#!/bin/sh
-REAL='{}'
-DIR='{}'
-case " $* " in
-  *" --files-from=- "*)
-    list="$(mktemp -p "$DIR")"; cat > "$list"
-    if [ -e "$DIR/block" ] && tr '\0' '\n' < "$list" | grep -q '^slow'; then
-      while [ -e "$DIR/block" ]; do sleep 0.1; done
-    fi
-    if [ -e "$DIR/fail-once" ] && tr '\0' '\n' < "$list" | grep -q '^data-hog'; then
-      rm -f "$DIR/fail-once" "$list"; echo "rsync: simulated failure" >&2; exit 23
-    fi
-    "$REAL" "$@" < "$list"; rc=$?; rm -f "$list"; exit $rc ;;
-esac
-exec "$REAL" "$@"
-"#,
-        real_rsync(),
-        dir.display()
-    );
-    let path = bin.join("rsync");
-    std::fs::write(&path, script).expect("write fake rsync");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
 
 /// A scratch directory with the source tree and a playbook whose step `copy` runs its
 /// shards as an Indexed Job of 3 pods.
@@ -133,7 +51,7 @@ steps:
         dst = test.path("dst").display(),
     );
     let test = test.playbook(&text);
-    make_tree(&test.path("src"));
+    make_homes(&test.path("src"), 1);
     test
 }
 
@@ -186,29 +104,6 @@ fn job_names(sandbox: &Sandbox) -> Vec<String> {
         .iter()
         .map(|job| job["metadata"]["name"].as_str().expect("name").to_string())
         .collect()
-}
-
-fn assert_same_tree(source: &Path, destination: &Path) {
-    let diff = Command::new("diff")
-        .arg("-r")
-        .arg("--no-dereference")
-        .arg(source)
-        .arg(destination)
-        .output()
-        .expect("diff -r");
-    assert!(
-        diff.status.success(),
-        "diff -r: {}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

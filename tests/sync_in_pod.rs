@@ -10,90 +10,11 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::copies::{assert_same_tree, fake_rsync, make_homes, wait_until, write};
 use common::{Sandbox, Test, is_alive};
-
-fn write(path: &Path, content: &[u8]) {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).expect("mkdir");
-    }
-    std::fs::write(path, content).expect("write");
-}
-
-/// Home directories: dotfiles, a symlink, an empty directory, a bigger file, and `slow/`,
-/// the shard the fake rsync can hold.
-fn make_tree(root: &Path) {
-    // Over a thousand entries, so that a plan has several shards.
-    for home in 0..12 {
-        for file in 0..100 {
-            write(
-                &root.join(format!("home{home:02}/notebooks/n{file:03}.ipynb")),
-                format!("{{\"cell\": {file}, \"home\": {home}}}\n").as_bytes(),
-            );
-        }
-        write(
-            &root.join(format!("home{home:02}/.bashrc")),
-            b"export A=1\n",
-        );
-    }
-    let big: Vec<u8> = (0..3u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    write(&root.join("data-hog/big.bin"), &big);
-    std::os::unix::fs::symlink("notebooks/n000.ipynb", root.join("home00/link")).expect("symlink");
-    std::fs::create_dir_all(root.join("home01/empty")).expect("mkdir");
-    write(&root.join("slow/one-file"), b"copied last\n");
-}
-
-/// The rsync in PATH.
-fn real_rsync() -> String {
-    let output = Command::new("sh")
-        .args(["-c", "command -v rsync"])
-        .output()
-        .expect("sh");
-    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    assert!(
-        !path.is_empty(),
-        "rsync is not installed (apt-get install rsync)"
-    );
-    path
-}
-
-/// A directory with a fake `rsync` that hangs on the shard listing `slow` while `block`
-/// exists in `dir`; returns a PATH with it first.
-fn blocking_rsync(dir: &Path) -> String {
-    let bin = dir.join("fake-bin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
-    let script = format!(
-        r#"#!/bin/sh
-REAL='{}'
-DIR='{}'
-case " $* " in
-  *" --files-from=- "*)
-    list="$(mktemp -p "$DIR")"; cat > "$list"
-    if [ -e "$DIR/block" ] && tr '\0' '\n' < "$list" | grep -q '^slow'; then
-      while [ -e "$DIR/block" ]; do sleep 0.1; done
-    fi
-    "$REAL" "$@" < "$list"; rc=$?; rm -f "$list"; exit $rc ;;
-esac
-exec "$REAL" "$@"
-"#,
-        real_rsync(),
-        dir.display()
-    );
-    let path = bin.join("rsync");
-    std::fs::write(&path, script).expect("write fake rsync");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
 
 /// A transfer pod whose volumes are the test's directories, with `path` as its PATH.
 fn transfer_pod(test: &Test, path: &str) -> String {
@@ -148,7 +69,7 @@ fn scene(extra: &str) -> Test {
         )
         .replace("to: dst", &format!("to: {}", test.path("dst").display()));
     let test = test.playbook(&text);
-    make_tree(&test.path("src"));
+    make_homes(&test.path("src"), 3);
     test
 }
 
@@ -199,46 +120,10 @@ fn agent_state(test: &Test) -> serde_json::Value {
     serde_json::from_str(&text).expect("state is JSON")
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The trees are the same: `rsync -ain --delete` lists nothing and `diff -r` finds nothing.
-fn assert_same_tree(source: &Path, destination: &Path) {
-    let itemized = Command::new("rsync")
-        .arg("-ain")
-        .arg("--delete")
-        .arg(format!("{}/", source.display()))
-        .arg(format!("{}/", destination.display()))
-        .output()
-        .expect("rsync -ain");
-    assert!(
-        itemized.stdout.is_empty(),
-        "rsync -ain --delete lists differences:\n{}",
-        String::from_utf8_lossy(&itemized.stdout)
-    );
-    let diff = Command::new("diff")
-        .arg("-r")
-        .arg("--no-dereference")
-        .arg(source)
-        .arg(destination)
-        .output()
-        .expect("diff -r");
-    assert!(
-        diff.status.success(),
-        "diff -r: {}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
-}
-
 #[test]
 fn a_killed_runbook_leaves_the_copy_running_and_run_again_re_attaches() {
     let test = scene("");
-    let sandbox = Sandbox::start(&transfer_pod(&test, &blocking_rsync(test.dir())));
+    let sandbox = Sandbox::start(&transfer_pod(&test, &fake_rsync(test.dir())));
     write(&test.path("block"), b"");
     // No RUNBOOK_AGENT_PATH: runbook ships itself into the pod.
     let test = against(test, &sandbox);
@@ -452,7 +337,7 @@ fn nfs_playbook_in_pod(_test: &Test) -> String {
 
 /// A fake rsync that holds every shard while `block` exists in `dir`.
 fn rsync_held_while_blocked(dir: &Path) -> String {
-    let path = blocking_rsync(dir);
+    let path = fake_rsync(dir);
     let script = dir.join("fake-bin/rsync");
     let text = std::fs::read_to_string(&script)
         .expect("fake rsync")

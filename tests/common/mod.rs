@@ -2,6 +2,8 @@
 //! `Test::new().playbook("...").args(["run", "playbook.yaml"]).run().status(0)`.
 #![allow(dead_code)]
 
+pub mod copies;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
