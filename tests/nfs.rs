@@ -339,7 +339,6 @@ fn the_whole_migration_in_the_sandbox() {
 }
 
 #[test]
-#[ignore = "flaky since the copies run detached on the transfer pod: after a kill -9 the next run can start a second agent and then fail with `another copy took over` (issue 7 note); run with --ignored"]
 fn a_kill_at_every_step_boundary_and_inside_both_copies_loses_nothing() {
     let migration = Migration::new();
     migration

@@ -206,6 +206,25 @@ pub struct AgentState {
     pub result: Option<AgentResult>,
 }
 
+impl AgentState {
+    /// The state of an agent that has not run yet (`pid` 0 until it does).
+    fn fresh(request: &AgentRequest) -> Self {
+        let now = jiff::Timestamp::now().to_string();
+        AgentState {
+            agent: request.agent.clone(),
+            step: request.step.clone(),
+            pid: 0,
+            started: now.clone(),
+            updated: now,
+            notes: Vec::new(),
+            said: Vec::new(),
+            progress: None,
+            board: Vec::new(),
+            result: None,
+        }
+    }
+}
+
 /// What `status` prints: whether an agent holds the lock, and its state (with the notes and
 /// lines before `notes_from` and `said_from` left out).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -344,6 +363,9 @@ fn start(dir: &Path) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::fs::write(dir.join(REQUEST_FILE), serde_json::to_vec(&request)?)?;
+    // The new agent's state replaces the one an earlier agent left, before the new agent
+    // runs: it must never read (and write back) the earlier one's.
+    write_state(dir, &AgentState::fresh(&request), true)?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -374,23 +396,6 @@ fn start(dir: &Path) -> anyhow::Result<()> {
         });
     }
     let child = command.spawn().context("cannot start the agent")?;
-    let now = jiff::Timestamp::now().to_string();
-    write_state(
-        dir,
-        &AgentState {
-            agent: request.agent.clone(),
-            step: request.step.clone(),
-            pid: child.id(),
-            started: now.clone(),
-            updated: now,
-            notes: Vec::new(),
-            said: Vec::new(),
-            progress: None,
-            board: Vec::new(),
-            result: None,
-        },
-        true,
-    )?;
     println!(
         "{}",
         serde_json::to_string(&StartReport {
@@ -457,6 +462,15 @@ impl PassReporter for StateReporter {
     }
 }
 
+/// The state `start` wrote for the agent of `request` (with its start time), or a fresh
+/// one: never the state another agent left in the directory, which the new agent would
+/// otherwise write back as its own.
+fn own_state(dir: &Path, request: &AgentRequest) -> anyhow::Result<AgentState> {
+    Ok(read_state(dir)?
+        .filter(|state| state.agent == request.agent)
+        .unwrap_or_else(|| AgentState::fresh(request)))
+}
+
 /// `run`: the copy, then its result in the state file.
 fn run(dir: &Path, lock_fd: RawFd) -> anyhow::Result<()> {
     // SAFETY: `start` handed this descriptor to us and nothing else in this process owns it;
@@ -465,18 +479,7 @@ fn run(dir: &Path, lock_fd: RawFd) -> anyhow::Result<()> {
     let request: AgentRequest = serde_json::from_slice(
         &std::fs::read(dir.join(REQUEST_FILE)).context("cannot read the request")?,
     )?;
-    let mut state = read_state(dir)?.unwrap_or_else(|| AgentState {
-        agent: request.agent.clone(),
-        step: request.step.clone(),
-        pid: 0,
-        started: jiff::Timestamp::now().to_string(),
-        updated: String::new(),
-        notes: Vec::new(),
-        said: Vec::new(),
-        progress: None,
-        board: Vec::new(),
-        result: None,
-    });
+    let mut state = own_state(dir, &request)?;
     state.pid = std::process::id();
     let reporter = StateReporter {
         dir: dir.to_path_buf(),
@@ -746,6 +749,45 @@ mod tests {
         assert_eq!(state.notes, vec![Note::PassDone { pass: 3 }]);
         assert_eq!(state.said, vec![Said::Warning("b".into())]);
         assert!(!report.alive);
+    }
+
+    #[test]
+    fn a_new_agent_never_takes_the_state_an_earlier_one_left() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut earlier = state("earlier");
+        earlier.result = Some(AgentResult::Done {
+            changed: true,
+            output: serde_json::Value::Null,
+        });
+        write_state(dir.path(), &earlier, false).expect("write");
+        let request = AgentRequest {
+            agent: "new".into(),
+            step: "copy".into(),
+            settings: Settings {
+                from: "/a".into(),
+                to: "/b".into(),
+                jobs: 4,
+                delete: false,
+                bwlimit: None,
+                exclude: Vec::new(),
+                rsync_args: Vec::new(),
+                hard_links: false,
+                verify: false,
+            },
+            notes: Vec::new(),
+            continued: None,
+        };
+        let own = own_state(dir.path(), &request).expect("state");
+        assert_eq!((own.agent.as_str(), own.notes.len()), ("new", 0));
+        assert_eq!(own.result, None);
+        // The state `start` wrote for it is kept (its start time).
+        let mut started = AgentState::fresh(&request);
+        started.started = "when start ran".into();
+        write_state(dir.path(), &started, false).expect("write");
+        assert_eq!(
+            own_state(dir.path(), &request).expect("state").started,
+            "when start ran"
+        );
     }
 
     #[test]

@@ -323,12 +323,19 @@ impl Transfer {
                     Ok(n) => n,
                 };
                 pending.extend_from_slice(&buffer[..n]);
-                while let Some(end) = pending.iter().position(|&b| b == b'\n' || b == b'\r') {
-                    let segment: Vec<u8> = pending.drain(..=end).collect();
-                    if let Some(parsed) = parse_output(&segment[..segment.len() - 1]) {
+                // Every complete line, then what is left moved to the front once: a read
+                // holds a thousand lines of a copy of small files.
+                let mut start = 0;
+                while let Some(length) = pending[start..]
+                    .iter()
+                    .position(|&b| b == b'\n' || b == b'\r')
+                {
+                    if let Some(parsed) = parse_output(&pending[start..start + length]) {
                         report(parsed);
                     }
+                    start += length + 1;
                 }
+                pending.drain(..start);
             }
             if let Some(parsed) = parse_output(&pending) {
                 report(parsed);
