@@ -629,6 +629,7 @@ async fn copy_shards(
             entries: shard.entries.clone(),
             recursive: true,
             ignore_times: shard.ignore_times,
+            fresh: shard.fresh,
             root: false,
             bytes: shard.bytes,
             files: shard.files,

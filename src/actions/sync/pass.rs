@@ -203,6 +203,9 @@ pub struct ShardRecord {
     /// Copied with `-I`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ignore_times: bool,
+    /// Absent at the destination when planned (written in place).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
 }
 
 /// A planned directory in the journal.
@@ -226,6 +229,7 @@ impl PassRecord {
                 bytes: shard.bytes,
                 files: shard.files,
                 ignore_times: shard.ignore_times,
+                fresh: shard.fresh,
             })
             .collect();
         ShardPlan {
@@ -253,6 +257,7 @@ impl PassRecord {
                 bytes: shard.bytes,
                 files: shard.files,
                 ignore_times: shard.ignore_times,
+                fresh: shard.fresh,
             })
             .collect();
         let dirs = plan
@@ -366,6 +371,7 @@ mod tests {
                 bytes: 3,
                 files: 2,
                 ignore_times: false,
+                fresh: true,
             }],
             dirs: vec![],
             deletions: vec![],

@@ -95,6 +95,8 @@ pub struct Shard {
     pub files: u64,
     /// Copy even what has the same size and time (rsync's `-I`).
     pub ignore_times: bool,
+    /// Everything in it is absent at the destination: rsync may write the files in place.
+    pub fresh: bool,
 }
 
 /// A directory that is not copied whole by any shard: it is created before the shards
@@ -134,6 +136,8 @@ struct Unit {
     bytes: u64,
     files: u64,
     forced: bool,
+    /// Absent at the destination.
+    fresh: bool,
 }
 
 /// Plans shards for the work found by a comparison. Directories may come in any order; a
@@ -240,6 +244,7 @@ pub fn plan(dirs: Vec<DirWork>, config: &PlannerConfig) -> ShardPlan {
                 bytes: node.bytes,
                 files: node.files,
                 forced: false,
+                fresh: true,
             });
             continue;
         }
@@ -255,6 +260,7 @@ pub fn plan(dirs: Vec<DirWork>, config: &PlannerConfig) -> ShardPlan {
                 bytes: item.bytes,
                 files: 1,
                 forced: item.forced,
+                fresh: node.work.whole,
             });
         }
         stack.extend(node.children.iter().rev());
@@ -263,22 +269,19 @@ pub fn plan(dirs: Vec<DirWork>, config: &PlannerConfig) -> ShardPlan {
     // Neighbouring units share a shard until it holds its share.
     let mut shards: Vec<Shard> = Vec::new();
     for forced in [false, true] {
-        let mut current = Shard {
+        let new_shard = || Shard {
             ignore_times: forced,
+            fresh: true,
             ..Shard::default()
         };
+        let mut current = new_shard();
         for unit in units.iter().filter(|unit| unit.forced == forced) {
             let full = cost(current.bytes + unit.bytes, current.files + unit.files) > share;
             if full && !current.entries.is_empty() {
-                shards.push(std::mem::replace(
-                    &mut current,
-                    Shard {
-                        ignore_times: forced,
-                        ..Shard::default()
-                    },
-                ));
+                shards.push(std::mem::replace(&mut current, new_shard()));
             }
             current.entries.push(unit.path.clone());
+            current.fresh &= unit.fresh;
             current.bytes += unit.bytes;
             current.files += unit.files;
         }
@@ -410,6 +413,8 @@ mod tests {
         assert!(listed.contains(&&b"big/top"[..]));
         // Every byte is in exactly one shard.
         assert_eq!(plan.shards.iter().map(|s| s.bytes).sum::<u64>(), total);
+        // An initial copy: nothing is at the destination, every shard is written in place.
+        assert!(plan.shards.iter().all(|s| s.fresh));
     }
 
     #[test]
@@ -488,6 +493,13 @@ mod tests {
             .flat_map(|s| &s.entries)
             .collect();
         assert_eq!(normal, vec![&b"a/b/changed".to_vec(), &b"a/new".to_vec()]);
+        // A file that is at the destination is not written in place, nor its shard.
+        assert!(plan.shards.iter().all(|s| !s.fresh));
+        let only_new = super::plan(
+            vec![whole("a/new", vec![file("x", 1)])],
+            &PlannerConfig::new(4),
+        );
+        assert!(only_new.shards.iter().all(|s| s.fresh));
         // The unchanged parents `a` and the root were not reported and need no pass.
         assert_eq!(
             plan.dirs,

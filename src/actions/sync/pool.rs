@@ -34,6 +34,8 @@ pub struct Task {
     pub recursive: bool,
     /// rsync's `-I`.
     pub ignore_times: bool,
+    /// Everything is new at the destination: written in place (see [`Listing::Paths`]).
+    pub fresh: bool,
     /// Only the root directory's attributes.
     pub root: bool,
     /// Bytes, for progress.
@@ -53,6 +55,7 @@ impl Task {
                 entries: &self.entries,
                 recursive: self.recursive,
                 ignore_times: self.ignore_times,
+                fresh: self.fresh,
             }
         }
     }

@@ -24,8 +24,6 @@ struct Worker {
     /// Done so far in its shard.
     bytes: u64,
     files: u64,
-    /// The last entry rsync named.
-    current: String,
 }
 
 #[derive(Debug)]
@@ -108,12 +106,9 @@ impl Board {
             let Some(slot) = state.workers.get_mut(worker) else {
                 return;
             };
-            match report {
-                super::rsync::Report::Bytes(bytes) => slot.bytes = (*bytes).min(slot.shard_bytes),
-                super::rsync::Report::Entry { name, .. } => {
-                    slot.files = (slot.files + 1).min(slot.shard_files);
-                    slot.current.clone_from(name);
-                }
+            slot.bytes = report.bytes.min(slot.shard_bytes);
+            if let Some(checked) = report.checked {
+                slot.files = checked.min(slot.shard_files);
             }
         });
     }
@@ -191,14 +186,13 @@ impl Board {
                         String::new()
                     };
                     lines.push(format!(
-                        "  worker {}: shard {} ({first}{others}) {} of {}, {} of {} files {}",
+                        "  worker {}: shard {} ({first}{others}) {} of {}, {} of {} files",
                         i + 1,
                         shard + 1,
                         bytes(worker.bytes),
                         bytes(worker.shard_bytes),
                         worker.files,
                         worker.shard_files,
-                        worker.current,
                     ));
                 }
             }
@@ -237,12 +231,11 @@ mod tests {
         let board = Board::new(1000, 10, 3, 2);
         board.already_done(100, 1);
         board.start(0, 1, ("a".into(), 0), 500, 5);
-        board.report(0, &Report::Bytes(200));
         board.report(
             0,
-            &Report::Entry {
-                len: 1,
-                name: "a/x".into(),
+            &Report {
+                bytes: 200,
+                checked: Some(1),
             },
         );
         assert_eq!(
