@@ -22,13 +22,16 @@
 #   sync       `runbook run` of a playbook with `sync: {jobs: 4, delete: true}`; the passes
 #              after the first run the step again (`run --from copy`), so its journal knows
 #              when the previous pass started (the change-time rule of the final pass)
-# on two trees (skewed: one directory with half the bytes and 200 small homes; uniform:
-# 200 equal homes) and three passes: the initial copy into an empty destination, a pass
+# on trees (skewed: one directory with half the bytes but a tenth of the files, and 200
+# small homes; hog: one directory with half the bytes and half the files, the home that
+# keeps one `ls | parallel` worker busy long after the others are done; uniform: 200 equal
+# homes) and three passes: the initial copy into an empty destination, a pass
 # with nothing changed, and a final pass after changing BENCH_CHANGE_PCT % of the files
 # (40% appended to, 40% rewritten with their size and mtime kept, as `cp -p` or `tar x`
 # leave them, 10% deleted, and as many new files as deleted ones).
 #
-# Setups (where the source is; the destinations are always on the local disk):
+# Setups (where the source is; the destinations are on the local disk, or a tmpfs with
+# BENCH_DST=tmpfs):
 #   local      the source on the disk under $TMPDIR, where metadata costs nothing
 #   fuse       the same source through bench/latencyfs, a FUSE passthrough that makes every
 #              metadata operation (lookup, getattr, open, readdir, ...) take BENCH_DELAY_US
@@ -41,7 +44,7 @@
 #
 # Prints, per setup and tree, the median seconds over BENCH_RUNS runs (the tool order
 # rotates between runs), then the ratios the issue's targets use, from the same run:
-#   - skewed tree, initial copy: sync / parallel <= 0.7
+#   - skewed and hog trees, initial copy: sync / parallel <= 0.7
 #   - behind latency, final and nothing-changed passes: sync / rsync <= 0.3 and
 #     sync / rclone <= 1.0
 # and, after the first run's final pass, what each destination still gets wrong: files
@@ -60,11 +63,16 @@
 #   BENCH_CHANGE_PCT   percentage of files changed before the final pass (default 0.5)
 #   BENCH_JOBS         workers for sync, parallel, fpsync and rclone (default 4)
 #   BENCH_RUNS         runs per setup and tree; medians are printed (default 3)
-#   BENCH_TREES        trees (default "skewed uniform")
+#   BENCH_TREES        trees (default "skewed uniform"; also "hog")
+#   BENCH_PASSES       passes (default "initial unchanged final"; e.g. "initial")
 #   BENCH_SETUPS       setups (default "local fuse"; e.g. "local fuse:0 fuse")
 #   BENCH_TOOLS        tools (default "rsync parallel fpsync rclone sync")
 #   BENCH_DELAY_US     latency per metadata operation behind FUSE (default 300)
 #   BENCH_FUSE_ARGS    more latencyfs flags, e.g. "--readdirplus" or "--file-ttl 1"
+#   BENCH_DST          where the destinations are: `disk` (default, under $TMPDIR) or
+#                      `tmpfs` (a tmpfs mounted for the run: on a VM whose disk is shared,
+#                      writing and deleting 200k files makes the disk's timings vary by 5x
+#                      from run to run; a tmpfs leaves what the tools themselves cost)
 #   BENCH_INSTALL      1 (default): apt-get install missing packages; 0: skip the tool
 #   BENCH_TSV          also append every timing to this file (setup tree pass tool run s)
 #   BENCH_PLAN_FILES   files in the plan-memory tree (default 1000000)
@@ -100,6 +108,7 @@ tools="${BENCH_TOOLS:-rsync parallel fpsync rclone sync}"
 delay_us="${BENCH_DELAY_US:-300}"
 fuse_args="${BENCH_FUSE_ARGS:-}"
 install="${BENCH_INSTALL:-1}"
+dst_kind="${BENCH_DST:-disk}"
 plan_files="${BENCH_PLAN_FILES:-1000000}"
 
 die() { echo "bench/sync.sh: $*" >&2; exit 2; }
@@ -141,6 +150,9 @@ cp "$RUNBOOK_BIN" "$work/runbook"
 RUNBOOK_BIN="$work/runbook"
 mnt="$work/mnt"
 mkdir "$mnt"
+# The destinations, on the disk or a tmpfs (BENCH_DST).
+dst_root="$work/dst"
+mkdir "$dst_root"
 fuse_pid=
 unmount() {
     [[ -n "$fuse_pid" ]] || return 0
@@ -152,6 +164,7 @@ unmount() {
 }
 cleanup() {
     unmount
+    if mountpoint -q "$dst_root" 2>/dev/null; then umount "$dst_root" || umount -l "$dst_root" || true; fi
     if mountpoint -q "$mnt" 2>/dev/null; then
         echo "bench/sync.sh: $mnt is still mounted; left $work in place" >&2
     else
@@ -163,6 +176,12 @@ trap cleanup EXIT
 # too: `bench/sync.sh | head` would otherwise leave the temp dir behind).
 trap 'exit 130' INT TERM HUP
 trap 'exit 141' PIPE
+case "$dst_kind" in
+    disk) ;;
+    tmpfs) mount -t tmpfs -o "size=$(( $(awk '/MemAvailable/ {print $2}' /proc/meminfo) * 3 / 4 ))k" \
+               bench-dst "$dst_root" || die "cannot mount a tmpfs on $dst_root (BENCH_DST=tmpfs needs root)" ;;
+    *) die "BENCH_DST is disk or tmpfs, not $dst_kind" ;;
+esac
 
 now() { date +%s.%N; }
 # Each timing starts with no dirty pages and ends when its writes are on disk, so that one
@@ -178,7 +197,8 @@ ratio() { python3 -c "print(f'{$1 / max($2, 0.001):.2f}')"; }
 # The trees.
 
 # generate ROOT KIND FILES: 200 homes of small files (and a dotfile each); `skewed` puts
-# half the bytes in one more directory (four big files and many medium ones).
+# half the bytes and a tenth of the files in one more directory (four big files and many
+# medium ones), `hog` half the bytes and half the files.
 generate() {
     python3 - "$1" "$2" "$3" "$total_mb" <<'PY'
 import os, sys, random
@@ -193,7 +213,7 @@ def write(path, size):
         while size > 0:
             n = min(size, len(chunk))
             f.write(chunk[:n]); size -= n
-small_files = files if kind == "uniform" else files * 9 // 10
+small_files = {"uniform": files, "skewed": files * 9 // 10, "hog": files // 2}[kind]
 small_bytes = total if kind == "uniform" else total // 2
 per_file = max(1, small_bytes // max(1, small_files))
 for i in range(small_files):
@@ -201,7 +221,7 @@ for i in range(small_files):
     write(f"{root}/home{home:03d}/work/d{(i // homes) % 20:02d}/f{i}.dat", per_file)
     if i < homes:
         write(f"{root}/home{home:03d}/.bashrc", 100)
-if kind == "skewed":
+if kind in ("skewed", "hog"):
     big = total // 2
     hog_files = files - small_files
     for j in range(4):
@@ -487,7 +507,7 @@ differences() {
 
 declare -A times requests_of stale
 [[ -n "${BENCH_TSV:-}" ]] && : >> "$BENCH_TSV"
-passes=(initial unchanged final)
+read -ra passes <<< "${BENCH_PASSES:-initial unchanged final}"
 echo "sync benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)," \
     "trees under ${TMPDIR:-/tmp}: $files files and $total_mb MiB per tree, $change_pct% changed" \
     "before the final pass, $jobs workers, $runs run(s), $(rsync --version | head -1 | awk '{print "rsync", $3}')"
@@ -509,15 +529,15 @@ for kind in $trees; do
             order=("${selected[@]:$(( (run - 1) % ${#selected[@]} ))}" \
                 "${selected[@]:0:$(( (run - 1) % ${#selected[@]} ))}")
             for tool in "${selected[@]}"; do
-                rm -rf "${work:?}/$kind/$tool"
-                mkdir -p "$work/$kind/$tool"
+                rm -rf "${work:?}/$kind/$tool" "${dst_root:?}/$kind/$tool"
+                mkdir -p "$work/$kind/$tool" "$dst_root/$kind/$tool"
             done
             cat > "$work/$kind/sync/playbook.yaml" <<EOF
 runbook: 1
 name: bench
 steps:
   - id: copy
-    sync: {from: "$seen_from", to: "$work/$kind/sync/dst", jobs: $jobs, delete: true}
+    sync: {from: "$seen_from", to: "$dst_root/$kind/sync/dst", jobs: $jobs, delete: true}
 EOF
             # Whatever an earlier run changed is older than this run's first pass by more
             # than the change-time rule's allowance for clock skew (1 s).
@@ -528,7 +548,7 @@ EOF
                 fi
                 line="  $setup, $kind, run $run, $pass:"
                 for tool in "${order[@]}"; do
-                    time_tool "$setup" "$tool" "$pass" "$src" "$work/$kind/$tool/dst" "$work/$kind/$tool"
+                    time_tool "$setup" "$tool" "$pass" "$src" "$dst_root/$kind/$tool/dst" "$work/$kind/$tool"
                     times[$setup,$kind,$pass,$tool]+="$took "
                     [[ $run -eq 1 ]] && requests_of[$setup,$kind,$pass,$tool]="$requests"
                     [[ -n "${BENCH_TSV:-}" ]] && printf '%s\t%s\t%s\t%s\t%s\t%s\n' \
@@ -537,9 +557,9 @@ EOF
                 done
                 echo "$line"
             done
-            if [[ $run -eq 1 ]]; then
+            if [[ $run -eq 1 && " ${passes[*]} " == *" final "* ]]; then
                 for tool in "${selected[@]}"; do
-                    stale[$setup,$kind,$tool]=$(differences "$src" "$work/$kind/$tool/dst")
+                    stale[$setup,$kind,$tool]=$(differences "$src" "$dst_root/$kind/$tool/dst")
                 done
                 kept=$(wc -l < "$work/$kind/kept.txt")
             fi
@@ -582,12 +602,14 @@ EOF
             done
             echo "$row"
         fi
-        row="after run 1's final pass ($kept files rewritten with size and mtime kept), files that differ from the source / itemized differences:"
-        for tool in "${selected[@]}"; do row+=" $tool ${stale[$setup,$kind,$tool]}"; done
-        echo "$row"
+        if [[ " ${passes[*]} " == *" final "* ]]; then
+            row="after run 1's final pass ($kept files rewritten with size and mtime kept), files that differ from the source / itemized differences:"
+            for tool in "${selected[@]}"; do row+=" $tool ${stale[$setup,$kind,$tool]}"; done
+            echo "$row"
+        fi
         echo
     done
-    rm -rf "${work:?}/$kind"
+    rm -rf "${work:?}/$kind" "${dst_root:?}/$kind"
 done
 
 # ---------------------------------------------------------------------------------------
@@ -600,13 +622,14 @@ if has sync; then
     for setup in "${setup_list[@]}"; do
         for kind in $trees; do
             s=$(median_of "$setup,$kind,initial,sync")
-            if [[ "$kind" == skewed ]] && has parallel; then
+            if [[ "$kind" == skewed || "$kind" == hog ]] && has parallel; then
                 r=$(ratio "$s" "$(median_of "$setup,$kind,initial,parallel")")
                 echo "  $setup, $kind, initial copy: sync/parallel ${r}x (target <= 0.7x): $(verdict "$r" 0.7)"
             fi
             # The final-pass targets are about latency: any delayed mount.
             [[ "$setup" == fuse:* && "${setup#fuse:}" != 0 ]] || continue
             for pass in final unchanged; do
+                [[ " ${passes[*]} " == *" $pass "* ]] || continue
                 s=$(median_of "$setup,$kind,$pass,sync")
                 text="  $setup, $kind, $pass pass:"
                 if has rsync; then

@@ -119,14 +119,40 @@ fn the_shards_run_as_an_indexed_job_and_each_is_journaled_once() {
     );
     assert_same_tree(&test.path("src"), &test.path("dst"));
     assert_one_pass_every_shard_once(&test);
-    let jobs = job_names(&sandbox);
-    assert_eq!(jobs.len(), 1, "{jobs:?}");
-    let job = sandbox
-        .get("job", &jobs[0], Some("default"))
-        .expect("the Job");
-    assert_eq!(job["spec"]["parallelism"], 3);
-    assert_eq!(job["spec"]["completionMode"], "Indexed");
-    assert_eq!(job["status"]["completedIndexes"], "0-2");
+    // One Job, deleted with its pods once its work was journaled.
+    let created = notes_of(&test, "job");
+    assert_eq!(created.len(), 1, "{created:?}");
+    let name = created[0]["name"].as_str().expect("the Job's name");
+    assert!(
+        sandbox
+            .requests()
+            .iter()
+            .any(|request| request["verb"] == "delete"
+                && request["path"]
+                    .as_str()
+                    .is_some_and(|path| path.ends_with(name))),
+        "the finished Job was not deleted"
+    );
+    wait_until(
+        "the Job and its pods are gone",
+        Duration::from_secs(30),
+        || {
+            job_names(&sandbox).is_empty()
+                && sandbox
+                    .kubectl(&[
+                        "get",
+                        "pods",
+                        "-n",
+                        "default",
+                        "-l",
+                        &format!("runbook.dev/sync-job={name}"),
+                        "-o",
+                        "name",
+                    ])
+                    .trim()
+                    .is_empty()
+        },
+    );
 }
 
 #[test]
@@ -135,17 +161,15 @@ fn a_shard_that_fails_once_is_run_again_by_the_job() {
     write(&test.path("fail-once"), b"");
     let sandbox = Sandbox::start("");
     let test = against(test, &sandbox);
-    test.run().status(0);
+    test.run()
+        .status(0)
+        .stderr_has("failed with exit code 1; the Job runs the index again");
     assert!(
         !test.path("fail-once").exists(),
         "the fake rsync never failed"
     );
     assert_same_tree(&test.path("src"), &test.path("dst"));
     assert_one_pass_every_shard_once(&test);
-    let job = sandbox
-        .get("job", &job_names(&sandbox)[0], Some("default"))
-        .expect("the Job");
-    assert_eq!(job["status"]["failed"], 1, "{job}");
 }
 
 #[test]
@@ -182,6 +206,11 @@ fn a_killed_runbook_leaves_the_job_running_and_run_again_follows_it() {
         );
         job_names(&sandbox).len() == 1
     });
+    let job = sandbox
+        .get("job", &job_names(&sandbox)[0], Some("default"))
+        .expect("the Job");
+    assert_eq!(job["spec"]["parallelism"], 3);
+    assert_eq!(job["spec"]["completionMode"], "Indexed");
     // Every shard but the held one is journaled as the Job's pods report them; then kill
     // runbook while the held one still runs.
     wait_until(
@@ -215,7 +244,9 @@ fn a_killed_runbook_leaves_the_job_running_and_run_again_follows_it() {
     let status = child.wait().expect("wait");
     let stderr = std::fs::read_to_string(test.path("spawned.stderr")).unwrap_or_default();
     assert!(status.success(), "{stderr}");
-    assert_eq!(job_names(&sandbox), first, "a second Job was created");
+    assert_eq!(first.len(), 1);
+    assert_eq!(notes_of(&test, "job").len(), 1, "a second Job was created");
+    assert!(job_names(&sandbox).is_empty(), "the finished Job stays");
     assert_same_tree(&test.path("src"), &test.path("dst"));
     assert_one_pass_every_shard_once(&test);
 }

@@ -346,6 +346,7 @@ impl JobCopier<'_> {
         let pods = find_kind("Pod").context("the Pod kind is not known")?;
         let mut journaled: BTreeSet<usize> = done.clone();
         let mut last_said: std::collections::BTreeMap<usize, String> = Default::default();
+        let mut failures_told: HashSet<String> = HashSet::new();
         let shards_of = |index: usize| (index..record.shards.len()).step_by(job.parallelism.max(1));
         let journal = |shard: usize, journaled: &mut BTreeSet<usize>| -> anyhow::Result<()> {
             if shard >= record.shards.len() || !journaled.insert(shard) {
@@ -399,6 +400,14 @@ impl JobCopier<'_> {
                         .and_then(|t| t.get("message"))
                         .and_then(Value::as_str)
                         .map(str::to_string);
+                    if failures_told.insert(name.to_string()) {
+                        reporter.line(&format!(
+                            "pod {name} (index {}) failed{}; the Job runs the index again until its backoffLimit",
+                            index.map_or("?".to_string(), |i| i.to_string()),
+                            code.map(|code| format!(" with exit code {code}"))
+                                .unwrap_or_default()
+                        ));
+                    }
                     failed_pods.push((name.to_string(), index, code, message));
                 }
                 let (Some(index), Some("Running")) = (index, phase) else {
@@ -447,7 +456,28 @@ impl JobCopier<'_> {
                     agent: job.name.clone(),
                     ok: true,
                 })?;
-                return Ok(PoolOutcome::default());
+                // Its work is journaled: the Job and its pods go (a failed one stays, for
+                // its pods' logs).
+                let deleted = cluster
+                    .delete(
+                        jobs,
+                        &job.name,
+                        Some(&job.namespace),
+                        Some(kube::api::PropagationPolicy::Background),
+                        false,
+                    )
+                    .await;
+                let mut warnings = Vec::new();
+                if let Err(error) = deleted {
+                    warnings.push(format!(
+                        "the finished Job {} in namespace {} could not be deleted: {error}",
+                        job.name, job.namespace
+                    ));
+                }
+                return Ok(PoolOutcome {
+                    warnings,
+                    ..PoolOutcome::default()
+                });
             }
             if has_condition(&live, "Failed") {
                 reporter.note(&Note::Collected {
