@@ -510,7 +510,8 @@ declare -A times requests_of stale
 read -ra passes <<< "${BENCH_PASSES:-initial unchanged final}"
 echo "sync benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)," \
     "trees under ${TMPDIR:-/tmp}: $files files and $total_mb MiB per tree, $change_pct% changed" \
-    "before the final pass, $jobs workers, $runs run(s), $(rsync --version | head -1 | awk '{print "rsync", $3}')"
+    "before the final pass, $jobs workers, $runs run(s), $(rsync --version | head -1 | awk '{print "rsync", $3}')," \
+    "destinations on $dst_kind"
 for setup in "${setup_list[@]}"; do
     if [[ "$setup" == fuse:* && "${setup#fuse:}" != 0 ]]; then calibrate "${setup#fuse:}"; fi
 done
@@ -596,9 +597,11 @@ EOF
             unset med
         done
         if [[ "$setup" == fuse:* ]]; then
-            row="metadata requests latencyfs served in run 1 (initial/unchanged/final):"
+            row="metadata requests latencyfs served in run 1 ($(IFS=/; echo "${passes[*]}")):"
             for tool in "${selected[@]}"; do
-                row+=" $tool ${requests_of[$setup,$kind,initial,$tool]}/${requests_of[$setup,$kind,unchanged,$tool]}/${requests_of[$setup,$kind,final,$tool]}"
+                counts=()
+                for pass in "${passes[@]}"; do counts+=("${requests_of[$setup,$kind,$pass,$tool]}"); done
+                row+=" $tool $(IFS=/; echo "${counts[*]}")"
             done
             echo "$row"
         fi
