@@ -349,6 +349,14 @@ fn main() -> ExitCode {
         Some(Err(error)) => return report_error(&error),
         None => None,
     };
+    // Kept until the end: the kubeconfig that gives child processes `--context`.
+    let _context_file = match sandbox {
+        Some(_) => None,
+        None => match point_children_at_cluster(&cli) {
+            Ok(file) => file,
+            Err(error) => return report_error(&error),
+        },
+    };
     // Multi-threaded: template lookups (`kube_get`) block in place while the cluster client's
     // connections keep being driven on the other worker.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -387,6 +395,62 @@ fn report_error(error: &Error) -> ExitCode {
         Error::Other(cause) => eprintln!("error: {cause:#}"),
     }
     ExitCode::from(error.exit().code())
+}
+
+/// Points the processes the run starts (`kubectl`, `deployer`, `helm` in `run` steps) at
+/// the cluster of `--kubeconfig` and `--context`, the one `kube.*` steps talk to, by setting
+/// their `KUBECONFIG`: the given file (made absolute, since steps may run elsewhere), and
+/// before it, for `--context`, a file that only sets `current-context` (the first file of
+/// the list to set it wins, as kubectl merges them; no credentials are copied). The file is
+/// returned to be kept until the run ends.
+fn point_children_at_cluster(cli: &Cli) -> Result<Option<tempfile::NamedTempFile>, Error> {
+    if cli.kubeconfig.is_none() && cli.context.is_none() {
+        return Ok(None);
+    }
+    let mut list: Vec<PathBuf> = match &cli.kubeconfig {
+        Some(path) => vec![std::path::absolute(path).map_err(|error| {
+            Diagnostic::new(format!("--kubeconfig {}: {error}", path.display()))
+        })?],
+        None => match std::env::var_os("KUBECONFIG").filter(|list| !list.is_empty()) {
+            Some(list) => std::env::split_paths(&list).collect(),
+            None => std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".kube/config"))
+                .into_iter()
+                .collect(),
+        },
+    };
+    let mut context_file = None;
+    if let Some(context) = &cli.context {
+        let mut file = tempfile::Builder::new()
+            .prefix("runbook-context-")
+            .suffix(".yaml")
+            .tempfile()
+            .map_err(|error| {
+                Error::Other(anyhow::anyhow!(
+                    "cannot write a kubeconfig for --context: {error}"
+                ))
+            })?;
+        // A JSON string is a YAML string: any context name is quoted right.
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: {}\n",
+            serde_json::to_string(context).unwrap_or_default()
+        );
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|error| {
+            Error::Other(anyhow::anyhow!(
+                "cannot write a kubeconfig for --context: {error}"
+            ))
+        })?;
+        list.insert(0, file.path().to_path_buf());
+        context_file = Some(file);
+    }
+    let joined = std::env::join_paths(&list).map_err(|error| {
+        Diagnostic::new(format!(
+            "the kubeconfig paths cannot be put in KUBECONFIG: {error}"
+        ))
+    })?;
+    // SAFETY: no other thread exists yet: the runtime starts later.
+    unsafe { std::env::set_var("KUBECONFIG", joined) };
+    Ok(context_file)
 }
 
 /// Seeds (or finds) the sandbox directory before the runtime starts, and points the

@@ -562,3 +562,74 @@ steps:
         .count();
     assert_eq!(lists, 0, "the malformed selector was sent");
 }
+
+/// A kubeconfig whose current context points nowhere, with a `sandbox` context that points
+/// at the sandbox: what a person with several clusters has.
+fn two_contexts(sandbox: &Sandbox) -> String {
+    let text = std::fs::read_to_string(sandbox.kubeconfig()).expect("the sandbox's kubeconfig");
+    let server = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("server:"))
+        .expect("a server")
+        .trim();
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- {{name: sandbox, cluster: {{server: \"{server}\"}}}}
+- {{name: nowhere, cluster: {{server: \"http://127.0.0.1:9\"}}}}
+contexts:
+- {{name: sandbox, context: {{cluster: sandbox, user: sandbox, namespace: default}}}}
+- {{name: elsewhere, context: {{cluster: nowhere, user: sandbox}}}}
+current-context: elsewhere
+users:
+- {{name: sandbox, user: {{}}}}
+"
+    )
+}
+
+#[test]
+fn run_steps_talk_to_the_cluster_and_context_of_the_flags() {
+    let sandbox = Sandbox::start(HUB);
+    let playbook = r#"
+runbook: 1
+name: kubectl
+steps:
+  - id: pv
+    kube.get: {kind: PersistentVolume, name: staging-home-nfs}
+  - id: kubectl
+    run:
+      shell: true
+      cwd: /
+      command: kubectl config current-context && kubectl get pv staging-home-nfs -o name
+"#;
+    let test = Test::new()
+        .playbook(playbook)
+        .file("clusters.yaml", &two_contexts(&sandbox))
+        // A KUBECONFIG of its own, which the flags override for kube steps and kubectl alike.
+        .env("KUBECONFIG", "/nonexistent/kubeconfig");
+    test.run_args(&[
+        "run",
+        "playbook.yaml",
+        "--kubeconfig",
+        "clusters.yaml",
+        "--context",
+        "sandbox",
+    ])
+    .status(0)
+    .stderr_has("[kubectl] sandbox")
+    .stderr_has("persistentvolume/staging-home-nfs");
+
+    // `--context` alone: the files of KUBECONFIG, with that context.
+    let test = Test::new()
+        .playbook(playbook)
+        .file("clusters.yaml", &two_contexts(&sandbox));
+    let listed = format!(
+        "/nonexistent/kubeconfig:{}",
+        test.path("clusters.yaml").display()
+    );
+    test.env("KUBECONFIG", &listed)
+        .run_args(&["run", "playbook.yaml", "--context", "sandbox"])
+        .status(0)
+        .stderr_has("persistentvolume/staging-home-nfs");
+}

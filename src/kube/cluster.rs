@@ -210,20 +210,47 @@ fn kubeconfig_error(path: &Path, error: KubeconfigError) -> Diagnostic {
     }
 }
 
+/// The kubeconfig to use and where it came from: `--kubeconfig`; else the files listed in
+/// `KUBECONFIG`, merged as kubectl merges them (missing ones left out); else
+/// `~/.kube/config` if it exists; `None` when there is none (in a pod).
+fn read_kubeconfig(options: &ClusterOptions) -> Result<Option<(PathBuf, Kubeconfig)>, Diagnostic> {
+    if let Some(path) = &options.kubeconfig {
+        let kubeconfig =
+            Kubeconfig::read_from(path).map_err(|error| kubeconfig_error(path, error))?;
+        return Ok(Some((path.clone(), kubeconfig)));
+    }
+    if let Some(list) = std::env::var_os("KUBECONFIG").filter(|list| !list.is_empty()) {
+        let mut merged: Option<Kubeconfig> = None;
+        for path in std::env::split_paths(&list).filter(|path| path.exists()) {
+            let next =
+                Kubeconfig::read_from(&path).map_err(|error| kubeconfig_error(&path, error))?;
+            merged = Some(match merged {
+                Some(merged) => merged
+                    .merge(next)
+                    .map_err(|error| kubeconfig_error(&path, error))?,
+                None => next,
+            });
+        }
+        return Ok(merged.map(|kubeconfig| (PathBuf::from(list), kubeconfig)));
+    }
+    let Some(home) = std::env::var_os("HOME") else {
+        return Ok(None);
+    };
+    let path = Path::new(&home).join(".kube/config");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let kubeconfig =
+        Kubeconfig::read_from(&path).map_err(|error| kubeconfig_error(&path, error))?;
+    Ok(Some((path, kubeconfig)))
+}
+
 impl Cluster {
     /// Builds a client. Reads and checks the kubeconfig now (a bad file or a missing context
     /// is invalid input); sends no request.
     pub async fn connect(options: &ClusterOptions) -> Result<Self, Diagnostic> {
-        let path = options
-            .kubeconfig
-            .clone()
-            .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
-            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".kube/config")))
-            .filter(|path| options.kubeconfig.is_some() || path.exists());
-        let config = match path {
-            Some(path) => {
-                let kubeconfig =
-                    Kubeconfig::read_from(&path).map_err(|error| kubeconfig_error(&path, error))?;
+        let config = match read_kubeconfig(options)? {
+            Some((path, kubeconfig)) => {
                 if let Some(context) = &options.context
                     && !kubeconfig
                         .contexts
