@@ -274,14 +274,25 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
             let run_dir = state.run_dir(&run);
             let history = History::load(&run_dir)?;
             let holder = RunLock::holder(&run_dir);
-            print!(
-                "{}",
-                report::render_status(&run, &history, holder.as_ref(), format == Format::Json)
-            );
+            let text =
+                report::render_status(&run, &history, holder.as_ref(), format == Format::Json);
+            let copies = detached_copies(&history, &cluster_options).await;
             if format == Format::Json {
-                println!();
+                let mut status: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|error| anyhow::anyhow!("the status is not JSON: {error}"))?;
+                status["detached"] = serde_json::to_value(&copies)
+                    .map_err(|error| anyhow::anyhow!("cannot write the copies as JSON: {error}"))?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                );
             } else {
-                detached_copies(&history, &cluster_options).await;
+                print!("{text}");
+                for copy in &copies {
+                    for line in copy.lines() {
+                        println!("{line}");
+                    }
+                }
             }
             Ok(Exit::Success)
         }
@@ -305,12 +316,15 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
     }
 }
 
-/// For `status`: the copies of the run still detached in pods, with their live progress
-/// when the cluster answers.
-async fn detached_copies(history: &History, options: &ClusterOptions) {
+/// For `status`: the copies of the run still detached in pods or running as Jobs, with
+/// what the cluster says of them when it answers (within 10 s).
+async fn detached_copies(
+    history: &History,
+    options: &ClusterOptions,
+) -> Vec<runbook::actions::DetachedCopy> {
     let pending = runbook::actions::detached_copies(&history.notes, None).await;
     if pending.is_empty() {
-        return;
+        return pending;
     }
     let cluster = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -319,12 +333,9 @@ async fn detached_copies(history: &History, options: &ClusterOptions) {
     .await
     .ok()
     .and_then(Result::ok);
-    let lines = match &cluster {
+    match &cluster {
         Some(cluster) => runbook::actions::detached_copies(&history.notes, Some(cluster)).await,
         None => pending,
-    };
-    for line in lines {
-        println!("{line}");
     }
 }
 

@@ -229,6 +229,17 @@ fn a_killed_runbook_leaves_the_job_running_and_run_again_follows_it() {
     child.kill().expect("kill -9 runbook");
     child.wait().expect("wait");
     let first = job_names(&sandbox);
+    // `status` lists the Job that goes on, with its counts from the cluster.
+    let status = test
+        .run_args(&["status", "--kubeconfig", &kubeconfig(&sandbox)])
+        .status(0);
+    assert!(
+        status.stdout.contains(&format!("copy running as Job {}", first[0]))
+            && status.stdout.contains("running: ")
+            && status.stdout.contains("indexes complete"),
+        "{}",
+        status.stdout
+    );
 
     let mut child = test.spawn();
     wait_until(

@@ -166,6 +166,22 @@ fn a_killed_runbook_leaves_the_copy_running_and_run_again_re_attaches() {
         "{}",
         status.stdout
     );
+    let json = test
+        .run_args(&[
+            "status",
+            "--format",
+            "json",
+            "--kubeconfig",
+            &kubeconfig(&sandbox),
+        ])
+        .status(0);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("status JSON");
+    let detached = &json["detached"][0];
+    assert_eq!(
+        (&detached["kind"], &detached["name"], &detached["live"]["state"]),
+        (&"pod".into(), &"transfer".into(), &"running".into()),
+        "{json:#}"
+    );
 
     // Another run (another playbook, the same step, pod and paths) finds it running.
     let other = std::fs::read_to_string(test.path("playbook.yaml"))

@@ -19,7 +19,9 @@ pub use kube::{KubeApply, KubeCount, KubeDelete, KubeExec, KubeGet, KubePatch, K
 pub use pause::PauseAction;
 pub use process::{ProcessOutput, RenderedCommand, run_process};
 pub use run::RunAction;
-pub use sync::{AgentCommand, SyncAction, detached_copies, run_agent_command};
+pub use sync::{
+    AgentCommand, DetachedCopy, LiveCopy, SyncAction, detached_copies, run_agent_command,
+};
 pub use values_get::ValuesGet;
 pub use values_set::ValuesSet;
 

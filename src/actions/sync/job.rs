@@ -124,7 +124,7 @@ fn job_name(step: &str, namespace: &str, settings: &Settings) -> String {
 }
 
 /// `completedIndexes` (`"0-2,5"`) as a set.
-fn parse_indexes(text: &str) -> BTreeSet<usize> {
+pub(super) fn parse_indexes(text: &str) -> BTreeSet<usize> {
     let mut set = BTreeSet::new();
     for part in text.split(',').filter(|part| !part.is_empty()) {
         let mut ends = part.splitn(2, '-').map(|n| n.trim().parse::<usize>());
@@ -140,7 +140,7 @@ fn parse_indexes(text: &str) -> BTreeSet<usize> {
 }
 
 /// Whether the Job has the condition, true.
-fn has_condition(job: &Value, kind: &str) -> bool {
+pub(super) fn has_condition(job: &Value, kind: &str) -> bool {
     job.pointer("/status/conditions")
         .and_then(Value::as_array)
         .into_iter()

@@ -35,7 +35,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 pub use agent::{AgentCommand, run_command as run_agent_command};
-pub use remote::detached_copies;
+pub use remote::{DetachedCopy, LiveCopy, detached_copies};
 pub use spec::SyncAction;
 
 use super::{Action, Check, InvalidInput, Outcome, Preview, StepContext};
