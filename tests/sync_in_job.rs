@@ -234,7 +234,9 @@ fn a_killed_runbook_leaves_the_job_running_and_run_again_follows_it() {
         .run_args(&["status", "--kubeconfig", &kubeconfig(&sandbox)])
         .status(0);
     assert!(
-        status.stdout.contains(&format!("copy running as Job {}", first[0]))
+        status
+            .stdout
+            .contains(&format!("copy running as Job {}", first[0]))
             && status.stdout.contains("running: ")
             && status.stdout.contains("indexes complete"),
         "{}",

@@ -178,7 +178,11 @@ fn a_killed_runbook_leaves_the_copy_running_and_run_again_re_attaches() {
     let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("status JSON");
     let detached = &json["detached"][0];
     assert_eq!(
-        (&detached["kind"], &detached["name"], &detached["live"]["state"]),
+        (
+            &detached["kind"],
+            &detached["name"],
+            &detached["live"]["state"]
+        ),
         (&"pod".into(), &"transfer".into(), &"running".into()),
         "{json:#}"
     );

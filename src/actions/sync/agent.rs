@@ -764,17 +764,7 @@ mod tests {
         let request = AgentRequest {
             agent: "new".into(),
             step: "copy".into(),
-            settings: Settings {
-                from: "/a".into(),
-                to: "/b".into(),
-                jobs: 4,
-                delete: false,
-                bwlimit: None,
-                exclude: Vec::new(),
-                rsync_args: Vec::new(),
-                hard_links: false,
-                verify: false,
-            },
+            settings: Settings::for_test("/a", "/b"),
             notes: Vec::new(),
             continued: None,
         };

@@ -527,17 +527,7 @@ mod tests {
 
     #[test]
     fn job_names_fit_pod_names() {
-        let settings = Settings {
-            from: "/a".into(),
-            to: "/b".into(),
-            jobs: 4,
-            delete: false,
-            bwlimit: None,
-            exclude: Vec::new(),
-            rsync_args: Vec::new(),
-            hard_links: false,
-            verify: false,
-        };
+        let settings = Settings::for_test("/a", "/b");
         let name = job_name("Copy_The_Homes_Of_Everyone_Please", "default", &settings);
         assert!(name.len() <= 40, "{name}");
         assert!(name.starts_with("sync-copy-the-homes-of-"), "{name}");

@@ -1115,17 +1115,7 @@ mod tests {
 
     #[test]
     fn one_directory_per_step_pod_and_paths() {
-        let settings = |from: &str, to: &str| Settings {
-            from: from.into(),
-            to: to.into(),
-            jobs: 4,
-            delete: false,
-            bwlimit: None,
-            exclude: Vec::new(),
-            rsync_args: Vec::new(),
-            hard_links: false,
-            verify: false,
-        };
+        let settings = |from: &str, to: &str| Settings::for_test(from, to);
         let pod = ("default", "transfer");
         let dir = agent_dir("/var/tmp/runbook-sync/", "copy", pod, &settings("/a", "/b"));
         assert!(dir.starts_with("/var/tmp/runbook-sync/copy-"), "{dir}");

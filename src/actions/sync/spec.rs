@@ -516,6 +516,24 @@ pub struct Settings {
     pub verify: bool,
 }
 
+#[cfg(test)]
+impl Settings {
+    /// A copy from `from` to `to` with 4 jobs and nothing else asked, for tests.
+    pub fn for_test(from: &str, to: &str) -> Self {
+        Settings {
+            from: from.into(),
+            to: to.into(),
+            jobs: 4,
+            delete: false,
+            bwlimit: None,
+            exclude: Vec::new(),
+            rsync_args: Vec::new(),
+            hard_links: false,
+            verify: false,
+        }
+    }
+}
+
 impl SyncAction {
     /// Renders the templates and checks the values (not the paths).
     pub fn settings(&self, cx: &StepContext<'_>) -> anyhow::Result<Settings> {
