@@ -244,6 +244,19 @@ fn copied_files(journal: &[Value], step: &str) -> u64 {
         .sum()
 }
 
+/// The summary a JSON plan gives a step.
+fn summary_of(plan: &str, step: &str) -> String {
+    let plan: Value = serde_json::from_str(plan).expect("plan JSON");
+    plan["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|entry| entry["id"] == step)
+        .and_then(|entry| entry["summary"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// The step ids of the playbook, in order.
 fn step_ids() -> Vec<String> {
     let text = std::fs::read_to_string(PLAYBOOK).expect("playbook");
@@ -544,6 +557,13 @@ fn plans_on_a_fresh_sandbox_and_halfway_read_and_never_write() {
         .status(0);
     insta::assert_snapshot!("fresh_plan", decisions(&plan.stdout, &migration.sandbox()));
     assert_eq!(mutations(&migration.requests()), Vec::<String>::new());
+    // The final copy is previewed before the initial copy ran: the plan says so.
+    let final_copy = summary_of(&plan.stdout, "final-copy");
+    assert!(
+        final_copy
+            .contains("`initial-copy`, which this copy continues, has not finished a pass yet"),
+        "{final_copy}"
+    );
 
     // Without --yes the run stops at the maintenance gate: phase one is done.
     migration.run(&[]).status(5).stderr_has("start-maintenance");
@@ -555,6 +575,11 @@ fn plans_on_a_fresh_sandbox_and_halfway_read_and_never_write() {
     insta::assert_snapshot!(
         "halfway_plan",
         decisions(&plan.stdout, &migration.sandbox())
+    );
+    let final_copy = summary_of(&plan.stdout, "final-copy");
+    assert!(
+        !final_copy.contains("has not finished a pass"),
+        "{final_copy}"
     );
     assert_eq!(
         mutations(&migration.requests()[before..]),

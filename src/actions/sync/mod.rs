@@ -295,16 +295,28 @@ impl Action for SyncAction {
 
     async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
         let settings = self.settings(cx)?;
-        if let Some(on) = &self.on {
-            return remote::preview(self, cx, &settings, on);
-        }
-        let mut preview = self.local_preview(cx, &settings).await?;
+        let mut preview = match &self.on {
+            Some(on) => remote::preview(self, cx, &settings, on)?,
+            None => self.local_preview(cx, &settings).await?,
+        };
         if let Some(on) = &self.on_job {
             let placement = job::JobPlacement::render(on, cx)?;
             preview.summary = format!(
                 "{}; the shards run as {}",
                 preview.summary,
                 placement.describe()
+            );
+        }
+        // A final copy planned before the copy it continues has run: what it would copy
+        // now is what that copy is about to copy.
+        if let Some(after) = &self.after
+            && self
+                .continued(cx)
+                .is_some_and(|ledger| ledger.previous_start().is_none())
+        {
+            preview.summary = format!(
+                "{} (as the trees are now: `{after}`, which this copy continues, has not finished a pass yet, and the copy left for this step then is what changed after it)",
+                preview.summary
             );
         }
         Ok(preview)
