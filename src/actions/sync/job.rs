@@ -469,10 +469,12 @@ impl JobCopier<'_> {
                     .await;
                 let mut warnings = Vec::new();
                 if let Err(error) = deleted {
-                    warnings.push(format!(
-                        "the finished Job {} in namespace {} could not be deleted: {error}",
+                    let message = format!(
+                        "the finished Job {} in namespace {} could not be deleted (delete it by hand): {error}",
                         job.name, job.namespace
-                    ));
+                    );
+                    reporter.warn(&message);
+                    warnings.push(message);
                 }
                 return Ok(PoolOutcome {
                     warnings,
