@@ -173,6 +173,18 @@ impl StepContext<'_> {
         template.map(|template| self.render(template)).transpose()
     }
 
+    /// A namespace template rendered, or else the kubeconfig's namespace (`default` without
+    /// a cluster, as in a plan run without one).
+    pub fn namespace_or_default(&self, template: Option<&str>) -> anyhow::Result<String> {
+        Ok(match self.render_optional(template)? {
+            Some(namespace) => namespace,
+            None => self
+                .cluster
+                .map_or("default", crate::kube::Cluster::default_namespace)
+                .to_string(),
+        })
+    }
+
     /// Renders every string inside a JSON value.
     pub fn render_json(&self, value: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
         Ok(self.renderer.render_json(value, self.vars)?)

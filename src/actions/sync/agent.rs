@@ -624,17 +624,7 @@ async fn copy_shards(
             board.already_done(shard.bytes, shard.files);
             continue;
         }
-        tasks.push(super::pool::Task {
-            label: format!("shard {}/{}", i + 1, plan.shards.len()),
-            entries: shard.entries.clone(),
-            recursive: true,
-            ignore_times: shard.ignore_times,
-            fresh: shard.fresh,
-            root: false,
-            bytes: shard.bytes,
-            files: shard.files,
-            shard: Some(i),
-        });
+        tasks.push(super::pool::Task::for_shard(i, plan.shards.len(), shard));
     }
     let pass = request.pass.pass;
     let journal = |task: &super::pool::Task| -> anyhow::Result<()> {

@@ -69,13 +69,7 @@ impl JobPlacement {
         if parallelism == 0 {
             return Err(InvalidInput("`on.job.parallelism` must be at least 1".into()).into());
         }
-        let namespace = match cx.render_optional(on.namespace.as_deref())? {
-            Some(namespace) => namespace,
-            None => cx
-                .cluster
-                .map_or("default", Cluster::default_namespace)
-                .to_string(),
-        };
+        let namespace = cx.namespace_or_default(on.namespace.as_deref())?;
         Ok(JobPlacement {
             namespace,
             parallelism: parallelism as usize,

@@ -567,17 +567,7 @@ pub(crate) async fn run_pass(
             board.already_done(shard.bytes, shard.files);
             continue;
         }
-        tasks.push(Task {
-            label: format!("shard {}/{}", index + 1, plan.shards.len()),
-            entries: shard.entries.clone(),
-            recursive: true,
-            ignore_times: shard.ignore_times,
-            fresh: shard.fresh,
-            root: false,
-            bytes: shard.bytes,
-            files: shard.files,
-            shard: Some(index),
-        });
+        tasks.push(Task::for_shard(index, plan.shards.len(), shard));
     }
     let copied_shards = tasks.len();
     let journal_shard = |task: &Task| -> anyhow::Result<()> {

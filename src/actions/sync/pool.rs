@@ -47,6 +47,21 @@ pub struct Task {
 }
 
 impl Task {
+    /// The task that copies shard `index` of `count` (recursively, journaled when done).
+    pub fn for_shard(index: usize, count: usize, shard: &super::planner::Shard) -> Self {
+        Task {
+            label: format!("shard {}/{count}", index + 1),
+            entries: shard.entries.clone(),
+            recursive: true,
+            ignore_times: shard.ignore_times,
+            fresh: shard.fresh,
+            root: false,
+            bytes: shard.bytes,
+            files: shard.files,
+            shard: Some(index),
+        }
+    }
+
     fn listing(&self) -> Listing<'_> {
         if self.root {
             Listing::Root

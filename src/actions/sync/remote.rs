@@ -118,9 +118,7 @@ impl SyncAction {
     fn pod<'a>(&self, on: &RunsOn, cx: &'a StepContext<'_>) -> anyhow::Result<Pod<'a>> {
         let cluster = cx.cluster()?;
         let name = cx.render(&on.pod)?;
-        let namespace = cx
-            .render_optional(on.namespace.as_deref())?
-            .unwrap_or_else(|| cluster.default_namespace().to_string());
+        let namespace = cx.namespace_or_default(on.namespace.as_deref())?;
         let container = cx.render_optional(on.container.as_deref())?;
         for (key, value) in [("pod", Some(&name)), ("namespace", Some(&namespace))]
             .into_iter()
@@ -147,13 +145,7 @@ pub(super) fn preview(
     settings: &Settings,
     on: &RunsOn,
 ) -> anyhow::Result<crate::actions::Preview> {
-    let namespace = match cx.render_optional(on.namespace.as_deref())? {
-        Some(namespace) => namespace,
-        None => cx
-            .cluster
-            .map_or("default", Cluster::default_namespace)
-            .to_string(),
-    };
+    let namespace = cx.namespace_or_default(on.namespace.as_deref())?;
     let place = format!("pod {} in namespace {namespace}", cx.render(&on.pod)?);
     let notes = action.notes(cx);
     let ledger = super::pass::Ledger::read(&notes);

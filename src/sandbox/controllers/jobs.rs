@@ -20,8 +20,8 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use super::super::meta;
-use super::State;
 use super::workloads::owner_reference;
+use super::{State, has_condition, is_ready};
 use crate::kube::{Kind, find_kind};
 
 /// The finalizer that keeps a Job's pod until the Job has counted it.
@@ -133,19 +133,6 @@ fn format_indexes(indexes: &BTreeSet<i64>) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// Whether a Job's status has the condition `kind`, true.
-fn has_condition(status: &Value, kind: &str) -> bool {
-    status
-        .get("conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|condition| {
-            condition.get("type").and_then(Value::as_str) == Some(kind)
-                && condition.get("status").and_then(Value::as_str) == Some("True")
-        })
 }
 
 fn add_condition(status: &mut Value, kind: &str, reason: &str, message: &str) {
@@ -379,17 +366,6 @@ fn sync_job(state: &mut State, jobs: &'static Kind, pods: &'static Kind, job: &V
     };
     latest["status"] = status;
     changed | state.put(jobs, latest)
-}
-
-fn is_ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|condition| {
-            condition.get("type").and_then(Value::as_str) == Some("Ready")
-                && condition.get("status").and_then(Value::as_str) == Some("True")
-        })
 }
 
 /// A new pod for `job` (for `index`, in Indexed mode), from its template.

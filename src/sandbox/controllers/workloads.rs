@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::super::identities::safe_hash;
 use super::super::meta;
 use super::super::store::ObjectKey;
-use super::State;
+use super::{State, is_ready};
 use crate::kube::{Kind, find_kind};
 
 /// Runs the Deployment and ReplicaSet controllers.
@@ -265,17 +265,6 @@ fn condition(object: &Value, kind: &str, status: &str, reason: &str, message: &s
         _ => (json!(now), json!(now)),
     };
     json!({"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": transition, "lastUpdateTime": update})
-}
-
-fn is_ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|condition| {
-            condition.get("type").and_then(Value::as_str) == Some("Ready")
-                && condition.get("status").and_then(Value::as_str) == Some("True")
-        })
 }
 
 fn sync_replica_set(
