@@ -527,11 +527,7 @@ steps:
         .status(1)
         .stderr_has("[fails] something went wrong")
         .stderr_has("in namespace staging exited with code 3; last lines:");
-    let execs = sandbox
-        .requests()
-        .into_iter()
-        .filter(|request| request["verb"] == "exec")
-        .count();
+    let execs = sandbox.requests_of("exec").len();
     assert_eq!(execs, 3, "plan ran the probe once, run ran both steps");
 }
 
@@ -555,11 +551,7 @@ steps:
     test.run()
         .status(2)
         .stderr_has("is not a valid label selector");
-    let lists = sandbox
-        .requests()
-        .into_iter()
-        .filter(|request| request["verb"] == "list")
-        .count();
+    let lists = sandbox.requests_of("list").len();
     assert_eq!(lists, 0, "the malformed selector was sent");
 }
 

@@ -8,11 +8,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Sandbox, is_alive};
+use common::{Sandbox, is_alive, pid_in};
 use runbook::kube::{Cluster, ClusterOptions, ExecError, KubeError, OutputStream};
 
 /// A transfer pod as the NFS playbook creates it (one container, a literal env value), and
@@ -95,19 +95,7 @@ async fn client(sandbox: &Sandbox) -> Cluster {
 
 /// Waits until `done` holds; fails the test if that takes absurdly long.
 fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn pid_in(path: &Path) -> i32 {
-    std::fs::read_to_string(path)
-        .expect("a pid file")
-        .trim()
-        .parse()
-        .expect("a pid")
+    common::wait_until(what, Duration::from_secs(30), done);
 }
 
 #[test]
@@ -154,11 +142,7 @@ fn kubectl_exec_gives_the_outputs_and_the_exit_code() {
         "the command runs in the pod's directory with its env"
     );
 
-    let execs: Vec<_> = sandbox
-        .requests()
-        .into_iter()
-        .filter(|request| request["verb"] == "exec")
-        .collect();
+    let execs = sandbox.requests_of("exec");
     assert_eq!(execs.len(), 2, "{execs:?}");
     assert!(execs.iter().all(|request| request["status"] == 101
         && request["path"] == "/api/v1/namespaces/default/pods/transfer/exec"));
@@ -435,11 +419,7 @@ async fn the_drop_rate_cuts_exec_streams_mid_way() {
         .await
         .expect_err("the stream is cut");
     assert!(error.is_connection_lost(), "{error:?}");
-    let execs: Vec<_> = sandbox
-        .requests()
-        .into_iter()
-        .filter(|request| request["verb"] == "exec")
-        .collect();
+    let execs = sandbox.requests_of("exec");
     assert!(
         !execs.is_empty()
             && execs

@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Sandbox, is_alive};
+use common::{Sandbox, is_alive, pid_in};
 use runbook::kube::{Cluster, ClusterOptions, find_kind};
 
 /// An Indexed Job whose pods run `script` with `sh -c`.
@@ -55,19 +55,7 @@ fn create(sandbox: &Sandbox, scratch: &Path, yaml: &str) {
 
 /// Waits until `done` holds; fails the test if that takes absurdly long.
 fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn pid_in(path: &Path) -> i32 {
-    std::fs::read_to_string(path)
-        .expect("a pid file")
-        .trim()
-        .parse()
-        .expect("a pid")
+    common::wait_until(what, Duration::from_secs(60), done);
 }
 
 fn sandbox_dir(sandbox: &Sandbox) -> std::path::PathBuf {

@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Test;
+use common::copies::{notes, notes_of};
 
 // ---------------------------------------------------------------------------------------
 // Trees
@@ -299,22 +300,6 @@ fn playbook(step: &str) -> String {
     format!(
         "runbook: 1\nname: sync-test\nsteps:\n  - id: copy\n    sync: {step}\n    register: copied\n"
     )
-}
-
-/// The notes the sync step wrote, in order.
-fn notes(test: &Test) -> Vec<serde_json::Value> {
-    test.journal()
-        .into_iter()
-        .filter(|event| event["event"] == "step_note")
-        .map(|event| event["data"].clone())
-        .collect()
-}
-
-fn notes_of(test: &Test, kind: &str) -> Vec<serde_json::Value> {
-    notes(test)
-        .into_iter()
-        .filter(|note| note["sync"] == kind)
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::copies::{assert_same_tree, fake_rsync, make_homes, wait_until, write};
-use common::{Sandbox, Test};
+use common::copies::{assert_same_tree, fake_rsync, make_homes, notes_of, write};
+use common::{Sandbox, Test, wait_until};
 
 /// A scratch directory with the source tree and a playbook whose step `copy` runs its
 /// shards as an Indexed Job of 3 pods.
@@ -72,14 +72,6 @@ fn against(test: Test, sandbox: &Sandbox) -> Test {
         ])
 }
 
-fn notes_of(test: &Test, kind: &str) -> Vec<serde_json::Value> {
-    test.journal()
-        .into_iter()
-        .filter(|event| event["event"] == "step_note" && event["data"]["sync"] == kind)
-        .map(|event| event["data"].clone())
-        .collect()
-}
-
 /// One pass in the journal, each of its shards finished once.
 fn assert_one_pass_every_shard_once(test: &Test) {
     let passes = notes_of(test, "pass");
@@ -125,12 +117,11 @@ fn the_shards_run_as_an_indexed_job_and_each_is_journaled_once() {
     let name = created[0]["name"].as_str().expect("the Job's name");
     assert!(
         sandbox
-            .requests()
+            .requests_of("delete")
             .iter()
-            .any(|request| request["verb"] == "delete"
-                && request["path"]
-                    .as_str()
-                    .is_some_and(|path| path.ends_with(name))),
+            .any(|request| request["path"]
+                .as_str()
+                .is_some_and(|path| path.ends_with(name))),
         "the finished Job was not deleted"
     );
     wait_until(

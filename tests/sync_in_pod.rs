@@ -13,8 +13,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::copies::{assert_same_tree, fake_rsync, make_homes, wait_until, write};
-use common::{Sandbox, Test, is_alive};
+use common::copies::{assert_same_tree, fake_rsync, make_homes, notes_of, write};
+use common::{Sandbox, Test, is_alive, wait_until};
 
 /// A transfer pod whose volumes are the test's directories, with `path` as its PATH.
 fn transfer_pod(test: &Test, path: &str) -> String {
@@ -88,22 +88,6 @@ fn against(test: Test, sandbox: &Sandbox) -> Test {
 /// `--kubeconfig FILE` of the sandbox, for other command lines.
 fn kubeconfig(sandbox: &Sandbox) -> String {
     sandbox.kubeconfig().display().to_string()
-}
-
-/// The notes the copy step journaled, in order.
-fn notes(test: &Test) -> Vec<serde_json::Value> {
-    test.journal()
-        .into_iter()
-        .filter(|event| event["event"] == "step_note")
-        .map(|event| event["data"].clone())
-        .collect()
-}
-
-fn notes_of(test: &Test, kind: &str) -> Vec<serde_json::Value> {
-    notes(test)
-        .into_iter()
-        .filter(|note| note["sync"] == kind)
-        .collect()
 }
 
 /// The agent's state directory (the one that is not `bin`).
@@ -283,11 +267,7 @@ fn exec_streams_cut_every_second_do_not_fail_the_copy() {
     let (_test, sandbox) = copy_with_faults(&["--exec-drop-after", "1s"]);
     // The status of a copy of several seconds is followed over one exec stream at a time,
     // and each one was cut after a second.
-    let execs = sandbox
-        .requests()
-        .into_iter()
-        .filter(|request| request["verb"] == "exec")
-        .count();
+    let execs = sandbox.requests_of("exec").len();
     assert!(execs >= 6, "{execs} execs");
 }
 
@@ -295,9 +275,9 @@ fn exec_streams_cut_every_second_do_not_fail_the_copy() {
 fn exec_streams_dropped_at_random_do_not_fail_the_copy() {
     let (_test, sandbox) = copy_with_faults(&["--drop-rate", "0.3", "--seed", "11"]);
     let dropped = sandbox
-        .requests()
-        .into_iter()
-        .filter(|request| request["verb"] == "exec" && request["fault"] == "drop")
+        .requests_of("exec")
+        .iter()
+        .filter(|request| request["fault"] == "drop")
         .count();
     assert!(dropped > 0, "no exec was dropped");
 }

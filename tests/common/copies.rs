@@ -1,10 +1,10 @@
 //! What the tests of copies in pods and Jobs share: a source tree, a fake rsync that can
 //! hold or fail a shard, and the checks of a finished copy.
 
+use super::Test;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// Writes a file, creating its directories.
 pub fn write(path: &Path, content: &[u8]) {
@@ -89,13 +89,21 @@ exec "$REAL" "$@"
     )
 }
 
-/// Waits until `done`, failing the test after `limit`.
-pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// The notes of every step in the journal, in order.
+pub fn notes(test: &Test) -> Vec<serde_json::Value> {
+    test.journal()
+        .into_iter()
+        .filter(|event| event["event"] == "step_note")
+        .map(|event| event["data"].clone())
+        .collect()
+}
+
+/// The `sync` notes of one kind (`pass`, `shard`, `agent`, `job`, ...).
+pub fn notes_of(test: &Test, kind: &str) -> Vec<serde_json::Value> {
+    notes(test)
+        .into_iter()
+        .filter(|note| note["sync"] == kind)
+        .collect()
 }
 
 /// The trees are the same: `rsync -ain --delete` lists nothing and `diff -r` finds nothing.

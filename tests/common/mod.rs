@@ -203,6 +203,24 @@ impl Test {
     }
 }
 
+/// Waits until `done`, failing the test after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The pid a process wrote into `path`.
+pub fn pid_in(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .expect("a pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
 /// Whether a process is alive: it exists and is not a zombie (in a container nobody may
 /// reap an orphan, and `kill(pid, 0)` succeeds on zombies).
 pub fn is_alive(pid: i32) -> bool {
@@ -330,6 +348,14 @@ impl Sandbox {
             .unwrap_or_default()
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// The requests of one verb (`exec`, `list`, `delete`, ...) it served so far.
+    pub fn requests_of(&self, verb: &str) -> Vec<serde_json::Value> {
+        self.requests()
+            .into_iter()
+            .filter(|request| request["verb"] == verb)
             .collect()
     }
 
