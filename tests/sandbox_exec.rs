@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Sandbox, is_alive, pid_in};
-use runbook::kube::{Cluster, ClusterOptions, ExecError, KubeError, OutputStream};
+use runbook::kube::{ExecError, KubeError, OutputStream};
 
 /// A transfer pod as the NFS playbook creates it (one container, a literal env value), and
 /// a pod held Pending by a claim that does not exist.
@@ -82,15 +82,6 @@ fn sandbox_dir(sandbox: &Sandbox) -> PathBuf {
 /// Where the transfer pod's commands run.
 fn transfer_dir(sandbox: &Sandbox) -> PathBuf {
     sandbox_dir(sandbox).join("pods/default/transfer")
-}
-
-async fn client(sandbox: &Sandbox) -> Cluster {
-    Cluster::connect(&ClusterOptions {
-        kubeconfig: Some(sandbox.kubeconfig()),
-        context: None,
-    })
-    .await
-    .expect("a client for the sandbox")
 }
 
 /// Waits until `done` holds; fails the test if that takes absurdly long.
@@ -184,7 +175,7 @@ fn kubectl_reports_a_missing_pod_or_container_as_the_api_server_does() {
 #[tokio::test]
 async fn the_client_collects_outputs_exit_codes_and_feeds_stdin() {
     let sandbox = Sandbox::start(PODS);
-    let cluster = client(&sandbox).await;
+    let cluster = sandbox.client().await;
     let output = cluster
         .exec(
             None,
@@ -239,7 +230,7 @@ async fn the_client_collects_outputs_exit_codes_and_feeds_stdin() {
 #[tokio::test]
 async fn the_client_reports_refusals_as_api_errors() {
     let sandbox = Sandbox::start(PODS);
-    let cluster = client(&sandbox).await;
+    let cluster = sandbox.client().await;
     let refusal = |error: ExecError| match error {
         ExecError::Request(KubeError::Api {
             code,
@@ -282,7 +273,7 @@ async fn the_client_reports_refusals_as_api_errors() {
 #[tokio::test]
 async fn lines_stream_before_the_command_ends() {
     let sandbox = Sandbox::start(PODS);
-    let cluster = client(&sandbox).await;
+    let cluster = sandbox.client().await;
     let (lines, mut arriving) = tokio::sync::mpsc::unbounded_channel();
     let running = tokio::spawn(async move {
         cluster
@@ -341,7 +332,7 @@ async fn lines_stream_before_the_command_ends() {
 #[tokio::test]
 async fn a_detached_child_outlives_its_exec() {
     let sandbox = Sandbox::start(PODS);
-    let cluster = client(&sandbox).await;
+    let cluster = sandbox.client().await;
     let pod_dir = transfer_dir(&sandbox);
     // The child keeps the exec's output pipes: the exec ends anyway.
     let output = cluster
@@ -374,7 +365,7 @@ async fn a_detached_child_outlives_its_exec() {
 #[tokio::test]
 async fn a_dropped_connection_is_reported_and_hangs_up_only_the_attached_command() {
     let sandbox = Sandbox::start_with(PODS, &["--exec-drop-after", "1s"]);
-    let cluster = client(&sandbox).await;
+    let cluster = sandbox.client().await;
     let pod_dir = transfer_dir(&sandbox);
     let mut lines = Vec::new();
     let error = cluster
@@ -413,7 +404,7 @@ async fn a_dropped_connection_is_reported_and_hangs_up_only_the_attached_command
 #[tokio::test]
 async fn the_drop_rate_cuts_exec_streams_mid_way() {
     let sandbox = Sandbox::start_with(PODS, &["--drop-rate", "1", "--seed", "5"]);
-    let cluster = client(&sandbox).await;
+    let cluster = sandbox.client().await;
     let error = cluster
         .exec(None, "transfer", None, &["sleep", "30"], None)
         .await

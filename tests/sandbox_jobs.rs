@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Sandbox, is_alive, pid_in};
-use runbook::kube::{Cluster, ClusterOptions, find_kind};
+use runbook::kube::{Cluster, find_kind};
 
 /// An Indexed Job whose pods run `script` with `sh -c`.
 fn indexed_job(
@@ -64,15 +64,6 @@ fn sandbox_dir(sandbox: &Sandbox) -> std::path::PathBuf {
         .parent()
         .expect("the kubeconfig is in the sandbox's directory")
         .to_path_buf()
-}
-
-async fn client(sandbox: &Sandbox) -> Cluster {
-    Cluster::connect(&ClusterOptions {
-        kubeconfig: Some(sandbox.kubeconfig()),
-        context: None,
-    })
-    .await
-    .expect("a client for the sandbox")
 }
 
 async fn job_pods(cluster: &Cluster, job: &str) -> Vec<serde_json::Value> {
@@ -133,7 +124,7 @@ async fn an_indexed_job_runs_each_index_as_a_local_process() {
         "{table}"
     );
 
-    let cluster = client(&sandbox).await;
+    let cluster = sandbox.client().await;
     let pods = job_pods(&cluster, "copy").await;
     assert_eq!(pods.len(), 3);
     for pod in &pods {
@@ -200,7 +191,7 @@ async fn a_failing_index_is_retried_until_the_job_fails_at_its_backoff_limit() {
         .clone();
     assert_eq!(failed["reason"], "BackoffLimitExceeded");
 
-    let cluster = client(&sandbox).await;
+    let cluster = sandbox.client().await;
     let failed_pods: Vec<serde_json::Value> = job_pods(&cluster, "flaky")
         .await
         .into_iter()
@@ -240,7 +231,7 @@ async fn deleting_a_pod_or_its_job_kills_the_running_processes() {
     assert!(is_alive(first));
 
     // A deleted pod's process is killed, and the Job replaces the pod.
-    let cluster = client(&sandbox).await;
+    let cluster = sandbox.client().await;
     let pod_of_zero = job_pods(&cluster, "long")
         .await
         .into_iter()

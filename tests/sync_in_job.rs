@@ -10,7 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::copies::{assert_same_tree, fake_rsync, make_homes, notes_of, write};
+use common::copies::{
+    assert_same_tree, fake_rsync, make_homes, notes_of, shards_planned_and_done, write,
+};
 use common::{Sandbox, Test, wait_until};
 
 /// A scratch directory with the source tree and a playbook whose step `copy` runs its
@@ -207,15 +209,7 @@ fn a_killed_runbook_leaves_the_job_running_and_run_again_follows_it() {
     wait_until(
         "the copy reaches the held shard",
         Duration::from_secs(120),
-        || {
-            std::panic::catch_unwind(|| {
-                let shards = notes_of(&test, "pass").first()?["shards"].as_array()?.len();
-                (notes_of(&test, "shard").len() + 1 == shards).then_some(())
-            })
-            .ok()
-            .flatten()
-            .is_some()
-        },
+        || shards_planned_and_done(&test).is_some_and(|(shards, done)| done + 1 == shards),
     );
     child.kill().expect("kill -9 runbook");
     child.wait().expect("wait");

@@ -106,6 +106,17 @@ pub fn notes_of(test: &Test, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The shards of the first pass and how many are journaled as finished; `None` until the
+/// pass is journaled (a journal line being written does not parse yet).
+pub fn shards_planned_and_done(test: &Test) -> Option<(usize, usize)> {
+    std::panic::catch_unwind(|| {
+        let shards = notes_of(test, "pass").first()?["shards"].as_array()?.len();
+        Some((shards, notes_of(test, "shard").len()))
+    })
+    .ok()
+    .flatten()
+}
+
 /// The trees are the same: `rsync -ain --delete` lists nothing and `diff -r` finds nothing.
 pub fn assert_same_tree(source: &Path, destination: &Path) {
     let itemized = Command::new("rsync")

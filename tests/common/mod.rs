@@ -351,6 +351,16 @@ impl Sandbox {
             .collect()
     }
 
+    /// Our own client for it.
+    pub async fn client(&self) -> runbook::kube::Cluster {
+        runbook::kube::Cluster::connect(&runbook::kube::ClusterOptions {
+            kubeconfig: Some(self.kubeconfig()),
+            context: None,
+        })
+        .await
+        .expect("a client for the sandbox")
+    }
+
     /// The requests of one verb (`exec`, `list`, `delete`, ...) it served so far.
     pub fn requests_of(&self, verb: &str) -> Vec<serde_json::Value> {
         self.requests()
