@@ -209,11 +209,16 @@ pub struct AgentState {
 impl AgentState {
     /// The state of an agent that has not run yet (`pid` 0 until it does).
     fn fresh(request: &AgentRequest) -> Self {
+        Self::new(&request.agent, &request.step, 0)
+    }
+
+    /// The state of agent `agent` (process `pid`) of `step`, started now, nothing done.
+    fn new(agent: &str, step: &str, pid: u32) -> Self {
         let now = jiff::Timestamp::now().to_string();
         AgentState {
-            agent: request.agent.clone(),
-            step: request.step.clone(),
-            pid: 0,
+            agent: agent.to_string(),
+            step: step.to_string(),
+            pid,
             started: now.clone(),
             updated: now,
             notes: Vec::new(),
@@ -407,6 +412,15 @@ fn start(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The async runtime of an agent: two workers, as for runbook itself.
+fn agent_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// The agent's reporter: everything goes into the state file.
 struct StateReporter {
     dir: PathBuf,
@@ -486,11 +500,7 @@ fn run(dir: &Path, lock_fd: RawFd) -> anyhow::Result<()> {
         state: Mutex::new(state),
     };
     reporter.update(false, |_| {})?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = agent_runtime()?;
     let ledger = Ledger::read(&request.notes);
     let continued = request.continued.as_deref().map(Ledger::read);
     let outcome = runtime.block_on(super::run_pass(
@@ -550,28 +560,15 @@ fn shards(root: &Path, index: usize) -> anyhow::Result<()> {
         }
         None => Vec::new(),
     };
-    let now = jiff::Timestamp::now().to_string();
     let reporter = StateReporter {
         dir,
         state: Mutex::new(AgentState {
-            agent: request.job.clone(),
-            step: request.step.clone(),
-            pid: std::process::id(),
-            started: now.clone(),
-            updated: now,
             notes,
-            said: Vec::new(),
-            progress: None,
-            board: Vec::new(),
-            result: None,
+            ..AgentState::new(&request.job, &request.step, std::process::id())
         }),
     };
     reporter.update(true, |_| {})?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = agent_runtime()?;
     let outcome = runtime.block_on(copy_shards(&request, index, &done, &reporter));
     let result = match outcome {
         Ok(failures) if failures.is_empty() => AgentResult::Done {
