@@ -432,25 +432,20 @@ fn point_children_at_cluster(cli: &Cli) -> Result<Option<tempfile::NamedTempFile
     };
     let mut context_file = None;
     if let Some(context) = &cli.context {
-        let mut file = tempfile::Builder::new()
-            .prefix("runbook-context-")
-            .suffix(".yaml")
-            .tempfile()
-            .map_err(|error| {
-                Error::Other(anyhow::anyhow!(
-                    "cannot write a kubeconfig for --context: {error}"
-                ))
-            })?;
         // A JSON string is a YAML string: any context name is quoted right.
         let text = format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: {}\n",
             serde_json::to_string(context).unwrap_or_default()
         );
-        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|error| {
-            Error::Other(anyhow::anyhow!(
-                "cannot write a kubeconfig for --context: {error}"
-            ))
-        })?;
+        let write = || -> std::io::Result<tempfile::NamedTempFile> {
+            let mut file = tempfile::Builder::new()
+                .prefix("runbook-context-")
+                .suffix(".yaml")
+                .tempfile()?;
+            std::io::Write::write_all(&mut file, text.as_bytes())?;
+            Ok(file)
+        };
+        let file = anyhow::Context::context(write(), "cannot write a kubeconfig for --context")?;
         list.insert(0, file.path().to_path_buf());
         context_file = Some(file);
     }
