@@ -322,9 +322,9 @@ async fn detached_copies(
     history: &History,
     options: &ClusterOptions,
 ) -> Vec<runbook::actions::DetachedCopy> {
-    let pending = runbook::actions::detached_copies(&history.notes, None).await;
-    if pending.is_empty() {
-        return pending;
+    let mut copies = runbook::actions::detached_copies(&history.notes);
+    if copies.is_empty() {
+        return copies;
     }
     let cluster = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -333,10 +333,12 @@ async fn detached_copies(
     .await
     .ok()
     .and_then(Result::ok);
-    match &cluster {
-        Some(cluster) => runbook::actions::detached_copies(&history.notes, Some(cluster)).await,
-        None => pending,
+    if let Some(cluster) = &cluster {
+        for copy in &mut copies {
+            copy.ask(cluster).await;
+        }
     }
+    copies
 }
 
 /// The `--sandbox` of a `plan` or `run`.

@@ -828,6 +828,16 @@ pub struct DetachedCopy {
     pub journaled: Option<JournaledPass>,
     /// What the cluster says now; `None` when it was not asked.
     pub live: Option<LiveCopy>,
+    /// Where it runs, as journaled: what [`DetachedCopy::ask`] asks.
+    #[serde(skip)]
+    runs_as: RunsAs,
+}
+
+/// The journal's record of where a detached copy runs.
+#[derive(Debug, Clone, PartialEq)]
+enum RunsAs {
+    Pod(Box<AgentRecord>),
+    Job(Box<super::pass::JobRecord>),
 }
 
 /// The last pass of a step as its journal tells it.
@@ -852,6 +862,14 @@ pub struct LiveCopy {
 }
 
 impl DetachedCopy {
+    /// Asks the cluster how the copy is now (within 10 s): its agent's status, or its Job.
+    pub async fn ask(&mut self, cluster: &Cluster) {
+        self.live = Some(match &self.runs_as {
+            RunsAs::Pod(record) => pod_copy_now(cluster, record).await,
+            RunsAs::Job(record) => job_copy_now(cluster, record).await,
+        });
+    }
+
     /// The lines `runbook status` prints.
     pub fn lines(&self) -> Vec<String> {
         let journaled = self
@@ -879,10 +897,9 @@ impl DetachedCopy {
 }
 
 /// The detached copies of a run whose results were not collected, from its journal (steps
-/// in order of their ids), with what the cluster says of each when `cluster` is given.
-pub async fn detached_copies(
+/// in order of their ids); [`DetachedCopy::ask`] adds what the cluster says of each.
+pub fn detached_copies(
     notes: &std::collections::HashMap<String, Vec<serde_json::Value>>,
-    cluster: Option<&Cluster>,
 ) -> Vec<DetachedCopy> {
     let mut copies = Vec::new();
     let mut steps: Vec<_> = notes.iter().collect();
@@ -904,38 +921,28 @@ pub async fn detached_copies(
             })
             .next_back();
         let copy = match last {
-            Some(Note::Agent(record)) if !collected.contains(&record.agent) => {
-                let live = match cluster {
-                    Some(cluster) => Some(pod_copy_now(cluster, &record).await),
-                    None => None,
-                };
-                DetachedCopy {
-                    step: step.clone(),
-                    kind: "pod",
-                    namespace: record.namespace.clone(),
-                    name: record.pod.clone(),
-                    agent: record.agent.clone(),
-                    started: record.started.clone(),
-                    journaled,
-                    live,
-                }
-            }
-            Some(Note::Job(record)) if !collected.contains(&record.name) => {
-                let live = match cluster {
-                    Some(cluster) => Some(job_copy_now(cluster, &record).await),
-                    None => None,
-                };
-                DetachedCopy {
-                    step: step.clone(),
-                    kind: "job",
-                    namespace: record.namespace.clone(),
-                    name: record.name.clone(),
-                    agent: record.name.clone(),
-                    started: record.started.clone(),
-                    journaled,
-                    live,
-                }
-            }
+            Some(Note::Agent(record)) if !collected.contains(&record.agent) => DetachedCopy {
+                step: step.clone(),
+                kind: "pod",
+                namespace: record.namespace.clone(),
+                name: record.pod.clone(),
+                agent: record.agent.clone(),
+                started: record.started.clone(),
+                journaled,
+                live: None,
+                runs_as: RunsAs::Pod(record),
+            },
+            Some(Note::Job(record)) if !collected.contains(&record.name) => DetachedCopy {
+                step: step.clone(),
+                kind: "job",
+                namespace: record.namespace.clone(),
+                name: record.name.clone(),
+                agent: record.name.clone(),
+                started: record.started.clone(),
+                journaled,
+                live: None,
+                runs_as: RunsAs::Job(record),
+            },
             _ => continue,
         };
         copies.push(copy);
