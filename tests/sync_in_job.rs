@@ -258,3 +258,30 @@ fn a_plan_says_what_runs_where() {
         .stdout_has("the shards run as an Indexed Job of 3 pods in namespace default (index i copies shards i, i+3, ...)");
     assert!(job_names(&sandbox).is_empty(), "a plan created a Job");
 }
+
+#[test]
+fn the_job_template_is_checked_for_undefined_variables_when_the_playbook_loads() {
+    let playbook = r#"runbook: 1
+name: j
+steps:
+  - id: copy
+    sync:
+      from: src
+      to: dst
+      on:
+        job:
+          parallelism: 2
+          template:
+            spec:
+              containers:
+                - name: copy
+                  image: "{{ transfer_imag }}"
+"#;
+    Test::new()
+        .playbook(playbook)
+        .args(["validate", "playbook.yaml"])
+        .run()
+        .status(2)
+        .stderr_has("undefined variable `transfer_imag`")
+        .stderr_has("playbook.yaml:15:30");
+}

@@ -51,8 +51,15 @@ pub struct SyncAction {
     /// (see [`super::remote`]); `from` and `to` are then paths in the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on: Option<RunsOn>,
-    /// `on: {job: ...}`: the shards run as an Indexed Job (see [`super::job`]).
-    #[serde(skip)]
+    /// `on: {job: ...}`: the shards run as an Indexed Job (see [`super::job`]). Written
+    /// back as `on: {job: ...}`, so that the definition hash and the load-time check of
+    /// template variables see it (only one of `on` and `on_job` is ever set).
+    #[serde(
+        rename = "on",
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_on_job"
+    )]
     pub on_job: Option<RunsOnJob>,
     /// Notes recorded by this process. The engine hands an action the notes of earlier runs
     /// only; a retry within the same run (`retries:`) must also see the shards the try
@@ -119,6 +126,18 @@ pub struct RunsOnJob {
     /// Failed pods before the Job fails (Kubernetes' default, 6, when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_limit: Option<u32>,
+}
+
+/// `on_job` as the playbook writes it: `{job: {...}}`.
+fn serialize_on_job<S: serde::Serializer>(
+    on_job: &Option<RunsOnJob>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct On<'a> {
+        job: &'a Option<RunsOnJob>,
+    }
+    On { job: on_job }.serialize(serializer)
 }
 
 const JOB_HELP: &str = "write `on: {job: {parallelism: 3, namespace: NS, template: {spec: {containers: [{name: copy, image: IMAGE}]}}}}`";
