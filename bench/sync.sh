@@ -190,6 +190,12 @@ flush() { command sync; }
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 # median_of KEY: the median of the times recorded under KEY.
 median_of() { local -a values; read -ra values <<< "${times[$1]}"; median "${values[@]}"; }
+# balance_median KEY: the median of the balances recorded under KEY (nothing if none).
+balance_median() {
+    local -a values
+    read -ra values <<< "${balance_of[$1]:-}"
+    [[ ${#values[@]} -eq 0 ]] || median "${values[@]}"
+}
 median() { python3 -c 'import statistics, sys; print(f"{statistics.median(map(float, sys.argv[1:])):.2f}")' "$@"; }
 ratio() { python3 -c "print(f'{$1 / max($2, 0.001):.2f}')"; }
 
@@ -447,7 +453,8 @@ run_tool() {
             mkdir -p "$dst"
             # shellcheck disable=SC2011,SC2012 # `ls`, as the runbooks people use do
             if [[ "$par_kind" == parallel* ]]; then
-                (cd "$src" && ls | parallel -j"$jobs" rsync -a --delete "$src/{}" "$dst/")
+                (cd "$src" && ls | parallel -j"$jobs" --joblog "$dir/$pass.joblog" \
+                    rsync -a --delete "$src/{}" "$dst/")
             else
                 (cd "$src" && ls | xargs -P"$jobs" -I{} rsync -a --delete "$src/{}" "$dst/")
             fi ;;
@@ -463,6 +470,23 @@ run_tool() {
             [[ "$pass" == initial ]] || again=(--from copy)
             (cd "$dir" && "$RUNBOOK_BIN" --quiet run playbook.yaml "${again[@]}") ;;
     esac
+}
+
+has() { [[ " ${selected[*]} " == *" $1 "* ]]; }
+
+# balance JOBLOG: how much of the time GNU parallel's workers were busy, from its --joblog:
+# its rsyncs' total run time / ($jobs x its wall time). 1.00: every worker copied until the
+# end; 0.60: 40% of the worker time went idle waiting for the slowest home, the time that
+# splitting that home frees (less where the workers compete for CPU or disk). Empty without
+# a joblog (xargs).
+balance() {
+    [[ -s "$1" ]] || return 0
+    awk -F'\t' -v jobs="$jobs" 'NR > 1 {
+            busy += $4; end = $3 + $4
+            if (first == "" || $3 < first) first = $3
+            if (end > last) last = end
+        }
+        END { if (last > first) printf "%.2f", busy / jobs / (last - first) }' "$1"
 }
 
 # time_tool SETUP TOOL PASS BACKING DST DIR: sets `took` (seconds) and `requests`.
@@ -505,7 +529,7 @@ differences() {
 # ---------------------------------------------------------------------------------------
 # The runs.
 
-declare -A times requests_of stale
+declare -A times requests_of stale balance_of
 [[ -n "${BENCH_TSV:-}" ]] && : >> "$BENCH_TSV"
 read -ra passes <<< "${BENCH_PASSES:-initial unchanged final}"
 echo "sync benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)," \
@@ -551,6 +575,8 @@ EOF
                 for tool in "${order[@]}"; do
                     time_tool "$setup" "$tool" "$pass" "$src" "$dst_root/$kind/$tool/dst" "$work/$kind/$tool"
                     times[$setup,$kind,$pass,$tool]+="$took "
+                    [[ "$tool" == parallel ]] \
+                        && balance_of[$setup,$kind,$pass]+="$(balance "$work/$kind/parallel/$pass.joblog") "
                     [[ $run -eq 1 ]] && requests_of[$setup,$kind,$pass,$tool]="$requests"
                     [[ -n "${BENCH_TSV:-}" ]] && printf '%s\t%s\t%s\t%s\t%s\t%s\n' \
                         "$setup" "$kind" "$pass" "$tool" "$run" "$took" >> "$BENCH_TSV"
@@ -605,6 +631,10 @@ EOF
             done
             echo "$row"
         fi
+        if has parallel && [[ -n "$(balance_median "$setup,$kind,initial")" ]]; then
+            echo "parallel's workers were busy during its initial copy (median): $(balance_median "$setup,$kind,initial")" \
+                "(its rsyncs' total time / ($jobs x its wall time); 1.00: none idled)"
+        fi
         if [[ " ${passes[*]} " == *" final "* ]]; then
             row="after run 1's final pass ($kept files rewritten with size and mtime kept), files that differ from the source / itemized differences:"
             for tool in "${selected[@]}"; do row+=" $tool ${stale[$setup,$kind,$tool]}"; done
@@ -619,7 +649,6 @@ done
 # The issue's targets, as ratios of medians from this run.
 
 verdict() { python3 -c "print('met' if $1 <= $2 else 'MISSED')"; }
-has() { [[ " ${selected[*]} " == *" $1 "* ]]; }
 echo "targets (ratios of medians from this run):"
 if has sync; then
     for setup in "${setup_list[@]}"; do
@@ -627,7 +656,8 @@ if has sync; then
             s=$(median_of "$setup,$kind,initial,sync")
             if [[ "$kind" == skewed || "$kind" == hog ]] && has parallel; then
                 r=$(ratio "$s" "$(median_of "$setup,$kind,initial,parallel")")
-                echo "  $setup, $kind, initial copy: sync/parallel ${r}x (target <= 0.7x): $(verdict "$r" 0.7)"
+                bound=$(balance_median "$setup,$kind,initial")
+                echo "  $setup, $kind, initial copy: sync/parallel ${r}x (target <= 0.7x): $(verdict "$r" 0.7)${bound:+ (parallel workers busy: $bound)}"
             fi
             # The final-pass targets are about latency: any delayed mount.
             [[ "$setup" == fuse:* && "${setup#fuse:}" != 0 ]] || continue
