@@ -155,7 +155,8 @@ impl KubeApply {
             }
             (None, None) => anyhow::bail!("missing the object"),
         };
-        let default_namespace = cx.render_optional(self.namespace.as_deref())?;
+        // Namespaced objects that name none go to the step's `namespace`, or the kubeconfig's.
+        let default_namespace = cx.namespace_or_default(self.namespace.as_deref())?;
         documents
             .into_iter()
             .map(|(kind, mut manifest)| {
@@ -170,11 +171,7 @@ impl KubeApply {
                 {
                     Some(namespace) => Some(namespace.to_string()),
                     None if kind.namespaced => {
-                        let namespace = default_namespace.clone().unwrap_or_else(|| {
-                            cx.cluster
-                                .map_or("default", |c| c.default_namespace())
-                                .to_string()
-                        });
+                        let namespace = default_namespace.clone();
                         manifest["metadata"]["namespace"] =
                             serde_json::Value::from(namespace.clone());
                         Some(namespace)
