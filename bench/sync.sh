@@ -44,7 +44,9 @@
 #
 # Prints, per setup and tree, the median seconds over BENCH_RUNS runs (the tool order
 # rotates between runs), then the ratios the targets use, from the same run:
-#   - skewed and hog trees, initial copy: sync / parallel <= 0.7
+#   - skewed and hog trees, initial copy: sync / parallel <= 0.7, next to how busy
+#     `ls | parallel`'s workers were (from its --joblog: its rsyncs' total time / (jobs x
+#     its wall time)); the idle part is what a better split of the big home can win back
 #   - behind latency, final and nothing-changed passes: sync / rsync <= 0.3 and
 #     sync / rclone <= 1.0
 # and, after the first run's final pass, what each destination still gets wrong: files
