@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Sandbox, is_alive, pid_in};
-use runbook::kube::{ExecError, KubeError, OutputStream};
+use runbook::kube::{Cluster, ExecError, ExecOutput, KubeError, OutputStream};
 
 /// A transfer pod as the NFS playbook creates it (one container, a literal env value), and
 /// a pod held Pending by a claim that does not exist.
@@ -82,6 +82,14 @@ fn sandbox_dir(sandbox: &Sandbox) -> PathBuf {
 /// Where the transfer pod's commands run.
 fn transfer_dir(sandbox: &Sandbox) -> PathBuf {
     sandbox_dir(sandbox).join("pods/default/transfer")
+}
+
+/// Runs `sh -c SCRIPT` in the transfer pod with runbook's client.
+async fn sh_in_transfer(cluster: &Cluster, script: &str) -> ExecOutput {
+    cluster
+        .exec(None, "transfer", None, &["sh", "-c", script], None)
+        .await
+        .expect("the command ran")
 }
 
 /// Waits until `done` holds; fails the test if that takes absurdly long.
@@ -176,16 +184,7 @@ fn kubectl_reports_a_missing_pod_or_container_as_the_api_server_does() {
 async fn the_client_collects_outputs_exit_codes_and_feeds_stdin() {
     let sandbox = Sandbox::start(PODS);
     let cluster = sandbox.client().await;
-    let output = cluster
-        .exec(
-            None,
-            "transfer",
-            None,
-            &["sh", "-c", "echo out; echo err >&2; exit 3"],
-            None,
-        )
-        .await
-        .expect("the command ran");
+    let output = sh_in_transfer(&cluster, "echo out; echo err >&2; exit 3").await;
     assert_eq!(
         (
             output.stdout_text().as_str(),
@@ -209,16 +208,7 @@ async fn the_client_collects_outputs_exit_codes_and_feeds_stdin() {
     assert_eq!(output.stdout_text().trim(), "20000");
     assert_eq!(output.exit_code, 137, "a death by SIGKILL is 128 + 9");
 
-    let output = cluster
-        .exec(
-            None,
-            "transfer",
-            None,
-            &["sh", "-c", "seq 1 1000000; echo done >&2"],
-            None,
-        )
-        .await
-        .expect("the command ran");
+    let output = sh_in_transfer(&cluster, "seq 1 1000000; echo done >&2").await;
     let expected: String = (1..=1_000_000).map(|n| format!("{n}\n")).collect();
     assert!(
         output.stdout == expected.as_bytes(),
@@ -335,20 +325,11 @@ async fn a_detached_child_outlives_its_exec() {
     let cluster = sandbox.client().await;
     let pod_dir = transfer_dir(&sandbox);
     // The child keeps the exec's output pipes: the exec ends anyway.
-    let output = cluster
-        .exec(
-            None,
-            "transfer",
-            None,
-            &[
-                "sh",
-                "-c",
-                "setsid sh -c 'sleep 3; touch detached' & echo started",
-            ],
-            None,
-        )
-        .await
-        .expect("the command ran");
+    let output = sh_in_transfer(
+        &cluster,
+        "setsid sh -c 'sleep 3; touch detached' & echo started",
+    )
+    .await;
     assert_eq!(
         (output.stdout_text().as_str(), output.exit_code),
         ("started\n", 0)
@@ -359,6 +340,32 @@ async fn a_detached_child_outlives_its_exec() {
     );
     wait_until("the detached child finishes", || {
         pod_dir.join("detached").exists()
+    });
+}
+
+#[tokio::test]
+async fn deleting_the_pod_stops_what_was_execd_into_it_detached_children_too() {
+    let sandbox = Sandbox::start(PODS);
+    let cluster = sandbox.client().await;
+    let pod_dir = transfer_dir(&sandbox);
+    // As runbook starts a copy inside a pod: a child in a session of its own, that no
+    // hang-up of the exec reaches and that outlives the exec.
+    sh_in_transfer(
+        &cluster,
+        "setsid sh -c 'echo $$ > detached.pid; exec sleep 600' >/dev/null 2>&1 &",
+    )
+    .await;
+    wait_until("the detached child writes its pid", || {
+        pod_dir.join("detached.pid").exists()
+    });
+    let detached = pid_in(&pod_dir.join("detached.pid"));
+    assert!(is_alive(detached), "the detached child runs");
+    let deleted = kubectl(&sandbox, &["delete", "pod", "transfer"], None);
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    // A kubelet stops every process of a deleted pod's containers, whatever session
+    // they are in.
+    wait_until("the deleted pod's detached child is stopped", || {
+        !is_alive(detached)
     });
 }
 

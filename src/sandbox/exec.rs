@@ -10,7 +10,8 @@
 //!
 //! Deliberate differences from a real cluster (there are no containers): the command runs
 //! on the sandbox's host, in `DIR/pods/NAMESPACE/POD/` (created on first use), with the
-//! sandbox's own environment plus `HOSTNAME=<pod>` and the container's literal `env` values
+//! sandbox's own environment plus `HOSTNAME=<pod>`, the pod's uid (a deleted pod's processes
+//! are stopped, see [`pod_reaper`](super::pod_reaper)) and the container's literal `env` values
 //! (no `valueFrom`, no `$(VAR)` expansion); volume mounts are not remapped, so a pod whose
 //! `mountPath` is a real directory of the host sees its files there. `tty` is accepted but
 //! gives no terminal: stderr is merged into stdout as through a terminal, and resize
@@ -29,6 +30,7 @@ use super::exec_session::{ExecSession, Protocol};
 use super::faults::StreamCut;
 use super::meta;
 use super::pod_process::PodProcess;
+use super::pod_reaper::POD_UID_ENV;
 use super::routes::{App, Query};
 use crate::kube::find_kind;
 
@@ -158,8 +160,7 @@ pub fn resolve(pod: &Value, options: &ExecOptions, dir: &Path) -> Result<ExecTar
             )));
         }
     }
-    let mut env = vec![("HOSTNAME".to_string(), name.to_string())];
-    env.extend(literal_env(pod, &container));
+    let env = container_env(pod, &container, name);
     Ok(ExecTarget {
         namespace: namespace.to_string(),
         pod: name.to_string(),
@@ -167,6 +168,18 @@ pub fn resolve(pod: &Value, options: &ExecOptions, dir: &Path) -> Result<ExecTar
         cwd: dir.join("pods").join(namespace).join(name),
         env,
     })
+}
+
+/// What a process of the pod's `container` finds in its environment on top of the sandbox's:
+/// `HOSTNAME`, the pod's uid (so that the pod's deletion stops it, see
+/// [`pod_reaper`](super::pod_reaper)) and the container's literal `env` values.
+pub fn container_env(pod: &Value, container: &str, hostname: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("HOSTNAME".to_string(), hostname.to_string()),
+        (POD_UID_ENV.to_string(), meta::uid(pod).to_string()),
+    ];
+    env.extend(literal_env(pod, container));
+    env
 }
 
 /// The container's `env` entries that are values, not references (`valueFrom`); an entry
@@ -292,7 +305,7 @@ mod tests {
 
     fn pod(phase: &str) -> Value {
         json!({
-            "metadata": {"name": "transfer", "namespace": "staging"},
+            "metadata": {"name": "transfer", "namespace": "staging", "uid": "pod-uid"},
             "spec": {
                 "nodeName": "sandbox-node",
                 "containers": [
@@ -340,7 +353,7 @@ mod tests {
     }
 
     #[test]
-    fn a_target_runs_in_the_pods_directory_with_its_literal_env() {
+    fn a_target_runs_in_the_pods_directory_with_its_uid_and_literal_env() {
         let target = resolve(
             &pod("Running"),
             &options(Some("shell")),
@@ -350,8 +363,13 @@ mod tests {
         assert_eq!(target.cwd, Path::new("/sandbox/pods/staging/transfer"));
         assert_eq!(
             target.env,
-            [("HOSTNAME", "transfer"), ("A", "1"), ("EMPTY", "")]
-                .map(|(name, value)| (name.to_string(), value.to_string()))
+            [
+                ("HOSTNAME", "transfer"),
+                (POD_UID_ENV, "pod-uid"),
+                ("A", "1"),
+                ("EMPTY", "")
+            ]
+            .map(|(name, value)| (name.to_string(), value.to_string()))
         );
     }
 

@@ -6,7 +6,9 @@
 //! `Succeeded` (exit 0) or `Failed`, every container `terminated` with the command's exit
 //! code, and the rest of its process group is killed, as a container's end kills what runs
 //! in it. A pod being deleted (or gone) has its command's group sent SIGTERM, then SIGKILL
-//! after the sandbox's grace period ([`MAX_GRACE_SECONDS`]).
+//! after the sandbox's grace period ([`MAX_GRACE_SECONDS`]); so has every other process
+//! started for it, in any pod: exec'd commands and what they detached
+//! ([`pod_reaper`](super::pod_reaper)).
 //!
 //! Deliberate differences from a real cluster: only Job pods run anything (other pods stay
 //! `Running` with nothing behind them, and `exec` runs its own processes); only the first
@@ -29,9 +31,10 @@ use tokio::task::JoinSet;
 use super::cluster::{Cluster, State};
 use super::controllers::{COMPLETION_INDEX_ENV, completion_index};
 use super::delete::MAX_GRACE_SECONDS;
-use super::exec::{ExecTarget, literal_env};
+use super::exec::{ExecTarget, container_env};
 use super::meta;
 use super::pod_process::{PodProcess, exit_code};
+use super::pod_reaper;
 use super::store::ObjectKey;
 use crate::kube::find_kind;
 
@@ -119,8 +122,7 @@ pub fn container_run(pod: &Value, dir: &Path) -> Option<ContainerRun> {
     let hostname = meta::str_at(pod, &["spec", "hostname"])
         .filter(|hostname| !hostname.is_empty())
         .unwrap_or(name);
-    let mut env = vec![("HOSTNAME".to_string(), hostname.to_string())];
-    env.extend(literal_env(pod, &container_name));
+    let mut env = container_env(pod, &container_name, hostname);
     if let Some(index) = completion_index(pod) {
         env.push((COMPLETION_INDEX_ENV.to_string(), index.to_string()));
     }
@@ -264,6 +266,12 @@ pub async fn run(cluster: Arc<Cluster>, dir: PathBuf, mut shutdown: watch::Recei
     // Every pod started, so that none starts twice (its status may lag behind its end).
     let mut started: BTreeSet<String> = BTreeSet::new();
     let mut containers = JoinSet::new();
+    // The pods whose processes may run (there, not being deleted). A pod that leaves this set
+    // has every process started for it stopped, exec'd and detached ones too, as a kubelet
+    // stops a container and all it holds. `None` until the first look, which counts every
+    // pod: one found already being deleted (a restarted sandbox) is stopped as well.
+    let mut live: Option<BTreeSet<String>> = None;
+    let grace = Duration::from_secs(MAX_GRACE_SECONDS.unsigned_abs());
     loop {
         changes.borrow_and_update();
         let (runs, present) = cluster.read(|state| {
@@ -283,6 +291,16 @@ pub async fn run(cluster: Arc<Cluster>, dir: PathBuf, mut shutdown: watch::Recei
                 .collect();
             (runs, present)
         });
+        let live_now: BTreeSet<String> = present
+            .iter()
+            .filter(|(_, may_run)| **may_run)
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        let live_before = live.get_or_insert_with(|| present.keys().cloned().collect());
+        for uid in live_before.difference(&live_now) {
+            tokio::spawn(pod_reaper::stop_processes_of(uid.clone(), grace));
+        }
+        *live_before = live_now;
         running.retain(|uid, container| {
             !container.stop.is_closed() && present.get(uid).copied().unwrap_or(false)
         });
@@ -444,6 +462,7 @@ mod tests {
             run.target.env,
             [
                 ("HOSTNAME", "copy-1"),
+                (pod_reaper::POD_UID_ENV, "u1"),
                 ("A", "1"),
                 ("JOB_COMPLETION_INDEX", "1")
             ]

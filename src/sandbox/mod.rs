@@ -65,6 +65,7 @@ pub mod options;
 pub mod patch;
 pub mod pod_logs;
 pub mod pod_process;
+pub mod pod_reaper;
 pub mod protobuf;
 pub mod request_log;
 pub mod routes;
