@@ -374,6 +374,14 @@ mod tests {
     }
 
     #[test]
+    fn a_terminating_pod_takes_execs_until_its_containers_stop() {
+        // As on a real cluster: the containers run through the grace period.
+        let mut terminating = pod("Running");
+        terminating["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:00Z");
+        assert!(resolve(&terminating, &options(Some("shell")), Path::new("/sandbox")).is_ok());
+    }
+
+    #[test]
     fn refusals_use_the_api_servers_words() {
         let running = pod("Running");
         assert_eq!(
