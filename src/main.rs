@@ -424,13 +424,7 @@ fn point_children_at_cluster(cli: &Cli) -> Result<Option<tempfile::NamedTempFile
         Some(path) => vec![std::path::absolute(path).map_err(|error| {
             Diagnostic::new(format!("--kubeconfig {}: {error}", path.display()))
         })?],
-        None => match std::env::var_os("KUBECONFIG").filter(|list| !list.is_empty()) {
-            Some(list) => std::env::split_paths(&list).collect(),
-            None => std::env::var_os("HOME")
-                .map(|home| PathBuf::from(home).join(".kube/config"))
-                .into_iter()
-                .collect(),
-        },
+        None => runbook::kube::default_kubeconfig_files(),
     };
     let mut context_file = None;
     if let Some(context) = &cli.context {

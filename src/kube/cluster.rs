@@ -210,39 +210,44 @@ fn kubeconfig_error(path: &Path, error: KubeconfigError) -> Diagnostic {
     }
 }
 
-/// The kubeconfig to use and where it came from: `--kubeconfig`; else the files listed in
-/// `KUBECONFIG`, merged as kubectl merges them (missing ones left out); else
-/// `~/.kube/config` if it exists; `None` when there is none (in a pod).
+/// The kubeconfig files kubectl reads without `--kubeconfig`: those listed in `KUBECONFIG`
+/// when it is set, else `~/.kube/config` (whether they exist or not).
+pub fn default_kubeconfig_files() -> Vec<PathBuf> {
+    match std::env::var_os("KUBECONFIG").filter(|list| !list.is_empty()) {
+        Some(list) => std::env::split_paths(&list).collect(),
+        None => std::env::var_os("HOME")
+            .map(|home| Path::new(&home).join(".kube/config"))
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// The kubeconfig to use and where it came from: `--kubeconfig`; else the
+/// [default files](default_kubeconfig_files) that exist, merged as kubectl merges them;
+/// `None` when there is none (in a pod).
 fn read_kubeconfig(options: &ClusterOptions) -> Result<Option<(PathBuf, Kubeconfig)>, Diagnostic> {
     if let Some(path) = &options.kubeconfig {
         let kubeconfig =
             Kubeconfig::read_from(path).map_err(|error| kubeconfig_error(path, error))?;
         return Ok(Some((path.clone(), kubeconfig)));
     }
-    if let Some(list) = std::env::var_os("KUBECONFIG").filter(|list| !list.is_empty()) {
-        let mut merged: Option<Kubeconfig> = None;
-        for path in std::env::split_paths(&list).filter(|path| path.exists()) {
-            let next =
-                Kubeconfig::read_from(&path).map_err(|error| kubeconfig_error(&path, error))?;
-            merged = Some(match merged {
-                Some(merged) => merged
-                    .merge(next)
-                    .map_err(|error| kubeconfig_error(&path, error))?,
-                None => next,
-            });
-        }
-        return Ok(merged.map(|kubeconfig| (PathBuf::from(list), kubeconfig)));
+    let files = default_kubeconfig_files();
+    let mut merged: Option<Kubeconfig> = None;
+    for path in files.iter().filter(|path| path.exists()) {
+        let next = Kubeconfig::read_from(path).map_err(|error| kubeconfig_error(path, error))?;
+        merged = Some(match merged {
+            Some(merged) => merged
+                .merge(next)
+                .map_err(|error| kubeconfig_error(path, error))?,
+            None => next,
+        });
     }
-    let Some(home) = std::env::var_os("HOME") else {
-        return Ok(None);
+    // Named as the user wrote it: the `KUBECONFIG` list, or the one file.
+    let source = match files.as_slice() {
+        [one] => one.clone(),
+        _ => std::env::join_paths(&files).map_or_else(|_| PathBuf::new(), PathBuf::from),
     };
-    let path = Path::new(&home).join(".kube/config");
-    if !path.exists() {
-        return Ok(None);
-    }
-    let kubeconfig =
-        Kubeconfig::read_from(&path).map_err(|error| kubeconfig_error(&path, error))?;
-    Ok(Some((path, kubeconfig)))
+    Ok(merged.map(|kubeconfig| (source, kubeconfig)))
 }
 
 impl Cluster {

@@ -9,5 +9,6 @@ pub mod selectors;
 
 pub use cluster::{
     Cluster, ClusterOptions, ExecError, ExecOutput, KubeError, ObjectPatch, OutputStream,
+    default_kubeconfig_files,
 };
 pub use kinds::{Kind, find_kind, kind_of_manifest, kinds};
