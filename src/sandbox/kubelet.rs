@@ -38,6 +38,8 @@ use super::pod_reaper;
 use super::store::ObjectKey;
 use crate::kube::find_kind;
 
+/// How long a stopped pod's processes have between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(MAX_GRACE_SECONDS.unsigned_abs());
 /// The exit code of a container that could not start, as a real runtime reports it.
 const START_ERROR_CODE: i32 = 128;
 /// The exit code recorded for a container lost across a restart (SIGKILL's).
@@ -271,7 +273,6 @@ pub async fn run(cluster: Arc<Cluster>, dir: PathBuf, mut shutdown: watch::Recei
     // stops a container and all it holds. `None` until the first look, which counts every
     // pod: one found already being deleted (a restarted sandbox) is stopped as well.
     let mut live: Option<BTreeSet<String>> = None;
-    let grace = Duration::from_secs(MAX_GRACE_SECONDS.unsigned_abs());
     loop {
         changes.borrow_and_update();
         let (runs, present) = cluster.read(|state| {
@@ -298,7 +299,7 @@ pub async fn run(cluster: Arc<Cluster>, dir: PathBuf, mut shutdown: watch::Recei
             .collect();
         let live_before = live.get_or_insert_with(|| present.keys().cloned().collect());
         for uid in live_before.difference(&live_now) {
-            tokio::spawn(pod_reaper::stop_processes_of(uid.clone(), grace));
+            tokio::spawn(pod_reaper::stop_processes_of(uid.clone(), GRACE));
         }
         *live_before = live_now;
         running.retain(|uid, container| {
@@ -339,8 +340,7 @@ async fn run_container(cluster: Arc<Cluster>, run: ContainerRun, stop: oneshot::
                 Some(status) => status,
                 None => {
                     process.signal_group(libc::SIGTERM);
-                    let grace = Duration::from_secs(MAX_GRACE_SECONDS.unsigned_abs());
-                    match tokio::time::timeout(grace, process.wait()).await {
+                    match tokio::time::timeout(GRACE, process.wait()).await {
                         Ok(status) => status,
                         Err(_) => {
                             process.signal_group(libc::SIGKILL);
