@@ -244,12 +244,15 @@ fn copied_files(journal: &[Value], step: &str) -> u64 {
         .sum()
 }
 
+/// The steps of a JSON plan.
+fn plan_steps(plan_json: &str) -> Vec<Value> {
+    let plan: Value = serde_json::from_str(plan_json).expect("plan JSON");
+    plan["steps"].as_array().expect("steps").clone()
+}
+
 /// The summary a JSON plan gives a step.
 fn summary_of(plan: &str, step: &str) -> String {
-    let plan: Value = serde_json::from_str(plan).expect("plan JSON");
-    plan["steps"]
-        .as_array()
-        .expect("steps")
+    plan_steps(plan)
         .iter()
         .find(|entry| entry["id"] == step)
         .and_then(|entry| entry["summary"].as_str())
@@ -530,10 +533,7 @@ fn users_that_never_leave_stop_the_run_before_the_hub_goes_offline() {
 /// The plan's decisions, one `step: decision (reason)` line each, with the sandbox's
 /// directory written `[SANDBOX]`.
 fn decisions(plan_json: &str, sandbox: &Path) -> String {
-    let plan: Value = serde_json::from_str(plan_json).expect("plan JSON");
-    plan["steps"]
-        .as_array()
-        .expect("steps")
+    plan_steps(plan_json)
         .iter()
         .map(|step| {
             format!(
