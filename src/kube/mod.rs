@@ -2,6 +2,7 @@
 //! and the template functions that read the cluster.
 
 mod cluster;
+mod conditions;
 pub mod diff;
 pub mod kinds;
 pub mod lookups;
@@ -11,4 +12,5 @@ pub use cluster::{
     Cluster, ClusterOptions, ExecError, ExecOutput, KubeError, ObjectPatch, OutputStream,
     default_kubeconfig_files,
 };
+pub use conditions::{condition, has_condition};
 pub use kinds::{Kind, find_kind, kind_of_manifest, kinds};

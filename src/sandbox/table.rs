@@ -267,16 +267,7 @@ fn pod_status(pod: &Value) -> String {
 
 /// A Job's STATUS as the server's printer shows it.
 fn job_status(job: &Value) -> &'static str {
-    let has = |kind: &str| {
-        job.pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .any(|condition| {
-                condition.get("type").and_then(Value::as_str) == Some(kind)
-                    && condition.get("status").and_then(Value::as_str) == Some("True")
-            })
-    };
+    let has = |kind: &str| crate::kube::has_condition(&job["status"], kind);
     if has("Complete") {
         "Complete"
     } else if has("Failed") {

@@ -33,7 +33,7 @@ use super::progress::Board;
 use super::remote::{DEFAULT_AGENT_ROOT, Pod};
 use super::spec::{Count, RunsOnJob, Settings};
 use crate::actions::{InvalidInput, StepContext};
-use crate::kube::{Cluster, find_kind};
+use crate::kube::{Cluster, find_kind, has_condition};
 
 /// The label that ties a Job's pods to it (Kubernetes adds its own, the sandbox does not).
 const JOB_LABEL: &str = "runbook.dev/sync-job";
@@ -131,15 +131,6 @@ pub(super) fn parse_indexes(text: &str) -> BTreeSet<usize> {
         }
     }
     set
-}
-
-/// Whether the Job has the condition, true.
-pub(super) fn has_condition(job: &Value, kind: &str) -> bool {
-    job.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == kind && c["status"] == "True")
 }
 
 /// The binary the Job's pods run: it must already be there.
@@ -442,7 +433,7 @@ impl JobCopier<'_> {
                 }
             }
             reporter.progress(board, false);
-            if has_condition(&live, "Complete") {
+            if has_condition(&live["status"], "Complete") {
                 for shard in 0..record.shards.len() {
                     journal(shard, &mut journaled)?;
                 }
@@ -475,7 +466,7 @@ impl JobCopier<'_> {
                     ..PoolOutcome::default()
                 });
             }
-            if has_condition(&live, "Failed") {
+            if has_condition(&live["status"], "Failed") {
                 reporter.note(&Note::Collected {
                     agent: job.name.clone(),
                     ok: false,

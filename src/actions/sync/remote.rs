@@ -1046,7 +1046,7 @@ async fn job_copy_now(cluster: &Cluster, record: &super::pass::JobRecord) -> Liv
         count("active"),
         count("failed")
     );
-    let condition = |kind: &str| super::job::has_condition(&job, kind);
+    let condition = |kind: &str| crate::kube::has_condition(&job["status"], kind);
     let (state, detail) = if condition("Complete") {
         (
             "finished",

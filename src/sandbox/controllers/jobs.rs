@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 
 use super::super::meta;
 use super::workloads::owner_reference;
-use super::{State, has_condition, is_ready};
-use crate::kube::{Kind, find_kind};
+use super::{State, is_ready};
+use crate::kube::{Kind, find_kind, has_condition};
 
 /// The finalizer that keeps a Job's pod until the Job has counted it.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";

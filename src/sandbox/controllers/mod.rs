@@ -99,25 +99,12 @@ pub fn reconcile(state: &mut State, now: Timestamp) -> Option<Timestamp> {
     pods::next_deadline(state, now)
 }
 
-/// The kind an object key belongs to.
-/// Whether an object's `status` has the condition `kind` with status `True`.
-fn has_condition(status: &Value, kind: &str) -> bool {
-    status
-        .get("conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|condition| {
-            condition.get("type").and_then(Value::as_str) == Some(kind)
-                && condition.get("status").and_then(Value::as_str) == Some("True")
-        })
-}
-
 /// Whether a pod is Ready.
 fn is_ready(pod: &Value) -> bool {
-    has_condition(&pod["status"], "Ready")
+    crate::kube::has_condition(&pod["status"], "Ready")
 }
 
+/// The kind an object key belongs to.
 fn kind_of(key: &ObjectKey) -> Option<&'static Kind> {
     kinds().iter().find(|kind| key.is(kind))
 }

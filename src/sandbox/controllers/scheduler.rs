@@ -18,11 +18,7 @@ fn waits_for_a_node(pod: &Value) -> bool {
 }
 
 fn scheduled_message(pod: &Value) -> Option<&str> {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|condition| condition.get("type").and_then(Value::as_str) == Some("PodScheduled"))
+    crate::kube::condition(&pod["status"], "PodScheduled")
         .and_then(|condition| condition.get("message"))
         .and_then(Value::as_str)
 }

@@ -240,12 +240,7 @@ fn sync_deployment(
 /// A condition that keeps its timestamps while its status and reason stay the same (else
 /// every pass would change the object, and the loop would never settle).
 fn condition(object: &Value, kind: &str, status: &str, reason: &str, message: &str) -> Value {
-    let previous = object
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|condition| condition.get("type").and_then(Value::as_str) == Some(kind));
+    let previous = crate::kube::condition(&object["status"], kind);
     let now = meta::now();
     let same = previous.is_some_and(|previous| {
         previous.get("status").and_then(Value::as_str) == Some(status)
