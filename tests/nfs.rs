@@ -483,6 +483,75 @@ fn a_kill_at_every_step_boundary_and_inside_both_copies_loses_nothing() {
 
 /// What users do between the two copies: a new file, a deleted one, an edit that keeps size
 /// and mtime (as `cp -p` leaves it), a whole home removed.
+/// A final copy of many changed files ends, and so does a run that collects it afterwards.
+/// Their pass's plan lists every path (megabytes of JSON); it once came back from the pod cut
+/// at the exec reader's line limit, and the watcher asked again for ever with the hub offline.
+#[test]
+fn a_final_copy_of_twenty_thousand_changed_files_ends() {
+    let migration = Migration::new();
+    // A plan seeds the sandbox; 20,000 more files go into it before the initial copy.
+    migration
+        .test
+        .run_args(&migration.args("plan", &[]))
+        .status(0);
+    let many = migration
+        .old_homes()
+        .join("dave/a-directory-with-a-long-name-for-many-files");
+    let mut files = Vec::new();
+    for group in 0..20 {
+        let dir = many.join(format!("group-{group:02}-of-files-changed-between-copies"));
+        std::fs::create_dir_all(&dir).expect("create dir");
+        for file in 0..1000 {
+            let path = dir.join(format!("notebook-checkpoint-{file:04}.ipynb"));
+            std::fs::write(&path, "{}").expect("write a file");
+            files.push(path);
+        }
+    }
+    migration.run(&[]).status(5);
+    // Each of them changes between the copies with its size and time kept (as `cp -p` or
+    // `tar x` leave them): the final copy lists every one of them in its plan.
+    for path in &files {
+        let mtime = std::fs::metadata(path)
+            .expect("stat")
+            .modified()
+            .expect("mtime");
+        std::fs::write(path, "[]").expect("change a file");
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .expect("open")
+            .set_modified(mtime)
+            .expect("keep mtime");
+    }
+    let original_values = std::fs::read_to_string(migration.values_file()).expect("values");
+
+    let mut run = migration.spawn(&["--yes"]);
+    // A guard against the hang this test is about, not a timing target.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let exit = loop {
+        if let Some(status) = run.try_wait().expect("wait for runbook") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > give_up {
+            let _ = run.kill();
+            let _ = run.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let stderr = std::fs::read_to_string(migration.test.path("spawned.stderr")).unwrap_or_default();
+    assert!(
+        exit.is_some(),
+        "the maintenance window never ended:\n{stderr}"
+    );
+    assert_eq!(exit.and_then(|status| status.code()), Some(0), "{stderr}");
+    migration.assert_migrated(&original_values);
+    assert!(
+        copied_files(&migration.journal(), "final-copy") >= 20_000,
+        "the final copy copied the changed files"
+    );
+}
+
 fn change_the_source(homes: &Path) {
     std::fs::write(homes.join("dave/new-notebook.ipynb"), "{}").expect("new file");
     std::fs::remove_file(homes.join("bob/.gitconfig")).expect("delete a file");

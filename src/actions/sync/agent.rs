@@ -63,7 +63,8 @@ pub enum AgentCommand {
         #[arg(long)]
         lock_fd: RawFd,
     },
-    /// Print the agent's state as a JSON line.
+    /// Print the agent's state as a JSON line (a [`StatusReport`]), or, with `--follow`,
+    /// a [`StatusBeat`] line every 2 s.
     Status {
         /// The agent's state directory.
         #[arg(long)]
@@ -74,7 +75,8 @@ pub enum AgentCommand {
         /// Leave out the first N lines.
         #[arg(long, default_value_t = 0)]
         said_from: usize,
-        /// Keep printing every 2 s, for up to this many seconds or until the agent ends.
+        /// Print a [`StatusBeat`] every 2 s instead, for up to this many seconds, until the
+        /// agent ends or has notes or lines past `--notes-from`/`--said-from`.
         #[arg(long, default_value_t = 0)]
         follow: u64,
     },
@@ -242,6 +244,55 @@ pub struct StatusReport {
     pub said_from: usize,
     /// The state, when there is one.
     pub state: Option<AgentState>,
+}
+
+/// One line of `status --follow`: how the agent is doing, in a size that does not grow with
+/// the copy. A follow is read line by line, so a line must stay small enough to arrive whole:
+/// it carries counts of the notes and lines, not the notes themselves (a pass's plan lists
+/// every path it copies, megabytes for a big pass); the caller fetches those with a plain
+/// `status`, whose whole output is read at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusBeat {
+    /// An agent process holds the lock.
+    pub alive: bool,
+    /// The agent whose state it is; `None` while there is no state.
+    pub agent: Option<String>,
+    /// How many notes the state holds.
+    pub notes: usize,
+    /// How many lines it said.
+    pub said: usize,
+    /// Progress of the shards, once they are being copied.
+    pub progress: Option<Counters>,
+    /// The progress bar and the workers' lines (one per worker).
+    pub board: Vec<String>,
+    /// The agent has a result.
+    pub finished: bool,
+}
+
+impl StatusBeat {
+    /// The beat of a state (`None`: there is none).
+    fn of(alive: bool, state: Option<&AgentState>) -> Self {
+        StatusBeat {
+            alive,
+            agent: state.map(|state| state.agent.clone()),
+            notes: state.map_or(0, |state| state.notes.len()),
+            said: state.map_or(0, |state| state.said.len()),
+            progress: state.and_then(|state| state.progress),
+            board: state.map(|state| state.board.clone()).unwrap_or_default(),
+            finished: state.is_some_and(|state| state.result.is_some()),
+        }
+    }
+
+    /// Whether the agent has something that a caller holding `notes_from` notes and
+    /// `said_from` lines must fetch with a plain `status`: new notes or lines, a result, an
+    /// end, or no state at all.
+    pub fn has_news(&self, notes_from: usize, said_from: usize) -> bool {
+        self.agent.is_none()
+            || !self.alive
+            || self.finished
+            || self.notes > notes_from
+            || self.said > said_from
+    }
 }
 
 /// The output of `start`.
@@ -665,25 +716,22 @@ pub fn report(dir: &Path, notes_from: usize, said_from: usize) -> anyhow::Result
     })
 }
 
-/// `status`: one JSON line, or one every 2 s while following a live agent.
-fn status(
-    dir: &Path,
-    mut notes_from: usize,
-    mut said_from: usize,
-    follow: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + follow;
+/// `status`: one [`StatusReport`] line; or, following, a [`StatusBeat`] line every 2 s until
+/// the agent has news for the caller (see [`StatusBeat::has_news`]) or `follow` has passed.
+fn status(dir: &Path, notes_from: usize, said_from: usize, follow: Duration) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    loop {
+    if follow.is_zero() {
         let report = report(dir, notes_from, said_from)?;
         writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
+        return Ok(stdout.flush()?);
+    }
+    let deadline = Instant::now() + follow;
+    loop {
+        let alive = is_running(dir)?;
+        let beat = StatusBeat::of(alive, read_state(dir)?.as_ref());
+        writeln!(stdout, "{}", serde_json::to_string(&beat)?)?;
         stdout.flush()?;
-        let Some(state) = &report.state else {
-            return Ok(());
-        };
-        notes_from += state.notes.len();
-        said_from += state.said.len();
-        if !report.alive || state.result.is_some() || Instant::now() >= deadline {
+        if beat.has_news(notes_from, said_from) || Instant::now() >= deadline {
             return Ok(());
         }
         std::thread::sleep(STATUS_EVERY);
@@ -725,6 +773,61 @@ mod tests {
         drop(first);
         assert!(!is_running(dir.path()).expect("probe"));
         assert!(try_lock(&second, true).expect("lock"));
+    }
+
+    #[test]
+    fn a_beat_stays_small_however_big_the_pass_and_says_when_to_fetch() {
+        use super::super::pass::{PassRecord, RelPath, ShardRecord};
+        let dir = tempfile::tempdir().expect("dir");
+        let mut big = state("x");
+        let entries = (0..20_000)
+            .map(|i| RelPath(format!("dave/a-long-directory-name/file-{i:05}.ipynb").into_bytes()))
+            .collect();
+        big.notes.push(Note::Pass(Box::new(PassRecord {
+            pass: 4,
+            started: "t".into(),
+            started_secs: 0,
+            started_nanos: 0,
+            settings: "s".into(),
+            shards: vec![ShardRecord {
+                entries,
+                bytes: 1,
+                files: 20_000,
+                ignore_times: false,
+                fresh: false,
+            }],
+            dirs: Vec::new(),
+            deletions: Vec::new(),
+            hard_links: Vec::new(),
+            forced: 0,
+        })));
+        write_state(dir.path(), &big, false).expect("write");
+        let whole =
+            serde_json::to_string(&report(dir.path(), 0, 0).expect("report")).expect("json");
+        assert!(
+            whole.len() > 500_000,
+            "the pass's plan is big: {}",
+            whole.len()
+        );
+
+        let beat = StatusBeat::of(true, read_state(dir.path()).expect("read").as_ref());
+        let line = serde_json::to_string(&beat).expect("json");
+        assert!(line.len() < 1024, "a beat of {} bytes", line.len());
+        assert_eq!((beat.notes, beat.said), (4, 2));
+        assert!(beat.has_news(3, 2), "a note the caller lacks");
+        assert!(beat.has_news(4, 1), "a line the caller lacks");
+        assert!(!beat.has_news(4, 2), "nothing new");
+        let finished = StatusBeat {
+            finished: true,
+            ..beat.clone()
+        };
+        assert!(finished.has_news(4, 2), "a result to collect");
+        let gone = StatusBeat {
+            alive: false,
+            ..beat
+        };
+        assert!(gone.has_news(4, 2), "an agent that stopped");
+        assert!(StatusBeat::of(false, None).has_news(0, 0), "no state");
     }
 
     #[test]
