@@ -556,7 +556,9 @@ impl ExecError {
 /// How much of each stream kube-rs buffers between its connection and our readers.
 const EXEC_BUFFER: usize = 64 * 1024;
 
-/// A line longer than this is handed on in pieces.
+/// A line longer than this is handed on in pieces, so a command that never ends a line cannot
+/// fill memory. Lines are for output shown to people and for small status lines; what must
+/// arrive whole (a JSON document of any size) is read with [`Cluster::exec`] instead.
 const MAX_LINE: usize = 64 * 1024;
 
 /// Cuts output into lines at `\n`, `\r` (progress lines that rewrite themselves) or

@@ -14,17 +14,20 @@
 
 mod agent;
 mod compare;
+mod detached;
 mod filter;
 mod job;
 mod pass;
 mod pass_reporter;
 mod planner;
+mod pod;
 mod pool;
 mod progress;
 mod remote;
 mod rsync;
 mod spec;
 mod walker;
+mod watch;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -35,7 +38,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 pub use agent::{AgentCommand, run_command as run_agent_command};
-pub use remote::{DetachedCopy, LiveCopy, detached_copies};
+pub use detached::{DetachedCopy, LiveCopy, detached_copies};
 pub use spec::SyncAction;
 
 use super::{Action, Check, InvalidInput, Outcome, Preview, StepContext};

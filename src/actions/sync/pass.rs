@@ -2,7 +2,7 @@
 //! finished shard, the deletions, its end. From them a resumed run knows which shards of the
 //! same pass are finished, and the next pass knows when the previous one started.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
@@ -353,6 +353,33 @@ impl Ledger {
             .find(|pass| pass.done)
             .map(|pass| (pass.record.started_secs, pass.record.started_nanos))
     }
+}
+
+/// The agents this step's notes know of, and those whose result was collected.
+pub(super) fn journaled_agents(notes: &[serde_json::Value]) -> (HashSet<String>, HashSet<String>) {
+    let mut started = HashSet::new();
+    let mut collected = HashSet::new();
+    for note in notes {
+        match serde_json::from_value::<Note>(note.clone()) {
+            Ok(Note::Agent(record)) => {
+                started.insert(record.agent);
+            }
+            Ok(Note::Collected { agent, .. }) => {
+                collected.insert(agent);
+            }
+            _ => {}
+        }
+    }
+    (started, collected)
+}
+
+/// The keys of the notes already journaled for the step.
+pub(super) fn journaled_keys(notes: &[serde_json::Value]) -> HashSet<String> {
+    notes
+        .iter()
+        .filter_map(|note| serde_json::from_value::<Note>(note.clone()).ok())
+        .map(|note| note.key())
+        .collect()
 }
 
 #[cfg(test)]
