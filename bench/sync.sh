@@ -389,9 +389,9 @@ for setup in $setups; do
                 continue
             fi
             ensure mountpoint util-linux || die "mountpoint (util-linux) is needed"
-            latencyfs="$here/bench/latencyfs/target/release/latencyfs"
-            (cd "$here/bench/latencyfs" && cargo build --release --locked --quiet) \
-                || die "cannot build bench/latencyfs (cargo build --release in bench/latencyfs)"
+            latencyfs="$here/target/release/latencyfs"
+            (cd "$here" && cargo build --release --locked --quiet -p latencyfs) \
+                || die "cannot build bench/latencyfs (cargo build --release -p latencyfs)"
             [[ "$setup" == fuse ]] && setup="fuse:$delay_us"
             setup_list+=("$setup") ;;
         *) die "unknown setup $setup (BENCH_SETUPS: local, fuse, fuse:MICROSECONDS)" ;;

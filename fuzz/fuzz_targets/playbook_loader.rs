@@ -48,7 +48,13 @@ fuzz_target!(|data: &[u8]| {
     sets.push(vec![format!("{}=1", first.trim())]);
     // Plain values that satisfy most types and patterns, so the vars get rendered.
     for value in ["1", "a", "true"] {
-        sets.push(playbook.params.keys().map(|name| format!("{name}={value}")).collect());
+        sets.push(
+            playbook
+                .params
+                .keys()
+                .map(|name| format!("{name}={value}"))
+                .collect(),
+        );
     }
 
     for vars in sets {
