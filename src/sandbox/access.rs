@@ -27,7 +27,7 @@ impl std::fmt::Debug for Access {
 }
 
 impl Access {
-    /// Requests must name 127.0.0.1, localhost or [::1] (with `port` or no port) as their
+    /// Requests must name 127.0.0.1, localhost or `[::1]` (with `port` or no port) as their
     /// Host and carry `Authorization: Bearer TOKEN`.
     pub fn new(port: u16, token: &str) -> Self {
         Access {

@@ -1,9 +1,11 @@
-//! The sandbox cluster: an HTTP server on 127.0.0.1 that speaks the Kubernetes API for the
+//! The sandbox cluster: an HTTPS server on 127.0.0.1 that speaks the Kubernetes API for the
 //! kinds in [`crate::kube::kinds()`], for tests, demos and dry runs. The real `kubectl` and
-//! kube-rs clients work against it.
+//! kube-rs clients work against it, with the kubeconfig it writes (mode 0600): its CA and
+//! its bearer token ([`credentials`]), without which every request gets 401 ([`access`]).
 //!
 //! The data's way through it:
-//! - [`server`] accepts connections, injects [`faults`], writes the [`request_log`];
+//! - [`server`] accepts TLS connections, lets in only what [`access`] allows, injects
+//!   [`faults`], writes the [`request_log`];
 //! - [`routes`] parses [`api_path`]s and queries and answers [`discovery`], [`openapi`],
 //!   lists (or kubectl's [`table`]s), [`watch`]es and the verbs, and [`exec`] (a WebSocket
 //!   [`exec_session`] that runs the command as a local [`pod_process`]), and [`pod_logs`];
