@@ -8,7 +8,7 @@
 //! commands through a Job or an exec.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -48,37 +48,61 @@ impl Credentials {
     /// only) when there are none yet.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Credentials> {
         let home = dir.join(DIR_NAME);
-        let files = [CA_FILE, CERT_FILE, KEY_FILE, TOKEN_FILE].map(|name| home.join(name));
-        if files.iter().all(|file| file.exists()) {
-            let [ca, cert, key, token] = files.map(|file| read(&file));
-            let credentials = Credentials {
-                ca_pem: ca?,
-                cert_pem: cert?,
-                key_pem: key?,
-                token: token?.trim().to_string(),
-            };
-            credentials.server_config().with_context(|| {
-                format!(
-                    "the sandbox's credentials in {} are not usable; remove that directory \
-                     to make new ones",
-                    home.display()
-                )
-            })?;
-            return Ok(credentials);
+        if is_complete(&home) {
+            return Credentials::load(&home);
         }
-        // A set missing a file (a sandbox killed while writing them) is made anew whole: a
-        // certificate without its key, or a token without its certificate, serves nobody.
         let credentials = Credentials::generate()?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&home)
-            .with_context(|| format!("cannot create {}", home.display()))?;
-        let [ca, cert, key, token] = &files;
-        write_private(ca, &credentials.ca_pem)?;
-        write_private(cert, &credentials.cert_pem)?;
-        write_private(key, &credentials.key_pem)?;
-        write_private(token, &format!("{}\n", credentials.token))?;
+        // Written in a directory of their own (0700) and renamed into place whole: a sandbox
+        // killed meanwhile leaves no half set behind, and of two sandboxes starting on one
+        // directory at once the second uses the first one's.
+        let partial = tempfile::Builder::new()
+            .prefix(&format!("{DIR_NAME}.partial-"))
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(dir)
+            .with_context(|| format!("cannot create a directory in {}", dir.display()))?;
+        write_private(&partial.path().join(CA_FILE), &credentials.ca_pem)?;
+        write_private(&partial.path().join(CERT_FILE), &credentials.cert_pem)?;
+        write_private(&partial.path().join(KEY_FILE), &credentials.key_pem)?;
+        write_private(
+            &partial.path().join(TOKEN_FILE),
+            &format!("{}\n", credentials.token),
+        )?;
+        if home.exists() && !is_complete(&home) {
+            // A set missing a file (removed by hand) serves nobody: a certificate without
+            // its key, or a token without its certificate. A failure shows in the rename.
+            let _ = std::fs::remove_dir_all(&home);
+        }
+        match std::fs::rename(partial.path(), &home) {
+            Ok(()) => {
+                let _ = partial.keep();
+                Ok(credentials)
+            }
+            Err(_) if is_complete(&home) => Credentials::load(&home),
+            Err(error) => Err(error).with_context(|| format!("cannot create {}", home.display())),
+        }
+    }
+
+    fn load(home: &Path) -> anyhow::Result<Credentials> {
+        let [ca, cert, key, token] = files_of(home).map(|file| read(&file));
+        let credentials = Credentials {
+            ca_pem: ca?,
+            cert_pem: cert?,
+            key_pem: key?,
+            token: token?.trim().to_string(),
+        };
+        let usable = if credentials.token.is_empty() {
+            // An empty token would let in every request that sends `Bearer ` and nothing.
+            Err(anyhow::anyhow!("the token is empty"))
+        } else {
+            credentials.server_config().map(|_| ())
+        };
+        usable.with_context(|| {
+            format!(
+                "the sandbox's credentials in {} are not usable; remove that directory to \
+                 make new ones",
+                home.display()
+            )
+        })?;
         Ok(credentials)
     }
 
@@ -183,6 +207,14 @@ preferences: {{}}
     }
 }
 
+fn files_of(home: &Path) -> [PathBuf; 4] {
+    [CA_FILE, CERT_FILE, KEY_FILE, TOKEN_FILE].map(|name| home.join(name))
+}
+
+fn is_complete(home: &Path) -> bool {
+    files_of(home).iter().all(|file| file.exists())
+}
+
 fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
@@ -238,6 +270,30 @@ mod tests {
     }
 
     #[test]
+    fn sandboxes_starting_together_on_one_directory_share_one_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens: Vec<String> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| Credentials::load_or_create(dir.path()).unwrap()))
+                .collect();
+            starts
+                .into_iter()
+                .map(|start| start.join().unwrap().token().to_string())
+                .collect()
+        });
+        let kept = Credentials::load_or_create(dir.path()).unwrap();
+        assert!(
+            tokens.iter().all(|token| token == kept.token()),
+            "{tokens:?}"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [DIR_NAME], "no partial directory is left behind");
+    }
+
+    #[test]
     fn an_incomplete_set_is_made_anew_and_a_broken_one_refused() {
         let dir = tempfile::tempdir().unwrap();
         let first = Credentials::load_or_create(dir.path()).unwrap();
@@ -251,6 +307,11 @@ mod tests {
             format!("{error:#}").contains("remove that directory"),
             "{error:#}"
         );
+        std::fs::write(home.join(KEY_FILE), &second.key_pem).unwrap();
+        Credentials::load_or_create(dir.path()).unwrap();
+        std::fs::write(home.join(TOKEN_FILE), "\n").unwrap();
+        let error = Credentials::load_or_create(dir.path()).unwrap_err();
+        assert!(format!("{error:#}").contains("token is empty"), "{error:#}");
     }
 
     #[test]
