@@ -1,7 +1,7 @@
 //! The connection loop: HTTP/1.1 over TLS on 127.0.0.1, with the [`access`](super::access)
-//! check, fault injection and the request log in front of the routes. It is hand-rolled on hyper rather than `axum::serve` because a
-//! dropped connection (a fault) must close the socket without any answer, which only the
-//! owner of the connection can do.
+//! check, fault injection and the request log in front of the routes. It is hand-rolled on
+//! hyper rather than `axum::serve` because a dropped connection (a fault) must close the
+//! socket without any answer, which only the owner of the connection can do.
 
 use std::convert::Infallible;
 use std::sync::Arc;
