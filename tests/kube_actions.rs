@@ -559,23 +559,29 @@ steps:
 /// at the sandbox: what a person with several clusters has.
 fn two_contexts(sandbox: &Sandbox) -> String {
     let text = std::fs::read_to_string(sandbox.kubeconfig()).expect("the sandbox's kubeconfig");
-    let server = text
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("server:"))
-        .expect("a server")
-        .trim();
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("the sandbox's kubeconfig has no {key}"))
+            .trim()
+            .to_string()
+    };
+    let server = field("server:");
+    // The sandbox serves TLS to holders of its token: its CA and token come along.
+    let ca = field("certificate-authority-data:");
+    let token = field("token:");
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
-- {{name: sandbox, cluster: {{server: \"{server}\"}}}}
+- {{name: sandbox, cluster: {{server: \"{server}\", certificate-authority-data: \"{ca}\"}}}}
 - {{name: nowhere, cluster: {{server: \"http://127.0.0.1:9\"}}}}
 contexts:
 - {{name: sandbox, context: {{cluster: sandbox, user: sandbox, namespace: default}}}}
 - {{name: elsewhere, context: {{cluster: nowhere, user: sandbox}}}}
 current-context: elsewhere
 users:
-- {{name: sandbox, user: {{}}}}
+- {{name: sandbox, user: {{token: {token}}}}}
 "
     )
 }

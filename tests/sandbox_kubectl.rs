@@ -598,7 +598,7 @@ fn sigterm_saves_a_state_that_loads_again() {
     let mut sandbox = Sandbox::start(HUB);
     let stderr = sandbox.log();
     assert!(
-        stderr.starts_with("sandbox listening on http://127.0.0.1:"),
+        stderr.starts_with("sandbox listening on https://127.0.0.1:"),
         "{stderr}"
     );
     assert!(stderr.trim_end().ends_with("kubeconfig"), "{stderr}");

@@ -68,7 +68,7 @@ impl EmbeddedSandbox {
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -113,7 +113,7 @@ mod tests {
             ..SandboxOptions::default()
         })
         .unwrap();
-        let address = sandbox.url().trim_start_matches("http://").to_string();
+        let address = sandbox.url().trim_start_matches("https://").to_string();
         assert!(std::net::TcpStream::connect(&address).is_ok());
         assert!(sandbox.kubeconfig().is_file());
         sandbox.stop().unwrap();

@@ -1,9 +1,11 @@
-//! The sandbox cluster: an HTTP server on 127.0.0.1 that speaks the Kubernetes API for the
+//! The sandbox cluster: an HTTPS server on 127.0.0.1 that speaks the Kubernetes API for the
 //! kinds in [`crate::kube::kinds()`], for tests, demos and dry runs. The real `kubectl` and
-//! kube-rs clients work against it.
+//! kube-rs clients work against it, with the kubeconfig it writes (mode 0600): its CA and
+//! its bearer token ([`credentials`]), without which every request gets 401 ([`access`]).
 //!
 //! The data's way through it:
-//! - [`server`] accepts connections, injects [`faults`], writes the [`request_log`];
+//! - [`server`] accepts TLS connections, lets in only what [`access`] allows, injects
+//!   [`faults`], writes the [`request_log`];
 //! - [`routes`] parses [`api_path`]s and queries and answers [`discovery`], [`openapi`],
 //!   lists (or kubectl's [`table`]s), [`watch`]es and the verbs, and [`exec`] (a WebSocket
 //!   [`exec_session`] that runs the command as a local [`pod_process`]), and [`pod_logs`];
@@ -39,6 +41,7 @@
 //! with volume mounts not remapped, over WebSocket only ([`exec`]), logs are answered whole,
 //! without `follow` ([`pod_logs`]).
 
+pub mod access;
 pub mod admission;
 pub mod api_error;
 pub mod api_path;
@@ -47,6 +50,7 @@ pub mod cli;
 pub mod cluster;
 pub mod controllers;
 pub mod create;
+pub mod credentials;
 pub mod delete;
 pub mod deployer;
 pub mod discovery;
@@ -96,6 +100,8 @@ pub use faults::Faults;
 pub use options::SandboxOptions;
 
 use crate::engine::lock::{Acquired, RunLock};
+use access::Access;
+use credentials::Credentials;
 use faults::FaultInjector;
 use request_log::RequestLog;
 use routes::App;
@@ -114,31 +120,6 @@ pub struct Sandbox {
     tasks: Vec<JoinHandle<()>>,
     /// Held while the sandbox keeps a state file, so that no second sandbox writes it.
     _state_lock: Option<RunLock>,
-}
-
-/// The kubeconfig of a sandbox: no credentials (kubectl sends none to an `http://` server),
-/// one context named `sandbox`, current.
-fn kubeconfig_text(url: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: sandbox
-  cluster:
-    server: {url}
-contexts:
-- name: sandbox
-  context:
-    cluster: sandbox
-    user: sandbox
-    namespace: default
-current-context: sandbox
-users:
-- name: sandbox
-  user: {{}}
-preferences: {{}}
-"
-    )
 }
 
 /// Locks `FILE.lock` beside a state file: two sandboxes writing one state would lose each
@@ -165,8 +146,9 @@ fn lock_state_file(state: &Path) -> anyhow::Result<RunLock> {
 
 impl Sandbox {
     /// Binds 127.0.0.1:`port`, loads the state file if it exists (else the scenario), starts
-    /// keeping the state file, serving and reconciling on the current tokio runtime, and
-    /// writes `DIR/kubeconfig` (last, so that a file there means the sandbox is ready).
+    /// keeping the state file, serving (over TLS, to holders of its token: [`credentials`])
+    /// and reconciling on the current tokio runtime, and writes `DIR/kubeconfig`, mode 0600
+    /// (last, so that a file there means the sandbox is ready).
     pub async fn start(options: SandboxOptions) -> anyhow::Result<Sandbox> {
         std::fs::create_dir_all(&options.dir)
             .with_context(|| format!("cannot create {}", options.dir.display()))?;
@@ -200,7 +182,9 @@ impl Sandbox {
         let address = listener
             .local_addr()
             .context("cannot read the listening address")?;
-        let url = format!("http://{address}");
+        let url = format!("https://{address}");
+        let credentials = Credentials::load_or_create(&options.dir)?;
+        let tls = Arc::new(credentials.server_config()?);
         let request_log = options.dir.join("requests.jsonl");
         let log = RequestLog::open(&request_log)
             .with_context(|| format!("cannot open {}", request_log.display()))?;
@@ -221,6 +205,8 @@ impl Sandbox {
                 seed.rotate_left(17),
             )),
             log: Arc::new(log),
+            access: Access::new(address.port(), credentials.token()),
+            tls,
         };
         let tasks = vec![
             tokio::spawn(controllers::run(cluster.clone(), stopped.clone())),
@@ -228,10 +214,8 @@ impl Sandbox {
             tokio::spawn(server::serve(listener, frontend, stopped)),
         ];
         let kubeconfig = options.dir.join("kubeconfig");
-        let partial = options.dir.join("kubeconfig.partial");
-        std::fs::write(&partial, kubeconfig_text(&url))
-            .and_then(|()| std::fs::rename(&partial, &kubeconfig))
-            .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+        // It holds the token: readable by the owner only, like the credentials.
+        credentials::write_private(&kubeconfig, &credentials.kubeconfig_text(&url))?;
         Ok(Sandbox {
             url,
             kubeconfig,
@@ -244,7 +228,7 @@ impl Sandbox {
         })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -1,7 +1,7 @@
-//! The connection loop: HTTP/1.1 on 127.0.0.1, with fault injection and the request log in
-//! front of the routes. It is hand-rolled on hyper rather than `axum::serve` because a
-//! dropped connection (a fault) must close the socket without any answer, which only the
-//! owner of the connection can do.
+//! The connection loop: HTTP/1.1 over TLS on 127.0.0.1, with the [`access`](super::access)
+//! check, fault injection and the request log in front of the routes. It is hand-rolled on
+//! hyper rather than `axum::serve` because a dropped connection (a fault) must close the
+//! socket without any answer, which only the owner of the connection can do.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,8 +15,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use super::access::Access;
 use super::api_error::ApiError;
 use super::api_path::ApiPath;
 use super::faults::{Fault, FaultInjector};
@@ -32,6 +34,10 @@ pub struct Frontend {
     pub faults: Arc<FaultInjector>,
     /// Where requests are logged.
     pub log: Arc<RequestLog>,
+    /// Who may make requests.
+    pub access: Access,
+    /// The TLS side of every connection.
+    pub tls: Arc<rustls::ServerConfig>,
 }
 
 /// Accepts connections until `shutdown` turns true; then closes every open connection
@@ -57,7 +63,36 @@ pub async fn serve(listener: TcpListener, frontend: Frontend, mut shutdown: watc
     connections.shutdown().await;
 }
 
+/// The TLS handshake, or None when it fails; a plain HTTP request is told why.
+async fn open(
+    mut stream: tokio::net::TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let mut first = [0u8; 1];
+    if matches!(stream.peek(&mut first).await, Ok(1) if first[0] != TLS_HANDSHAKE) {
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, PLAIN_HTTP_ANSWER).await;
+        return None;
+    }
+    TlsAcceptor::from(tls).accept(stream).await.ok()
+}
+
+/// What Go's servers, the API server's among them, answer to plain HTTP on a TLS port, so
+/// that a client with an `http://` kubeconfig learns why it gets nothing.
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n\r\n\
+    Client sent an HTTP request to an HTTPS server.\n";
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 async fn connection(stream: tokio::net::TcpStream, frontend: Frontend) {
+    // A client that opens a connection and says nothing must not hold a task for ever.
+    let opened = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        open(stream, frontend.tls.clone()),
+    );
+    let Ok(Some(stream)) = opened.await else {
+        return;
+    };
     let hang_up = Arc::new(Notify::new());
     let service = {
         let hang_up = hang_up.clone();
@@ -132,9 +167,11 @@ async fn answer(
     let ts = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string();
+    // Before anything else: a refused request reads no body and draws no fault.
+    let refusal = frontend.access.check(request.headers()).err();
     // A deletion's dry run is in its body (kube-rs puts it there); the log must see it, so
     // DELETE bodies, which are small, are read here and handed on.
-    let (request, delete_body) = if request.method() == Method::DELETE {
+    let (request, delete_body) = if request.method() == Method::DELETE && refusal.is_none() {
         let (parts, body) = request.into_parts();
         let bytes = axum::body::to_bytes(Body::new(body), 1 << 20)
             .await
@@ -151,7 +188,9 @@ async fn answer(
     let is_write = !matches!(described.method.as_str(), "GET" | "HEAD" | "OPTIONS");
     let exec = described.verb == "exec";
     let mut request = request;
-    let fault = if exec {
+    let fault = if refusal.is_some() {
+        None
+    } else if exec {
         // An exec is not dropped before its answer but cut mid-stream, by its session.
         let (fault, cut) = frontend.faults.draw_exec();
         if let Some(cut) = cut {
@@ -161,26 +200,30 @@ async fn answer(
     } else {
         frontend.faults.draw(is_write)
     };
-    let response = match fault {
-        Some(Fault::Drop) if !exec => None,
-        Some(Fault::Error) => Some(ApiError::internal("injected by the sandbox (--error-rate)").into_response()),
-        Some(Fault::Conflict) => Some(
-            ApiError {
-                code: 409,
-                reason: "Conflict",
-                message: format!(
-                    "Operation cannot be fulfilled on {}: {} (injected by the sandbox: --conflict-rate)",
-                    described.path,
-                    ApiError::MODIFIED
-                ),
-                details: Some(serde_json::json!({})),
-            }
-            .into_response(),
-        ),
-        Some(Fault::Drop) | None => Some(match frontend.router.oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        }),
+    let response = if let Some(refusal) = refusal {
+        Some(refusal.into_response())
+    } else {
+        match fault {
+            Some(Fault::Drop) if !exec => None,
+            Some(Fault::Error) => Some(ApiError::internal("injected by the sandbox (--error-rate)").into_response()),
+            Some(Fault::Conflict) => Some(
+                ApiError {
+                    code: 409,
+                    reason: "Conflict",
+                    message: format!(
+                        "Operation cannot be fulfilled on {}: {} (injected by the sandbox: --conflict-rate)",
+                        described.path,
+                        ApiError::MODIFIED
+                    ),
+                    details: Some(serde_json::json!({})),
+                }
+                .into_response(),
+            ),
+            Some(Fault::Drop) | None => Some(match frontend.router.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }),
+        }
     };
     let status = response
         .as_ref()
