@@ -1,7 +1,7 @@
 //! End-to-end tests of the `kube.*` actions and lookups, through the binary, against the
 //! sandbox cluster (`runbook sandbox up`), checked with the real kubectl.
 
-mod common;
+use crate::common;
 
 use common::{Sandbox, Test};
 

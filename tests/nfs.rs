@@ -1,7 +1,7 @@
 //! The NFS migration end to end: `runbook run playbooks/nfs-migrate.yaml --sandbox`, the
 //! real playbook against the sandbox cluster, real rsync copies and a real values file.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;

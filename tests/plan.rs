@@ -1,6 +1,6 @@
 //! End-to-end tests of `runbook plan`: honest decisions, three formats, no side effects.
 
-mod common;
+use crate::common;
 
 use common::Test;
 

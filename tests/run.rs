@@ -1,6 +1,6 @@
 //! End-to-end tests of `runbook run`: resume, failures, signals, locks, approvals.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

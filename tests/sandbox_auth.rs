@@ -5,7 +5,7 @@
 //! but the token or the Host differs from an accepted request), and with our own client;
 //! the accepted side with the real kubectl and our client, exec included.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -6,7 +6,7 @@
 //! Waits are for states (a line arrives, a file appears, a process is gone); the limits
 //! only guard against a hang.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

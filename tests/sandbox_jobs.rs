@@ -7,7 +7,7 @@
 //! Waits are for states (a condition, a file, a process gone); the limits only guard
 //! against a hang.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

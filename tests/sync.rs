@@ -3,7 +3,7 @@
 //! newlines and bytes that are not UTF-8, permissions and owners, a big file, many small
 //! ones, and one directory holding most of the bytes.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

@@ -6,7 +6,7 @@
 //! The pods' container gets `PATH` with a fake `rsync` first: it can fail a shard once, or
 //! hold one while a file exists, so that a test can act in the middle of a copy.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@
 //! container's literal `env` to its commands): it hangs on one shard while a file exists,
 //! so that a test can act in the middle of a copy.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! End-to-end tests of `values.set` and `values.get` through the binary, on copies of real
 //! values files (`tests/data/values/`).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 
