@@ -5,6 +5,7 @@ prints one JSON line per scenario, which the test checks.
 
 import json
 import sys
+import time
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
@@ -33,11 +34,12 @@ session = stream(
 )
 session.write_stdin("hello from python\n")
 stdout = ""
-while session.is_open():
-    session.update(timeout=30)
+# The command answers once it has its line; if the line never arrives, give up after a
+# minute rather than hang (the test then fails on the output).
+deadline = time.monotonic() + 60
+while session.is_open() and "\n" not in stdout and time.monotonic() < deadline:
+    session.update(timeout=5)
     stdout += session.read_stdout()
-    if not session.is_open() or "\n" in stdout:
-        break
 session.close()
 report("exec", stdout=stdout)
 
