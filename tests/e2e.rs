@@ -9,6 +9,7 @@ mod bad_playbooks;
 mod kube_actions;
 mod nfs;
 mod plan;
+mod real_clients;
 mod run;
 mod sandbox_auth;
 mod sandbox_client;

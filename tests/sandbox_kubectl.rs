@@ -630,3 +630,144 @@ fn sigterm_saves_a_state_that_loads_again() {
         "pod/jupyter-alice\n"
     );
 }
+
+#[test]
+fn imperative_creates_send_protobuf_that_is_read() {
+    let sandbox = Sandbox::start(HUB);
+    assert_eq!(
+        sandbox.ok(&[
+            "create",
+            "job",
+            "cleanup",
+            "-n",
+            "staging",
+            "--image=busybox",
+            "--",
+            "true"
+        ]),
+        "job.batch/cleanup created\n"
+    );
+    let job = sandbox.json(&["get", "job", "cleanup", "-n", "staging"]);
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["command"],
+        serde_json::json!(["true"])
+    );
+    assert_eq!(
+        sandbox.ok(&[
+            "create",
+            "service",
+            "clusterip",
+            "web",
+            "-n",
+            "staging",
+            "--tcp=80:8080"
+        ]),
+        "service/web created\n"
+    );
+    let service = sandbox.json(&["get", "service", "web", "-n", "staging"]);
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"],
+        serde_json::json!(8080)
+    );
+    assert_eq!(service["spec"]["selector"]["app"], "web");
+}
+
+#[test]
+fn logs_follow_a_container_until_it_ends_and_take_their_flags() {
+    let sandbox = Sandbox::start(HUB);
+    sandbox.ok(&[
+        "create",
+        "job",
+        "slow",
+        "-n",
+        "staging",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo one; sleep 2; echo two",
+    ]);
+    sandbox.ok(&[
+        "wait",
+        "--for=jsonpath={.status.active}=1",
+        "job/slow",
+        "-n",
+        "staging",
+        "--timeout=60s",
+    ]);
+    // Without following, this would answer at once with what the command wrote so far.
+    assert_eq!(
+        sandbox.ok(&["logs", "-f", "job/slow", "-n", "staging"]),
+        "one\ntwo\n"
+    );
+    assert_eq!(
+        sandbox.ok(&["logs", "job/slow", "-n", "staging", "--limit-bytes=5"]),
+        "one\nt"
+    );
+    assert_eq!(
+        sandbox.ok(&["logs", "job/slow", "-n", "staging", "--tail=1"]),
+        "two\n"
+    );
+    let previous = sandbox.fails(&["logs", "job/slow", "-n", "staging", "--previous"]);
+    assert!(
+        previous.contains("previous terminated container \"slow\" in pod"),
+        "{previous}"
+    );
+}
+
+#[test]
+fn can_i_nodes_and_events() {
+    let sandbox = Sandbox::start(HUB);
+    assert_eq!(
+        sandbox.ok(&["auth", "can-i", "delete", "pods", "-n", "staging"]),
+        "yes\n"
+    );
+    let nodes = sandbox.ok(&["get", "nodes"]);
+    assert!(
+        nodes.starts_with("NAME") && nodes.contains("sandbox-node   Ready    control-plane"),
+        "{nodes}"
+    );
+    // The scheduler placed the hub's pods when the sandbox loaded them.
+    let events = sandbox.ok(&["get", "events", "-n", "staging"]);
+    assert!(
+        events.starts_with("LAST SEEN   TYPE     REASON"),
+        "{events}"
+    );
+    assert!(
+        events.lines().any(|line| line.contains("Scheduled")
+            && line.contains("pod/jupyter-alice")
+            && line.ends_with("Successfully assigned staging/jupyter-alice to sandbox-node")),
+        "{events}"
+    );
+    let described = sandbox.ok(&["describe", "pod", "jupyter-alice", "-n", "staging"]);
+    let section = described
+        .split("Events:")
+        .nth(1)
+        .expect("describe has an Events section");
+    assert!(
+        section.contains("default-scheduler  Successfully assigned staging/jupyter-alice"),
+        "{described}"
+    );
+    assert!(
+        section.contains("kubelet            Started container notebook"),
+        "{described}"
+    );
+}
+
+#[test]
+fn bodies_over_3_mib_get_a_status() {
+    let sandbox = Sandbox::start(HUB);
+    let big = sandbox.file("big.txt", &"a".repeat(3 * 1024 * 1024 + 1));
+    let error = sandbox.fails(&[
+        "create",
+        "configmap",
+        "big",
+        "-n",
+        "staging",
+        &format!("--from-file={big}"),
+    ]);
+    assert!(
+        error.contains("Request entity too large: limit is 3145728"),
+        "{error}"
+    );
+}

@@ -110,6 +110,8 @@ pub fn kinds() -> &'static [Kind] {
             Kind::of::<apps::v1::ReplicaSet>(&["rs"]),
             Kind::of::<batch::v1::Job>(&[]),
             Kind::of::<coordination::v1::Lease>(&[]),
+            Kind::of::<core::v1::Node>(&["no"]),
+            Kind::of::<core::v1::Event>(&["ev"]),
         ]
     });
     &KINDS

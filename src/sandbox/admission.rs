@@ -20,6 +20,60 @@ use crate::kube::{Kind, find_kind};
 pub const NODE_NAME: &str = "sandbox-node";
 /// The node's address, the pods' `hostIP`.
 pub const NODE_IP: &str = "10.0.0.10";
+/// The sandbox's one Node, where every pod runs: Ready, its capacity the machine's (its CPUs,
+/// its memory), its kubelet the version discovery claims.
+pub fn node(now: &str) -> Value {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    // `MemTotal:  16310412 kB` (kibibytes, which Kubernetes writes `Ki`).
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| rest.split_whitespace().next().map(str::to_string))
+        })
+        .map_or_else(|| "0".to_string(), |kib| format!("{kib}Ki"));
+    let resources = json!({"cpu": cpus.to_string(), "memory": memory, "pods": "110"});
+    let ready = json!({
+        "type": "Ready", "status": "True", "reason": "KubeletReady",
+        "message": "kubelet is posting ready status",
+        "lastHeartbeatTime": now, "lastTransitionTime": now,
+    });
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": NODE_NAME,
+            "labels": {
+                "kubernetes.io/hostname": NODE_NAME,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": std::env::consts::ARCH,
+                "node-role.kubernetes.io/control-plane": "",
+            },
+        },
+        "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]},
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [ready],
+            "addresses": [
+                {"type": "InternalIP", "address": NODE_IP},
+                {"type": "Hostname", "address": NODE_NAME},
+            ],
+            "nodeInfo": {
+                "kubeletVersion": super::discovery::version()["gitVersion"],
+                "kubeProxyVersion": "",
+                "osImage": "runbook sandbox",
+                "kernelVersion": "",
+                "containerRuntimeVersion": "sandbox://1",
+                "operatingSystem": "linux",
+                "architecture": std::env::consts::ARCH,
+                "machineID": "", "systemUUID": "", "bootID": "",
+            },
+        },
+    })
+}
+
 /// The finalizer that keeps a claim while a pod uses it.
 pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
 /// The finalizer that keeps a volume while a claim is bound to it.

@@ -282,6 +282,15 @@ impl ApiError {
         ApiError::new(415, "UnsupportedMediaType", message)
     }
 
+    /// 413: a request body over the server's limit of `limit` bytes.
+    pub fn too_large(limit: usize) -> Self {
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
+    }
+
     /// 410 `Expired`: a watch or list from a `resourceVersion` the history no longer holds.
     pub fn expired(message: impl Into<String>) -> Self {
         ApiError::new(410, "Expired", message)

@@ -80,7 +80,7 @@ pub struct Written {
 }
 
 impl Cluster {
-    /// A cluster with the built-in namespaces, whose identities are drawn from `seed`.
+    /// A cluster with the built-in namespaces and its node, whose identities are drawn from `seed`.
     pub fn new(seed: u64) -> Self {
         let mut state = State {
             store: Store::new(HISTORY),
@@ -176,6 +176,20 @@ impl State {
             };
             // Creating a well-formed namespace in an empty store cannot fail.
             let _ = self.create(kind, "", namespace, &options);
+        }
+        if let Some(nodes) = find_kind("Node") {
+            let options = WriteOptions {
+                field_manager: "kubelet".into(),
+                ..WriteOptions::default()
+            };
+            let mut node = super::admission::node(&meta::now());
+            let status = meta::remove_at(&mut node, &["status"]).unwrap_or_default();
+            // As a kubelet registers its node: create it, then report its status.
+            if let Ok(written) = self.create(nodes, "", node, &options) {
+                let mut node = written.object;
+                node["status"] = status;
+                self.store.insert(ObjectKey::of(nodes, &node), node);
+            }
         }
     }
 

@@ -263,7 +263,8 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Reads the client's messages until its connection ends: stdin goes to the process (and
+/// Reads the client's messages (binary or text) until its connection ends: stdin goes to the
+/// process (and
 /// its backpressure to the client), `[0xFF, 0]` closes stdin in v5, anything else is
 /// ignored. Reading is also what answers the client's pings.
 async fn read_inbound(
@@ -272,8 +273,12 @@ async fn read_inbound(
     protocol: Protocol,
 ) {
     while let Some(Ok(message)) = stream.next().await {
-        let Message::Binary(data) = message else {
-            continue;
+        // A real server reads text frames as binary ones: the Python client sends a str
+        // stdin as text (the channel byte being the string's first character).
+        let data = match message {
+            Message::Binary(data) => data,
+            Message::Text(text) => bytes::Bytes::from(text),
+            _ => continue,
         };
         match data.as_ref() {
             [channel::STDIN, input @ ..] => {

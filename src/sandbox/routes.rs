@@ -56,6 +56,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/v1/namespaces/{namespace}/pods/{name}/log",
             axum::routing::get(log_handler),
         )
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            axum::routing::post(access_review_handler),
+        )
         .fallback(handle)
         .with_state(app)
 }
@@ -74,11 +78,40 @@ async fn log_handler(
     uri: Uri,
 ) -> Response {
     pod_logs::answer(
-        &app,
+        app,
         &namespace,
         &name,
         &Query::parse(uri.query().unwrap_or_default()),
     )
+}
+
+/// `kubectl auth can-i`: a SelfSubjectAccessReview. The sandbox's user may do everything (as
+/// a cluster admin may), so every review is allowed; the review is answered, not stored.
+async fn access_review_handler(headers: HeaderMap, body: Body) -> Response {
+    let answer = async {
+        let body = axum::body::to_bytes(body, MAX_BODY)
+            .await
+            .map_err(|_| ApiError::too_large(MAX_BODY))?;
+        let mut review = parse_body(&body, &headers)?;
+        if review.get("kind").and_then(Value::as_str) != Some("SelfSubjectAccessReview") {
+            return Err(ApiError::bad_request(
+                "the body is not a SelfSubjectAccessReview",
+            ));
+        }
+        if review.pointer("/spec/resourceAttributes").is_none()
+            && review.pointer("/spec/nonResourceAttributes").is_none()
+        {
+            return Err(ApiError::bad_request(
+                "spec: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+            ));
+        }
+        review["apiVersion"] = json!("authorization.k8s.io/v1");
+        review["metadata"] = json!({"creationTimestamp": null});
+        review["status"] =
+            json!({"allowed": true, "reason": "the sandbox allows its user everything"});
+        Ok(json_response(StatusCode::CREATED, &review, &[]))
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The query parameters of a request, repeated keys kept.
@@ -124,13 +157,21 @@ impl Query {
     }
 }
 
+/// The largest request body the API server reads, as `kube-apiserver`'s
+/// `--max-request-body-bytes` defaults it: 3 MiB (a Secret or ConfigMap holds at most 1 MiB
+/// of data, and a client may send it with its metadata and more).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
 async fn handle(
     AxumState(app): AxumState<Arc<App>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return ApiError::too_large(MAX_BODY).into_response();
+    };
     let query = Query::parse(uri.query().unwrap_or_default());
     let Some(path) = ApiPath::parse(uri.path()) else {
         return ApiError::no_route(uri.path()).into_response();
@@ -489,20 +530,29 @@ fn deleted_status(kind: &Kind, object: &Value) -> Value {
 /// Whether a `DeleteOptions` body asks for `dryRun: [All]` (kube-rs sends it there, not in
 /// the query).
 pub fn body_dry_run(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body)
+    delete_body(body)
         .ok()
         .and_then(|options| options.get("dryRun").cloned())
         .and_then(|values| values.as_array().cloned())
         .is_some_and(|values| values.iter().any(|value| value == "All"))
 }
 
-fn delete_options(query: &Query, body: &Bytes) -> Result<DeleteOptions, ApiError> {
-    let body: Value = if body.is_empty() {
-        json!({})
+/// A `DeleteOptions` body: JSON, or protobuf from client-go's typed clients (helm's
+/// `uninstall` deletes its release Secrets so).
+fn delete_body(body: &[u8]) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        Ok(json!({}))
+    } else if protobuf::is_protobuf(body) {
+        protobuf::decode(body)
+            .map_err(|error| ApiError::bad_request(format!("invalid DeleteOptions: {error}")))
     } else {
         serde_json::from_slice(body)
-            .map_err(|error| ApiError::bad_request(format!("invalid DeleteOptions: {error}")))?
-    };
+            .map_err(|error| ApiError::bad_request(format!("invalid DeleteOptions: {error}")))
+    }
+}
+
+fn delete_options(query: &Query, body: &Bytes) -> Result<DeleteOptions, ApiError> {
+    let body = delete_body(body)?;
     let text = |field: &str| {
         body.get(field)
             .and_then(Value::as_str)

@@ -441,6 +441,19 @@ fn selectable_fields(kind: &Kind) -> &'static [&'static str] {
         ],
         ("apps", "ReplicaSet") => &["status.replicas"],
         ("batch", "Job") => &["status.successful"],
+        // What `kubectl describe` selects an object's events by.
+        ("", "Event") => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "type",
+        ],
         _ => &[],
     }
 }

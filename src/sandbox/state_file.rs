@@ -146,7 +146,8 @@ mod tests {
         create(&cluster, config_map("settings"));
         // No shutdown, no save: the file is all there is.
         let again = Cluster::new(7);
-        assert_eq!(load(&again, &path).unwrap(), 4);
+        // The three namespaces, the node, the config map.
+        assert_eq!(load(&again, &path).unwrap(), 5);
         assert_eq!(again.read(State::snapshot), cluster.read(State::snapshot));
         let kind = find_kind("ConfigMap").unwrap();
         let restored = again.get(kind, "default", "settings").unwrap();
@@ -168,7 +169,7 @@ mod tests {
         };
         assert_eq!(
             uids(&again).len(),
-            5,
+            6,
             "the same seed does not give the restored uids again"
         );
     }

@@ -37,8 +37,22 @@ fn columns(kind: &Kind) -> &'static [&'static str] {
         ("apps", "ReplicaSet") => &["Desired", "Current", "Ready"],
         ("batch", "Job") => &["Status", "Completions"],
         ("coordination.k8s.io", "Lease") => &["Holder"],
+        ("", "Node") => &["Status", "Roles", "Age", "Version"],
+        // Events have no NAME column: it is replaced below.
+        ("", "Event") => &["Last Seen", "Type", "Reason", "Object", "Message"],
         _ => &[],
     }
+}
+
+/// Whether a kind's table starts with NAME (every kind but Event).
+fn has_name_column(kind: &Kind) -> bool {
+    !(kind.group.is_empty() && kind.kind == "Event")
+}
+
+/// Whether AGE is among a kind's own columns rather than after them (Node's VERSION follows
+/// it), or missing (Event).
+fn places_age_itself(kind: &Kind) -> bool {
+    !has_name_column(kind) || columns(kind).contains(&"Age")
 }
 
 /// The columns `-o wide` adds after AGE (priority 1).
@@ -50,6 +64,14 @@ fn wide_columns(kind: &Kind) -> &'static [&'static str] {
         ("apps", "Deployment" | "ReplicaSet") | ("batch", "Job") => {
             &["Containers", "Images", "Selector"]
         }
+        ("", "Node") => &[
+            "Internal-IP",
+            "External-IP",
+            "OS-Image",
+            "Kernel-Version",
+            "Container-Runtime",
+        ],
+        ("", "Event") => &["Subobject", "Source", "First Seen", "Count", "Name"],
         _ => &[],
     }
 }
@@ -85,6 +107,26 @@ fn wide_cell(kind: &Kind, column: &str, object: &Value) -> Value {
         ("Pod", "IP") => json!(or_none(text(object, "/status/podIP"))),
         ("Pod", "Node") => json!(or_none(text(object, "/spec/nodeName"))),
         ("Pod", "Nominated Node" | "Readiness Gates") => json!("<none>"),
+        ("Node", "Internal-IP") => json!(node_address(object, "InternalIP")),
+        ("Node", "External-IP") => json!(node_address(object, "ExternalIP")),
+        ("Node", "OS-Image") => json!(text(object, "/status/nodeInfo/osImage")),
+        ("Node", "Kernel-Version") => json!(text(object, "/status/nodeInfo/kernelVersion")),
+        ("Node", "Container-Runtime") => {
+            json!(text(object, "/status/nodeInfo/containerRuntimeVersion"))
+        }
+        ("Event", "Subobject") => json!(text(object, "/involvedObject/fieldPath")),
+        ("Event", "Source") => {
+            let component = text(object, "/source/component");
+            let host = text(object, "/source/host");
+            json!(if host.is_empty() {
+                component.to_string()
+            } else {
+                format!("{component}, {host}")
+            })
+        }
+        ("Event", "First Seen") => json!(age(text(object, "/firstTimestamp"), Timestamp::now())),
+        ("Event", "Count") => json!(count(object, "/count")),
+        ("Event", "Name") => json!(meta::name(object)),
         ("Service", "Selector") => json!(or_none(&label_list(object.pointer("/spec/selector")))),
         (_, "VolumeMode") => json!(text(object, "/spec/volumeMode")),
         (_, "Containers") => json!(containers(object, "name")),
@@ -94,6 +136,19 @@ fn wide_cell(kind: &Kind, column: &str, object: &Value) -> Value {
         ))),
         _ => json!(""),
     }
+}
+
+/// A node's address of one type, or `<none>`.
+fn node_address(node: &Value, address_type: &str) -> String {
+    let address = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|address| address.get("type").and_then(Value::as_str) == Some(address_type))
+        .map(|address| text(address, "/address"))
+        .unwrap_or_default();
+    or_none(address)
 }
 
 fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
@@ -243,6 +298,52 @@ fn cell(kind: &Kind, column: &str, object: &Value) -> Value {
                 .unwrap_or(1)
         )),
         ("Lease", "Holder") => json!(text(object, "/spec/holderIdentity")),
+        (_, "Age") => json!(age(
+            text(object, "/metadata/creationTimestamp"),
+            Timestamp::now()
+        )),
+        ("Node", "Status") => {
+            let ready = crate::kube::has_condition(&object["status"], "Ready");
+            let status = if ready { "Ready" } else { "NotReady" };
+            json!(
+                if object.pointer("/spec/unschedulable") == Some(&json!(true)) {
+                    format!("{status},SchedulingDisabled")
+                } else {
+                    status.to_string()
+                }
+            )
+        }
+        ("Node", "Roles") => {
+            let labels = meta::labels(object);
+            let roles: Vec<&str> = labels
+                .keys()
+                .filter_map(|label| label.strip_prefix("node-role.kubernetes.io/"))
+                .map(|role| role.trim_start_matches('/'))
+                .filter(|role| !role.is_empty())
+                .collect::<Vec<_>>();
+            json!(or_none(&roles.join(",")))
+        }
+        ("Node", "Version") => json!(text(object, "/status/nodeInfo/kubeletVersion")),
+        ("Event", "Last Seen") => {
+            let last = [
+                "/lastTimestamp",
+                "/eventTime",
+                "/metadata/creationTimestamp",
+            ]
+            .iter()
+            .map(|pointer| text(object, pointer))
+            .find(|time| !time.is_empty())
+            .unwrap_or_default();
+            json!(age(last, Timestamp::now()))
+        }
+        ("Event", "Type") => json!(text(object, "/type")),
+        ("Event", "Reason") => json!(text(object, "/reason")),
+        ("Event", "Object") => json!(format!(
+            "{}/{}",
+            text(object, "/involvedObject/kind").to_ascii_lowercase(),
+            text(object, "/involvedObject/name")
+        )),
+        ("Event", "Message") => json!(text(object, "/message").trim()),
         _ => json!(""),
     }
 }
@@ -333,13 +434,14 @@ pub fn table(
     continue_token: Option<String>,
 ) -> Value {
     let now = Timestamp::now();
-    let mut definitions = vec![
-        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
-    ];
+    let mut definitions = Vec::new();
+    if has_name_column(kind) {
+        definitions.push(json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}));
+    }
     for column in columns(kind) {
         let column_type = if matches!(
             *column,
-            "Restarts" | "Data" | "Up-to-date" | "Available" | "Desired" | "Current"
+            "Restarts" | "Data" | "Up-to-date" | "Available" | "Desired" | "Current" | "Count"
         ) {
             "integer"
         } else {
@@ -354,18 +456,25 @@ pub fn table(
             "priority": 0,
         }));
     }
-    definitions.push(
-        json!({"name": "Age", "type": "string", "format": "", "description": "", "priority": 0}),
-    );
+    if !places_age_itself(kind) {
+        definitions.push(
+            json!({"name": "Age", "type": "string", "format": "", "description": "", "priority": 0}),
+        );
+    }
     for column in wide_columns(kind) {
         definitions.push(json!({"name": column, "type": "string", "format": "", "description": "", "priority": 1}));
     }
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| {
-            let mut cells = vec![json!(meta::name(object))];
+            let mut cells = Vec::new();
+            if has_name_column(kind) {
+                cells.push(json!(meta::name(object)));
+            }
             cells.extend(columns(kind).iter().map(|column| cell(kind, column, object)));
-            cells.push(json!(age(text(object, "/metadata/creationTimestamp"), now)));
+            if !places_age_itself(kind) {
+                cells.push(json!(age(text(object, "/metadata/creationTimestamp"), now)));
+            }
             cells.extend(wide_columns(kind).iter().map(|column| wide_cell(kind, column, object)));
             let metadata = object.get("metadata").cloned().unwrap_or(json!({}));
             json!({

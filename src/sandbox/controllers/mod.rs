@@ -13,7 +13,9 @@
 //! - `jobs`: Jobs keep up to `parallelism` pods until enough succeeded, or too many failed
 //!   (the [`kubelet`](super::kubelet) runs those pods' commands).
 //! - `garbage`: dependents of deleted owners go (or lose their owner, or go first).
+//! - `events`: the `Event`s the scheduler, the kubelet and the controllers record.
 
+mod events;
 mod garbage;
 mod jobs;
 mod namespaces;
@@ -92,6 +94,7 @@ pub fn reconcile(state: &mut State, now: Timestamp) -> Option<Timestamp> {
         changed |= workloads::reconcile(state);
         changed |= jobs::reconcile(state);
         changed |= garbage::reconcile(state);
+        changed |= events::reconcile(state, now);
         if !changed {
             break;
         }
