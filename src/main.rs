@@ -223,7 +223,8 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
             sandbox: _,
         } => {
             let (playbook, bound) = load(&args, sandbox)?;
-            let reporter = Reporter::new(format, verbosity);
+            let playbook = std::sync::Arc::new(playbook);
+            let reporter = std::sync::Arc::new(Reporter::new(format, verbosity));
             let options = RunOptions {
                 yes,
                 approve,
@@ -233,11 +234,11 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
             };
             let cluster = cluster_for(&playbook, &cluster_options).await?;
             let exit = engine::run(
-                &playbook,
+                playbook.clone(),
                 &bound,
                 &state,
                 &options,
-                &reporter,
+                reporter,
                 cluster.as_ref(),
             )
             .await?;
@@ -385,7 +386,12 @@ fn main() -> ExitCode {
     };
     let quiet = cli.quiet;
     let was_run = matches!(cli.command, Command::Run { .. });
-    let exit = match runtime.block_on(execute(cli, sandbox.as_ref())) {
+    let result = runtime.block_on(execute(cli, sandbox.as_ref()));
+    // A step interrupted while blocked in a system call (a read of a FIFO or of a file
+    // server that does not answer) still holds a thread: do not wait for it, the process's
+    // exit ends it.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    let exit = match result {
         Ok(exit) => exit,
         Err(error) => {
             let code = report_error(&error);
@@ -400,6 +406,9 @@ fn main() -> ExitCode {
     }
     ExitCode::from(exit.code())
 }
+
+/// How long the runtime's leftover tasks get to finish once the command is done.
+const RUNTIME_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn report_error(error: &Error) -> ExitCode {
     match error {
