@@ -501,6 +501,7 @@ async fn run_steps(
     recorder: Recorder,
     cluster: Option<Cluster>,
 ) -> anyhow::Result<Exit> {
+    // Owned, to live on the loop's thread; the loop borrows them as the steps' contexts do.
     let (playbook, renderer, vars, history, options, recorder, cluster) = (
         &*playbook,
         &renderer,

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderValue, Request, header::AUTHORIZATION};
+use hyper::Request;
+use hyper::header::{AUTHORIZATION, HeaderValue};
 use kube::config::{ExecConfig, ExecInteractiveMode};
 use serde::Deserialize;
 
