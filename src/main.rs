@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use runbook::engine::journal::History;
-use runbook::engine::lock::RunLock;
+use runbook::engine::lock::{Acquired, RunLock};
 use runbook::engine::{self, RunOptions, StateDir};
 use runbook::kube::{Cluster, ClusterOptions};
 use runbook::playbook::{Inputs, Playbook};
@@ -160,6 +160,15 @@ fn load(
     Ok((playbook, bound))
 }
 
+/// The state directory: `--state-dir`, else the sandbox's, else `.runbook`.
+fn state_dir_of(cli: &Cli, sandbox: Option<&SandboxSession>) -> PathBuf {
+    match (&cli.state_dir, sandbox) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(sandbox)) => sandbox.state_dir(),
+        (None, None) => PathBuf::from(".runbook"),
+    }
+}
+
 async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Error> {
     let verbosity = if cli.quiet {
         Verbosity::Quiet
@@ -168,11 +177,7 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
     } else {
         Verbosity::Normal
     };
-    let state_dir = match (&cli.state_dir, sandbox) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(sandbox)) => sandbox.state_dir(),
-        (None, None) => PathBuf::from(".runbook"),
-    };
+    let state_dir = state_dir_of(&cli, sandbox);
     let state = StateDir::new(&state_dir);
     let cluster_options = ClusterOptions {
         kubeconfig: match sandbox {
@@ -223,7 +228,8 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
             sandbox: _,
         } => {
             let (playbook, bound) = load(&args, sandbox)?;
-            let reporter = Reporter::new(format, verbosity);
+            let playbook = std::sync::Arc::new(playbook);
+            let reporter = std::sync::Arc::new(Reporter::new(format, verbosity));
             let options = RunOptions {
                 yes,
                 approve,
@@ -233,11 +239,11 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
             };
             let cluster = cluster_for(&playbook, &cluster_options).await?;
             let exit = engine::run(
-                &playbook,
+                playbook.clone(),
                 &bound,
                 &state,
                 &options,
-                &reporter,
+                reporter,
                 cluster.as_ref(),
             )
             .await?;
@@ -357,10 +363,12 @@ fn main() -> ExitCode {
         // In a pod: no state dir, no cluster; the agent makes its own runtime.
         return runbook::actions::run_agent_command(command);
     }
-    let sandbox = match sandbox_args(&cli).map(|args| prepare_sandbox(&cli, args)) {
-        Some(Ok(session)) => Some(session),
+    // Held until the end: the sandbox directory is seeded and served by one process.
+    let (sandbox, _sandbox_lock) = match sandbox_args(&cli).map(|args| prepare_sandbox(&cli, args))
+    {
+        Some(Ok((session, lock))) => (Some(session), lock),
         Some(Err(error)) => return report_error(&error),
-        None => None,
+        None => (None, None),
     };
     // Kept until the end: the kubeconfig that gives child processes `--context`.
     let _context_file = match sandbox {
@@ -385,21 +393,30 @@ fn main() -> ExitCode {
     };
     let quiet = cli.quiet;
     let was_run = matches!(cli.command, Command::Run { .. });
-    let exit = match runtime.block_on(execute(cli, sandbox.as_ref())) {
+    let state_dir = state_dir_of(&cli, sandbox.as_ref());
+    let result = runtime.block_on(execute(cli, sandbox.as_ref()));
+    // A step interrupted while blocked in a system call (a read of a FIFO or of a file
+    // server that does not answer) still holds a thread: do not wait for it, the process's
+    // exit ends it.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    let exit = match result {
         Ok(exit) => exit,
         Err(error) => {
             let code = report_error(&error);
             if let Some(sandbox) = sandbox {
-                sandbox.finish(error.exit(), was_run, quiet);
+                sandbox.finish(error.exit(), was_run, quiet, &state_dir);
             }
             return code;
         }
     };
     if let Some(sandbox) = sandbox {
-        sandbox.finish(exit, was_run, quiet);
+        sandbox.finish(exit, was_run, quiet, &state_dir);
     }
     ExitCode::from(exit.code())
 }
+
+/// How long the runtime's leftover tasks get to finish once the command is done.
+const RUNTIME_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn report_error(error: &Error) -> ExitCode {
     match error {
@@ -455,10 +472,37 @@ fn point_children_at_cluster(cli: &Cli) -> Result<Option<tempfile::NamedTempFile
     Ok(context_file)
 }
 
+/// File name of the lock of a `--sandbox-dir`.
+const SANDBOX_LOCK_FILE: &str = "sandbox.lock";
+
+/// Takes the lock of a `--sandbox-dir` (created if missing) for the whole command: one
+/// process seeds the directory and serves its cluster; another exits 4 and names it.
+fn lock_sandbox_dir(dir: &std::path::Path) -> Result<RunLock, Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|error| Diagnostic::new(format!("--sandbox-dir {}: {error}", dir.display())))?;
+    match RunLock::acquire_file(&dir.join(SANDBOX_LOCK_FILE))? {
+        Ok(Acquired::Free(lock) | Acquired::TakenOver(lock, _)) => Ok(lock),
+        Err(holder) => {
+            let who = holder.map_or_else(
+                || "another process".to_string(),
+                |holder| holder.to_string(),
+            );
+            Err(Error::Locked(format!(
+                "the sandbox in {} is in use by {who}\nhelp: wait for that command to finish, or use another --sandbox-dir",
+                dir.display()
+            )))
+        }
+    }
+}
+
 /// Seeds (or finds) the sandbox directory before the runtime starts, and points the
 /// processes the run starts (`kubectl`, the deployer stand-in) at the sandbox, never at the
-/// cluster of the user's own kubeconfig.
-fn prepare_sandbox(cli: &Cli, args: &SandboxArgs) -> Result<SandboxSession, Error> {
+/// cluster of the user's own kubeconfig. A `--sandbox-dir` is locked first (the lock is
+/// returned, to be held until the command ends), so that it is seeded once.
+fn prepare_sandbox(
+    cli: &Cli,
+    args: &SandboxArgs,
+) -> Result<(SandboxSession, Option<RunLock>), Error> {
     for (given, flag) in [
         (cli.kubeconfig.is_some(), "--kubeconfig"),
         (cli.context.is_some(), "--context"),
@@ -473,6 +517,11 @@ fn prepare_sandbox(cli: &Cli, args: &SandboxArgs) -> Result<SandboxSession, Erro
             .into());
         }
     }
+    let lock = args
+        .sandbox_dir
+        .as_deref()
+        .map(lock_sandbox_dir)
+        .transpose()?;
     let session = SandboxSession::prepare(args.sandbox_dir.as_deref(), !cli.quiet)?;
     // SAFETY: no other thread exists yet: the runtime and the sandbox's thread start later.
     unsafe { std::env::set_var("KUBECONFIG", session.kubeconfig()) };
@@ -482,5 +531,5 @@ fn prepare_sandbox(cli: &Cli, args: &SandboxArgs) -> Result<SandboxSession, Erro
         // SAFETY: as above, still no other thread.
         unsafe { std::env::set_var("RUNBOOK_AGENT_DIR", session.dir().join("agents")) };
     }
-    Ok(session)
+    Ok((session, lock))
 }

@@ -631,3 +631,114 @@ steps:
         .status(0)
         .stderr_has("persistentvolume/staging-home-nfs");
 }
+
+/// A kubeconfig for `sandbox` whose user is an exec credential plugin (as EKS, GKE and AKS
+/// use): a script that counts its calls in `plugin-calls` and prints the sandbox's own token
+/// (any token when the sandbox takes requests without one).
+fn exec_plugin_kubeconfig(sandbox: &Sandbox, test: &Test) -> std::path::PathBuf {
+    exec_plugin_kubeconfig_expiring(sandbox, test, false)
+}
+
+/// Like [`exec_plugin_kubeconfig`]; with `expiring`, each token the plugin gives expires
+/// five seconds after it gave it.
+fn exec_plugin_kubeconfig_expiring(
+    sandbox: &Sandbox,
+    test: &Test,
+    expiring: bool,
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(sandbox.kubeconfig()).expect("the sandbox's kubeconfig");
+    let mut kubeconfig: serde_json::Value =
+        serde_saphyr::from_str(&text).expect("the sandbox's kubeconfig is YAML");
+    let token = kubeconfig["users"][0]["user"]["token"]
+        .as_str()
+        .unwrap_or("any-token")
+        .to_string();
+    let mut credential = serde_json::json!({
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {"token": token},
+    });
+    if expiring {
+        // Expanded by the shell of the plugin, each time it runs.
+        credential["status"]["expirationTimestamp"] =
+            "$(date -u -d '+5 seconds' +%Y-%m-%dT%H:%M:%SZ)".into();
+    }
+    let plugin = test.path("credential-plugin");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\necho call >> '{}'\ncat <<EOF\n{credential}\nEOF\n",
+            test.path("plugin-calls").display()
+        ),
+    )
+    .expect("write the plugin");
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make the plugin executable");
+    kubeconfig["users"][0]["user"] = serde_json::json!({"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "command": plugin,
+        "interactiveMode": "Never",
+    }});
+    let path = test.path("exec-kubeconfig");
+    // JSON is YAML.
+    std::fs::write(&path, kubeconfig.to_string()).expect("write the kubeconfig");
+    path
+}
+
+#[test]
+fn an_exec_credential_plugin_runs_once_per_run() {
+    let sandbox = Sandbox::start(HUB);
+    let test = Test::new().playbook(
+        r#"
+runbook: 1
+name: exec-credential
+steps:
+  - id: read-pv
+    kube.get: {kind: PersistentVolume, name: staging-home-nfs}
+    register: pv
+  - id: users
+    kube.count: {kind: Pod, namespace: staging, selector: component=singleuser-server}
+    register: users
+  - id: check
+    assert:
+      - "pv.spec.nfs.server == '10.0.0.7'"
+      - "kube_get('pvc', 'home-nfs', namespace='staging').spec.volumeName == 'staging-home-nfs'"
+"#,
+    );
+    let kubeconfig = exec_plugin_kubeconfig(&sandbox, &test);
+    test.run_args(&[
+        "run",
+        "playbook.yaml",
+        "--kubeconfig",
+        kubeconfig.to_str().expect("UTF-8 path"),
+    ])
+    .status(0);
+    assert_eq!(test.lines_of("plugin-calls"), ["call"]);
+}
+
+#[test]
+fn an_exec_credential_about_to_expire_is_renewed_by_running_the_plugin_again() {
+    let sandbox = Sandbox::start(HUB);
+    let test = Test::new().playbook(
+        r#"
+runbook: 1
+name: exec-credential-expiring
+steps:
+  - id: read-pv
+    kube.get: {kind: PersistentVolume, name: staging-home-nfs}
+  - id: users
+    kube.count: {kind: Pod, namespace: staging, selector: component=singleuser-server}
+"#,
+    );
+    let kubeconfig = exec_plugin_kubeconfig_expiring(&sandbox, &test, true);
+    test.run_args(&[
+        "run",
+        "playbook.yaml",
+        "--kubeconfig",
+        kubeconfig.to_str().expect("UTF-8 path"),
+    ])
+    .status(0);
+    // Once to connect, then before each request: the token is never more than 10 s from
+    // its expiry.
+    assert!(test.lines_of("plugin-calls").len() >= 3);
+}

@@ -138,3 +138,30 @@ fn plan_in_text_and_markdown() {
         .status(0);
     insta::assert_snapshot!("plan_markdown", markdown.stdout);
 }
+
+#[test]
+fn a_wait_changes_nothing_so_a_later_guard_is_refused_not_unknown() {
+    let sandbox = common::Sandbox::start(include_str!("data/scenarios/hub.yaml"));
+    let output = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: wait-then-delete
+steps:
+  - id: users-gone
+    kube.wait: {kind: Pod, name: jupyter-alice, namespace: staging, for: gone, timeout: 1s}
+  - id: delete-pods
+    kube.delete: {kind: Pod, namespace: staging, selector: "component in (singleuser-server, shared-volume-metrics)", max: 1}
+"#,
+        )
+        .env(
+            "KUBECONFIG",
+            sandbox.kubeconfig().to_str().expect("UTF-8 path"),
+        )
+        .args(["plan", "playbook.yaml", "--format", "json"])
+        .run()
+        .status(0);
+    let plan: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+    assert_eq!(plan["steps"][0]["decision"], "run", "{}", output.stdout);
+    assert_eq!(plan["steps"][1]["decision"], "refused", "{}", output.stdout);
+}

@@ -708,3 +708,53 @@ fn status_and_list_show_each_run() {
         .stdout_has("three-")
         .stdout_has("3/3");
 }
+
+#[test]
+fn of_ten_simultaneous_runs_one_runs_and_every_other_exits_4_naming_it() {
+    let test = Test::new().playbook(
+        r#"
+runbook: 1
+name: crowd
+steps:
+  - id: wait
+    run: {shell: true, command: "while [ ! -e release ]; do sleep 0.05; done"}
+"#,
+    );
+    let runs: Vec<std::process::Child> = (0..10)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+                .args(["run", "playbook.yaml"])
+                .current_dir(test.dir())
+                .env("NO_COLOR", "1")
+                .env_remove("RUNBOOK_STATE_DIR")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start runbook")
+        })
+        .collect();
+    test.wait_for_event(|event| event["event"] == "step_started");
+    let holder = test
+        .journal()
+        .iter()
+        .find(|event| event["event"] == "run_started")
+        .map(|event| event["pid"].as_u64().expect("a pid"))
+        .expect("a run_started event");
+    let (mut winner, losers): (Vec<_>, Vec<_>) = runs
+        .into_iter()
+        .partition(|run| u64::from(run.id()) == holder);
+    assert_eq!(winner.len(), 1);
+    for loser in losers {
+        let output = loser.wait_with_output().expect("wait for a loser");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(4), "{stderr}");
+        assert!(
+            stderr.contains(&format!("is locked by pid {holder} on ")),
+            "{stderr}"
+        );
+    }
+    std::fs::write(test.path("release"), "").unwrap();
+    let winner = winner.pop().expect("the winner");
+    assert_eq!(winner.wait_with_output().unwrap().status.code(), Some(0));
+}

@@ -283,6 +283,14 @@ pub trait Action: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Whether `apply` leaves the world as it found it, so that `plan` still trusts what the
+    /// steps after it find now (a guard that refuses stays refused). True of every read-only
+    /// action, and of those that only watch but are not worth evaluating in a plan
+    /// (`kube.wait` would wait there).
+    fn changes_nothing(&self) -> bool {
+        self.is_read_only()
+    }
+
     /// For approval gates: the question to approve before `apply`.
     fn approval_prompt(&self) -> Option<&str> {
         None

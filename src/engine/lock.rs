@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,10 @@ use super::event::now_rfc3339;
 
 /// File name of the lock inside a run directory.
 pub const LOCK_FILE: &str = "run.lock";
+
+/// How long a process that finds the lock taken waits for its holder to write who it is:
+/// the holder takes the lock first and writes its record just after.
+const HOLDER_RECORD_WAIT: Duration = Duration::from_secs(2);
 
 /// Who holds (or held) a lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +26,23 @@ pub struct LockHolder {
     pub host: String,
     /// When it took the lock.
     pub since: String,
+}
+
+impl LockHolder {
+    /// False for a record whose process is known to be gone (a previous holder's, that the
+    /// new holder has not replaced yet); true for one on another host, which cannot be
+    /// checked from here.
+    fn may_be_alive(&self) -> bool {
+        if self.host != host_name() {
+            return true;
+        }
+        let Ok(pid) = libc::pid_t::try_from(self.pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let result = unsafe { libc::kill(pid, 0) };
+        result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
 }
 
 impl std::fmt::Display for LockHolder {
@@ -73,6 +95,8 @@ impl RunLock {
     }
 
     /// Takes the lock held in the file `path` (created if missing), or says who holds it.
+    /// The holder is `None` only when it has not written its record within
+    /// [`HOLDER_RECORD_WAIT`] of taking the lock.
     pub fn acquire_file(path: &Path) -> anyhow::Result<Result<Acquired, Option<LockHolder>>> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -80,10 +104,24 @@ impl RunLock {
             .create(true)
             .truncate(false)
             .open(path)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(Err(read_holder(&mut file))),
-            Err(std::fs::TryLockError::Error(error)) => return Err(error.into()),
+        let deadline = Instant::now() + HOLDER_RECORD_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    // Empty, half-written or a dead holder's: the holder took the lock a
+                    // moment ago and is writing its own; ask again until it has (or has let
+                    // go of the lock).
+                    if let Some(holder) = read_holder(&mut file).filter(LockHolder::may_be_alive) {
+                        return Ok(Err(Some(holder)));
+                    }
+                    if Instant::now() >= deadline {
+                        return Ok(Err(None));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::Error(error)) => return Err(error.into()),
+            }
         }
         // flock is released by the kernel when a process dies, so a record left in the file
         // means its holder died (kill -9, a crash) without cleaning up.
@@ -143,6 +181,65 @@ mod tests {
             RunLock::acquire(dir.path()).unwrap().unwrap(),
             Acquired::Free(_)
         ));
+    }
+
+    #[test]
+    fn every_loser_of_simultaneous_takes_names_the_holder() {
+        // Many rounds of many takers at once: the holder writes its record just after it
+        // takes the lock, and a loser that looked in between used to find nothing.
+        const TAKERS: usize = 8;
+        for _ in 0..40 {
+            let dir = tempfile::tempdir().unwrap();
+            let start = std::sync::Barrier::new(TAKERS);
+            let done = std::sync::Barrier::new(TAKERS);
+            let results: Vec<Result<(), Option<LockHolder>>> = std::thread::scope(|scope| {
+                let takers: Vec<_> = (0..TAKERS)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            let result = RunLock::acquire(dir.path()).unwrap();
+                            // The winner keeps the lock until every loser has looked.
+                            done.wait();
+                            result.map(drop)
+                        })
+                    })
+                    .collect();
+                takers
+                    .into_iter()
+                    .map(|taker| taker.join().unwrap())
+                    .collect()
+            });
+            assert_eq!(results.iter().filter(|result| result.is_ok()).count(), 1);
+            for result in results {
+                if let Err(holder) = result {
+                    let holder = holder.expect("a loser could not say who holds the lock");
+                    assert_eq!(holder.pid, std::process::id());
+                    assert_eq!(holder.host, host_name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_dead_holders_record_is_not_named_as_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = LockHolder {
+            pid: 999_999,
+            host: host_name(),
+            since: "earlier".into(),
+        };
+        assert!(!dead.may_be_alive());
+        let elsewhere = LockHolder {
+            host: format!("{}-elsewhere", host_name()),
+            ..dead.clone()
+        };
+        assert!(elsewhere.may_be_alive());
+        // Held (by a second open) with the dead holder's record still in it.
+        let path = dir.path().join(LOCK_FILE);
+        std::fs::write(&path, serde_json::to_string(&dead).unwrap()).unwrap();
+        let held = File::open(&path).unwrap();
+        held.lock().unwrap();
+        assert!(RunLock::acquire(dir.path()).unwrap().unwrap_err().is_none());
     }
 
     #[test]

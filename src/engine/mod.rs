@@ -9,8 +9,8 @@ pub mod lock;
 mod plan;
 pub mod state;
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use tokio::signal::unix::{SignalKind, signal};
@@ -74,24 +74,103 @@ fn render_env(
         .collect()
 }
 
-/// Writes events to the journal and the reporter, masked.
-struct Recorder<'a> {
-    run_id: String,
-    journal: Arc<Mutex<Journal>>,
-    reporter: &'a Reporter,
-    masker: Masker,
-    /// The step whose action is running, with its start, for the `interrupted` record.
-    current: Option<(String, Instant, String)>,
+/// How long an interrupted step gets to unwind (its processes killed, its temporary files
+/// removed) before the run ends without it: a step blocked in a system call (a read of a
+/// FIFO, of a file server that does not answer) never unwinds, and the process's exit ends it.
+const UNWIND_GRACE: Duration = Duration::from_secs(1);
+
+/// The step whose action is running, for the `interrupted` record.
+#[derive(Debug, Clone)]
+struct RunningStep {
+    id: String,
+    started: Instant,
+    hash: String,
 }
 
-impl Recorder<'_> {
-    fn emit(&mut self, kind: EventKind) -> anyhow::Result<()> {
+/// Where the journal stands for the step loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The loop writes.
+    Open,
+    /// The loop wrote `run_finished`.
+    Finished,
+    /// A signal stopped the run: the loop, possibly still stuck in a step, writes nothing
+    /// more, so that the journal ends with the interruption.
+    Interrupted,
+}
+
+/// The run's journal, shared by the step loop's thread and the signal handling of [`run`].
+#[derive(Debug)]
+struct RunJournal {
+    journal: Journal,
+    running: Option<RunningStep>,
+    phase: Phase,
+}
+
+/// Writes events to the journal and the reporter, masked.
+#[derive(Clone)]
+struct Recorder {
+    run_id: String,
+    journal: Arc<Mutex<RunJournal>>,
+    reporter: Arc<Reporter>,
+    masker: Masker,
+}
+
+/// What [`Recorder::emit`] returns once the run was interrupted: the step loop stops there.
+#[derive(Debug, thiserror::Error)]
+#[error("the run was interrupted")]
+struct Stopped;
+
+impl Recorder {
+    fn emit(&self, kind: EventKind) -> anyhow::Result<()> {
+        self.write(kind, None, false)
+    }
+
+    /// Writes the `step_started` of an action that runs from now on.
+    fn start(&self, kind: EventKind, running: RunningStep) -> anyhow::Result<()> {
+        self.write(kind, Some(running), false)
+    }
+
+    /// Writes an event; `after_interrupt` only for the records of the interruption itself.
+    /// The running step changes with the event that says so, under the same lock, so that
+    /// an interruption finds the journal and the running step in agreement.
+    fn write(
+        &self,
+        kind: EventKind,
+        starts: Option<RunningStep>,
+        after_interrupt: bool,
+    ) -> anyhow::Result<()> {
+        let finishes_step = matches!(kind, EventKind::StepFinished { .. });
+        let finishes_run = matches!(kind, EventKind::RunFinished { .. });
         let (masked, json) = masked_event(&self.run_id, &self.masker, kind)?;
-        if masked.kind.is_journaled() {
-            lock_journal(&self.journal)?.append(&json, masked.kind.needs_sync())?;
+        {
+            let mut journal = lock_journal(&self.journal)?;
+            if journal.phase == Phase::Interrupted && !after_interrupt {
+                return Err(Stopped.into());
+            }
+            if masked.kind.is_journaled() {
+                journal.journal.append(&json, masked.kind.needs_sync())?;
+            }
+            if starts.is_some() || finishes_step {
+                journal.running = starts;
+            }
+            if finishes_run && journal.phase == Phase::Open {
+                journal.phase = Phase::Finished;
+            }
         }
         self.reporter.event(&masked, &json);
         Ok(())
+    }
+
+    /// Stops the step loop's writes after a signal. Returns the step that was running, or
+    /// `None` when the loop had already finished the run (its outcome stands).
+    fn interrupt(&self) -> anyhow::Result<Option<Option<RunningStep>>> {
+        let mut journal = lock_journal(&self.journal)?;
+        if journal.phase == Phase::Finished {
+            return Ok(None);
+        }
+        journal.phase = Phase::Interrupted;
+        Ok(Some(journal.running.take()))
     }
 
     /// Shows an event without journaling it (a done step skipped again on resume).
@@ -101,20 +180,25 @@ impl Recorder<'_> {
         }
     }
 
-    fn finish(&mut self, exit: Exit) -> anyhow::Result<Exit> {
-        let status = match exit {
-            Exit::Success => RunStatus::Ok,
-            Exit::StepFailed => RunStatus::Failed,
-            Exit::Refused => RunStatus::Refused,
-            Exit::Paused => RunStatus::Paused,
-            Exit::Interrupted => RunStatus::Interrupted,
-            Exit::InvalidInput | Exit::Locked => RunStatus::Invalid,
-        };
-        self.emit(EventKind::RunFinished {
-            status,
-            exit_code: exit.code(),
-        })?;
+    fn finish(&self, exit: Exit) -> anyhow::Result<Exit> {
+        self.write(run_finished(exit), None, false)?;
         Ok(exit)
+    }
+}
+
+/// The `run_finished` event of an exit.
+fn run_finished(exit: Exit) -> EventKind {
+    let status = match exit {
+        Exit::Success => RunStatus::Ok,
+        Exit::StepFailed => RunStatus::Failed,
+        Exit::Refused => RunStatus::Refused,
+        Exit::Paused => RunStatus::Paused,
+        Exit::Interrupted => RunStatus::Interrupted,
+        Exit::InvalidInput | Exit::Locked => RunStatus::Invalid,
+    };
+    EventKind::RunFinished {
+        status,
+        exit_code: exit.code(),
     }
 }
 
@@ -135,7 +219,7 @@ fn masked_event(
     Ok((serde_json::from_value(json.clone())?, json))
 }
 
-fn lock_journal(journal: &Mutex<Journal>) -> anyhow::Result<std::sync::MutexGuard<'_, Journal>> {
+fn lock_journal(journal: &Mutex<RunJournal>) -> anyhow::Result<MutexGuard<'_, RunJournal>> {
     journal
         .lock()
         .map_err(|_| anyhow::anyhow!("the journal writer panicked"))
@@ -145,7 +229,7 @@ fn lock_journal(journal: &Mutex<Journal>) -> anyhow::Result<std::sync::MutexGuar
 struct NoteWriter {
     run_id: String,
     step: String,
-    journal: Arc<Mutex<Journal>>,
+    journal: Arc<Mutex<RunJournal>>,
     masker: Masker,
     /// What this step recorded in this command, for the steps after it.
     recorded: Mutex<Vec<serde_json::Value>>,
@@ -158,7 +242,13 @@ impl crate::actions::NoteSink for NoteWriter {
             data,
         };
         let (masked, json) = masked_event(&self.run_id, &self.masker, kind)?;
-        lock_journal(&self.journal)?.append(&json, masked.kind.needs_sync())?;
+        {
+            let mut journal = lock_journal(&self.journal)?;
+            if journal.phase == Phase::Interrupted {
+                return Err(Stopped.into());
+            }
+            journal.journal.append(&json, masked.kind.needs_sync())?;
+        }
         if let EventKind::StepNote { data, .. } = masked.kind
             && let Ok(mut recorded) = self.recorded.lock()
         {
@@ -169,14 +259,18 @@ impl crate::actions::NoteSink for NoteWriter {
 }
 
 /// Runs a playbook: resumes its journal, holds its lock, stops cleanly on SIGINT/SIGTERM.
+///
+/// The steps run on a thread of their own, so that a signal is answered whatever a step is
+/// doing, even blocked in a system call that never returns.
 pub async fn run(
-    playbook: &Playbook,
+    playbook: Arc<Playbook>,
     bound: &Bound,
     state: &StateDir,
     options: &RunOptions,
-    reporter: &Reporter,
+    reporter: Arc<Reporter>,
     cluster: Option<&Cluster>,
 ) -> Result<Exit> {
+    let playbook = &playbook;
     for (flag, id) in options
         .from
         .iter()
@@ -225,12 +319,15 @@ pub async fn run(
     let history = History::load(&run_dir)?;
     refuse_changed_definitions(playbook, &history, options)?;
 
-    let mut recorder = Recorder {
+    let recorder = Recorder {
         run_id: run_id.clone(),
-        journal: Arc::new(Mutex::new(Journal::open(&run_dir)?)),
-        reporter,
+        journal: Arc::new(Mutex::new(RunJournal {
+            journal: Journal::open(&run_dir)?,
+            running: None,
+            phase: Phase::Open,
+        })),
+        reporter: reporter.clone(),
         masker: bound.masker.clone(),
-        current: None,
     };
     recorder.emit(EventKind::RunStarted {
         playbook: playbook.path.display().to_string(),
@@ -265,28 +362,36 @@ pub async fn run(
 
     let mut interrupt = signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
-    let mut vars = bound.vars.clone();
-    let renderer = Renderer::with_cluster(bound.masker.clone(), cluster.cloned());
-    let outcome = tokio::select! {
-        outcome = run_steps(playbook, &renderer, &mut vars, &history, options, &mut recorder, cluster) => outcome,
-        _ = interrupt.recv() => Ok(Exit::Interrupted),
-        _ = terminate.recv() => Ok(Exit::Interrupted),
-    };
-    let exit = match outcome {
-        Ok(Exit::Interrupted) => {
-            if let Some((step, started, hash)) = recorder.current.take() {
-                recorder.emit(EventKind::StepFinished {
-                    step,
-                    status: StepStatus::Interrupted,
-                    duration_ms: started.elapsed().as_millis() as u64,
-                    hash: Some(hash),
-                    output: None,
-                    error: Some("interrupted by a signal".into()),
-                    tail: Vec::new(),
-                })?;
+    let step_loop = run_steps(
+        playbook.clone(),
+        Renderer::with_cluster(bound.masker.clone(), cluster.cloned()),
+        bound.vars.clone(),
+        history,
+        options.clone(),
+        recorder.clone(),
+        cluster.cloned(),
+    );
+    // On a thread of its own, not on a worker of the runtime: a step blocked in a system
+    // call then blocks neither this function nor the workers that deliver signals and fire
+    // timers. Cancelling drops the loop's future where it waits, which kills its processes.
+    let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::runtime::Handle::current();
+    let mut steps = tokio::task::spawn_blocking(move || {
+        runtime.block_on(async move {
+            tokio::select! {
+                outcome = step_loop => Some(outcome),
+                _ = cancelled => None,
             }
-            recorder.finish(Exit::Interrupted)?
-        }
+        })
+    });
+    let outcome = tokio::select! {
+        joined = &mut steps => joined.map_err(anyhow::Error::from),
+        _ = interrupt.recv() => stop_on_signal(&recorder, steps, cancel).await,
+        _ = terminate.recv() => stop_on_signal(&recorder, steps, cancel).await,
+    };
+    let exit = match outcome.and_then(|outcome| {
+        outcome.ok_or_else(|| anyhow::anyhow!("the step loop was cancelled"))?
+    }) {
         Ok(exit) => exit,
         Err(error) => {
             let _ = recorder.finish(Exit::StepFailed);
@@ -295,6 +400,41 @@ pub async fn run(
     };
     drop(lock);
     Ok(exit)
+}
+
+/// What the step loop's thread returns: `None` when it was cancelled.
+type StepLoop = tokio::task::JoinHandle<Option<anyhow::Result<Exit>>>;
+
+/// After SIGINT or SIGTERM: stops the step loop's writes, cancels it, gives the running step
+/// [`UNWIND_GRACE`] to unwind, and records it as interrupted. A loop that had just finished
+/// the run keeps its outcome.
+async fn stop_on_signal(
+    recorder: &Recorder,
+    mut steps: StepLoop,
+    cancel: tokio::sync::oneshot::Sender<()>,
+) -> anyhow::Result<Option<anyhow::Result<Exit>>> {
+    let Some(running) = recorder.interrupt()? else {
+        return Ok(steps.await?);
+    };
+    let _ = cancel.send(());
+    let _ = tokio::time::timeout(UNWIND_GRACE, &mut steps).await;
+    if let Some(RunningStep { id, started, hash }) = running {
+        recorder.write(
+            EventKind::StepFinished {
+                step: id,
+                status: StepStatus::Interrupted,
+                duration_ms: started.elapsed().as_millis() as u64,
+                hash: Some(hash),
+                output: None,
+                error: Some("interrupted by a signal".into()),
+                tail: Vec::new(),
+            },
+            None,
+            true,
+        )?;
+    }
+    recorder.write(run_finished(Exit::Interrupted), None, true)?;
+    Ok(Some(Ok(Exit::Interrupted)))
 }
 
 fn masked_params(playbook: &Playbook, bound: &Bound) -> IndexMap<String, serde_json::Value> {
@@ -351,16 +491,26 @@ fn refuse_changed_definitions(
     Ok(())
 }
 
-/// The step loop.
+/// The step loop, on a thread of its own (see [`run`]).
 async fn run_steps(
-    playbook: &Playbook,
-    renderer: &Renderer,
-    vars: &mut Vars,
-    history: &History,
-    options: &RunOptions,
-    recorder: &mut Recorder<'_>,
-    cluster: Option<&Cluster>,
+    playbook: Arc<Playbook>,
+    renderer: Renderer,
+    mut vars: Vars,
+    history: History,
+    options: RunOptions,
+    recorder: Recorder,
+    cluster: Option<Cluster>,
 ) -> anyhow::Result<Exit> {
+    // Owned, to live on the loop's thread; the loop borrows them as the steps' contexts do.
+    let (playbook, renderer, vars, history, options, recorder, cluster) = (
+        &*playbook,
+        &renderer,
+        &mut vars,
+        &history,
+        &options,
+        &recorder,
+        cluster.as_ref(),
+    );
     let from_index = options
         .from
         .as_deref()
@@ -426,7 +576,7 @@ async fn run_steps(
             renderer,
             vars,
             env: &env,
-            reporter: recorder.reporter,
+            reporter: &recorder.reporter,
             base_dir: playbook.base_dir(),
             cluster,
             notes: notes.get(id).map_or(&[], Vec::as_slice),
@@ -507,13 +657,19 @@ async fn run_steps(
 
         let mut attempt = 1;
         let outcome = loop {
-            recorder.emit(EventKind::StepStarted {
-                step: id.to_string(),
-                name: step.title().to_string(),
-                action: step.action_key.to_string(),
-                attempt,
-            })?;
-            recorder.current = Some((id.to_string(), Instant::now(), step.hash.clone()));
+            recorder.start(
+                EventKind::StepStarted {
+                    step: id.to_string(),
+                    name: step.title().to_string(),
+                    action: step.action_key.to_string(),
+                    attempt,
+                },
+                RunningStep {
+                    id: id.to_string(),
+                    started: Instant::now(),
+                    hash: step.hash.clone(),
+                },
+            )?;
             let result = apply_once(step, &cx).await;
             match result {
                 Ok(outcome) => break outcome,
@@ -533,13 +689,9 @@ async fn run_steps(
                     attempt += 1;
                     tokio::time::sleep(delay).await;
                 }
-                Err(error) => {
-                    recorder.current = None;
-                    return fail(recorder, step, started, &error);
-                }
+                Err(error) => return fail(recorder, step, started, &error),
             }
         };
-        recorder.current = None;
         recorder.emit(EventKind::StepFinished {
             step: id.to_string(),
             status: if outcome.changed {
@@ -587,7 +739,7 @@ async fn apply_once(step: &Step, cx: &StepContext<'_>) -> anyhow::Result<crate::
 /// input turned out invalid once rendered or read (exit 2). An invalid step is journaled as
 /// failed, not done, so that `run` again evaluates it anew once the input is fixed.
 fn fail(
-    recorder: &mut Recorder<'_>,
+    recorder: &Recorder,
     step: &Step,
     started: Instant,
     error: &anyhow::Error,

@@ -162,7 +162,7 @@ pub async fn plan(
                 } else {
                     "not done yet".into()
                 };
-                if !step.action().is_read_only() {
+                if !step.action().changes_nothing() {
                     last_change = Some(id.to_string());
                 }
                 if step.action().is_read_only() {

@@ -17,6 +17,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::Kind;
+use super::exec_credential::{ExecToken, ExecTokenLayer};
 use crate::diagnostic::{Diagnostic, Source, did_you_mean};
 
 /// Where the cluster's credentials come from (`--kubeconfig`, `--context`).
@@ -252,9 +253,10 @@ fn read_kubeconfig(options: &ClusterOptions) -> Result<Option<(PathBuf, Kubeconf
 
 impl Cluster {
     /// Builds a client. Reads and checks the kubeconfig now (a bad file or a missing context
-    /// is invalid input); sends no request.
+    /// is invalid input) and runs its exec credential plugin, if it has one, once; sends no
+    /// request. Clones share the client, its connections and its credential.
     pub async fn connect(options: &ClusterOptions) -> Result<Self, Diagnostic> {
-        let config = match read_kubeconfig(options)? {
+        let mut config = match read_kubeconfig(options)? {
             Some((path, kubeconfig)) => {
                 if let Some(context) = &options.context
                     && !kubeconfig
@@ -292,10 +294,26 @@ impl Cluster {
                 .help("pass --kubeconfig FILE, set KUBECONFIG, or run with --sandbox")
             })?,
         };
+        let exec_token = match &config.auth_info.exec {
+            Some(plugin) => ExecToken::obtain(plugin).await.map_err(|error| {
+                Diagnostic::new(format!("cannot get the cluster's credential: {error:#}")).help(
+                    "check the kubeconfig user's `exec` plugin (is it installed and logged in?)",
+                )
+            })?,
+            None => None,
+        };
+        if exec_token.is_some() {
+            // The layer below gives the token; kube would run the plugin three times more.
+            config.auth_info.exec = None;
+        }
         let default_namespace = config.default_namespace.clone();
-        let client = kube::Client::try_from(config).map_err(|error| {
+        let builder = kube::client::ClientBuilder::try_from(config).map_err(|error| {
             Diagnostic::new(format!("cannot build a Kubernetes client: {error}"))
         })?;
+        let client = match exec_token {
+            Some(token) => builder.with_layer(&ExecTokenLayer(token)).build(),
+            None => builder.build(),
+        };
         Ok(Cluster {
             client,
             default_namespace,

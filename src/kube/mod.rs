@@ -4,6 +4,7 @@
 mod cluster;
 mod conditions;
 pub mod diff;
+mod exec_credential;
 pub mod kinds;
 pub mod lookups;
 pub mod selectors;

@@ -98,8 +98,9 @@ impl SandboxSession {
     }
 
     /// After the command: a temporary sandbox is removed when there is nothing left to
-    /// continue; otherwise says where the sandbox is and how to go on.
-    pub fn finish(self, exit: Exit, was_run: bool, quiet: bool) {
+    /// continue; otherwise says where the sandbox is and how to go on (the run's journal is
+    /// in `state_dir`, the sandbox's own unless `--state-dir` said otherwise).
+    pub fn finish(self, exit: Exit, was_run: bool, quiet: bool, state_dir: &Path) {
         if self.temporary && (exit == Exit::Success || !was_run) {
             let _ = std::fs::remove_dir_all(&self.dir);
             return;
@@ -118,7 +119,7 @@ impl SandboxSession {
         );
         eprintln!(
             "  the run's journal: runbook status --state-dir {}",
-            self.state_dir().display()
+            state_dir.display()
         );
     }
 }

@@ -112,6 +112,10 @@ impl Action for KubeWait {
         &["object"]
     }
 
+    fn changes_nothing(&self) -> bool {
+        true
+    }
+
     fn expressions(&self) -> Vec<&Condition> {
         // `exists` and `gone` are keywords here, not variables.
         match self.until.as_str() {
