@@ -6,6 +6,7 @@
 mod common;
 
 mod bad_playbooks;
+mod interrupts;
 mod kube_actions;
 mod nfs;
 mod plan;
@@ -13,6 +14,7 @@ mod real_clients;
 mod run;
 mod sandbox_auth;
 mod sandbox_client;
+mod sandbox_dir;
 mod sandbox_exec;
 mod sandbox_jobs;
 mod sandbox_kubectl;

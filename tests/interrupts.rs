@@ -1,7 +1,7 @@
 //! End-to-end tests of Ctrl-C and SIGTERM while a step is blocked in a system call that
 //! does not return by itself: the run still stops with 130, its journal consistent.
 
-mod common;
+use crate::common;
 
 use std::fs::OpenOptions;
 use std::net::TcpListener;

@@ -1,7 +1,7 @@
 //! `--sandbox-dir DIR` shared by commands: seeded once, by one command at a time, and the
 //! hints at the end of a run name the directories it used.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 
