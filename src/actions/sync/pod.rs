@@ -34,9 +34,9 @@ impl Pod<'_> {
         }
     }
 
-    pub(super) async fn exec(
+    pub(super) async fn exec<S: AsRef<str>>(
         &self,
-        command: &[&str],
+        command: &[S],
         stdin: Option<Bytes>,
     ) -> Result<ExecOutput, ExecError> {
         self.cluster

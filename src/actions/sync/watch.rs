@@ -189,25 +189,26 @@ async fn fetch_news(
     dir: &str,
     watched: &Watched,
 ) -> Result<ExecOutput, ExecError> {
-    let (notes_from, said_from) = (
+    let command = status_command(binary, dir, watched, None);
+    pod.exec(&command, None).await
+}
+
+/// The agent's `status` command from what the watcher has, following for `follow` seconds
+/// when given.
+fn status_command(binary: &str, dir: &str, watched: &Watched, follow: Option<u64>) -> Vec<String> {
+    let mut command: Vec<String> = [binary, "sync-agent", "status", "--dir", dir]
+        .map(str::to_string)
+        .into();
+    command.extend([
+        "--notes-from".to_string(),
         watched.notes_from.to_string(),
+        "--said-from".to_string(),
         watched.said_from.to_string(),
-    );
-    pod.exec(
-        &[
-            binary,
-            "sync-agent",
-            "status",
-            "--dir",
-            dir,
-            "--notes-from",
-            &notes_from,
-            "--said-from",
-            &said_from,
-        ],
-        None,
-    )
-    .await
+    ]);
+    if let Some(seconds) = follow {
+        command.extend(["--follow".to_string(), seconds.to_string()]);
+    }
+    command
 }
 
 /// Follows the agent's beats (`status --follow`) until it has news, its follow time is up or
@@ -219,24 +220,7 @@ async fn follow(
     dir: &str,
     watched: &mut Watched,
 ) -> Followed {
-    let (notes_from, said_from, follow) = (
-        watched.notes_from.to_string(),
-        watched.said_from.to_string(),
-        FOLLOW_SECS.to_string(),
-    );
-    let command = [
-        binary,
-        "sync-agent",
-        "status",
-        "--dir",
-        dir,
-        "--notes-from",
-        &notes_from,
-        "--said-from",
-        &said_from,
-        "--follow",
-        &follow,
-    ];
+    let command = status_command(binary, dir, watched, Some(FOLLOW_SECS));
     let mut followed = Followed {
         beats: 0,
         news: false,
