@@ -80,6 +80,11 @@ pub trait Vocabulary {
     fn example(&self, _path: &YamlPath) -> Option<&'static str> {
         None
     }
+    /// The numbers the value at `path` may be, when narrower than its type says ("an exit
+    /// code is 0 to 255"): the `help:` of a number out of range.
+    fn range(&self, _path: &YamlPath) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The words of a document we know nothing about: keys are named as they are written.
@@ -682,10 +687,11 @@ fn invalid_scalar(
     );
     if whole {
         if let Ok(number) = bare.parse::<i128>() {
+            let range = vocabulary.range(path);
             if number < 0 && unsigned {
                 return (
                     format!("{subject} cannot be negative"),
-                    "use 0 or more".to_string(),
+                    range.unwrap_or("use 0 or more").to_string(),
                 );
             }
             if written != bare {
@@ -696,7 +702,7 @@ fn invalid_scalar(
             }
             return (
                 format!("{subject} is too large: `{bare}`"),
-                example("use a smaller number"),
+                range.map_or_else(|| example("use a smaller number"), str::to_string),
             );
         }
         return (
