@@ -46,9 +46,20 @@ impl Source {
     pub fn at_yaml(&self, location: &serde_saphyr::Location) -> Location {
         let at = self.at(location.line(), location.column());
         let width = usize::try_from(location.span().len()).unwrap_or(0);
-        let room = self.line_text(at.line).map_or(0, |text| {
-            (text.chars().count() + 1).saturating_sub(at.column)
-        });
+        // The rest of the line from the value's byte offset, when the parser gives one: the
+        // loader asks for a position per step, and finding the line by its number scans the
+        // file from the start (20,000 steps took minutes).
+        let rest_of_line = location
+            .span()
+            .byte_offset()
+            .and_then(|offset| self.text.get(usize::try_from(offset).ok()?..))
+            .map(|rest| rest.split(['\n', '\r']).next().unwrap_or_default());
+        let room = match rest_of_line {
+            Some(rest) => rest.chars().count() + 1,
+            None => self.line_text(at.line).map_or(0, |text| {
+                (text.chars().count() + 1).saturating_sub(at.column)
+            }),
+        };
         // A span of one character is often just where a `[...]` or a key starts; the token
         // found at the position is the better underline then.
         if width > 1 && width <= room {
