@@ -46,9 +46,20 @@ impl Source {
     pub fn at_yaml(&self, location: &serde_saphyr::Location) -> Location {
         let at = self.at(location.line(), location.column());
         let width = usize::try_from(location.span().len()).unwrap_or(0);
-        let room = self.line_text(at.line).map_or(0, |text| {
-            (text.chars().count() + 1).saturating_sub(at.column)
-        });
+        // The rest of the line from the value's byte offset, when the parser gives one: the
+        // loader asks for a position per step, and finding the line by its number scans the
+        // file from the start (20,000 steps took minutes).
+        let rest_of_line = location
+            .span()
+            .byte_offset()
+            .and_then(|offset| self.text.get(usize::try_from(offset).ok()?..))
+            .map(|rest| rest.split(['\n', '\r']).next().unwrap_or_default());
+        let room = match rest_of_line {
+            Some(rest) => rest.chars().count() + 1,
+            None => self.line_text(at.line).map_or(0, |text| {
+                (text.chars().count() + 1).saturating_sub(at.column)
+            }),
+        };
         // A span of one character is often just where a `[...]` or a key starts; the token
         // found at the position is the better underline then.
         if width > 1 && width <= room {
@@ -203,9 +214,64 @@ fn token_width(line: &str, column: usize) -> usize {
     }
 }
 
+/// How many characters of a source line a snippet shows: a minified or generated file can
+/// have a line of megabytes, which would make the message as big.
+const SNIPPET_WIDTH: usize = 120;
+
+/// How many characters of the line a snippet shows before the caret when it has to cut.
+const SNIPPET_CONTEXT: usize = 40;
+
+/// A `quoted` token in a message or help longer than this is cut, for the same reason.
+const QUOTED_WIDTH: usize = 60;
+
+/// The part of a source line a snippet shows: at most [`SNIPPET_WIDTH`] characters around
+/// the caret, with `…` where it was cut. Returns the text, the caret's 1-based column in it
+/// and the caret's width, kept inside the text.
+fn snippet_window(line: &str, column: usize, width: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= SNIPPET_WIDTH {
+        return (line.to_string(), column, width);
+    }
+    let caret = column.saturating_sub(1).min(chars.len());
+    let start = caret
+        .saturating_sub(SNIPPET_CONTEXT)
+        .min(chars.len() - SNIPPET_WIDTH);
+    let end = start + SNIPPET_WIDTH;
+    let mut shown = String::new();
+    if start > 0 {
+        shown.push('…');
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    let column = caret - start + 1 + usize::from(start > 0);
+    let width = width.min(end.saturating_sub(caret)).max(1);
+    (shown, column, width)
+}
+
+/// `text` with every `quoted` token longer than [`QUOTED_WIDTH`] characters cut to its
+/// start and `…`.
+fn shorten_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(4096));
+    for (index, part) in text.split('`').enumerate() {
+        if index > 0 {
+            out.push('`');
+        }
+        // Odd parts are inside backticks.
+        if index % 2 == 1 && part.chars().count() > QUOTED_WIDTH {
+            out.extend(part.chars().take(QUOTED_WIDTH));
+            out.push('…');
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error: {}", self.message)?;
+        writeln!(f, "error: {}", shorten_quoted(&self.message))?;
         if let Some(location) = &self.location {
             let gutter = location.line.to_string().len();
             let pad = " ".repeat(gutter);
@@ -215,21 +281,22 @@ impl fmt::Display for Diagnostic {
                 location.source.path, location.line, location.column
             )?;
             if let Some(text) = location.source.line_text(location.line) {
+                let width = location
+                    .width
+                    .unwrap_or_else(|| token_width(text, location.column));
+                let (text, column, width) = snippet_window(text, location.column, width);
                 let caret_pad: String = text
                     .chars()
-                    .take(location.column.saturating_sub(1))
+                    .take(column.saturating_sub(1))
                     .map(|c| if c == '\t' { '\t' } else { ' ' })
                     .collect();
                 writeln!(f, "{pad} |")?;
                 writeln!(f, "{} | {text}", location.line)?;
-                let width = location
-                    .width
-                    .unwrap_or_else(|| token_width(text, location.column));
                 writeln!(f, "{pad} | {caret_pad}{}", "^".repeat(width.max(1)))?;
             }
         }
         if let Some(help) = &self.help {
-            writeln!(f, "help: {help}")?;
+            writeln!(f, "help: {}", shorten_quoted(help))?;
         }
         Ok(())
     }
@@ -258,6 +325,43 @@ mod tests {
         3 |     nmae: b
           |     ^^^^
         help: did you mean `name`?
+        ");
+    }
+
+    #[test]
+    fn a_long_line_is_cut_around_the_caret() {
+        let long = "x".repeat(200_000);
+        let text = format!("steps:\n  - id: a\n    retries: {long}\n");
+        let source = Source::new("p.yaml", text);
+        let diagnostic = Diagnostic::at(
+            source.at(3, 14),
+            format!("`retries` must be a whole number, not `{long}`"),
+        )
+        .help(format!("did you mean `{long}`?"));
+        let shown = diagnostic.to_string();
+        assert!(shown.len() < 1_000, "{} bytes", shown.len());
+        insta::assert_snapshot!(shown, @r"
+        error: `retries` must be a whole number, not `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`
+         --> p.yaml:3:14
+          |
+        3 |     retries: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…
+          |              ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+        help: did you mean `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`?
+        ");
+    }
+
+    #[test]
+    fn a_caret_far_into_a_long_line_keeps_its_place() {
+        let line = format!("{}needle{}", "a".repeat(500), "b".repeat(500));
+        let source = Source::new("p.yaml", line);
+        let diagnostic = Diagnostic::at(source.at(1, 501), "here").help("there");
+        insta::assert_snapshot!(diagnostic.to_string(), @r"
+        error: here
+         --> p.yaml:1:501
+          |
+        1 | …aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaneedlebbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb…
+          |                                          ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+        help: there
         ");
     }
 }

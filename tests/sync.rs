@@ -709,6 +709,9 @@ fn static_mistakes_are_caught_when_the_playbook_loads() {
         ("{from: src, to: dst, exclude: ['[oops']}", "unclosed"),
         ("{from: src, to: dst, jbos: 2}", "jbos"),
         ("{from: src}", "to"),
+        ("{from: src, to: src/inside}", "is inside the source"),
+        ("{from: src, to: ./src/}", "the same directory"),
+        ("{from: src/sub, to: src}", "is inside the destination"),
     ] {
         let test = Test::new()
             .playbook(&playbook(step))
@@ -733,9 +736,18 @@ fn bad_paths_and_values_fail_before_anything_is_copied() {
             "the source missing does not exist",
         ),
         ("{from: afile, to: dst}", "afile", "is not a directory"),
-        ("{from: src, to: src/inside}", "", "is inside the source"),
-        ("{from: src, to: src}", "", "the same directory"),
-        ("{from: src/sub, to: src}", "", "is inside the destination"),
+        // Templates: literal paths are compared when the playbook loads.
+        (
+            "{from: src, to: \"{{ 'src' }}/inside\"}",
+            "",
+            "is inside the source",
+        ),
+        ("{from: src, to: \"{{ 'src' }}\"}", "", "the same directory"),
+        (
+            "{from: src/sub, to: \"{{ 'src' }}\"}",
+            "",
+            "is inside the destination",
+        ),
         ("{from: src, to: no/such/parent}", "", "nor does its parent"),
         ("{from: src, to: dst, jobs: '{{ n }}'}", "", "`jobs` is `0`"),
     ] {

@@ -560,3 +560,44 @@ fn bad_steps_are_rejected_when_the_playbook_is_loaded() {
     }
     insta::assert_snapshot!(report);
 }
+
+/// A values file that is a FIFO is refused without reading it (before, the read blocked
+/// until something wrote to the pipe). A thread writes a valid file into the pipe, so that
+/// the old code, which read it (each time it opened it), finished instead of hanging the test.
+#[test]
+fn set_refuses_a_fifo_and_writes_nothing() {
+    let test = staging().playbook(
+        r#"
+runbook: 1
+name: fifo
+steps:
+  - id: point
+    values.set:
+      file: config/clusters/hhmi/pipe.values.yaml
+      set: {nfs.pv.serverIP: 10.100.0.42}
+"#,
+    );
+    let fifo = test.path("config/clusters/hhmi/pipe.values.yaml");
+    let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo has no other requirement.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    let writer = fifo.clone();
+    // Never joined: with the fix, nobody reads the pipe and the thread stays blocked.
+    std::thread::spawn(move || {
+        use std::io::Write;
+        // The old code read the file more than once (check, then apply).
+        for _ in 0..10 {
+            if let Ok(mut pipe) = std::fs::OpenOptions::new().write(true).open(&writer) {
+                let _ = pipe.write_all(b"nfs:\n  pv:\n    serverIP: 10.0.0.1\n");
+            }
+        }
+    });
+    test.run_args(&["run", "playbook.yaml"])
+        .status(2)
+        .stderr_has(
+            "the values file config/clusters/hhmi/pipe.values.yaml is a FIFO (named pipe), \
+             not a regular file",
+        );
+    let file_type = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&file_type));
+}

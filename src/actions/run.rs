@@ -52,6 +52,8 @@ impl Action for RunAction {
         let command = RenderedCommand::render(&self.0, cx)?;
         let result = run_process(&command, cx, true).await?;
         let ok_codes = self.0.ok_codes.as_deref().unwrap_or(&[0]);
+        // An exit status is 0..=255; the loader refuses any other `ok_codes`.
+        let succeeded = u8::try_from(result.rc).is_ok_and(|rc| ok_codes.contains(&rc));
         if result.timed_out {
             bail!(
                 "`{}` timed out after {}; its process group was killed",
@@ -59,7 +61,7 @@ impl Action for RunAction {
                 crate::playbook::HumanDuration(command.timeout.unwrap_or_default())
             );
         }
-        if !ok_codes.contains(&result.rc) {
+        if !succeeded {
             let mut message = format!("`{}` exited with code {}", command.display(), result.rc);
             if !result.tail.is_empty() {
                 message.push_str("; last lines:\n");

@@ -156,10 +156,13 @@ impl ValuesGet {
         };
         let cluster_path = cx.render(cluster)?;
         let hub = cx.render(hub)?;
-        let text = std::fs::read_to_string(&cluster_path).map_err(|error| {
-            InvalidInput::new(format!(
-                "cannot read the cluster file {cluster_path}: {error}"
-            ))
+        let text = crate::values::read_regular(Path::new(&cluster_path)).map_err(|error| {
+            InvalidInput::new(match error {
+                crate::values::ReadError::NotRegular { .. } => format!("the cluster file {error}"),
+                crate::values::ReadError::Io { source, .. } => {
+                    format!("cannot read the cluster file {cluster_path}: {source}")
+                }
+            })
         })?;
         let config = ClusterConfig::parse(&text)
             .map_err(|error| cluster_error(&cluster_path, &text, &error))?;
@@ -278,7 +281,7 @@ impl ValuesGet {
 
 /// Whether a file is SOPS-encrypted (a top-level `sops:` key).
 fn is_sops(path: &str) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|text| {
+    crate::values::read_regular(Path::new(path)).is_ok_and(|text| {
         matches!(
             crate::values::ValuesDocument::parse(text),
             Err(ValuesError::Encrypted { .. })

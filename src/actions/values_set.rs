@@ -115,15 +115,22 @@ pub(super) fn explain(path: &str, text: &str, error: &ValuesError) -> anyhow::Er
 /// Reads and parses a values file; a missing file, bad YAML, several documents or an
 /// encrypted file is invalid input that names the file (and the line and column).
 pub(super) fn read_values(path: &str) -> anyhow::Result<ValuesFile> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        let cwd = std::env::current_dir()
-            .map(|dir| dir.display().to_string())
-            .unwrap_or_default();
-        InvalidInput::from_diagnostic(
-            &Diagnostic::new(format!("cannot read the values file {path}: {error}")).help(format!(
-                "a relative path is read from the directory runbook runs in ({cwd})"
-            )),
-        )
+    let text = crate::values::read_regular(std::path::Path::new(path)).map_err(|error| {
+        let diagnostic = match error {
+            crate::values::ReadError::NotRegular { .. } => Diagnostic::new(format!(
+                "the values file {error}"
+            ))
+            .help("give the path of a YAML file; pipes, devices and directories are not read"),
+            crate::values::ReadError::Io { source, .. } => {
+                let cwd = std::env::current_dir()
+                    .map(|dir| dir.display().to_string())
+                    .unwrap_or_default();
+                Diagnostic::new(format!("cannot read the values file {path}: {source}")).help(
+                    format!("a relative path is read from the directory runbook runs in ({cwd})"),
+                )
+            }
+        };
+        InvalidInput::from_diagnostic(&diagnostic)
     })?;
     let document =
         ValuesDocument::parse(text.as_str()).map_err(|error| explain(path, &text, &error))?;

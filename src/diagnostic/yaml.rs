@@ -80,6 +80,11 @@ pub trait Vocabulary {
     fn example(&self, _path: &YamlPath) -> Option<&'static str> {
         None
     }
+    /// The numbers the value at `path` may be, when narrower than its type says ("an exit
+    /// code is 0 to 255"): the `help:` of a number out of range.
+    fn range(&self, _path: &YamlPath) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The words of a document we know nothing about: keys are named as they are written.
@@ -165,6 +170,7 @@ pub(super) fn explain(
             at.width = None;
             syntax_error(&text, &mut at, msg)
         }
+        YamlError::Budget { breach, .. } => over_budget(breach),
         YamlError::Eof { .. } => (
             "the file ends in the middle of a value".to_string(),
             "check for an unclosed quote or bracket".to_string(),
@@ -659,6 +665,57 @@ fn wrong_kind(
     (message, help_for(vocabulary, path, fallback))
 }
 
+/// A YAML safety limit of serde-saphyr that the file went over (an alias bomb: anchors that
+/// repeat each other multiply into millions of values), said with the limit.
+fn over_budget(breach: &serde_saphyr::budget::BudgetBreach) -> (String, String) {
+    use serde_saphyr::budget::BudgetBreach;
+    let limits = serde_saphyr::Budget::default();
+    let aliases = "aliases (`*name`) that repeat an anchor (`&name`) which itself holds aliases \
+                   multiply the values; write the values out, or alias each anchor fewer times";
+    match breach {
+        BudgetBreach::Nodes { .. } => (
+            format!(
+                "too many YAML nodes (over {}): alias expansion?",
+                thousands(limits.max_nodes)
+            ),
+            aliases.to_string(),
+        ),
+        BudgetBreach::Aliases { .. } | BudgetBreach::AliasAnchorRatio { .. } => (
+            "too many aliases (`*name`) for the anchors they repeat: alias expansion?".to_string(),
+            aliases.to_string(),
+        ),
+        BudgetBreach::RecordedAnchorEvents { .. } | BudgetBreach::RecordedAnchorBytes { .. } => (
+            "the anchors (`&name`) hold too much to repeat: alias expansion?".to_string(),
+            aliases.to_string(),
+        ),
+        BudgetBreach::Depth { .. } => (
+            format!(
+                "the YAML is nested too deeply (over {} levels)",
+                limits.max_depth
+            ),
+            "flatten the structure; a playbook needs only a few levels".to_string(),
+        ),
+        other => (
+            format!("the file is over a YAML size limit ({other:?})"),
+            "a playbook is a few thousand lines at most; check that this is the right file"
+                .to_string(),
+        ),
+    }
+}
+
+/// 250000 as `250,000`.
+fn thousands(number: usize) -> String {
+    let digits = number.to_string();
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 fn invalid_scalar(
     vocabulary: &dyn Vocabulary,
     text: &TextMap,
@@ -682,10 +739,11 @@ fn invalid_scalar(
     );
     if whole {
         if let Ok(number) = bare.parse::<i128>() {
+            let range = vocabulary.range(path);
             if number < 0 && unsigned {
                 return (
                     format!("{subject} cannot be negative"),
-                    "use 0 or more".to_string(),
+                    range.unwrap_or("use 0 or more").to_string(),
                 );
             }
             if written != bare {
@@ -696,7 +754,7 @@ fn invalid_scalar(
             }
             return (
                 format!("{subject} is too large: `{bare}`"),
-                example("use a smaller number"),
+                range.map_or_else(|| example("use a smaller number"), str::to_string),
             );
         }
         return (

@@ -39,7 +39,7 @@ pub struct CommandSpec {
     pub timeout: Option<HumanDuration>,
     /// Exit codes that count as success (default `[0]`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ok_codes: Option<Vec<i32>>,
+    pub ok_codes: Option<Vec<u8>>,
     /// The command is done if this path exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub creates: Option<String>,
@@ -56,7 +56,7 @@ struct CommandOptions {
     #[serde(default)]
     env: IndexMap<String, String>,
     timeout: Option<HumanDuration>,
-    ok_codes: Option<Vec<i32>>,
+    ok_codes: Option<Vec<u8>>,
     creates: Option<String>,
 }
 

@@ -9,7 +9,7 @@ mod step;
 mod templated;
 mod vocabulary;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -301,6 +301,10 @@ struct TemplateSite<'a> {
     /// The lines it may be on.
     first_line: usize,
     last_line: usize,
+    /// Names this site adds to the playbook's (`result` in `until`, `object` in a
+    /// `kube.wait` expression); a slice rather than a copy of the known names, which grow
+    /// with every registering step.
+    also_known: &'a [&'a str],
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -403,6 +407,7 @@ impl Loader<'_> {
                 condition: None,
                 first_line: location.line,
                 last_line: location.line,
+                also_known: &[],
             };
             self.check_json_templates(&value.value, &known, &site)?;
             known.insert(var_name.value.clone());
@@ -423,11 +428,14 @@ impl Loader<'_> {
             .map(|step| step.referenced.line() as usize)
             .collect();
         let mut steps: Vec<Step> = Vec::new();
+        // Each id with the line of its step: a lookup per step, not a scan of the earlier ones.
+        let mut ids: HashMap<String, usize> = HashMap::new();
         for (index, spanned) in document.steps.value.into_iter().enumerate() {
             let end_line = step_lines
                 .get(index + 1)
                 .map_or(usize::MAX, |next| next - 1);
-            let step = self.validate_step(spanned, end_line, &steps, &mut known)?;
+            let step = self.validate_step(spanned, end_line, &steps, &ids, &mut known)?;
+            ids.insert(step.id().to_string(), step.location.line);
             steps.push(step);
         }
         let maintenance_window = document
@@ -490,6 +498,7 @@ impl Loader<'_> {
         spanned: Spanned<StepSpec>,
         end_line: usize,
         earlier: &[Step],
+        earlier_ids: &HashMap<String, usize>,
         known: &mut BTreeSet<String>,
     ) -> Result<Step, Diagnostic> {
         let location = self.at(&spanned);
@@ -502,12 +511,11 @@ impl Loader<'_> {
             )
             .help("a step id uses lowercase letters, digits and `-`, e.g. `copy-homes`"));
         }
-        if let Some(first) = earlier.iter().find(|step| step.id() == id.value) {
+        if let Some(first_line) = earlier_ids.get(&id.value) {
             return Err(
                 Diagnostic::at(self.at(id), format!("duplicate step id `{}`", id.value)).help(
                     format!(
-                        "the id is already used by the step at line {}; ids must be unique",
-                        first.location.line
+                        "the id is already used by the step at line {first_line}; ids must be unique"
                     ),
                 ),
             );
@@ -540,7 +548,7 @@ impl Loader<'_> {
         };
         actions[0].1.check_source(self.source)?;
         for (key, referenced) in actions[0].1.step_references() {
-            if !earlier.iter().any(|step| step.id() == referenced) {
+            if !earlier_ids.contains_key(referenced) {
                 let ids: Vec<&str> = earlier.iter().map(Step::id).collect();
                 let help = match crate::diagnostic::did_you_mean(referenced, &ids) {
                     Some(close) => format!("did you mean `{close}`?"),
@@ -559,17 +567,18 @@ impl Loader<'_> {
         }
         let step_line = location.line;
         let what = format!("step `{}`", id.value);
-        let site = |condition| TemplateSite {
+        let site = |condition, also_known| TemplateSite {
             what: &what,
             condition,
             first_line: step_line,
             last_line: end_line,
+            also_known,
         };
 
         // Every string of the step may be a template.
         let definition =
             serde_json::to_value(&spec).map_err(|error| Diagnostic::new(error.to_string()))?;
-        let mut references = self.check_json_templates(&definition, known, &site(None))?;
+        let mut references = self.check_json_templates(&definition, known, &site(None, &[]))?;
         // Conditions are expressions even without braces.
         let mut conditions: Vec<(&str, &str)> = Vec::new();
         conditions.extend(spec.when.as_ref().map(|when| ("when", when.as_str())));
@@ -582,31 +591,22 @@ impl Loader<'_> {
             conditions.push(("check", check.as_str()));
         }
         for (key, condition) in conditions {
-            references.extend(self.check_template(condition, known, &site(Some(key)))?);
+            references.extend(self.check_template(condition, known, &site(Some(key), &[]))?);
         }
         // An action's own expressions may also use the names it provides (`object`).
-        let mut action_scope = known.clone();
-        action_scope.extend(
-            actions[0]
-                .1
-                .expression_names()
-                .iter()
-                .map(|name| name.to_string()),
-        );
+        let action_names = actions[0].1.expression_names();
         for expression in actions[0].1.expressions() {
             references.extend(self.check_template(
                 expression.as_str(),
-                &action_scope,
-                &site(Some(action_key)),
+                known,
+                &site(Some(action_key), action_names),
             )?);
         }
         if let Some(until) = &spec.until {
-            let mut with_result = known.clone();
-            with_result.insert("result".into());
             references.extend(self.check_template(
                 until.as_str(),
-                &with_result,
-                &site(Some("until")),
+                known,
+                &site(Some("until"), &["result"]),
             )?);
         }
 
@@ -680,7 +680,8 @@ impl Loader<'_> {
             .renderer
             .variables(text, site.condition.is_some())
             .map_err(|problem| self.template_error(problem, text, site))?;
-        if let Some(unknown) = variables.iter().find(|name| !known.contains(*name)) {
+        let is_known = |name: &str| known.contains(name) || site.also_known.contains(&name);
+        if let Some(unknown) = variables.iter().find(|name| !is_known(name)) {
             let at = self.find_word(unknown, first_line, last_line);
             if let Some((step, line)) = self.registers.get(unknown) {
                 return Err(Diagnostic::at(
@@ -694,7 +695,11 @@ impl Loader<'_> {
                     "a step sees only what earlier steps registered: move this step after `{step}`"
                 )));
             }
-            let candidates: Vec<&str> = known.iter().map(String::as_str).collect();
+            let candidates: Vec<&str> = known
+                .iter()
+                .map(String::as_str)
+                .chain(site.also_known.iter().copied())
+                .collect();
             let help = match crate::diagnostic::did_you_mean(unknown, &candidates) {
                 Some(close) => format!("did you mean `{close}`?"),
                 None => "a template may use params, vars and names registered by earlier steps"
@@ -878,5 +883,32 @@ impl Loader<'_> {
             }
         }
         self.source.at(first_line as u64, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 20,000 steps load (each step's position used to be found by scanning the file from
+    /// its start, and each id compared with every earlier one), and a duplicate id at the
+    /// end still names the line of the first.
+    #[test]
+    fn a_playbook_of_twenty_thousand_steps_loads() {
+        let mut text = String::from("runbook: 1\nname: big\nsteps:\n");
+        for index in 0..20_000 {
+            text.push_str(&format!(
+                "  - id: s{index}\n    run: [echo, \"{{{{ playbook }}}}/{index}\"]\n"
+            ));
+        }
+        let playbook = Playbook::from_str(Path::new("big.yaml"), &text).expect("loads");
+        assert_eq!(playbook.steps.len(), 20_000);
+        assert_eq!(playbook.steps[19_999].location.line, 3 + 2 * 19_999 + 1);
+
+        text.push_str("  - id: s7\n    run: [true]\n");
+        let error = Playbook::from_str(Path::new("big.yaml"), &text).expect_err("duplicate");
+        assert_eq!(error.message, "duplicate step id `s7`");
+        assert_eq!(error.location.map(|at| at.line), Some(3 + 2 * 20_000 + 1));
+        assert!(error.help.is_some_and(|help| help.contains("line 18")));
     }
 }

@@ -94,6 +94,13 @@ impl Vocabulary for PlaybookWords {
             _ => return None,
         })
     }
+
+    fn range(&self, path: &YamlPath) -> Option<&'static str> {
+        match path.parts().as_slice() {
+            [.., "ok_codes", _] => Some("an exit code is a number from 0 to 255"),
+            _ => None,
+        }
+    }
 }
 
 /// The words of a `--vars-file`.

@@ -22,12 +22,14 @@ mod cluster;
 mod cst;
 mod edit;
 mod path;
+mod read;
 mod scalar;
 mod tree;
 mod write;
 
 pub use cluster::{ClusterConfig, ClusterError, HubValues};
 pub use path::{PathError, PathSegment, ValuesPath};
+pub use read::{ReadError, read_regular};
 pub use scalar::{can_be_plain, reads_as_non_string};
 pub use write::write_atomically;
 

@@ -250,6 +250,18 @@ impl TryFrom<SyncFields> for SyncAction {
             .about_key("exclude")
             .to_string());
         }
+        if literal(&&fields.from)
+            && literal(&&fields.to)
+            && let (Some(source), Some(destination)) = (lexical(&fields.from), lexical(&fields.to))
+            && let Some((key, message)) = nesting(&source, &destination, &fields.from, &fields.to)
+        {
+            return Err(ValueError::new(
+                message,
+                "give two separate directories, e.g. `from: /mnt/old/homes` and `to: /mnt/new/homes`",
+            )
+            .about_key(key)
+            .to_string());
+        }
         let (on, on_job) = match fields.on {
             Some(on) => on.check()?,
             None => (None, None),
@@ -693,25 +705,8 @@ impl Settings {
                 )));
             }
         };
-        if destination == source {
-            return Err(InvalidInput(format!(
-                "`from` and `to`: the source and the destination are the same directory ({})",
-                source.display()
-            )));
-        }
-        if destination.starts_with(&source) {
-            return Err(InvalidInput(format!(
-                "`from` and `to`: the destination {} is inside the source {}: the copy would copy itself",
-                to.display(),
-                from.display()
-            )));
-        }
-        if source.starts_with(&destination) {
-            return Err(InvalidInput(format!(
-                "`from` and `to`: the source {} is inside the destination {}: a mirror would delete or overwrite it",
-                from.display(),
-                to.display()
-            )));
+        if let Some((_, message)) = nesting(&source, &destination, from.display(), to.display()) {
+            return Err(InvalidInput(format!("`from` and `to`: {message}")));
         }
         Ok(exists)
     }
@@ -735,6 +730,58 @@ impl Settings {
         self.bwlimit
             .map(|rate| (rate / 1024 / self.jobs.max(1) as u64).max(1))
     }
+}
+
+/// Why two directories, resolved the same way, cannot be a copy's source and destination:
+/// the same directory, or one inside the other; with the key to point at. The run checks
+/// the canonical paths; the loader checks literal paths as written ([`lexical`]), so that a
+/// playbook that could never copy is refused before any step runs.
+fn nesting(
+    source: &Path,
+    destination: &Path,
+    from: impl fmt::Display,
+    to: impl fmt::Display,
+) -> Option<(&'static str, String)> {
+    if destination == source {
+        return Some((
+            "to",
+            format!(
+                "the source and the destination are the same directory ({})",
+                source.display()
+            ),
+        ));
+    }
+    if destination.starts_with(source) {
+        return Some((
+            "to",
+            format!("the destination {to} is inside the source {from}: the copy would copy itself"),
+        ));
+    }
+    if source.starts_with(destination) {
+        return Some((
+            "from",
+            format!(
+                "the source {from} is inside the destination {to}: a mirror would delete or overwrite it"
+            ),
+        ));
+    }
+    None
+}
+
+/// A literal path with `.` components and trailing slashes dropped, to compare two paths
+/// as written. None when it has `..` (through a symlink, `a/link/..` is not `a`): only the
+/// run, on the real files, can tell then.
+fn lexical(path: &str) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut resolved = PathBuf::new();
+    for component in Path::new(path.trim()).components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => return None,
+            other => resolved.push(other),
+        }
+    }
+    Some(resolved)
 }
 
 /// The parent of a path, with `.` for a relative name without one.
@@ -781,5 +828,19 @@ mod tests {
         assert!(wants_hard_links(&args(&["-aHS"])));
         assert!(wants_hard_links(&args(&["--hard-links"])));
         assert!(!wants_hard_links(&args(&["-S", "--chmod=H"])));
+    }
+
+    #[test]
+    fn literal_paths_are_compared_as_written_without_guessing_at_dot_dot() {
+        assert_eq!(lexical("./homes/./a/"), Some(PathBuf::from("homes/a")));
+        assert_eq!(lexical("/srv//homes/"), Some(PathBuf::from("/srv/homes")));
+        assert_eq!(lexical("/srv/link/../homes"), None);
+        let inside = |from: &str, to: &str| {
+            nesting(&lexical(from).unwrap(), &lexical(to).unwrap(), from, to).map(|(key, _)| key)
+        };
+        assert_eq!(inside("/srv/homes/staging", "/srv/homes/"), Some("from"));
+        assert_eq!(inside("homes", "./homes/backup"), Some("to"));
+        assert_eq!(inside("/srv/homes", "/srv/homes2"), None);
+        assert_eq!(inside("/srv/homes", "srv/homes/x"), None);
     }
 }
