@@ -221,8 +221,9 @@ const SNIPPET_WIDTH: usize = 120;
 /// How many characters of the line a snippet shows before the caret when it has to cut.
 const SNIPPET_CONTEXT: usize = 40;
 
-/// A `quoted` token in a message or help longer than this is cut, for the same reason.
-const QUOTED_WIDTH: usize = 60;
+/// A `quoted` token in a message or help longer than this is cut, for the same reason. Wide
+/// enough for the longest example our own help lines quote (94 characters).
+const QUOTED_WIDTH: usize = 100;
 
 /// The part of a source line a snippet shows: at most [`SNIPPET_WIDTH`] characters around
 /// the caret, with `…` where it was cut. Returns the text, the caret's 1-based column in it
@@ -341,12 +342,12 @@ mod tests {
         let shown = diagnostic.to_string();
         assert!(shown.len() < 1_000, "{} bytes", shown.len());
         insta::assert_snapshot!(shown, @r"
-        error: `retries` must be a whole number, not `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`
+        error: `retries` must be a whole number, not `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`
          --> p.yaml:3:14
           |
         3 |     retries: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…
           |              ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-        help: did you mean `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`?
+        help: did you mean `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`?
         ");
     }
 
