@@ -1,18 +1,24 @@
 //! `runbook` runs maintenance procedures written as declarative YAML playbooks: step by step,
 //! with idempotent checks, resume after a stop, honest dry-run plans and approval gates.
 //!
-//! A playbook goes through the modules in this order: [`playbook`] (load and validate),
-//! [`render`] (templates), [`engine`] (plan and run, journal, lock), [`actions`] (what a step
-//! does) and [`report`] (how it is shown).
+//! The modules are layers, and each imports only from the layers below it (lowest first):
+//! [`diagnostic`], [`values`] and [`failure`] (they know nothing of runbooks); [`syntax`] (how
+//! settings are written); [`kube`] (the client); [`render`] (templates, masking); [`actions`]
+//! (what a step does); [`playbook`] (load and check); [`engine`] (plan and run, journal,
+//! lock); [`report`] (how it is shown). A test in `layering.rs` keeps it so.
 
 pub mod actions;
 pub mod diagnostic;
 pub mod engine;
+pub mod failure;
 pub mod kube;
+#[cfg(test)]
+mod layering;
 pub mod playbook;
 pub mod render;
 pub mod report;
 pub mod sandbox;
+pub mod syntax;
 pub mod values;
 
 pub use diagnostic::Diagnostic;

@@ -238,7 +238,7 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
                 restart,
             };
             let cluster = cluster_for(&playbook, &cluster_options).await?;
-            let exit = engine::run(
+            let result = engine::run(
                 playbook.clone(),
                 &bound,
                 &state,
@@ -248,17 +248,9 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
             )
             .await?;
             if format == Format::Text && verbosity != Verbosity::Quiet {
-                let run_dir = state.run_dir(&engine::run_id(&playbook, &bound.params));
-                let (events, _) = runbook::engine::journal::read_events(&run_dir)?;
-                let order: Vec<&str> = playbook.steps.iter().map(|step| step.id()).collect();
-                let summary = report::RunSummary::from_events(
-                    &events,
-                    &order,
-                    playbook.maintenance_window.as_ref(),
-                );
-                eprint!("{}", summary.to_text());
+                eprint!("{}", result.summary.to_text());
             }
-            Ok(exit)
+            Ok(result.exit)
         }
         Command::Status { run, format } => {
             let runs = state.runs()?;
@@ -280,25 +272,11 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
             let run_dir = state.run_dir(&run);
             let history = History::load(&run_dir)?;
             let holder = RunLock::holder(&run_dir);
-            let text =
-                report::render_status(&run, &history, holder.as_ref(), format == Format::Json);
             let copies = detached_copies(&history, &cluster_options).await;
-            if format == Format::Json {
-                let mut status: serde_json::Value = serde_json::from_str(&text)
-                    .map_err(|error| anyhow::anyhow!("the status is not JSON: {error}"))?;
-                status["detached"] = serde_json::to_value(&copies)
-                    .map_err(|error| anyhow::anyhow!("cannot write the copies as JSON: {error}"))?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status).unwrap_or_default()
-                );
-            } else {
-                print!("{text}");
-                for copy in &copies {
-                    for line in copy.lines() {
-                        println!("{line}");
-                    }
-                }
+            let status = report::RunStatusView::new(&run, &history, holder, copies);
+            match format {
+                Format::Json => println!("{}", status.to_json()),
+                Format::Text => print!("{}", status.to_text()),
             }
             Ok(Exit::Success)
         }

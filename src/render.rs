@@ -89,7 +89,7 @@ pub struct RenderError {
     /// Set when a function the template called was given input that cannot work (a
     /// malformed selector), so that the step ends as invalid input.
     #[source]
-    pub invalid_input: Option<crate::actions::InvalidInput>,
+    pub invalid_input: Option<crate::failure::InvalidInput>,
 }
 
 impl RenderError {
@@ -109,7 +109,7 @@ impl RenderError {
         };
         let invalid_input =
             std::iter::successors(std::error::Error::source(error), |cause| cause.source())
-                .find_map(|cause| cause.downcast_ref::<crate::actions::InvalidInput>())
+                .find_map(|cause| cause.downcast_ref::<crate::failure::InvalidInput>())
                 .cloned();
         RenderError {
             message,
@@ -143,10 +143,7 @@ fn variables_of(
     Ok(names.into_iter().collect())
 }
 
-/// Does `text` contain template syntax? Plain strings are used as they are.
-pub fn is_template(text: &str) -> bool {
-    text.contains("{{") || text.contains("{%") || text.contains("{#")
-}
+pub use crate::syntax::is_template;
 
 /// When a whole string is one `{{ expression }}`, the expression inside; such a string
 /// renders to the expression's value with its type (a number stays a number).

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Action, Outcome, Preview, StepContext};
 use crate::diagnostic::ValueError;
-use crate::playbook::Condition;
+use crate::syntax::Condition;
 
 /// `assert: EXPR`, `assert: [EXPR, ...]` or `assert: {that: [...], message: "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

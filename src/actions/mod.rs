@@ -1,8 +1,11 @@
 //! What a step does. One file per action; each implements [`Action`] and is registered by
 //! one line in the `step_spec!` list below, which also makes it a key of the YAML step.
 
+#[macro_use]
+mod step_spec;
 mod assert;
 mod kube;
+mod output;
 mod pause;
 mod process;
 mod run;
@@ -25,9 +28,9 @@ pub use sync::{
 pub use values_get::ValuesGet;
 pub use values_set::ValuesSet;
 
-use crate::playbook::Condition;
 use crate::render::{Renderer, Vars};
-use crate::report::Reporter;
+use crate::syntax::Condition;
+pub use output::{Progress, StepOutput};
 
 crate::step_spec! {
     "run" => run: RunAction,
@@ -45,46 +48,7 @@ crate::step_spec! {
     "values.get" => values_get: ValuesGet,
 }
 
-/// An action that stops itself rather than do something unsafe (more objects match than
-/// allowed): the step is refused, exit 3, as for a false guard.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refusal(pub String);
-
-/// Input that is wrong and that only the run could find, because it is rendered from a
-/// template or read from a file or a directory when the step runs: a values file that is not
-/// YAML, a sync source that does not exist, a selector that renders malformed. Found before
-/// the action changes anything, so the run ends with exit 2 ("invalid input") rather than
-/// as a failed step, and it is not retried (the same input fails the same way). The step is
-/// journaled as failed, not done: `run` again evaluates it anew once the input is fixed.
-///
-/// The message names what is wrong: the file (with its line and column, and a snippet,
-/// when the problem is inside it), the step key, or the path.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid input: {0}")]
-pub struct InvalidInput(pub String);
-
-impl InvalidInput {
-    /// Invalid input described by a message.
-    pub fn new(message: impl Into<String>) -> Self {
-        InvalidInput(message.into())
-    }
-
-    /// Invalid input inside a file, shown as a diagnostic (position, snippet, `help:`).
-    /// The engine says "invalid input: " before it, so without the leading "error: ".
-    pub fn from_diagnostic(diagnostic: &crate::Diagnostic) -> Self {
-        let text = diagnostic.to_string();
-        let text = text.trim_end();
-        InvalidInput(text.strip_prefix("error: ").unwrap_or(text).to_string())
-    }
-
-    /// The invalid input an error is or was caused by, anywhere in its chain of causes.
-    pub fn find(error: &anyhow::Error) -> Option<&InvalidInput> {
-        error
-            .downcast_ref::<InvalidInput>()
-            .or_else(|| error.chain().find_map(|cause| cause.downcast_ref()))
-    }
-}
+pub use crate::failure::{InvalidInput, Refusal, StepError};
 
 /// The answer of an action's own "already done?" check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +107,7 @@ pub struct StepContext<'a> {
     /// The step's rendered `env:`.
     pub env: &'a IndexMap<String, String>,
     /// Where output lines and progress go.
-    pub reporter: &'a Reporter,
+    pub reporter: &'a dyn StepOutput,
     /// The playbook's directory (for `templates/`).
     pub base_dir: &'a Path,
     /// The cluster, when the playbook uses one.
@@ -215,13 +179,13 @@ impl StepContext<'_> {
     }
 
     /// Reports progress of a long action (a `progress` event; not journaled).
-    pub fn progress(&self, progress: crate::report::Progress) {
+    pub fn progress(&self, progress: Progress) {
         self.reporter.progress(self.step_id, progress);
     }
 
     /// Shows one line of a command's output, prefixed by the step id (masked).
     pub fn output_line(&self, line: &str) {
-        self.reporter.output_line(self.step_id, line);
+        self.reporter.line(self.step_id, line);
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
 use super::StepContext;
-use crate::playbook::{CommandLine, CommandSpec};
+use crate::syntax::{CommandLine, CommandSpec};
 
 /// Output kept for `register` and the journal.
 const MAX_CAPTURE_BYTES: usize = 1 << 20;

@@ -4,7 +4,7 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Check, Outcome, Preview, RenderedCommand, StepContext, run_process};
-use crate::playbook::CommandSpec;
+use crate::syntax::CommandSpec;
 
 /// `run: [program, args...]` or `run: {command: ..., shell, cwd, env, timeout, ok_codes, creates}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,7 +58,7 @@ impl Action for RunAction {
             bail!(
                 "`{}` timed out after {}; its process group was killed",
                 command.display(),
-                crate::playbook::HumanDuration(command.timeout.unwrap_or_default())
+                crate::syntax::HumanDuration(command.timeout.unwrap_or_default())
             );
         }
         if !succeeded {

@@ -69,7 +69,7 @@ impl TryFrom<GetFields> for ValuesGet {
         check_path(&fields.path, "path")?;
         if let Some(under) = &fields.under
             && !under.is_empty()
-            && !crate::render::is_template(under)
+            && !crate::syntax::is_template(under)
         {
             check_path(under, "under")?;
         }

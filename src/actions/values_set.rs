@@ -32,7 +32,7 @@ struct SetFields {
 
 /// Checks a path written in a playbook: not a template, and well formed.
 pub(super) fn check_path(text: &str, key: &str) -> Result<(), ValueError> {
-    if crate::render::is_template(text) {
+    if crate::syntax::is_template(text) {
         return Err(ValueError::new(
             format!("the path `{text}` is a template; paths are written out"),
             "put a varying prefix in `under:`, which may be a template",
@@ -71,7 +71,7 @@ impl TryFrom<SetFields> for ValuesSet {
         }
         if let Some(under) = &fields.under
             && !under.is_empty()
-            && !crate::render::is_template(under)
+            && !crate::syntax::is_template(under)
         {
             check_path(under, "under")?;
         }

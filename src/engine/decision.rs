@@ -187,7 +187,7 @@ pub async fn decide(
                 });
             }
             attempt += 1;
-            cx.reporter.human(&format!(
+            cx.reporter.notice(&format!(
                 "[{}] guard is false: {}; evaluating again in {} ({attempt}/{retries})",
                 step.id(),
                 condition.as_str(),

@@ -1,5 +1,7 @@
 //! Events: what `--format json` prints, one per line, and what the journal stores.
 
+use crate::actions::StepOutput;
+use crate::render::Masker;
 use serde::{Deserialize, Serialize};
 
 /// How a step ended.
@@ -227,4 +229,18 @@ pub fn now_rfc3339() -> String {
         .round(jiff::Unit::Millisecond)
         .map(|ts| ts.to_string())
         .unwrap_or_default()
+}
+
+/// Where a run's events go, besides the journal: the terminal and JSON reporter (`report`,
+/// a higher layer) implements it. It also takes what the run's actions show
+/// ([`StepOutput`]), so one value serves the engine and the steps.
+pub trait RunOutput: StepOutput {
+    /// An already masked event, with its JSON form.
+    fn event(&self, event: &Event, json: &serde_json::Value);
+    /// Whether `--verbose` asked for the details of checks and skipped steps.
+    fn verbose(&self) -> bool;
+    /// The secrets to mask from now on (known once the params are bound).
+    fn set_masker(&self, masker: Masker);
+    /// The run the events are about from now on (known once the params are bound).
+    fn set_run(&self, run_id: &str);
 }

@@ -7,7 +7,9 @@ pub mod event;
 pub mod journal;
 pub mod lock;
 mod plan;
+pub mod plan_report;
 pub mod state;
+pub mod summary;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -15,19 +17,21 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::actions::{InvalidInput, Refusal, StepContext};
+use crate::actions::StepContext;
 use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::failure::StepError;
 use crate::kube::Cluster;
 use crate::playbook::{Bound, HumanDuration, Playbook, Step};
 use crate::render::{Masker, Renderer, Vars};
-use crate::report::Reporter;
 use crate::{Error, Exit, Result};
 use decision::{StepDecision, Tries, decide};
+use event::RunOutput;
 use event::{Event, EventKind, RunStatus, StepDefinition, StepStatus, now_rfc3339};
 use journal::{History, Journal};
 use lock::{Acquired, RunLock};
 pub use plan::plan;
 pub use state::{StateDir, run_id};
+use summary::RunSummary;
 
 /// Flags of `runbook run`.
 #[derive(Debug, Clone, Default)]
@@ -112,7 +116,7 @@ struct RunJournal {
 struct Recorder {
     run_id: String,
     journal: Arc<Mutex<RunJournal>>,
-    reporter: Arc<Reporter>,
+    reporter: Arc<dyn RunOutput>,
     masker: Masker,
 }
 
@@ -267,9 +271,9 @@ pub async fn run(
     bound: &Bound,
     state: &StateDir,
     options: &RunOptions,
-    reporter: Arc<Reporter>,
+    reporter: Arc<dyn RunOutput>,
     cluster: Option<&Cluster>,
-) -> Result<Exit> {
+) -> Result<RunResult> {
     let playbook = &playbook;
     for (flag, id) in options
         .from
@@ -310,7 +314,7 @@ pub async fn run(
                 jiff::Timestamp::now().as_second()
             ));
             std::fs::rename(&journal, &archived).map_err(anyhow::Error::from)?;
-            reporter.human(&format!(
+            reporter.notice(&format!(
                 "--restart: the previous journal is kept as {}",
                 archived.display()
             ));
@@ -398,8 +402,22 @@ pub async fn run(
             return Err(error.into());
         }
     };
+    let (events, _) = journal::read_events(&run_dir)?;
     drop(lock);
-    Ok(exit)
+    let order: Vec<&str> = playbook.steps.iter().map(|step| step.id()).collect();
+    Ok(RunResult {
+        exit,
+        summary: RunSummary::from_events(&events, &order, playbook.maintenance_window.as_ref()),
+    })
+}
+
+/// How a run ended, and its summary over every command that worked on it.
+#[derive(Debug)]
+pub struct RunResult {
+    /// The exit status.
+    pub exit: Exit,
+    /// Time per step, data copied, the maintenance window (from the whole journal).
+    pub summary: RunSummary,
 }
 
 /// What the step loop's thread returns: `None` when it was cancelled.
@@ -562,7 +580,7 @@ async fn run_steps(
         let started = Instant::now();
         let env = match render_env(step, renderer, vars) {
             Ok(env) => env,
-            Err(error) => return fail(recorder, step, started, &error),
+            Err(error) => return fail(recorder, step, started, error),
         };
         let note_writer = NoteWriter {
             run_id: recorder.run_id.clone(),
@@ -576,7 +594,7 @@ async fn run_steps(
             renderer,
             vars,
             env: &env,
-            reporter: &recorder.reporter,
+            reporter: &*recorder.reporter,
             base_dir: playbook.base_dir(),
             cluster,
             notes: notes.get(id).map_or(&[], Vec::as_slice),
@@ -585,13 +603,13 @@ async fn run_steps(
         };
         let tries = match Tries::of(step, &cx) {
             Ok(tries) => tries,
-            Err(error) => return fail(recorder, step, started, &error),
+            Err(error) => return fail(recorder, step, started, error),
         };
         let Tries { retries, delay } = tries;
-        let verbose = recorder.reporter.verbosity() == crate::report::Verbosity::Verbose;
+        let verbose = recorder.reporter.verbose();
         let decision = match decide(step, playbook, &cx, tries.guard_policy(), verbose).await {
             Ok(decision) => decision,
-            Err(error) => return fail(recorder, step, started, &error),
+            Err(error) => return fail(recorder, step, started, error),
         };
         match decision {
             StepDecision::Skip { reason, done } => {
@@ -606,7 +624,7 @@ async fn run_steps(
             StepDecision::Unknown { reason } => {
                 let error =
                     anyhow::anyhow!("cannot run this step yet: it {reason}; run that step first");
-                return fail(recorder, step, started, &error);
+                return fail(recorder, step, started, error);
             }
             StepDecision::Refused { reason, .. } => {
                 recorder.emit(EventKind::StepFinished {
@@ -670,26 +688,22 @@ async fn run_steps(
                     hash: step.hash.clone(),
                 },
             )?;
-            let result = apply_once(step, &cx).await;
+            let result = apply_once(step, &cx).await.map_err(StepError::from);
             match result {
                 Ok(outcome) => break outcome,
-                // A refusal stands, and the same invalid input fails the same way again.
-                Err(error)
-                    if attempt <= retries
-                        && error.downcast_ref::<Refusal>().is_none()
-                        && InvalidInput::find(&error).is_none() =>
-                {
+                Err(error) if attempt <= retries && error.is_retryable() => {
                     recorder.emit(EventKind::Warning {
                         message: format!(
-                            "step `{id}` try {attempt} of {} failed: {error:#}; trying again in {}",
+                            "step `{id}` try {attempt} of {} failed: {:#}; trying again in {}",
                             retries + 1,
+                            error.error(),
                             HumanDuration(delay)
                         ),
                     })?;
                     attempt += 1;
                     tokio::time::sleep(delay).await;
                 }
-                Err(error) => return fail(recorder, step, started, &error),
+                Err(error) => return fail(recorder, step, started, error),
             }
         };
         recorder.emit(EventKind::StepFinished {
@@ -742,27 +756,21 @@ fn fail(
     recorder: &Recorder,
     step: &Step,
     started: Instant,
-    error: &anyhow::Error,
+    error: impl Into<StepError>,
 ) -> anyhow::Result<Exit> {
-    let refused = error.downcast_ref::<Refusal>().is_some();
-    let exit = if refused {
-        Exit::Refused
-    } else if InvalidInput::find(error).is_some() {
-        Exit::InvalidInput
-    } else {
-        Exit::StepFailed
+    let error = error.into();
+    let (exit, status) = match &error {
+        StepError::Refused(_) => (Exit::Refused, StepStatus::Refused),
+        StepError::Invalid(_) => (Exit::InvalidInput, StepStatus::Failed),
+        StepError::Failed(_) => (Exit::StepFailed, StepStatus::Failed),
     };
     recorder.emit(EventKind::StepFinished {
         step: step.id().to_string(),
-        status: if refused {
-            StepStatus::Refused
-        } else {
-            StepStatus::Failed
-        },
+        status,
         duration_ms: started.elapsed().as_millis() as u64,
         hash: Some(step.hash.clone()),
         output: None,
-        error: Some(format!("{error:#}")),
+        error: Some(format!("{:#}", error.error())),
         tail: Vec::new(),
     })?;
     recorder.finish(exit)

@@ -8,10 +8,11 @@ use crate::actions::StepContext;
 use crate::kube::Cluster;
 use crate::playbook::{Bound, HumanDuration, Playbook};
 use crate::render::Renderer;
-use crate::report::{PlanDecision, PlanEntry, PlanReport, Reporter};
 
 use super::decision::{GuardPolicy, StepDecision, Tries, decide};
+use super::event::RunOutput;
 use super::journal::History;
+use super::plan_report::{PlanDecision, PlanEntry, PlanReport};
 use super::{StateDir, render_env, run_id};
 
 /// Plans every step of a playbook.
@@ -19,7 +20,7 @@ pub async fn plan(
     playbook: &Playbook,
     bound: &Bound,
     state: &StateDir,
-    reporter: &Reporter,
+    reporter: &dyn RunOutput,
     cluster: Option<&Cluster>,
 ) -> Result<PlanReport> {
     reporter.set_masker(bound.masker.clone());

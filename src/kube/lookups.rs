@@ -11,7 +11,7 @@ use super::{Cluster, Kind, find_kind};
 /// step that renders it fails as invalid input (exit 2), not as a failed step.
 fn invalid(message: String) -> Error {
     Error::new(ErrorKind::InvalidOperation, message.clone())
-        .with_source(crate::actions::InvalidInput::new(message))
+        .with_source(crate::failure::InvalidInput::new(message))
 }
 
 fn kind_named(name: &str) -> Result<&'static Kind, Error> {
@@ -73,7 +73,9 @@ pub fn register(env: &mut Environment<'static>, cluster: Option<Cluster>) {
             let kind = kind_named(&kind)?;
             let object = block_on(cluster.get(kind, &name, namespace.as_deref()))?
                 .map_err(|error| invalid(error.to_string()))?;
-            Ok(object.map_or(Value::from(()), |object| crate::render::to_value(&object)))
+            Ok(object.map_or(Value::from(()), |object| {
+                Value::from(minijinja::value::Serde(&object))
+            }))
         },
     );
     env.add_function(

@@ -1,12 +1,6 @@
 //! The playbook language: loading YAML with positions, validating it, binding params.
 
-mod command;
-mod condition;
-mod duration;
 mod param;
-#[macro_use]
-mod step;
-mod templated;
 mod vocabulary;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -20,11 +14,9 @@ use sha2::{Digest, Sha256};
 pub use crate::actions::StepSpec;
 use crate::diagnostic::{Diagnostic, Location, Source};
 use crate::render::{Masker, Renderer, TemplateProblem, Vars};
-pub use command::{CommandLine, CommandSpec};
-pub use condition::{CheckSpec, Condition};
-pub use duration::HumanDuration;
+pub use crate::syntax::{CheckSpec, CommandLine, CommandSpec, Condition, HumanDuration};
+pub use crate::syntax::{Setting, Templated};
 pub use param::{GivenValue, ParamSpec, ParamType, parse_var_flags, read_vars_file};
-pub use templated::{Setting, Templated};
 
 /// The playbook format version this build reads.
 pub const FORMAT_VERSION: u32 = 1;

@@ -8,12 +8,14 @@ mod summary;
 use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, RwLock};
 
-pub use plan::{PlanDecision, PlanEntry, PlanReport};
-pub use status::{render_list, render_status};
-pub use summary::RunSummary;
+pub use crate::engine::plan_report::{PlanDecision, PlanEntry, PlanReport};
+pub use crate::engine::summary::RunSummary;
+pub use status::{RunStatusView, StepStatusView, render_list};
 
-use crate::engine::event::{Event, EventKind, RunStatus, StepStatus};
+pub use crate::actions::{Progress, StepOutput};
+use crate::engine::event::{Event, EventKind, RunOutput, RunStatus, StepStatus};
 use crate::render::Masker;
+pub use crate::syntax::{format_bytes, format_duration_ms};
 
 /// Output format of `run` and `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -35,19 +37,6 @@ pub enum Verbosity {
     Normal,
     /// Also check commands' output and skipped-step details.
     Verbose,
-}
-
-/// How far a long action is; totals are 0 while unknown.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Bytes done.
-    pub done_bytes: u64,
-    /// Bytes in all.
-    pub total_bytes: u64,
-    /// Files done.
-    pub done_files: u64,
-    /// Files in all.
-    pub total_files: u64,
 }
 
 /// Prints events and command output; safe to share between tasks.
@@ -289,27 +278,38 @@ impl Reporter {
     }
 }
 
-/// `1.2s`, `350ms`, `2m05s`.
-pub fn format_duration_ms(ms: u64) -> String {
-    match ms {
-        0..1000 => format!("{ms}ms"),
-        1000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
-        _ => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
+impl StepOutput for Reporter {
+    fn line(&self, step: &str, line: &str) {
+        self.output_line(step, line);
+    }
+
+    fn warn(&self, message: &str) {
+        Reporter::warn(self, message);
+    }
+
+    fn progress(&self, step: &str, progress: Progress) {
+        Reporter::progress(self, step, progress);
+    }
+
+    fn notice(&self, text: &str) {
+        self.human(text);
     }
 }
 
-/// `1.5 GiB`, `512 B`.
-pub fn format_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
+impl RunOutput for Reporter {
+    fn event(&self, event: &Event, json: &serde_json::Value) {
+        Reporter::event(self, event, json);
     }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
+
+    fn verbose(&self) -> bool {
+        self.verbosity == Verbosity::Verbose
+    }
+
+    fn set_masker(&self, masker: Masker) {
+        Reporter::set_masker(self, masker);
+    }
+
+    fn set_run(&self, run_id: &str) {
+        Reporter::set_run(self, run_id);
     }
 }

@@ -1,8 +1,9 @@
 //! `runbook status` and `runbook list`: a run's state as its journal and lock tell it.
 
-use serde_json::json;
+use serde::Serialize;
 
 use super::format_duration_ms;
+use crate::actions::DetachedCopy;
 use crate::engine::event::{RunStatus, StepStatus};
 use crate::engine::journal::{History, StepState};
 use crate::engine::lock::LockHolder;
@@ -64,62 +65,131 @@ fn step_word(state: &StepState) -> (&'static str, String) {
     }
 }
 
-/// `status` as text or JSON.
-pub fn render_status(
-    run_id: &str,
-    history: &History,
-    holder: Option<&LockHolder>,
-    json_format: bool,
-) -> String {
-    let state = run_state(history, holder);
-    let (playbook, name, params) =
-        history
-            .identity()
-            .unwrap_or(("?", "?", &serde_json::Value::Null));
-    let steps = history.ordered_steps();
-    if json_format {
-        let steps: Vec<serde_json::Value> = steps
+/// `runbook status`: a run as its journal, its lock and the cluster tell it. Text and JSON are
+/// both rendered from it.
+#[derive(Debug, Serialize)]
+pub struct RunStatusView {
+    /// The run id.
+    pub run: String,
+    /// The playbook's path, as the run's first command gave it.
+    pub playbook: String,
+    /// The playbook's name.
+    pub name: String,
+    /// The params the run was started with, secrets masked.
+    pub params: serde_json::Value,
+    /// The whole run in one word: new, running, done, failed, refused, paused,
+    /// interrupted, invalid, crashed.
+    pub state: String,
+    /// Who holds the run's lock, when a process does.
+    pub holder: Option<LockHolder>,
+    /// When the journal last changed (RFC 3339).
+    pub last_event: Option<String>,
+    /// Every step, in the playbook's order.
+    pub steps: Vec<StepStatusView>,
+    /// The run's copies that go on without runbook (pods, Jobs).
+    pub detached: Vec<DetachedCopy>,
+}
+
+/// One step of [`RunStatusView`].
+#[derive(Debug, Serialize)]
+pub struct StepStatusView {
+    /// The step id.
+    pub id: String,
+    /// One word: pending, started, ok, changed, already, skipped, failed, refused,
+    /// interrupted, waiting.
+    pub state: String,
+    /// The word with what the journal adds: the time it took, the error, the question.
+    pub detail: String,
+    /// The mark shown before it on a terminal.
+    #[serde(skip)]
+    mark: &'static str,
+}
+
+impl RunStatusView {
+    /// The status of run `run_id` from its journal and lock, with its detached copies.
+    pub fn new(
+        run_id: &str,
+        history: &History,
+        holder: Option<LockHolder>,
+        detached: Vec<DetachedCopy>,
+    ) -> Self {
+        let (playbook, name, params) =
+            history
+                .identity()
+                .unwrap_or(("?", "?", &serde_json::Value::Null));
+        let steps = history
+            .ordered_steps()
             .iter()
             .map(|(id, step)| {
-                let (_, text) = step_word(step);
-                json!({"id": id, "state": text.split([':', ' ']).next().unwrap_or(""), "detail": text})
+                let (mark, detail) = step_word(step);
+                StepStatusView {
+                    id: id.clone(),
+                    state: detail.split([':', ' ']).next().unwrap_or("").to_string(),
+                    detail,
+                    mark,
+                }
             })
             .collect();
-        return serde_json::to_string_pretty(&json!({
-            "run": run_id,
-            "playbook": playbook,
-            "name": name,
-            "params": params,
-            "state": state,
-            "holder": holder,
-            "last_event": history.last_ts,
-            "steps": steps,
-        }))
-        .unwrap_or_default();
+        RunStatusView {
+            run: run_id.to_string(),
+            playbook: playbook.to_string(),
+            name: name.to_string(),
+            params: params.clone(),
+            state: run_state(history, holder.as_ref()),
+            holder,
+            last_event: history.last_ts.clone(),
+            steps,
+            detached,
+        }
     }
-    let mut text = format!("run {run_id}: {state}\n  playbook: {playbook}\n");
-    if let Some(params) = params.as_object().filter(|params| !params.is_empty()) {
-        let shown: Vec<String> = params
+
+    /// For `--format json`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// For a terminal.
+    pub fn to_text(&self) -> String {
+        let mut text = format!(
+            "run {}: {}\n  playbook: {}\n",
+            self.run, self.state, self.playbook
+        );
+        if let Some(params) = self.params.as_object().filter(|params| !params.is_empty()) {
+            let shown: Vec<String> = params
+                .iter()
+                .map(|(key, value)| match value {
+                    serde_json::Value::String(text) => format!("{key}={text}"),
+                    other => format!("{key}={other}"),
+                })
+                .collect();
+            text.push_str(&format!("  params: {}\n", shown.join(" ")));
+        }
+        if let Some(holder) = &self.holder {
+            text.push_str(&format!("  held by {holder}\n"));
+        }
+        if let Some(ts) = &self.last_event {
+            text.push_str(&format!("  last event: {ts}\n"));
+        }
+        let width = self
+            .steps
             .iter()
-            .map(|(key, value)| match value {
-                serde_json::Value::String(text) => format!("{key}={text}"),
-                other => format!("{key}={other}"),
-            })
-            .collect();
-        text.push_str(&format!("  params: {}\n", shown.join(" ")));
+            .map(|step| step.id.len())
+            .max()
+            .unwrap_or(0);
+        for step in &self.steps {
+            text.push_str(&format!(
+                "  {} {:<width$}  {}\n",
+                step.mark, step.id, step.detail
+            ));
+        }
+        for copy in &self.detached {
+            for line in copy.lines() {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+        text
     }
-    if let Some(holder) = holder {
-        text.push_str(&format!("  held by {holder}\n"));
-    }
-    if let Some(ts) = &history.last_ts {
-        text.push_str(&format!("  last event: {ts}\n"));
-    }
-    let width = steps.keys().map(String::len).max().unwrap_or(0);
-    for (id, step) in &steps {
-        let (mark, word) = step_word(step);
-        text.push_str(&format!("  {mark} {id:<width$}  {word}\n"));
-    }
-    text
 }
 
 /// One line per run for `list`.

@@ -3,119 +3,10 @@
 
 use std::fmt::Write as _;
 
-use indexmap::IndexMap;
-use jiff::Timestamp;
-
 use super::{format_bytes, format_duration_ms};
-use crate::engine::event::{Event, EventKind, StepStatus};
-use crate::playbook::MaintenanceWindow;
-
-/// What one step cost over the whole run.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct StepTotals {
-    /// Wall time of every attempt that ended (a killed attempt has no end to count).
-    duration_ms: u64,
-    /// How it last ended: `ok`, `changed`, `skipped`, `failed`...
-    last: String,
-    /// Bytes and files its notes say it moved.
-    bytes: u64,
-    files: u64,
-}
-
-/// A run's summary, built from its journal.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunSummary {
-    steps: IndexMap<String, StepTotals>,
-    commands: usize,
-    window: Option<(MaintenanceWindow, Option<Timestamp>, Option<Timestamp>)>,
-}
+use crate::engine::summary::RunSummary;
 
 impl RunSummary {
-    /// Sums up `events` (a journal, oldest first) for the steps in `order`.
-    pub fn from_events(
-        events: &[Event],
-        order: &[&str],
-        window: Option<&MaintenanceWindow>,
-    ) -> Self {
-        let mut steps: IndexMap<String, StepTotals> = order
-            .iter()
-            .map(|id| (id.to_string(), StepTotals::default()))
-            .collect();
-        let mut commands = 0;
-        let mut opened = None;
-        let mut closed = None;
-        for event in events {
-            let at = event.ts.parse::<Timestamp>().ok();
-            match &event.kind {
-                EventKind::RunStarted { .. } => commands += 1,
-                EventKind::StepFinished {
-                    step,
-                    status,
-                    duration_ms,
-                    ..
-                } => {
-                    if let Some(totals) = steps.get_mut(step) {
-                        totals.duration_ms += duration_ms;
-                        totals.last = status_word(*status).into();
-                    }
-                    if let Some(window) = window {
-                        if step == &window.from && opened.is_none() && status.is_done() {
-                            opened = at;
-                        }
-                        if step == &window.to
-                            && status.is_done()
-                            && opened.is_some()
-                            && closed.is_none()
-                        {
-                            closed = at;
-                        }
-                    }
-                }
-                EventKind::StepSkipped { step, done, .. } => {
-                    if let Some(totals) = steps.get_mut(step)
-                        && (totals.last.is_empty() || !*done)
-                    {
-                        totals.last = if *done { "skipped (done)" } else { "skipped" }.into();
-                    }
-                    // A step found done by its check closes the window as well as one that
-                    // ran (the hub came back online without waiting).
-                    if let Some(window) = window
-                        && *done
-                        && step == &window.to
-                        && opened.is_some()
-                        && closed.is_none()
-                    {
-                        closed = at;
-                    }
-                }
-                EventKind::Approved { step, .. }
-                    if window.is_some_and(|window| step == &window.from) =>
-                {
-                    opened = at;
-                    closed = None;
-                }
-                EventKind::StepNote { step, data } => {
-                    // An action's note that carries `bytes` and `files` records work done
-                    // (a finished shard of a copy).
-                    if let (Some(totals), Some(bytes), Some(files)) = (
-                        steps.get_mut(step),
-                        data.get("bytes").and_then(serde_json::Value::as_u64),
-                        data.get("files").and_then(serde_json::Value::as_u64),
-                    ) {
-                        totals.bytes += bytes;
-                        totals.files += files;
-                    }
-                }
-                _ => {}
-            }
-        }
-        RunSummary {
-            steps,
-            commands,
-            window: window.map(|window| (window.clone(), opened, closed)),
-        }
-    }
-
     /// The summary as text for the terminal.
     pub fn to_text(&self) -> String {
         let width = self.steps.keys().map(String::len).max().unwrap_or(4).max(4);
@@ -183,19 +74,11 @@ impl RunSummary {
     }
 }
 
-fn status_word(status: StepStatus) -> &'static str {
-    match status {
-        StepStatus::Ok => "ok",
-        StepStatus::Changed => "changed",
-        StepStatus::Failed => "failed",
-        StepStatus::Refused => "refused",
-        StepStatus::Interrupted => "interrupted",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::event::{Event, EventKind, StepStatus};
+    use crate::playbook::MaintenanceWindow;
 
     fn event(ts: &str, kind: EventKind) -> Event {
         Event {

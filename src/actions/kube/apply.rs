@@ -61,7 +61,7 @@ impl TryFrom<ApplyFields> for KubeApply {
 
 fn contains_template(value: &serde_json::Value) -> bool {
     match value {
-        serde_json::Value::String(text) => crate::render::is_template(text),
+        serde_json::Value::String(text) => crate::syntax::is_template(text),
         serde_json::Value::Array(items) => items.iter().any(contains_template),
         serde_json::Value::Object(map) => map.values().any(contains_template),
         _ => false,

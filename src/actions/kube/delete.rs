@@ -9,7 +9,7 @@ use super::selectors::render_selectors;
 use super::{FieldSelector, KindName, LabelSelector, describe, list_matching};
 use crate::actions::{Action, Check, Outcome, Preview, StepContext};
 use crate::kube::{Cluster, Kind, find_kind};
-use crate::playbook::HumanDuration;
+use crate::syntax::HumanDuration;
 
 /// How dependents of a deleted object are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,7 +43,7 @@ impl<'de> Deserialize<'de> for KindName {
                 f.write_str("a kind such as PersistentVolume or Pod")
             }
             fn visit_str<E: de::Error>(self, name: &str) -> Result<KindName, E> {
-                if !crate::render::is_template(name) && find_kind(name).is_none() {
+                if !crate::syntax::is_template(name) && find_kind(name).is_none() {
                     let known: Vec<&str> = kinds().iter().map(|kind| kind.kind).collect();
                     let help = match crate::diagnostic::did_you_mean(name, &known) {
                         Some(close) => format!("did you mean `{close}`?"),

@@ -59,7 +59,7 @@ fn read_selector<'de, S: SelectorKind, D: Deserializer<'de>>(
             write!(f, "a {}", S::WHAT)
         }
         fn visit_str<E: de::Error>(self, text: &str) -> Result<String, E> {
-            if !crate::render::is_template(text)
+            if !crate::syntax::is_template(text)
                 && let Err(message) = S::check(text)
             {
                 return Err(E::custom(ValueError::new(

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{KindName, describe};
 use crate::actions::{Action, Check, Outcome, Preview, StepContext};
-use crate::playbook::{Condition, HumanDuration};
+use crate::syntax::{Condition, HumanDuration};
 
 /// `kube.wait: {kind, name, namespace, for: exists | gone | EXPRESSION, timeout}`; the
 /// expression sees the object as `object`, e.g. `object.status.phase == 'Bound'`.

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::pass_reporter::PassReporter;
-use crate::report::Progress;
-pub use crate::report::format_bytes as bytes;
+use crate::actions::Progress;
+pub use crate::syntax::format_bytes as bytes;
 
 /// How often a `progress` event is sent.
 const EVENT_EVERY: Duration = Duration::from_secs(2);
@@ -162,7 +162,7 @@ impl Board {
             let eta = if left == 0 {
                 "0s".to_string()
             } else if rate >= 1.0 {
-                crate::report::format_duration_ms((left as f64 / rate * 1000.0) as u64)
+                crate::syntax::format_duration_ms((left as f64 / rate * 1000.0) as u64)
             } else {
                 "unknown".to_string()
             };

@@ -231,7 +231,7 @@ impl TryFrom<SyncFields> for SyncAction {
                 .to_string());
             }
         }
-        let literal = |text: &&String| !crate::render::is_template(text);
+        let literal = |text: &&String| !crate::syntax::is_template(text);
         if let Err(message) = check_rsync_args(fields.rsync_args.iter().filter(literal)) {
             return Err(ValueError::new(
                 message,
@@ -331,7 +331,7 @@ impl<'de> Deserialize<'de> for Count {
                 }
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Count, E> {
-                if crate::render::is_template(text) {
+                if crate::syntax::is_template(text) {
                     return Ok(Count::Template(text.to_string()));
                 }
                 match text.trim().parse::<u64>() {
@@ -385,7 +385,7 @@ impl<'de> Deserialize<'de> for Rate {
                 self.visit_str(&n.to_string())
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Rate, E> {
-                if crate::render::is_template(text) {
+                if crate::syntax::is_template(text) {
                     return Ok(Rate::Template(text.to_string()));
                 }
                 parse_rate(text)

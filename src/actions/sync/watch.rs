@@ -9,9 +9,9 @@ use super::agent::{AgentResult, Said, StatusBeat, StatusReport};
 use super::pass::{Note, journaled_keys};
 use super::pass_reporter::show_board_lines;
 use super::pod::{Pod, excerpt, parse_status};
+use crate::actions::Progress;
 use crate::actions::{InvalidInput, Outcome, StepContext};
 use crate::kube::{ExecError, ExecOutput, OutputStream};
-use crate::report::Progress;
 
 /// How long one `status --follow` exec lasts before it is opened again.
 const FOLLOW_SECS: u64 = 60;

@@ -19,29 +19,29 @@ macro_rules! step_spec {
             pub name: Option<String>,
             /// Skip the step unless this is true.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub when: Option<$crate::playbook::Condition>,
+            pub when: Option<$crate::syntax::Condition>,
             /// Already done? Then the step is skipped.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub check: Option<$crate::playbook::CheckSpec>,
+            pub check: Option<$crate::syntax::CheckSpec>,
             /// Guard evaluated before the action: refuse (exit 3) unless true.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub require: Option<serde_saphyr::Spanned<$crate::playbook::Condition>>,
+            pub require: Option<serde_saphyr::Spanned<$crate::syntax::Condition>>,
             /// Condition on the step's own `result`; the action is retried until it holds.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub until: Option<$crate::playbook::Condition>,
+            pub until: Option<$crate::syntax::Condition>,
             /// Name under which later steps see this step's output.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub register: Option<serde_saphyr::Spanned<String>>,
             /// How many more times to try a failing action, unmet `until` or false `require`;
             /// a number, or a template rendered when the step runs.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub retries: Option<$crate::playbook::Templated<u32>>,
+            pub retries: Option<$crate::syntax::Templated<u32>>,
             /// Wait between tries; a duration, or a template rendered when the step runs.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub delay: Option<$crate::playbook::Templated<$crate::playbook::HumanDuration>>,
+            pub delay: Option<$crate::syntax::Templated<$crate::syntax::HumanDuration>>,
             /// Limit for one try of the action.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub timeout: Option<$crate::playbook::HumanDuration>,
+            pub timeout: Option<$crate::syntax::HumanDuration>,
             /// A question that needs approval before the step runs.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub confirm: Option<String>,

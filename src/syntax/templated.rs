@@ -126,7 +126,7 @@ impl<'de, T: Setting> Deserialize<'de> for Templated<T> {
                 Err(E::custom(T::not_a_value(&value.to_string())))
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-                if crate::render::is_template(text) {
+                if super::is_template(text) {
                     return Ok(Templated::Template(text.to_string()));
                 }
                 T::from_text(text)

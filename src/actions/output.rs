@@ -1,0 +1,30 @@
+//! Where a step's action says what it is doing while it runs: its commands' output lines,
+//! warnings, and the progress of a long action. The engine gives each step one; the terminal
+//! and JSON reporter (`report`, a higher layer) implements it, so actions never reach up to
+//! the screen themselves.
+
+/// How far a long action is; totals are 0 while unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes done.
+    pub done_bytes: u64,
+    /// Bytes in all.
+    pub total_bytes: u64,
+    /// Files done.
+    pub done_files: u64,
+    /// Files in all.
+    pub total_files: u64,
+}
+
+/// What an action shows while it runs. Implementations mask secrets and add the run's id.
+pub trait StepOutput: Send + Sync {
+    /// One line of a command's output, prefixed by its step.
+    fn line(&self, step: &str, line: &str);
+    /// A warning that does not stop anything.
+    fn warn(&self, message: &str);
+    /// How far a long action is (a `progress` event; not journaled). Actions decide how
+    /// often to report.
+    fn progress(&self, step: &str, progress: Progress);
+    /// A line about the step that is neither output nor a warning (a guard evaluated again).
+    fn notice(&self, text: &str);
+}

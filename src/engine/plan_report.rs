@@ -1,0 +1,53 @@
+//! A plan as data: what `run` would do with each step. `report` renders it for a terminal,
+//! for tools (JSON) and for a pull request (Markdown).
+
+use serde::Serialize;
+
+/// What `run` would do with a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanDecision {
+    /// The action would run.
+    Run,
+    /// Already done, or not applicable.
+    Skip,
+    /// Depends on a step that has not run.
+    Unknown,
+    /// The guard is false: the run would stop here.
+    Refused,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanEntry {
+    /// Step id.
+    pub id: String,
+    /// Step name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Action key.
+    pub action: String,
+    /// What would happen.
+    pub decision: PlanDecision,
+    /// Why.
+    pub reason: String,
+    /// What the action would do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The change to an object or a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// A whole plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    /// Run id.
+    pub run: String,
+    /// Playbook path.
+    pub playbook: String,
+    /// Playbook name.
+    pub name: String,
+    /// Every step, in order.
+    pub steps: Vec<PlanEntry>,
+}

@@ -1,0 +1,126 @@
+//! The summary at the end of a run, as data: time per step over every command that worked
+//! on the run, the data the copies moved, and how long the maintenance window lasted.
+//! `report` renders it.
+
+use indexmap::IndexMap;
+use jiff::Timestamp;
+
+use super::event::{Event, EventKind, StepStatus};
+use crate::playbook::MaintenanceWindow;
+
+/// What one step cost over the whole run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct StepTotals {
+    /// Wall time of every attempt that ended (a killed attempt has no end to count).
+    pub(crate) duration_ms: u64,
+    /// How it last ended: `ok`, `changed`, `skipped`, `failed`...
+    pub(crate) last: String,
+    /// Bytes and files its notes say it moved.
+    pub(crate) bytes: u64,
+    pub(crate) files: u64,
+}
+
+/// A run's summary, built from its journal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub(crate) steps: IndexMap<String, StepTotals>,
+    pub(crate) commands: usize,
+    pub(crate) window: Option<(MaintenanceWindow, Option<Timestamp>, Option<Timestamp>)>,
+}
+
+impl RunSummary {
+    /// Sums up `events` (a journal, oldest first) for the steps in `order`.
+    pub fn from_events(
+        events: &[Event],
+        order: &[&str],
+        window: Option<&MaintenanceWindow>,
+    ) -> Self {
+        let mut steps: IndexMap<String, StepTotals> = order
+            .iter()
+            .map(|id| (id.to_string(), StepTotals::default()))
+            .collect();
+        let mut commands = 0;
+        let mut opened = None;
+        let mut closed = None;
+        for event in events {
+            let at = event.ts.parse::<Timestamp>().ok();
+            match &event.kind {
+                EventKind::RunStarted { .. } => commands += 1,
+                EventKind::StepFinished {
+                    step,
+                    status,
+                    duration_ms,
+                    ..
+                } => {
+                    if let Some(totals) = steps.get_mut(step) {
+                        totals.duration_ms += duration_ms;
+                        totals.last = status_word(*status).into();
+                    }
+                    if let Some(window) = window {
+                        if step == &window.from && opened.is_none() && status.is_done() {
+                            opened = at;
+                        }
+                        if step == &window.to
+                            && status.is_done()
+                            && opened.is_some()
+                            && closed.is_none()
+                        {
+                            closed = at;
+                        }
+                    }
+                }
+                EventKind::StepSkipped { step, done, .. } => {
+                    if let Some(totals) = steps.get_mut(step)
+                        && (totals.last.is_empty() || !*done)
+                    {
+                        totals.last = if *done { "skipped (done)" } else { "skipped" }.into();
+                    }
+                    // A step found done by its check closes the window as well as one that
+                    // ran (the hub came back online without waiting).
+                    if let Some(window) = window
+                        && *done
+                        && step == &window.to
+                        && opened.is_some()
+                        && closed.is_none()
+                    {
+                        closed = at;
+                    }
+                }
+                EventKind::Approved { step, .. }
+                    if window.is_some_and(|window| step == &window.from) =>
+                {
+                    opened = at;
+                    closed = None;
+                }
+                EventKind::StepNote { step, data } => {
+                    // An action's note that carries `bytes` and `files` records work done
+                    // (a finished shard of a copy).
+                    if let (Some(totals), Some(bytes), Some(files)) = (
+                        steps.get_mut(step),
+                        data.get("bytes").and_then(serde_json::Value::as_u64),
+                        data.get("files").and_then(serde_json::Value::as_u64),
+                    ) {
+                        totals.bytes += bytes;
+                        totals.files += files;
+                    }
+                }
+                _ => {}
+            }
+        }
+        RunSummary {
+            steps,
+            commands,
+            window: window.map(|window| (window.clone(), opened, closed)),
+        }
+    }
+}
+
+fn status_word(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Ok => "ok",
+        StepStatus::Changed => "changed",
+        StepStatus::Failed => "failed",
+        StepStatus::Refused => "refused",
+        StepStatus::Interrupted => "interrupted",
+    }
+}
