@@ -10,6 +10,7 @@ mod plan;
 pub mod plan_report;
 pub mod state;
 pub mod summary;
+mod walk;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ use crate::kube::Cluster;
 use crate::playbook::{Bound, HumanDuration, Playbook, Step};
 use crate::render::{Masker, Renderer, Vars};
 use crate::{Error, Exit, Result};
-use decision::{StepDecision, Tries, decide};
+use decision::{GuardPolicy, StepDecision, Tries};
 use event::RunOutput;
 use event::{Event, EventKind, RunStatus, StepDefinition, StepStatus, now_rfc3339};
 use journal::{History, Journal};
@@ -32,6 +33,7 @@ use lock::{Acquired, RunLock};
 pub use plan::plan;
 pub use state::{StateDir, run_id};
 use summary::RunSummary;
+use walk::{After, Before, Evaluated, StepNotes, StepVisitor, Walk};
 
 /// Flags of `runbook run`.
 #[derive(Debug, Clone, Default)]
@@ -259,6 +261,14 @@ impl crate::actions::NoteSink for NoteWriter {
             recorded.push(data);
         }
         Ok(())
+    }
+}
+
+impl StepNotes for NoteWriter {
+    fn recorded(self: Box<Self>) -> anyhow::Result<Vec<serde_json::Value>> {
+        self.recorded
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("the notes of step `{}` were poisoned", self.step))
     }
 }
 
@@ -519,43 +529,65 @@ async fn run_steps(
     recorder: Recorder,
     cluster: Option<Cluster>,
 ) -> anyhow::Result<Exit> {
-    // Owned, to live on the loop's thread; the loop borrows them as the steps' contexts do.
-    let (playbook, renderer, vars, history, options, recorder, cluster) = (
-        &*playbook,
-        &renderer,
-        &mut vars,
-        &history,
-        &options,
-        &recorder,
-        cluster.as_ref(),
-    );
     let from_index = options
         .from
         .as_deref()
         .and_then(|id| playbook.steps.iter().position(|step| step.id() == id));
-    let mut approvals = history.approvals.clone();
-    // Every step's notes, with those recorded by this command added as its steps finish.
-    let mut notes = history.notes.clone();
-    for (index, step) in playbook.steps.iter().enumerate() {
+    let mut visitor = RunVisitor {
+        history: &history,
+        options: &options,
+        recorder: &recorder,
+        from_index,
+        approvals: history.approvals.clone(),
+        started: Instant::now(),
+    };
+    let walk = Walk {
+        playbook: &playbook,
+        renderer: &renderer,
+        vars: &mut vars,
+        notes: history.notes.clone(),
+        reporter: &*recorder.reporter,
+        cluster: cluster.as_ref(),
+    };
+    walk.run(&mut visitor).await
+}
+
+/// What `run` does with each step: skips what is done or out of scope, asks for approval,
+/// applies the action with its retries, and journals it all.
+struct RunVisitor<'a> {
+    history: &'a History,
+    options: &'a RunOptions,
+    recorder: &'a Recorder,
+    /// The index of `--from`'s step.
+    from_index: Option<usize>,
+    /// Approvals journaled and given so far.
+    approvals: std::collections::HashSet<String>,
+    /// When the step being visited started.
+    started: Instant,
+}
+
+#[async_trait::async_trait]
+impl StepVisitor for RunVisitor<'_> {
+    type Output = Exit;
+
+    fn before(&mut self, index: usize, step: &Step) -> anyhow::Result<Before> {
         let id = step.id();
-        let forced =
-            options.only.as_deref() == Some(id) || from_index.is_some_and(|from| index >= from);
-        if !forced && let Some((_, output)) = history.done(id) {
-            if let Some(name) = step.register() {
-                vars.insert(
-                    name.to_string(),
-                    crate::render::to_value(output.as_ref().unwrap_or(&serde_json::Value::Null)),
-                );
-            }
-            recorder.show(EventKind::StepSkipped {
+        let options = self.options;
+        self.started = Instant::now();
+        let forced = options.only.as_deref() == Some(id)
+            || self.from_index.is_some_and(|from| index >= from);
+        if !forced && let Some((_, output)) = self.history.done(id) {
+            self.recorder.show(EventKind::StepSkipped {
                 step: id.to_string(),
                 reason: "done in an earlier run".into(),
                 done: true,
                 hash: None,
             });
-            continue;
+            return Ok(Before::Pass {
+                output: Some(output.clone().unwrap_or(serde_json::Value::Null)),
+            });
         }
-        let out_of_scope = match (&options.only, from_index) {
+        let out_of_scope = match (&options.only, self.from_index) {
             (Some(only), _) => only != id,
             (None, Some(from)) => index < from,
             (None, None) => false,
@@ -568,48 +600,46 @@ async fn run_steps(
                     options.from.as_deref().unwrap_or_default()
                 ),
             };
-            recorder.show(EventKind::StepSkipped {
+            self.recorder.show(EventKind::StepSkipped {
                 step: id.to_string(),
                 reason,
                 done: false,
                 hash: None,
             });
-            continue;
+            return Ok(Before::Pass { output: None });
         }
+        Ok(Before::Evaluate)
+    }
 
-        let started = Instant::now();
-        let env = match render_env(step, renderer, vars) {
-            Ok(env) => env,
-            Err(error) => return fail(recorder, step, started, error),
-        };
-        let note_writer = NoteWriter {
-            run_id: recorder.run_id.clone(),
-            step: id.to_string(),
-            journal: recorder.journal.clone(),
-            masker: recorder.masker.clone(),
+    fn guard_policy(&self, tries: &Tries) -> GuardPolicy {
+        tries.guard_policy()
+    }
+
+    fn verbose(&self) -> bool {
+        self.recorder.reporter.verbose()
+    }
+
+    fn note_sink(&self, step: &Step) -> Option<Box<dyn StepNotes>> {
+        Some(Box::new(NoteWriter {
+            run_id: self.recorder.run_id.clone(),
+            step: step.id().to_string(),
+            journal: self.recorder.journal.clone(),
+            masker: self.recorder.masker.clone(),
             recorded: Mutex::new(Vec::new()),
-        };
-        let cx = StepContext {
-            step_id: id,
-            renderer,
-            vars,
-            env: &env,
-            reporter: &*recorder.reporter,
-            base_dir: playbook.base_dir(),
-            cluster,
-            notes: notes.get(id).map_or(&[], Vec::as_slice),
-            all_notes: &notes,
-            note_sink: Some(&note_writer),
-        };
-        let tries = match Tries::of(step, &cx) {
-            Ok(tries) => tries,
-            Err(error) => return fail(recorder, step, started, error),
-        };
-        let Tries { retries, delay } = tries;
-        let verbose = recorder.reporter.verbose();
-        let decision = match decide(step, playbook, &cx, tries.guard_policy(), verbose).await {
-            Ok(decision) => decision,
-            Err(error) => return fail(recorder, step, started, error),
+        }))
+    }
+
+    async fn visit(
+        &mut self,
+        step: &Step,
+        cx: &StepContext<'_>,
+        evaluated: anyhow::Result<Evaluated>,
+    ) -> anyhow::Result<After<Exit>> {
+        let (recorder, started, id) = (self.recorder, self.started, step.id());
+        let stop = |exit: anyhow::Result<Exit>| exit.map(After::Stop);
+        let Evaluated { decision, tries } = match evaluated {
+            Ok(evaluated) => evaluated,
+            Err(error) => return stop(fail(recorder, step, started, error)),
         };
         match decision {
             StepDecision::Skip { reason, done } => {
@@ -619,12 +649,15 @@ async fn run_steps(
                     done,
                     hash: done.then(|| step.hash.clone()),
                 })?;
-                continue;
+                return Ok(After::Next {
+                    output: None,
+                    notes: Vec::new(),
+                });
             }
             StepDecision::Unknown { reason } => {
                 let error =
                     anyhow::anyhow!("cannot run this step yet: it {reason}; run that step first");
-                return fail(recorder, step, started, error);
+                return stop(fail(recorder, step, started, error));
             }
             StepDecision::Refused { reason, .. } => {
                 recorder.emit(EventKind::StepFinished {
@@ -636,43 +669,14 @@ async fn run_steps(
                     error: Some(reason),
                     tail: Vec::new(),
                 })?;
-                return recorder.finish(Exit::Refused);
+                return stop(recorder.finish(Exit::Refused));
             }
             StepDecision::Run => {}
         }
-
-        let question = step
-            .spec
-            .confirm
-            .as_deref()
-            .or_else(|| step.action().approval_prompt());
-        if let Some(question) = question
-            && !approvals.contains(id)
-        {
-            let question = cx.render(question).unwrap_or_else(|_| question.to_string());
-            let via = if options.yes {
-                Some("--yes")
-            } else if options.approve.iter().any(|approved| approved == id) {
-                Some("--approve")
-            } else if approval::can_ask() {
-                approval::ask(id, &question).await.then_some("terminal")
-            } else {
-                None
-            };
-            let Some(via) = via else {
-                recorder.emit(EventKind::Paused {
-                    step: id.to_string(),
-                    message: question,
-                })?;
-                return recorder.finish(Exit::Paused);
-            };
-            recorder.emit(EventKind::Approved {
-                step: id.to_string(),
-                via: via.into(),
-            })?;
-            approvals.insert(id.to_string());
+        if !self.approved(step, cx).await? {
+            return stop(recorder.finish(Exit::Paused));
         }
-
+        let Tries { retries, delay } = tries;
         let mut attempt = 1;
         let outcome = loop {
             recorder.start(
@@ -688,8 +692,7 @@ async fn run_steps(
                     hash: step.hash.clone(),
                 },
             )?;
-            let result = apply_once(step, &cx).await.map_err(StepError::from);
-            match result {
+            match apply_once(step, cx).await.map_err(StepError::from) {
                 Ok(outcome) => break outcome,
                 Err(error) if attempt <= retries && error.is_retryable() => {
                     recorder.emit(EventKind::Warning {
@@ -703,7 +706,7 @@ async fn run_steps(
                     attempt += 1;
                     tokio::time::sleep(delay).await;
                 }
-                Err(error) => return fail(recorder, step, started, error),
+                Err(error) => return stop(fail(recorder, step, started, error)),
             }
         };
         recorder.emit(EventKind::StepFinished {
@@ -719,16 +722,58 @@ async fn run_steps(
             error: None,
             tail: outcome.tail,
         })?;
-        if let Some(name) = step.register() {
-            vars.insert(name.to_string(), crate::render::to_value(&outcome.output));
-        }
-        let recorded = note_writer
-            .recorded
-            .into_inner()
-            .map_err(|_| anyhow::anyhow!("the notes of step `{id}` were poisoned"))?;
-        notes.entry(id.to_string()).or_default().extend(recorded);
+        Ok(After::Next {
+            output: Some(outcome.output),
+            notes: Vec::new(),
+        })
     }
-    recorder.finish(Exit::Success)
+
+    fn finished(&mut self) -> anyhow::Result<Exit> {
+        self.recorder.finish(Exit::Success)
+    }
+}
+
+impl RunVisitor<'_> {
+    /// Whether the step may run: it has no gate, its approval is journaled, or it is given
+    /// now (`--yes`, `--approve`, or a yes at the terminal), which is journaled. `false`
+    /// when the run must pause here.
+    async fn approved(&mut self, step: &Step, cx: &StepContext<'_>) -> anyhow::Result<bool> {
+        let id = step.id();
+        let question = step
+            .spec
+            .confirm
+            .as_deref()
+            .or_else(|| step.action().approval_prompt());
+        let Some(question) = question else {
+            return Ok(true);
+        };
+        if self.approvals.contains(id) {
+            return Ok(true);
+        }
+        let question = cx.render(question).unwrap_or_else(|_| question.to_string());
+        let via = if self.options.yes {
+            Some("--yes")
+        } else if self.options.approve.iter().any(|approved| approved == id) {
+            Some("--approve")
+        } else if approval::can_ask() {
+            approval::ask(id, &question).await.then_some("terminal")
+        } else {
+            None
+        };
+        let Some(via) = via else {
+            self.recorder.emit(EventKind::Paused {
+                step: id.to_string(),
+                message: question,
+            })?;
+            return Ok(false);
+        };
+        self.recorder.emit(EventKind::Approved {
+            step: id.to_string(),
+            via: via.into(),
+        })?;
+        self.approvals.insert(id.to_string());
+        Ok(true)
+    }
 }
 
 /// One try of the action, bounded by the step's `timeout`, then its `until` condition.

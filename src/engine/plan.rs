@@ -6,14 +6,15 @@
 use crate::Result;
 use crate::actions::StepContext;
 use crate::kube::Cluster;
-use crate::playbook::{Bound, HumanDuration, Playbook};
-use crate::render::Renderer;
+use crate::playbook::{Bound, HumanDuration, Playbook, Step};
+use crate::render::{Masker, Renderer};
 
-use super::decision::{GuardPolicy, StepDecision, Tries, decide};
+use super::decision::{GuardPolicy, StepDecision, Tries};
 use super::event::RunOutput;
 use super::journal::History;
 use super::plan_report::{PlanDecision, PlanEntry, PlanReport};
-use super::{StateDir, render_env, run_id};
+use super::walk::{After, Before, Evaluated, StepNotes, StepVisitor, Walk};
+use super::{StateDir, run_id};
 
 /// Plans every step of a playbook.
 pub async fn plan(
@@ -28,31 +29,74 @@ pub async fn plan(
     let history = History::load(&state.run_dir(&run_id))?;
     let renderer = Renderer::with_cluster(bound.masker.clone(), cluster.cloned());
     let mut vars = bound.vars.clone();
-    let mut entries = Vec::new();
-    let mut stopped_at: Option<String> = None;
-    // The last step this plan says would change something. What a later step's check or
-    // guard finds now may no longer hold when a run gets to it (`retain-pv` patches the PV
-    // that `delete-pv`'s guard reads; `delete-pvc` deletes the claim that `pvc-bound` finds
-    // bound), so after a change such answers are only possibilities.
-    let mut last_change: Option<String> = None;
-    for step in &playbook.steps {
+    let mut visitor = PlanVisitor {
+        history: &history,
+        masker: &bound.masker,
+        entries: Vec::new(),
+        stopped_at: None,
+        last_change: None,
+    };
+    let walk = Walk {
+        playbook,
+        renderer: &renderer,
+        vars: &mut vars,
+        notes: history.notes.clone(),
+        reporter,
+        cluster,
+    };
+    let steps = walk.run(&mut visitor).await?;
+    Ok(PlanReport {
+        run: run_id,
+        playbook: playbook.path.display().to_string(),
+        name: playbook.name.clone(),
+        steps,
+    })
+}
+
+/// What `plan` does with each step: an entry saying what `run` would do, without doing it.
+struct PlanVisitor<'a> {
+    history: &'a History,
+    masker: &'a Masker,
+    entries: Vec<PlanEntry>,
+    /// The step where the run would stop (a refusal): the steps after it are unknown.
+    stopped_at: Option<String>,
+    /// The last step this plan says would change something. What a later step's check or
+    /// guard finds now may no longer hold when a run gets to it (`retain-pv` patches the PV
+    /// that `delete-pv`'s guard reads; `delete-pvc` deletes the claim that `pvc-bound` finds
+    /// bound), so after a change such answers are only possibilities.
+    last_change: Option<String>,
+}
+
+fn entry_for(step: &Step) -> PlanEntry {
+    PlanEntry {
+        id: step.id().to_string(),
+        name: step.spec.name.clone(),
+        action: step.action_key.to_string(),
+        decision: PlanDecision::Run,
+        reason: String::new(),
+        summary: None,
+        diff: None,
+    }
+}
+
+impl PlanVisitor<'_> {
+    /// Adds an entry, masked.
+    fn push(&mut self, mut entry: PlanEntry) {
+        entry.reason = self.masker.mask(&entry.reason);
+        entry.summary = entry.summary.map(|summary| self.masker.mask(&summary));
+        entry.diff = entry.diff.map(|diff| self.masker.mask(&diff));
+        self.entries.push(entry);
+    }
+}
+
+#[async_trait::async_trait]
+impl StepVisitor for PlanVisitor<'_> {
+    type Output = Vec<PlanEntry>;
+
+    fn before(&mut self, _index: usize, step: &Step) -> anyhow::Result<Before> {
         let id = step.id();
-        let mut entry = PlanEntry {
-            id: id.to_string(),
-            name: step.spec.name.clone(),
-            action: step.action_key.to_string(),
-            decision: PlanDecision::Run,
-            reason: String::new(),
-            summary: None,
-            diff: None,
-        };
-        if let Some((hash, output)) = history.done(id) {
-            if let Some(name) = step.register() {
-                vars.insert(
-                    name.to_string(),
-                    crate::render::to_value(output.as_ref().unwrap_or(&serde_json::Value::Null)),
-                );
-            }
+        let mut entry = entry_for(step);
+        if let Some((hash, output)) = self.history.done(id) {
             if hash.as_deref().is_none_or(|hash| hash == step.hash) {
                 entry.decision = PlanDecision::Skip;
                 entry.reason = "done in an earlier run".into();
@@ -62,77 +106,82 @@ pub async fn plan(
                     "done in an earlier run, but its definition changed since; `run` refuses unless --from {id} or --restart"
                 );
             }
-            entries.push(entry);
-            continue;
+            let output = Some(output.clone().unwrap_or(serde_json::Value::Null));
+            self.push(entry);
+            return Ok(Before::Pass { output });
         }
-        if let Some(blocker) = &stopped_at {
+        if let Some(blocker) = &self.stopped_at {
             entry.decision = PlanDecision::Unknown;
             entry.reason = format!("the run stops before it, at step `{blocker}`");
-            entries.push(entry);
-            continue;
+            self.push(entry);
+            return Ok(Before::Pass { output: None });
         }
-        let env = match render_env(step, &renderer, &vars) {
-            Ok(env) => env,
-            Err(error) => {
-                entry.decision = PlanDecision::Unknown;
-                entry.reason = format!("cannot evaluate: {error:#}");
-                entries.push(entry);
-                continue;
-            }
-        };
-        let cx = StepContext {
-            step_id: id,
-            renderer: &renderer,
-            vars: &vars,
-            env: &env,
-            reporter,
-            base_dir: playbook.base_dir(),
-            cluster,
-            notes: history.notes.get(id).map_or(&[], Vec::as_slice),
-            all_notes: &history.notes,
-            note_sink: None,
-        };
-        // A plan evaluates a guard once; a run evaluates it again as `retries` and `delay`
-        // say, which the reason tells with their rendered values.
-        let decision = match Tries::of(step, &cx) {
-            Ok(tries) => decide(step, playbook, &cx, GuardPolicy::Once, false)
-                .await
-                .map(|decision| (decision, tries)),
-            Err(error) => Err(error),
-        };
+        Ok(Before::Evaluate)
+    }
+
+    /// A plan evaluates a guard once; a run evaluates it again as `retries` and `delay`
+    /// say, which the reason tells with their rendered values.
+    fn guard_policy(&self, _tries: &Tries) -> GuardPolicy {
+        GuardPolicy::Once
+    }
+
+    fn note_sink(&self, _step: &Step) -> Option<Box<dyn StepNotes>> {
+        None
+    }
+
+    async fn visit(
+        &mut self,
+        step: &Step,
+        cx: &StepContext<'_>,
+        evaluated: anyhow::Result<Evaluated>,
+    ) -> anyhow::Result<After<Vec<PlanEntry>>> {
+        let id = step.id();
+        let mut entry = entry_for(step);
         let mut registered = None;
-        match decision {
+        let last_change = self.last_change.clone();
+        match evaluated {
             Err(error) => {
                 entry.decision = PlanDecision::Unknown;
                 entry.reason = format!("cannot evaluate: {error:#}");
             }
-            Ok((StepDecision::Skip { reason, done: true }, _))
-                if last_change.is_some() && check_reads_the_world(step) =>
-            {
+            Ok(Evaluated {
+                decision: StepDecision::Skip { reason, done: true },
+                ..
+            }) if last_change.is_some() && check_reads_the_world(step) => {
                 entry.decision = PlanDecision::Unknown;
                 entry.reason = format!(
                     "done now ({reason}), but `{}` runs before it and may change that",
                     last_change.as_deref().unwrap_or_default()
                 );
             }
-            Ok((StepDecision::Skip { reason, .. }, _)) => {
+            Ok(Evaluated {
+                decision: StepDecision::Skip { reason, .. },
+                ..
+            }) => {
                 entry.decision = PlanDecision::Skip;
                 entry.reason = reason;
             }
-            Ok((StepDecision::Unknown { reason }, _)) => {
+            Ok(Evaluated {
+                decision: StepDecision::Unknown { reason },
+                ..
+            }) => {
                 entry.decision = PlanDecision::Unknown;
                 entry.reason = reason;
             }
-            Ok((StepDecision::Refused { reason, by_require }, _))
-                if last_change.is_some() && (!by_require || guard_reads_the_world(step)) =>
-            {
+            Ok(Evaluated {
+                decision: StepDecision::Refused { reason, by_require },
+                ..
+            }) if last_change.is_some() && (!by_require || guard_reads_the_world(step)) => {
                 entry.decision = PlanDecision::Unknown;
                 entry.reason = format!(
                     "refused now ({reason}), but `{}` runs before it and may change that",
                     last_change.as_deref().unwrap_or_default()
                 );
             }
-            Ok((StepDecision::Refused { reason, by_require }, tries)) => {
+            Ok(Evaluated {
+                decision: StepDecision::Refused { reason, by_require },
+                tries,
+            }) => {
                 entry.decision = PlanDecision::Refused;
                 entry.reason = if by_require && tries.retries > 0 {
                     format!(
@@ -143,10 +192,13 @@ pub async fn plan(
                 } else {
                     format!("{reason} (the run would stop here)")
                 };
-                stopped_at = Some(id.to_string());
+                self.stopped_at = Some(id.to_string());
             }
-            Ok((StepDecision::Run, _)) => {
-                match step.action().plan(&cx).await {
+            Ok(Evaluated {
+                decision: StepDecision::Run,
+                ..
+            }) => {
+                match step.action().plan(cx).await {
                     Ok(preview) => {
                         entry.summary = Some(preview.summary);
                         entry.diff = preview.diff;
@@ -154,7 +206,7 @@ pub async fn plan(
                     Err(error) => entry.summary = Some(format!("cannot preview: {error:#}")),
                 }
                 let gate = step.spec.confirm.is_some() || step.action().approval_prompt().is_some();
-                entry.reason = if history.approvals.contains(id) {
+                entry.reason = if self.history.approvals.contains(id) {
                     "not done yet; its approval is already recorded".into()
                 } else if gate {
                     format!(
@@ -164,13 +216,13 @@ pub async fn plan(
                     "not done yet".into()
                 };
                 if !step.action().changes_nothing() {
-                    last_change = Some(id.to_string());
+                    self.last_change = Some(id.to_string());
                 }
                 if step.action().is_read_only() {
-                    match step.action().apply(&cx).await {
+                    match step.action().apply(cx).await {
                         Ok(outcome) => registered = Some(outcome.output),
                         Err(error) => {
-                            entry.reason = match &last_change {
+                            entry.reason = match &self.last_change {
                                 Some(change) => format!(
                                     "read-only; evaluated now, it would fail ({error:#}), but `{change}` runs before it and may change that"
                                 ),
@@ -183,21 +235,16 @@ pub async fn plan(
                 }
             }
         }
-        if let (Some(name), Some(output)) = (step.register(), registered) {
-            vars.insert(name.to_string(), crate::render::to_value(&output));
-        }
-        let masker = bound.masker.clone();
-        entry.reason = masker.mask(&entry.reason);
-        entry.summary = entry.summary.map(|summary| masker.mask(&summary));
-        entry.diff = entry.diff.map(|diff| masker.mask(&diff));
-        entries.push(entry);
+        self.push(entry);
+        Ok(After::Next {
+            output: registered,
+            notes: Vec::new(),
+        })
     }
-    Ok(PlanReport {
-        run: run_id,
-        playbook: playbook.path.display().to_string(),
-        name: playbook.name.clone(),
-        steps: entries,
-    })
+
+    fn finished(&mut self) -> anyhow::Result<Vec<PlanEntry>> {
+        Ok(std::mem::take(&mut self.entries))
+    }
 }
 
 /// Whether an expression reads the cluster or the environment, which the steps before it
@@ -209,7 +256,7 @@ fn reads_the_world(expression: &str) -> bool {
 }
 
 /// Whether the step's `require` reads the world.
-fn guard_reads_the_world(step: &crate::playbook::Step) -> bool {
+fn guard_reads_the_world(step: &Step) -> bool {
     step.spec
         .require
         .as_ref()
@@ -218,7 +265,7 @@ fn guard_reads_the_world(step: &crate::playbook::Step) -> bool {
 
 /// Whether what found the step done reads the world: a command, the action's own check, or
 /// an expression that looks at the cluster.
-fn check_reads_the_world(step: &crate::playbook::Step) -> bool {
+fn check_reads_the_world(step: &Step) -> bool {
     match &step.spec.check {
         Some(crate::playbook::CheckSpec::Expression(check)) => reads_the_world(check.as_str()),
         _ => true,
