@@ -76,7 +76,6 @@ pub mod routes;
 pub mod scale;
 pub mod scenario;
 pub mod schema;
-pub mod selectors;
 pub mod server;
 pub mod session;
 pub mod state_file;
@@ -98,6 +97,9 @@ pub use cli::{SandboxCommand, UpArgs, run_command};
 pub use cluster::Cluster;
 pub use faults::Faults;
 pub use options::SandboxOptions;
+
+/// The selector grammar, shared with runbook's client.
+pub use kube_kinds::selectors;
 
 use crate::engine::lock::{Acquired, RunLock};
 use access::Access;

@@ -1,4 +1,4 @@
-//! The Kubernetes kinds runbook knows, shared by the client (actions, template lookups) and
+//! The Kubernetes kinds we know, shared by runbook's client (actions, template lookups) and
 //! the sandbox cluster (discovery, storage). Adding a kind is one line in [`kinds`].
 
 use std::any::TypeId;
@@ -76,8 +76,8 @@ impl Kind {
     }
 
     /// kube's description of the resource, for `Api<DynamicObject>`.
-    pub fn api_resource(&self) -> kube::discovery::ApiResource {
-        kube::discovery::ApiResource {
+    pub fn api_resource(&self) -> kube_core::discovery::ApiResource {
+        kube_core::discovery::ApiResource {
             group: self.group.into(),
             version: self.version.into(),
             api_version: self.api_version.into(),

@@ -3,8 +3,7 @@
 
 use serde_json::Value;
 
-use super::meta;
-use crate::kube::Kind;
+use crate::Kind;
 
 /// A parsed `labelSelector`: every requirement must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -390,7 +389,11 @@ impl LabelSelector {
 
     /// Whether an object's labels satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
-        let labels = meta::labels(object);
+        let labels = object
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         self.requirements.iter().all(|requirement| {
             let value = labels.get(&requirement.key).and_then(Value::as_str);
             let listed = |value: &str| requirement.values.iter().any(|wanted| wanted == value);
@@ -501,7 +504,7 @@ impl FieldSelector {
     pub fn matches(&self, object: &Value) -> bool {
         self.terms.iter().all(|(field, equal, wanted)| {
             let path: Vec<&str> = field.split('.').collect();
-            let actual = match meta::value_at(object, &path) {
+            let actual = match path.iter().try_fold(object, |value, key| value.get(key)) {
                 Some(Value::String(text)) => text.clone(),
                 Some(Value::Null) | None => String::new(),
                 Some(other) => other.to_string(),
@@ -551,7 +554,7 @@ fn unescape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::find_kind;
+    use crate::find_kind;
     use serde_json::json;
 
     fn labelled(labels: Value) -> Value {
