@@ -8,7 +8,7 @@
 //! in it. A pod being deleted (or gone) has its command's group sent SIGTERM, then SIGKILL
 //! after the sandbox's grace period ([`MAX_GRACE_SECONDS`]); so has every other process
 //! started for it, in any pod: exec'd commands and what they detached
-//! ([`pod_reaper`](super::pod_reaper)).
+//! ([`pod_reaper`]).
 //!
 //! Deliberate differences from a real cluster: only Job pods run anything (other pods stay
 //! `Running` with nothing behind them, and `exec` runs its own processes); only the first

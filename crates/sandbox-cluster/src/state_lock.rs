@@ -21,7 +21,7 @@ pub struct StateLock {
 impl StateLock {
     /// Takes the lock held in the file `path` (created if missing), or says who holds it:
     /// `pid 123 on HOST since TIME`, or `None` when the holder has not written its line
-    /// within [`HOLDER_RECORD_WAIT`].
+    /// within two seconds.
     pub fn acquire(path: &Path) -> std::io::Result<Result<StateLock, Option<String>>> {
         let mut file = OpenOptions::new()
             .read(true)
