@@ -481,6 +481,8 @@ fn prepare_sandbox(
     cli: &Cli,
     args: &SandboxArgs,
 ) -> Result<(SandboxSession, Option<RunLock>), Error> {
+    // Before anything is created: a runbook without the sandbox changes nothing.
+    runbook::sandbox::check_built("--sandbox")?;
     for (given, flag) in [
         (cli.kubeconfig.is_some(), "--kubeconfig"),
         (cli.context.is_some(), "--context"),

@@ -15,7 +15,7 @@ use kube::api::{
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use runbook::sandbox::{Faults, Sandbox, SandboxOptions};
+use sandbox_cluster::{Faults, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 
 /// A sandbox for one test, and a client for it.

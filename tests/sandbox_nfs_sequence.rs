@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use runbook::kube::{Cluster, ClusterOptions, ObjectPatch, find_kind};
-use runbook::sandbox::hub::Hub;
-use runbook::sandbox::{Sandbox, SandboxOptions};
+use sandbox_cluster::hub::Hub;
+use sandbox_cluster::{Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 
 /// The hub `staging` as the basehub chart and JupyterHub leave it, with its PV's policy
@@ -45,7 +45,7 @@ impl Harness {
         let sandbox = Sandbox::start(SandboxOptions {
             dir: dir.path().join("sandbox"),
             objects: Some(objects),
-            faults: runbook::sandbox::Faults {
+            faults: sandbox_cluster::Faults {
                 seed: Some(11),
                 ..Default::default()
             },

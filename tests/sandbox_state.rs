@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runbook::kube::{Cluster, ClusterOptions, find_kind};
-use runbook::sandbox::{Sandbox, SandboxOptions};
+use sandbox_cluster::{Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 
 const HUB: &str = r#"
@@ -51,7 +51,7 @@ fn options(dir: &Path, objects: Option<PathBuf>) -> SandboxOptions {
         dir: dir.join("sandbox"),
         objects,
         state_file: Some(dir.join("state.yaml")),
-        faults: runbook::sandbox::Faults {
+        faults: sandbox_cluster::Faults {
             seed: Some(5),
             ..Default::default()
         },

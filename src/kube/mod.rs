@@ -2,10 +2,8 @@
 //! and the template functions that read the cluster.
 
 mod cluster;
-mod conditions;
 pub mod diff;
 mod exec_credential;
-pub mod kinds;
 pub mod lookups;
 pub mod selectors;
 
@@ -13,5 +11,6 @@ pub use cluster::{
     Cluster, ClusterOptions, ExecError, ExecOutput, KubeError, ObjectPatch, OutputStream,
     default_kubeconfig_files,
 };
-pub use conditions::{condition, has_condition};
-pub use kinds::{Kind, find_kind, kind_of_manifest, kinds};
+// The kinds table and the condition helpers live in the kube-kinds crate, shared with the
+// sandbox cluster.
+pub use kube_kinds::{Kind, condition, find_kind, has_condition, kind_of_manifest, kinds};

@@ -1,8 +1,8 @@
 //! Label and field selectors checked before they are sent, with the grammar of the API server
-//! as the sandbox cluster implements it ([`crate::sandbox::selectors`]; one parser for both),
+//! as the sandbox cluster implements it ([`kube_kinds::selectors`]; one parser for both),
 //! so that a malformed selector is invalid input found before any request, not a 400.
 
-use crate::sandbox::selectors::{FieldSelector, LabelSelector, split_unescaped};
+use kube_kinds::selectors::{FieldSelector, LabelSelector, split_unescaped};
 
 /// How to write a label selector, for `help:` lines.
 pub const LABEL_SELECTOR_HELP: &str = "write requirements separated by commas: `key=value`, \

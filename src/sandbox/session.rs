@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::SandboxOptions;
-use super::embedded::EmbeddedSandbox;
-use super::hub::Hub;
+use sandbox_cluster::SandboxOptions;
+use sandbox_cluster::embedded::EmbeddedSandbox;
+use sandbox_cluster::hub::Hub;
+
 use crate::Exit;
 
 /// The file the sandbox keeps its objects in between commands.
