@@ -25,7 +25,7 @@ pub use sync::{
 pub use values_get::ValuesGet;
 pub use values_set::ValuesSet;
 
-use crate::playbook::Condition;
+use crate::playbook::{Condition, Setting, Templated};
 use crate::render::{Renderer, Vars};
 use crate::report::Reporter;
 
@@ -166,6 +166,38 @@ impl StepContext<'_> {
     /// Renders a template to text.
     pub fn render(&self, template: &str) -> anyhow::Result<String> {
         Ok(self.renderer.render_string(template, self.vars)?)
+    }
+
+    /// The value of an option of the step or of its action, rendering it when it is a
+    /// template. What a template renders to that is not a value of the option is invalid
+    /// input naming the step and the key (`on.job.parallelism` for a nested one), so that
+    /// every templated option fails the same way, before the action changes anything.
+    pub fn setting<T: Setting>(&self, key: &str, setting: &Templated<T>) -> anyhow::Result<T> {
+        match setting {
+            Templated::Literal(value) => Ok(value.clone()),
+            Templated::Template(template) => {
+                let rendered = self.render(template)?;
+                T::from_text(&rendered).ok_or_else(|| {
+                    InvalidInput::new(format!(
+                        "step `{}`: `{key}: {template}` renders to `{rendered}`, which is not {}",
+                        self.step_id,
+                        T::EXPECTED
+                    ))
+                    .into()
+                })
+            }
+        }
+    }
+
+    /// [`StepContext::setting`] of an option that may be absent.
+    pub fn optional_setting<T: Setting>(
+        &self,
+        key: &str,
+        setting: Option<&Templated<T>>,
+    ) -> anyhow::Result<Option<T>> {
+        setting
+            .map(|setting| self.setting(key, setting))
+            .transpose()
     }
 
     /// Renders an optional template (a namespace, a selector).

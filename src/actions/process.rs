@@ -12,7 +12,7 @@ use indexmap::IndexMap;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
-use super::StepContext;
+use super::{InvalidInput, StepContext};
 use crate::playbook::{CommandLine, CommandSpec};
 
 /// Output kept for `register` and the journal.
@@ -37,6 +37,15 @@ impl RenderedCommand {
     /// Renders a [`CommandSpec`]: each argv element on its own, so a value with spaces stays
     /// one argument. The step's `env` comes first; the command's own `env` wins.
     pub fn render(spec: &CommandSpec, cx: &StepContext<'_>) -> anyhow::Result<Self> {
+        let shell = cx.setting("shell", &spec.shell)?;
+        if let (Some(template), Err(problem)) = (spec.shell.template(), spec.check_shell(shell)) {
+            return Err(InvalidInput::new(format!(
+                "step `{}`: `shell: {template}` renders to `{shell}`: {problem}",
+                cx.step_id
+            ))
+            .into());
+        }
+        let timeout = cx.optional_setting("timeout", spec.timeout.as_ref())?;
         let argv = match &spec.command {
             CommandLine::Argv(argv) => argv
                 .iter()
@@ -57,7 +66,7 @@ impl RenderedCommand {
                 .transpose()?
                 .map(PathBuf::from),
             env,
-            timeout: spec.timeout.map(|timeout| timeout.0),
+            timeout: timeout.map(|timeout| timeout.0),
         })
     }
 

@@ -4,7 +4,7 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Check, Outcome, Preview, RenderedCommand, StepContext, run_process};
-use crate::playbook::CommandSpec;
+use crate::playbook::{CommandLine, CommandSpec, HumanDuration};
 
 /// `run: [program, args...]` or `run: {command: ..., shell, cwd, env, timeout, ok_codes, creates}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,7 +25,7 @@ impl Action for RunAction {
 
     async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
         let command = RenderedCommand::render(&self.0, cx)?;
-        let shown = if self.0.shell {
+        let shown = if matches!(self.0.command, CommandLine::Script(_)) {
             // A plan line stays one line: the script's first line and how many follow.
             let script = command
                 .argv
@@ -42,8 +42,21 @@ impl Action for RunAction {
         } else {
             command.display()
         };
+        let mut summary = format!("run `{}`", cx.renderer.masker().mask(&shown));
+        let mut notes = Vec::new();
+        notes.extend(
+            self.0
+                .shell
+                .rendered_note("shell", &cx.setting("shell", &self.0.shell)?),
+        );
+        if let (Some(timeout), Some(limit)) = (&self.0.timeout, command.timeout) {
+            notes.extend(timeout.rendered_note("timeout", &HumanDuration(limit)));
+        }
+        if !notes.is_empty() {
+            summary.push_str(&format!(" ({})", notes.join(", ")));
+        }
         Ok(Preview {
-            summary: format!("run `{}`", cx.renderer.masker().mask(&shown)),
+            summary,
             diff: None,
         })
     }
@@ -58,7 +71,7 @@ impl Action for RunAction {
             bail!(
                 "`{}` timed out after {}; its process group was killed",
                 command.display(),
-                crate::playbook::HumanDuration(command.timeout.unwrap_or_default())
+                HumanDuration(command.timeout.unwrap_or_default())
             );
         }
         if !succeeded {

@@ -587,7 +587,7 @@ async fn run_steps(
             Ok(tries) => tries,
             Err(error) => return fail(recorder, step, started, &error),
         };
-        let Tries { retries, delay } = tries;
+        let Tries { retries, delay, .. } = tries;
         let verbose = recorder.reporter.verbosity() == crate::report::Verbosity::Verbose;
         let decision = match decide(step, playbook, &cx, tries.guard_policy(), verbose).await {
             Ok(decision) => decision,
@@ -670,7 +670,7 @@ async fn run_steps(
                     hash: step.hash.clone(),
                 },
             )?;
-            let result = apply_once(step, &cx).await;
+            let result = apply_once(step, &cx, tries.timeout).await;
             match result {
                 Ok(outcome) => break outcome,
                 // A refusal stands, and the same invalid input fails the same way again.
@@ -717,12 +717,17 @@ async fn run_steps(
     recorder.finish(Exit::Success)
 }
 
-/// One try of the action, bounded by the step's `timeout`, then its `until` condition.
-async fn apply_once(step: &Step, cx: &StepContext<'_>) -> anyhow::Result<crate::actions::Outcome> {
-    let outcome = match step.spec.timeout {
-        Some(limit) => tokio::time::timeout(limit.0, step.action().apply(cx))
+/// One try of the action, bounded by the step's `timeout` (rendered), then its `until`
+/// condition.
+async fn apply_once(
+    step: &Step,
+    cx: &StepContext<'_>,
+    timeout: Option<Duration>,
+) -> anyhow::Result<crate::actions::Outcome> {
+    let outcome = match timeout {
+        Some(limit) => tokio::time::timeout(limit, step.action().apply(cx))
             .await
-            .map_err(|_| anyhow::anyhow!("the step timed out after {limit}"))??,
+            .map_err(|_| anyhow::anyhow!("the step timed out after {}", HumanDuration(limit)))??,
         None => step.action().apply(cx).await?,
     };
     if let Some(until) = &step.spec.until {

@@ -39,9 +39,10 @@ macro_rules! step_spec {
             /// Wait between tries; a duration, or a template rendered when the step runs.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub delay: Option<$crate::playbook::Templated<$crate::playbook::HumanDuration>>,
-            /// Limit for one try of the action.
+            /// Limit for one try of the action; a duration, or a template rendered when the
+            /// step runs.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub timeout: Option<$crate::playbook::HumanDuration>,
+            pub timeout: Option<$crate::playbook::Templated<$crate::playbook::HumanDuration>>,
             /// A question that needs approval before the step runs.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub confirm: Option<String>,

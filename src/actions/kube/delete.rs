@@ -9,7 +9,7 @@ use super::selectors::render_selectors;
 use super::{FieldSelector, KindName, LabelSelector, describe, list_matching};
 use crate::actions::{Action, Check, Outcome, Preview, StepContext};
 use crate::kube::{Cluster, Kind, find_kind};
-use crate::playbook::HumanDuration;
+use crate::playbook::{HumanDuration, Templated};
 
 /// How dependents of a deleted object are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,13 +56,13 @@ pub struct KubeDelete {
     pub namespace: Option<String>,
     /// With a selector: refuse (exit 3) when more objects match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<usize>,
+    pub max: Option<Templated<u32>>,
     /// Wait until the objects are gone.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub wait: bool,
+    #[serde(default, skip_serializing_if = "Templated::is_false")]
+    pub wait: Templated<bool>,
     /// How long to wait (default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<HumanDuration>,
+    pub timeout: Option<Templated<HumanDuration>>,
     /// Background (default), Foreground or Orphan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub propagation: Option<Propagation>,
@@ -77,10 +77,10 @@ struct DeleteFields {
     field_selector: Option<FieldSelector>,
     owner: Option<Owner>,
     namespace: Option<String>,
-    max: Option<usize>,
+    max: Option<Templated<u32>>,
     #[serde(default)]
-    wait: bool,
-    timeout: Option<HumanDuration>,
+    wait: Templated<bool>,
+    timeout: Option<Templated<HumanDuration>>,
     propagation: Option<Propagation>,
 }
 
@@ -189,6 +189,33 @@ fn is_deleting(object: &serde_json::Value) -> bool {
 }
 
 impl KubeDelete {
+    /// `max:`, rendered; `None` for a delete by name.
+    fn max(&self, cx: &StepContext<'_>) -> anyhow::Result<Option<usize>> {
+        Ok(cx
+            .optional_setting("max", self.max.as_ref())?
+            .map(|max| max as usize))
+    }
+
+    /// What a plan says of the templated options, rendered: `` (`max: {{ limit }}` is 3)``.
+    fn rendered_notes(&self, cx: &StepContext<'_>) -> anyhow::Result<String> {
+        let mut notes = Vec::new();
+        if let Some(max) = &self.max {
+            notes.extend(max.rendered_note("max", &cx.setting("max", max)?));
+        }
+        notes.extend(
+            self.wait
+                .rendered_note("wait", &cx.setting("wait", &self.wait)?),
+        );
+        if let Some(timeout) = &self.timeout {
+            notes.extend(timeout.rendered_note("timeout", &cx.setting("timeout", timeout)?));
+        }
+        Ok(if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join(", "))
+        })
+    }
+
     async fn matches(&self, cx: &StepContext<'_>, cluster: &Cluster) -> anyhow::Result<Matches> {
         let kind = self.kind.resolve(cx)?;
         let namespace = cx.render_optional(self.namespace.as_deref())?;
@@ -261,8 +288,15 @@ impl KubeDelete {
         })
     }
 
-    async fn wait_until_gone(&self, cluster: &Cluster, matches: &Matches) -> anyhow::Result<()> {
-        let limit = self.timeout.map_or(DEFAULT_WAIT, |timeout| timeout.0);
+    async fn wait_until_gone(
+        &self,
+        cx: &StepContext<'_>,
+        cluster: &Cluster,
+        matches: &Matches,
+    ) -> anyhow::Result<()> {
+        let limit = cx
+            .optional_setting("timeout", self.timeout.as_ref())?
+            .map_or(DEFAULT_WAIT, |timeout| timeout.0);
         let started = Instant::now();
         let mut pause = Duration::from_millis(100);
         loop {
@@ -315,7 +349,8 @@ impl Action for KubeDelete {
                 format!("no {} exist", matches.chosen_by)
             }));
         }
-        if !self.wait && matches.objects.iter().all(|(_, deleting)| *deleting) {
+        if !cx.setting("wait", &self.wait)? && matches.objects.iter().all(|(_, deleting)| *deleting)
+        {
             return Ok(Check::Done(format!(
                 "{} already being deleted",
                 matches.names().join(", ")
@@ -325,7 +360,7 @@ impl Action for KubeDelete {
     }
 
     async fn guard(&self, cx: &StepContext<'_>) -> anyhow::Result<Option<String>> {
-        let Some(max) = self.max else {
+        let Some(max) = self.max(cx)? else {
             return Ok(None);
         };
         let matches = self.matches(cx, cx.cluster()?).await?;
@@ -351,9 +386,10 @@ impl Action for KubeDelete {
                 matches.names().join(", ")
             )
         };
-        if self.wait {
+        if cx.setting("wait", &self.wait)? {
             summary.push_str(", and wait until gone");
         }
+        summary.push_str(&self.rendered_notes(cx)?);
         Ok(Preview {
             summary,
             diff: None,
@@ -362,10 +398,15 @@ impl Action for KubeDelete {
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
         let cluster = cx.cluster()?;
+        // Every option rendered and checked before the first request that changes anything.
+        let (max, wait) = (self.max(cx)?, cx.setting("wait", &self.wait)?);
+        if wait {
+            cx.optional_setting("timeout", self.timeout.as_ref())?;
+        }
         let matches = self.matches(cx, cluster).await?;
         // The guard counted before; more may match now, and the limit holds at the moment of
         // deleting too.
-        if let Some(max) = self.max
+        if let Some(max) = max
             && matches.objects.len() > max
         {
             return Err(crate::actions::Refusal(format!(
@@ -396,8 +437,8 @@ impl Action for KubeDelete {
                 deleted.push(name.to_string());
             }
         }
-        if self.wait {
-            self.wait_until_gone(cluster, &matches).await?;
+        if wait {
+            self.wait_until_gone(cx, cluster, &matches).await?;
         }
         Ok(Outcome::new(
             !deleted.is_empty(),

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::actions::run::command_output;
 use crate::actions::{Action, Outcome, Preview, StepContext};
 use crate::kube::OutputStream;
+use crate::playbook::Templated;
 
 /// Lines of output kept for the journal and for a failure's message.
 const TAIL_LINES: usize = 20;
@@ -35,9 +36,10 @@ pub struct KubeExec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ok_codes: Option<Vec<i32>>,
     /// The command only reads (a probe such as `df`): `plan` runs it too, and the step
-    /// counts as `ok`, not `changed`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub read_only: bool,
+    /// counts as `ok`, not `changed`. A template is rendered when the step runs; `plan`,
+    /// which decides before rendering whether to run a step, runs only a literal `true`.
+    #[serde(default, skip_serializing_if = "Templated::is_false")]
+    pub read_only: Templated<bool>,
 }
 
 impl KubeExec {
@@ -96,13 +98,21 @@ impl Rendered {
 impl Action for KubeExec {
     async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
         let rendered = self.rendered(cx)?;
+        let mut summary = format!("run {}", rendered.describe(cx));
+        let read_only = cx.setting("read_only", &self.read_only)?;
+        if let Some(note) = self.read_only.rendered_note("read_only", &read_only) {
+            summary.push_str(&format!(
+                " ({note}; a plan runs only a literal `read_only: true`)"
+            ));
+        }
         Ok(Preview {
-            summary: format!("run {}", rendered.describe(cx)),
+            summary,
             diff: None,
         })
     }
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
+        let read_only = cx.setting("read_only", &self.read_only)?;
         let rendered = self.rendered(cx)?;
         let stdin = self
             .stdin
@@ -151,7 +161,7 @@ impl Action for KubeExec {
             bail!(message);
         }
         Ok(Outcome {
-            changed: !self.read_only,
+            changed: !read_only,
             output: command_output(
                 rc,
                 &stdout.into_inner().unwrap_or_default(),
@@ -162,6 +172,6 @@ impl Action for KubeExec {
     }
 
     fn is_read_only(&self) -> bool {
-        self.read_only
+        self.read_only == Templated::Literal(true)
     }
 }
