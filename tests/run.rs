@@ -500,6 +500,32 @@ steps:
     }
 }
 
+/// An item of `ok_codes` from a param: rendered before the command runs, so a bad one runs
+/// nothing.
+#[test]
+fn a_templated_exit_code_is_rendered_before_the_command_runs() {
+    let playbook = r#"
+runbook: 1
+name: templated-ok-codes
+params:
+  allowed: {default: "3"}
+steps:
+  - id: grep
+    run: {command: "echo ran >> ran.log; exit 3", shell: true, ok_codes: [0, "{{ allowed }}"]}
+"#;
+    let test = Test::new().playbook(playbook);
+    test.run_args(&["plan", "playbook.yaml"])
+        .status(0)
+        .stdout_has("(`ok_codes: {{ allowed }}` is 3)");
+    test.run_args(&["run", "playbook.yaml"]).status(0);
+    assert_eq!(test.lines_of("ran.log"), ["ran"]);
+    let test = Test::new().playbook(playbook);
+    test.run_args(&["run", "playbook.yaml", "--var", "allowed=300"])
+        .status(2)
+        .stderr_has("step `grep`: `ok_codes: {{ allowed }}` renders to `300`, which is not an exit code from 0 to 255");
+    assert!(test.lines_of("ran.log").is_empty());
+}
+
 /// `max` of `kube.delete` from a param: the guard counts against the rendered limit; a
 /// limit that is not a number is invalid input and deletes nothing.
 #[test]

@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 pub use assert::AssertAction;
 pub use kube::{KubeApply, KubeCount, KubeDelete, KubeExec, KubeGet, KubePatch, KubeWait};
 pub use pause::PauseAction;
-pub use process::{ProcessOutput, RenderedCommand, run_process};
+pub use process::{ProcessOutput, RenderedCommand, render_ok_codes, run_process};
 pub use run::RunAction;
 pub use sync::{
     AgentCommand, DetachedCopy, LiveCopy, SyncAction, detached_copies, run_agent_command,

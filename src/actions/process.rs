@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
 use super::{InvalidInput, StepContext};
-use crate::playbook::{CommandLine, CommandSpec};
+use crate::playbook::{CommandLine, CommandSpec, ExitCode, Templated};
 
 /// Output kept for `register` and the journal.
 const MAX_CAPTURE_BYTES: usize = 1 << 20;
@@ -88,6 +88,26 @@ impl RenderedCommand {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// `ok_codes` rendered (`[0]` when absent), before the command runs: a template that renders
+/// to no exit code is invalid input, and the command must not have run then. With what a
+/// plan says of the templated ones (`` `ok_codes: {{ code }}` is 1``).
+pub fn render_ok_codes(
+    codes: Option<&[Templated<ExitCode>]>,
+    cx: &StepContext<'_>,
+) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
+    let Some(codes) = codes else {
+        return Ok((vec![0], Vec::new()));
+    };
+    let mut rendered = Vec::new();
+    let mut notes = Vec::new();
+    for code in codes {
+        let value = cx.setting("ok_codes", code)?;
+        notes.extend(code.rendered_note("ok_codes", &value));
+        rendered.push(value.0);
+    }
+    Ok((rendered, notes))
 }
 
 /// How a command ended.

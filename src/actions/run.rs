@@ -3,7 +3,9 @@
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, Check, Outcome, Preview, RenderedCommand, StepContext, run_process};
+use super::{
+    Action, Check, Outcome, Preview, RenderedCommand, StepContext, render_ok_codes, run_process,
+};
 use crate::playbook::{CommandLine, CommandSpec, HumanDuration};
 
 /// `run: [program, args...]` or `run: {command: ..., shell, cwd, env, timeout, ok_codes, creates}`.
@@ -52,6 +54,7 @@ impl Action for RunAction {
         if let (Some(timeout), Some(limit)) = (&self.0.timeout, command.timeout) {
             notes.extend(timeout.rendered_note("timeout", &HumanDuration(limit)));
         }
+        notes.extend(render_ok_codes(self.0.ok_codes.as_deref(), cx)?.1);
         if !notes.is_empty() {
             summary.push_str(&format!(" ({})", notes.join(", ")));
         }
@@ -63,8 +66,8 @@ impl Action for RunAction {
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
         let command = RenderedCommand::render(&self.0, cx)?;
+        let (ok_codes, _) = render_ok_codes(self.0.ok_codes.as_deref(), cx)?;
         let result = run_process(&command, cx, true).await?;
-        let ok_codes = self.0.ok_codes.as_deref().unwrap_or(&[0]);
         // An exit status is 0..=255; the loader refuses any other `ok_codes`.
         let succeeded = u8::try_from(result.rc).is_ok_and(|rc| ok_codes.contains(&rc));
         if result.timed_out {

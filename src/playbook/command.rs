@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::{HumanDuration, Templated};
+use super::{ExitCode, HumanDuration, Templated};
 use crate::diagnostic::ValueError;
 
 /// What to execute: either a list of arguments (each rendered on its own) or a shell script.
@@ -37,9 +37,9 @@ pub struct CommandSpec {
     /// Kill the whole process group after this long; a duration or a template.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Templated<HumanDuration>>,
-    /// Exit codes that count as success (default `[0]`).
+    /// Exit codes that count as success (default `[0]`); each a number or a template.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ok_codes: Option<Vec<u8>>,
+    pub ok_codes: Option<Vec<Templated<ExitCode>>>,
     /// The command is done if this path exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub creates: Option<String>,
@@ -56,7 +56,7 @@ struct CommandOptions {
     #[serde(default)]
     env: IndexMap<String, String>,
     timeout: Option<Templated<HumanDuration>>,
-    ok_codes: Option<Vec<u8>>,
+    ok_codes: Option<Vec<Templated<ExitCode>>>,
     creates: Option<String>,
 }
 

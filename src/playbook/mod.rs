@@ -24,7 +24,7 @@ pub use command::{CommandLine, CommandSpec};
 pub use condition::{CheckSpec, Condition};
 pub use duration::HumanDuration;
 pub use param::{GivenValue, ParamSpec, ParamType, parse_var_flags, read_vars_file};
-pub use templated::{Count, Setting, Templated};
+pub use templated::{Count, ExitCode, Setting, Templated};
 
 /// The playbook format version this build reads.
 pub const FORMAT_VERSION: u32 = 1;

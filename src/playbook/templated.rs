@@ -158,6 +158,60 @@ impl Setting for Count {
     }
 }
 
+/// An exit code of a list of them (`ok_codes: [0, 1]`), 0 to 255; its complaints are about
+/// "an item of" the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ExitCode(pub u8);
+
+impl fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+const EXIT_CODE_RANGE: &str = "an exit code is a number from 0 to 255";
+
+impl Setting for ExitCode {
+    const EXPECTED: &'static str = "an exit code from 0 to 255";
+
+    fn from_number(number: u64) -> Result<Self, ValueError> {
+        u8::try_from(number).map(ExitCode).map_err(|_| {
+            ValueError::new(
+                format!("an item of `{{key}}` is too large: `{number}`"),
+                EXIT_CODE_RANGE,
+            )
+        })
+    }
+
+    fn from_negative(_: i64) -> Result<Self, ValueError> {
+        Err(ValueError::new(
+            "an item of `{key}` cannot be negative",
+            EXIT_CODE_RANGE,
+        ))
+    }
+
+    fn from_text(text: &str) -> Option<Self> {
+        text.trim().parse().ok().map(ExitCode)
+    }
+
+    fn not_a_value(text: &str) -> ValueError {
+        if let Ok(number) = text.trim().parse::<i64>() {
+            let refused = match u64::try_from(number) {
+                Ok(number) => Self::from_number(number),
+                Err(_) => Self::from_negative(number),
+            };
+            if let Err(error) = refused {
+                return error;
+            }
+        }
+        ValueError::new(
+            format!("an item of `{{key}}` must be a whole number, not `{text}`"),
+            "write a whole number such as `3`",
+        )
+    }
+}
+
 impl Setting for bool {
     const EXPECTED: &'static str = "true or false";
 
@@ -321,6 +375,30 @@ mod tests {
         assert_eq!(Count::from_text("8"), Some(Count(8)));
         assert_eq!(Count::from_text("0"), None);
         assert_eq!(Count::from_text("many"), None);
+    }
+
+    #[test]
+    fn exit_codes_are_0_to_255() {
+        assert_eq!(read::<ExitCode>("1"), Ok(Templated::Literal(ExitCode(1))));
+        assert_eq!(
+            read::<ExitCode>("'255'"),
+            Ok(Templated::Literal(ExitCode(255)))
+        );
+        assert_eq!(read::<ExitCode>("'{{ code }}'"), template("{{ code }}"));
+        let error = read::<ExitCode>("300").unwrap_err();
+        assert!(error.contains("is too large: `300`"), "{error}");
+        assert!(error.contains("from 0 to 255"), "{error}");
+        let error = read::<ExitCode>("-1").unwrap_err();
+        assert!(error.contains("cannot be negative"), "{error}");
+        let error = read::<ExitCode>("one").unwrap_err();
+        assert!(
+            error.contains("must be a whole number, not `one`"),
+            "{error}"
+        );
+        assert!(read::<ExitCode>("1.5").is_err());
+        assert_eq!(ExitCode::from_text("2"), Some(ExitCode(2)));
+        assert_eq!(ExitCode::from_text("256"), None);
+        assert_eq!(ExitCode::from_text("-1"), None);
     }
 
     #[test]

@@ -8,9 +8,9 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::actions::run::command_output;
-use crate::actions::{Action, Outcome, Preview, StepContext};
+use crate::actions::{Action, Outcome, Preview, StepContext, render_ok_codes};
 use crate::kube::OutputStream;
-use crate::playbook::Templated;
+use crate::playbook::{ExitCode, Templated};
 
 /// Lines of output kept for the journal and for a failure's message.
 const TAIL_LINES: usize = 20;
@@ -32,9 +32,10 @@ pub struct KubeExec {
     /// Text for the command's standard input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
-    /// Exit codes that count as success (default `[0]`).
+    /// Exit codes that count as success (default `[0]`), 0 to 255; each a number or a
+    /// template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ok_codes: Option<Vec<i32>>,
+    pub ok_codes: Option<Vec<Templated<ExitCode>>>,
     /// The command only reads (a probe such as `df`): `plan` runs it too, and the step
     /// counts as `ok`, not `changed`. A template is rendered when the step runs; `plan`,
     /// which decides before rendering whether to run a step, runs only a literal `true`.
@@ -99,11 +100,15 @@ impl Action for KubeExec {
     async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
         let rendered = self.rendered(cx)?;
         let mut summary = format!("run {}", rendered.describe(cx));
+        let mut notes = render_ok_codes(self.ok_codes.as_deref(), cx)?.1;
         let read_only = cx.setting("read_only", &self.read_only)?;
         if let Some(note) = self.read_only.rendered_note("read_only", &read_only) {
-            summary.push_str(&format!(
-                " ({note}; a plan runs only a literal `read_only: true`)"
+            notes.push(format!(
+                "{note}; a plan runs only a literal `read_only: true`"
             ));
+        }
+        if !notes.is_empty() {
+            summary.push_str(&format!(" ({})", notes.join(", ")));
         }
         Ok(Preview {
             summary,
@@ -113,6 +118,7 @@ impl Action for KubeExec {
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
         let read_only = cx.setting("read_only", &self.read_only)?;
+        let (ok_codes, _) = render_ok_codes(self.ok_codes.as_deref(), cx)?;
         let rendered = self.rendered(cx)?;
         let stdin = self
             .stdin
@@ -152,7 +158,7 @@ impl Action for KubeExec {
             .await
             .map_err(|error| anyhow::anyhow!("{}: {error}", rendered.describe(cx)))?;
         let tail: Vec<String> = tail.into_inner().unwrap_or_default().into();
-        if !self.ok_codes.as_deref().unwrap_or(&[0]).contains(&rc) {
+        if !u8::try_from(rc).is_ok_and(|rc| ok_codes.contains(&rc)) {
             let mut message = format!("{} exited with code {rc}", rendered.describe(cx));
             if !tail.is_empty() {
                 message.push_str("; last lines:\n");
