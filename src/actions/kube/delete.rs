@@ -400,9 +400,7 @@ impl Action for KubeDelete {
         let cluster = cx.cluster()?;
         // Every option rendered and checked before the first request that changes anything.
         let (max, wait) = (self.max(cx)?, cx.setting("wait", &self.wait)?);
-        if wait {
-            cx.optional_setting("timeout", self.timeout.as_ref())?;
-        }
+        cx.optional_setting("timeout", self.timeout.as_ref())?;
         let matches = self.matches(cx, cluster).await?;
         // The guard counted before; more may match now, and the limit holds at the moment of
         // deleting too.
