@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 use super::selectors::render_selectors;
 use super::{FieldSelector, KindName, LabelSelector, describe, list_matching};
 use crate::actions::{Action, Check, Outcome, Preview, StepContext};
+use crate::diagnostic::ValueError;
 use crate::kube::{Cluster, Kind, find_kind};
-use crate::playbook::{HumanDuration, Templated};
+use crate::playbook::{HumanDuration, Setting, Templated};
 
 /// How dependents of a deleted object are treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Propagation {
     /// Delete now; the garbage collector deletes dependents afterwards.
     Background,
@@ -20,6 +21,45 @@ pub enum Propagation {
     Foreground,
     /// Leave dependents.
     Orphan,
+}
+
+impl Propagation {
+    const ALL: [Propagation; 3] = [
+        Propagation::Background,
+        Propagation::Foreground,
+        Propagation::Orphan,
+    ];
+}
+
+impl std::fmt::Display for Propagation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl Setting for Propagation {
+    const EXPECTED: &'static str = "Background, Foreground or Orphan";
+
+    fn from_number(number: u64) -> Result<Self, ValueError> {
+        Err(Self::not_a_value(&number.to_string()))
+    }
+
+    fn from_negative(number: i64) -> Result<Self, ValueError> {
+        Err(Self::not_a_value(&number.to_string()))
+    }
+
+    fn from_text(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|propagation| propagation.to_string() == text.trim())
+    }
+
+    fn not_a_value(text: &str) -> ValueError {
+        ValueError::new(
+            format!("`{{key}}` must be Background, Foreground or Orphan, not `{text}`"),
+            "for example `{key}: Foreground` (dependents first); the default is Background",
+        )
+    }
 }
 
 /// The owner of the objects to delete: `{kind: Deployment, name: x}` selects the pods of that
@@ -65,7 +105,7 @@ pub struct KubeDelete {
     pub timeout: Option<Templated<HumanDuration>>,
     /// Background (default), Foreground or Orphan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub propagation: Option<Propagation>,
+    pub propagation: Option<Templated<Propagation>>,
 }
 
 #[derive(Deserialize)]
@@ -81,7 +121,7 @@ struct DeleteFields {
     #[serde(default)]
     wait: Templated<bool>,
     timeout: Option<Templated<HumanDuration>>,
-    propagation: Option<Propagation>,
+    propagation: Option<Templated<Propagation>>,
 }
 
 impl TryFrom<DeleteFields> for KubeDelete {
@@ -208,6 +248,11 @@ impl KubeDelete {
         );
         if let Some(timeout) = &self.timeout {
             notes.extend(timeout.rendered_note("timeout", &cx.setting("timeout", timeout)?));
+        }
+        if let Some(propagation) = &self.propagation {
+            notes.extend(
+                propagation.rendered_note("propagation", &cx.setting("propagation", propagation)?),
+            );
         }
         Ok(if notes.is_empty() {
             String::new()
@@ -401,6 +446,7 @@ impl Action for KubeDelete {
         // Every option rendered and checked before the first request that changes anything.
         let (max, wait) = (self.max(cx)?, cx.setting("wait", &self.wait)?);
         cx.optional_setting("timeout", self.timeout.as_ref())?;
+        let propagation = cx.optional_setting("propagation", self.propagation.as_ref())?;
         let matches = self.matches(cx, cluster).await?;
         // The guard counted before; more may match now, and the limit holds at the moment of
         // deleting too.
@@ -415,7 +461,7 @@ impl Action for KubeDelete {
             ))
             .into());
         }
-        let propagation = self.propagation.map(|propagation| match propagation {
+        let propagation = propagation.map(|propagation| match propagation {
             Propagation::Background => PropagationPolicy::Background,
             Propagation::Foreground => PropagationPolicy::Foreground,
             Propagation::Orphan => PropagationPolicy::Orphan,
@@ -442,5 +488,37 @@ impl Action for KubeDelete {
             !deleted.is_empty(),
             serde_json::json!({"deleted": deleted}),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn propagation_is_one_of_three_words_or_a_template() {
+        let read = |yaml: &str| -> Result<Templated<Propagation>, String> {
+            serde_saphyr::from_str(yaml).map_err(|error| error.to_string())
+        };
+        assert_eq!(
+            read("Foreground"),
+            Ok(Templated::Literal(Propagation::Foreground))
+        );
+        assert_eq!(
+            read("'{{ policy }}'"),
+            Ok(Templated::Template("{{ policy }}".into()))
+        );
+        let error = read("Sideways").unwrap_err();
+        assert!(
+            error.contains("must be Background, Foreground or Orphan, not `Sideways`"),
+            "{error}"
+        );
+        assert!(read("1").is_err());
+        assert_eq!(Propagation::from_text("Orphan"), Some(Propagation::Orphan));
+        assert_eq!(Propagation::from_text("orphan"), None);
+        assert_eq!(
+            serde_json::to_value(Propagation::Background).ok(),
+            Some(serde_json::json!("Background"))
+        );
     }
 }
