@@ -799,6 +799,29 @@ mod tests {
         );
     }
 
+    /// A step's definition hash is of the step written back: options read as `Templated`
+    /// are written as the plain types before them were, so journals of earlier versions
+    /// still match.
+    #[test]
+    fn options_are_written_back_as_they_were_before_they_could_be_templates() {
+        let action: SyncAction = serde_saphyr::from_str(
+            "{from: a, to: b, jobs: 2, bwlimit: 1024, delete: false, verify: true}",
+        )
+        .expect("a sync step");
+        assert_eq!(
+            serde_json::to_value(&action).ok(),
+            Some(serde_json::json!({
+                "from": "a", "to": "b", "jobs": 2, "bwlimit": "1024", "verify": true
+            }))
+        );
+        let templated: SyncAction =
+            serde_saphyr::from_str("{from: a, to: b, delete: '{{ mirror }}'}").expect("a step");
+        assert_eq!(
+            serde_json::to_value(&templated).ok(),
+            Some(serde_json::json!({"from": "a", "to": "b", "delete": "{{ mirror }}"}))
+        );
+    }
+
     #[test]
     fn options_that_fight_the_action_are_refused() {
         let check = |args: &[&str]| {
