@@ -453,6 +453,119 @@ steps:
     assert_eq!(test.lines_of("ran.log"), ["offline"]);
 }
 
+/// A boolean option of an action (`shell` of `run`) and the step's `timeout` from params:
+/// rendered when the step runs, shown by `plan`, and invalid input (exit 2) naming the step
+/// and the key when what they render to does not fit.
+#[test]
+fn a_templated_boolean_of_an_action_is_rendered_when_the_step_runs() {
+    let playbook = r#"
+runbook: 1
+name: templated-shell
+params:
+  use_shell: {type: bool, default: true}
+  limit: {default: 30s}
+steps:
+  - id: hello
+    timeout: "{{ limit }}"
+    run: {command: "echo $((1 + 1)) >> ran.log", shell: "{{ use_shell }}"}
+"#;
+    let test = Test::new().playbook(playbook);
+    test.run_args(&["plan", "playbook.yaml"])
+        .status(0)
+        .stdout_has("(`shell: {{ use_shell }}` is true)")
+        .stdout_has("(`timeout: {{ limit }}` is 30s)");
+    test.run_args(&["run", "playbook.yaml"]).status(0);
+    assert_eq!(test.lines_of("ran.log"), ["2"]);
+
+    for (vars, says) in [
+        (
+            ["--var", "use_shell=false"],
+            "step `hello`: `shell: {{ use_shell }}` renders to `false`: `command` is a string, which needs a shell",
+        ),
+        (
+            ["--var", "limit=soon"],
+            "step `hello`: `timeout: {{ limit }}` renders to `soon`, which is not a duration",
+        ),
+    ] {
+        let test = Test::new().playbook(playbook);
+        test.run_args(&[&["run", "playbook.yaml"][..], &vars].concat())
+            .status(2)
+            .stderr_has(says)
+            .stderr_has("invalid input (exit 2)");
+        assert!(test.lines_of("ran.log").is_empty());
+        let plan = test
+            .run_args(&[&["plan", "playbook.yaml"][..], &vars].concat())
+            .status(0);
+        assert!(plan.stdout.contains(says), "{}", plan.stdout);
+    }
+}
+
+/// An item of `ok_codes` from a param: rendered before the command runs, so a bad one runs
+/// nothing.
+#[test]
+fn a_templated_exit_code_is_rendered_before_the_command_runs() {
+    let playbook = r#"
+runbook: 1
+name: templated-ok-codes
+params:
+  allowed: {default: "3"}
+steps:
+  - id: grep
+    run: {command: "echo ran >> ran.log; exit 3", shell: true, ok_codes: [0, "{{ allowed }}"]}
+"#;
+    let test = Test::new().playbook(playbook);
+    test.run_args(&["plan", "playbook.yaml"])
+        .status(0)
+        .stdout_has("(`ok_codes: {{ allowed }}` is 3)");
+    test.run_args(&["run", "playbook.yaml"]).status(0);
+    assert_eq!(test.lines_of("ran.log"), ["ran"]);
+    let test = Test::new().playbook(playbook);
+    test.run_args(&["run", "playbook.yaml", "--var", "allowed=300"])
+        .status(2)
+        .stderr_has("step `grep`: `ok_codes: {{ allowed }}` renders to `300`, which is not an exit code from 0 to 255");
+    assert!(test.lines_of("ran.log").is_empty());
+}
+
+/// `max` of `kube.delete` from a param: the guard counts against the rendered limit; a
+/// limit that is not a number is invalid input and deletes nothing.
+#[test]
+fn a_templated_max_is_the_limit_of_a_delete() {
+    let sandbox = common::Sandbox::start(include_str!("data/scenarios/hub.yaml"));
+    let playbook = r#"
+runbook: 1
+name: templated-max
+params:
+  limit: {default: "1"}
+steps:
+  - id: delete-pods
+    kube.delete: {kind: Pod, namespace: staging, selector: "component in (singleuser-server, shared-volume-metrics)", max: "{{ limit }}", wait: "{{ limit == '2' }}"}
+"#;
+    let test = Test::new().playbook(playbook).env(
+        "KUBECONFIG",
+        sandbox.kubeconfig().to_str().expect("UTF-8 path"),
+    );
+    let alice = || sandbox.get("pod", "jupyter-alice", Some("staging"));
+    test.run_args(&["run", "playbook.yaml"])
+        .status(3)
+        .stderr_has("delete-pods refused: 2 Pods matching")
+        .stderr_has("more than max 1");
+    assert!(alice().is_some(), "a refused delete deleted");
+    test.run_args(&["run", "playbook.yaml", "--var", "limit=lots"])
+        .status(2)
+        .stderr_has("step `delete-pods`: `max: {{ limit }}` renders to `lots`, which is not a whole number of 0 or more");
+    assert!(alice().is_some(), "invalid input deleted");
+    test.run_args(&["plan", "playbook.yaml", "--var", "limit=2"])
+        .status(0)
+        .stdout_has("`max: {{ limit }}` is 2")
+        .stdout_has("`wait: {{ limit == '2' }}` is true");
+    test.run_args(&["run", "playbook.yaml", "--var", "limit=2"])
+        .status(0);
+    assert!(
+        alice().is_none(),
+        "the delete within the limit did not delete"
+    );
+}
+
 #[test]
 fn argv_elements_are_rendered_one_by_one_and_never_split() {
     let test = Test::new()

@@ -653,6 +653,113 @@ fn without_delete_nothing_is_deleted_at_the_destination() {
     assert!(test.path("dst/a/file").exists());
 }
 
+/// `delete` as a template of a bool param: a mirror or a plain copy, chosen when the run
+/// starts; `plan` says what the template rendered to.
+#[test]
+fn a_templated_delete_follows_a_bool_param() {
+    let text = playbook("{from: src, to: dst, delete: \"{{ mirror }}\", verify: \"{{ mirror }}\"}")
+        .replace("steps:", "params:\n  mirror: {type: bool}\nsteps:");
+    for mirror in [true, false] {
+        let test = Test::new().playbook(&text);
+        write(&test.path("src/a/file"), b"new\n");
+        write(&test.path("dst/extra"), b"mine\n");
+        write(&test.path("dst/a/extra"), b"mine too\n");
+        let var = format!("mirror={mirror}");
+        let plan = test
+            .run_args(&["plan", "playbook.yaml", "--var", &var])
+            .status(0);
+        assert!(
+            plan.stdout
+                .contains(&format!("`delete: {{{{ mirror }}}}` is {mirror}")),
+            "{}",
+            plan.stdout
+        );
+        assert!(test.path("dst/extra").exists());
+        test.run_args(&["run", "playbook.yaml", "--var", &var])
+            .status(0);
+        assert_eq!(test.path("dst/extra").exists(), !mirror, "mirror={mirror}");
+        assert_eq!(
+            test.path("dst/a/extra").exists(),
+            !mirror,
+            "mirror={mirror}"
+        );
+        assert_eq!(
+            std::fs::read(test.path("dst/a/file")).expect("copied"),
+            b"new\n"
+        );
+    }
+}
+
+/// A templated option that renders to something it cannot be is invalid input (exit 2)
+/// that names the step and the key, found before anything is copied or deleted.
+#[test]
+fn a_templated_option_that_renders_badly_is_invalid_input_and_changes_nothing() {
+    for (step, says) in [
+        (
+            "{from: src, to: dst, delete: \"{{ name }}\"}",
+            "step `copy`: `delete: {{ name }}` renders to `yes-please`, which is not true or false",
+        ),
+        (
+            "{from: src, to: dst, verify: \"{{ name }}\"}",
+            "step `copy`: `verify: {{ name }}` renders to `yes-please`, which is not true or false",
+        ),
+        (
+            "{from: src, to: dst, bwlimit: \"{{ name }}\"}",
+            "step `copy`: `bwlimit: {{ name }}` renders to `yes-please`, which is not a rate",
+        ),
+    ] {
+        let text =
+            playbook(step).replace("steps:", "params:\n  name: {default: yes-please}\nsteps:");
+        let test = Test::new().playbook(&text);
+        write(&test.path("src/a"), b"a\n");
+        write(&test.path("dst/extra"), b"mine\n");
+        let output = test
+            .run_args(&["run", "playbook.yaml"])
+            .status(2)
+            .stderr_has(says)
+            .stderr_has("invalid input (exit 2)");
+        assert!(test.path("dst/extra").exists(), "{}", output.stderr);
+        assert!(!test.path("dst/a").exists(), "{}", output.stderr);
+    }
+}
+
+/// `jobs` and `bwlimit` from params: each worker gets its share of the rendered total.
+#[test]
+fn templated_jobs_and_bwlimit_are_rendered_when_the_step_runs() {
+    let text = playbook("{from: src, to: dst, jobs: \"{{ workers }}\", bwlimit: \"{{ rate }}\"}")
+        .replace(
+            "steps:",
+            "params:\n  workers: {type: int}\n  rate: {default: 64M}\nsteps:",
+        );
+    let test = Test::new().playbook(&text);
+    for home in 0..8 {
+        write(&test.path(&format!("src/home{home}/file")), b"data\n");
+    }
+    let path = fake_rsync(
+        &test,
+        "echo \"$@\" >> \"$DIR/rsync-args.log\"\nexec \"$REAL\" \"$@\"",
+    );
+    let plan = test
+        .run_args(&["plan", "playbook.yaml", "--var", "workers=2"])
+        .status(0);
+    assert!(
+        plan.stdout.contains("with 2 rsync workers"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("`bwlimit: {{ rate }}` is 64M"),
+        "{}",
+        plan.stdout
+    );
+    let test = test.env("PATH", &path);
+    test.run_args(&["run", "playbook.yaml", "--var", "workers=2"])
+        .status(0);
+    let args = std::fs::read_to_string(test.path("rsync-args.log")).expect("rsync ran");
+    // 64 MiB/s shared by 2 workers.
+    assert!(args.contains("--bwlimit=32768"), "{args}");
+}
+
 #[test]
 fn plan_walks_the_trees_and_changes_nothing() {
     let test = Test::new().playbook(&playbook("{from: src, to: dst, jobs: 3}"));
@@ -749,7 +856,11 @@ fn bad_paths_and_values_fail_before_anything_is_copied() {
             "is inside the destination",
         ),
         ("{from: src, to: no/such/parent}", "", "nor does its parent"),
-        ("{from: src, to: dst, jobs: '{{ n }}'}", "", "`jobs` is `0`"),
+        (
+            "{from: src, to: dst, jobs: '{{ n }}'}",
+            "",
+            "step `copy`: `jobs: {{ n }}` renders to `0`, which is not a whole number of at least 1",
+        ),
     ] {
         let text =
             playbook(step).replace("steps:", "params:\n  n: {type: int, default: 0}\nsteps:");

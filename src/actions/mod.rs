@@ -20,7 +20,7 @@ use indexmap::IndexMap;
 pub use assert::AssertAction;
 pub use kube::{KubeApply, KubeCount, KubeDelete, KubeExec, KubeGet, KubePatch, KubeWait};
 pub use pause::PauseAction;
-pub use process::{ProcessOutput, RenderedCommand, run_process};
+pub use process::{ProcessOutput, RenderedCommand, render_ok_codes, run_process};
 pub use run::RunAction;
 pub use sync::{
     AgentCommand, DetachedCopy, LiveCopy, SyncAction, detached_copies, run_agent_command,
@@ -29,7 +29,7 @@ pub use values_get::ValuesGet;
 pub use values_set::ValuesSet;
 
 use crate::render::{Renderer, Vars};
-use crate::syntax::Condition;
+use crate::syntax::{Condition, Setting, Templated};
 pub use output::{Progress, StepOutput};
 
 crate::step_spec! {
@@ -130,6 +130,38 @@ impl StepContext<'_> {
     /// Renders a template to text.
     pub fn render(&self, template: &str) -> anyhow::Result<String> {
         Ok(self.renderer.render_string(template, self.vars)?)
+    }
+
+    /// The value of an option of the step or of its action, rendering it when it is a
+    /// template. What a template renders to that is not a value of the option is invalid
+    /// input naming the step and the key (`on.job.parallelism` for a nested one), so that
+    /// every templated option fails the same way, before the action changes anything.
+    pub fn setting<T: Setting>(&self, key: &str, setting: &Templated<T>) -> anyhow::Result<T> {
+        match setting {
+            Templated::Literal(value) => Ok(value.clone()),
+            Templated::Template(template) => {
+                let rendered = self.render(template)?;
+                T::from_text(&rendered).ok_or_else(|| {
+                    InvalidInput::new(format!(
+                        "step `{}`: `{key}: {template}` renders to `{rendered}`, which is not {}",
+                        self.step_id,
+                        T::EXPECTED
+                    ))
+                    .into()
+                })
+            }
+        }
+    }
+
+    /// [`StepContext::setting`] of an option that may be absent.
+    pub fn optional_setting<T: Setting>(
+        &self,
+        key: &str,
+        setting: Option<&Templated<T>>,
+    ) -> anyhow::Result<Option<T>> {
+        setting
+            .map(|setting| self.setting(key, setting))
+            .transpose()
     }
 
     /// Renders an optional template (a namespace, a selector).

@@ -12,8 +12,8 @@ use indexmap::IndexMap;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
-use super::StepContext;
-use crate::syntax::{CommandLine, CommandSpec};
+use super::{InvalidInput, StepContext};
+use crate::syntax::{CommandLine, CommandSpec, ExitCode, Templated};
 
 /// Output kept for `register` and the journal.
 const MAX_CAPTURE_BYTES: usize = 1 << 20;
@@ -37,6 +37,15 @@ impl RenderedCommand {
     /// Renders a [`CommandSpec`]: each argv element on its own, so a value with spaces stays
     /// one argument. The step's `env` comes first; the command's own `env` wins.
     pub fn render(spec: &CommandSpec, cx: &StepContext<'_>) -> anyhow::Result<Self> {
+        let shell = cx.setting("shell", &spec.shell)?;
+        if let (Some(template), Err(problem)) = (spec.shell.template(), spec.check_shell(shell)) {
+            return Err(InvalidInput::new(format!(
+                "step `{}`: `shell: {template}` renders to `{shell}`: {problem}",
+                cx.step_id
+            ))
+            .into());
+        }
+        let timeout = cx.optional_setting("timeout", spec.timeout.as_ref())?;
         let argv = match &spec.command {
             CommandLine::Argv(argv) => argv
                 .iter()
@@ -57,7 +66,7 @@ impl RenderedCommand {
                 .transpose()?
                 .map(PathBuf::from),
             env,
-            timeout: spec.timeout.map(|timeout| timeout.0),
+            timeout: timeout.map(|timeout| timeout.0),
         })
     }
 
@@ -79,6 +88,26 @@ impl RenderedCommand {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// `ok_codes` rendered (`[0]` when absent), before the command runs: a template that renders
+/// to no exit code is invalid input, and the command must not have run then. With what a
+/// plan says of the templated ones (`` `ok_codes: {{ code }}` is 1``).
+pub fn render_ok_codes(
+    codes: Option<&[Templated<ExitCode>]>,
+    cx: &StepContext<'_>,
+) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
+    let Some(codes) = codes else {
+        return Ok((vec![0], Vec::new()));
+    };
+    let mut rendered = Vec::new();
+    let mut notes = Vec::new();
+    for code in codes {
+        let value = cx.setting("ok_codes", code)?;
+        notes.extend(code.rendered_note("ok_codes", &value));
+        rendered.push(value.0);
+    }
+    Ok((rendered, notes))
 }
 
 /// How a command ended.

@@ -3,8 +3,10 @@
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, Check, Outcome, Preview, RenderedCommand, StepContext, run_process};
-use crate::syntax::CommandSpec;
+use super::{
+    Action, Check, Outcome, Preview, RenderedCommand, StepContext, render_ok_codes, run_process,
+};
+use crate::syntax::{CommandLine, CommandSpec, HumanDuration};
 
 /// `run: [program, args...]` or `run: {command: ..., shell, cwd, env, timeout, ok_codes, creates}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,7 +27,7 @@ impl Action for RunAction {
 
     async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
         let command = RenderedCommand::render(&self.0, cx)?;
-        let shown = if self.0.shell {
+        let shown = if matches!(self.0.command, CommandLine::Script(_)) {
             // A plan line stays one line: the script's first line and how many follow.
             let script = command
                 .argv
@@ -42,23 +44,37 @@ impl Action for RunAction {
         } else {
             command.display()
         };
+        let mut summary = format!("run `{}`", cx.renderer.masker().mask(&shown));
+        let mut notes = Vec::new();
+        notes.extend(
+            self.0
+                .shell
+                .rendered_note("shell", &cx.setting("shell", &self.0.shell)?),
+        );
+        if let (Some(timeout), Some(limit)) = (&self.0.timeout, command.timeout) {
+            notes.extend(timeout.rendered_note("timeout", &HumanDuration(limit)));
+        }
+        notes.extend(render_ok_codes(self.0.ok_codes.as_deref(), cx)?.1);
+        if !notes.is_empty() {
+            summary.push_str(&format!(" ({})", notes.join(", ")));
+        }
         Ok(Preview {
-            summary: format!("run `{}`", cx.renderer.masker().mask(&shown)),
+            summary,
             diff: None,
         })
     }
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
         let command = RenderedCommand::render(&self.0, cx)?;
+        let (ok_codes, _) = render_ok_codes(self.0.ok_codes.as_deref(), cx)?;
         let result = run_process(&command, cx, true).await?;
-        let ok_codes = self.0.ok_codes.as_deref().unwrap_or(&[0]);
         // An exit status is 0..=255; the loader refuses any other `ok_codes`.
         let succeeded = u8::try_from(result.rc).is_ok_and(|rc| ok_codes.contains(&rc));
         if result.timed_out {
             bail!(
                 "`{}` timed out after {}; its process group was killed",
                 command.display(),
-                crate::syntax::HumanDuration(command.timeout.unwrap_or_default())
+                HumanDuration(command.timeout.unwrap_or_default())
             );
         }
         if !succeeded {

@@ -39,9 +39,10 @@ macro_rules! step_spec {
             /// Wait between tries; a duration, or a template rendered when the step runs.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub delay: Option<$crate::syntax::Templated<$crate::syntax::HumanDuration>>,
-            /// Limit for one try of the action.
+            /// Limit for one try of the action; a duration, or a template rendered when the
+            /// step runs.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub timeout: Option<$crate::syntax::HumanDuration>,
+            pub timeout: Option<$crate::syntax::Templated<$crate::syntax::HumanDuration>>,
             /// A question that needs approval before the step runs.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub confirm: Option<String>,

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::actions::{Check, InvalidInput, RenderedCommand, StepContext, run_process};
-use crate::playbook::{CheckSpec, Playbook, Setting, Step, Templated};
+use crate::actions::{Check, RenderedCommand, StepContext, run_process};
+use crate::playbook::{CheckSpec, Playbook, Step};
 
 /// What will happen to a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,45 +50,32 @@ pub enum GuardPolicy {
 /// Wait between tries when a step sets `retries` but no `delay`.
 pub const DEFAULT_DELAY: Duration = Duration::from_secs(5);
 
-/// How often a step is tried: its `retries` and `delay`, rendered when they are templates.
+/// How often and how long a step is tried: its `retries`, `delay` and `timeout`, rendered
+/// when they are templates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tries {
     /// More tries after the first (of the action, or of the guard).
     pub retries: u32,
     /// Wait between tries.
     pub delay: Duration,
+    /// Limit of one try of the action.
+    pub timeout: Option<Duration>,
 }
 
 impl Tries {
     /// The step's settings as they apply now. A template that renders to something that is
     /// not a count or a duration is invalid input that names the step and the key.
     pub fn of(step: &Step, cx: &StepContext<'_>) -> anyhow::Result<Self> {
-        fn setting<T: Setting>(
-            step: &Step,
-            key: &str,
-            setting: Option<&Templated<T>>,
-            cx: &StepContext<'_>,
-        ) -> anyhow::Result<Option<T>> {
-            match setting {
-                None => Ok(None),
-                Some(Templated::Literal(value)) => Ok(Some(*value)),
-                Some(Templated::Template(template)) => {
-                    let rendered = cx.render(template)?;
-                    let value = T::from_text(&rendered).ok_or_else(|| {
-                        InvalidInput::new(format!(
-                            "step `{}`: `{key}: {template}` renders to `{rendered}`, which is not {}",
-                            step.id(),
-                            T::EXPECTED
-                        ))
-                    })?;
-                    Ok(Some(value))
-                }
-            }
-        }
         Ok(Tries {
-            retries: setting(step, "retries", step.spec.retries.as_ref(), cx)?.unwrap_or(0),
-            delay: setting(step, "delay", step.spec.delay.as_ref(), cx)?
+            retries: cx
+                .optional_setting("retries", step.spec.retries.as_ref())?
+                .unwrap_or(0),
+            delay: cx
+                .optional_setting("delay", step.spec.delay.as_ref())?
                 .map_or(DEFAULT_DELAY, |delay| delay.0),
+            timeout: cx
+                .optional_setting("timeout", step.spec.timeout.as_ref())?
+                .map(|timeout| timeout.0),
         })
     }
 

@@ -676,7 +676,7 @@ impl StepVisitor for RunVisitor<'_> {
         if !self.approved(step, cx).await? {
             return stop(recorder.finish(Exit::Paused));
         }
-        let Tries { retries, delay } = tries;
+        let Tries { retries, delay, .. } = tries;
         let mut attempt = 1;
         let outcome = loop {
             recorder.start(
@@ -692,7 +692,10 @@ impl StepVisitor for RunVisitor<'_> {
                     hash: step.hash.clone(),
                 },
             )?;
-            match apply_once(step, cx).await.map_err(StepError::from) {
+            match apply_once(step, cx, tries.timeout)
+                .await
+                .map_err(StepError::from)
+            {
                 Ok(outcome) => break outcome,
                 Err(error) if attempt <= retries && error.is_retryable() => {
                     recorder.emit(EventKind::Warning {
@@ -776,12 +779,17 @@ impl RunVisitor<'_> {
     }
 }
 
-/// One try of the action, bounded by the step's `timeout`, then its `until` condition.
-async fn apply_once(step: &Step, cx: &StepContext<'_>) -> anyhow::Result<crate::actions::Outcome> {
-    let outcome = match step.spec.timeout {
-        Some(limit) => tokio::time::timeout(limit.0, step.action().apply(cx))
+/// One try of the action, bounded by the step's `timeout` (rendered), then its `until`
+/// condition.
+async fn apply_once(
+    step: &Step,
+    cx: &StepContext<'_>,
+    timeout: Option<Duration>,
+) -> anyhow::Result<crate::actions::Outcome> {
+    let outcome = match timeout {
+        Some(limit) => tokio::time::timeout(limit, step.action().apply(cx))
             .await
-            .map_err(|_| anyhow::anyhow!("the step timed out after {limit}"))??,
+            .map_err(|_| anyhow::anyhow!("the step timed out after {}", HumanDuration(limit)))??,
         None => step.action().apply(cx).await?,
     };
     if let Some(until) = &step.spec.until {

@@ -196,10 +196,16 @@ impl StepVisitor for PlanVisitor<'_> {
             }
             Ok(Evaluated {
                 decision: StepDecision::Run,
-                ..
+                tries,
             }) => {
                 match step.action().plan(cx).await {
-                    Ok(preview) => {
+                    Ok(mut preview) => {
+                        if let (Some(timeout), Some(limit)) = (&step.spec.timeout, tries.timeout)
+                            && let Some(note) =
+                                timeout.rendered_note("timeout", &HumanDuration(limit))
+                        {
+                            preview.summary = format!("{} ({note})", preview.summary);
+                        }
                         entry.summary = Some(preview.summary);
                         entry.diff = preview.diff;
                     }

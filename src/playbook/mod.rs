@@ -15,7 +15,7 @@ pub use crate::actions::StepSpec;
 use crate::diagnostic::{Diagnostic, Location, Source};
 use crate::render::{Masker, Renderer, TemplateProblem, Vars};
 pub use crate::syntax::{CheckSpec, CommandLine, CommandSpec, Condition, HumanDuration};
-pub use crate::syntax::{Setting, Templated};
+pub use crate::syntax::{Count, ExitCode, Setting, Templated};
 pub use param::{GivenValue, ParamSpec, ParamType, parse_var_flags, read_vars_file};
 
 /// The playbook format version this build reads.

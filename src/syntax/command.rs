@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::HumanDuration;
+use super::{ExitCode, HumanDuration, Templated};
 use crate::diagnostic::ValueError;
 
 /// What to execute: either a list of arguments (each rendered on its own) or a shell script.
@@ -25,21 +25,21 @@ pub enum CommandLine {
 pub struct CommandSpec {
     /// What to execute.
     pub command: CommandLine,
-    /// Run `command` (a string) through `sh -c`.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub shell: bool,
+    /// Run `command` (a string) through `sh -c`; true, false or a template.
+    #[serde(skip_serializing_if = "Templated::is_false")]
+    pub shell: Templated<bool>,
     /// Working directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
     /// Extra environment variables.
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     pub env: IndexMap<String, String>,
-    /// Kill the whole process group after this long.
+    /// Kill the whole process group after this long; a duration or a template.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<HumanDuration>,
-    /// Exit codes that count as success (default `[0]`).
+    pub timeout: Option<Templated<HumanDuration>>,
+    /// Exit codes that count as success (default `[0]`); each a number or a template.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ok_codes: Option<Vec<u8>>,
+    pub ok_codes: Option<Vec<Templated<ExitCode>>>,
     /// The command is done if this path exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub creates: Option<String>,
@@ -51,12 +51,12 @@ pub struct CommandSpec {
 struct CommandOptions {
     command: RawCommandLine,
     #[serde(default)]
-    shell: bool,
+    shell: Templated<bool>,
     cwd: Option<String>,
     #[serde(default)]
     env: IndexMap<String, String>,
-    timeout: Option<HumanDuration>,
-    ok_codes: Option<Vec<u8>>,
+    timeout: Option<Templated<HumanDuration>>,
+    ok_codes: Option<Vec<Templated<ExitCode>>>,
     creates: Option<String>,
 }
 
@@ -145,7 +145,7 @@ impl<'de> Deserialize<'de> for CommandSpec {
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
                 Ok(CommandSpec {
                     command: CommandLine::Argv(argv_from_seq(seq)?),
-                    shell: false,
+                    shell: Templated::Literal(false),
                     cwd: None,
                     env: IndexMap::new(),
                     timeout: None,
@@ -156,8 +156,14 @@ impl<'de> Deserialize<'de> for CommandSpec {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
                 let options =
                     CommandOptions::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                match (&options.command.0, options.shell) {
-                    (CommandLine::Script(_), false) => {
+                // A templated `shell` is checked against `command` once rendered
+                // ([`CommandSpec::check_shell`]).
+                let shell = match options.shell {
+                    Templated::Literal(shell) => Some(shell),
+                    Templated::Template(_) => None,
+                };
+                match (&options.command.0, shell) {
+                    (CommandLine::Script(_), Some(false)) => {
                         return Err(de::Error::custom(
                             ValueError::new(
                                 "`command` is a string, which needs a shell",
@@ -167,7 +173,7 @@ impl<'de> Deserialize<'de> for CommandSpec {
                             .about_key("command"),
                         ));
                     }
-                    (CommandLine::Argv(argv), true) => {
+                    (CommandLine::Argv(argv), Some(true)) => {
                         let script = argv.join(" ");
                         let example = if script.contains(['"', '\\']) {
                             "command: \"...\"".to_string()
@@ -204,6 +210,21 @@ impl<'de> Deserialize<'de> for CommandSpec {
 }
 
 impl CommandSpec {
+    /// Whether a rendered `shell` fits `command`: a script needs a shell and a shell needs
+    /// a script. The loader checks a literal `shell`; this, what a template rendered to.
+    pub fn check_shell(&self, shell: bool) -> Result<(), String> {
+        match (&self.command, shell) {
+            (CommandLine::Script(_), false) => {
+                Err("`command` is a string, which needs a shell, and `shell` is false".to_string())
+            }
+            (CommandLine::Argv(_), true) => Err(
+                "`shell` is true, which needs the script as one string, but `command` is a list"
+                    .to_string(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// Every string in the command that may hold a template.
     pub fn templates(&self) -> Vec<&str> {
         let mut templates: Vec<&str> = match &self.command {

@@ -14,7 +14,7 @@ mod units;
 pub use command::{CommandLine, CommandSpec};
 pub use condition::{CheckSpec, Condition};
 pub use duration::HumanDuration;
-pub use templated::{Setting, Templated};
+pub use templated::{Count, ExitCode, Setting, Templated};
 pub use units::{format_bytes, format_duration_ms};
 
 /// Does `text` contain template syntax? Plain strings are used as they are.

@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 use super::selectors::render_selectors;
 use super::{FieldSelector, KindName, LabelSelector, describe, list_matching};
 use crate::actions::{Action, Check, Outcome, Preview, StepContext};
+use crate::diagnostic::ValueError;
 use crate::kube::{Cluster, Kind, find_kind};
-use crate::syntax::HumanDuration;
+use crate::syntax::{HumanDuration, Setting, Templated};
 
 /// How dependents of a deleted object are treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Propagation {
     /// Delete now; the garbage collector deletes dependents afterwards.
     Background,
@@ -20,6 +21,45 @@ pub enum Propagation {
     Foreground,
     /// Leave dependents.
     Orphan,
+}
+
+impl Propagation {
+    const ALL: [Propagation; 3] = [
+        Propagation::Background,
+        Propagation::Foreground,
+        Propagation::Orphan,
+    ];
+}
+
+impl std::fmt::Display for Propagation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl Setting for Propagation {
+    const EXPECTED: &'static str = "Background, Foreground or Orphan";
+
+    fn from_number(number: u64) -> Result<Self, ValueError> {
+        Err(Self::not_a_value(&number.to_string()))
+    }
+
+    fn from_negative(number: i64) -> Result<Self, ValueError> {
+        Err(Self::not_a_value(&number.to_string()))
+    }
+
+    fn from_text(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|propagation| propagation.to_string() == text.trim())
+    }
+
+    fn not_a_value(text: &str) -> ValueError {
+        ValueError::new(
+            format!("`{{key}}` must be Background, Foreground or Orphan, not `{text}`"),
+            "for example `{key}: Foreground` (dependents first); the default is Background",
+        )
+    }
 }
 
 /// The owner of the objects to delete: `{kind: Deployment, name: x}` selects the pods of that
@@ -56,16 +96,16 @@ pub struct KubeDelete {
     pub namespace: Option<String>,
     /// With a selector: refuse (exit 3) when more objects match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<usize>,
+    pub max: Option<Templated<u32>>,
     /// Wait until the objects are gone.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub wait: bool,
+    #[serde(default, skip_serializing_if = "Templated::is_false")]
+    pub wait: Templated<bool>,
     /// How long to wait (default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<HumanDuration>,
+    pub timeout: Option<Templated<HumanDuration>>,
     /// Background (default), Foreground or Orphan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub propagation: Option<Propagation>,
+    pub propagation: Option<Templated<Propagation>>,
 }
 
 #[derive(Deserialize)]
@@ -77,11 +117,11 @@ struct DeleteFields {
     field_selector: Option<FieldSelector>,
     owner: Option<Owner>,
     namespace: Option<String>,
-    max: Option<usize>,
+    max: Option<Templated<u32>>,
     #[serde(default)]
-    wait: bool,
-    timeout: Option<HumanDuration>,
-    propagation: Option<Propagation>,
+    wait: Templated<bool>,
+    timeout: Option<Templated<HumanDuration>>,
+    propagation: Option<Templated<Propagation>>,
 }
 
 impl TryFrom<DeleteFields> for KubeDelete {
@@ -189,6 +229,38 @@ fn is_deleting(object: &serde_json::Value) -> bool {
 }
 
 impl KubeDelete {
+    /// `max:`, rendered; `None` for a delete by name.
+    fn max(&self, cx: &StepContext<'_>) -> anyhow::Result<Option<usize>> {
+        Ok(cx
+            .optional_setting("max", self.max.as_ref())?
+            .map(|max| max as usize))
+    }
+
+    /// What a plan says of the templated options, rendered: `` (`max: {{ limit }}` is 3)``.
+    fn rendered_notes(&self, cx: &StepContext<'_>) -> anyhow::Result<String> {
+        let mut notes = Vec::new();
+        if let Some(max) = &self.max {
+            notes.extend(max.rendered_note("max", &cx.setting("max", max)?));
+        }
+        notes.extend(
+            self.wait
+                .rendered_note("wait", &cx.setting("wait", &self.wait)?),
+        );
+        if let Some(timeout) = &self.timeout {
+            notes.extend(timeout.rendered_note("timeout", &cx.setting("timeout", timeout)?));
+        }
+        if let Some(propagation) = &self.propagation {
+            notes.extend(
+                propagation.rendered_note("propagation", &cx.setting("propagation", propagation)?),
+            );
+        }
+        Ok(if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join(", "))
+        })
+    }
+
     async fn matches(&self, cx: &StepContext<'_>, cluster: &Cluster) -> anyhow::Result<Matches> {
         let kind = self.kind.resolve(cx)?;
         let namespace = cx.render_optional(self.namespace.as_deref())?;
@@ -261,8 +333,15 @@ impl KubeDelete {
         })
     }
 
-    async fn wait_until_gone(&self, cluster: &Cluster, matches: &Matches) -> anyhow::Result<()> {
-        let limit = self.timeout.map_or(DEFAULT_WAIT, |timeout| timeout.0);
+    async fn wait_until_gone(
+        &self,
+        cx: &StepContext<'_>,
+        cluster: &Cluster,
+        matches: &Matches,
+    ) -> anyhow::Result<()> {
+        let limit = cx
+            .optional_setting("timeout", self.timeout.as_ref())?
+            .map_or(DEFAULT_WAIT, |timeout| timeout.0);
         let started = Instant::now();
         let mut pause = Duration::from_millis(100);
         loop {
@@ -315,7 +394,8 @@ impl Action for KubeDelete {
                 format!("no {} exist", matches.chosen_by)
             }));
         }
-        if !self.wait && matches.objects.iter().all(|(_, deleting)| *deleting) {
+        if !cx.setting("wait", &self.wait)? && matches.objects.iter().all(|(_, deleting)| *deleting)
+        {
             return Ok(Check::Done(format!(
                 "{} already being deleted",
                 matches.names().join(", ")
@@ -325,7 +405,7 @@ impl Action for KubeDelete {
     }
 
     async fn guard(&self, cx: &StepContext<'_>) -> anyhow::Result<Option<String>> {
-        let Some(max) = self.max else {
+        let Some(max) = self.max(cx)? else {
             return Ok(None);
         };
         let matches = self.matches(cx, cx.cluster()?).await?;
@@ -351,9 +431,10 @@ impl Action for KubeDelete {
                 matches.names().join(", ")
             )
         };
-        if self.wait {
+        if cx.setting("wait", &self.wait)? {
             summary.push_str(", and wait until gone");
         }
+        summary.push_str(&self.rendered_notes(cx)?);
         Ok(Preview {
             summary,
             diff: None,
@@ -362,10 +443,14 @@ impl Action for KubeDelete {
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
         let cluster = cx.cluster()?;
+        // Every option rendered and checked before the first request that changes anything.
+        let (max, wait) = (self.max(cx)?, cx.setting("wait", &self.wait)?);
+        cx.optional_setting("timeout", self.timeout.as_ref())?;
+        let propagation = cx.optional_setting("propagation", self.propagation.as_ref())?;
         let matches = self.matches(cx, cluster).await?;
         // The guard counted before; more may match now, and the limit holds at the moment of
         // deleting too.
-        if let Some(max) = self.max
+        if let Some(max) = max
             && matches.objects.len() > max
         {
             return Err(crate::actions::Refusal(format!(
@@ -376,7 +461,7 @@ impl Action for KubeDelete {
             ))
             .into());
         }
-        let propagation = self.propagation.map(|propagation| match propagation {
+        let propagation = propagation.map(|propagation| match propagation {
             Propagation::Background => PropagationPolicy::Background,
             Propagation::Foreground => PropagationPolicy::Foreground,
             Propagation::Orphan => PropagationPolicy::Orphan,
@@ -396,12 +481,44 @@ impl Action for KubeDelete {
                 deleted.push(name.to_string());
             }
         }
-        if self.wait {
-            self.wait_until_gone(cluster, &matches).await?;
+        if wait {
+            self.wait_until_gone(cx, cluster, &matches).await?;
         }
         Ok(Outcome::new(
             !deleted.is_empty(),
             serde_json::json!({"deleted": deleted}),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn propagation_is_one_of_three_words_or_a_template() {
+        let read = |yaml: &str| -> Result<Templated<Propagation>, String> {
+            serde_saphyr::from_str(yaml).map_err(|error| error.to_string())
+        };
+        assert_eq!(
+            read("Foreground"),
+            Ok(Templated::Literal(Propagation::Foreground))
+        );
+        assert_eq!(
+            read("'{{ policy }}'"),
+            Ok(Templated::Template("{{ policy }}".into()))
+        );
+        let error = read("Sideways").unwrap_err();
+        assert!(
+            error.contains("must be Background, Foreground or Orphan, not `Sideways`"),
+            "{error}"
+        );
+        assert!(read("1").is_err());
+        assert_eq!(Propagation::from_text("Orphan"), Some(Propagation::Orphan));
+        assert_eq!(Propagation::from_text("orphan"), None);
+        assert_eq!(
+            serde_json::to_value(Propagation::Background).ok(),
+            Some(serde_json::json!("Background"))
+        );
     }
 }

@@ -8,8 +8,9 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::actions::run::command_output;
-use crate::actions::{Action, Outcome, Preview, StepContext};
+use crate::actions::{Action, Outcome, Preview, StepContext, render_ok_codes};
 use crate::kube::OutputStream;
+use crate::syntax::{ExitCode, Templated};
 
 /// Lines of output kept for the journal and for a failure's message.
 const TAIL_LINES: usize = 20;
@@ -31,13 +32,15 @@ pub struct KubeExec {
     /// Text for the command's standard input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
-    /// Exit codes that count as success (default `[0]`).
+    /// Exit codes that count as success (default `[0]`), 0 to 255; each a number or a
+    /// template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ok_codes: Option<Vec<i32>>,
+    pub ok_codes: Option<Vec<Templated<ExitCode>>>,
     /// The command only reads (a probe such as `df`): `plan` runs it too, and the step
-    /// counts as `ok`, not `changed`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub read_only: bool,
+    /// counts as `ok`, not `changed`. A template is rendered when the step runs; `plan`,
+    /// which decides before rendering whether to run a step, runs only a literal `true`.
+    #[serde(default, skip_serializing_if = "Templated::is_false")]
+    pub read_only: Templated<bool>,
 }
 
 impl KubeExec {
@@ -96,13 +99,26 @@ impl Rendered {
 impl Action for KubeExec {
     async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
         let rendered = self.rendered(cx)?;
+        let mut summary = format!("run {}", rendered.describe(cx));
+        let mut notes = render_ok_codes(self.ok_codes.as_deref(), cx)?.1;
+        let read_only = cx.setting("read_only", &self.read_only)?;
+        if let Some(note) = self.read_only.rendered_note("read_only", &read_only) {
+            notes.push(format!(
+                "{note}; a plan runs only a literal `read_only: true`"
+            ));
+        }
+        if !notes.is_empty() {
+            summary.push_str(&format!(" ({})", notes.join(", ")));
+        }
         Ok(Preview {
-            summary: format!("run {}", rendered.describe(cx)),
+            summary,
             diff: None,
         })
     }
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
+        let read_only = cx.setting("read_only", &self.read_only)?;
+        let (ok_codes, _) = render_ok_codes(self.ok_codes.as_deref(), cx)?;
         let rendered = self.rendered(cx)?;
         let stdin = self
             .stdin
@@ -142,7 +158,7 @@ impl Action for KubeExec {
             .await
             .map_err(|error| anyhow::anyhow!("{}: {error}", rendered.describe(cx)))?;
         let tail: Vec<String> = tail.into_inner().unwrap_or_default().into();
-        if !self.ok_codes.as_deref().unwrap_or(&[0]).contains(&rc) {
+        if !u8::try_from(rc).is_ok_and(|rc| ok_codes.contains(&rc)) {
             let mut message = format!("{} exited with code {rc}", rendered.describe(cx));
             if !tail.is_empty() {
                 message.push_str("; last lines:\n");
@@ -151,7 +167,7 @@ impl Action for KubeExec {
             bail!(message);
         }
         Ok(Outcome {
-            changed: !self.read_only,
+            changed: !read_only,
             output: command_output(
                 rc,
                 &stdout.into_inner().unwrap_or_default(),
@@ -162,6 +178,6 @@ impl Action for KubeExec {
     }
 
     fn is_read_only(&self) -> bool {
-        self.read_only
+        self.read_only == Templated::Literal(true)
     }
 }

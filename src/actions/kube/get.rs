@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{KindName, describe, register_object};
 use crate::actions::{Action, Outcome, Preview, StepContext};
+use crate::syntax::Templated;
 
 /// `kube.get: {kind, name, namespace, optional}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,8 +18,8 @@ pub struct KubeGet {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Register `none` instead of failing when the object does not exist.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub optional: bool,
+    #[serde(default, skip_serializing_if = "Templated::is_false")]
+    pub optional: Templated<bool>,
 }
 
 #[async_trait::async_trait]
@@ -26,11 +27,16 @@ impl Action for KubeGet {
     async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
         let kind = self.kind.resolve(cx)?;
         let namespace = cx.render_optional(self.namespace.as_deref())?;
+        let mut summary = format!(
+            "read {}",
+            describe(kind, &cx.render(&self.name)?, namespace.as_deref())
+        );
+        let optional = cx.setting("optional", &self.optional)?;
+        if let Some(note) = self.optional.rendered_note("optional", &optional) {
+            summary.push_str(&format!(" ({note})"));
+        }
         Ok(Preview {
-            summary: format!(
-                "read {}",
-                describe(kind, &cx.render(&self.name)?, namespace.as_deref())
-            ),
+            summary,
             diff: None,
         })
     }
@@ -39,13 +45,14 @@ impl Action for KubeGet {
         let kind = self.kind.resolve(cx)?;
         let name = cx.render(&self.name)?;
         let namespace = cx.render_optional(self.namespace.as_deref())?;
+        let optional = cx.setting("optional", &self.optional)?;
         let cluster = cx.cluster()?;
         match cluster.get(kind, &name, namespace.as_deref()).await? {
             Some(object) => {
                 register_object(cx, kind, &object);
                 Ok(Outcome::new(false, object))
             }
-            None if self.optional => Ok(Outcome::new(false, serde_json::Value::Null)),
+            None if optional => Ok(Outcome::new(false, serde_json::Value::Null)),
             None => {
                 let namespace = cluster.namespace_for(kind, namespace.as_deref());
                 anyhow::bail!("{} does not exist", describe(kind, &name, namespace))

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{KindName, describe};
 use crate::actions::{Action, Check, Outcome, Preview, StepContext};
-use crate::syntax::{Condition, HumanDuration};
+use crate::syntax::{Condition, HumanDuration, Templated};
 
 /// `kube.wait: {kind, name, namespace, for: exists | gone | EXPRESSION, timeout}`; the
 /// expression sees the object as `object`, e.g. `object.status.phase == 'Bound'`.
@@ -25,7 +25,7 @@ pub struct KubeWait {
     pub until: Condition,
     /// How long to wait (default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<HumanDuration>,
+    pub timeout: Option<Templated<HumanDuration>>,
 }
 
 /// Default limit.
@@ -80,14 +80,22 @@ impl Action for KubeWait {
     }
 
     async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
+        let mut summary = format!("wait until {} {}", self.target(cx)?, self.goal());
+        if let Some(timeout) = &self.timeout
+            && let Some(note) = timeout.rendered_note("timeout", &cx.setting("timeout", timeout)?)
+        {
+            summary.push_str(&format!(" ({note})"));
+        }
         Ok(Preview {
-            summary: format!("wait until {} {}", self.target(cx)?, self.goal()),
+            summary,
             diff: None,
         })
     }
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
-        let limit = self.timeout.map_or(DEFAULT_TIMEOUT, |timeout| timeout.0);
+        let limit = cx
+            .optional_setting("timeout", self.timeout.as_ref())?
+            .map_or(DEFAULT_TIMEOUT, |timeout| timeout.0);
         let started = Instant::now();
         let mut pause = Duration::from_millis(100);
         loop {

@@ -32,7 +32,7 @@ use super::pod::Pod;
 use super::pool::PoolOutcome;
 use super::progress::Board;
 use super::remote::DEFAULT_AGENT_ROOT;
-use super::spec::{Count, RunsOnJob, Settings};
+use super::spec::{RunsOnJob, Settings};
 use crate::actions::{InvalidInput, StepContext};
 use crate::kube::{Cluster, find_kind, has_condition};
 
@@ -56,25 +56,13 @@ pub struct JobPlacement {
 impl JobPlacement {
     /// Renders `on: {job: ...}`.
     pub fn render(on: &RunsOnJob, cx: &StepContext<'_>) -> anyhow::Result<Self> {
-        let parallelism = match &on.parallelism {
-            Count::Literal(n) => *n,
-            Count::Template(template) => {
-                let text = cx.render(template)?;
-                text.trim().parse::<u32>().map_err(|_| {
-                    InvalidInput(format!(
-                        "`on.job.parallelism` is `{text}`; it must be a whole number of at least 1"
-                    ))
-                })?
-            }
-        };
-        if parallelism == 0 {
-            return Err(InvalidInput("`on.job.parallelism` must be at least 1".into()).into());
-        }
+        let parallelism = cx.setting("on.job.parallelism", &on.parallelism)?.0;
         let namespace = cx.namespace_or_default(on.namespace.as_deref())?;
         Ok(JobPlacement {
             namespace,
             parallelism: parallelism as usize,
-            backoff_limit: on.backoff_limit,
+            backoff_limit: cx
+                .optional_setting("on.job.backoff_limit", on.backoff_limit.as_ref())?,
             template: cx.render_json(&on.template)?,
         })
     }

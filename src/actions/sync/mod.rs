@@ -310,6 +310,10 @@ impl Action for SyncAction {
                 placement.describe()
             );
         }
+        let notes = self.rendered_notes(cx)?;
+        if !notes.is_empty() {
+            preview.summary = format!("{} ({})", preview.summary, notes.join(", "));
+        }
         // A final copy planned before the copy it continues has run: what it would copy
         // now is what that copy is about to copy.
         if let Some(after) = &self.after

@@ -5,12 +5,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use sha2::Digest as _;
 
 use crate::actions::{InvalidInput, StepContext};
 use crate::diagnostic::ValueError;
+use crate::syntax::{Count, Setting, Templated};
 
 /// Workers when `jobs:` is not given.
 pub const DEFAULT_JOBS: u32 = 4;
@@ -25,14 +25,14 @@ pub struct SyncAction {
     pub to: String,
     /// Parallel rsync workers (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jobs: Option<Count>,
+    pub jobs: Option<Templated<Count>>,
     /// Make the destination an exact mirror: delete what is not in the source.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub delete: bool,
+    #[serde(default, skip_serializing_if = "Templated::is_false")]
+    pub delete: Templated<bool>,
     /// Total bandwidth for all workers, in rsync's syntax (`50M` = 50 MiB/s; a bare number
     /// is KiB/s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bwlimit: Option<Rate>,
+    pub bwlimit: Option<Templated<Rate>>,
     /// rsync exclude patterns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
@@ -40,8 +40,8 @@ pub struct SyncAction {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rsync_args: Vec<String>,
     /// End with a comparison that must find no difference.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub verify: bool,
+    #[serde(default, skip_serializing_if = "Templated::is_false")]
+    pub verify: Templated<bool>,
     /// An earlier `sync` step whose copy this one continues: until this step has a pass of
     /// its own, what changed since the start of that step's last finished pass is copied
     /// whatever its size and time.
@@ -73,16 +73,16 @@ pub struct SyncAction {
 struct SyncFields {
     from: String,
     to: String,
-    jobs: Option<Count>,
+    jobs: Option<Templated<Count>>,
     #[serde(default)]
-    delete: bool,
-    bwlimit: Option<Rate>,
+    delete: Templated<bool>,
+    bwlimit: Option<Templated<Rate>>,
     #[serde(default)]
     exclude: Vec<String>,
     #[serde(default)]
     rsync_args: Vec<String>,
     #[serde(default)]
-    verify: bool,
+    verify: Templated<bool>,
     after: Option<String>,
     on: Option<RunsOnFields>,
 }
@@ -117,7 +117,7 @@ struct RunsOnFields {
 #[serde(deny_unknown_fields)]
 pub struct RunsOnJob {
     /// Pods, and completion indexes.
-    pub parallelism: Count,
+    pub parallelism: Templated<Count>,
     /// The Job's namespace (the kubeconfig's default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -125,7 +125,7 @@ pub struct RunsOnJob {
     pub template: serde_json::Value,
     /// Failed pods before the Job fails (Kubernetes' default, 6, when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backoff_limit: Option<u32>,
+    pub backoff_limit: Option<Templated<u32>>,
 }
 
 /// `on_job` as the playbook writes it: `{job: {...}}`.
@@ -283,117 +283,64 @@ impl TryFrom<SyncFields> for SyncAction {
     }
 }
 
-/// A whole number written as a number, or as a template rendered when the step runs.
+/// A bandwidth in rsync's syntax (`50M`), as bytes per second and the text as written
+/// (which a step's definition keeps).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Count {
-    /// Known when the playbook loads (and checked then).
-    Literal(u32),
-    /// `"{{ jobs }}"`.
-    Template(String),
-}
-
-const JOBS_HELP: &str = "give the number of parallel rsync workers, e.g. `jobs: 4`";
-
-impl Serialize for Count {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Count::Literal(n) => serializer.serialize_u32(*n),
-            Count::Template(text) => serializer.serialize_str(text),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Count {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct CountVisitor;
-        impl Visitor<'_> for CountVisitor {
-            type Value = Count;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a whole number or a template")
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Count, E> {
-                match u32::try_from(n) {
-                    Ok(0) => Err(E::custom(ValueError::new(
-                        "`{key}` must be at least 1",
-                        JOBS_HELP,
-                    ))),
-                    Ok(n) => Ok(Count::Literal(n)),
-                    Err(_) => Err(E::custom(ValueError::new("`{key}` is too big", JOBS_HELP))),
-                }
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Count, E> {
-                match u64::try_from(n) {
-                    Ok(n) => self.visit_u64(n),
-                    Err(_) => Err(E::custom(ValueError::new(
-                        "`{key}` must be at least 1",
-                        JOBS_HELP,
-                    ))),
-                }
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<Count, E> {
-                if crate::syntax::is_template(text) {
-                    return Ok(Count::Template(text.to_string()));
-                }
-                match text.trim().parse::<u64>() {
-                    Ok(n) => self.visit_u64(n),
-                    Err(_) => Err(E::custom(ValueError::new(
-                        "`{key}` is not a whole number",
-                        JOBS_HELP,
-                    ))),
-                }
-            }
-        }
-        deserializer.deserialize_any(CountVisitor)
-    }
-}
-
-/// A bandwidth in rsync's syntax, or a template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rate {
-    /// Bytes per second, with the text as written.
-    Literal(u64, String),
-    /// `"{{ bwlimit }}"`.
-    Template(String),
+pub struct Rate {
+    /// Bytes per second.
+    pub bytes: u64,
+    text: String,
 }
 
 const RATE_HELP: &str =
     "write a rate such as `50M` (MiB/s), `800K` or `1G`; a bare number is KiB/s, as in rsync";
 
-impl Serialize for Rate {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Rate::Literal(_, text) | Rate::Template(text) => serializer.serialize_str(text),
-        }
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
     }
 }
 
-impl<'de> Deserialize<'de> for Rate {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct RateVisitor;
-        impl Visitor<'_> for RateVisitor {
-            type Value = Rate;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a rate such as 50M")
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Rate, E> {
-                self.visit_str(&n.to_string())
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Rate, E> {
-                self.visit_str(&n.to_string())
-            }
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Rate, E> {
-                self.visit_str(&n.to_string())
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<Rate, E> {
-                if crate::syntax::is_template(text) {
-                    return Ok(Rate::Template(text.to_string()));
-                }
-                parse_rate(text)
-                    .map(|rate| Rate::Literal(rate, text.to_string()))
-                    .map_err(|message| E::custom(ValueError::new(message, RATE_HELP)))
-            }
-        }
-        deserializer.deserialize_any(RateVisitor)
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl Setting for Rate {
+    const EXPECTED: &'static str = "a rate such as 50M, 800K or 1G";
+
+    fn from_number(number: u64) -> Result<Self, ValueError> {
+        Self::read(&number.to_string())
+    }
+
+    fn from_negative(number: i64) -> Result<Self, ValueError> {
+        Self::read(&number.to_string())
+    }
+
+    fn from_float(number: f64) -> Result<Self, ValueError> {
+        Self::read(&number.to_string())
+    }
+
+    fn from_text(text: &str) -> Option<Self> {
+        Self::read(text).ok()
+    }
+
+    fn not_a_value(text: &str) -> ValueError {
+        Self::read(text)
+            .err()
+            .unwrap_or_else(|| ValueError::new(format!("`{text}` is not a rate"), RATE_HELP))
+    }
+}
+
+impl Rate {
+    fn read(text: &str) -> Result<Self, ValueError> {
+        parse_rate(text)
+            .map(|bytes| Rate {
+                bytes,
+                text: text.to_string(),
+            })
+            .map_err(|message| ValueError::new(message, RATE_HELP))
     }
 }
 
@@ -566,6 +513,37 @@ impl Settings {
 }
 
 impl SyncAction {
+    /// What a plan says of the templated options it does not show otherwise, rendered
+    /// (`` `delete: {{ mirror }}` is true``).
+    pub fn rendered_notes(&self, cx: &StepContext<'_>) -> anyhow::Result<Vec<String>> {
+        fn note<T: Setting>(
+            cx: &StepContext<'_>,
+            key: &str,
+            setting: Option<&Templated<T>>,
+        ) -> anyhow::Result<Option<String>> {
+            Ok(match setting {
+                Some(setting) => setting.rendered_note(key, &cx.setting(key, setting)?),
+                None => None,
+            })
+        }
+        // `jobs` and `on.job.parallelism` are in the plan's own words already ("with 4
+        // rsync workers", "an Indexed Job of 3 pods").
+        let on_job = self.on_job.as_ref();
+        Ok([
+            note(cx, "delete", Some(&self.delete))?,
+            note(cx, "bwlimit", self.bwlimit.as_ref())?,
+            note(cx, "verify", Some(&self.verify))?,
+            note(
+                cx,
+                "on.job.backoff_limit",
+                on_job.and_then(|job| job.backoff_limit.as_ref()),
+            )?,
+        ]
+        .into_iter()
+        .flatten()
+        .collect())
+    }
+
     /// Renders the templates and checks the values (not the paths).
     pub fn settings(&self, cx: &StepContext<'_>) -> anyhow::Result<Settings> {
         let path = |key: &str, template: &str| -> anyhow::Result<PathBuf> {
@@ -578,34 +556,13 @@ impl SyncAction {
             }
             Ok(PathBuf::from(text))
         };
-        let jobs = match &self.jobs {
-            None => DEFAULT_JOBS,
-            Some(Count::Literal(n)) => *n,
-            Some(Count::Template(template)) => {
-                let text = cx.render(template)?;
-                match text.trim().parse::<u32>() {
-                    Ok(n) if n >= 1 => n,
-                    _ => {
-                        return Err(InvalidInput(format!(
-                            "`jobs` is `{text}`; it must be a whole number of at least 1"
-                        ))
-                        .into());
-                    }
-                }
-            }
-        };
-        let bwlimit = match &self.bwlimit {
-            None => None,
-            Some(Rate::Literal(rate, _)) => Some(*rate),
-            Some(Rate::Template(template)) => {
-                let text = cx.render(template)?;
-                Some(
-                    parse_rate(&text)
-                        .map_err(|message| InvalidInput(format!("`bwlimit`: {message}")))?,
-                )
-            }
-        }
-        .filter(|&rate| rate > 0);
+        let jobs = cx
+            .optional_setting("jobs", self.jobs.as_ref())?
+            .map_or(DEFAULT_JOBS, |jobs| jobs.0);
+        let bwlimit = cx
+            .optional_setting("bwlimit", self.bwlimit.as_ref())?
+            .map(|rate| rate.bytes)
+            .filter(|&rate| rate > 0);
         let exclude = self
             .exclude
             .iter()
@@ -622,12 +579,12 @@ impl SyncAction {
             from: path("from", &self.from)?,
             to: path("to", &self.to)?,
             jobs: jobs as usize,
-            delete: self.delete,
+            delete: cx.setting("delete", &self.delete)?,
             bwlimit,
             hard_links: wants_hard_links(&rsync_args),
             exclude,
             rsync_args,
-            verify: self.verify,
+            verify: cx.setting("verify", &self.verify)?,
         })
     }
 }
@@ -805,6 +762,64 @@ mod tests {
         assert_eq!(parse_rate("1.5G/s"), Ok(1_610_612_736));
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("5X").is_err());
+    }
+
+    #[test]
+    fn rates_are_read_from_yaml_and_from_rendered_text() {
+        let read = |yaml: &str| -> Result<Templated<Rate>, String> {
+            serde_saphyr::from_str(yaml).map_err(|error| error.to_string())
+        };
+        let bytes = |yaml: &str| match read(yaml) {
+            Ok(Templated::Literal(rate)) => Some(rate.bytes),
+            _ => None,
+        };
+        assert_eq!(bytes("50M"), Some(50 << 20));
+        assert_eq!(bytes("1024"), Some(1024 * 1024));
+        assert_eq!(bytes("1.5"), Some(1536));
+        assert_eq!(bytes("'800K'"), Some(800 * 1024));
+        assert_eq!(
+            read("'{{ bwlimit }}'"),
+            Ok(Templated::Template("{{ bwlimit }}".into()))
+        );
+        assert!(read("fast").unwrap_err().contains("is not a rate"));
+        assert!(read("-5").unwrap_err().contains("is not a rate"));
+        assert!(read("5X").unwrap_err().contains("unknown unit"));
+        assert!(read("true").is_err());
+        assert_eq!(
+            Rate::from_text("64M").map(|rate| rate.bytes),
+            Some(64 << 20)
+        );
+        assert_eq!(Rate::from_text("lots"), None);
+        // Written back as written, so that a step's definition hash does not change.
+        let rate = Rate::from_text("64M").expect("a rate");
+        assert_eq!(rate.to_string(), "64M");
+        assert_eq!(
+            serde_json::to_value(&rate).ok(),
+            Some(serde_json::json!("64M"))
+        );
+    }
+
+    /// A step's definition hash is of the step written back: options read as `Templated`
+    /// are written as the plain types before them were, so journals of earlier versions
+    /// still match.
+    #[test]
+    fn options_are_written_back_as_they_were_before_they_could_be_templates() {
+        let action: SyncAction = serde_saphyr::from_str(
+            "{from: a, to: b, jobs: 2, bwlimit: 1024, delete: false, verify: true}",
+        )
+        .expect("a sync step");
+        assert_eq!(
+            serde_json::to_value(&action).ok(),
+            Some(serde_json::json!({
+                "from": "a", "to": "b", "jobs": 2, "bwlimit": "1024", "verify": true
+            }))
+        );
+        let templated: SyncAction =
+            serde_saphyr::from_str("{from: a, to: b, delete: '{{ mirror }}'}").expect("a step");
+        assert_eq!(
+            serde_json::to_value(&templated).ok(),
+            Some(serde_json::json!({"from": "a", "to": "b", "delete": "{{ mirror }}"}))
+        );
     }
 
     #[test]
