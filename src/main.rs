@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use runbook::actions::RunEnvironment;
 use runbook::engine::journal::History;
 use runbook::engine::lock::{Acquired, RunLock};
 use runbook::engine::{self, RunOptions, StateDir};
@@ -169,7 +170,11 @@ fn state_dir_of(cli: &Cli, sandbox: Option<&SandboxSession>) -> PathBuf {
     }
 }
 
-async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Error> {
+async fn execute(
+    cli: Cli,
+    sandbox: Option<&SandboxSession>,
+    surroundings: RunEnvironment,
+) -> Result<Exit, Error> {
     let verbosity = if cli.quiet {
         Verbosity::Quiet
     } else if cli.verbose {
@@ -208,7 +213,15 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
             let (playbook, bound) = load(&args, sandbox)?;
             let reporter = Reporter::new(Format::Text, verbosity);
             let cluster = cluster_for(&playbook, &cluster_options).await?;
-            let plan = engine::plan(&playbook, &bound, &state, &reporter, cluster.as_ref()).await?;
+            let plan = engine::plan(
+                &playbook,
+                &bound,
+                &state,
+                &reporter,
+                cluster.as_ref(),
+                &surroundings,
+            )
+            .await?;
             let text = match format {
                 PlanFormat::Text => plan.to_text(),
                 PlanFormat::Json => plan.to_json() + "\n",
@@ -236,6 +249,7 @@ async fn execute(cli: Cli, sandbox: Option<&SandboxSession>) -> Result<Exit, Err
                 from,
                 only,
                 restart,
+                surroundings,
             };
             let cluster = cluster_for(&playbook, &cluster_options).await?;
             let result = engine::run(
@@ -349,12 +363,9 @@ fn main() -> ExitCode {
         None => (None, None),
     };
     // Kept until the end: the kubeconfig that gives child processes `--context`.
-    let _context_file = match sandbox {
-        Some(_) => None,
-        None => match point_children_at_cluster(&cli) {
-            Ok(file) => file,
-            Err(error) => return report_error(&error),
-        },
+    let (_context_file, surroundings) = match surroundings_of(&cli, sandbox.as_ref()) {
+        Ok(found) => found,
+        Err(error) => return report_error(&error),
     };
     // Multi-threaded: template lookups (`kube_get`) block in place while the cluster client's
     // connections keep being driven on the other worker.
@@ -372,7 +383,7 @@ fn main() -> ExitCode {
     let quiet = cli.quiet;
     let was_run = matches!(cli.command, Command::Run { .. });
     let state_dir = state_dir_of(&cli, sandbox.as_ref());
-    let result = runtime.block_on(execute(cli, sandbox.as_ref()));
+    let result = runtime.block_on(execute(cli, sandbox.as_ref(), surroundings));
     // A step interrupted while blocked in a system call (a read of a FIFO or of a file
     // server that does not answer) still holds a thread: do not wait for it, the process's
     // exit ends it.
@@ -405,15 +416,45 @@ fn report_error(error: &Error) -> ExitCode {
     ExitCode::from(error.exit().code())
 }
 
+/// What the steps' processes and agents are told: the processes the run starts (`kubectl`,
+/// `deployer`, `helm` in `run` steps) talk to the cluster the `kube.*` steps talk to (the
+/// sandbox's, never the user's own kubeconfig's, with `--sandbox`); the sandbox's pods run
+/// on this machine, so what a copy `on:` a pod leaves there (its state, the agent binary)
+/// goes in the sandbox directory, not /var/tmp, unless `RUNBOOK_AGENT_DIR` says otherwise.
+/// Returns the `--context` kubeconfig file too, to be kept until the run ends.
+fn surroundings_of(
+    cli: &Cli,
+    sandbox: Option<&SandboxSession>,
+) -> Result<(Option<tempfile::NamedTempFile>, RunEnvironment), Error> {
+    let mut surroundings = RunEnvironment::default();
+    let (context_file, kubeconfig) = match sandbox {
+        Some(session) => {
+            if std::env::var_os("RUNBOOK_AGENT_DIR").is_none() {
+                surroundings.agent_dir = Some(session.dir().join("agents").display().to_string());
+            }
+            (None, Some(session.kubeconfig().display().to_string()))
+        }
+        None => point_children_at_cluster(cli)?,
+    };
+    if let Some(kubeconfig) = kubeconfig {
+        surroundings
+            .process_env
+            .insert("KUBECONFIG".into(), kubeconfig);
+    }
+    Ok((context_file, surroundings))
+}
+
 /// Points the processes the run starts (`kubectl`, `deployer`, `helm` in `run` steps) at
 /// the cluster of `--kubeconfig` and `--context`, the one `kube.*` steps talk to, by setting
 /// their `KUBECONFIG`: the given file (made absolute, since steps may run elsewhere), and
 /// before it, for `--context`, a file that only sets `current-context` (the first file of
 /// the list to set it wins, as kubectl merges them; no credentials are copied). The file is
-/// returned to be kept until the run ends.
-fn point_children_at_cluster(cli: &Cli) -> Result<Option<tempfile::NamedTempFile>, Error> {
+/// returned to be kept until the run ends, with the `KUBECONFIG` value.
+fn point_children_at_cluster(
+    cli: &Cli,
+) -> Result<(Option<tempfile::NamedTempFile>, Option<String>), Error> {
     if cli.kubeconfig.is_none() && cli.context.is_none() {
-        return Ok(None);
+        return Ok((None, None));
     }
     let mut list: Vec<PathBuf> = match &cli.kubeconfig {
         Some(path) => vec![std::path::absolute(path).map_err(|error| {
@@ -445,9 +486,13 @@ fn point_children_at_cluster(cli: &Cli) -> Result<Option<tempfile::NamedTempFile
             "the kubeconfig paths cannot be put in KUBECONFIG: {error}"
         ))
     })?;
-    // SAFETY: no other thread exists yet: the runtime starts later.
-    unsafe { std::env::set_var("KUBECONFIG", joined) };
-    Ok(context_file)
+    let joined = joined.into_string().map_err(|joined| {
+        Diagnostic::new(format!(
+            "the kubeconfig paths are not UTF-8 text: {}",
+            joined.to_string_lossy()
+        ))
+    })?;
+    Ok((context_file, Some(joined)))
 }
 
 /// File name of the lock of a `--sandbox-dir`.
@@ -473,10 +518,9 @@ fn lock_sandbox_dir(dir: &std::path::Path) -> Result<RunLock, Error> {
     }
 }
 
-/// Seeds (or finds) the sandbox directory before the runtime starts, and points the
-/// processes the run starts (`kubectl`, the deployer stand-in) at the sandbox, never at the
-/// cluster of the user's own kubeconfig. A `--sandbox-dir` is locked first (the lock is
-/// returned, to be held until the command ends), so that it is seeded once.
+/// Seeds (or finds) the sandbox directory before the runtime starts. A `--sandbox-dir` is
+/// locked first (the lock is returned, to be held until the command ends), so that it is
+/// seeded once.
 fn prepare_sandbox(
     cli: &Cli,
     args: &SandboxArgs,
@@ -503,13 +547,5 @@ fn prepare_sandbox(
         .map(lock_sandbox_dir)
         .transpose()?;
     let session = SandboxSession::prepare(args.sandbox_dir.as_deref(), !cli.quiet)?;
-    // SAFETY: no other thread exists yet: the runtime and the sandbox's thread start later.
-    unsafe { std::env::set_var("KUBECONFIG", session.kubeconfig()) };
-    // The sandbox's pods run their commands on this machine: keep what a copy `on:` a pod
-    // leaves there (its state, the agent binary) in the sandbox directory, not /var/tmp.
-    if std::env::var_os("RUNBOOK_AGENT_DIR").is_none() {
-        // SAFETY: as above, still no other thread.
-        unsafe { std::env::set_var("RUNBOOK_AGENT_DIR", session.dir().join("agents")) };
-    }
     Ok((session, lock))
 }

@@ -96,6 +96,20 @@ pub trait NoteSink: Send + Sync {
     fn record(&self, data: serde_json::Value) -> anyhow::Result<()>;
 }
 
+/// What the command line says about the world the run's steps work in, the same for every
+/// step. `main` builds it once; nothing is passed through the process's own environment.
+#[derive(Debug, Clone, Default)]
+pub struct RunEnvironment {
+    /// Added to the environment of every process a step starts (a step's and a command's
+    /// own `env:` win): `KUBECONFIG`, so that `kubectl`, `helm` and `deployer` talk to the
+    /// cluster of `--kubeconfig`, `--context` or `--sandbox`, as `kube.*` steps do.
+    pub process_env: IndexMap<String, String>,
+    /// Where the agents of copies `on:` a pod or a Job keep their state and binary; `None`
+    /// for `RUNBOOK_AGENT_DIR`, else `/var/tmp/runbook-sync`. The sandbox's pods run on
+    /// this machine, so it points them into the sandbox directory.
+    pub agent_dir: Option<String>,
+}
+
 /// Everything an action may use while it checks, plans or applies.
 pub struct StepContext<'a> {
     /// The step's id, for output prefixes and progress.
@@ -118,6 +132,8 @@ pub struct StepContext<'a> {
     pub all_notes: &'a std::collections::HashMap<String, Vec<serde_json::Value>>,
     /// Where new notes go; `None` in plans, which write nothing.
     pub note_sink: Option<&'a dyn NoteSink>,
+    /// What the command line says about the run's surroundings.
+    pub surroundings: &'a RunEnvironment,
 }
 
 impl StepContext<'_> {

@@ -48,6 +48,9 @@ pub struct RunOptions {
     pub only: Option<String>,
     /// Forget the journal and start over.
     pub restart: bool,
+    /// What the command line says about the run's surroundings (the environment of the
+    /// processes steps start, where agents go).
+    pub surroundings: crate::actions::RunEnvironment,
 }
 
 /// Checks that a step id given by a flag exists.
@@ -548,6 +551,7 @@ async fn run_steps(
         notes: history.notes.clone(),
         reporter: &*recorder.reporter,
         cluster: cluster.as_ref(),
+        surroundings: &options.surroundings,
     };
     walk.run(&mut visitor).await
 }

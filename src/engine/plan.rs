@@ -4,7 +4,7 @@
 //! except for read-only actions, whose output later steps need.
 
 use crate::Result;
-use crate::actions::StepContext;
+use crate::actions::{RunEnvironment, StepContext};
 use crate::kube::Cluster;
 use crate::playbook::{Bound, HumanDuration, Playbook, Step};
 use crate::render::{Masker, Renderer};
@@ -23,6 +23,7 @@ pub async fn plan(
     state: &StateDir,
     reporter: &dyn RunOutput,
     cluster: Option<&Cluster>,
+    surroundings: &RunEnvironment,
 ) -> Result<PlanReport> {
     reporter.set_masker(bound.masker.clone());
     let run_id = run_id(playbook, &bound.params);
@@ -43,6 +44,7 @@ pub async fn plan(
         notes: history.notes.clone(),
         reporter,
         cluster,
+        surroundings,
     };
     let steps = walk.run(&mut visitor).await?;
     Ok(PlanReport {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::actions::{NoteSink, StepContext};
+use crate::actions::{NoteSink, RunEnvironment, StepContext};
 use crate::kube::Cluster;
 use crate::playbook::{Playbook, Step};
 use crate::render::{Renderer, Vars};
@@ -99,6 +99,8 @@ pub(super) struct Walk<'a> {
     pub reporter: &'a dyn crate::actions::StepOutput,
     /// The cluster, when the playbook uses one.
     pub cluster: Option<&'a Cluster>,
+    /// What the command line says about the run's surroundings.
+    pub surroundings: &'a RunEnvironment,
 }
 
 impl Walk<'_> {
@@ -111,9 +113,13 @@ impl Walk<'_> {
                 continue;
             }
             let sink = visitor.note_sink(step);
-            let (env, env_error) = match render_env(step, self.renderer, self.vars) {
-                Ok(env) => (env, None),
-                Err(error) => (indexmap::IndexMap::new(), Some(error)),
+            let mut env = self.surroundings.process_env.clone();
+            let env_error = match render_env(step, self.renderer, self.vars) {
+                Ok(rendered) => {
+                    env.extend(rendered);
+                    None
+                }
+                Err(error) => Some(error),
             };
             let cx = StepContext {
                 step_id: id,
@@ -126,6 +132,7 @@ impl Walk<'_> {
                 notes: self.notes.get(id).map_or(&[], Vec::as_slice),
                 all_notes: &self.notes,
                 note_sink: sink.as_deref().map(|sink| sink as &dyn NoteSink),
+                surroundings: self.surroundings,
             };
             let evaluated = match env_error {
                 None => self.evaluate(step, &cx, visitor).await,

@@ -31,7 +31,7 @@ use super::pass_reporter::PassReporter;
 use super::pod::Pod;
 use super::pool::PoolOutcome;
 use super::progress::Board;
-use super::remote::DEFAULT_AGENT_ROOT;
+use super::remote::agent_root;
 use super::spec::{RunsOnJob, Settings};
 use crate::actions::{InvalidInput, StepContext};
 use crate::kube::{Cluster, find_kind, has_condition};
@@ -210,7 +210,7 @@ impl JobCopier<'_> {
         let jobs = find_kind("Job").context("the Job kind is not known")?;
         let placement = &self.placement;
         let binary = agent_binary()?;
-        let root = std::env::var("RUNBOOK_AGENT_DIR").unwrap_or_else(|_| DEFAULT_AGENT_ROOT.into());
+        let root = agent_root(self.cx);
         let name = job_name(self.cx.step_id, &placement.namespace, settings);
         let dir = format!("{}/{name}", root.trim_end_matches('/'));
         // `bwlimit` is for the whole copy: each pod gets its share.

@@ -33,6 +33,16 @@ use crate::actions::{InvalidInput, Outcome, StepContext};
 
 /// Where agents keep their directories in the pod, unless `RUNBOOK_AGENT_DIR` says.
 pub(super) const DEFAULT_AGENT_ROOT: &str = "/var/tmp/runbook-sync";
+
+/// Where agents keep their directories in the pod: the run's `agent_dir` (the sandbox's),
+/// else `RUNBOOK_AGENT_DIR`, else [`DEFAULT_AGENT_ROOT`].
+pub(super) fn agent_root(cx: &StepContext<'_>) -> String {
+    cx.surroundings
+        .agent_dir
+        .clone()
+        .or_else(|| std::env::var("RUNBOOK_AGENT_DIR").ok())
+        .unwrap_or_else(|| DEFAULT_AGENT_ROOT.into())
+}
 /// The binary goes into the pod in pieces this big, each one sent again alone if its
 /// connection drops.
 const UPLOAD_CHUNK: usize = 8 << 20;
@@ -310,7 +320,7 @@ pub(super) async fn apply(
 ) -> anyhow::Result<Outcome> {
     let on = action.on.as_ref().context("a copy in a pod needs `on:`")?;
     let pod = action.pod(on, cx)?;
-    let root = std::env::var("RUNBOOK_AGENT_DIR").unwrap_or_else(|_| DEFAULT_AGENT_ROOT.into());
+    let root = agent_root(cx);
     let dir = agent_dir(&root, cx.step_id, (&pod.namespace, &pod.name), &settings);
     let binary = agent_path(&root, &local_binary()?)?;
     install_agent(&pod, cx, &binary).await?;
