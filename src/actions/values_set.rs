@@ -273,7 +273,10 @@ impl Action for ValuesSet {
                 edit.file.document.text(),
                 &edit.original,
             )
-            .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", edit.file.path))?;
+            // A failed step, not invalid input: the playbook is right, the file's mode or
+            // owner (or a concurrent edit) is in the way, and the same run goes on once that
+            // is fixed.
+            .map_err(anyhow::Error::from)?;
         }
         let previous: serde_json::Map<String, serde_json::Value> = edit
             .changed
