@@ -34,8 +34,12 @@ impl Masker {
 
     /// Masks these values too from now on (empty values are ignored).
     pub fn add(&self, secrets: impl IntoIterator<Item = String>) {
+        let mut secrets = secrets.into_iter().peekable();
+        if secrets.peek().is_none() {
+            return;
+        }
         if let Ok(mut known) = self.secrets.write() {
-            known.extend(secrets.into_iter().filter(|s| !s.is_empty()));
+            known.extend(secrets.filter(|s| !s.is_empty()));
             known.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
             known.dedup();
         }
@@ -552,16 +556,19 @@ impl Renderer {
         let stand_ins = self.masker.stand_ins()?;
         // Every name in the template's code, not minijinja's `undeclared_variables`, which
         // misses the sliced variable of `token[2:]` (minijinja 3.0.5).
-        let names = names_in_code(source);
-        let mut stand_in_vars = vars.clone();
-        let mut changed = false;
-        for name in names {
-            if let Some(value) = vars.get(&name).and_then(|value| stand_ins.value(value)) {
-                stand_in_vars.insert(name, value);
-                changed = true;
-            }
+        let replaced: Vec<(String, Value)> = names_in_code(source)
+            .into_iter()
+            .filter_map(|name| {
+                let value = stand_ins.value(vars.get(&name)?)?;
+                Some((name, value))
+            })
+            .collect();
+        if replaced.is_empty() {
+            return None;
         }
-        changed.then_some(stand_in_vars)
+        let mut stand_in_vars = vars.clone();
+        stand_in_vars.extend(replaced);
+        Some(stand_in_vars)
     }
 
     /// Renders a template; what its `{{ }}` blocks print is recorded in `emitted` when
