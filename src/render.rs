@@ -392,12 +392,106 @@ fn variables_of(
     env: &Environment<'static>,
     source: &str,
 ) -> Result<BTreeSet<String>, minijinja::Error> {
+    let mut names = undeclared_variables(env, source)?;
+    // minijinja 3.0.5 does not look inside a sliced value: `tokn[2:]` names no variable.
+    // The same code with its slices written as item lookups names them.
+    if source.contains('[')
+        && source.contains(':')
+        && let Ok(sliced) = undeclared_variables(env, &without_slices(source))
+    {
+        names.extend(sliced);
+    }
+    Ok(names)
+}
+
+fn undeclared_variables(
+    env: &Environment<'static>,
+    source: &str,
+) -> Result<BTreeSet<String>, minijinja::Error> {
     let names = if is_template(source) {
         env.template_from_str(source)?.undeclared_variables(false)
     } else {
         env.compile_expression(source)?.undeclared_variables(false)
     };
     Ok(names.into_iter().collect())
+}
+
+/// `source` with every slice `x[a:b]` written `x[a ~ b]` (an empty bound as `none`), for
+/// finding variables only: the result uses the same names in the same places.
+fn without_slices(source: &str) -> String {
+    let mut rewritten = String::new();
+    let mut copied = 0;
+    for_each_code(source, !is_template(source), |code, _, offset| {
+        rewritten.push_str(&source[copied..offset]);
+        let chars: Vec<char> = code.chars().collect();
+        copy_unsliced(&chars, &mut 0, &[], &mut rewritten);
+        copied = offset + code.len();
+    });
+    rewritten.push_str(&source[copied..]);
+    rewritten
+}
+
+/// Copies code from `index` up to the first of `stops` outside brackets and strings (left
+/// at `index`), writing the slices on the way as [`without_slices`] says.
+fn copy_unsliced(chars: &[char], index: &mut usize, stops: &[char], out: &mut String) {
+    while let Some(&c) = chars.get(*index) {
+        if stops.contains(&c) {
+            return;
+        }
+        *index += 1;
+        out.push(c);
+        match c {
+            '"' | '\'' => {
+                while let Some(&d) = chars.get(*index) {
+                    *index += 1;
+                    out.push(d);
+                    if d == '\\' {
+                        if let Some(&escaped) = chars.get(*index) {
+                            *index += 1;
+                            out.push(escaped);
+                        }
+                    } else if d == c {
+                        break;
+                    }
+                }
+            }
+            '(' | '{' => {
+                copy_unsliced(chars, index, &[if c == '(' { ')' } else { '}' }], out);
+                if let Some(&close) = chars.get(*index) {
+                    *index += 1;
+                    out.push(close);
+                }
+            }
+            '[' => {
+                let mut bounds = Vec::new();
+                loop {
+                    let mut bound = String::new();
+                    copy_unsliced(chars, index, &[']', ':'], &mut bound);
+                    bounds.push(bound);
+                    if chars.get(*index) != Some(&':') {
+                        break;
+                    }
+                    *index += 1;
+                }
+                let bounds: Vec<&str> = bounds
+                    .iter()
+                    .map(|bound| {
+                        if bound.trim().is_empty() {
+                            "none"
+                        } else {
+                            bound
+                        }
+                    })
+                    .collect();
+                out.push_str(&bounds.join(" ~ "));
+                if let Some(&close) = chars.get(*index) {
+                    *index += 1;
+                    out.push(close);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Does `text` contain template syntax? Plain strings are used as they are.
@@ -777,7 +871,7 @@ impl NamedCallables {
     /// Scans a template, or a bare expression when `bare` is set.
     fn scan(source: &str, bare: bool) -> Self {
         let mut named = NamedCallables::default();
-        for_each_code(source, bare, |code, statement| {
+        for_each_code(source, bare, |code, statement, _| {
             named.scan_code(code, statement)
         });
         named
@@ -825,11 +919,12 @@ impl NamedCallables {
     }
 }
 
-/// Calls `visit` with the code of each `{{ }}` and `{% %}` tag of a template (with whether
-/// it is a statement), or with the whole of a bare expression when `bare` is set.
-fn for_each_code(source: &str, bare: bool, mut visit: impl FnMut(&str, bool)) {
+/// Calls `visit` with the code of each `{{ }}` and `{% %}` tag of a template, whether it is
+/// a statement and where it starts in `source`; or with the whole of a bare expression when
+/// `bare` is set.
+fn for_each_code(source: &str, bare: bool, mut visit: impl FnMut(&str, bool, usize)) {
     if bare {
-        visit(source, false);
+        visit(source, false, 0);
         return;
     }
     let mut rest = source;
@@ -849,7 +944,8 @@ fn for_each_code(source: &str, bare: bool, mut visit: impl FnMut(&str, bool)) {
                     rest = after.find("endraw").map_or("", |end| &after[end..]);
                     continue;
                 }
-                visit(code, tag == "{%");
+                // `after` is a suffix of `source`.
+                visit(code, tag == "{%", source.len() - after.len());
                 rest = after.get(end + 2..).unwrap_or_default();
             }
             _ => rest = &rest[start + 1..],
@@ -861,7 +957,7 @@ fn for_each_code(source: &str, bare: bool, mut visit: impl FnMut(&str, bool)) {
 /// keywords. A superset, for when missing a variable matters more than naming too many.
 fn names_in_code(source: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    for_each_code(source, !is_template(source), |code, _| {
+    for_each_code(source, !is_template(source), |code, _, _| {
         names.extend(tokenize(code).into_iter().filter_map(|token| match token {
             CodeToken::Name(name) => Some(name),
             _ => None,
@@ -1225,5 +1321,37 @@ mod tests {
             .unwrap();
         assert_eq!(rendered, "starts-with-h staging");
         assert_eq!(renderer.masker().mask(&rendered), "*** staging");
+    }
+
+    #[test]
+    fn sliced_variables_are_found() {
+        assert_eq!(
+            without_slices(
+                "a {{ tokn[2:] }} {{ x[:n] }} {{ y[::-1] }} {{ {'k': z}[w] }} {{ 'a[1:2]' }}"
+            ),
+            "a {{ tokn[2 ~ none] }} {{ x[none ~ n] }} {{ y[none ~ none ~ -1] }} {{ {'k': z}[w] }} {{ 'a[1:2]' }}"
+        );
+        assert_eq!(
+            without_slices("s[i:(j)]|length > 2"),
+            "s[i ~ (j)]|length > 2"
+        );
+        let renderer = Renderer::new(Masker::default());
+        let names = |source: &str, expression: bool| -> Vec<String> {
+            renderer
+                .variables(source, expression)
+                .unwrap()
+                .into_iter()
+                .collect()
+        };
+        assert_eq!(names("x {{ tokn[2:] }}", false), ["tokn"]);
+        assert_eq!(names("s[i:j] == 'x'", true), ["i", "j", "s"]);
+        assert_eq!(
+            names("{% for t in ts %}{{ t[1:] }}{% endfor %}", false),
+            ["ts"]
+        );
+        let error = renderer
+            .render_string("x {{ tokn[2:] }}", &vars())
+            .unwrap_err();
+        assert_eq!(error.undefined.as_deref(), Some("tokn"));
     }
 }
