@@ -745,7 +745,7 @@ steps:
             "--format",
             "json",
         ]);
-    let output = test.run().status(0);
+    // The plan first, while the steps are still to run, so that it shows their commands.
     let plan = test
         .run_args(&[
             "plan",
@@ -756,6 +756,8 @@ steps:
             "markdown",
         ])
         .status(0);
+    assert!(plan.stdout.contains("*** *** *** ***"), "{}", plan.stdout);
+    let output = test.run().status(0);
     let plain = test
         .run_args(&["run", "playbook.yaml", "--var", "token=hunter2-s3cret"])
         .status(0);
