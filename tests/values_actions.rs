@@ -632,6 +632,12 @@ fn set_refuses_a_read_only_file_naming_its_mode_and_owner_then_resumes_once_writ
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
     let before = mode_and_owner(&path);
     let runner = nix::unistd::Uid::effective();
+    // The plan says so before anything runs.
+    test.run_args(&["plan", "playbook.yaml"])
+        .status(0)
+        .stdout_has(&format!(
+            "this will fail: {STAGING_FILE} is read-only (mode 0444, owner "
+        ));
     test.run_args(&["run", "playbook.yaml"])
         .status(1)
         .stderr_has(&format!("{STAGING_FILE} is read-only (mode 0444, owner "))

@@ -73,14 +73,7 @@ pub fn write_atomically(path: &Path, text: &str, expected: &str) -> Result<(), W
     let metadata = std::fs::metadata(&target).map_err(io)?;
     // The rename below needs only the directory to be writable, so the file's own mode has
     // to be checked here; root may write anything, so open() would not tell either.
-    if !mode_allows_writing(&metadata) {
-        return Err(WriteError::ReadOnly {
-            path: shown,
-            mode: metadata.mode() & 0o7777,
-            owner: describe_owner(metadata.uid(), metadata.gid()),
-            runner: describe_runner(),
-        });
-    }
+    check_mode(path, &metadata)?;
     let name = target
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
@@ -119,6 +112,28 @@ pub fn write_atomically(path: &Path, text: &str, expected: &str) -> Result<(), W
         .and_then(|dir| dir.sync_all())
         .map_err(io)?;
     Ok(())
+}
+
+/// Fails as [`write_atomically`] would when the mode bits of the file at `path` (symlinks
+/// followed) say the runner may not write it; for `plan`, which writes nothing.
+pub fn check_writable(path: &Path) -> Result<(), WriteError> {
+    let metadata = std::fs::metadata(path).map_err(|source| WriteError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    check_mode(path, &metadata)
+}
+
+fn check_mode(path: &Path, metadata: &Metadata) -> Result<(), WriteError> {
+    if mode_allows_writing(metadata) {
+        return Ok(());
+    }
+    Err(WriteError::ReadOnly {
+        path: path.display().to_string(),
+        mode: metadata.mode() & 0o7777,
+        owner: describe_owner(metadata.uid(), metadata.gid()),
+        runner: describe_runner(),
+    })
 }
 
 /// Whether the file's mode bits let the runner write it: the owner's write bit when the
