@@ -803,6 +803,100 @@ steps:
     .stderr_has("use-token skipped: done in an earlier run");
 }
 
+/// Every file under `dir`, as text, one after the other (the state dir: journals, locks).
+fn all_text_under(dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).expect("read the state dir") {
+        let path = entry.expect("list the state dir").path();
+        if path.is_dir() {
+            text.push_str(&all_text_under(&path));
+        } else {
+            text.push_str(&String::from_utf8_lossy(
+                &std::fs::read(&path).expect("read a state file"),
+            ));
+        }
+    }
+    text
+}
+
+#[test]
+fn strings_derived_from_a_secret_are_masked_in_output_journal_and_plans() {
+    // Each derived string, printed by the step to stdout and to stderr.
+    let derived = [
+        "HUNTER2-S3CRET", // {{ token | upper }}, and the `set` target
+        "nter2-s3cret",   // {{ token[2:] }}
+        "terc3s-2retnuh", // {{ token | reverse }}
+        "junter2-s3cret", // {{ token | lower | replace('h', 'j') }}
+        "Hunter2-S3cret", // {{ token | title }}, as a whole argument
+        "hunter2-s3cret", // the secret itself
+    ];
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: derived-secret
+params:
+  token: {secret: true}
+steps:
+  - id: use-derived
+    run:
+      shell: true
+      command: >-
+        {% set shout = token | upper %}
+        echo "{{ shout }} {{ token[2:] }} {{ token | reverse }} {{ token | lower | replace('h', 'j') }} {{ token | length }}";
+        echo "{{ token | upper }} {{ token[2:] }}" >&2
+    register: echoed
+  - id: as-argument
+    run: [echo, "{{ token | title }}"]
+"#,
+        )
+        .args([
+            "run",
+            "playbook.yaml",
+            "--var",
+            "token=hunter2-s3cret",
+            "--format",
+            "json",
+        ]);
+    // The plan first, while the steps are still to run, so that it shows their commands.
+    let plan = test
+        .run_args(&[
+            "plan",
+            "playbook.yaml",
+            "--var",
+            "token=hunter2-s3cret",
+            "--format",
+            "markdown",
+        ])
+        .status(0);
+    assert!(plan.stdout.contains("*** *** *** ***"), "{}", plan.stdout);
+    let output = test.run().status(0);
+    let plain = test
+        .run_args(&["run", "playbook.yaml", "--var", "token=hunter2-s3cret"])
+        .status(0);
+    let state = all_text_under(&test.path(".runbook"));
+    for (place, text) in [
+        ("stdout", &output.stdout),
+        ("stderr", &output.stderr),
+        ("the state dir", &state),
+        ("the Markdown plan", &plan.stdout),
+        ("the plain rerun", &plain.stderr),
+    ] {
+        for derived in derived {
+            assert!(!text.contains(derived), "{derived} in {place}:\n{text}");
+        }
+    }
+    // The step did print them, masked; a short derivation (the length, 14) stays readable.
+    assert!(
+        output.stdout.contains("*** *** *** *** 14")
+            || output.stderr.contains("*** *** *** *** 14"),
+        "{}\n{}",
+        output.stdout,
+        output.stderr
+    );
+    assert!(state.contains("*** *** *** *** 14"), "{state}");
+}
+
 #[test]
 fn status_and_list_show_each_run() {
     let test = Test::new()

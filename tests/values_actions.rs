@@ -601,3 +601,141 @@ steps:
     let file_type = std::fs::symlink_metadata(&fifo).unwrap().file_type();
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&file_type));
 }
+
+/// The mode bits, owner and group of a file.
+fn mode_and_owner(path: &std::path::Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).expect("stat the values file");
+    (metadata.mode() & 0o7777, metadata.uid(), metadata.gid())
+}
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// A playbook that sets the staging hub's server.
+const SET_STAGING_SERVER: &str = r#"
+runbook: 1
+name: read-only
+steps:
+  - id: point
+    values.set:
+      file: config/clusters/hhmi/staging.values.yaml
+      set: {nfs.pv.serverIP: 10.100.0.42}
+"#;
+
+#[test]
+fn set_refuses_a_read_only_file_naming_its_mode_and_owner_then_resumes_once_writable() {
+    // Run as root here, which open() would let write anything: the mode bits decide.
+    let test = staging().playbook(SET_STAGING_SERVER);
+    let path = test.path(STAGING_FILE);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let before = mode_and_owner(&path);
+    let runner = nix::unistd::Uid::effective();
+    // The plan says so before anything runs.
+    test.run_args(&["plan", "playbook.yaml"])
+        .status(0)
+        .stdout_has(&format!(
+            "this will fail: {STAGING_FILE} is read-only (mode 0444, owner "
+        ));
+    test.run_args(&["run", "playbook.yaml"])
+        .status(1)
+        .stderr_has(&format!("{STAGING_FILE} is read-only (mode 0444, owner "))
+        .stderr_has(&format!("(uid {runner})"))
+        .stderr_has("nothing was written");
+    assert_eq!(read(&test, STAGING_FILE), STAGING);
+    assert_eq!(mode_and_owner(&path), before);
+    let names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|name| !name.ends_with(".tmp")),
+        "{names:?}"
+    );
+    // A failed step, not done: once the file is writable, the same command edits it.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    test.run_args(&["run", "playbook.yaml"])
+        .status(0)
+        .stderr_has("point changed");
+    assert!(read(&test, STAGING_FILE).contains("serverIP: 10.100.0.42"));
+    assert_eq!(mode_and_owner(&path).0, 0o644);
+}
+
+#[test]
+fn set_keeps_the_owner_group_and_mode_of_a_file_it_may_write() {
+    assert!(
+        is_root(),
+        "this test gives the values file to another uid, which needs root: run it as root \
+         (as CI does), or leave it out with --skip set_keeps_the_owner"
+    );
+    let test = staging().playbook(SET_STAGING_SERVER);
+    let path = test.path(STAGING_FILE);
+    std::os::unix::fs::chown(&path, Some(4242), Some(4343)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    test.run_args(&["run", "playbook.yaml"])
+        .status(0)
+        .stderr_has("point changed");
+    assert!(read(&test, STAGING_FILE).contains("serverIP: 10.100.0.42"));
+    assert_eq!(mode_and_owner(&path), (0o640, 4242, 4343));
+
+    // Read-only for its owner: refused for root too, naming the owner.
+    let test = staging().playbook(SET_STAGING_SERVER);
+    let path = test.path(STAGING_FILE);
+    std::os::unix::fs::chown(&path, Some(4242), Some(4343)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    test.run_args(&["run", "playbook.yaml"])
+        .status(1)
+        .stderr_has("is read-only (mode 0444, owner uid 4242, group gid 4343)");
+    assert_eq!(read(&test, STAGING_FILE), STAGING);
+    assert_eq!(mode_and_owner(&path), (0o444, 4242, 4343));
+}
+
+#[test]
+fn set_refuses_to_give_a_file_a_new_owner_it_cannot_give_back() {
+    assert!(
+        is_root(),
+        "this test runs runbook as another uid, which needs root: run it as root (as CI \
+         does), or leave it out with --skip set_refuses_to_give"
+    );
+    use std::os::unix::process::CommandExt;
+    // A file root owns and lets everyone write: uid 4242 may write it, but a replacement
+    // it writes would be its own, and it cannot give it back to root.
+    let test = staging().playbook(SET_STAGING_SERVER);
+    let path = test.path(STAGING_FILE);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    for dir in [
+        test.dir().to_path_buf(),
+        path.parent().unwrap().to_path_buf(),
+    ] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(test.path("config"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(
+        test.path("config/clusters"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["run", "playbook.yaml"])
+        .current_dir(test.dir())
+        .env("NO_COLOR", "1")
+        .env("HOME", test.dir())
+        .env_remove("RUNBOOK_STATE_DIR")
+        .uid(4242)
+        .gid(4343)
+        .output()
+        .expect("run runbook as uid 4242");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot keep the owner of {STAGING_FILE} (owner root (uid 0), group root (gid 0)) \
+             when replacing it as uid 4242"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was written"), "{stderr}");
+    assert_eq!(read(&test, STAGING_FILE), STAGING);
+    assert_eq!(mode_and_owner(&path), (0o666, 0, 0));
+}

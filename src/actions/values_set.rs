@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Action, Check, InvalidInput, Outcome, Preview, StepContext};
 use crate::diagnostic::{Diagnostic, Source, ValueError};
-use crate::values::{ValuesDocument, ValuesError, ValuesPath, write_atomically};
+use crate::values::{ValuesDocument, ValuesError, ValuesPath, check_writable, write_atomically};
 
 /// `values.set: {file: F, set: {nfs.pv.serverIP: "{{ new_server }}"}, under: basehub}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -258,10 +258,14 @@ impl Action for ValuesSet {
                 .header(&edit.file.path, &edit.file.path)
                 .to_string()
         });
-        Ok(Preview {
-            summary: format!("set {} in {}", and_list(&paths), edit.file.path),
-            diff,
-        })
+        let mut summary = format!("set {} in {}", and_list(&paths), edit.file.path);
+        // Said now rather than found by the run, after the steps before this one ran.
+        if diff.is_some()
+            && let Err(error) = check_writable(std::path::Path::new(&edit.file.path))
+        {
+            summary.push_str(&format!("; this will fail: {error}"));
+        }
+        Ok(Preview { summary, diff })
     }
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
@@ -273,7 +277,10 @@ impl Action for ValuesSet {
                 edit.file.document.text(),
                 &edit.original,
             )
-            .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", edit.file.path))?;
+            // A failed step, not invalid input: the playbook is right, the file's mode or
+            // owner (or a concurrent edit) is in the way, and the same run goes on once that
+            // is fixed.
+            .map_err(anyhow::Error::from)?;
         }
         let previous: serde_json::Map<String, serde_json::Value> = edit
             .changed

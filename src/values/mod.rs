@@ -31,7 +31,7 @@ pub use cluster::{ClusterConfig, ClusterError, HubValues};
 pub use path::{PathError, PathSegment, ValuesPath};
 pub use read::{ReadError, read_regular};
 pub use scalar::{can_be_plain, reads_as_non_string};
-pub use write::write_atomically;
+pub use write::{WriteError, check_writable, write_atomically};
 
 use cst::{Blocked, Located, SyntaxNode};
 use tree::Node;
