@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use runbook::actions::RunEnvironment;
 use runbook::engine::journal::History;
 use runbook::engine::lock::{Acquired, RunLock};
-use runbook::engine::{self, RunOptions, StateDir};
+use runbook::engine::{self, ClusterState, RunOptions, StateDir};
 use runbook::kube::{Cluster, ClusterOptions};
 use runbook::playbook::{Inputs, Playbook};
 use runbook::report::{self, Format, Reporter, Verbosity};
@@ -39,6 +39,42 @@ struct Cli {
     context: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--state` and its options: where runs keep their lock and journal.
+#[derive(Debug, Args)]
+struct StateArgs {
+    /// Where runs keep their lock and journal: this machine's state directory, or the
+    /// cluster the playbook talks to (a Lease and ConfigMaps in --state-namespace), so that
+    /// every machine with the cluster's credentials sees the same runs.
+    #[arg(long, env = "RUNBOOK_STATE", value_enum, default_value = "local")]
+    state: StateLocation,
+    /// With --state cluster: the namespace runs are kept in (created if missing).
+    #[arg(
+        long,
+        env = "RUNBOOK_STATE_NAMESPACE",
+        default_value = runbook::engine::lease::DEFAULT_NAMESPACE,
+        value_name = "NAMESPACE"
+    )]
+    state_namespace: String,
+    /// With --state cluster: how long a run's Lease holds without being renewed; a runner
+    /// killed with SIGKILL makes the next one wait this long before it takes over.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    lease_duration: std::time::Duration,
+}
+
+/// Where runs keep their lock and journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StateLocation {
+    /// The state directory (--state-dir) of this machine.
+    Local,
+    /// The cluster, with a cache in the state directory.
+    Cluster,
+}
+
+/// A `--lease-duration` such as `30s` or `2m`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    runbook::syntax::HumanDuration::parse(text).map(|duration| duration.0)
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +111,24 @@ enum PlanFormat {
 }
 
 #[derive(Debug, Subcommand)]
+enum StateCommand {
+    /// Put local runs into the cluster (--state-namespace), so that another machine, a CI
+    /// job, can go on with `--state cluster`.
+    Push {
+        /// Run ids, as `runbook list` shows them.
+        #[arg(required = true)]
+        runs: Vec<String>,
+    },
+    /// Copy runs from the cluster into the local state directory, to go on without the
+    /// cluster's state.
+    Pull {
+        /// Run ids, as `runbook list --state cluster` shows them.
+        #[arg(required = true)]
+        runs: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Check a playbook and its params; run nothing.
     Validate(PlaybookArgs),
@@ -87,6 +141,8 @@ enum Command {
         format: PlanFormat,
         #[command(flatten)]
         sandbox: SandboxArgs,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Run a playbook, or resume it where it stopped.
     Run {
@@ -112,6 +168,8 @@ enum Command {
         format: Format,
         #[command(flatten)]
         sandbox: SandboxArgs,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Show a run's state (the most recent run by default).
     Status {
@@ -120,9 +178,30 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        #[command(flatten)]
+        state: StateArgs,
     },
-    /// List the runs in the state directory.
-    List,
+    /// List the runs in the state directory (or, with --state cluster, in the cluster).
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Move runs between this machine's state directory and the cluster.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+        /// The namespace runs are kept in, in the cluster.
+        #[arg(
+            long,
+            env = "RUNBOOK_STATE_NAMESPACE",
+            default_value = runbook::engine::lease::DEFAULT_NAMESPACE,
+            value_name = "NAMESPACE"
+        )]
+        state_namespace: String,
+    },
     /// The sandbox cluster: a simulated Kubernetes API on 127.0.0.1.
     Sandbox {
         #[command(subcommand)]
@@ -136,17 +215,42 @@ enum Command {
     },
 }
 
-/// Connects to the cluster when the playbook needs one: a bad kubeconfig or a missing
-/// context is invalid input, found before anything runs.
+/// Connects to the cluster when the playbook needs one, or the run is kept there: a bad
+/// kubeconfig or a missing context is invalid input, found before anything runs.
 async fn cluster_for(
     playbook: &Playbook,
     options: &ClusterOptions,
+    shared: Option<&ClusterState>,
 ) -> Result<Option<Cluster>, Error> {
-    if !playbook.uses_kube() {
+    if !playbook.uses_kube() && shared.is_none() {
         return Ok(None);
     }
     Ok(Some(Cluster::connect(options).await?))
 }
+
+/// `--state cluster`: where in the cluster runs are kept, and who this process is. `state
+/// push|pull` always talk to the cluster.
+fn cluster_state_of(cli: &Cli) -> Result<Option<ClusterState>, Error> {
+    let (namespace, lease_duration) = match &cli.command {
+        Command::Plan { state, .. }
+        | Command::Run { state, .. }
+        | Command::Status { state, .. }
+        | Command::List { state, .. }
+            if state.state == StateLocation::Cluster =>
+        {
+            (state.state_namespace.as_str(), state.lease_duration)
+        }
+        Command::State {
+            state_namespace, ..
+        } => (state_namespace.as_str(), DEFAULT_LEASE_DURATION),
+        _ => return Ok(None),
+    };
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    Ok(Some(ClusterState::new(namespace, lease_duration, &env)?))
+}
+
+/// How long a Lease `state push|pull` takes holds without renewal.
+const DEFAULT_LEASE_DURATION: std::time::Duration = runbook::engine::lease::DEFAULT_DURATION;
 
 fn load(
     args: &PlaybookArgs,
@@ -182,7 +286,16 @@ async fn execute(
     } else {
         Verbosity::Normal
     };
-    let state_dir = state_dir_of(&cli, sandbox);
+    let local_state_dir = state_dir_of(&cli, sandbox);
+    let shared = cluster_state_of(&cli)?;
+    // With --state cluster, the state directory keeps a cache of the cluster's journals,
+    // apart from the runs kept on this machine.
+    let state_dir = match &shared {
+        Some(shared) if !matches!(cli.command, Command::State { .. }) => {
+            local_state_dir.join("cluster").join(&shared.namespace)
+        }
+        _ => local_state_dir.clone(),
+    };
     let state = StateDir::new(&state_dir);
     let cluster_options = ClusterOptions {
         kubeconfig: match sandbox {
@@ -209,10 +322,15 @@ async fn execute(
             playbook: args,
             format,
             sandbox: _,
+            state: _,
         } => {
             let (playbook, bound) = load(&args, sandbox)?;
             let reporter = Reporter::new(Format::Text, verbosity);
-            let cluster = cluster_for(&playbook, &cluster_options).await?;
+            let cluster = cluster_for(&playbook, &cluster_options, shared.as_ref()).await?;
+            if let (Some(shared), Some(cluster)) = (&shared, &cluster) {
+                let run = engine::run_id(&playbook, &bound.params);
+                shared.refresh_run(cluster, &state, &run).await?;
+            }
             let plan = engine::plan(
                 &playbook,
                 &bound,
@@ -239,6 +357,7 @@ async fn execute(
             restart,
             format,
             sandbox: _,
+            state: _,
         } => {
             let (playbook, bound) = load(&args, sandbox)?;
             let playbook = std::sync::Arc::new(playbook);
@@ -250,8 +369,9 @@ async fn execute(
                 only,
                 restart,
                 surroundings,
+                cluster_state: shared.clone(),
             };
-            let cluster = cluster_for(&playbook, &cluster_options).await?;
+            let cluster = cluster_for(&playbook, &cluster_options, shared.as_ref()).await?;
             let result = engine::run(
                 playbook.clone(),
                 &bound,
@@ -266,8 +386,12 @@ async fn execute(
             }
             Ok(result.exit)
         }
-        Command::Status { run, format } => {
-            let runs = state.runs()?;
+        Command::Status { run, format, .. } => {
+            let (runs, cluster) = runs_of(&state, shared.as_ref(), &cluster_options).await?;
+            let place = match &shared {
+                Some(shared) => format!("namespace `{}` of the cluster", shared.namespace),
+                None => state_dir.display().to_string(),
+            };
             let run = match run {
                 Some(run) if runs.contains(&run) => run,
                 Some(run) => {
@@ -276,16 +400,16 @@ async fn execute(
                         Some(close) => format!("did you mean `{close}`?"),
                         None => "`runbook list` shows the runs".into(),
                     };
-                    return Err(Diagnostic::new(format!("no run `{run}` in {}", state_dir.display())).help(help).into());
+                    return Err(Diagnostic::new(format!("no run `{run}` in {place}")).help(help).into());
                 }
                 None => runs.first().cloned().ok_or_else(|| {
-                    Diagnostic::new(format!("no runs in {}", state_dir.display()))
-                        .help("start one with `runbook run PLAYBOOK`, or point --state-dir at the right place")
+                    Diagnostic::new(format!("no runs in {place}"))
+                        .help("start one with `runbook run PLAYBOOK`, or point --state-dir (or --state-namespace) at the right place")
                 })?,
             };
             let run_dir = state.run_dir(&run);
             let history = History::load(&run_dir)?;
-            let holder = RunLock::holder(&run_dir);
+            let holder = holder_of(&run, &run_dir, shared.as_ref(), cluster.as_ref()).await?;
             let copies = detached_copies(&history, &cluster_options).await;
             let status = report::RunStatusView::new(&run, &history, holder, copies);
             match format {
@@ -294,15 +418,50 @@ async fn execute(
             }
             Ok(Exit::Success)
         }
-        Command::List => {
+        Command::List { format, .. } => {
+            let (ids, cluster) = runs_of(&state, shared.as_ref(), &cluster_options).await?;
             let mut runs = Vec::new();
-            for run in state.runs()? {
+            for run in ids {
                 let run_dir = state.run_dir(&run);
                 let history = History::load(&run_dir)?;
-                let holder = RunLock::holder(&run_dir);
-                runs.push((run, history, holder));
+                let holder = holder_of(&run, &run_dir, shared.as_ref(), cluster.as_ref()).await?;
+                runs.push(report::RunRow {
+                    id: run,
+                    history,
+                    holder,
+                });
             }
-            print!("{}", report::render_list(&runs));
+            match format {
+                Format::Text => print!("{}", report::render_list(&runs)),
+                Format::Json => println!("{}", report::list_json(&runs)),
+            }
+            Ok(Exit::Success)
+        }
+        Command::State { command, .. } => {
+            let shared =
+                shared.ok_or_else(|| anyhow::anyhow!("state commands keep a cluster state"))?;
+            let cluster = Cluster::connect(&cluster_options).await?;
+            let local = StateDir::new(&local_state_dir);
+            match command {
+                StateCommand::Push { runs } => {
+                    for run in runs {
+                        let lines = shared.push(&cluster, &local, &run).await?;
+                        println!(
+                            "run {run}: pushed to namespace `{}` ({lines} journal line(s) added); go on with --state cluster",
+                            shared.namespace
+                        );
+                    }
+                }
+                StateCommand::Pull { runs } => {
+                    for run in runs {
+                        let lines = shared.pull(&cluster, &local, &run).await?;
+                        println!(
+                            "run {run}: pulled into {} ({lines} journal line(s) added); go on with --state local",
+                            local_state_dir.display()
+                        );
+                    }
+                }
+            }
             Ok(Exit::Success)
         }
         Command::Sandbox { command } => {
@@ -311,6 +470,37 @@ async fn execute(
         }
         // Handled in `main`, without this runtime.
         Command::SyncAgent { .. } => Ok(Exit::InvalidInput),
+    }
+}
+
+/// The runs `status` and `list` show, most recently active first: those of the state
+/// directory, or with `--state cluster` those of the cluster (its journals copied into the
+/// cache first), with the cluster they were read from.
+async fn runs_of(
+    state: &StateDir,
+    shared: Option<&ClusterState>,
+    options: &ClusterOptions,
+) -> Result<(Vec<String>, Option<Cluster>), Error> {
+    match shared {
+        None => Ok((state.runs()?, None)),
+        Some(shared) => {
+            let cluster = Cluster::connect(options).await?;
+            let runs = shared.refresh_cache(&cluster, state).await?;
+            Ok((runs, Some(cluster)))
+        }
+    }
+}
+
+/// Who holds a run: the holder of its lock file, or with `--state cluster`, of its Lease.
+async fn holder_of(
+    run: &str,
+    run_dir: &std::path::Path,
+    shared: Option<&ClusterState>,
+    cluster: Option<&Cluster>,
+) -> Result<Option<runbook::engine::lock::LockHolder>, Error> {
+    match (shared, cluster) {
+        (Some(shared), Some(cluster)) => shared.holder(cluster, run).await,
+        _ => Ok(RunLock::holder(run_dir)),
     }
 }
 

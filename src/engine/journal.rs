@@ -9,16 +9,28 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use indexmap::IndexMap;
 
+use super::cluster_journal::ClusterJournal;
 use super::event::{Event, EventKind, RunStatus, StepDefinition, StepStatus};
 
 /// File name of the journal inside a run directory.
 pub const JOURNAL_FILE: &str = "journal.jsonl";
 
-/// An open journal to append to.
+/// An open journal to append to: the local file, and with `--state cluster` the journal
+/// in the cluster it is a cache of.
 #[derive(Debug)]
 pub struct Journal {
     file: File,
     path: PathBuf,
+    cluster: Option<ClusterMirror>,
+}
+
+/// The cluster's copy of a journal, written before the local one.
+#[derive(Debug)]
+struct ClusterMirror {
+    journal: ClusterJournal,
+    /// The runtime the cluster's client runs on: appends come from the step loop's thread
+    /// and from action threads too, and wait for the API server's answer.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Journal {
@@ -30,15 +42,43 @@ impl Journal {
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open the journal {}", path.display()))?;
-        Ok(Journal { file, path })
+        Ok(Journal {
+            file,
+            path,
+            cluster: None,
+        })
+    }
+
+    /// Opens the journal of a run kept in the cluster: the local file becomes what the
+    /// cluster holds (the cluster's journal is the truth, the file its cache), and every
+    /// event is written to the cluster first. Needs the multi-threaded runtime `main`
+    /// builds.
+    pub fn mirrored(run_dir: &Path, cluster: ClusterJournal) -> anyhow::Result<Self> {
+        let path = run_dir.join(JOURNAL_FILE);
+        let cached = run_dir.join(format!("{JOURNAL_FILE}.from-cluster"));
+        std::fs::write(&cached, cluster.text())
+            .and_then(|()| std::fs::rename(&cached, &path))
+            .with_context(|| format!("cannot write the journal cache {}", path.display()))?;
+        let mut journal = Journal::open(run_dir)?;
+        journal.cluster = Some(ClusterMirror {
+            journal: cluster,
+            runtime: tokio::runtime::Handle::current(),
+        });
+        Ok(journal)
     }
 
     /// Appends one event as a line (one write, so a line is never interleaved) and, when
     /// `durable`, waits until it and every line before it are on disk, so that a crash right
     /// after a step never forgets that the step was done.
+    ///
+    /// With the journal in the cluster, the event is in the cluster (the API server
+    /// answered) before it is written here: a step never starts before the cluster knows.
     pub fn append(&mut self, event: &serde_json::Value, durable: bool) -> anyhow::Result<()> {
         let mut line = serde_json::to_vec(event)?;
         line.push(b'\n');
+        if let Some(mirror) = &mut self.cluster {
+            mirror.append(&line)?;
+        }
         self.file
             .write_all(&line)
             .and_then(|()| {
@@ -49,6 +89,26 @@ impl Journal {
                 }
             })
             .with_context(|| format!("cannot write the journal {}", self.path.display()))
+    }
+}
+
+impl ClusterMirror {
+    /// Appends a line to the cluster's journal, waiting for the answer.
+    fn append(&mut self, line: &[u8]) -> anyhow::Result<()> {
+        let line = std::str::from_utf8(line).context("a journal line is not UTF-8")?;
+        let write = self.journal.append(line);
+        let written = match tokio::runtime::Handle::try_current() {
+            // On a worker of the runtime or in a thread that entered it: hand the worker's
+            // other tasks over while this one waits.
+            Ok(_) => tokio::task::block_in_place(|| self.runtime.block_on(write)),
+            Err(_) => self.runtime.block_on(write),
+        };
+        written.with_context(|| {
+            format!(
+                "cannot write the run's journal to the cluster ({}), so the run stops here (a copy detached in a pod or Job goes on); run the same command again once the API server answers: it goes on from what the cluster's journal says",
+                self.journal.object()
+            )
+        })
     }
 }
 

@@ -26,6 +26,23 @@ pub struct LockHolder {
     pub host: String,
     /// When it took the lock.
     pub since: String,
+    /// With `--state cluster`: what the run's Lease says besides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Box<LeaseDetails>>,
+}
+
+/// What a run's Lease says of its holder besides a lock file's pid, host and time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseDetails {
+    /// The Lease, `namespace/name`.
+    pub object: String,
+    /// The user the holder runs as.
+    pub user: String,
+    /// The CI job's URL, when the holder is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci: Option<String>,
+    /// When the holder last renewed the Lease.
+    pub renewed: String,
 }
 
 impl LockHolder {
@@ -47,7 +64,16 @@ impl LockHolder {
 
 impl std::fmt::Display for LockHolder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "pid {} on {} since {}", self.pid, self.host, self.since)
+        match &self.lease {
+            None => write!(f, "pid {} on {} since {}", self.pid, self.host, self.since),
+            Some(lease) => {
+                write!(f, "{}@{} (pid {}", lease.user, self.host, self.pid)?;
+                if let Some(url) = &lease.ci {
+                    write!(f, ", CI job {url}")?;
+                }
+                write!(f, ") since {}, last renewed {}", self.since, lease.renewed)
+            }
+        }
     }
 }
 
@@ -130,6 +156,7 @@ impl RunLock {
             pid: std::process::id(),
             host: host_name(),
             since: now_rfc3339(),
+            lease: None,
         };
         file.set_len(0)?;
         file.seek(SeekFrom::Start(0))?;
@@ -227,6 +254,7 @@ mod tests {
             pid: 999_999,
             host: host_name(),
             since: "earlier".into(),
+            lease: None,
         };
         assert!(!dead.may_be_alive());
         let elsewhere = LockHolder {
@@ -249,6 +277,7 @@ mod tests {
             pid: 999_999,
             host: host_name(),
             since: "earlier".into(),
+            lease: None,
         };
         std::fs::write(
             dir.path().join(LOCK_FILE),

@@ -2,9 +2,12 @@
 //! the lock and the events.
 
 mod approval;
+pub mod cluster_journal;
+pub mod cluster_state;
 pub mod decision;
 pub mod event;
 pub mod journal;
+pub mod lease;
 pub mod lock;
 mod plan;
 pub mod plan_report;
@@ -25,6 +28,8 @@ use crate::kube::Cluster;
 use crate::playbook::{Bound, HumanDuration, Playbook, Step};
 use crate::render::{Masker, Renderer, Vars};
 use crate::{Error, Exit, Result};
+use cluster_journal::ClusterJournal;
+pub use cluster_state::ClusterState;
 use decision::{GuardPolicy, StepDecision, Tries};
 use event::RunOutput;
 use event::{Event, EventKind, RunStatus, StepDefinition, StepStatus, now_rfc3339};
@@ -51,6 +56,8 @@ pub struct RunOptions {
     /// What the command line says about the run's surroundings (the environment of the
     /// processes steps start, where agents go).
     pub surroundings: crate::actions::RunEnvironment,
+    /// `--state cluster`: the run's lock and journal are kept in the cluster too.
+    pub cluster_state: Option<ClusterState>,
 }
 
 /// Checks that a step id given by a flag exists.
@@ -123,6 +130,9 @@ struct Recorder {
     journal: Arc<Mutex<RunJournal>>,
     reporter: Arc<dyn RunOutput>,
     masker: Masker,
+    /// With `--state cluster`: whether the run still holds its Lease, checked before each
+    /// step starts.
+    lease: Option<lease::LeaseWatch>,
 }
 
 /// What [`Recorder::emit`] returns once the run was interrupted: the step loop stops there.
@@ -135,8 +145,14 @@ impl Recorder {
         self.write(kind, None, false)
     }
 
-    /// Writes the `step_started` of an action that runs from now on.
+    /// Writes the `step_started` of an action that runs from now on, if the run still holds
+    /// its Lease (with `--state cluster`): a runner that lost it stops before the step.
     fn start(&self, kind: EventKind, running: RunningStep) -> anyhow::Result<()> {
+        if let Some(lease) = &self.lease {
+            lease
+                .check()
+                .map_err(|lost| anyhow::anyhow!("{lost}; stopped before step `{}`", running.id))?;
+        }
         self.write(kind, Some(running), false)
     }
 
@@ -319,7 +335,120 @@ pub async fn run(
             )));
         }
     };
+    let mut warnings: Vec<String> = taken_over
+        .map(|previous| format!("took over the lock left by {previous}; that process is gone"))
+        .into_iter()
+        .collect();
+    let lease = match &options.cluster_state {
+        None => None,
+        Some(shared) => {
+            let cluster = cluster.ok_or_else(|| {
+                Diagnostic::new("--state cluster keeps the run in a cluster, and there is none")
+                    .help("give --kubeconfig (or set KUBECONFIG) or --context, or use --sandbox")
+            })?;
+            let (held, previous) = take_lease(cluster, shared, &run_id).await?;
+            if let Some(previous) = previous {
+                warnings.push(format!(
+                    "took over Lease {} from {previous}: it was not renewed for {}s",
+                    held.object(),
+                    previous.duration.as_secs()
+                ));
+            }
+            match ClusterJournal::open(cluster, &shared.namespace, &run_id).await {
+                Ok(journal) => Some((held, journal)),
+                Err(error) => {
+                    // Released now rather than left to expire: nothing was started.
+                    let _ = held.release().await;
+                    return Err(cluster_state::invalid_journal(error));
+                }
+            }
+        }
+    };
+    let (held, cluster_journal) = match lease {
+        Some((held, journal)) => (Some(held), Some(journal)),
+        None => (None, None),
+    };
+    let locked = LockedRun {
+        run_id: &run_id,
+        run_dir: &run_dir,
+        warnings,
+        lease: held.as_ref().map(lease::HeldLease::watch),
+        cluster_journal,
+    };
+    let result = run_locked(playbook, bound, options, reporter.clone(), cluster, locked).await;
+    if let Some(held) = held
+        && let Err(error) = held.release().await
+    {
+        reporter.notice(&format!(
+            "could not release the run's Lease ({error}); the next run takes it over once it expires"
+        ));
+    }
+    drop(lock);
+    result
+}
+
+/// What [`run`] has once it holds the run's locks.
+struct LockedRun<'a> {
+    run_id: &'a str,
+    run_dir: &'a std::path::Path,
+    /// Warnings to journal once the run has started (locks taken over).
+    warnings: Vec<String>,
+    /// With `--state cluster`: the Lease the run holds.
+    lease: Option<lease::LeaseWatch>,
+    /// With `--state cluster`: the journal in the cluster.
+    cluster_journal: Option<ClusterJournal>,
+}
+
+/// Takes the run's Lease in the cluster, or says who holds it (exit 4). Returns the Lease
+/// and, when it was taken over, who held it before.
+async fn take_lease(
+    cluster: &Cluster,
+    shared: &ClusterState,
+    run_id: &str,
+) -> Result<(lease::HeldLease, Option<lease::LeaseHolder>)> {
+    let lock = shared.lease(cluster, run_id)?;
+    match lock.acquire().await? {
+        Ok(lease::Acquired::Free(held)) => Ok((held, None)),
+        Ok(lease::Acquired::TakenOver(held, previous)) => Ok((held, Some(previous))),
+        Err(holder) => Err(Error::Locked(format!(
+            "run {run_id} is locked by {holder} (Lease {})\nhelp: wait for it to finish, or check it with `runbook status --state cluster {run_id}`",
+            lock.object()
+        ))),
+    }
+}
+
+/// The run once its locks are held: the journal (resumed), the steps on a thread of their
+/// own, signals.
+async fn run_locked(
+    playbook: &Arc<Playbook>,
+    bound: &Bound,
+    options: &RunOptions,
+    reporter: Arc<dyn RunOutput>,
+    cluster: Option<&Cluster>,
+    locked: LockedRun<'_>,
+) -> Result<RunResult> {
+    let LockedRun {
+        run_id,
+        run_dir,
+        warnings,
+        lease,
+        mut cluster_journal,
+    } = locked;
+    let run_dir = run_dir.to_path_buf();
+    let run_id = run_id.to_string();
     if options.restart {
+        if let Some(in_cluster) = &mut cluster_journal
+            && !in_cluster.is_empty()
+        {
+            let kept = in_cluster
+                .archive(jiff::Timestamp::now().as_second())
+                .await
+                .map_err(anyhow::Error::from)?;
+            reporter.notice(&format!(
+                "--restart: the previous journal in the cluster is kept as {}",
+                kept.join(", ")
+            ));
+        }
         let journal = run_dir.join(journal::JOURNAL_FILE);
         if journal.exists() {
             let archived = run_dir.join(format!(
@@ -333,18 +462,24 @@ pub async fn run(
             ));
         }
     }
+    // With the journal in the cluster, the local file becomes the cluster's copy first.
+    let journal = match cluster_journal {
+        Some(in_cluster) => Journal::mirrored(&run_dir, in_cluster)?,
+        None => Journal::open(&run_dir)?,
+    };
     let history = History::load(&run_dir)?;
     refuse_changed_definitions(playbook, &history, options)?;
 
     let recorder = Recorder {
         run_id: run_id.clone(),
         journal: Arc::new(Mutex::new(RunJournal {
-            journal: Journal::open(&run_dir)?,
+            journal,
             running: None,
             phase: Phase::Open,
         })),
         reporter: reporter.clone(),
         masker: bound.masker.clone(),
+        lease,
     };
     recorder.emit(EventKind::RunStarted {
         playbook: playbook.path.display().to_string(),
@@ -363,10 +498,8 @@ pub async fn run(
         pid: std::process::id(),
         host: lock::host_name(),
     })?;
-    if let Some(previous) = taken_over {
-        recorder.emit(EventKind::Warning {
-            message: format!("took over the lock left by {previous}; that process is gone"),
-        })?;
+    for message in warnings {
+        recorder.emit(EventKind::Warning { message })?;
     }
     if history.unreadable_lines > 0 {
         recorder.emit(EventKind::Warning {
@@ -416,7 +549,6 @@ pub async fn run(
         }
     };
     let (events, _) = journal::read_events(&run_dir)?;
-    drop(lock);
     let order: Vec<&str> = playbook.steps.iter().map(|step| step.id()).collect();
     Ok(RunResult {
         exit,

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{
-    Api, AttachParams, DeleteParams, DynamicObject, ListParams, Patch, PatchParams,
+    Api, AttachParams, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
     PropagationPolicy,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
@@ -163,7 +163,26 @@ fn is_not_found(error: &kube::Error, kind: &Kind) -> bool {
 }
 
 /// Tries a request up to 6 times with exponential backoff on transient errors.
-async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, kube::Error>
+async fn with_retries<T, F, Fut>(call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    retrying(call, is_transient).await
+}
+
+/// Whether a write that carries its own precondition (a create, a replace with a
+/// resourceVersion) is worth another try: as [`is_transient`], except that a 409 is the
+/// answer the caller asked for and is returned at once.
+fn is_transient_conditional_write(error: &kube::Error) -> bool {
+    !matches!(error, kube::Error::Api(status) if status.code == 409) && is_transient(error)
+}
+
+/// Tries a request up to 6 times with exponential backoff while `transient` says so.
+async fn retrying<T, F, Fut>(
+    mut call: F,
+    transient: fn(&kube::Error) -> bool,
+) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
@@ -172,7 +191,7 @@ where
     let mut attempt = 1;
     loop {
         match call().await {
-            Err(error) if attempt < 6 && is_transient(&error) => {
+            Err(error) if attempt < 6 && transient(&error) => {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(3));
                 attempt += 1;
@@ -478,6 +497,67 @@ impl Cluster {
             Err(error) if is_not_found(&error, kind) => Ok(false),
             Err(error) => Err(request.error(error)),
         }
+    }
+
+    /// Creates an object. A name already taken is a 409 `AlreadyExists` error, returned at
+    /// once: a caller that creates to claim a name wants that answer, not a retry. Other
+    /// transient errors are retried, so a create whose answer was lost can come back as
+    /// `AlreadyExists` although it was this call that created the object.
+    pub async fn create(
+        &self,
+        kind: &Kind,
+        namespace: Option<&str>,
+        object: &DynamicObject,
+    ) -> Result<serde_json::Value, KubeError> {
+        let api = self.api(kind, namespace);
+        let name = object.metadata.name.as_deref().unwrap_or_default();
+        let request = Request {
+            verb: "create",
+            kind,
+            name,
+            namespace: self.namespace_for(kind, namespace),
+        };
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        let result = retrying(
+            || api.create(&params, object),
+            is_transient_conditional_write,
+        )
+        .await
+        .map_err(|error| request.error(error))?;
+        Ok(to_json(&result))
+    }
+
+    /// Replaces an object (PUT). When `object` carries `metadata.resourceVersion` the server
+    /// refuses with 409 `Conflict` if the object changed since that version; the 409 is
+    /// returned at once (optimistic concurrency: the caller re-reads and decides).
+    pub async fn replace(
+        &self,
+        kind: &Kind,
+        name: &str,
+        namespace: Option<&str>,
+        object: &DynamicObject,
+    ) -> Result<serde_json::Value, KubeError> {
+        let api = self.api(kind, namespace);
+        let request = Request {
+            verb: "replace",
+            kind,
+            name,
+            namespace: self.namespace_for(kind, namespace),
+        };
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        let result = retrying(
+            || api.replace(name, &params, object),
+            is_transient_conditional_write,
+        )
+        .await
+        .map_err(|error| request.error(error))?;
+        Ok(to_json(&result))
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Mutex, RwLock};
 
 pub use crate::engine::plan_report::{PlanDecision, PlanEntry, PlanReport};
 pub use crate::engine::summary::RunSummary;
-pub use status::{RunStatusView, StepStatusView, render_list};
+pub use status::{RunRow, RunStatusView, StepStatusView, list_json, render_list};
 
 pub use crate::actions::{Progress, StepOutput};
 use crate::engine::event::{Event, EventKind, RunOutput, RunStatus, StepStatus};

@@ -192,33 +192,112 @@ impl RunStatusView {
     }
 }
 
-/// One line per run for `list`.
-pub fn render_list(runs: &[(String, History, Option<LockHolder>)]) -> String {
-    if runs.is_empty() {
-        return "no runs in this state directory\n".into();
+/// One run of `list`: its id, journal and who holds it.
+#[derive(Debug)]
+pub struct RunRow {
+    /// The run id.
+    pub id: String,
+    /// Its journal.
+    pub history: History,
+    /// Who holds its lock (or Lease), when someone does.
+    pub holder: Option<LockHolder>,
+}
+
+impl RunRow {
+    /// A param the run was started with, as text (`-` when it has none of that name).
+    fn param(&self, name: &str) -> String {
+        let params = self.history.identity().map(|(_, _, params)| params);
+        match params.and_then(|params| params.get(name)) {
+            Some(serde_json::Value::String(text)) => text.clone(),
+            Some(serde_json::Value::Null) | None => "-".into(),
+            Some(other) => other.to_string(),
+        }
     }
-    let width = runs
-        .iter()
-        .map(|(id, _, _)| id.len())
-        .max()
-        .unwrap_or(3)
-        .max(3);
-    let mut text = format!(
-        "{:<width$}  {:<11}  {:>9}  LAST EVENT\n",
-        "RUN", "STATE", "DONE"
-    );
-    for (id, history, holder) in runs {
-        let steps = history.ordered_steps();
+
+    /// Steps done (or not applicable), and steps.
+    fn progress(&self) -> (usize, usize) {
+        let steps = self.history.ordered_steps();
         let done = steps
             .values()
             .filter(|state| matches!(state, StepState::Done { .. } | StepState::NotApplicable(_)))
             .count();
-        text.push_str(&format!(
-            "{id:<width$}  {:<11}  {:>9}  {}\n",
-            run_state(history, holder.as_ref()),
-            format!("{done}/{}", steps.len()),
-            history.last_ts.as_deref().unwrap_or("-")
-        ));
+        (done, steps.len())
+    }
+}
+
+/// One line per run for `list`: the deployer's cluster and hub (the run's `cluster` and
+/// `hub` params) beside the run's state.
+pub fn render_list(runs: &[RunRow]) -> String {
+    if runs.is_empty() {
+        return "no runs in this state directory\n".into();
+    }
+    let column = |header: &str, cell: &dyn Fn(&RunRow) -> String| {
+        let cells: Vec<String> = runs.iter().map(cell).collect();
+        let width = cells
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(0)
+            .max(header.len());
+        (header.to_string(), cells, width)
+    };
+    let columns = [
+        column("RUN", &|run| run.id.clone()),
+        column("CLUSTER", &|run| run.param("cluster")),
+        column("HUB", &|run| run.param("hub")),
+        column("STATE", &|run| run_state(&run.history, run.holder.as_ref())),
+    ];
+    let mut text = String::new();
+    let mut line = |cells: Vec<&str>, done: &str, last: &str| {
+        for ((_, _, width), cell) in columns.iter().zip(cells) {
+            text.push_str(&format!("{cell:<width$}  "));
+        }
+        text.push_str(&format!("{done:>9}  {last}\n"));
+    };
+    line(
+        columns
+            .iter()
+            .map(|(header, _, _)| header.as_str())
+            .collect(),
+        "DONE",
+        "LAST EVENT",
+    );
+    for (index, run) in runs.iter().enumerate() {
+        let (done, steps) = run.progress();
+        line(
+            columns
+                .iter()
+                .map(|(_, cells, _)| cells[index].as_str())
+                .collect(),
+            &format!("{done}/{steps}"),
+            run.history.last_ts.as_deref().unwrap_or("-"),
+        );
     }
     text
+}
+
+/// `list --format json`: one object per run.
+pub fn list_json(runs: &[RunRow]) -> String {
+    let rows: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|run| {
+            let (done, steps) = run.progress();
+            let (playbook, name, params) =
+                run.history
+                    .identity()
+                    .unwrap_or(("?", "?", &serde_json::Value::Null));
+            serde_json::json!({
+                "run": run.id,
+                "playbook": playbook,
+                "name": name,
+                "params": params,
+                "state": run_state(&run.history, run.holder.as_ref()),
+                "steps_done": done,
+                "steps": steps,
+                "holder": run.holder,
+                "last_event": run.history.last_ts,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&rows).unwrap_or_default()
 }

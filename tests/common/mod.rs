@@ -369,6 +369,21 @@ impl Sandbox {
             .collect()
     }
 
+    /// Runs the real kubectl against it; its stdout, or `None` when it failed (a sandbox
+    /// that injects faults answers some requests with 500).
+    pub fn try_kubectl(&self, args: &[&str]) -> Option<String> {
+        let output = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path().join("home"))
+            .output()
+            .expect("run kubectl");
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Runs the real kubectl against it; returns stdout, failing the test on a non-zero exit.
     pub fn kubectl(&self, args: &[&str]) -> String {
         let home = self.dir.path().join("home");
@@ -399,6 +414,14 @@ impl Sandbox {
         }
         let text = self.kubectl(&args);
         (!text.trim().is_empty()).then(|| serde_json::from_str(&text).expect("kubectl JSON"))
+    }
+}
+
+impl Sandbox {
+    /// Stops it at once (SIGKILL), as an API server that stops answering.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
