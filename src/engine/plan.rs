@@ -91,6 +91,107 @@ impl PlanVisitor<'_> {
     }
 }
 
+impl PlanVisitor<'_> {
+    /// What a step found now may no longer hold when a run gets to it, after a step that
+    /// changes something.
+    fn may_change(&self, what: &str, reason: &str) -> String {
+        format!(
+            "{what} now ({reason}), but `{}` runs before it and may change that",
+            self.last_change.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// A step a run would skip: done (for sure, unless a change before it may undo that),
+    /// or left out (`when`).
+    fn would_skip(&self, step: &Step, reason: String, done: bool, entry: &mut PlanEntry) {
+        if done && self.last_change.is_some() && check_reads_the_world(step) {
+            entry.decision = PlanDecision::Unknown;
+            entry.reason = self.may_change("done", &reason);
+        } else {
+            entry.decision = PlanDecision::Skip;
+            entry.reason = reason;
+        }
+    }
+
+    /// A step a run would be refused at (where it would stop), unless a change before it
+    /// may make its guard hold.
+    fn would_refuse(
+        &mut self,
+        step: &Step,
+        reason: &str,
+        by_require: bool,
+        tries: &Tries,
+        entry: &mut PlanEntry,
+    ) {
+        if self.last_change.is_some() && (!by_require || guard_reads_the_world(step)) {
+            entry.decision = PlanDecision::Unknown;
+            entry.reason = self.may_change("refused", reason);
+            return;
+        }
+        entry.decision = PlanDecision::Refused;
+        entry.reason = if by_require && tries.retries > 0 {
+            format!(
+                "{reason}; a run evaluates it again up to {} times, {} apart, and stops here if it stays false",
+                tries.retries,
+                HumanDuration(tries.delay)
+            )
+        } else {
+            format!("{reason} (the run would stop here)")
+        };
+        self.stopped_at = Some(step.id().to_string());
+    }
+
+    /// A step a run would run: its preview, whether it waits for an approval, and, for a
+    /// read-only action, its output now (which later steps may use).
+    async fn would_run(
+        &mut self,
+        step: &Step,
+        cx: &StepContext<'_>,
+        tries: &Tries,
+        entry: &mut PlanEntry,
+    ) -> Option<serde_json::Value> {
+        let id = step.id();
+        match step.action().plan(cx).await {
+            Ok(mut preview) => {
+                if let (Some(timeout), Some(limit)) = (&step.spec.timeout, tries.timeout)
+                    && let Some(note) = timeout.rendered_note("timeout", &HumanDuration(limit))
+                {
+                    preview.summary = format!("{} ({note})", preview.summary);
+                }
+                entry.summary = Some(preview.summary);
+                entry.diff = preview.diff;
+            }
+            Err(error) => entry.summary = Some(format!("cannot preview: {error:#}")),
+        }
+        let gate = step.spec.confirm.is_some() || step.action().approval_prompt().is_some();
+        entry.reason = if self.history.approvals.contains(id) {
+            "not done yet; its approval is already recorded".into()
+        } else if gate {
+            format!("not done yet; needs approval (--approve {id} or --yes) or the run pauses here")
+        } else {
+            "not done yet".into()
+        };
+        if !step.action().changes_nothing() {
+            self.last_change = Some(id.to_string());
+        }
+        if !step.action().is_read_only() {
+            return None;
+        }
+        match step.action().apply(cx).await {
+            Ok(outcome) => Some(outcome.output),
+            Err(error) => {
+                entry.reason = match &self.last_change {
+                    Some(change) => format!(
+                        "read-only; evaluated now, it would fail ({error:#}), but `{change}` runs before it and may change that"
+                    ),
+                    None => format!("read-only; evaluated now, it would fail: {error:#}"),
+                };
+                None
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl StepVisitor for PlanVisitor<'_> {
     type Output = Vec<PlanEntry>;
@@ -137,31 +238,23 @@ impl StepVisitor for PlanVisitor<'_> {
         cx: &StepContext<'_>,
         evaluated: anyhow::Result<Evaluated>,
     ) -> anyhow::Result<After<Vec<PlanEntry>>> {
-        let id = step.id();
         let mut entry = entry_for(step);
-        let mut registered = None;
-        let last_change = self.last_change.clone();
-        match evaluated {
+        let registered = match evaluated {
             Err(error) => {
                 entry.decision = PlanDecision::Unknown;
                 entry.reason = format!("cannot evaluate: {error:#}");
+                None
             }
             Ok(Evaluated {
-                decision: StepDecision::Skip { reason, done: true },
-                ..
-            }) if last_change.is_some() && check_reads_the_world(step) => {
-                entry.decision = PlanDecision::Unknown;
-                entry.reason = format!(
-                    "done now ({reason}), but `{}` runs before it and may change that",
-                    last_change.as_deref().unwrap_or_default()
-                );
-            }
+                decision: StepDecision::Run,
+                tries,
+            }) => self.would_run(step, cx, &tries, &mut entry).await,
             Ok(Evaluated {
-                decision: StepDecision::Skip { reason, .. },
+                decision: StepDecision::Skip { reason, done },
                 ..
             }) => {
-                entry.decision = PlanDecision::Skip;
-                entry.reason = reason;
+                self.would_skip(step, reason, done, &mut entry);
+                None
             }
             Ok(Evaluated {
                 decision: StepDecision::Unknown { reason },
@@ -169,80 +262,16 @@ impl StepVisitor for PlanVisitor<'_> {
             }) => {
                 entry.decision = PlanDecision::Unknown;
                 entry.reason = reason;
-            }
-            Ok(Evaluated {
-                decision: StepDecision::Refused { reason, by_require },
-                ..
-            }) if last_change.is_some() && (!by_require || guard_reads_the_world(step)) => {
-                entry.decision = PlanDecision::Unknown;
-                entry.reason = format!(
-                    "refused now ({reason}), but `{}` runs before it and may change that",
-                    last_change.as_deref().unwrap_or_default()
-                );
+                None
             }
             Ok(Evaluated {
                 decision: StepDecision::Refused { reason, by_require },
                 tries,
             }) => {
-                entry.decision = PlanDecision::Refused;
-                entry.reason = if by_require && tries.retries > 0 {
-                    format!(
-                        "{reason}; a run evaluates it again up to {} times, {} apart, and stops here if it stays false",
-                        tries.retries,
-                        HumanDuration(tries.delay)
-                    )
-                } else {
-                    format!("{reason} (the run would stop here)")
-                };
-                self.stopped_at = Some(id.to_string());
+                self.would_refuse(step, &reason, by_require, &tries, &mut entry);
+                None
             }
-            Ok(Evaluated {
-                decision: StepDecision::Run,
-                tries,
-            }) => {
-                match step.action().plan(cx).await {
-                    Ok(mut preview) => {
-                        if let (Some(timeout), Some(limit)) = (&step.spec.timeout, tries.timeout)
-                            && let Some(note) =
-                                timeout.rendered_note("timeout", &HumanDuration(limit))
-                        {
-                            preview.summary = format!("{} ({note})", preview.summary);
-                        }
-                        entry.summary = Some(preview.summary);
-                        entry.diff = preview.diff;
-                    }
-                    Err(error) => entry.summary = Some(format!("cannot preview: {error:#}")),
-                }
-                let gate = step.spec.confirm.is_some() || step.action().approval_prompt().is_some();
-                entry.reason = if self.history.approvals.contains(id) {
-                    "not done yet; its approval is already recorded".into()
-                } else if gate {
-                    format!(
-                        "not done yet; needs approval (--approve {id} or --yes) or the run pauses here"
-                    )
-                } else {
-                    "not done yet".into()
-                };
-                if !step.action().changes_nothing() {
-                    self.last_change = Some(id.to_string());
-                }
-                if step.action().is_read_only() {
-                    match step.action().apply(cx).await {
-                        Ok(outcome) => registered = Some(outcome.output),
-                        Err(error) => {
-                            entry.reason = match &self.last_change {
-                                Some(change) => format!(
-                                    "read-only; evaluated now, it would fail ({error:#}), but `{change}` runs before it and may change that"
-                                ),
-                                None => {
-                                    format!("read-only; evaluated now, it would fail: {error:#}")
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        };
         self.push(entry);
         Ok(After::Next {
             output: registered,

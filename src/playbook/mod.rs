@@ -299,6 +299,13 @@ struct TemplateSite<'a> {
     also_known: &'a [&'a str],
 }
 
+/// A step as its diagnostics need it: its id, where it starts, and its last line.
+struct StepExtent<'a> {
+    id: &'a str,
+    location: &'a Location,
+    end_line: usize,
+}
+
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars
@@ -332,17 +339,42 @@ impl Loader<'_> {
     }
 
     fn validate(&self, document: PlaybookDocument, path: &Path) -> Result<Playbook, Diagnostic> {
-        if document.runbook.value != FORMAT_VERSION {
+        self.validate_header(&document.runbook, &document.name)?;
+        let params = self.validate_params(document.params)?;
+        let mut known: BTreeSet<String> = params.keys().cloned().collect();
+        known.extend(BUILTIN_NAMES.iter().map(|name| name.to_string()));
+        let vars = self.validate_vars(document.vars, &mut known)?;
+        let steps = self.validate_steps(document.steps, &mut known)?;
+        let maintenance_window = document
+            .maintenance_window
+            .map(|window| self.validate_window(window, &steps))
+            .transpose()?;
+        Ok(Playbook {
+            path: path.to_path_buf(),
+            source: self.source.clone(),
+            name: document.name.value,
+            description: document.description,
+            params,
+            vars,
+            steps,
+            hash: sha256_hex(self.source.text.as_bytes()),
+            maintenance_window,
+        })
+    }
+
+    /// The format version this build reads, and a name fit for the run's directory.
+    fn validate_header(
+        &self,
+        version: &Spanned<u32>,
+        name: &Spanned<String>,
+    ) -> Result<(), Diagnostic> {
+        if version.value != FORMAT_VERSION {
             return Err(Diagnostic::at(
-                self.at(&document.runbook),
-                format!(
-                    "unsupported playbook format version {}",
-                    document.runbook.value
-                ),
+                self.at(version),
+                format!("unsupported playbook format version {}", version.value),
             )
             .help(format!("this runbook reads `runbook: {FORMAT_VERSION}`")));
         }
-        let name = &document.name;
         if name.value.is_empty()
             || !name
                 .value
@@ -357,9 +389,16 @@ impl Loader<'_> {
                 "use letters, digits, `-`, `_` and `.`; the name is part of the run's directory",
             ));
         }
+        Ok(())
+    }
 
+    /// Params with identifiers for names and patterns that compile.
+    fn validate_params(
+        &self,
+        declared: IndexMap<Spanned<String>, Spanned<Option<ParamSpec>>>,
+    ) -> Result<IndexMap<String, (ParamSpec, Location)>, Diagnostic> {
         let mut params = IndexMap::new();
-        for (param_name, spec) in document.params {
+        for (param_name, spec) in declared {
             if !is_identifier(&param_name.value) {
                 return Err(Diagnostic::at(self.at(&param_name), format!("`{}` is not a valid param name", param_name.value))
                     .help("a param name is an identifier: letters, digits and `_`, not starting with a digit"));
@@ -373,11 +412,18 @@ impl Loader<'_> {
             }
             params.insert(param_name.value, (spec_value, location));
         }
+        Ok(params)
+    }
 
-        let mut known: BTreeSet<String> = params.keys().cloned().collect();
-        known.extend(BUILTIN_NAMES.iter().map(|name| name.to_string()));
+    /// Vars in order: each a new identifier whose templates use only the names before it,
+    /// which it then joins (`known`).
+    fn validate_vars(
+        &self,
+        declared: IndexMap<Spanned<String>, Spanned<serde_json::Value>>,
+        known: &mut BTreeSet<String>,
+    ) -> Result<Vec<(String, serde_json::Value, Location)>, Diagnostic> {
         let mut vars = Vec::new();
-        for (var_name, value) in document.vars {
+        for (var_name, value) in declared {
             if !is_identifier(&var_name.value) {
                 return Err(Diagnostic::at(
                     self.at(&var_name),
@@ -401,20 +447,27 @@ impl Loader<'_> {
                 last_line: location.line,
                 also_known: &[],
             };
-            self.check_json_templates(&value.value, &known, &site)?;
+            self.check_json_templates(&value.value, known, &site)?;
             known.insert(var_name.value.clone());
             let location = self.at(&var_name);
             vars.push((var_name.value, value.value, location));
         }
+        Ok(vars)
+    }
 
-        if document.steps.value.is_empty() {
+    /// The steps in order, at least one; each may use the names registered before it.
+    fn validate_steps(
+        &self,
+        declared: Spanned<Vec<Spanned<StepSpec>>>,
+        known: &mut BTreeSet<String>,
+    ) -> Result<Vec<Step>, Diagnostic> {
+        if declared.value.is_empty() {
             return Err(
-                Diagnostic::at(self.at(&document.steps), "the playbook has no steps")
+                Diagnostic::at(self.at(&declared), "the playbook has no steps")
                     .help("add at least one step under `steps:`"),
             );
         }
-        let step_lines: Vec<usize> = document
-            .steps
+        let step_lines: Vec<usize> = declared
             .value
             .iter()
             .map(|step| step.referenced.line() as usize)
@@ -422,29 +475,15 @@ impl Loader<'_> {
         let mut steps: Vec<Step> = Vec::new();
         // Each id with the line of its step: a lookup per step, not a scan of the earlier ones.
         let mut ids: HashMap<String, usize> = HashMap::new();
-        for (index, spanned) in document.steps.value.into_iter().enumerate() {
+        for (index, spanned) in declared.value.into_iter().enumerate() {
             let end_line = step_lines
                 .get(index + 1)
                 .map_or(usize::MAX, |next| next - 1);
-            let step = self.validate_step(spanned, end_line, &steps, &ids, &mut known)?;
+            let step = self.validate_step(spanned, end_line, &steps, &ids, known)?;
             ids.insert(step.id().to_string(), step.location.line);
             steps.push(step);
         }
-        let maintenance_window = document
-            .maintenance_window
-            .map(|window| self.validate_window(window, &steps))
-            .transpose()?;
-        Ok(Playbook {
-            path: path.to_path_buf(),
-            source: self.source.clone(),
-            name: name.value.clone(),
-            description: document.description,
-            params,
-            vars,
-            steps,
-            hash: sha256_hex(self.source.text.as_bytes()),
-            maintenance_window,
-        })
+        Ok(steps)
     }
 
     /// Both ends of the window are steps of the playbook, the opening one first.
@@ -485,6 +524,9 @@ impl Loader<'_> {
         })
     }
 
+    /// One step: a new valid id, exactly one action, references to earlier steps only,
+    /// templates that use only known names, and a new name to register its output under
+    /// (which joins `known`).
     fn validate_step(
         &self,
         spanned: Spanned<StepSpec>,
@@ -495,7 +537,44 @@ impl Loader<'_> {
     ) -> Result<Step, Diagnostic> {
         let location = self.at(&spanned);
         let spec = spanned.value;
-        let id = &spec.id;
+        self.check_step_id(&spec.id, earlier_ids)?;
+        let extent = StepExtent {
+            id: &spec.id.value,
+            location: &location,
+            end_line,
+        };
+        let (action_key, action) = self.single_action(&spec, &extent)?;
+        action.check_source(self.source)?;
+        self.check_step_references(action, &extent, earlier, earlier_ids)?;
+        // Every string of the step may be a template.
+        let definition =
+            serde_json::to_value(&spec).map_err(|error| Diagnostic::new(error.to_string()))?;
+        let references = self.step_template_references(
+            &spec,
+            (action_key, action),
+            &definition,
+            &extent,
+            known,
+        )?;
+        if let Some(register) = &spec.register {
+            self.register_name(register, known)?;
+        }
+        let hash = sha256_hex(definition.to_string().as_bytes());
+        Ok(Step {
+            spec,
+            location,
+            hash,
+            action_key,
+            references,
+        })
+    }
+
+    /// A step id is well formed and not taken by an earlier step.
+    fn check_step_id(
+        &self,
+        id: &Spanned<String>,
+        earlier_ids: &HashMap<String, usize>,
+    ) -> Result<(), Diagnostic> {
         if !is_step_id(&id.value) {
             return Err(Diagnostic::at(
                 self.at(id),
@@ -512,65 +591,88 @@ impl Loader<'_> {
                 ),
             );
         }
-        let actions = spec.actions();
-        let action_key = match actions.as_slice() {
-            [(key, _)] => *key,
-            [] => {
-                return Err(
-                    Diagnostic::at(location, format!("step `{}` has no action", id.value)).help(
-                        format!("give it one of: {}", StepSpec::ACTION_KEYS.join(", ")),
-                    ),
-                );
-            }
+        Ok(())
+    }
+
+    /// The step's one action, with its key.
+    fn single_action<'s>(
+        &self,
+        spec: &'s StepSpec,
+        extent: &StepExtent<'_>,
+    ) -> Result<(&'static str, &'s dyn crate::actions::Action), Diagnostic> {
+        let id = extent.id;
+        match spec.actions().as_slice() {
+            [(key, action)] => Ok((*key, *action)),
+            [] => Err(Diagnostic::at(
+                extent.location.clone(),
+                format!("step `{id}` has no action"),
+            )
+            .help(format!(
+                "give it one of: {}",
+                StepSpec::ACTION_KEYS.join(", ")
+            ))),
             several => {
                 let keys: Vec<&str> = several.iter().map(|(key, _)| *key).collect();
                 // Point at the second action: the first one is where the step is fine.
-                let second = self.find_key(keys[1], &location, end_line);
-                return Err(Diagnostic::at(
+                let second = self.find_key(keys[1], extent.location, extent.end_line);
+                Err(Diagnostic::at(
                     second,
                     format!(
-                        "step `{}` has {} actions: {}",
-                        id.value,
+                        "step `{id}` has {} actions: {}",
                         keys.len(),
                         keys.join(", ")
                     ),
                 )
-                .help("a step does exactly one thing: split it into several steps"));
+                .help("a step does exactly one thing: split it into several steps"))
             }
-        };
-        actions[0].1.check_source(self.source)?;
-        for (key, referenced) in actions[0].1.step_references() {
+        }
+    }
+
+    /// The steps an action names (`after:`) come before it.
+    fn check_step_references(
+        &self,
+        action: &dyn crate::actions::Action,
+        extent: &StepExtent<'_>,
+        earlier: &[Step],
+        earlier_ids: &HashMap<String, usize>,
+    ) -> Result<(), Diagnostic> {
+        let id = extent.id;
+        for (key, referenced) in action.step_references() {
             if !earlier_ids.contains_key(referenced) {
                 let ids: Vec<&str> = earlier.iter().map(Step::id).collect();
                 let help = match crate::diagnostic::did_you_mean(referenced, &ids) {
                     Some(close) => format!("did you mean `{close}`?"),
-                    None => format!("`{key}:` names a step that comes before `{}`", id.value),
+                    None => format!("`{key}:` names a step that comes before `{id}`"),
                 };
-                let at = self.find_nested_key(key, &location, end_line);
+                let at = self.find_nested_key(key, extent.location, extent.end_line);
                 return Err(Diagnostic::at(
                     at,
-                    format!(
-                        "step `{}`: `{key}: {referenced}` is not an earlier step",
-                        id.value
-                    ),
+                    format!("step `{id}`: `{key}: {referenced}` is not an earlier step"),
                 )
                 .help(help));
             }
         }
-        let step_line = location.line;
-        let what = format!("step `{}`", id.value);
+        Ok(())
+    }
+
+    /// The names the step's templates and expressions use, each checked to be known.
+    fn step_template_references(
+        &self,
+        spec: &StepSpec,
+        (action_key, action): (&'static str, &dyn crate::actions::Action),
+        definition: &serde_json::Value,
+        extent: &StepExtent<'_>,
+        known: &BTreeSet<String>,
+    ) -> Result<BTreeSet<String>, Diagnostic> {
+        let what = format!("step `{}`", extent.id);
         let site = |condition, also_known| TemplateSite {
             what: &what,
             condition,
-            first_line: step_line,
-            last_line: end_line,
+            first_line: extent.location.line,
+            last_line: extent.end_line,
             also_known,
         };
-
-        // Every string of the step may be a template.
-        let definition =
-            serde_json::to_value(&spec).map_err(|error| Diagnostic::new(error.to_string()))?;
-        let mut references = self.check_json_templates(&definition, known, &site(None, &[]))?;
+        let mut references = self.check_json_templates(definition, known, &site(None, &[]))?;
         // Conditions are expressions even without braces.
         let mut conditions: Vec<(&str, &str)> = Vec::new();
         conditions.extend(spec.when.as_ref().map(|when| ("when", when.as_str())));
@@ -586,8 +688,8 @@ impl Loader<'_> {
             references.extend(self.check_template(condition, known, &site(Some(key), &[]))?);
         }
         // An action's own expressions may also use the names it provides (`object`).
-        let action_names = actions[0].1.expression_names();
-        for expression in actions[0].1.expressions() {
+        let action_names = action.expression_names();
+        for expression in action.expressions() {
             references.extend(self.check_template(
                 expression.as_str(),
                 known,
@@ -601,35 +703,34 @@ impl Loader<'_> {
                 &site(Some("until"), &["result"]),
             )?);
         }
+        Ok(references)
+    }
 
-        if let Some(register) = &spec.register {
-            if !is_identifier(&register.value) {
-                return Err(Diagnostic::at(
-                    self.at(register),
-                    format!("`{}` is not a valid name to register", register.value),
-                )
-                .help("use an identifier: letters, digits and `_`"));
-            }
-            if known.contains(&register.value) {
-                return Err(Diagnostic::at(
-                    self.at(register),
-                    format!(
-                        "`{}` is already a param, var or registered name",
-                        register.value
-                    ),
-                )
-                .help("register the output under a name of its own"));
-            }
-            known.insert(register.value.clone());
+    /// A step's `register:` is an identifier not yet taken; it joins `known`.
+    fn register_name(
+        &self,
+        register: &Spanned<String>,
+        known: &mut BTreeSet<String>,
+    ) -> Result<(), Diagnostic> {
+        if !is_identifier(&register.value) {
+            return Err(Diagnostic::at(
+                self.at(register),
+                format!("`{}` is not a valid name to register", register.value),
+            )
+            .help("use an identifier: letters, digits and `_`"));
         }
-        let hash = sha256_hex(definition.to_string().as_bytes());
-        Ok(Step {
-            spec,
-            location,
-            hash,
-            action_key,
-            references,
-        })
+        if known.contains(&register.value) {
+            return Err(Diagnostic::at(
+                self.at(register),
+                format!(
+                    "`{}` is already a param, var or registered name",
+                    register.value
+                ),
+            )
+            .help("register the output under a name of its own"));
+        }
+        known.insert(register.value.clone());
+        Ok(())
     }
 
     /// Checks every template string inside a JSON value.

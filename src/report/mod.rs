@@ -173,6 +173,7 @@ impl Reporter {
         }
     }
 
+    /// The human line of an event, if the verbosity shows it.
     fn describe(&self, kind: &EventKind) -> Option<String> {
         let quiet = self.verbosity == Verbosity::Quiet;
         Some(match kind {
@@ -213,30 +214,7 @@ impl Reporter {
                 duration_ms,
                 error,
                 ..
-            } => {
-                let took = format_duration_ms(*duration_ms);
-                match status {
-                    StepStatus::Ok | StepStatus::Changed if quiet => return None,
-                    StepStatus::Ok => format!("{} {step} ok ({took})", self.paint(GREEN, "✓")),
-                    StepStatus::Changed => {
-                        format!("{} {step} changed ({took})", self.paint(GREEN, "✓"))
-                    }
-                    StepStatus::Failed => format!(
-                        "{} {step} failed after {took}: {}",
-                        self.paint(RED, "✗"),
-                        error.as_deref().unwrap_or("unknown error")
-                    ),
-                    StepStatus::Refused => format!(
-                        "{} {step} refused: {}",
-                        self.paint(RED, "✗"),
-                        error.as_deref().unwrap_or("its guard is false")
-                    ),
-                    StepStatus::Interrupted => format!(
-                        "{} {step} interrupted after {took}",
-                        self.paint(YELLOW, "■")
-                    ),
-                }
-            }
+            } => return self.describe_step_finished(step, status, *duration_ms, error.as_deref()),
             EventKind::Paused { step, message } => format!(
                 "{} {step} waits for approval: {message}\n  to go on, run again with --approve {step} (or --yes)",
                 self.paint(YELLOW, "⏸")
@@ -245,21 +223,7 @@ impl Reporter {
                 format!("{} {message}", self.paint(YELLOW, "warning:"))
             }
             EventKind::RunFinished { status, exit_code } => {
-                let (color, text) = match status {
-                    RunStatus::Ok => (GREEN, "every step is done"),
-                    RunStatus::Failed => {
-                        (RED, "a step failed; run the same command again to resume")
-                    }
-                    RunStatus::Refused => (
-                        RED,
-                        "a guard refused a step; nothing was changed by that step",
-                    ),
-                    RunStatus::Paused => (YELLOW, "paused at an approval gate"),
-                    RunStatus::Interrupted => {
-                        (YELLOW, "interrupted; run the same command again to resume")
-                    }
-                    RunStatus::Invalid => (RED, "invalid input"),
-                };
+                let (color, text) = run_verdict(status);
                 format!("{} (exit {exit_code})", self.paint(color, text))
             }
             EventKind::Progress {
@@ -275,6 +239,54 @@ impl Reporter {
             }
             _ => return None,
         })
+    }
+
+    /// How a step ended; quiet shows only failures, refusals and interruptions.
+    fn describe_step_finished(
+        &self,
+        step: &str,
+        status: &StepStatus,
+        duration_ms: u64,
+        error: Option<&str>,
+    ) -> Option<String> {
+        let quiet = self.verbosity == Verbosity::Quiet;
+        let took = format_duration_ms(duration_ms);
+        Some(match status {
+            StepStatus::Ok | StepStatus::Changed if quiet => return None,
+            StepStatus::Ok => format!("{} {step} ok ({took})", self.paint(GREEN, "✓")),
+            StepStatus::Changed => {
+                format!("{} {step} changed ({took})", self.paint(GREEN, "✓"))
+            }
+            StepStatus::Failed => format!(
+                "{} {step} failed after {took}: {}",
+                self.paint(RED, "✗"),
+                error.unwrap_or("unknown error")
+            ),
+            StepStatus::Refused => format!(
+                "{} {step} refused: {}",
+                self.paint(RED, "✗"),
+                error.unwrap_or("its guard is false")
+            ),
+            StepStatus::Interrupted => format!(
+                "{} {step} interrupted after {took}",
+                self.paint(YELLOW, "■")
+            ),
+        })
+    }
+}
+
+/// The color and words of how a run ended.
+fn run_verdict(status: &RunStatus) -> (&'static str, &'static str) {
+    match status {
+        RunStatus::Ok => (GREEN, "every step is done"),
+        RunStatus::Failed => (RED, "a step failed; run the same command again to resume"),
+        RunStatus::Refused => (
+            RED,
+            "a guard refused a step; nothing was changed by that step",
+        ),
+        RunStatus::Paused => (YELLOW, "paused at an approval gate"),
+        RunStatus::Interrupted => (YELLOW, "interrupted; run the same command again to resume"),
+        RunStatus::Invalid => (RED, "invalid input"),
     }
 }
 

@@ -251,122 +251,174 @@ pub fn add_missing(
             PathSegment::Index(_) => Err(CannotAdd::ListItem),
         })
         .collect::<Result<Vec<&str>, _>>()?;
-    let newline = layout.newline;
-    let lines = |column| block_lines(&keys, column, value, layout).replace('\n', newline);
+    let addition = Addition {
+        text,
+        keys,
+        value,
+        layout,
+    };
     Ok(match parent {
-        MissingParent::EmptyDocument => {
-            let separator = if text.is_empty() || text.ends_with('\n') {
-                ""
-            } else {
-                newline
-            };
-            vec![Splice {
-                range: text.len()..text.len(),
-                text: format!("{separator}{}", lines(0)),
-            }]
-        }
+        MissingParent::EmptyDocument => addition.at_document_end(),
         MissingParent::Mapping(mapping) if cst::in_flow(mapping) => {
-            let entry = flow_entry(&keys, value, layout);
-            match cst::entries(mapping).last() {
-                Some(last) => {
-                    let at = cst::last_content_token(&last)
-                        .map_or(cst::range(&last).end, |token| cst::token_end(&token));
-                    vec![Splice {
-                        range: at..at,
-                        text: format!(", {entry}"),
-                    }]
-                }
-                None => {
-                    let at = cst::range(mapping).start + 1;
-                    vec![Splice {
-                        range: at..at,
-                        text: entry,
-                    }]
-                }
-            }
+            addition.append_to_flow_mapping(mapping)
         }
-        MissingParent::Mapping(mapping) => {
-            let all: Vec<SyntaxNode> = cst::entries(mapping).collect();
-            let Some(last) = all.last() else {
-                return Ok(Vec::new());
-            };
-            let key_start =
-                cst::entry_key(last).map_or(cst::range(last).start, |key| cst::range(&key).start);
-            let end = cst::last_content_token(last)
-                .map_or(cst::range(last).end, |token| cst::token_end(&token));
-            let at = after_line(text, end);
-            let mut prefix = String::new();
-            if !text[..at].ends_with('\n') {
-                prefix.push_str(newline);
-            }
-            // Entries separated by blank lines get one too.
-            if let [.., before, _] = all.as_slice() {
-                let before_end = cst::last_content_token(before)
-                    .map_or(cst::range(before).end, |token| cst::token_end(&token));
-                let gap_start = after_line(text, before_end).min(key_start);
-                let gap_end = key_start - column(text, key_start);
-                if gap_start < gap_end
-                    && text[gap_start..gap_end]
-                        .lines()
-                        .any(|line| line.trim().is_empty())
-                {
-                    prefix.push_str(newline);
-                }
-            }
-            vec![Splice {
-                range: at..at,
-                text: format!("{prefix}{}", lines(column(text, key_start))),
-            }]
-        }
+        MissingParent::Mapping(mapping) => addition.append_to_block_mapping(mapping),
         MissingParent::Null {
             node,
             holder: Holder::Document,
-        } => {
-            // The whole document is `~` or `null`: it becomes the mapping.
-            let range = cst::range(node);
-            let end = range.start + text[range.clone()].trim_end().len();
-            let block = lines(0);
-            vec![Splice {
-                range: range.start..end,
-                text: block.trim_end_matches(['\r', '\n']).to_string(),
-            }]
-        }
-        MissingParent::Null { node, holder } => {
-            let Holder::Entry(entry) = holder else {
-                return Err(CannotAdd::NullItem);
-            };
-            let range = cst::range(node);
-            let colon_end =
-                cst::indicator(entry).map_or(range.start, |colon| cst::token_end(&colon));
-            if cst::in_flow(node) {
-                let written = format!(" {{{}}}", flow_entry(&keys, value, layout));
-                return Ok(vec![Splice {
-                    range: colon_end..range.end.max(colon_end),
-                    text: written,
-                }]);
-            }
-            let mut splices = Vec::new();
-            if !text[range.clone()].trim().is_empty() {
-                // `key: null` loses its `null`; the mapping goes on the lines below.
-                splices.push(Splice {
-                    range: colon_end..range.end,
-                    text: String::new(),
-                });
-            }
-            let at = after_line(text, colon_end.max(range.end));
-            let prefix = if text[..at].ends_with('\n') {
-                ""
-            } else {
-                newline
-            };
-            splices.push(Splice {
-                range: at..at,
-                text: format!(
-                    "{prefix}{}",
-                    lines(holder_column(text, holder) + layout.step)
-                ),
-            });
-            splices
-        }
+        } => addition.instead_of_null_document(node),
+        MissingParent::Null {
+            node,
+            holder: holder @ Holder::Entry(entry),
+        } => addition.instead_of_null_value(node, entry, holder),
+        MissingParent::Null {
+            holder: Holder::Item(_),
+            ..
+        } => return Err(CannotAdd::NullItem),
     })
+}
+
+/// Keys to add to a file, with the value at their end: the splices for each kind of place
+/// they go.
+struct Addition<'a> {
+    text: &'a str,
+    keys: Vec<&'a str>,
+    value: &'a serde_json::Value,
+    layout: &'a Layout,
+}
+
+impl Addition<'_> {
+    /// The keys as block lines at `column`, with the file's newlines.
+    fn lines(&self, column: usize) -> String {
+        block_lines(&self.keys, column, self.value, self.layout).replace('\n', self.layout.newline)
+    }
+
+    /// The keys in flow style (`a: {b: 1}`).
+    fn flow_entry(&self) -> String {
+        flow_entry(&self.keys, self.value, self.layout)
+    }
+
+    /// An empty document: the keys are all it has.
+    fn at_document_end(&self) -> Vec<Splice> {
+        let text = self.text;
+        let separator = if text.is_empty() || text.ends_with('\n') {
+            ""
+        } else {
+            self.layout.newline
+        };
+        vec![Splice {
+            range: text.len()..text.len(),
+            text: format!("{separator}{}", self.lines(0)),
+        }]
+    }
+
+    /// A flow mapping (`{a: 1}`): a new entry after its last one.
+    fn append_to_flow_mapping(&self, mapping: &SyntaxNode) -> Vec<Splice> {
+        let entry = self.flow_entry();
+        match cst::entries(mapping).last() {
+            Some(last) => {
+                let at = cst::last_content_token(&last)
+                    .map_or(cst::range(&last).end, |token| cst::token_end(&token));
+                vec![Splice {
+                    range: at..at,
+                    text: format!(", {entry}"),
+                }]
+            }
+            None => {
+                let at = cst::range(mapping).start + 1;
+                vec![Splice {
+                    range: at..at,
+                    text: entry,
+                }]
+            }
+        }
+    }
+
+    /// A block mapping: new lines after its last entry, at that entry's column, after a
+    /// blank line when its entries are separated by blank lines.
+    fn append_to_block_mapping(&self, mapping: &SyntaxNode) -> Vec<Splice> {
+        let (text, newline) = (self.text, self.layout.newline);
+        let all: Vec<SyntaxNode> = cst::entries(mapping).collect();
+        let Some(last) = all.last() else {
+            return Vec::new();
+        };
+        let key_start =
+            cst::entry_key(last).map_or(cst::range(last).start, |key| cst::range(&key).start);
+        let end = cst::last_content_token(last)
+            .map_or(cst::range(last).end, |token| cst::token_end(&token));
+        let at = after_line(text, end);
+        let mut prefix = String::new();
+        if !text[..at].ends_with('\n') {
+            prefix.push_str(newline);
+        }
+        if let [.., before, _] = all.as_slice() {
+            let before_end = cst::last_content_token(before)
+                .map_or(cst::range(before).end, |token| cst::token_end(&token));
+            let gap_start = after_line(text, before_end).min(key_start);
+            let gap_end = key_start - column(text, key_start);
+            if gap_start < gap_end
+                && text[gap_start..gap_end]
+                    .lines()
+                    .any(|line| line.trim().is_empty())
+            {
+                prefix.push_str(newline);
+            }
+        }
+        vec![Splice {
+            range: at..at,
+            text: format!("{prefix}{}", self.lines(column(text, key_start))),
+        }]
+    }
+
+    /// The whole document is `~` or `null`: it becomes the mapping.
+    fn instead_of_null_document(&self, node: &SyntaxNode) -> Vec<Splice> {
+        let range = cst::range(node);
+        let end = range.start + self.text[range.clone()].trim_end().len();
+        let block = self.lines(0);
+        vec![Splice {
+            range: range.start..end,
+            text: block.trim_end_matches(['\r', '\n']).to_string(),
+        }]
+    }
+
+    /// `key:` or `key: null` becomes the mapping: in flow after the colon when the entry is
+    /// in flow, else on the lines below, one step in from the key.
+    fn instead_of_null_value(
+        &self,
+        node: &SyntaxNode,
+        entry: &SyntaxNode,
+        holder: &Holder,
+    ) -> Vec<Splice> {
+        let text = self.text;
+        let range = cst::range(node);
+        let colon_end = cst::indicator(entry).map_or(range.start, |colon| cst::token_end(&colon));
+        if cst::in_flow(node) {
+            return vec![Splice {
+                range: colon_end..range.end.max(colon_end),
+                text: format!(" {{{}}}", self.flow_entry()),
+            }];
+        }
+        let mut splices = Vec::new();
+        if !text[range.clone()].trim().is_empty() {
+            // `key: null` loses its `null`; the mapping goes on the lines below.
+            splices.push(Splice {
+                range: colon_end..range.end,
+                text: String::new(),
+            });
+        }
+        let at = after_line(text, colon_end.max(range.end));
+        let prefix = if text[..at].ends_with('\n') {
+            ""
+        } else {
+            self.layout.newline
+        };
+        splices.push(Splice {
+            range: at..at,
+            text: format!(
+                "{prefix}{}",
+                self.lines(holder_column(text, holder) + self.layout.step)
+            ),
+        });
+        splices
+    }
 }

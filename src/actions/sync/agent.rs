@@ -1,5 +1,5 @@
 //! The copy's agent: `runbook sync-agent ...` (a hidden subcommand) run inside the pod of a
-//! `sync` with `on:`. It runs the same pass as a local copy ([`super::run_pass`]), detached
+//! `sync` with `on:`. It runs the same pass as a local copy ([`CopyPass`]), detached
 //! from the exec connection that started it, and keeps everything `runbook` needs to watch
 //! and collect it in a directory of the pod:
 //!
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+use super::copy_pass::CopyPass;
 use super::pass::{Ledger, Note, PassRecord};
 use super::pass_reporter::PassReporter;
 use super::progress::Board;
@@ -554,13 +555,14 @@ fn run(dir: &Path, lock_fd: RawFd) -> anyhow::Result<()> {
     let runtime = agent_runtime()?;
     let ledger = Ledger::read(&request.notes);
     let continued = request.continued.as_deref().map(Ledger::read);
-    let outcome = runtime.block_on(super::run_pass(
+    let pass = CopyPass::new(
         &request.settings,
         &ledger,
         continued.as_ref(),
         &reporter,
         None,
-    ));
+    );
+    let outcome = runtime.block_on(pass.run());
     let result = match outcome {
         Ok(outcome) => AgentResult::Done {
             changed: outcome.changed,

@@ -134,7 +134,14 @@ pub fn compare(
         Err(error) if error.kind() == io::ErrorKind::NotFound => None,
         Err(error) => return Err(io_error(destination)(error)),
     };
-    let found = Mutex::new(Found::default());
+    let trees = Trees {
+        source,
+        destination,
+        filter,
+        options,
+        counters,
+        found: Mutex::new(Found::default()),
+    };
     let root = match destination_root {
         Some(dst) => Job {
             path: Vec::new(),
@@ -148,23 +155,17 @@ pub fn compare(
         },
     };
     let result = walker::run_jobs(vec![root], threads, cancel, |job, pushed| {
-        compare_dir(
-            source,
-            destination,
-            filter,
-            options,
-            counters,
-            &found,
-            job,
-            pushed,
-        )
+        trees.compare_dir(job, pushed)
     });
     match result {
         Ok(()) => {}
         Err(WalkError::Cancelled) => return Err(CompareError::Cancelled),
         Err(WalkError::Failed(error)) => return Err(error),
     }
-    let mut found = found.into_inner().map_err(|_| CompareError::Cancelled)?;
+    let mut found = trees
+        .found
+        .into_inner()
+        .map_err(|_| CompareError::Cancelled)?;
     let mut hard_links = Vec::new();
     for (_, mut group) in found.linked.drain() {
         if group.len() < 2 {
@@ -216,245 +217,264 @@ fn copy_margin(size: u64) -> i64 {
     60 + i64::try_from(size >> 20).unwrap_or(i64::MAX / 2)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn compare_dir(
-    source: &Path,
-    destination: &Path,
-    filter: &ExcludeFilter,
-    options: &CompareOptions,
-    counters: &WalkCounters,
-    found: &Mutex<Found>,
-    job: Job,
-    pushed: &mut Vec<Job>,
-) -> Result<(), CompareError> {
-    let keep = |name: &[u8], is_dir: bool| {
-        filter.is_empty() || !filter.excludes(&walker::join(&job.path, name), is_dir)
-    };
-    let source_dir = walker::absolute(source, &job.path);
-    let Some(source_entries) =
-        walker::read_dir(&source_dir, keep).map_err(|error| CompareError::Io {
-            path: source_dir.clone(),
-            error,
-        })?
-    else {
-        // Removed while we walked: the next pass sees it gone.
-        return Ok(());
-    };
-    counters.count(source_entries.len());
-    let destination_entries = if job.both {
-        let destination_dir = walker::absolute(destination, &job.path);
-        walker::read_dir(&destination_dir, keep).map_err(|error| CompareError::Io {
-            path: destination_dir.clone(),
-            error,
-        })?
-    } else {
-        None
-    };
-    let mut local = Found {
-        entries: source_entries.len() as u64,
-        ..Found::default()
-    };
-    let mut items = Vec::new();
-    let differs = |local: &mut Found, text: String| {
-        local.difference_count += 1;
-        if local.differences.len() < options.max_differences {
-            local.differences.push(text);
-        }
-    };
-    let Some(destination_entries) = destination_entries else {
-        // Absent at the destination: everything here is copied.
-        for entry in source_entries {
-            let path = walker::join(&job.path, &entry.name);
-            match entry.meta.kind {
-                Kind::Dir => pushed.push(Job {
-                    path,
-                    both: false,
-                    touched: false,
-                }),
-                kind => {
-                    if options.hard_links && kind == Kind::File && entry.meta.nlink > 1 {
-                        local
-                            .linked
-                            .entry((entry.meta.dev, entry.meta.ino))
-                            .or_default()
-                            .push((path, None, true));
-                    }
-                    items.push(Item {
-                        name: entry.name,
-                        bytes: entry.meta.size,
-                        forced: false,
-                    });
-                }
-            }
-        }
-        local.dirs.push(DirWork {
-            path: job.path,
-            whole: true,
-            touched: false,
-            items,
-        });
-        merge(found, local);
-        return Ok(());
-    };
-
-    let mut contents_change = false;
-    let mut source_iter = source_entries.into_iter().peekable();
-    let mut destination_iter = destination_entries.into_iter().peekable();
-    loop {
-        let order = match (source_iter.peek(), destination_iter.peek()) {
-            (None, None) => break,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some(s), Some(d)) => s.name.cmp(&d.name),
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                let Some(entry) = source_iter.next() else {
-                    break;
-                };
-                let path = walker::join(&job.path, &entry.name);
-                differs(
-                    &mut local,
-                    format!(
-                        "missing in the destination: {}{}",
-                        walker::display(&path),
-                        if entry.meta.kind == Kind::Dir {
-                            "/"
-                        } else {
-                            ""
-                        }
-                    ),
-                );
-                contents_change = true;
-                copy_new(options, &mut local, &mut items, pushed, entry, path);
-            }
-            std::cmp::Ordering::Greater => {
-                let Some(entry) = destination_iter.next() else {
-                    break;
-                };
-                if options.delete {
-                    let path = walker::join(&job.path, &entry.name);
-                    differs(
-                        &mut local,
-                        format!("only in the destination: {}", walker::display(&path)),
-                    );
-                    local.deletions.push(path);
-                    contents_change = true;
-                }
-            }
-            std::cmp::Ordering::Equal => {
-                let (Some(s), Some(d)) = (source_iter.next(), destination_iter.next()) else {
-                    break;
-                };
-                let path = walker::join(&job.path, &s.name);
-                let s_name = if options.hard_links {
-                    s.name.clone()
-                } else {
-                    Vec::new()
-                };
-                if s.meta.kind != d.meta.kind {
-                    differs(
-                        &mut local,
-                        format!("not the same type: {}", walker::display(&path)),
-                    );
-                    if options.delete {
-                        local.deletions.push(path.clone());
-                    }
-                    contents_change = true;
-                    copy_new(options, &mut local, &mut items, pushed, s, path);
-                    continue;
-                }
-                if s.meta.kind == Kind::Dir {
-                    let touched = attributes_differ(&s.meta, &d.meta, options.owners);
-                    if touched {
-                        differs(
-                            &mut local,
-                            format!("attributes differ: {}/", walker::display(&path)),
-                        );
-                    }
-                    pushed.push(Job {
-                        path,
-                        both: true,
-                        touched,
-                    });
-                    continue;
-                }
-                if let Some(reason) = entry_differs(
-                    &s.meta,
-                    &d.meta,
-                    options,
-                    &walker::absolute(source, &path),
-                    &walker::absolute(destination, &path),
-                ) {
-                    differs(&mut local, format!("{reason}: {}", walker::display(&path)));
-                    items.push(Item {
-                        name: s.name,
-                        bytes: s.meta.size,
-                        forced: false,
-                    });
-                    contents_change = true;
-                } else if s.meta.kind == Kind::File && changed_since(&s.meta, &d.meta, options) {
-                    local.forced += 1;
-                    items.push(Item {
-                        name: s.name,
-                        bytes: s.meta.size,
-                        forced: true,
-                    });
-                    contents_change = true;
-                }
-                if options.hard_links && s.meta.kind == Kind::File && s.meta.nlink > 1 {
-                    let copied = items.last().is_some_and(|item| item.name == s_name);
-                    local
-                        .linked
-                        .entry((s.meta.dev, s.meta.ino))
-                        .or_default()
-                        .push((path, Some((d.meta.dev, d.meta.ino)), copied));
-                }
-            }
-        }
-    }
-    let touched = job.touched || contents_change;
-    if touched || !items.is_empty() {
-        local.dirs.push(DirWork {
-            path: job.path,
-            whole: false,
-            touched,
-            items,
-        });
-    }
-    merge(found, local);
-    Ok(())
+/// What every directory's comparison shares: the two trees, what to compare, and where
+/// the walk's findings gather.
+struct Trees<'a> {
+    source: &'a Path,
+    destination: &'a Path,
+    filter: &'a ExcludeFilter,
+    options: &'a CompareOptions,
+    counters: &'a WalkCounters,
+    found: Mutex<Found>,
 }
 
-/// A source entry absent at the destination (or of another type there).
-fn copy_new(
-    options: &CompareOptions,
-    local: &mut Found,
-    items: &mut Vec<Item>,
-    pushed: &mut Vec<Job>,
-    entry: Entry,
-    path: Vec<u8>,
-) {
-    if entry.meta.kind == Kind::Dir {
-        pushed.push(Job {
-            path,
-            both: false,
-            touched: false,
+impl Trees<'_> {
+    /// Compares one directory's entries at both ends; its subdirectories go to `pushed`,
+    /// to be compared by whichever thread is free.
+    fn compare_dir(&self, job: Job, pushed: &mut Vec<Job>) -> Result<(), CompareError> {
+        let Some(source_entries) = self.read_dir(self.source, &job.path)? else {
+            // Removed while we walked: the next pass sees it gone.
+            return Ok(());
+        };
+        self.counters.count(source_entries.len());
+        let destination_entries = if job.both {
+            self.read_dir(self.destination, &job.path)?
+        } else {
+            None
+        };
+        let mut dir = DirScan {
+            options: self.options,
+            local: Found {
+                entries: source_entries.len() as u64,
+                ..Found::default()
+            },
+            items: Vec::new(),
+            contents_change: false,
+            pushed,
+        };
+        match destination_entries {
+            // Absent at the destination: everything here is copied.
+            None => {
+                for entry in source_entries {
+                    let path = walker::join(&job.path, &entry.name);
+                    dir.copy_new(entry, path);
+                }
+                let items = std::mem::take(&mut dir.items);
+                dir.local.dirs.push(DirWork {
+                    path: job.path,
+                    whole: true,
+                    touched: false,
+                    items,
+                });
+            }
+            Some(destination_entries) => {
+                self.compare_listings(&mut dir, &job.path, source_entries, destination_entries);
+                let touched = job.touched || dir.contents_change;
+                if touched || !dir.items.is_empty() {
+                    let items = std::mem::take(&mut dir.items);
+                    dir.local.dirs.push(DirWork {
+                        path: job.path,
+                        whole: false,
+                        touched,
+                        items,
+                    });
+                }
+            }
+        }
+        merge(&self.found, dir.local);
+        Ok(())
+    }
+
+    /// The entries of `root/path` the filter keeps, sorted by name; `None` when it is gone.
+    fn read_dir(&self, root: &Path, path: &[u8]) -> Result<Option<Vec<Entry>>, CompareError> {
+        let filter = self.filter;
+        let keep = |name: &[u8], is_dir: bool| {
+            filter.is_empty() || !filter.excludes(&walker::join(path, name), is_dir)
+        };
+        let dir = walker::absolute(root, path);
+        walker::read_dir(&dir, keep).map_err(|error| CompareError::Io { path: dir, error })
+    }
+
+    /// Walks both sorted listings of directory `path` side by side, as a merge does.
+    fn compare_listings(
+        &self,
+        dir: &mut DirScan<'_>,
+        path: &[u8],
+        source_entries: Vec<Entry>,
+        destination_entries: Vec<Entry>,
+    ) {
+        let mut source_iter = source_entries.into_iter().peekable();
+        let mut destination_iter = destination_entries.into_iter().peekable();
+        loop {
+            let order = match (source_iter.peek(), destination_iter.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(s), Some(d)) => s.name.cmp(&d.name),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let Some(entry) = source_iter.next() else {
+                        break;
+                    };
+                    dir.only_in_source(path, entry);
+                }
+                std::cmp::Ordering::Greater => {
+                    let Some(entry) = destination_iter.next() else {
+                        break;
+                    };
+                    dir.only_in_destination(path, &entry);
+                }
+                std::cmp::Ordering::Equal => {
+                    let (Some(s), Some(d)) = (source_iter.next(), destination_iter.next()) else {
+                        break;
+                    };
+                    self.in_both(dir, path, s, &d);
+                }
+            }
+        }
+    }
+
+    /// An entry at both ends: a directory to walk, or an entry to copy if it differs (or
+    /// changed since the previous pass), noting hard-linked files either way.
+    fn in_both(&self, dir: &mut DirScan<'_>, parent: &[u8], s: Entry, d: &Entry) {
+        let options = self.options;
+        let path = walker::join(parent, &s.name);
+        if s.meta.kind != d.meta.kind {
+            dir.differs(format!("not the same type: {}", walker::display(&path)));
+            if options.delete {
+                dir.local.deletions.push(path.clone());
+            }
+            dir.contents_change = true;
+            dir.copy_new(s, path);
+            return;
+        }
+        if s.meta.kind == Kind::Dir {
+            let touched = attributes_differ(&s.meta, &d.meta, options.owners);
+            if touched {
+                dir.differs(format!("attributes differ: {}/", walker::display(&path)));
+            }
+            dir.pushed.push(Job {
+                path,
+                both: true,
+                touched,
+            });
+            return;
+        }
+        let s_name = if options.hard_links {
+            s.name.clone()
+        } else {
+            Vec::new()
+        };
+        if let Some(reason) = entry_differs(
+            &s.meta,
+            &d.meta,
+            options,
+            &walker::absolute(self.source, &path),
+            &walker::absolute(self.destination, &path),
+        ) {
+            dir.differs(format!("{reason}: {}", walker::display(&path)));
+            dir.items.push(Item {
+                name: s.name,
+                bytes: s.meta.size,
+                forced: false,
+            });
+            dir.contents_change = true;
+        } else if s.meta.kind == Kind::File && changed_since(&s.meta, &d.meta, options) {
+            dir.local.forced += 1;
+            dir.items.push(Item {
+                name: s.name,
+                bytes: s.meta.size,
+                forced: true,
+            });
+            dir.contents_change = true;
+        }
+        if options.hard_links && s.meta.kind == Kind::File && s.meta.nlink > 1 {
+            let copied = dir.items.last().is_some_and(|item| item.name == s_name);
+            dir.local
+                .linked
+                .entry((s.meta.dev, s.meta.ino))
+                .or_default()
+                .push((path, Some((d.meta.dev, d.meta.ino)), copied));
+        }
+    }
+}
+
+/// What the comparison of one directory found so far, merged into the walk's findings at
+/// its end (one lock per directory, not per entry).
+struct DirScan<'p> {
+    options: &'p CompareOptions,
+    local: Found,
+    /// Its entries to copy.
+    items: Vec<Item>,
+    /// An entry was added, removed or changed: the directory's times change at the
+    /// destination, so its attributes are set again after the shards.
+    contents_change: bool,
+    /// Subdirectories to walk.
+    pushed: &'p mut Vec<Job>,
+}
+
+impl DirScan<'_> {
+    /// Counts a difference, and lists it while the list is short.
+    fn differs(&mut self, text: String) {
+        self.local.difference_count += 1;
+        if self.local.differences.len() < self.options.max_differences {
+            self.local.differences.push(text);
+        }
+    }
+
+    /// A source entry missing at the destination.
+    fn only_in_source(&mut self, parent: &[u8], entry: Entry) {
+        let path = walker::join(parent, &entry.name);
+        self.differs(format!(
+            "missing in the destination: {}{}",
+            walker::display(&path),
+            if entry.meta.kind == Kind::Dir {
+                "/"
+            } else {
+                ""
+            }
+        ));
+        self.contents_change = true;
+        self.copy_new(entry, path);
+    }
+
+    /// A destination entry missing in the source: a deletion, with `delete`.
+    fn only_in_destination(&mut self, parent: &[u8], entry: &Entry) {
+        if self.options.delete {
+            let path = walker::join(parent, &entry.name);
+            self.differs(format!(
+                "only in the destination: {}",
+                walker::display(&path)
+            ));
+            self.local.deletions.push(path);
+            self.contents_change = true;
+        }
+    }
+
+    /// A source entry absent at the destination (or of another type there).
+    fn copy_new(&mut self, entry: Entry, path: Vec<u8>) {
+        if entry.meta.kind == Kind::Dir {
+            self.pushed.push(Job {
+                path,
+                both: false,
+                touched: false,
+            });
+            return;
+        }
+        if self.options.hard_links && entry.meta.kind == Kind::File && entry.meta.nlink > 1 {
+            self.local
+                .linked
+                .entry((entry.meta.dev, entry.meta.ino))
+                .or_default()
+                .push((path, None, true));
+        }
+        self.items.push(Item {
+            name: entry.name,
+            bytes: entry.meta.size,
+            forced: false,
         });
-        return;
     }
-    if options.hard_links && entry.meta.kind == Kind::File && entry.meta.nlink > 1 {
-        local
-            .linked
-            .entry((entry.meta.dev, entry.meta.ino))
-            .or_default()
-            .push((path, None, true));
-    }
-    items.push(Item {
-        name: entry.name,
-        bytes: entry.meta.size,
-        forced: false,
-    });
 }
 
 /// Why two entries of the same kind (not directories) differ, as rsync -a would see it.

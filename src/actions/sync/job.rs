@@ -18,7 +18,7 @@
 //!    once. `Complete` ends the shards; `Failed` fails the step with what the failed pods
 //!    said. `run` again, with the Job still there, follows it rather than create another.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -34,7 +34,7 @@ use super::progress::Board;
 use super::remote::agent_root;
 use super::spec::{RunsOnJob, Settings};
 use crate::actions::{InvalidInput, StepContext};
-use crate::kube::{Cluster, find_kind, has_condition};
+use crate::kube::{Cluster, Kind, find_kind, has_condition};
 
 /// The label that ties a Job's pods to it (Kubernetes adds its own, the sandbox does not).
 const JOB_LABEL: &str = "runbook.dev/sync-job";
@@ -133,6 +133,48 @@ fn agent_binary() -> anyhow::Result<String> {
     })
 }
 
+/// The user's pod template with what the Job needs: the label that finds its pods, a
+/// restart policy a Job accepts, and the agent as the first container's command, with the
+/// request in its environment.
+fn pod_template(
+    user_template: &Value,
+    name: &str,
+    dir: &str,
+    binary: &str,
+    request: &ShardsRequest,
+) -> anyhow::Result<Value> {
+    let mut template = user_template.clone();
+    if !template["metadata"].is_object() {
+        template["metadata"] = json!({});
+    }
+    template["metadata"]["labels"][JOB_LABEL] = json!(name);
+    if template["spec"]["restartPolicy"]
+        .as_str()
+        .is_none_or(|p| p == "Always")
+    {
+        template["spec"]["restartPolicy"] = json!("Never");
+    }
+    let container = template
+        .pointer_mut("/spec/containers/0")
+        .filter(|container| container.is_object())
+        .ok_or_else(|| InvalidInput("`on.job.template` has no container".into()))?;
+    container["command"] = json!([binary, "sync-agent", "shards", "--dir", dir]);
+    if let Some(object) = container.as_object_mut() {
+        object.remove("args");
+    }
+    // A failed pod's status then ends with its last log lines, which the step shows.
+    if container["terminationMessagePolicy"].is_null() {
+        container["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
+    }
+    if !container["env"].is_array() {
+        container["env"] = json!([]);
+    }
+    if let Some(env) = container["env"].as_array_mut() {
+        env.push(json!({"name": SHARDS_REQUEST_ENV, "value": serde_json::to_string(request)?}));
+    }
+    Ok(template)
+}
+
 /// Copies a pass's shards through an Indexed Job.
 pub struct JobCopier<'a> {
     /// The step's context.
@@ -226,56 +268,7 @@ impl JobCopier<'_> {
             done: done.clone(),
             parallelism: placement.parallelism,
         };
-        let mut template = placement.template.clone();
-        if !template["metadata"].is_object() {
-            template["metadata"] = json!({});
-        }
-        template["metadata"]["labels"][JOB_LABEL] = json!(name);
-        if template["spec"]["restartPolicy"]
-            .as_str()
-            .is_none_or(|p| p == "Always")
-        {
-            template["spec"]["restartPolicy"] = json!("Never");
-        }
-        let container = template
-            .pointer_mut("/spec/containers/0")
-            .filter(|container| container.is_object())
-            .ok_or_else(|| InvalidInput("`on.job.template` has no container".into()))?;
-        container["command"] = json!([binary, "sync-agent", "shards", "--dir", dir]);
-        if let Some(object) = container.as_object_mut() {
-            object.remove("args");
-        }
-        // A failed pod's status then ends with its last log lines, which the step shows.
-        if container["terminationMessagePolicy"].is_null() {
-            container["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
-        }
-        if !container["env"].is_array() {
-            container["env"] = json!([]);
-        }
-        if let Some(env) = container["env"].as_array_mut() {
-            env.push(
-                json!({"name": SHARDS_REQUEST_ENV, "value": serde_json::to_string(&request)?}),
-            );
-        }
-        let mut spec = json!({
-            "completionMode": "Indexed",
-            "completions": placement.parallelism,
-            "parallelism": placement.parallelism,
-            "template": template,
-        });
-        if let Some(limit) = placement.backoff_limit {
-            spec["backoffLimit"] = json!(limit);
-        }
-        let manifest = json!({
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {
-                "name": name,
-                "namespace": placement.namespace,
-                "labels": {"runbook.dev/sync-step": self.cx.step_id.chars().filter(char::is_ascii_alphanumeric).take(63).collect::<String>()},
-            },
-            "spec": spec,
-        });
+        let manifest = self.manifest(&name, &dir, &binary, &request)?;
         let job = JobRecord {
             name: name.clone(),
             namespace: placement.namespace.clone(),
@@ -306,6 +299,38 @@ impl JobCopier<'_> {
         Ok(job)
     }
 
+    /// The Job's manifest: Indexed, one completion index per pod, each running the agent
+    /// on its share of `request`'s shards.
+    fn manifest(
+        &self,
+        name: &str,
+        dir: &str,
+        binary: &str,
+        request: &ShardsRequest,
+    ) -> anyhow::Result<Value> {
+        let placement = &self.placement;
+        let template = pod_template(&placement.template, name, dir, binary, request)?;
+        let mut spec = json!({
+            "completionMode": "Indexed",
+            "completions": placement.parallelism,
+            "parallelism": placement.parallelism,
+            "template": template,
+        });
+        if let Some(limit) = placement.backoff_limit {
+            spec["backoffLimit"] = json!(limit);
+        }
+        Ok(json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": name,
+                "namespace": placement.namespace,
+                "labels": {"runbook.dev/sync-step": self.cx.step_id.chars().filter(char::is_ascii_alphanumeric).take(63).collect::<String>()},
+            },
+            "spec": spec,
+        }))
+    }
+
     /// Follows the Job until it is `Complete` or `Failed`.
     async fn follow(
         &self,
@@ -318,22 +343,17 @@ impl JobCopier<'_> {
     ) -> anyhow::Result<PoolOutcome> {
         let jobs = find_kind("Job").context("the Job kind is not known")?;
         let pods = find_kind("Pod").context("the Pod kind is not known")?;
-        let mut journaled: BTreeSet<usize> = done.clone();
-        let mut last_said: std::collections::BTreeMap<usize, String> = Default::default();
-        let mut failures_told: HashSet<String> = HashSet::new();
-        let shards_of = |index: usize| (index..record.shards.len()).step_by(job.parallelism.max(1));
-        let journal = |shard: usize, journaled: &mut BTreeSet<usize>| -> anyhow::Result<()> {
-            if shard >= record.shards.len() || !journaled.insert(shard) {
-                return Ok(());
-            }
-            let planned = &record.shards[shard];
-            board.already_done(planned.bytes, planned.files);
-            reporter.note(&Note::Shard {
-                pass: record.pass,
-                shard,
-                bytes: planned.bytes,
-                files: planned.files,
-            })
+        let mut follower = JobFollower {
+            reporter,
+            cluster,
+            jobs,
+            pods,
+            job,
+            record,
+            board,
+            journaled: done.clone(),
+            last_said: BTreeMap::new(),
+            failures_told: HashSet::new(),
         };
         loop {
             let Some(live) = cluster.get(jobs, &job.name, Some(&job.namespace)).await? else {
@@ -349,145 +369,223 @@ impl JobCopier<'_> {
                     .unwrap_or_default(),
             );
             for index in completed {
-                for shard in shards_of(index) {
-                    journal(shard, &mut journaled)?;
-                }
+                follower.journal_index(index)?;
             }
-            let selector = format!("{JOB_LABEL}={}", job.name);
-            let listed = cluster
-                .list(pods, Some(&job.namespace), Some(&selector), None)
-                .await?;
-            let mut failed_pods = Vec::new();
-            for pod in &listed {
-                let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-                let index = pod
-                    .pointer("/metadata/annotations/batch.kubernetes.io~1job-completion-index")
-                    .and_then(Value::as_str)
-                    .and_then(|index| index.parse::<usize>().ok());
-                let phase = pod.pointer("/status/phase").and_then(Value::as_str);
-                if phase == Some("Failed") {
-                    let terminated = pod.pointer("/status/containerStatuses/0/state/terminated");
-                    let code = terminated
-                        .and_then(|t| t.get("exitCode"))
-                        .and_then(Value::as_i64);
-                    let message = terminated
-                        .and_then(|t| t.get("message"))
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                    if failures_told.insert(name.to_string()) {
-                        reporter.line(&format!(
-                            "pod {name} (index {}) failed{}; the Job runs the index again until its backoffLimit",
-                            index.map_or("?".to_string(), |i| i.to_string()),
-                            code.map(|code| format!(" with exit code {code}"))
-                                .unwrap_or_default()
-                        ));
-                    }
-                    failed_pods.push((name.to_string(), index, code, message));
-                }
-                let (Some(index), Some("Running")) = (index, phase) else {
-                    continue;
-                };
-                let target = Pod {
-                    cluster,
-                    namespace: job.namespace.clone(),
-                    name: name.to_string(),
-                    container: None,
-                };
-                let dir = format!("{}/{index}", job.dir);
-                let Ok(output) = target
-                    .exec_retrying(
-                        &[job.binary.as_str(), "sync-agent", "status", "--dir", &dir],
-                        None,
-                    )
-                    .await
-                else {
-                    continue;
-                };
-                let Ok(report) = serde_json::from_str::<StatusReport>(output.stdout_text().trim())
-                else {
-                    continue;
-                };
-                let Some(state) = report.state.filter(|state| state.agent == job.name) else {
-                    continue;
-                };
-                for note in &state.notes {
-                    if let Note::Shard { pass, shard, .. } = note
-                        && *pass == record.pass
-                    {
-                        journal(*shard, &mut journaled)?;
-                    }
-                }
-                if let Some(AgentResult::Failed { message, .. }) = &state.result {
-                    last_said.insert(index, message.clone());
-                }
-            }
+            let failed_pods = follower.look_at_pods().await?;
             reporter.progress(board, false);
             if has_condition(&live["status"], "Complete") {
-                for shard in 0..record.shards.len() {
-                    journal(shard, &mut journaled)?;
-                }
-                reporter.note(&Note::Collected {
-                    agent: job.name.clone(),
-                    ok: true,
-                })?;
-                // Its work is journaled: the Job and its pods go (a failed one stays, for
-                // its pods' logs).
-                let deleted = cluster
-                    .delete(
-                        jobs,
-                        &job.name,
-                        Some(&job.namespace),
-                        Some(kube::api::PropagationPolicy::Background),
-                        false,
-                    )
-                    .await;
-                let mut warnings = Vec::new();
-                if let Err(error) = deleted {
-                    let message = format!(
-                        "the finished Job {} in namespace {} could not be deleted (delete it by hand): {error}",
-                        job.name, job.namespace
-                    );
-                    reporter.warn(&message);
-                    warnings.push(message);
-                }
-                return Ok(PoolOutcome {
-                    warnings,
-                    ..PoolOutcome::default()
-                });
+                return follower.complete().await;
             }
             if has_condition(&live["status"], "Failed") {
-                reporter.note(&Note::Collected {
-                    agent: job.name.clone(),
-                    ok: false,
-                })?;
-                let mut failures = Vec::new();
-                for (name, index, code, message) in failed_pods {
-                    let mut text = format!(
-                        "pod {name} (index {}) failed{}",
-                        index.map_or("?".to_string(), |i| i.to_string()),
-                        code.map(|code| format!(" with exit code {code}"))
-                            .unwrap_or_default()
-                    );
-                    // The pod's last log lines, else what its agent said last.
-                    let said =
-                        message.or_else(|| index.and_then(|index| last_said.get(&index).cloned()));
-                    if let Some(said) = said {
-                        text.push_str(", its log ends with:\n  ");
-                        text.push_str(&said.replace('\n', "\n  "));
-                    }
-                    failures.push(text);
-                }
-                if failures.is_empty() {
-                    failures.push(format!("the Job {} failed", job.name));
-                }
-                return Ok(PoolOutcome {
-                    failures,
-                    stopped: None,
-                    warnings: Vec::new(),
-                });
+                return follower.failed(failed_pods);
             }
             tokio::time::sleep(POLL_EVERY).await;
         }
+    }
+}
+
+/// A pod of the Job that failed: its name, completion index, exit code and termination
+/// message (its last log lines).
+type FailedPod = (String, Option<usize>, Option<i64>, Option<String>);
+
+/// The state of following one Job: which shards are journaled, and what its pods said.
+struct JobFollower<'a> {
+    reporter: &'a dyn PassReporter,
+    cluster: &'a Cluster,
+    /// The Job kind, to delete the Job when it completes.
+    jobs: &'static Kind,
+    /// The Pod kind, to list the Job's pods.
+    pods: &'static Kind,
+    job: &'a JobRecord,
+    record: &'a PassRecord,
+    board: &'a Board,
+    /// Shards journaled (by a run before, or by this one), each once.
+    journaled: BTreeSet<usize>,
+    /// What each index's agent said last when it failed, for when its pod has no message.
+    last_said: BTreeMap<usize, String>,
+    /// Failed pods already told about.
+    failures_told: HashSet<String>,
+}
+
+impl JobFollower<'_> {
+    /// Journals a finished shard, once.
+    fn journal(&mut self, shard: usize) -> anyhow::Result<()> {
+        if shard >= self.record.shards.len() || !self.journaled.insert(shard) {
+            return Ok(());
+        }
+        let planned = &self.record.shards[shard];
+        self.board.already_done(planned.bytes, planned.files);
+        self.reporter.note(&Note::Shard {
+            pass: self.record.pass,
+            shard,
+            bytes: planned.bytes,
+            files: planned.files,
+        })
+    }
+
+    /// Journals the shards of a completed index: `index`, `index + parallelism`, ...
+    fn journal_index(&mut self, index: usize) -> anyhow::Result<()> {
+        let shards = self.record.shards.len();
+        for shard in (index..shards).step_by(self.job.parallelism.max(1)) {
+            self.journal(shard)?;
+        }
+        Ok(())
+    }
+
+    /// Looks at the Job's pods: tells of those that failed (and returns them), and
+    /// journals the shards the running ones' agents say they finished.
+    async fn look_at_pods(&mut self) -> anyhow::Result<Vec<FailedPod>> {
+        let job = self.job;
+        let selector = format!("{JOB_LABEL}={}", job.name);
+        let listed = self
+            .cluster
+            .list(self.pods, Some(&job.namespace), Some(&selector), None)
+            .await?;
+        let mut failed_pods = Vec::new();
+        for pod in &listed {
+            let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+            let index = pod
+                .pointer("/metadata/annotations/batch.kubernetes.io~1job-completion-index")
+                .and_then(Value::as_str)
+                .and_then(|index| index.parse::<usize>().ok());
+            let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+            if phase == Some("Failed") {
+                failed_pods.push(self.pod_failed(pod, name, index));
+            }
+            if let (Some(index), Some("Running")) = (index, phase) {
+                self.collect_from_agent(name, index).await?;
+            }
+        }
+        Ok(failed_pods)
+    }
+
+    /// A failed pod, told about once: the Job may run its index again.
+    fn pod_failed(&mut self, pod: &Value, name: &str, index: Option<usize>) -> FailedPod {
+        let terminated = pod.pointer("/status/containerStatuses/0/state/terminated");
+        let code = terminated
+            .and_then(|t| t.get("exitCode"))
+            .and_then(Value::as_i64);
+        let message = terminated
+            .and_then(|t| t.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if self.failures_told.insert(name.to_string()) {
+            self.reporter.line(&format!(
+                "pod {name} (index {}) failed{}; the Job runs the index again until its backoffLimit",
+                index.map_or("?".to_string(), |i| i.to_string()),
+                code.map(|code| format!(" with exit code {code}"))
+                    .unwrap_or_default()
+            ));
+        }
+        (name.to_string(), index, code, message)
+    }
+
+    /// Asks a running pod's agent (through exec) which shards it finished, and journals
+    /// them. A pod that cannot answer yet is asked again at the next look.
+    async fn collect_from_agent(&mut self, name: &str, index: usize) -> anyhow::Result<()> {
+        let job = self.job;
+        let target = Pod {
+            cluster: self.cluster,
+            namespace: job.namespace.clone(),
+            name: name.to_string(),
+            container: None,
+        };
+        let dir = format!("{}/{index}", job.dir);
+        let Ok(output) = target
+            .exec_retrying(
+                &[job.binary.as_str(), "sync-agent", "status", "--dir", &dir],
+                None,
+            )
+            .await
+        else {
+            return Ok(());
+        };
+        let Ok(report) = serde_json::from_str::<StatusReport>(output.stdout_text().trim()) else {
+            return Ok(());
+        };
+        let Some(state) = report.state.filter(|state| state.agent == job.name) else {
+            return Ok(());
+        };
+        for note in &state.notes {
+            if let Note::Shard { pass, shard, .. } = note
+                && *pass == self.record.pass
+            {
+                self.journal(*shard)?;
+            }
+        }
+        if let Some(AgentResult::Failed { message, .. }) = &state.result {
+            self.last_said.insert(index, message.clone());
+        }
+        Ok(())
+    }
+
+    /// The Job completed: every shard is journaled, and the Job and its pods go (a failed
+    /// one stays, for its pods' logs).
+    async fn complete(&mut self) -> anyhow::Result<PoolOutcome> {
+        let job = self.job;
+        for shard in 0..self.record.shards.len() {
+            self.journal(shard)?;
+        }
+        self.reporter.note(&Note::Collected {
+            agent: job.name.clone(),
+            ok: true,
+        })?;
+        let deleted = self
+            .cluster
+            .delete(
+                self.jobs,
+                &job.name,
+                Some(&job.namespace),
+                Some(kube::api::PropagationPolicy::Background),
+                false,
+            )
+            .await;
+        let mut warnings = Vec::new();
+        if let Err(error) = deleted {
+            let message = format!(
+                "the finished Job {} in namespace {} could not be deleted (delete it by hand): {error}",
+                job.name, job.namespace
+            );
+            self.reporter.warn(&message);
+            warnings.push(message);
+        }
+        Ok(PoolOutcome {
+            warnings,
+            ..PoolOutcome::default()
+        })
+    }
+
+    /// The Job failed: each failed pod, with its last log lines or what its agent said.
+    fn failed(&self, failed_pods: Vec<FailedPod>) -> anyhow::Result<PoolOutcome> {
+        self.reporter.note(&Note::Collected {
+            agent: self.job.name.clone(),
+            ok: false,
+        })?;
+        let mut failures = Vec::new();
+        for (name, index, code, message) in failed_pods {
+            let mut text = format!(
+                "pod {name} (index {}) failed{}",
+                index.map_or("?".to_string(), |i| i.to_string()),
+                code.map(|code| format!(" with exit code {code}"))
+                    .unwrap_or_default()
+            );
+            // The pod's last log lines, else what its agent said last.
+            let said =
+                message.or_else(|| index.and_then(|index| self.last_said.get(&index).cloned()));
+            if let Some(said) = said {
+                text.push_str(", its log ends with:\n  ");
+                text.push_str(&said.replace('\n', "\n  "));
+            }
+            failures.push(text);
+        }
+        if failures.is_empty() {
+            failures.push(format!("the Job {} failed", self.job.name));
+        }
+        Ok(PoolOutcome {
+            failures,
+            stopped: None,
+            warnings: Vec::new(),
+        })
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod agent;
 mod compare;
+mod copy_pass;
 mod detached;
 mod filter;
 mod job;
@@ -29,8 +30,6 @@ mod spec;
 mod walker;
 mod watch;
 
-use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -43,12 +42,11 @@ pub use spec::SyncAction;
 
 use super::{Action, Check, InvalidInput, Outcome, Preview, StepContext};
 use compare::{ChangedSince, CompareOptions, Comparison};
-use pass::{Ledger, Note, PassRecord, RelPath};
+use copy_pass::CopyPass;
+use pass::{Ledger, Note};
 use pass_reporter::{PassReporter, StepReporter};
 use planner::{PlannerConfig, ShardPlan};
-use pool::Task;
-use progress::{Board, bytes};
-use rsync::Transfer;
+use progress::bytes;
 use spec::Settings;
 
 /// Differences listed when `verify` fails, and in plans.
@@ -203,81 +201,6 @@ fn describe_plan(
     text
 }
 
-/// Deletes entries (files, links or whole directories) below `root`.
-async fn delete_entries(root: &Path, entries: &[RelPath]) -> anyhow::Result<u64> {
-    let root = root.to_path_buf();
-    let entries: Vec<Vec<u8>> = entries.iter().map(|path| path.0.clone()).collect();
-    tokio::task::spawn_blocking(move || {
-        let mut deleted = 0;
-        for entry in &entries {
-            let path = walker::absolute(&root, entry);
-            let result = match std::fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
-                Ok(_) => std::fs::remove_file(&path),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(error) => Err(error),
-            };
-            match result {
-                Ok(()) => deleted += 1,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => {
-                    return Err(anyhow::anyhow!("cannot delete {}: {error}", path.display()));
-                }
-            }
-        }
-        Ok(deleted)
-    })
-    .await
-    .context("the deleting thread panicked")?
-}
-
-/// Splits paths into up to `jobs` tasks of at least a few hundred.
-fn chunked(label: &str, paths: Vec<Vec<u8>>, jobs: usize) -> Vec<Task> {
-    if paths.is_empty() {
-        return Vec::new();
-    }
-    let chunks = paths.len().div_ceil(500).clamp(1, jobs.max(1));
-    let size = paths.len().div_ceil(chunks);
-    paths
-        .chunks(size)
-        .map(|chunk| Task {
-            label: label.to_string(),
-            entries: chunk.to_vec(),
-            recursive: false,
-            ignore_times: false,
-            fresh: false,
-            root: false,
-            bytes: 0,
-            files: chunk.len() as u64,
-            shard: None,
-        })
-        .collect()
-}
-
-/// Runs helper tasks (directories, hard links) and fails on the first failure.
-async fn run_helpers(
-    reporter: &dyn PassReporter,
-    tasks: Vec<Task>,
-    jobs: usize,
-    transfer: &Transfer,
-    warnings: &mut Vec<String>,
-) -> anyhow::Result<()> {
-    if tasks.is_empty() {
-        return Ok(());
-    }
-    let board = Board::new(0, 0, tasks.len(), jobs);
-    let warn = |message: &str| reporter.warn(message);
-    let outcome = pool::run(tasks, jobs, transfer, &board, &|_| Ok(()), &warn).await?;
-    warnings.extend(outcome.warnings);
-    if let Some(stopped) = outcome.stopped {
-        anyhow::bail!("the copy stopped: {stopped}");
-    }
-    if let Some(first) = outcome.failures.first() {
-        anyhow::bail!("{first}");
-    }
-    Ok(())
-}
-
 #[async_trait::async_trait]
 impl Action for SyncAction {
     fn step_references(&self) -> Vec<(&'static str, &str)> {
@@ -345,13 +268,15 @@ impl Action for SyncAction {
             }),
             None => None,
         };
-        run_pass(
+        let reporter = StepReporter { action: self, cx };
+        CopyPass::new(
             &settings,
             &ledger,
             continued.as_ref(),
-            &StepReporter { action: self, cx },
+            &reporter,
             copier.as_ref(),
         )
+        .run()
         .await
     }
 }
@@ -429,280 +354,6 @@ impl SyncAction {
             diff: (!diff.is_empty()).then_some(diff),
         })
     }
-}
-
-/// One pass of the copy where this process runs: compare, plan (or resume the journaled
-/// plan), delete, copy the shards, fix hard links and directories, verify. Everything it
-/// has to say goes to `reporter`; `ledger` is the step's notes so far, `continued` those of
-/// the step it continues (`after:`); with `job`, the shards run in its Indexed Job.
-pub(crate) async fn run_pass(
-    settings: &Settings,
-    ledger: &Ledger,
-    continued: Option<&Ledger>,
-    reporter: &dyn PassReporter,
-    job: Option<&job::JobCopier<'_>>,
-) -> anyhow::Result<Outcome> {
-    let destination_exists = settings.check_paths()?;
-    let found = rsync::detect().await?;
-    let fingerprint = settings.fingerprint();
-    let cancel = CancelOnDrop::new();
-    let mut transfer = Transfer::new(&settings.from, &settings.to);
-    transfer.exclude.clone_from(&settings.exclude);
-    transfer.extra.clone_from(&settings.rsync_args);
-    transfer.bwlimit_kib = settings.worker_bwlimit_kib();
-    let jobs = settings.jobs;
-    let warn = |message: &str| reporter.warn(message);
-
-    let resumed = ledger.resumable(&fingerprint).cloned();
-    let (record, done_shards, deleted) = match resumed {
-        Some(state) => {
-            reporter.line(&format!(
-                "resuming pass {} (started {}): {} of {} shards were finished before",
-                state.record.pass,
-                state.record.started,
-                state.done_shards.len(),
-                state.record.shards.len()
-            ));
-            (state.record, state.done_shards, state.deleted)
-        }
-        None => {
-            if !destination_exists {
-                std::fs::create_dir(&settings.to).with_context(|| {
-                    format!("cannot create the destination {}", settings.to.display())
-                })?;
-            }
-            let started = jiff::Timestamp::now();
-            reporter.line(&format!(
-                "comparing {} with {} ({})",
-                settings.from.display(),
-                settings.to.display(),
-                found.version
-            ));
-            let comparison = compare_trees(
-                reporter,
-                settings,
-                changed_since(ledger, continued),
-                &cancel,
-            )
-            .await?;
-            let Comparison {
-                dirs,
-                deletions,
-                hard_links,
-                forced,
-                ..
-            } = comparison;
-            let plan = planner::plan(dirs, &PlannerConfig::new(jobs));
-            let links = if settings.hard_links {
-                hard_links.len()
-            } else {
-                0
-            };
-            reporter.line(&describe_plan(
-                settings,
-                &plan,
-                deletions.len(),
-                forced,
-                links,
-            ));
-            let (shards, dirs) = PassRecord::shard_records(&plan);
-            let record = PassRecord {
-                pass: ledger.next_pass(),
-                started: started.to_string(),
-                started_secs: started.as_second(),
-                started_nanos: i64::from(started.subsec_nanosecond()),
-                settings: fingerprint,
-                shards,
-                dirs,
-                deletions: deletions.into_iter().map(RelPath).collect(),
-                hard_links: if settings.hard_links {
-                    hard_links.into_iter().map(RelPath).collect()
-                } else {
-                    Vec::new()
-                },
-                forced,
-            };
-            reporter.note(&Note::Pass(Box::new(record.clone())))?;
-            (record, BTreeSet::new(), false)
-        }
-    };
-    let pass_number = record.pass;
-    let plan = record.plan();
-    let mut warnings = Vec::new();
-
-    // Deletions first: they free room (quotas) and clear entries that change type.
-    let mut deleted_entries = 0;
-    if settings.delete && !deleted && !record.deletions.is_empty() {
-        deleted_entries = delete_entries(&settings.to, &record.deletions).await?;
-        reporter.line(&format!(
-            "deleted {deleted_entries} entries found only in the destination"
-        ));
-        reporter.note(&Note::Deleted {
-            pass: pass_number,
-            entries: deleted_entries,
-        })?;
-    }
-
-    // Directories shared by several shards exist before the shards write into them.
-    let new_dirs: Vec<Vec<u8>> = plan
-        .dirs
-        .iter()
-        .filter(|dir| dir.new && !dir.path.is_empty())
-        .map(|dir| dir.path.clone())
-        .collect();
-    if !plan
-        .shards
-        .iter()
-        .enumerate()
-        .all(|(i, _)| done_shards.contains(&i))
-    {
-        run_helpers(
-            reporter,
-            chunked("new directories", new_dirs, jobs),
-            jobs,
-            &transfer,
-            &mut warnings,
-        )
-        .await?;
-    }
-
-    // The shards.
-    let board = Board::new(plan.total_bytes, plan.total_files, plan.shards.len(), jobs);
-    let mut tasks = Vec::new();
-    for (index, shard) in plan.shards.iter().enumerate() {
-        if done_shards.contains(&index) {
-            board.already_done(shard.bytes, shard.files);
-            continue;
-        }
-        tasks.push(Task::for_shard(index, plan.shards.len(), shard));
-    }
-    let copied_shards = tasks.len();
-    let journal_shard = |task: &Task| -> anyhow::Result<()> {
-        let Some(index) = task.shard else {
-            return Ok(());
-        };
-        reporter.note(&Note::Shard {
-            pass: pass_number,
-            shard: index,
-            bytes: task.bytes,
-            files: task.files,
-        })
-    };
-    let outcome = match job {
-        Some(job) => {
-            job.copy(reporter, settings, &record, &done_shards, &board)
-                .await?
-        }
-        None => tokio::select! {
-            outcome = pool::run(tasks, jobs, &transfer, &board, &journal_shard, &warn) => outcome?,
-            () = progress::tick(&board, reporter) => unreachable!("the progress loop never ends"),
-        },
-    };
-    if plan.total_files > 0 {
-        reporter.progress(&board, false);
-    }
-    warnings.extend(outcome.warnings);
-    if let Some(stopped) = outcome.stopped {
-        anyhow::bail!(
-            "the copy stopped: {stopped}\nfinished shards are journaled; run again to continue"
-        );
-    }
-    if !outcome.failures.is_empty() {
-        let mut message = format!(
-            "{} of {} shards failed; the others are done and journaled, and a run again copies only the failed ones:",
-            outcome.failures.len(),
-            plan.shards.len()
-        );
-        for failure in outcome.failures.iter().take(5) {
-            message.push_str("\n  ");
-            message.push_str(&failure.replace('\n', "\n  "));
-        }
-        anyhow::bail!(message);
-    }
-
-    // Hard links that span shards, then the attributes of the shared directories
-    // (writing into them changed their times).
-    let hard_links: Vec<Vec<u8>> = record.hard_links.iter().map(|p| p.0.clone()).collect();
-    let linked = hard_links.len();
-    let mut hard_link_tasks = chunked("hard links", hard_links, 1);
-    for task in &mut hard_link_tasks {
-        task.ignore_times = false;
-    }
-    run_helpers(reporter, hard_link_tasks, 1, &transfer, &mut warnings).await?;
-    let mut dir_tasks = chunked(
-        "directory attributes",
-        plan.dirs
-            .iter()
-            .filter(|dir| !dir.path.is_empty())
-            .map(|dir| dir.path.clone())
-            .collect(),
-        jobs,
-    );
-    if plan.dirs.iter().any(|dir| dir.path.is_empty()) {
-        dir_tasks.push(Task {
-            label: "root attributes".into(),
-            entries: Vec::new(),
-            recursive: false,
-            ignore_times: false,
-            fresh: false,
-            root: true,
-            bytes: 0,
-            files: 1,
-            shard: None,
-        });
-    }
-    run_helpers(reporter, dir_tasks, jobs, &transfer, &mut warnings).await?;
-    reporter.note(&Note::PassDone { pass: pass_number })?;
-
-    let mut verified = false;
-    if settings.verify {
-        reporter.line("verifying: comparing both trees again");
-        let check = compare_trees(reporter, settings, ChangedSince::Never, &cancel).await?;
-        if check.difference_count > 0 {
-            let mut message = format!(
-                "verify found {} difference{} between {} and {} after the copy:",
-                check.difference_count,
-                if check.difference_count == 1 { "" } else { "s" },
-                settings.from.display(),
-                settings.to.display()
-            );
-            for line in &check.differences {
-                message.push_str("\n  ");
-                message.push_str(line);
-            }
-            if check.difference_count > check.differences.len() as u64 {
-                message.push_str("\n  ...");
-            }
-            message.push_str(
-                "\nhelp: files that change while they are copied show up here; stop the writers and run the step again",
-            );
-            anyhow::bail!(message);
-        }
-        reporter.line(&format!(
-            "verified: {} entries are the same at both ends",
-            check.entries
-        ));
-        verified = true;
-    }
-
-    let changed =
-        !plan.shards.is_empty() || !plan.dirs.is_empty() || deleted_entries > 0 || linked > 0;
-    Ok(Outcome::new(
-        changed,
-        serde_json::json!({
-            "pass": pass_number,
-            "started": record.started,
-            "shards": plan.shards.len(),
-            "shards_copied": copied_shards,
-            "files": plan.total_files,
-            "bytes": plan.total_bytes,
-            "deleted": deleted_entries,
-            "forced": record.forced,
-            "hard_links": linked,
-            "verified": verified,
-            "warnings": warnings,
-        }),
-    ))
 }
 
 /// The change-time rule of a new pass: since the start of the last finished pass of this

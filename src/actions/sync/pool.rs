@@ -105,74 +105,104 @@ pub async fn run(
     on_done: &(dyn Fn(&Task) -> anyhow::Result<()> + Sync),
     warn: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<PoolOutcome> {
-    let queue = Mutex::new(tasks.into_iter().collect::<VecDeque<_>>());
-    let stop = AtomicBool::new(false);
-    let outcome = Mutex::new(PoolOutcome::default());
-    let workers = (0..jobs.max(1)).map(|worker| {
-        let (queue, stop, outcome) = (&queue, &stop, &outcome);
-        async move {
-            loop {
-                if stop.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                let Some(task) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-                    return Ok(());
-                };
-                run_task(worker, &task, transfer, board, on_done, warn, stop, outcome).await?;
-            }
-        }
-    });
+    let pool = Pool {
+        queue: Mutex::new(tasks.into_iter().collect()),
+        transfer,
+        board,
+        on_done,
+        warn,
+        stop: AtomicBool::new(false),
+        outcome: Mutex::new(PoolOutcome::default()),
+    };
+    let workers = (0..jobs.max(1)).map(|worker| pool.work(worker));
     let results: Vec<anyhow::Result<()>> = futures::future::join_all(workers).await;
     for result in results {
         result?;
     }
-    outcome
+    pool.outcome
         .into_inner()
         .map_err(|_| anyhow::anyhow!("a copy worker panicked"))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_task(
-    worker: usize,
-    task: &Task,
-    transfer: &Transfer,
-    board: &Board,
-    on_done: &(dyn Fn(&Task) -> anyhow::Result<()> + Sync),
-    warn: &(dyn Fn(&str) + Sync),
-    stop: &AtomicBool,
-    outcome: &Mutex<PoolOutcome>,
-) -> anyhow::Result<()> {
-    let (first, more) = task.first_path();
-    let what = if more > 0 {
-        format!("{} ({first} and {more} more)", task.label)
-    } else {
-        format!("{} ({first})", task.label)
-    };
-    let mut retries = 0;
-    loop {
-        board.start(
-            worker,
-            task.shard.unwrap_or(0),
-            (first.clone(), more),
-            task.bytes,
-            task.files,
-        );
-        let finished = transfer
-            .run(task.listing(), |report| board.report(worker, &report))
-            .await?;
-        let verdict = rsync::verdict(&finished);
-        let said = |finished: &rsync::Finished| {
-            let mut text = format!(
-                "rsync exited with code {} ({})",
-                finished.rc,
-                rsync::describe(finished.rc)
-            );
-            if !finished.message.is_empty() {
-                text.push_str(":\n    ");
-                text.push_str(&finished.message.join("\n    "));
+/// What the workers of one pool share: the queue, how to copy, where to report, and the
+/// pool's outcome so far.
+struct Pool<'a> {
+    queue: Mutex<VecDeque<Task>>,
+    transfer: &'a Transfer,
+    board: &'a Board,
+    /// Called after each task that finished (to journal it).
+    on_done: &'a (dyn Fn(&Task) -> anyhow::Result<()> + Sync),
+    /// Shows a warning at once.
+    warn: &'a (dyn Fn(&str) + Sync),
+    /// Raised by a task whose failure no other task can avoid (a full destination).
+    stop: AtomicBool,
+    outcome: Mutex<PoolOutcome>,
+}
+
+/// How one rsync run of a task ended, as the pool acts on it.
+enum Attempt {
+    /// The task is over (done, failed or stopping the pool).
+    Over,
+    /// Try again after this delay.
+    Retry(Duration),
+}
+
+impl Pool<'_> {
+    /// One worker: takes tasks from the queue until it is empty or the pool stops.
+    async fn work(&self, worker: usize) -> anyhow::Result<()> {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(());
             }
-            text
+            let Some(task) = self.queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                return Ok(());
+            };
+            self.run_task(worker, &task).await?;
+        }
+    }
+
+    /// Runs one task's rsync, retrying transient failures with backoff.
+    async fn run_task(&self, worker: usize, task: &Task) -> anyhow::Result<()> {
+        let (first, more) = task.first_path();
+        let what = if more > 0 {
+            format!("{} ({first} and {more} more)", task.label)
+        } else {
+            format!("{} ({first})", task.label)
         };
+        let mut retries = 0;
+        loop {
+            self.board.start(
+                worker,
+                task.shard.unwrap_or(0),
+                (first.clone(), more),
+                task.bytes,
+                task.files,
+            );
+            let finished = self
+                .transfer
+                .run(task.listing(), |report| self.board.report(worker, &report))
+                .await?;
+            match self.settle(worker, task, &what, &finished, retries)? {
+                Attempt::Over => return Ok(()),
+                Attempt::Retry(delay) => {
+                    retries += 1;
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Acts on how an attempt ended: journals a finished task, schedules a retry, stops the
+    /// pool, or records the task's failure.
+    fn settle(
+        &self,
+        worker: usize,
+        task: &Task,
+        what: &str,
+        finished: &rsync::Finished,
+        retries: usize,
+    ) -> anyhow::Result<Attempt> {
+        let verdict = rsync::verdict(finished);
         let limit = match verdict {
             Verdict::Transient => RETRY_DELAYS.len(),
             Verdict::RetryOnce => 1,
@@ -184,51 +214,62 @@ async fn run_task(
                     let message = format!(
                         "{what}: some files vanished while they were copied (rsync exit 24); a later pass copies what changed"
                     );
-                    warn(&message);
-                    if let Ok(mut outcome) = outcome.lock() {
+                    (self.warn)(&message);
+                    if let Ok(mut outcome) = self.outcome.lock() {
                         outcome.warnings.push(message);
                     }
                 }
-                board.finish(worker);
-                on_done(task)?;
-                return Ok(());
+                self.board.finish(worker);
+                (self.on_done)(task)?;
             }
             _ if retries < limit => {
                 let delay = RETRY_DELAYS[retries.min(RETRY_DELAYS.len() - 1)];
-                warn(&format!(
+                (self.warn)(&format!(
                     "{what}: {}; trying again in {}s (retry {} of {limit})",
-                    said(&finished),
+                    rsync_said(finished),
                     delay.as_secs(),
                     retries + 1
                 ));
-                retries += 1;
-                board.idle(worker);
-                tokio::time::sleep(delay).await;
+                self.board.idle(worker);
+                return Ok(Attempt::Retry(delay));
             }
             Verdict::NoSpace | Verdict::Stop => {
-                board.idle(worker);
-                stop.store(true, Ordering::Relaxed);
+                self.board.idle(worker);
+                self.stop.store(true, Ordering::Relaxed);
                 let why = if verdict == Verdict::NoSpace {
                     "the destination is full or over its quota"
                 } else {
                     "rsync refused its command line"
                 };
-                if let Ok(mut outcome) = outcome.lock()
+                if let Ok(mut outcome) = self.outcome.lock()
                     && outcome.stopped.is_none()
                 {
-                    outcome.stopped = Some(format!("{why}: {what}: {}", said(&finished)));
+                    outcome.stopped = Some(format!("{why}: {what}: {}", rsync_said(finished)));
                 }
-                return Ok(());
             }
             _ => {
-                board.idle(worker);
-                let message = format!("{what}: {}", said(&finished));
-                warn(&message);
-                if let Ok(mut outcome) = outcome.lock() {
+                self.board.idle(worker);
+                let message = format!("{what}: {}", rsync_said(finished));
+                (self.warn)(&message);
+                if let Ok(mut outcome) = self.outcome.lock() {
                     outcome.failures.push(message);
                 }
-                return Ok(());
             }
         }
+        Ok(Attempt::Over)
     }
+}
+
+/// `rsync exited with code 23 (...)` and what it printed.
+fn rsync_said(finished: &rsync::Finished) -> String {
+    let mut text = format!(
+        "rsync exited with code {} ({})",
+        finished.rc,
+        rsync::describe(finished.rc)
+    );
+    if !finished.message.is_empty() {
+        text.push_str(":\n    ");
+        text.push_str(&finished.message.join("\n    "));
+    }
+    text
 }

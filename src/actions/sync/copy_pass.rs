@@ -1,0 +1,471 @@
+//! One pass of the copy where this process runs (here, or in a pod's agent): its phases in
+//! the order [`CopyPass::run`] calls them, each a method.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use super::compare::{ChangedSince, Comparison};
+use super::job::JobCopier;
+use super::pass::{Ledger, Note, PassRecord, PassState, RelPath};
+use super::pass_reporter::PassReporter;
+use super::planner::{self, PlannerConfig, ShardPlan};
+use super::pool::{self, PoolOutcome, Task};
+use super::progress::{self, Board};
+use super::rsync::{self, Transfer};
+use super::spec::Settings;
+use super::{CancelOnDrop, changed_since, compare_trees, describe_plan, walker};
+use crate::actions::Outcome;
+
+/// One pass: plan it (or resume the journaled plan) and journal it, delete, copy the shards,
+/// fix hard links and directories, verify, and say what it did. Everything it has to say
+/// goes to `reporter`; `ledger` is the step's notes so far, `continued` those of the step it
+/// continues (`after:`); with `job`, the shards run in its Indexed Job.
+pub(crate) struct CopyPass<'a> {
+    settings: &'a Settings,
+    ledger: &'a Ledger,
+    continued: Option<&'a Ledger>,
+    reporter: &'a dyn PassReporter,
+    job: Option<&'a JobCopier<'a>>,
+    /// The rsync command line every task of the pass shares.
+    transfer: Transfer,
+    /// Stops the comparison's walking threads when the pass is dropped.
+    cancel: CancelOnDrop,
+    /// Things a person should know, gathered from every phase for the step's output.
+    warnings: Vec<String>,
+}
+
+/// What the copying phases did, for the step's output.
+struct Copied {
+    /// Entries deleted at the destination.
+    deleted: u64,
+    /// Shards copied by this run (not those a run before finished).
+    shards: usize,
+    /// Files whose hard links were redone.
+    linked: usize,
+}
+
+impl<'a> CopyPass<'a> {
+    /// A pass over `settings`' trees; nothing happens before [`CopyPass::run`].
+    pub(crate) fn new(
+        settings: &'a Settings,
+        ledger: &'a Ledger,
+        continued: Option<&'a Ledger>,
+        reporter: &'a dyn PassReporter,
+        job: Option<&'a JobCopier<'a>>,
+    ) -> Self {
+        let mut transfer = Transfer::new(&settings.from, &settings.to);
+        transfer.exclude.clone_from(&settings.exclude);
+        transfer.extra.clone_from(&settings.rsync_args);
+        transfer.bwlimit_kib = settings.worker_bwlimit_kib();
+        CopyPass {
+            settings,
+            ledger,
+            continued,
+            reporter,
+            job,
+            transfer,
+            cancel: CancelOnDrop::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Runs the pass's phases in order.
+    pub(crate) async fn run(mut self) -> anyhow::Result<Outcome> {
+        let pass = self.journaled_plan().await?;
+        let plan = pass.record.plan();
+        let deleted = self.delete_extra_entries(&pass).await?;
+        let shards = self.copy_shards(&pass, &plan).await?;
+        let linked = self.finish_links_and_dirs(&pass.record, &plan).await?;
+        let verified = self.verify().await?;
+        let copied = Copied {
+            deleted,
+            shards,
+            linked,
+        };
+        Ok(self.outcome(&pass.record, &plan, &copied, verified))
+    }
+
+    /// The pass to run: the journaled one when it was interrupted with the same settings,
+    /// else a new one, compared, planned and journaled before anything is copied.
+    async fn journaled_plan(&self) -> anyhow::Result<PassState> {
+        let destination_exists = self.settings.check_paths()?;
+        let found = rsync::detect().await?;
+        let fingerprint = self.settings.fingerprint();
+        if let Some(state) = self.ledger.resumable(&fingerprint) {
+            self.reporter.line(&format!(
+                "resuming pass {} (started {}): {} of {} shards were finished before",
+                state.record.pass,
+                state.record.started,
+                state.done_shards.len(),
+                state.record.shards.len()
+            ));
+            return Ok(state.clone());
+        }
+        let settings = self.settings;
+        if !destination_exists {
+            std::fs::create_dir(&settings.to).with_context(|| {
+                format!("cannot create the destination {}", settings.to.display())
+            })?;
+        }
+        let started = jiff::Timestamp::now();
+        self.reporter.line(&format!(
+            "comparing {} with {} ({})",
+            settings.from.display(),
+            settings.to.display(),
+            found.version
+        ));
+        let comparison = compare_trees(
+            self.reporter,
+            settings,
+            changed_since(self.ledger, self.continued),
+            &self.cancel,
+        )
+        .await?;
+        let record = self.new_record(comparison, started, fingerprint);
+        self.reporter.note(&Note::Pass(Box::new(record.clone())))?;
+        Ok(PassState {
+            record,
+            done_shards: BTreeSet::new(),
+            deleted: false,
+            done: false,
+        })
+    }
+
+    /// Plans the shards of what `comparison` found, says so, and makes the journal's record.
+    fn new_record(
+        &self,
+        comparison: Comparison,
+        started: jiff::Timestamp,
+        fingerprint: String,
+    ) -> PassRecord {
+        let settings = self.settings;
+        let Comparison {
+            dirs,
+            deletions,
+            hard_links,
+            forced,
+            ..
+        } = comparison;
+        let plan = planner::plan(dirs, &PlannerConfig::new(settings.jobs));
+        let links = if settings.hard_links {
+            hard_links.len()
+        } else {
+            0
+        };
+        self.reporter.line(&describe_plan(
+            settings,
+            &plan,
+            deletions.len(),
+            forced,
+            links,
+        ));
+        let (shards, dirs) = PassRecord::shard_records(&plan);
+        PassRecord {
+            pass: self.ledger.next_pass(),
+            started: started.to_string(),
+            started_secs: started.as_second(),
+            started_nanos: i64::from(started.subsec_nanosecond()),
+            settings: fingerprint,
+            shards,
+            dirs,
+            deletions: deletions.into_iter().map(RelPath).collect(),
+            hard_links: if settings.hard_links {
+                hard_links.into_iter().map(RelPath).collect()
+            } else {
+                Vec::new()
+            },
+            forced,
+        }
+    }
+
+    /// With `delete`, removes what is only at the destination, once per pass. Deletions
+    /// come first: they free room (quotas) and clear entries that change type.
+    async fn delete_extra_entries(&self, pass: &PassState) -> anyhow::Result<u64> {
+        let record = &pass.record;
+        if !self.settings.delete || pass.deleted || record.deletions.is_empty() {
+            return Ok(0);
+        }
+        let deleted = delete_entries(&self.settings.to, &record.deletions).await?;
+        self.reporter.line(&format!(
+            "deleted {deleted} entries found only in the destination"
+        ));
+        self.reporter.note(&Note::Deleted {
+            pass: record.pass,
+            entries: deleted,
+        })?;
+        Ok(deleted)
+    }
+
+    /// Copies the shards a run before did not finish, here or in the Job, journaling each
+    /// as it finishes; fails when any failed. Returns how many this run copied.
+    async fn copy_shards(&mut self, pass: &PassState, plan: &ShardPlan) -> anyhow::Result<usize> {
+        let jobs = self.settings.jobs;
+        let done_shards = &pass.done_shards;
+        // Directories shared by several shards exist before the shards write into them.
+        if !(0..plan.shards.len()).all(|i| done_shards.contains(&i)) {
+            let new_dirs: Vec<Vec<u8>> = plan
+                .dirs
+                .iter()
+                .filter(|dir| dir.new && !dir.path.is_empty())
+                .map(|dir| dir.path.clone())
+                .collect();
+            self.run_helpers(chunked("new directories", new_dirs, jobs), jobs)
+                .await?;
+        }
+        let board = Board::new(plan.total_bytes, plan.total_files, plan.shards.len(), jobs);
+        let mut tasks = Vec::new();
+        for (index, shard) in plan.shards.iter().enumerate() {
+            if done_shards.contains(&index) {
+                board.already_done(shard.bytes, shard.files);
+                continue;
+            }
+            tasks.push(Task::for_shard(index, plan.shards.len(), shard));
+        }
+        let copied_shards = tasks.len();
+        let outcome = self.run_shard_tasks(pass, tasks, &board).await?;
+        if plan.total_files > 0 {
+            self.reporter.progress(&board, false);
+        }
+        self.warnings.extend(outcome.warnings);
+        if let Some(stopped) = outcome.stopped {
+            anyhow::bail!(
+                "the copy stopped: {stopped}\nfinished shards are journaled; run again to continue"
+            );
+        }
+        if !outcome.failures.is_empty() {
+            let mut message = format!(
+                "{} of {} shards failed; the others are done and journaled, and a run again copies only the failed ones:",
+                outcome.failures.len(),
+                plan.shards.len()
+            );
+            for failure in outcome.failures.iter().take(5) {
+                message.push_str("\n  ");
+                message.push_str(&failure.replace('\n', "\n  "));
+            }
+            anyhow::bail!(message);
+        }
+        Ok(copied_shards)
+    }
+
+    /// Runs the shards' tasks on the worker pool (showing progress meanwhile), or hands the
+    /// shards to the Job.
+    async fn run_shard_tasks(
+        &self,
+        pass: &PassState,
+        tasks: Vec<Task>,
+        board: &Board,
+    ) -> anyhow::Result<PoolOutcome> {
+        let reporter = self.reporter;
+        if let Some(job) = self.job {
+            return job
+                .copy(
+                    reporter,
+                    self.settings,
+                    &pass.record,
+                    &pass.done_shards,
+                    board,
+                )
+                .await;
+        }
+        let pass_number = pass.record.pass;
+        let journal_shard = |task: &Task| -> anyhow::Result<()> {
+            let Some(index) = task.shard else {
+                return Ok(());
+            };
+            reporter.note(&Note::Shard {
+                pass: pass_number,
+                shard: index,
+                bytes: task.bytes,
+                files: task.files,
+            })
+        };
+        let warn = |message: &str| reporter.warn(message);
+        let jobs = self.settings.jobs;
+        tokio::select! {
+            outcome = pool::run(tasks, jobs, &self.transfer, board, &journal_shard, &warn) => outcome,
+            () = progress::tick(board, reporter) => unreachable!("the progress loop never ends"),
+        }
+    }
+
+    /// Redoes the hard links that span shards, then sets the attributes of the shared
+    /// directories (writing into them changed their times), and journals the pass's end.
+    /// Returns how many hard-linked files there were.
+    async fn finish_links_and_dirs(
+        &mut self,
+        record: &PassRecord,
+        plan: &ShardPlan,
+    ) -> anyhow::Result<usize> {
+        let jobs = self.settings.jobs;
+        let hard_links: Vec<Vec<u8>> = record.hard_links.iter().map(|p| p.0.clone()).collect();
+        let linked = hard_links.len();
+        let mut hard_link_tasks = chunked("hard links", hard_links, 1);
+        for task in &mut hard_link_tasks {
+            task.ignore_times = false;
+        }
+        self.run_helpers(hard_link_tasks, 1).await?;
+        let mut dir_tasks = chunked(
+            "directory attributes",
+            plan.dirs
+                .iter()
+                .filter(|dir| !dir.path.is_empty())
+                .map(|dir| dir.path.clone())
+                .collect(),
+            jobs,
+        );
+        if plan.dirs.iter().any(|dir| dir.path.is_empty()) {
+            dir_tasks.push(Task {
+                label: "root attributes".into(),
+                entries: Vec::new(),
+                recursive: false,
+                ignore_times: false,
+                fresh: false,
+                root: true,
+                bytes: 0,
+                files: 1,
+                shard: None,
+            });
+        }
+        self.run_helpers(dir_tasks, jobs).await?;
+        self.reporter.note(&Note::PassDone { pass: record.pass })?;
+        Ok(linked)
+    }
+
+    /// With `verify`, compares both trees again and fails on any difference. Returns
+    /// whether it verified.
+    async fn verify(&self) -> anyhow::Result<bool> {
+        let settings = self.settings;
+        if !settings.verify {
+            return Ok(false);
+        }
+        self.reporter.line("verifying: comparing both trees again");
+        let check =
+            compare_trees(self.reporter, settings, ChangedSince::Never, &self.cancel).await?;
+        if check.difference_count > 0 {
+            let mut message = format!(
+                "verify found {} difference{} between {} and {} after the copy:",
+                check.difference_count,
+                if check.difference_count == 1 { "" } else { "s" },
+                settings.from.display(),
+                settings.to.display()
+            );
+            for line in &check.differences {
+                message.push_str("\n  ");
+                message.push_str(line);
+            }
+            if check.difference_count > check.differences.len() as u64 {
+                message.push_str("\n  ...");
+            }
+            message.push_str(
+                "\nhelp: files that change while they are copied show up here; stop the writers and run the step again",
+            );
+            anyhow::bail!(message);
+        }
+        self.reporter.line(&format!(
+            "verified: {} entries are the same at both ends",
+            check.entries
+        ));
+        Ok(true)
+    }
+
+    /// The step's outcome: whether the pass changed anything, and its numbers.
+    fn outcome(
+        self,
+        record: &PassRecord,
+        plan: &ShardPlan,
+        copied: &Copied,
+        verified: bool,
+    ) -> Outcome {
+        let changed = !plan.shards.is_empty()
+            || !plan.dirs.is_empty()
+            || copied.deleted > 0
+            || copied.linked > 0;
+        Outcome::new(
+            changed,
+            serde_json::json!({
+                "pass": record.pass,
+                "started": record.started,
+                "shards": plan.shards.len(),
+                "shards_copied": copied.shards,
+                "files": plan.total_files,
+                "bytes": plan.total_bytes,
+                "deleted": copied.deleted,
+                "forced": record.forced,
+                "hard_links": copied.linked,
+                "verified": verified,
+                "warnings": self.warnings,
+            }),
+        )
+    }
+
+    /// Runs helper tasks (directories, hard links) and fails on the first failure.
+    async fn run_helpers(&mut self, tasks: Vec<Task>, jobs: usize) -> anyhow::Result<()> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let board = Board::new(0, 0, tasks.len(), jobs);
+        let reporter = self.reporter;
+        let warn = |message: &str| reporter.warn(message);
+        let outcome = pool::run(tasks, jobs, &self.transfer, &board, &|_| Ok(()), &warn).await?;
+        self.warnings.extend(outcome.warnings);
+        if let Some(stopped) = outcome.stopped {
+            anyhow::bail!("the copy stopped: {stopped}");
+        }
+        if let Some(first) = outcome.failures.first() {
+            anyhow::bail!("{first}");
+        }
+        Ok(())
+    }
+}
+
+/// Deletes entries (files, links or whole directories) below `root`.
+async fn delete_entries(root: &Path, entries: &[RelPath]) -> anyhow::Result<u64> {
+    let root = root.to_path_buf();
+    let entries: Vec<Vec<u8>> = entries.iter().map(|path| path.0.clone()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut deleted = 0;
+        for entry in &entries {
+            let path = walker::absolute(&root, entry);
+            let result = match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+                Ok(_) => std::fs::remove_file(&path),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(()) => deleted += 1,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(anyhow::anyhow!("cannot delete {}: {error}", path.display()));
+                }
+            }
+        }
+        Ok(deleted)
+    })
+    .await
+    .context("the deleting thread panicked")?
+}
+
+/// Splits paths into up to `jobs` tasks of at least a few hundred.
+fn chunked(label: &str, paths: Vec<Vec<u8>>, jobs: usize) -> Vec<Task> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let chunks = paths.len().div_ceil(500).clamp(1, jobs.max(1));
+    let size = paths.len().div_ceil(chunks);
+    paths
+        .chunks(size)
+        .map(|chunk| Task {
+            label: label.to_string(),
+            entries: chunk.to_vec(),
+            recursive: false,
+            ignore_times: false,
+            fresh: false,
+            root: false,
+            bytes: 0,
+            files: chunk.len() as u64,
+            shard: None,
+        })
+        .collect()
+}
