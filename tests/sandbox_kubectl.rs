@@ -715,6 +715,118 @@ fn logs_follow_a_container_until_it_ends_and_take_their_flags() {
     );
 }
 
+/// The lines of `kubectl logs --timestamps`: each line's time and text.
+fn stamped_lines(output: &str) -> Vec<(jiff::Timestamp, String)> {
+    output
+        .lines()
+        .map(|line| {
+            let (time, text) = line
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("no timestamp before {line:?}"));
+            assert_eq!(time.len(), 30, "nine fractional digits, UTC: {time}");
+            let time = time
+                .parse()
+                .unwrap_or_else(|error| panic!("{time:?} is not RFC 3339: {error}"));
+            (time, text.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn logs_take_the_time_of_each_line_and_filter_by_it() {
+    let sandbox = Sandbox::start(HUB);
+    sandbox.ok(&[
+        "create",
+        "job",
+        "stamps",
+        "-n",
+        "staging",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo early 1; echo early 2; sleep 5; echo late 1; echo late 2",
+    ]);
+    sandbox.ok(&[
+        "wait",
+        "--for=jsonpath={.status.active}=1",
+        "job/stamps",
+        "-n",
+        "staging",
+        "--timeout=60s",
+    ]);
+    let logs = |flags: &[&str]| {
+        let mut args = vec!["logs", "job/stamps", "-n", "staging"];
+        args.extend(flags);
+        sandbox.ok(&args)
+    };
+    // Followed until the container ends, each line with its time.
+    let followed = stamped_lines(&logs(&["-f", "--timestamps"]));
+    let texts: Vec<&str> = followed.iter().map(|(_, text)| text.as_str()).collect();
+    assert_eq!(texts, ["early 1", "early 2", "late 1", "late 2"]);
+    assert!(
+        followed.windows(2).all(|pair| pair[0].0 <= pair[1].0),
+        "{followed:?}"
+    );
+    let [_, (early, _), (late, _), (last, _)] = followed[..] else {
+        unreachable!("four lines")
+    };
+    assert!(late > early, "{followed:?}");
+    // Read again, the lines have the times they had.
+    assert_eq!(stamped_lines(&logs(&["--timestamps"])), followed);
+    assert_eq!(logs(&[]), "early 1\nearly 2\nlate 1\nlate 2\n");
+    assert_eq!(
+        stamped_lines(&logs(&["--timestamps", "--tail=1"])),
+        [(last, "late 2".to_string())]
+    );
+
+    // kubectl sends sinceTime in whole seconds: the second after the early lines.
+    let after_early = early
+        .round(
+            jiff::TimestampRound::new()
+                .smallest(jiff::Unit::Second)
+                .mode(jiff::RoundMode::Trunc),
+        )
+        .expect("a time in range")
+        + jiff::SignedDuration::from_secs(1);
+    assert_eq!(
+        logs(&[&format!("--since-time={after_early}")]),
+        "late 1\nlate 2\n"
+    );
+    // sinceSeconds counts back from when the server answers: aim between the early and the
+    // late lines, seconds before the late ones, whatever the time kubectl takes to start.
+    let middle = early + early.duration_until(late) / 2;
+    let seconds = jiff::Timestamp::now().duration_since(middle).as_secs() + 1;
+    assert_eq!(logs(&[&format!("--since={seconds}s")]), "late 1\nlate 2\n");
+    assert_eq!(
+        logs(&[&format!("--since={}s", seconds + 60)]),
+        "early 1\nearly 2\nlate 1\nlate 2\n"
+    );
+
+    // kubectl refuses both itself; the API server does too.
+    let pod = sandbox.ok(&[
+        "get",
+        "pods",
+        "-n",
+        "staging",
+        "-l",
+        "job-name=stamps",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    let both = sandbox.fails(&[
+        "get",
+        "--raw",
+        &format!(
+            "/api/v1/namespaces/staging/pods/{pod}/log?sinceSeconds=5&sinceTime={after_early}"
+        ),
+    ]);
+    assert!(
+        both.contains("at most one of `sinceTime` or `sinceSeconds` may be specified"),
+        "{both}"
+    );
+}
+
 #[test]
 fn can_i_nodes_and_events() {
     let sandbox = Sandbox::start(HUB);

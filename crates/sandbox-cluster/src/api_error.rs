@@ -220,10 +220,20 @@ impl ApiError {
 
     /// 422: `Pod "x" is invalid: spec.containers: Required value`.
     pub fn invalid(kind: &Kind, name: &str, errors: &[FieldError]) -> Self {
-        let display_kind = if kind.group.is_empty() {
-            kind.kind.to_string()
+        ApiError::invalid_of(kind.kind, kind.group, name, errors)
+    }
+
+    /// 422 for the options of a request, as the registry checks them before it looks at the
+    /// object: `PodLogOptions "x" is invalid: limitBytes: Invalid value: 0: ...`.
+    pub fn invalid_options(kind: &str, name: &str, errors: &[FieldError]) -> Self {
+        ApiError::invalid_of(kind, "", name, errors)
+    }
+
+    fn invalid_of(kind: &str, group: &str, name: &str, errors: &[FieldError]) -> Self {
+        let display_kind = if group.is_empty() {
+            kind.to_string()
         } else {
-            format!("{}.{}", kind.kind, kind.group)
+            format!("{kind}.{group}")
         };
         let listed = match errors {
             [one] => one.to_string(),
@@ -240,9 +250,9 @@ impl ApiError {
             .map(|error| json!({"reason": error.reason(), "message": error.detail(), "field": error.field}))
             .collect::<Vec<_>>();
         // Unlike NotFound, the registry names the kind (not the resource) in Invalid details.
-        let mut details = json!({"name": name, "kind": kind.kind, "causes": causes});
-        if !kind.group.is_empty() {
-            details["group"] = json!(kind.group);
+        let mut details = json!({"name": name, "kind": kind, "causes": causes});
+        if !group.is_empty() {
+            details["group"] = json!(group);
         }
         ApiError::new(
             422,

@@ -2,7 +2,8 @@
 //! first container's `command` + `args` run as a local [`PodProcess`], in
 //! `DIR/pods/NAMESPACE/POD/`, with `HOSTNAME` (the pod's `spec.hostname`, else its name),
 //! the container's literal `env` values and, in an Indexed Job, `JOB_COMPLETION_INDEX`; its
-//! stdout and stderr go to `CONTAINER.log` there. When the command ends, the pod becomes
+//! stdout and stderr go to `CONTAINER.log` there, with the time of each line beside it
+//! ([`ContainerLog`]). When the command ends, the pod becomes
 //! `Succeeded` (exit 0) or `Failed`, every container `terminated` with the command's exit
 //! code, and the rest of its process group is killed, as a container's end kills what runs
 //! in it. A pod being deleted (or gone) has its command's group sent SIGTERM, then SIGKILL
@@ -29,6 +30,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::cluster::{Cluster, State};
+use super::container_log::{ContainerLog, Recording};
 use super::controllers::{COMPLETION_INDEX_ENV, completion_index};
 use super::delete::MAX_GRACE_SECONDS;
 use super::exec::{ExecTarget, container_env};
@@ -331,7 +333,7 @@ pub async fn run(cluster: Arc<Cluster>, dir: PathBuf, mut shutdown: watch::Recei
 /// Runs one container's command until it ends or is stopped, then records its end.
 async fn run_container(cluster: Arc<Cluster>, run: ContainerRun, stop: oneshot::Receiver<()>) {
     let ended = match start(&run) {
-        Ok(mut process) => {
+        Ok((mut process, recording)) => {
             let outcome = tokio::select! {
                 status = process.wait() => Some(status),
                 _ = stop => None,
@@ -352,6 +354,9 @@ async fn run_container(cluster: Arc<Cluster>, run: ContainerRun, stop: oneshot::
             // What the command left in its group ends with it, as with a container. At once:
             // the group's id cannot be reused while members are left.
             process.signal_group(libc::SIGKILL);
+            // Its last lines are in the log before its end is: a follower of the log stops
+            // at the end, and the termination message is read from it.
+            recording.drained().await;
             match status {
                 Ok(status) => {
                     let mut ended = Termination::of_exit(exit_code(status));
@@ -379,8 +384,8 @@ async fn run_container(cluster: Arc<Cluster>, run: ContainerRun, stop: oneshot::
 /// The end of a container's log, as Kubernetes' kubelet takes it for
 /// `FallbackToLogsOnError`: the last 80 lines, at most 2048 bytes.
 fn log_tail(run: &ContainerRun) -> Option<String> {
-    let log_path = run.target.cwd.join(format!("{}.log", run.target.container));
-    let bytes = std::fs::read(log_path).ok()?;
+    let log = ContainerLog::new(&run.target.cwd, &run.target.container);
+    let bytes = std::fs::read(log.path()).ok()?;
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(80)..].join("\n");
@@ -392,8 +397,8 @@ fn log_tail(run: &ContainerRun) -> Option<String> {
     (!tail.is_empty()).then(|| tail.to_string())
 }
 
-/// Starts the command, its output appended to `CONTAINER.log` in the pod's directory.
-fn start(run: &ContainerRun) -> Result<PodProcess, String> {
+/// Starts the command, its output recorded in `CONTAINER.log` in the pod's directory.
+fn start(run: &ContainerRun) -> Result<(PodProcess, Recording), String> {
     if run.argv.is_empty() {
         return Err(format!(
             "the sandbox runs a container's command, and container {:?} has none (there is no image entrypoint to run)",
@@ -402,18 +407,17 @@ fn start(run: &ContainerRun) -> Result<PodProcess, String> {
     }
     std::fs::create_dir_all(&run.target.cwd)
         .map_err(|error| format!("cannot create {}: {error}", run.target.cwd.display()))?;
-    let log_path = run.target.cwd.join(format!("{}.log", run.target.container));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|error| format!("cannot open {}: {error}", log_path.display()))?;
-    PodProcess::spawn_logged(&run.target, &run.argv, log).map_err(|error| {
+    let log = ContainerLog::new(&run.target.cwd, &run.target.container);
+    let (output, recording) = log
+        .record()
+        .map_err(|error| format!("cannot open the container's log: {error}"))?;
+    let process = PodProcess::spawn_logged(&run.target, &run.argv, output).map_err(|error| {
         format!(
             "failed to start the container's command {:?}: {error}",
             run.argv[0]
         )
-    })
+    })?;
+    Ok((process, recording))
 }
 
 #[cfg(test)]

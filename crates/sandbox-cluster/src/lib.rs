@@ -53,6 +53,7 @@ pub mod api_path;
 pub mod apply;
 pub mod cli;
 pub mod cluster;
+pub mod container_log;
 pub mod controllers;
 pub mod create;
 pub mod credentials;

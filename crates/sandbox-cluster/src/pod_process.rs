@@ -1,7 +1,8 @@
 //! The local process an exec runs (the sandbox has no containers): started in its own
 //! process group, in the pod's directory, with pipes for the streams the client asked for.
 //! The [`kubelet`](super::kubelet) starts a Job pod's container command the same way, with
-//! its output going to a log file ([`PodProcess::spawn_logged`]).
+//! its output going to a pipe that a [`ContainerLog`](super::container_log::ContainerLog)
+//! copies into the log, with the time of each line ([`PodProcess::spawn_logged`]).
 //!
 //! When the exec connection is lost while the command runs, the process group gets SIGHUP,
 //! as a terminal's hang-up delivers it, and the command itself gets SIGKILL if it is still
@@ -120,17 +121,19 @@ impl PodProcess {
     }
 
     /// Starts a container's command (`argv`) as the target's container would run it, without
-    /// stdin, its stdout and stderr appended to `log`.
+    /// stdin, its stdout and stderr both written to `output` (the pipe of its
+    /// [`ContainerLog`](super::container_log::ContainerLog), so that they interleave as
+    /// written).
     pub fn spawn_logged(
         target: &ExecTarget,
         argv: &[String],
-        log: std::fs::File,
+        output: io::PipeWriter,
     ) -> io::Result<PodProcess> {
         let mut command = command_in(target, argv)?;
         command
             .stdin(Stdio::null())
-            .stderr(log.try_clone()?)
-            .stdout(log);
+            .stderr(output.try_clone()?)
+            .stdout(output);
         PodProcess::start(command)
     }
 
