@@ -18,6 +18,9 @@ const PLAYBOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/nfs-migra
 /// A migration in a scratch directory: the sandbox lives in `sandbox/`.
 struct Migration {
     test: Test,
+    /// Runs with `--state cluster` (a short Lease, so that a killed holder's is soon taken
+    /// over): the journal's cache is then under `state/cluster/runbook/`.
+    in_cluster: bool,
 }
 
 impl Migration {
@@ -25,7 +28,27 @@ impl Migration {
         // The sandbox's pods run on this machine, where the test binary already is: the
         // copies use it as the agent rather than shipping a debug build into each "pod".
         let test = Test::new().env("RUNBOOK_AGENT_PATH", env!("CARGO_BIN_EXE_runbook"));
-        Migration { test }
+        Migration {
+            test,
+            in_cluster: false,
+        }
+    }
+
+    /// A migration whose runs are kept in the (sandbox) cluster.
+    fn in_cluster() -> Self {
+        Migration {
+            in_cluster: true,
+            ..Self::new()
+        }
+    }
+
+    /// Where the journal is (or its cache, with the state in the cluster).
+    fn runs_dir(&self) -> PathBuf {
+        if self.in_cluster {
+            self.sandbox().join("state/cluster/runbook/runs")
+        } else {
+            self.sandbox().join("state/runs")
+        }
     }
 
     /// Seeds the sandbox directory with `hub` before the first command (the default hub is
@@ -46,6 +69,9 @@ impl Migration {
             .map(|arg| arg.to_string())
             .collect();
         args.push(self.sandbox().display().to_string());
+        if self.in_cluster && command != "plan" {
+            args.extend(["--state", "cluster", "--lease-duration", "3s"].map(String::from));
+        }
         args.extend(extra.iter().map(|arg| arg.to_string()));
         args
     }
@@ -116,7 +142,7 @@ impl Migration {
 
     /// The journal's events so far, none before the run has one.
     fn journal_so_far(&self) -> Vec<Value> {
-        let runs = self.sandbox().join("state/runs");
+        let runs = self.runs_dir();
         let Some(Ok(run)) = std::fs::read_dir(&runs).ok().and_then(|mut dir| dir.next()) else {
             return Vec::new();
         };
@@ -129,7 +155,7 @@ impl Migration {
 
     /// The journal's events.
     fn journal(&self) -> Vec<Value> {
-        let runs = self.sandbox().join("state/runs");
+        let runs = self.runs_dir();
         let run = std::fs::read_dir(&runs)
             .expect("runs dir")
             .next()
@@ -356,7 +382,18 @@ fn the_whole_migration_in_the_sandbox() {
 
 #[test]
 fn a_kill_at_every_step_boundary_and_inside_both_copies_loses_nothing() {
-    let migration = Migration::new();
+    kill_at_every_boundary(Migration::new());
+}
+
+/// The same with the run's Lease and journal in the cluster: after each `kill -9` the next
+/// command is refused (exit 4) until the killed holder's Lease expires, then takes it over
+/// and goes on from the cluster's journal.
+#[test]
+fn a_kill_at_every_step_boundary_loses_nothing_with_the_state_in_the_cluster() {
+    kill_at_every_boundary(Migration::in_cluster());
+}
+
+fn kill_at_every_boundary(migration: Migration) {
     migration
         .test
         .run_args(&migration.args("plan", &[]))
@@ -367,7 +404,9 @@ fn a_kill_at_every_step_boundary_and_inside_both_copies_loses_nothing() {
     let mut killed_inside: Vec<(String, String)> = Vec::new();
     let mut source_changed = false;
     let mut read_events = 0;
-    for round in 0..steps.len() * 2 {
+    let mut refused = 0;
+    let mut round = 0;
+    while round < steps.len() * 2 {
         let mut child = migration.spawn(&["--yes"]);
         let mut killed = false;
         let status = loop {
@@ -419,6 +458,14 @@ fn a_kill_at_every_step_boundary_and_inside_both_copies_loses_nothing() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         };
         // What the killed command journaled after the kill point is read next round.
+        if migration.in_cluster && status.code() == Some(4) {
+            // The killed holder's Lease has not expired yet: try again.
+            refused += 1;
+            assert!(refused < 400, "the run stayed locked");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            continue;
+        }
+        round += 1;
         if !killed {
             assert!(
                 status.success(),
