@@ -15,58 +15,7 @@ use serde_json::Value;
 
 /// A hub as the basehub chart leaves it: the home volume (Retain) and claim, a user server,
 /// the metrics Deployment that mounts the claim, and proxy-public.
-const HUB: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: staging}
----
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: staging-home-nfs}
-spec:
-  capacity: {storage: 1Mi}
-  accessModes: [ReadWriteMany]
-  persistentVolumeReclaimPolicy: Retain
-  nfs: {server: 10.0.0.7, path: /homes/staging}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: home-nfs, namespace: staging}
-spec:
-  accessModes: [ReadWriteMany]
-  storageClassName: ""
-  volumeName: staging-home-nfs
-  resources: {requests: {storage: 1Mi}}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: jupyter-alice
-  namespace: staging
-  labels: {component: singleuser-server}
-spec:
-  containers: [{name: notebook, image: jupyter/base-notebook}]
-  volumes: [{name: home, persistentVolumeClaim: {claimName: home-nfs}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: shared-volume-metrics, namespace: staging}
-spec:
-  replicas: 1
-  selector: {matchLabels: {component: shared-volume-metrics}}
-  template:
-    metadata: {labels: {component: shared-volume-metrics}}
-    spec:
-      containers: [{name: metrics, image: prom/node-exporter}]
-      volumes: [{name: home, persistentVolumeClaim: {claimName: home-nfs}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: proxy-public, namespace: staging}
-spec:
-  ports: [{name: http, port: 80, targetPort: 8000}]
-  selector: {component: proxy}
-"#;
+const HUB: &str = include_str!("data/scenarios/hub-retained.yaml");
 
 /// A `runbook sandbox up` child process and its directory.
 struct Sandbox {

@@ -11,40 +11,7 @@ use runbook::kube::{Cluster, ClusterOptions, find_kind};
 use sandbox_cluster::{Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 
-const HUB: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: staging}
----
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: staging-home-nfs}
-spec:
-  capacity: {storage: 1Mi}
-  accessModes: [ReadWriteMany]
-  nfs: {server: 10.0.0.7, path: /homes/staging}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: home-nfs, namespace: staging}
-spec:
-  accessModes: [ReadWriteMany]
-  storageClassName: ""
-  volumeName: staging-home-nfs
-  resources: {requests: {storage: 1Mi}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: shared-volume-metrics, namespace: staging}
-spec:
-  replicas: 2
-  selector: {matchLabels: {component: shared-volume-metrics}}
-  template:
-    metadata: {labels: {component: shared-volume-metrics}}
-    spec:
-      containers: [{name: metrics, image: "quay.io/prometheus/node-exporter:v1.8.2"}]
-      volumes: [{name: home, persistentVolumeClaim: {claimName: home-nfs}}]
-"#;
+const HUB: &str = include_str!("data/scenarios/hub-no-users.yaml");
 
 fn options(dir: &Path, objects: Option<PathBuf>) -> SandboxOptions {
     SandboxOptions {
