@@ -487,3 +487,43 @@ fn an_api_server_that_stops_answering_stops_the_run_at_the_next_step_boundary() 
     // The step after it never started.
     assert!(!stderr.contains("▶ gate"), "{stderr}");
 }
+
+#[test]
+fn a_state_namespace_that_cannot_be_created_is_refused_before_anything_runs() {
+    let sandbox = Sandbox::start_with(HUB, &["--forbid", "create:namespaces"]);
+    let shared = tempfile::tempdir().expect("shared dir");
+    std::fs::write(shared.path().join("release"), "").expect("release");
+    let laptop = machine(&sandbox);
+    let refused = laptop
+        .run_args(&run_args(
+            shared.path(),
+            &["--state-namespace", "runbook-state"],
+        ))
+        .status(2);
+    assert!(
+        refused
+            .stderr
+            .contains("namespace `runbook-state` does not exist and cannot be created: ")
+            && refused
+                .stderr
+                .contains("cannot create resource \"namespaces\""),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !shared.path().join("runs.log").exists(),
+        "a step ran: {}",
+        refused.stderr
+    );
+    // The real kubectl is refused the same way, in RBAC's words.
+    let kubectl = std::process::Command::new("kubectl")
+        .args(["create", "namespace", "runbook-state"])
+        .env("KUBECONFIG", sandbox.kubeconfig())
+        .output()
+        .expect("run kubectl");
+    let said = String::from_utf8_lossy(&kubectl.stderr);
+    assert!(
+        said.contains("namespaces is forbidden: User \"sandbox\" cannot create resource \"namespaces\" in API group \"\" at the cluster scope"),
+        "{said}"
+    );
+}

@@ -51,6 +51,10 @@ pub struct UpArgs {
     /// Seed of the faults and of generated names, for reproducible runs.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Refuse VERB on RESOURCE with 403 Forbidden, as RBAC refuses a user without that rule
+    /// (repeatable): `create:namespaces`, `delete:pods`, `*:leases`.
+    #[arg(long, value_name = "VERB:RESOURCE", value_parser = crate::faults::Forbidden::parse)]
+    pub forbid: Vec<crate::faults::Forbidden>,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -80,6 +84,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             conflict_rate: args.conflict_rate,
             exec_drop_after: args.exec_drop_after,
             seed: args.seed,
+            forbidden: args.forbid,
         },
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

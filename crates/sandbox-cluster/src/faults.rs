@@ -25,6 +25,60 @@ pub struct Faults {
     pub exec_drop_after: Option<Duration>,
     /// The seed; a random one when `None`.
     pub seed: Option<u64>,
+    /// Requests refused with 403 as RBAC would refuse them (`--forbid create:namespaces`).
+    pub forbidden: Vec<Forbidden>,
+}
+
+/// A verb on a resource that the sandbox's user may not use, as a Role without that rule:
+/// `create:namespaces`, `delete:pods`, `*:leases`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forbidden {
+    /// An RBAC verb (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
+    /// `deletecollection`), or `*`.
+    pub verb: String,
+    /// A resource's plural name (`namespaces`, `leases`), or `*`.
+    pub resource: String,
+}
+
+/// The verbs a `--forbid` rule may name.
+const RBAC_VERBS: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "*",
+];
+
+impl Forbidden {
+    /// Reads `VERB:RESOURCE`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (verb, resource) = text
+            .split_once(':')
+            .ok_or_else(|| format!("`{text}` is not VERB:RESOURCE (e.g. create:namespaces)"))?;
+        if !RBAC_VERBS.contains(&verb) {
+            return Err(format!(
+                "`{verb}` is not a verb: use one of {}",
+                RBAC_VERBS.join(", ")
+            ));
+        }
+        if resource.is_empty() {
+            return Err(format!("`{text}` names no resource"));
+        }
+        Ok(Forbidden {
+            verb: verb.into(),
+            resource: resource.into(),
+        })
+    }
+
+    /// Whether this rule refuses `verb` on `resource`.
+    pub fn refuses(&self, verb: &str, resource: &str) -> bool {
+        (self.verb == "*" || self.verb == verb)
+            && (self.resource == "*" || self.resource == resource)
+    }
 }
 
 /// The fault chosen for one request.
@@ -71,6 +125,14 @@ impl FaultInjector {
             faults,
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
         }
+    }
+
+    /// Whether a `--forbid` rule refuses `verb` on `resource`.
+    pub fn forbids(&self, verb: &str, resource: &str) -> bool {
+        self.faults
+            .forbidden
+            .iter()
+            .any(|rule| rule.refuses(verb, resource))
     }
 
     /// The latency to add to every request.
@@ -125,6 +187,29 @@ impl FaultInjector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forbid_rules_read_verb_and_resource() {
+        let rule = Forbidden::parse("create:namespaces").unwrap();
+        assert!(rule.refuses("create", "namespaces"));
+        assert!(!rule.refuses("get", "namespaces"));
+        assert!(!rule.refuses("create", "pods"));
+        assert!(
+            Forbidden::parse("*:leases")
+                .unwrap()
+                .refuses("update", "leases")
+        );
+        assert!(
+            Forbidden::parse("make:pods")
+                .unwrap_err()
+                .contains("not a verb")
+        );
+        assert!(
+            Forbidden::parse("create")
+                .unwrap_err()
+                .contains("VERB:RESOURCE")
+        );
+    }
 
     #[test]
     fn rates_of_zero_and_one_are_exact() {

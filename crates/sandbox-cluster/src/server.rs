@@ -120,6 +120,8 @@ struct Described {
     content_type: String,
     verb: &'static str,
     dry_run: bool,
+    /// The resource (plural), its group, namespace and object name, for a resource path.
+    resource: Option<(&'static str, &'static str, Option<String>, Option<String>)>,
 }
 
 fn describe(request: &Request<Body>, body: &[u8]) -> Described {
@@ -131,7 +133,7 @@ fn describe(request: &Request<Body>, body: &[u8]) -> Described {
         _ => None,
     };
     let method = request.method().clone();
-    let verb = match (&method, resource) {
+    let verb = match (&method, &resource) {
         (_, None) => "discovery",
         (_, Some(resource)) if resource.subresource.as_deref() == Some("exec") => "exec",
         (&Method::GET, Some(_)) if parsed.flag("watch") => "watch",
@@ -156,7 +158,46 @@ fn describe(request: &Request<Body>, body: &[u8]) -> Described {
             .to_string(),
         verb,
         dry_run: parsed.dry_run() || body_dry_run(body),
+        resource: resource.map(|resource| {
+            (
+                resource.kind.plural,
+                resource.kind.group,
+                resource.namespace.clone(),
+                resource.name.clone(),
+            )
+        }),
     }
+}
+
+/// The 403 RBAC answers a request a `--forbid` rule refuses, in its words:
+/// `namespaces "x" is forbidden: User "sandbox" cannot create resource "namespaces" in API
+/// group "" at the cluster scope`.
+fn rbac_refusal(described: &Described) -> Option<ApiError> {
+    let (plural, group, namespace, name) = described.resource.as_ref()?;
+    let subject = match name {
+        Some(name) if described.verb != "create" => format!("{plural} {name:?}"),
+        _ => plural.to_string(),
+    };
+    let scope = match namespace {
+        Some(namespace) => format!("in the namespace {namespace:?}"),
+        None => "at the cluster scope".to_string(),
+    };
+    let mut details = serde_json::json!({"kind": plural});
+    if let Some(name) = name {
+        details["name"] = serde_json::json!(name);
+    }
+    if !group.is_empty() {
+        details["group"] = serde_json::json!(group);
+    }
+    Some(ApiError {
+        code: 403,
+        reason: "Forbidden",
+        message: format!(
+            "{subject} is forbidden: User \"sandbox\" cannot {} resource {plural:?} in API group {group:?} {scope} (refused by the sandbox: --forbid)",
+            described.verb
+        ),
+        details: Some(details),
+    })
 }
 
 async fn answer(
@@ -181,6 +222,14 @@ async fn answer(
         (request.map(Body::new), bytes::Bytes::new())
     };
     let described = describe(&request, &delete_body);
+    let refusal = refusal.or_else(|| {
+        let (plural, ..) = described.resource.as_ref()?;
+        frontend
+            .faults
+            .forbids(described.verb, plural)
+            .then(|| rbac_refusal(&described))
+            .flatten()
+    });
     let latency = frontend.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
