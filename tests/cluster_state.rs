@@ -21,11 +21,13 @@ name: holding
 params:
   dir: {required: true}
   try: {type: int, default: 0}
+  token: {secret: true, default: NOT-A-SECRET}
 steps:
   - id: hold
     run:
       shell: true
       command: |
+        echo "token {{ token }} {{ token | upper }}"
         echo "{{ try }}" >> "{{ dir }}/runs.log"
         while [ ! -e "{{ dir }}/release" ]; do sleep 0.05; done
   - id: gate
@@ -132,9 +134,16 @@ fn a_run_started_on_one_machine_is_finished_on_another_through_the_cluster() {
     let ci = machine(&sandbox).env("CI", "true");
 
     laptop
-        .run_args(&run_args(shared.path(), &[]))
+        .run_args(&run_args(shared.path(), &["--var", "token=hunter2-s3cret"]))
         .status(5)
         .stderr_has("waits for approval");
+    // Secrets never reach the cluster's copy of the journal (nor anything derived).
+    let parts = sandbox.kubectl(&["get", "configmap", "-n", "runbook", "-o", "yaml"]);
+    assert!(parts.contains("token ***"), "{parts}");
+    assert!(
+        !parts.to_lowercase().contains("hunter2-s3cret"),
+        "a secret reached the cluster: {parts}"
+    );
     // The other machine has nothing local, and sees the run in the cluster.
     let listed = ci.run_args(&["list"]).status(0);
     assert!(
