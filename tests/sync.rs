@@ -924,3 +924,62 @@ fn a_missing_or_old_rsync_is_invalid_input() {
     test.run().status(2).stderr_has("rsync 3.0.9 is too old");
     assert!(!test.path("dst").exists());
 }
+
+#[test]
+fn on_a_terminal_the_copy_is_a_display_redrawn_in_place_and_in_a_log_a_line_every_ten_seconds() {
+    let test = Test::new().playbook(&playbook("{from: src, to: dst, jobs: 2, rsync_args: [-H]}"));
+    make_tree(&test.path("src"));
+    write(&test.path("src/slow/one-file"), b"copied last\n");
+    // A fake rsync that waits on the shard listing `slow` while the file `block` exists.
+    let path = fake_rsync(
+        &test,
+        r#"case " $* " in
+  *" --files-from=- "*)
+    list="$(mktemp -p "$DIR")"; cat > "$list"
+    if tr '\0' '\n' < "$list" | grep -q '^slow'; then
+      while [ -e "$DIR/block" ]; do sleep 0.1; done
+    fi
+    "$REAL" "$@" < "$list"; rc=$?; rm -f "$list"; exit $rc ;;
+esac
+exec "$REAL" "$@""#,
+    );
+    let block = test.path("block");
+    let unblock_after = |seconds: u64| {
+        write(&block, b"");
+        let block = block.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(seconds));
+            let _ = std::fs::remove_file(block);
+        })
+    };
+    let test = test.env("PATH", &path).args(["run", "playbook.yaml"]);
+
+    let unblocked = unblock_after(7);
+    let screen = test.run_in_terminal("");
+    unblocked.join().expect("unblock");
+    assert_eq!(screen.code, 0, "{}", screen.stderr);
+    // indicatif's bar with rate and ETA, a line for the busy worker, redrawn in place
+    // (cursor moves and line clears), and no scrolling 10 s lines or 2 s counts.
+    assert!(screen.stderr.contains("[copy] "), "{}", screen.stderr);
+    assert!(screen.stderr.contains("ETA "), "{}", screen.stderr);
+    assert!(screen.stderr.contains("worker "), "{}", screen.stderr);
+    assert!(
+        screen.stderr.contains("\x1b[2K"),
+        "not redrawn: {:?}",
+        screen.stderr
+    );
+    assert!(!screen.stderr.contains("[#"), "{}", screen.stderr);
+    assert!(!screen.stderr.contains(" bytes"), "{}", screen.stderr);
+    assert_same_tree(&test.path("src"), &test.path("dst"));
+
+    // In a log (no terminal), the same copy prints its summary line every 10 s and no
+    // worker lines, and nothing is redrawn.
+    std::fs::remove_dir_all(test.path("dst")).expect("rm dst");
+    let unblocked = unblock_after(12);
+    let log = test.run_args(&["run", "playbook.yaml", "--restart"]);
+    unblocked.join().expect("unblock");
+    let log = log.status(0);
+    assert!(log.stderr.contains("[copy] [#"), "{}", log.stderr);
+    assert!(!log.stderr.contains("worker 1:"), "{}", log.stderr);
+    assert!(!log.stderr.contains("\x1b["), "{:?}", log.stderr);
+}

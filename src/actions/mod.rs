@@ -5,7 +5,7 @@
 mod step_spec;
 mod assert;
 mod kube;
-mod output;
+pub mod output;
 mod pause;
 mod process;
 mod run;

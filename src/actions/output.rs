@@ -16,6 +16,18 @@ pub struct Progress {
     pub total_files: u64,
 }
 
+/// What a long action shows on a display redrawn in place: its totals (a bar with rate and
+/// ETA) and one line per worker.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveView<'a> {
+    /// How far it is.
+    pub progress: Progress,
+    /// What the bar's line adds (`shards 3/12`), if anything.
+    pub detail: &'a str,
+    /// One line per busy worker.
+    pub workers: &'a [String],
+}
+
 /// What an action shows while it runs. Implementations mask secrets and add the run's id.
 pub trait StepOutput: Send + Sync {
     /// One line of a command's output, prefixed by its step.
@@ -27,4 +39,12 @@ pub trait StepOutput: Send + Sync {
     fn progress(&self, step: &str, progress: Progress);
     /// A line about the step that is neither output nor a warning (a guard evaluated again).
     fn notice(&self, text: &str);
+    /// Whether the output redraws a display in place ([`StepOutput::live`]): a person at a
+    /// terminal. When it does not (CI, logs, JSON), actions print their progress as lines.
+    fn redraws(&self) -> bool {
+        false
+    }
+    /// Shows a long action's state on the display redrawn in place, when
+    /// [`StepOutput::redraws`]; nothing otherwise.
+    fn live(&self, _step: &str, _view: LiveView<'_>) {}
 }

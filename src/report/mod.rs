@@ -1,6 +1,7 @@
 //! How a run is shown: human lines on stderr (colours on a terminal, timestamps in CI logs)
 //! and, with `--format json`, one event per line on stdout.
 
+mod live;
 mod plan;
 mod status;
 mod summary;
@@ -49,6 +50,8 @@ pub struct Reporter {
     masker: RwLock<Masker>,
     stderr: Mutex<()>,
     run_id: RwLock<String>,
+    /// The display a long action redraws on a terminal, while one is shown.
+    live: Mutex<Option<live::LiveDisplay>>,
 }
 
 const GREEN: &str = "\x1b[32m";
@@ -70,6 +73,7 @@ impl Reporter {
             masker: RwLock::new(Masker::default()),
             stderr: Mutex::new(()),
             run_id: RwLock::new(String::new()),
+            live: Mutex::new(None),
         }
     }
 
@@ -140,9 +144,48 @@ impl Reporter {
             super::engine::event::now_rfc3339()
         };
         let _guard = self.stderr.lock();
-        let mut stderr = std::io::stderr().lock();
-        for line in self.mask(text).lines() {
-            let _ = writeln!(stderr, "{time} {line}");
+        let print = || {
+            let mut stderr = std::io::stderr().lock();
+            for line in self.mask(text).lines() {
+                let _ = writeln!(stderr, "{time} {line}");
+            }
+        };
+        match self.live.lock().ok().as_deref() {
+            Some(Some(display)) => display.above(print),
+            _ => print(),
+        }
+    }
+
+    /// Whether a long action's progress is redrawn in place: text on a terminal, not quiet.
+    pub fn redraws(&self) -> bool {
+        self.terminal && self.format == Format::Text && self.verbosity != Verbosity::Quiet
+    }
+
+    /// Shows a long action's state on the display redrawn in place (see [`Reporter::redraws`]).
+    pub fn live(&self, step: &str, view: crate::actions::output::LiveView<'_>) {
+        if !self.redraws() {
+            return;
+        }
+        let Ok(mut live) = self.live.lock() else {
+            return;
+        };
+        match live.as_mut() {
+            Some(display) if display.step() == step => display.update(view),
+            _ => {
+                if let Some(display) = live.take() {
+                    display.clear();
+                }
+                *live = Some(live::LiveDisplay::new(step, view));
+            }
+        }
+    }
+
+    /// Takes the display off the screen (its step ended, or another began).
+    fn end_live(&self) {
+        if let Ok(mut live) = self.live.lock()
+            && let Some(display) = live.take()
+        {
+            display.clear();
         }
     }
 
@@ -162,6 +205,13 @@ impl Reporter {
 
     /// An already masked event: JSON on stdout in json mode, and a human line on stderr.
     pub fn event(&self, event: &Event, json: &serde_json::Value) {
+        if !matches!(
+            event.kind,
+            EventKind::Progress { .. } | EventKind::StepNote { .. }
+        ) {
+            // A step's end (or anything but its progress) ends its live display.
+            self.end_live();
+        }
         if self.format == Format::Json {
             let _guard = self.stderr.lock();
             let mut stdout = std::io::stdout().lock();
@@ -225,17 +275,6 @@ impl Reporter {
             EventKind::RunFinished { status, exit_code } => {
                 let (color, text) = run_verdict(status);
                 format!("{} (exit {exit_code})", self.paint(color, text))
-            }
-            EventKind::Progress {
-                step,
-                done_bytes,
-                total_bytes,
-                done_files,
-                total_files,
-            } if !quiet => {
-                format!(
-                    "[{step}] {done_files}/{total_files} files, {done_bytes}/{total_bytes} bytes"
-                )
             }
             _ => return None,
         })
@@ -305,6 +344,14 @@ impl StepOutput for Reporter {
 
     fn notice(&self, text: &str) {
         self.human(text);
+    }
+
+    fn redraws(&self) -> bool {
+        Reporter::redraws(self)
+    }
+
+    fn live(&self, step: &str, view: crate::actions::output::LiveView<'_>) {
+        Reporter::live(self, step, view);
     }
 }
 

@@ -125,6 +125,7 @@ impl Test {
             .env("NO_COLOR", "1")
             .env("HOME", self.dir.path())
             .env_remove("RUNBOOK_STATE_DIR")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -2,8 +2,6 @@
 //! itself) or to the agent's state file (a copy run inside a pod, see [`super::agent`]).
 //! The pass is the same code either way; only this interface differs.
 
-use std::io::IsTerminal as _;
-
 use super::SyncAction;
 use super::pass::Note;
 use super::progress::Board;
@@ -43,10 +41,10 @@ impl PassReporter for StepReporter<'_> {
     }
 
     fn progress(&self, board: &Board, detailed: bool) {
-        self.cx.progress(board.snapshot());
-        if detailed {
-            show_board_lines(self.cx, &board.lines());
-        }
+        let progress = board.snapshot();
+        self.cx.progress(progress);
+        let lines = board.lines();
+        show_board(self.cx, progress, &board.detail(), &lines, detailed);
     }
 
     fn note(&self, note: &Note) -> anyhow::Result<()> {
@@ -54,14 +52,24 @@ impl PassReporter for StepReporter<'_> {
     }
 }
 
-/// The bar line, and on a terminal one line per busy worker too.
-pub fn show_board_lines(cx: &StepContext<'_>, lines: &[String]) {
-    let shown = if std::io::stderr().is_terminal() {
-        lines.len()
-    } else {
-        1
-    };
-    for line in lines.iter().take(shown) {
-        cx.output_line(line);
+/// Shows a copy's board: on a display redrawn in place (a terminal) every time, with a line
+/// per busy worker; elsewhere, when `detailed` is due, its summary line only (a log gets a
+/// line every 10 s, not a redrawn screen). `lines` are the summary line, then the workers'.
+pub fn show_board(
+    cx: &StepContext<'_>,
+    progress: crate::actions::Progress,
+    detail: &str,
+    lines: &[String],
+    detailed: bool,
+) {
+    if cx.reporter.redraws() {
+        let view = crate::actions::output::LiveView {
+            progress,
+            detail,
+            workers: lines.get(1..).unwrap_or_default(),
+        };
+        cx.reporter.live(cx.step_id, view);
+    } else if detailed && let Some(summary) = lines.first() {
+        cx.output_line(summary);
     }
 }

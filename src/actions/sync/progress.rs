@@ -1,6 +1,7 @@
 //! Progress of a copy: totals from the plan, what the finished shards and the running rsync
-//! processes have done, the rate and the time left. Every 2 s a `progress` event; every
-//! 10 s a line with a bar, the rate and the ETA, and on a terminal one line per worker.
+//! processes have done, the rate and the time left. Every 2 s a `progress` event, and on a
+//! terminal a display redrawn in place (a bar with rate and ETA, one line per worker);
+//! elsewhere (CI, logs) every 10 s a line with a bar, the rate and the ETA.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -143,6 +144,12 @@ impl Board {
             total_files: state.total_files,
         })
         .unwrap_or_default()
+    }
+
+    /// What a redrawn display shows beside its bar: the shards done.
+    pub fn detail(&self) -> String {
+        self.with(|state| format!("shards {}/{}", state.done_shards, state.total_shards))
+            .unwrap_or_default()
     }
 
     /// A summary line (bar, amounts, rate, ETA) and one line per busy worker.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::SyncAction;
 use super::agent::{AgentResult, Said, StatusBeat, StatusReport};
 use super::pass::{Note, journaled_keys};
-use super::pass_reporter::show_board_lines;
+use super::pass_reporter::show_board;
 use super::pod::{Pod, excerpt, parse_status};
 use crate::actions::Progress;
 use crate::actions::{InvalidInput, Outcome, StepContext};
@@ -67,16 +67,15 @@ impl Watched {
         if let Some(progress) = beat.progress
             && !beat.finished
         {
-            cx.progress(Progress {
+            let progress = Progress {
                 done_bytes: progress.done_bytes,
                 total_bytes: progress.total_bytes,
                 done_files: progress.done_files,
                 total_files: progress.total_files,
-            });
+            };
+            cx.progress(progress);
             self.beats += 1;
-            if self.beats.is_multiple_of(5) {
-                show_board_lines(cx, &beat.board);
-            }
+            show_board(cx, progress, "", &beat.board, self.beats.is_multiple_of(5));
         }
     }
 }
