@@ -384,6 +384,19 @@ async fn execute(
             if format == Format::Text && verbosity != Verbosity::Quiet {
                 eprint!("{}", result.summary.to_text());
             }
+            // In a GitHub Actions job, the summary goes on the job's page too.
+            if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+                let args: Vec<String> = std::env::args_os()
+                    .skip(1)
+                    .map(|a| a.to_string_lossy().into())
+                    .collect();
+                let appended = result
+                    .summary
+                    .append_markdown(path.as_ref(), &args, &bound.masker);
+                if let Err(error) = appended {
+                    eprintln!("warning: could not append to GITHUB_STEP_SUMMARY: {error}");
+                }
+            }
             Ok(result.exit)
         }
         Command::Status { run, format, .. } => {

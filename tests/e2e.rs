@@ -6,6 +6,7 @@
 mod common;
 
 mod bad_playbooks;
+mod ci_window;
 mod cluster_state;
 mod interrupts;
 mod kube_actions;

@@ -5,7 +5,7 @@
 use indexmap::IndexMap;
 use jiff::Timestamp;
 
-use super::event::{Event, EventKind, StepStatus};
+use super::event::{Event, EventKind, RunStatus, StepStatus};
 use crate::playbook::MaintenanceWindow;
 
 /// What one step cost over the whole run.
@@ -20,12 +20,26 @@ pub(crate) struct StepTotals {
     pub(crate) files: u64,
 }
 
+/// How the last command on the run ended, and the step it stopped at.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Ending {
+    pub(crate) status: RunStatus,
+    pub(crate) exit_code: u8,
+    /// The gate it waits at, or the step that failed, was refused or was interrupted.
+    pub(crate) step: Option<String>,
+}
+
 /// A run's summary, built from its journal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
+    /// The run id and the playbook's name, from the journal's events.
+    pub(crate) run: String,
+    pub(crate) name: String,
     pub(crate) steps: IndexMap<String, StepTotals>,
     pub(crate) commands: usize,
     pub(crate) window: Option<(MaintenanceWindow, Option<Timestamp>, Option<Timestamp>)>,
+    /// `None` while the last command has not finished (or its end was not journaled).
+    pub(crate) ending: Option<Ending>,
 }
 
 impl RunSummary {
@@ -42,16 +56,37 @@ impl RunSummary {
         let mut commands = 0;
         let mut opened = None;
         let mut closed = None;
+        let mut name = String::new();
+        let mut ending = None;
+        // Where the last command stopped: the last gate it paused at, or the last step that
+        // ended without being done.
+        let mut stopped_at = None;
         for event in events {
             let at = event.ts.parse::<Timestamp>().ok();
             match &event.kind {
-                EventKind::RunStarted { .. } => commands += 1,
+                EventKind::RunStarted { name: playbook, .. } => {
+                    commands += 1;
+                    name.clone_from(playbook);
+                    ending = None;
+                    stopped_at = None;
+                }
+                EventKind::Paused { step, .. } => stopped_at = Some(step.clone()),
+                EventKind::RunFinished { status, exit_code } => {
+                    ending = Some(Ending {
+                        status: *status,
+                        exit_code: *exit_code,
+                        step: stopped_at.clone(),
+                    });
+                }
                 EventKind::StepFinished {
                     step,
                     status,
                     duration_ms,
                     ..
                 } => {
+                    if !status.is_done() {
+                        stopped_at = Some(step.clone());
+                    }
                     if let Some(totals) = steps.get_mut(step) {
                         totals.duration_ms += duration_ms;
                         totals.last = status_word(*status).into();
@@ -108,9 +143,15 @@ impl RunSummary {
             }
         }
         RunSummary {
+            run: events
+                .first()
+                .map(|event| event.run.clone())
+                .unwrap_or_default(),
+            name,
             steps,
             commands,
             window: window.map(|window| (window.clone(), opened, closed)),
+            ending,
         }
     }
 }

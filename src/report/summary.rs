@@ -2,9 +2,13 @@
 //! run, the data the copies moved, and how long the maintenance window lasted.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
 
 use super::{format_bytes, format_duration_ms};
-use crate::engine::summary::RunSummary;
+use crate::engine::event::RunStatus;
+use crate::engine::summary::{Ending, RunSummary};
+use crate::render::{Masker, quote_for_shell};
 
 impl RunSummary {
     /// The summary as text for the terminal.
@@ -72,12 +76,156 @@ impl RunSummary {
         }
         text
     }
+
+    /// The summary as Markdown, for a CI job's summary (`GITHUB_STEP_SUMMARY`): the steps
+    /// with time and result, the bytes copied, the maintenance window, where the run stopped
+    /// and the command that goes on. `args` is the command line that ran, without the
+    /// program's name; the caller masks secrets in what this returns.
+    pub fn to_markdown(&self, args: &[String]) -> String {
+        let mut text = format!("### runbook: {} (`{}`)\n\n", self.name, self.run);
+        if let Some(ending) = &self.ending {
+            let _ = writeln!(text, "{}\n", ending_sentence(ending));
+        }
+        text.push_str("| step | time | result | copied |\n| --- | ---: | --- | ---: |\n");
+        let (mut total_ms, mut total_bytes, mut total_files) = (0, 0, 0);
+        for (id, totals) in &self.steps {
+            let waits = self.ending.as_ref().is_some_and(|ending| {
+                ending.status == RunStatus::Paused && ending.step.as_ref() == Some(id)
+            });
+            let result = if waits {
+                "**waits for approval**"
+            } else if totals.last.is_empty() {
+                "not run"
+            } else {
+                &totals.last
+            };
+            let time = if totals.last.is_empty() {
+                String::new()
+            } else {
+                format_duration_ms(totals.duration_ms)
+            };
+            let copied = if totals.files > 0 || totals.bytes > 0 {
+                format!("{} in {} files", format_bytes(totals.bytes), totals.files)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(text, "| `{id}` | {time} | {result} | {copied} |");
+            total_ms += totals.duration_ms;
+            total_bytes += totals.bytes;
+            total_files += totals.files;
+        }
+        let commands = if self.commands == 1 {
+            "1 command".to_string()
+        } else {
+            format!("{} commands", self.commands)
+        };
+        let _ = write!(
+            text,
+            "\nTime in steps: {} over {commands}.",
+            format_duration_ms(total_ms)
+        );
+        if total_files > 0 || total_bytes > 0 {
+            let _ = write!(
+                text,
+                " Copied: {} in {total_files} files.",
+                format_bytes(total_bytes)
+            );
+        }
+        text.push('\n');
+        if let Some((steps, opened, closed)) = &self.window {
+            let span = format!("`{}` to `{}`", steps.from, steps.to);
+            let length = match (opened, closed) {
+                (Some(opened), Some(closed)) => format!(
+                    "**{}**",
+                    format_duration_ms(closed.duration_since(*opened).as_millis().max(0) as u64)
+                ),
+                (Some(opened), None) => {
+                    format!("open since {}", opened.strftime("%Y-%m-%d %H:%M:%S UTC"))
+                }
+                (None, _) => "not opened yet".into(),
+            };
+            let _ = writeln!(text, "\nMaintenance window ({span}): {length}.");
+        }
+        if let Some(command) = self.ending.as_ref().and_then(|ending| go_on(ending, args)) {
+            let _ = writeln!(text, "\nTo go on:\n\n```sh\n{command}\n```");
+        }
+        text.push('\n');
+        text
+    }
+}
+
+impl RunSummary {
+    /// Appends [`RunSummary::to_markdown`], secrets masked, to the file at `path` (a CI
+    /// job's `GITHUB_STEP_SUMMARY`, which other steps append to as well).
+    pub fn append_markdown(
+        &self,
+        path: &Path,
+        args: &[String],
+        masker: &Masker,
+    ) -> std::io::Result<()> {
+        let markdown = masker.mask(&self.to_markdown(args));
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?
+            .write_all(markdown.as_bytes())
+    }
+}
+
+/// One sentence on how the last command ended.
+fn ending_sentence(ending: &Ending) -> String {
+    let code = ending.exit_code;
+    let step = ending.step.as_deref().unwrap_or("?");
+    match ending.status {
+        RunStatus::Ok => format!("**Every step is done** (exit {code})."),
+        RunStatus::Paused => {
+            format!(
+                "**Stopped at the approval gate `{step}`** (exit {code}): it waits for approval."
+            )
+        }
+        RunStatus::Failed => {
+            format!("**Step `{step}` failed** (exit {code}); the same command resumes there.")
+        }
+        RunStatus::Refused => {
+            format!("**A guard refused step `{step}`** (exit {code}); that step changed nothing.")
+        }
+        RunStatus::Interrupted => format!(
+            "**Interrupted in step `{step}`** (exit {code}); the same command resumes there."
+        ),
+        RunStatus::Invalid => format!("**Stopped on invalid input** (exit {code})."),
+    }
+}
+
+/// The command that goes on from where the run stopped: the same command line, with the gate
+/// it waits at approved, and without `--restart` (which would start over again). `None` when
+/// there is nothing to go on with: every step is done, or the input must be fixed first.
+fn go_on(ending: &Ending, args: &[String]) -> Option<String> {
+    if matches!(ending.status, RunStatus::Ok | RunStatus::Invalid) {
+        return None;
+    }
+    let mut words = vec!["runbook".to_string()];
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--restart" => {}
+            // Going on from a step would run it and the steps after it once more.
+            "--from" => {
+                args.next();
+            }
+            _ if arg.starts_with("--from=") => {}
+            _ => words.push(quote_for_shell(arg)),
+        }
+    }
+    if let (RunStatus::Paused, Some(step)) = (ending.status, &ending.step) {
+        words.extend(["--approve".to_string(), quote_for_shell(step)]);
+    }
+    Some(words.join(" "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::event::{Event, EventKind, StepStatus};
+    use crate::engine::event::{Event, EventKind, RunStatus, StepStatus};
     use crate::playbook::MaintenanceWindow;
 
     fn event(ts: &str, kind: EventKind) -> Event {
@@ -182,5 +330,113 @@ mod tests {
             text.contains("open since 2026-01-01 00:00:03 UTC"),
             "{text}"
         );
+    }
+
+    fn paused_at_the_gate() -> Vec<Event> {
+        vec![
+            event("2026-01-01T00:00:00Z", started()),
+            event(
+                "2026-01-01T00:00:02Z",
+                finished("copy", StepStatus::Changed, 2000),
+            ),
+            event(
+                "2026-01-01T00:00:02Z",
+                EventKind::StepNote {
+                    step: "copy".into(),
+                    data: serde_json::json!({"sync": "shard", "bytes": 3 << 20, "files": 12}),
+                },
+            ),
+            event(
+                "2026-01-01T00:00:02Z",
+                EventKind::Paused {
+                    step: "gate".into(),
+                    message: "lock users out?".into(),
+                },
+            ),
+            event(
+                "2026-01-01T00:00:02Z",
+                EventKind::RunFinished {
+                    status: RunStatus::Paused,
+                    exit_code: 5,
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn markdown_of_a_run_paused_at_its_gate_says_how_to_go_on_with_secrets_masked() {
+        let window = MaintenanceWindow {
+            from: "gate".into(),
+            to: "online".into(),
+        };
+        let summary = RunSummary::from_events(
+            &paused_at_the_gate(),
+            &["copy", "gate", "online"],
+            Some(&window),
+        );
+        let args: Vec<String> = [
+            "run",
+            "playbooks/p.yaml",
+            "--var",
+            "token=s3cr3t-t0ken",
+            "--var",
+            "hub=my hub",
+            "--restart",
+            "--from",
+            "copy",
+            "--state",
+            "cluster",
+        ]
+        .map(String::from)
+        .to_vec();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("summary.md");
+        std::fs::write(&path, "# the job's own heading\n\n").expect("write");
+        let masker = Masker::new(["s3cr3t-t0ken".to_string()]);
+        summary
+            .append_markdown(&path, &args, &masker)
+            .expect("append");
+        let markdown = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            markdown.starts_with("# the job's own heading\n\n### runbook"),
+            "{markdown}"
+        );
+        assert!(!markdown.contains("s3cr3t"), "{markdown}");
+        insta::assert_snapshot!("markdown_paused_at_the_gate", markdown);
+    }
+
+    #[test]
+    fn markdown_of_a_finished_run_has_the_window_and_no_command() {
+        let mut events = paused_at_the_gate();
+        events.pop();
+        events.extend([
+            event("2026-01-01T01:00:00Z", started()),
+            event(
+                "2026-01-01T01:00:00Z",
+                EventKind::Approved {
+                    step: "gate".into(),
+                    via: "--approve".into(),
+                },
+            ),
+            event("2026-01-01T01:00:00Z", finished("gate", StepStatus::Ok, 0)),
+            event(
+                "2026-01-01T01:01:30Z",
+                finished("online", StepStatus::Changed, 90_000),
+            ),
+            event(
+                "2026-01-01T01:01:30Z",
+                EventKind::RunFinished {
+                    status: RunStatus::Ok,
+                    exit_code: 0,
+                },
+            ),
+        ]);
+        let window = MaintenanceWindow {
+            from: "gate".into(),
+            to: "online".into(),
+        };
+        let markdown = RunSummary::from_events(&events, &["copy", "gate", "online"], Some(&window))
+            .to_markdown(&["run".into(), "p.yaml".into()]);
+        insta::assert_snapshot!("markdown_done", markdown);
     }
 }

@@ -88,6 +88,8 @@ impl Test {
             .env("NO_COLOR", "1")
             .env("HOME", self.dir.path())
             .env_remove("RUNBOOK_STATE_DIR")
+            // Tests run inside a CI job write nothing to that job's summary.
+            .env_remove("GITHUB_STEP_SUMMARY")
             .stdin(Stdio::null());
         for (name, value) in &self.env {
             command.env(name, value);
