@@ -530,7 +530,10 @@ fn a_bad_file_is_invalid_input_and_is_read_again_once_fixed() {
 fn bad_steps_are_rejected_when_the_playbook_is_loaded() {
     let cases = [
         ("a path that does not parse", "set: {nfs..pv: 1}"),
-        ("a template as a path", "set: {\"{{ key }}\": 1}"),
+        (
+            "a template path with an unknown variable",
+            "set: {\"{{ kee }}.serverIP\": 1}",
+        ),
         ("a list as a value", "set: {nfs.pv.mountOptions: [vers=4]}"),
         ("nothing to set", "set: {}"),
         ("an unknown key", "set: {a: 1}\n      unde: basehub"),
@@ -738,4 +741,56 @@ fn set_refuses_to_give_a_file_a_new_owner_it_cannot_give_back() {
     assert!(stderr.contains("nothing was written"), "{stderr}");
     assert_eq!(read(&test, STAGING_FILE), STAGING);
     assert_eq!(mode_and_owner(&path), (0o666, 0, 0));
+}
+
+#[test]
+fn paths_may_be_templates_rendered_when_the_step_runs() {
+    let playbook = r#"
+runbook: 1
+name: templated-paths
+params:
+  prefix: {default: nfs.pv}
+  server: {default: 10.100.0.42}
+steps:
+  - id: point-values-at-new-server
+    values.set:
+      file: config/clusters/hhmi/staging.values.yaml
+      set:
+        "{{ prefix }}.serverIP": "{{ server }}"
+    register: edited
+  - id: read-back
+    values.get:
+      file: config/clusters/hhmi/staging.values.yaml
+      path: "{{ prefix }}.serverIP"
+    register: read
+  - id: check
+    assert: ["read.value == server", "edited.changed == ['nfs.pv.serverIP']"]
+"#;
+    let test = staging().playbook(playbook);
+    test.run_args(&["plan", "playbook.yaml"])
+        .status(0)
+        .stdout_has("set `nfs.pv.serverIP` in config/clusters/hhmi/staging.values.yaml");
+    test.run_args(&["run", "playbook.yaml"]).status(0);
+    assert!(read(&test, STAGING_FILE).contains("serverIP: 10.100.0.42"));
+
+    // A template that renders to something that is not a path: invalid input, the file
+    // untouched.
+    let before = read(&test, STAGING_FILE);
+    let bad = test.run_args(&[
+        "run",
+        "playbook.yaml",
+        "--var",
+        "prefix=nfs..pv",
+        "--var",
+        "server=10.0.0.1",
+    ]);
+    let bad = bad.status(2);
+    assert!(
+        bad.stderr.contains(
+            "`set`: the path `{{ prefix }}.serverIP` renders to `nfs..pv.serverIP`, which is not a path"
+        ),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(read(&test, STAGING_FILE), before);
 }

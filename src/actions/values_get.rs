@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::values_set::{check_path, explain, read_values, render_under};
+use super::values_set::{check_path, explain, read_values, render_path, render_under};
 use super::{Action, InvalidInput, Outcome, Preview, StepContext};
 use crate::diagnostic::{Diagnostic, Source, ValueError};
 use crate::values::{ClusterConfig, ClusterError, HubValues, ValuesError, ValuesPath};
@@ -216,7 +216,7 @@ impl ValuesGet {
 
     fn read(&self, cx: &StepContext<'_>) -> anyhow::Result<serde_json::Value> {
         let sources = self.sources(cx)?;
-        let relative = ValuesPath::parse(&self.path)?;
+        let relative = render_path(cx, &self.path, "path")?;
         let full = match &sources.under {
             Some(prefix) => relative.under(prefix),
             None => relative,

@@ -30,14 +30,11 @@ struct SetFields {
     under: Option<String>,
 }
 
-/// Checks a path written in a playbook: not a template, and well formed.
+/// Checks a path written in a playbook: well formed, unless it is a template (then it is
+/// rendered and checked when the step runs, see [`render_path`]).
 pub(super) fn check_path(text: &str, key: &str) -> Result<(), ValueError> {
     if crate::syntax::is_template(text) {
-        return Err(ValueError::new(
-            format!("the path `{text}` is a template; paths are written out"),
-            "put a varying prefix in `under:`, which may be a template",
-        )
-        .about_key(key));
+        return Ok(());
     }
     ValuesPath::parse(text).map(|_| ()).map_err(|error| {
         ValueError::new(
@@ -157,6 +154,25 @@ pub(super) fn render_under(
     )?))
 }
 
+/// A path of the step's `key` (`set`, `path`), rendered when it is a template: one that does
+/// not render to a path is invalid input naming the key, the template and what it gave.
+pub(super) fn render_path(
+    cx: &StepContext<'_>,
+    text: &str,
+    key: &str,
+) -> anyhow::Result<ValuesPath> {
+    if !crate::syntax::is_template(text) {
+        return Ok(ValuesPath::parse(text)?);
+    }
+    let rendered = cx.render(text)?;
+    ValuesPath::parse(rendered.trim()).map_err(|error| {
+        InvalidInput::new(format!(
+            "`{key}`: the path `{text}` renders to `{rendered}`, which is not a path: {error}"
+        ))
+        .into()
+    })
+}
+
 /// What a `values.set` step does to its file.
 struct Edit {
     file: ValuesFile,
@@ -178,7 +194,7 @@ impl ValuesSet {
         let mut changed = Vec::new();
         let mut wanted = Vec::new();
         for (text, value) in &self.set {
-            let relative = ValuesPath::parse(text)?;
+            let relative = render_path(cx, text, "set")?;
             let full = match &under {
                 Some(prefix) => relative.under(prefix),
                 None => relative,

@@ -751,7 +751,11 @@ impl Loader<'_> {
                 }
             }
             serde_json::Value::Object(map) => {
-                for item in map.values() {
+                for (key, item) in map {
+                    // A key may be a template too (a path of `values.set`).
+                    if crate::render::is_template(key) {
+                        references.extend(self.check_template(key, known, site)?);
+                    }
                     references.extend(self.check_json_templates(item, known, site)?);
                 }
             }
