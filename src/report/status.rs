@@ -20,6 +20,13 @@ pub fn run_state(history: &History, holder: Option<&LockHolder>) -> String {
         Some((RunStatus::Paused, _)) => "paused",
         Some((RunStatus::Interrupted, _)) => "interrupted",
         Some((RunStatus::Invalid, _)) => "invalid",
+        // Started and never finished, nobody holds the lock, and a copy it started goes on
+        // in a pod or a Job without it: `run` again re-attaches to it.
+        None if history.started.is_some()
+            && !crate::actions::detached_copies(&history.notes).is_empty() =>
+        {
+            "detached"
+        }
         // Started and never finished, and nobody holds the lock: the process died.
         None if history.started.is_some() => "crashed",
         None => "new",
@@ -78,7 +85,8 @@ pub struct RunStatusView {
     /// The params the run was started with, secrets masked.
     pub params: serde_json::Value,
     /// The whole run in one word: new, running, done, failed, refused, paused,
-    /// interrupted, invalid, crashed.
+    /// interrupted, invalid, detached (the process is gone, a copy it started goes on),
+    /// crashed.
     pub state: String,
     /// Who holds the run's lock, when a process does.
     pub holder: Option<LockHolder>,
