@@ -424,7 +424,8 @@ async fn execute(
             let history = History::load(&run_dir)?;
             let holder = holder_of(&run, &run_dir, shared.as_ref(), cluster.as_ref()).await?;
             let copies = detached_copies(&history, &cluster_options).await;
-            let status = report::RunStatusView::new(&run, &history, holder, copies);
+            let live = runbook::engine::live_file::LiveProgress::read(&run_dir);
+            let status = report::RunStatusView::new(&run, &history, holder, copies).with_live(live);
             match format {
                 Format::Json => println!("{}", status.to_json()),
                 Format::Text => print!("{}", status.to_text()),

@@ -983,3 +983,55 @@ exec "$REAL" "$@""#,
     assert!(!log.stderr.contains("worker 1:"), "{}", log.stderr);
     assert!(!log.stderr.contains("\x1b["), "{:?}", log.stderr);
 }
+
+#[test]
+fn status_from_another_terminal_shows_how_far_a_copy_in_the_runbook_process_is() {
+    let test = Test::new().playbook(&playbook("{from: src, to: dst, jobs: 2, rsync_args: [-H]}"));
+    make_tree(&test.path("src"));
+    write(&test.path("src/slow/one-file"), b"copied last\n");
+    let path = fake_rsync(
+        &test,
+        r#"case " $* " in
+  *" --files-from=- "*)
+    list="$(mktemp -p "$DIR")"; cat > "$list"
+    if tr '\0' '\n' < "$list" | grep -q '^slow'; then
+      while [ -e "$DIR/block" ]; do sleep 0.1; done
+    fi
+    "$REAL" "$@" < "$list"; rc=$?; rm -f "$list"; exit $rc ;;
+esac
+exec "$REAL" "$@""#,
+    );
+    write(&test.path("block"), b"");
+    let test = test.env("PATH", &path).args(["run", "playbook.yaml"]);
+    let mut child = test.spawn();
+    let live = || {
+        std::fs::read_dir(test.path(".runbook/runs"))
+            .ok()
+            .and_then(|mut runs| runs.next())
+            .and_then(Result::ok)
+            .map(|run| run.path().join("live.json"))
+            .filter(|file| file.exists())
+    };
+    common::wait_until(
+        "the copy reports its progress",
+        Duration::from_secs(60),
+        || live().is_some(),
+    );
+    let status = test.run_args(&["status"]).status(0);
+    assert!(
+        status.stdout.contains("▶ copy") && status.stdout.contains("    copying: "),
+        "{}",
+        status.stdout
+    );
+    let json = test.run_args(&["status", "--format", "json"]).status(0);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(json["live"]["step"], "copy", "{json:#}");
+    assert!(json["live"]["total_bytes"].as_u64() > Some(0), "{json:#}");
+
+    std::fs::remove_file(test.path("block")).expect("unblock");
+    assert!(child.wait().expect("wait").success());
+    assert!(live().is_none(), "live.json is removed when the step ends");
+    let done = test.run_args(&["status", "--format", "json"]).status(0);
+    let done: serde_json::Value = serde_json::from_str(&done.stdout).expect("JSON");
+    assert_eq!(done["live"], serde_json::Value::Null);
+}

@@ -8,6 +8,7 @@ pub mod decision;
 pub mod event;
 pub mod journal;
 pub mod lease;
+pub mod live_file;
 pub mod lock;
 mod plan;
 pub mod plan_report;
@@ -436,6 +437,8 @@ async fn run_locked(
     } = locked;
     let run_dir = run_dir.to_path_buf();
     let run_id = run_id.to_string();
+    // `status` from another terminal sees how far a copy in this process is.
+    let reporter: Arc<dyn RunOutput> = Arc::new(live_file::LiveRecording::new(reporter, &run_dir));
     if options.restart {
         if let Some(in_cluster) = &mut cluster_journal
             && !in_cluster.is_empty()

@@ -6,6 +6,7 @@ use super::format_duration_ms;
 use crate::actions::DetachedCopy;
 use crate::engine::event::{RunStatus, StepStatus};
 use crate::engine::journal::{History, StepState};
+use crate::engine::live_file::LiveProgress;
 use crate::engine::lock::LockHolder;
 
 /// The state of a whole run, in one word.
@@ -96,6 +97,9 @@ pub struct RunStatusView {
     pub steps: Vec<StepStatusView>,
     /// The run's copies that go on without runbook (pods, Jobs).
     pub detached: Vec<DetachedCopy>,
+    /// How far the running step's copy in the runbook process is, while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveProgress>,
 }
 
 /// One step of [`RunStatusView`].
@@ -148,7 +152,21 @@ impl RunStatusView {
             last_event: history.last_ts.clone(),
             steps,
             detached,
+            live: None,
         }
+    }
+
+    /// Adds how far the running step's copy is (from `live.json`), when the run is held and
+    /// that step is the one running; a file left by a process that is gone is ignored.
+    pub fn with_live(mut self, live: Option<LiveProgress>) -> Self {
+        self.live = live.filter(|live| {
+            self.holder.is_some()
+                && self
+                    .steps
+                    .iter()
+                    .any(|step| step.id == live.step && step.state == "started")
+        });
+        self
     }
 
     /// For `--format json`.
@@ -189,6 +207,9 @@ impl RunStatusView {
                 "  {} {:<width$}  {}\n",
                 step.mark, step.id, step.detail
             ));
+            if let Some(live) = self.live.as_ref().filter(|live| live.step == step.id) {
+                text.push_str(&format!("    {}\n", live_line(live)));
+            }
         }
         for copy in &self.detached {
             for line in copy.lines() {
@@ -198,6 +219,25 @@ impl RunStatusView {
         }
         text
     }
+}
+
+/// `copying: 45% (1.2 GiB of 2.6 GiB), 12000 of 30000 files, as of TIME`.
+fn live_line(live: &LiveProgress) -> String {
+    let percent = if live.total_bytes > 0 {
+        live.done_bytes as f64 * 100.0 / live.total_bytes as f64
+    } else if live.total_files > 0 {
+        live.done_files as f64 * 100.0 / live.total_files as f64
+    } else {
+        100.0
+    };
+    format!(
+        "copying: {percent:.0}% ({} of {}), {} of {} files, as of {}",
+        crate::syntax::format_bytes(live.done_bytes),
+        crate::syntax::format_bytes(live.total_bytes),
+        live.done_files,
+        live.total_files,
+        live.ts
+    )
 }
 
 /// One run of `list`: its id, journal and who holds it.
