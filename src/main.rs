@@ -178,6 +178,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// On a terminal, redraw the status every 2 s until the run ends (without a terminal,
+        /// print it once).
+        #[arg(long)]
+        watch: bool,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -399,38 +403,35 @@ async fn execute(
             }
             Ok(result.exit)
         }
-        Command::Status { run, format, .. } => {
-            let (runs, cluster) = runs_of(&state, shared.as_ref(), &cluster_options).await?;
-            let place = match &shared {
-                Some(shared) => format!("namespace `{}` of the cluster", shared.namespace),
-                None => state_dir.display().to_string(),
-            };
-            let run = match run {
-                Some(run) if runs.contains(&run) => run,
-                Some(run) => {
-                    let known: Vec<&str> = runs.iter().map(String::as_str).collect();
-                    let help = match runbook::diagnostic::did_you_mean(&run, &known) {
-                        Some(close) => format!("did you mean `{close}`?"),
-                        None => "`runbook list` shows the runs".into(),
-                    };
-                    return Err(Diagnostic::new(format!("no run `{run}` in {place}")).help(help).into());
+        Command::Status {
+            run, format, watch, ..
+        } => {
+            let (runs, _) = runs_of(&state, shared.as_ref(), &cluster_options).await?;
+            let run = chosen_run(run, &runs, shared.as_ref(), &state_dir)?;
+            use std::io::IsTerminal as _;
+            let terminal = std::io::stdout().is_terminal();
+            loop {
+                let (status, held) =
+                    status_of(&run, &state, shared.as_ref(), &cluster_options).await?;
+                let text = match format {
+                    Format::Json => status.to_json() + "\n",
+                    Format::Text => {
+                        status.to_terminal(terminal && std::env::var_os("NO_COLOR").is_none())
+                    }
+                };
+                if watch && terminal {
+                    // Home, clear, then the status: a redraw in place.
+                    print!("\x1b[H\x1b[2J{text}");
+                } else {
+                    print!("{text}");
                 }
-                None => runs.first().cloned().ok_or_else(|| {
-                    Diagnostic::new(format!("no runs in {place}"))
-                        .help("start one with `runbook run PLAYBOOK`, or point --state-dir (or --state-namespace) at the right place")
-                })?,
-            };
-            let run_dir = state.run_dir(&run);
-            let history = History::load(&run_dir)?;
-            let holder = holder_of(&run, &run_dir, shared.as_ref(), cluster.as_ref()).await?;
-            let copies = detached_copies(&history, &cluster_options).await;
-            let live = runbook::engine::live_file::LiveProgress::read(&run_dir);
-            let status = report::RunStatusView::new(&run, &history, holder, copies).with_live(live);
-            match format {
-                Format::Json => println!("{}", status.to_json()),
-                Format::Text => print!("{}", status.to_text()),
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                if !(watch && terminal && held) {
+                    return Ok(Exit::Success);
+                }
+                tokio::time::sleep(STATUS_WATCH_EVERY).await;
             }
-            Ok(Exit::Success)
         }
         Command::List { format, .. } => {
             let (ids, cluster) = runs_of(&state, shared.as_ref(), &cluster_options).await?;
@@ -485,6 +486,67 @@ async fn execute(
         // Handled in `main`, without this runtime.
         Command::SyncAgent { .. } => Ok(Exit::InvalidInput),
     }
+}
+
+/// How often `status --watch` redraws.
+const STATUS_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The run `status` shows: the one named (which must exist), else the most recent.
+fn chosen_run(
+    run: Option<String>,
+    runs: &[String],
+    shared: Option<&ClusterState>,
+    state_dir: &std::path::Path,
+) -> Result<String, Error> {
+    let place = match shared {
+        Some(shared) => format!("namespace `{}` of the cluster", shared.namespace),
+        None => state_dir.display().to_string(),
+    };
+    match run {
+        Some(run) if runs.contains(&run) => Ok(run),
+        Some(run) => {
+            let known: Vec<&str> = runs.iter().map(String::as_str).collect();
+            let help = match runbook::diagnostic::did_you_mean(&run, &known) {
+                Some(close) => format!("did you mean `{close}`?"),
+                None => "`runbook list` shows the runs".into(),
+            };
+            Err(Diagnostic::new(format!("no run `{run}` in {place}"))
+                .help(help)
+                .into())
+        }
+        None => Ok(runs.first().cloned().ok_or_else(|| {
+            Diagnostic::new(format!("no runs in {place}")).help(
+                "start one with `runbook run PLAYBOOK`, or point --state-dir (or --state-namespace) at the right place",
+            )
+        })?),
+    }
+}
+
+/// A run's status as its journal, its lock (or Lease), its live progress and the cluster tell
+/// it now, and whether a process holds the run.
+async fn status_of(
+    run: &str,
+    state: &StateDir,
+    shared: Option<&ClusterState>,
+    cluster_options: &ClusterOptions,
+) -> Result<(report::RunStatusView, bool), Error> {
+    let cluster = match shared {
+        Some(shared) => {
+            let cluster = Cluster::connect(cluster_options).await?;
+            shared.refresh_run(&cluster, state, run).await?;
+            Some(cluster)
+        }
+        None => None,
+    };
+    let run_dir = state.run_dir(run);
+    let history = History::load(&run_dir)?;
+    let holder = holder_of(run, &run_dir, shared, cluster.as_ref()).await?;
+    let held = holder.is_some();
+    let copies = detached_copies(&history, cluster_options).await;
+    let live = runbook::engine::live_file::LiveProgress::read(&run_dir);
+    let status =
+        report::RunStatusView::new(run, &history, holder, copies).with_live(&history, live);
+    Ok((status, held))
 }
 
 /// The runs `status` and `list` show, most recently active first: those of the state

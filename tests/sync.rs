@@ -1035,3 +1035,101 @@ exec "$REAL" "$@""#,
     let done: serde_json::Value = serde_json::from_str(&done.stdout).expect("JSON");
     assert_eq!(done["live"], serde_json::Value::Null);
 }
+
+#[test]
+fn status_shows_each_copy_as_a_grid_of_shards_with_the_failed_ones_errors() {
+    let test = Test::new().playbook(&playbook("{from: src, to: dst, jobs: 2, rsync_args: [-H]}"));
+    make_tree(&test.path("src"));
+    write(&test.path("src/bad/one-file"), b"never copied\n");
+    // A fake rsync that fails on the shard listing `bad` every time.
+    let path = fake_rsync(
+        &test,
+        r#"case " $* " in
+  *" --files-from=- "*)
+    list="$(mktemp -p "$DIR")"; cat > "$list"
+    if tr '\0' '\n' < "$list" | grep -q '^bad'; then
+      rm -f "$list"; echo "rsync: send_files failed to open \"bad/one-file\": Permission denied (13)" >&2; exit 23
+    fi
+    "$REAL" "$@" < "$list"; rc=$?; rm -f "$list"; exit $rc ;;
+esac
+exec "$REAL" "$@""#,
+    );
+    let test = test.env("PATH", &path).args(["run", "playbook.yaml"]);
+    test.run().status(1);
+
+    let status = test.run_args(&["status"]).status(0);
+    let grid: String = status
+        .stdout
+        .lines()
+        .skip_while(|line| !line.starts_with("  copy: pass"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    insta::assert_snapshot!("status_grid_text", grid);
+
+    let json = test.run_args(&["status", "--format", "json"]).status(0);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    insta::assert_json_snapshot!("status_grid_json", json["copies"]);
+}
+
+#[test]
+fn status_watch_redraws_on_a_terminal_until_the_run_ends_and_prints_once_elsewhere() {
+    let test = Test::new().playbook(&playbook("{from: src, to: dst, jobs: 2, rsync_args: [-H]}"));
+    make_tree(&test.path("src"));
+    write(&test.path("src/slow/one-file"), b"copied last\n");
+    let path = fake_rsync(
+        &test,
+        r#"case " $* " in
+  *" --files-from=- "*)
+    list="$(mktemp -p "$DIR")"; cat > "$list"
+    if tr '\0' '\n' < "$list" | grep -q '^slow'; then
+      while [ -e "$DIR/block" ]; do sleep 0.1; done
+    fi
+    "$REAL" "$@" < "$list"; rc=$?; rm -f "$list"; exit $rc ;;
+esac
+exec "$REAL" "$@""#,
+    );
+    write(&test.path("block"), b"");
+    let test = test.env("PATH", &path).args(["run", "playbook.yaml"]);
+    let mut child = test.spawn();
+    let live = test.path(".runbook/runs");
+    common::wait_until(
+        "the copy reports its progress",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_dir(&live)
+                .ok()
+                .and_then(|mut runs| runs.next())
+                .and_then(Result::ok)
+                .is_some_and(|run| run.path().join("live.json").exists())
+        },
+    );
+    // Without a terminal: once, at once.
+    let once = test.run_args(&["status", "--watch"]).status(0);
+    assert!(
+        once.stdout.contains("▶ copy") && !once.stdout.contains("\x1b[2J"),
+        "{}",
+        once.stdout
+    );
+
+    let block = test.path("block");
+    let unblock = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(5));
+        std::fs::remove_file(block).expect("unblock");
+    });
+    let watched = test.run_args_in_terminal(&["status", "--watch"], "");
+    unblock.join().expect("unblock");
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(watched.code, 0, "{}", watched.stderr);
+    let redraws = watched.stderr.matches("\x1b[2J").count();
+    assert!(redraws >= 2, "{redraws} redraws: {}", watched.stderr);
+    assert!(
+        watched.stderr.contains("    copying: "),
+        "{}",
+        watched.stderr
+    );
+    assert!(
+        watched.stderr.trim_end().ends_with("changed") || watched.stderr.contains(": done"),
+        "the last redraw shows the run done: {}",
+        watched.stderr
+    );
+}

@@ -23,7 +23,8 @@ pub use pause::PauseAction;
 pub use process::{ProcessOutput, RenderedCommand, render_ok_codes, run_process};
 pub use run::RunAction;
 pub use sync::{
-    AgentCommand, DetachedCopy, LiveCopy, SyncAction, detached_copies, run_agent_command,
+    AgentCommand, CopyGrid, DetachedCopy, LiveCopy, ShardCell, ShardState, SyncAction, copy_grids,
+    detached_copies, run_agent_command,
 };
 pub use values_get::ValuesGet;
 pub use values_set::ValuesSet;

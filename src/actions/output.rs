@@ -26,6 +26,8 @@ pub struct LiveView<'a> {
     pub detail: &'a str,
     /// One line per busy worker.
     pub workers: &'a [String],
+    /// The shards being copied now (indexes in the pass's plan), when known.
+    pub running: &'a [usize],
 }
 
 /// What an action shows while it runs. Implementations mask secrets and add the run's id.
@@ -44,7 +46,7 @@ pub trait StepOutput: Send + Sync {
     fn redraws(&self) -> bool {
         false
     }
-    /// Shows a long action's state on the display redrawn in place, when
-    /// [`StepOutput::redraws`]; nothing otherwise.
+    /// A long action's state, every few seconds: shown on the display redrawn in place when
+    /// [`StepOutput::redraws`], and kept for `status` (the shards running).
     fn live(&self, _step: &str, _view: LiveView<'_>) {}
 }

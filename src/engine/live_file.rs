@@ -35,6 +35,9 @@ pub struct LiveProgress {
     pub done_files: u64,
     /// Files in all.
     pub total_files: u64,
+    /// The shards being copied (indexes in the pass's plan), when the action says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running_shards: Vec<usize>,
 }
 
 impl LiveProgress {
@@ -50,6 +53,8 @@ pub struct LiveRecording {
     inner: Arc<dyn RunOutput>,
     path: PathBuf,
     last_write: Mutex<Option<Instant>>,
+    /// The shards the running step's action said it copies, with the step.
+    running: Mutex<(String, Vec<usize>)>,
 }
 
 impl LiveRecording {
@@ -59,6 +64,7 @@ impl LiveRecording {
             inner,
             path: run_dir.join(LIVE_FILE),
             last_write: Mutex::new(None),
+            running: Mutex::new((String::new(), Vec::new())),
         }
     }
 
@@ -77,6 +83,13 @@ impl LiveRecording {
             total_bytes: progress.total_bytes,
             done_files: progress.done_files,
             total_files: progress.total_files,
+            running_shards: self
+                .running
+                .lock()
+                .ok()
+                .filter(|running| running.0 == step)
+                .map(|running| running.1.clone())
+                .unwrap_or_default(),
         };
         let Ok(text) = serde_json::to_string(&live) else {
             return;
@@ -91,6 +104,9 @@ impl LiveRecording {
     fn forget(&self) {
         if let Ok(mut last) = self.last_write.lock() {
             *last = None;
+        }
+        if let Ok(mut running) = self.running.lock() {
+            *running = (String::new(), Vec::new());
         }
         let _ = std::fs::remove_file(&self.path);
     }
@@ -119,6 +135,9 @@ impl StepOutput for LiveRecording {
     }
 
     fn live(&self, step: &str, view: LiveView<'_>) {
+        if let Ok(mut running) = self.running.lock() {
+            *running = (step.to_string(), view.running.to_vec());
+        }
         self.inner.live(step, view);
     }
 }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::format_duration_ms;
-use crate::actions::DetachedCopy;
+use crate::actions::{CopyGrid, DetachedCopy, ShardState};
 use crate::engine::event::{RunStatus, StepStatus};
 use crate::engine::journal::{History, StepState};
 use crate::engine::live_file::LiveProgress;
@@ -100,6 +100,8 @@ pub struct RunStatusView {
     /// How far the running step's copy in the runbook process is, while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<LiveProgress>,
+    /// The shards of each copy's last pass.
+    pub copies: Vec<CopyGrid>,
 }
 
 /// One step of [`RunStatusView`].
@@ -153,12 +155,14 @@ impl RunStatusView {
             steps,
             detached,
             live: None,
+            copies: Vec::new(),
         }
     }
 
     /// Adds how far the running step's copy is (from `live.json`), when the run is held and
-    /// that step is the one running; a file left by a process that is gone is ignored.
-    pub fn with_live(mut self, live: Option<LiveProgress>) -> Self {
+    /// that step is the one running (a file left by a process that is gone is ignored), and
+    /// the shards of every copy's last pass, those running now among them.
+    pub fn with_live(mut self, history: &History, live: Option<LiveProgress>) -> Self {
         self.live = live.filter(|live| {
             self.holder.is_some()
                 && self
@@ -166,6 +170,12 @@ impl RunStatusView {
                     .iter()
                     .any(|step| step.id == live.step && step.state == "started")
         });
+        let order: Vec<&str> = self.steps.iter().map(|step| step.id.as_str()).collect();
+        let running = self
+            .live
+            .as_ref()
+            .map(|live| (live.step.as_str(), live.running_shards.as_slice()));
+        self.copies = crate::actions::copy_grids(&history.notes, &order, running);
         self
     }
 
@@ -174,8 +184,13 @@ impl RunStatusView {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// For a terminal.
+    /// For a log or a file: no colours.
     pub fn to_text(&self) -> String {
+        self.to_terminal(false)
+    }
+
+    /// For a terminal: the copies' grids in colour when `color`.
+    pub fn to_terminal(&self, color: bool) -> String {
         let mut text = format!(
             "run {}: {}\n  playbook: {}\n",
             self.run, self.state, self.playbook
@@ -211,6 +226,9 @@ impl RunStatusView {
                 text.push_str(&format!("    {}\n", live_line(live)));
             }
         }
+        for grid in &self.copies {
+            text.push_str(&grid_text(grid, color));
+        }
         for copy in &self.detached {
             for line in copy.lines() {
                 text.push_str(&line);
@@ -219,6 +237,83 @@ impl RunStatusView {
         }
         text
     }
+}
+
+/// How many cells a grid line holds.
+const GRID_WIDTH: usize = 60;
+
+/// The mark and colour of a shard's state in the grid: a character that reads without
+/// colour, coloured on a terminal.
+fn cell(state: ShardState) -> (char, &'static str) {
+    match state {
+        ShardState::Pending => ('.', "\x1b[2m"),
+        ShardState::Running => ('>', "\x1b[34m"),
+        ShardState::Done => ('#', "\x1b[32m"),
+        ShardState::Failed => ('X', "\x1b[31m"),
+    }
+}
+
+/// A copy's shards as a grid of cells, a legend, and the failed shards' errors.
+fn grid_text(grid: &CopyGrid, color: bool) -> String {
+    let state = if grid.finished {
+        "finished"
+    } else {
+        "not finished"
+    };
+    let mut text = format!(
+        "  {}: pass {} ({state}), {} shard(s)\n",
+        grid.step,
+        grid.pass,
+        grid.shards.len()
+    );
+    for row in grid.shards.chunks(GRID_WIDTH) {
+        text.push_str("    ");
+        for shard in row {
+            let (mark, paint) = cell(shard.state);
+            if color {
+                text.push_str(&format!("{paint}{mark}\x1b[0m"));
+            } else {
+                text.push(mark);
+            }
+        }
+        text.push('\n');
+    }
+    let legend: Vec<String> = [
+        (ShardState::Done, "done"),
+        (ShardState::Running, "running"),
+        (ShardState::Failed, "failed"),
+        (ShardState::Pending, "pending"),
+    ]
+    .into_iter()
+    .map(|(state, word)| format!("{} {word} {}", cell(state).0, grid.count(state)))
+    .collect();
+    text.push_str(&format!("    {}\n", legend.join("  ")));
+    for shard in grid
+        .shards
+        .iter()
+        .filter(|shard| shard.state == ShardState::Failed)
+    {
+        let more = if shard.more > 0 {
+            format!(" +{}", shard.more)
+        } else {
+            String::new()
+        };
+        let tries = match shard.tries.unwrap_or(1) {
+            1 => "1 try".to_string(),
+            tries => format!("{tries} tries"),
+        };
+        text.push_str(&format!(
+            "    X shard {} ({}{more}), after {tries}: {}\n",
+            shard.shard + 1,
+            shard.first,
+            shard
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .replace('\n', "\n      ")
+        ));
+    }
+    text
 }
 
 /// `copying: 45% (1.2 GiB of 2.6 GiB), 12000 of 30000 files, as of TIME`.

@@ -116,9 +116,14 @@ impl Test {
     /// Runs the command line inside a pseudo-terminal (util-linux `script`), typing `input`,
     /// so that `runbook` sees a person at a terminal. Returns the exit code and the screen.
     pub fn run_in_terminal(&self, input: &str) -> Output {
+        self.run_args_in_terminal(&self.args, input)
+    }
+
+    /// Runs another command line inside a pseudo-terminal, as [`Test::run_in_terminal`].
+    pub fn run_args_in_terminal<S: AsRef<str>>(&self, args: &[S], input: &str) -> Output {
         use std::io::Write;
         let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_runbook").to_string())
-            .chain(self.args.iter().cloned())
+            .chain(args.iter().map(|arg| arg.as_ref().to_string()))
             .map(|arg| format!("'{}'", arg.replace('\'', r"'\''")))
             .collect();
         let mut child = Command::new("script")

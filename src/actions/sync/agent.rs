@@ -677,16 +677,11 @@ async fn copy_shards(
         tasks.push(super::pool::Task::for_shard(i, plan.shards.len(), shard));
     }
     let pass = request.pass.pass;
-    let journal = |task: &super::pool::Task| -> anyhow::Result<()> {
-        let Some(shard) = task.shard else {
-            return Ok(());
-        };
-        reporter.note(&Note::Shard {
-            pass,
-            shard,
-            bytes: task.bytes,
-            files: task.files,
-        })
+    let journal = |task: &super::pool::Task, end: super::pool::TaskEnd<'_>| -> anyhow::Result<()> {
+        match end.note(pass, task) {
+            Some(note) => reporter.note(&note),
+            None => Ok(()),
+        }
     };
     let warn = |message: &str| reporter.warn(message);
     let outcome = tokio::select! {

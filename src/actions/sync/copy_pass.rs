@@ -128,6 +128,8 @@ impl<'a> CopyPass<'a> {
         Ok(PassState {
             record,
             done_shards: BTreeSet::new(),
+            retried_shards: Default::default(),
+            failed_shards: Default::default(),
             deleted: false,
             done: false,
         })
@@ -270,16 +272,11 @@ impl<'a> CopyPass<'a> {
                 .await;
         }
         let pass_number = pass.record.pass;
-        let journal_shard = |task: &Task| -> anyhow::Result<()> {
-            let Some(index) = task.shard else {
-                return Ok(());
-            };
-            reporter.note(&Note::Shard {
-                pass: pass_number,
-                shard: index,
-                bytes: task.bytes,
-                files: task.files,
-            })
+        let journal_shard = |task: &Task, end: pool::TaskEnd<'_>| -> anyhow::Result<()> {
+            match end.note(pass_number, task) {
+                Some(note) => reporter.note(&note),
+                None => Ok(()),
+            }
         };
         let warn = |message: &str| reporter.warn(message);
         let jobs = self.settings.jobs;
@@ -407,7 +404,7 @@ impl<'a> CopyPass<'a> {
         let board = Board::new(0, 0, tasks.len(), jobs);
         let reporter = self.reporter;
         let warn = |message: &str| reporter.warn(message);
-        let outcome = pool::run(tasks, jobs, &self.transfer, &board, &|_| Ok(()), &warn).await?;
+        let outcome = pool::run(tasks, jobs, &self.transfer, &board, &|_, _| Ok(()), &warn).await?;
         self.warnings.extend(outcome.warnings);
         if let Some(stopped) = outcome.stopped {
             anyhow::bail!("the copy stopped: {stopped}");

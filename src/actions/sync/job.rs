@@ -416,6 +416,7 @@ impl JobFollower<'_> {
         let planned = &self.record.shards[shard];
         self.board.already_done(planned.bytes, planned.files);
         self.reporter.note(&Note::Shard {
+            tries: None,
             pass: self.record.pass,
             shard,
             bytes: planned.bytes,

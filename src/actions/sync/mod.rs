@@ -17,6 +17,7 @@ mod compare;
 mod copy_pass;
 mod detached;
 mod filter;
+mod grid;
 mod job;
 mod pass;
 mod pass_reporter;
@@ -38,6 +39,7 @@ use anyhow::Context as _;
 
 pub use agent::{AgentCommand, run_command as run_agent_command};
 pub use detached::{DetachedCopy, LiveCopy, detached_copies};
+pub use grid::{CopyGrid, ShardCell, ShardState, copy_grids};
 pub use spec::SyncAction;
 
 use super::{Action, Check, InvalidInput, Outcome, Preview, StepContext};

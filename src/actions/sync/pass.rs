@@ -84,6 +84,21 @@ pub enum Note {
         bytes: u64,
         /// Its entries.
         files: u64,
+        /// How many tries it took, when more than one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tries: Option<u32>,
+    },
+    /// A shard of the pass was given up on (after its retries); the pass fails, and the
+    /// next run tries the shard again.
+    ShardFailed {
+        /// Pass number.
+        pass: u32,
+        /// Its index in the pass's plan.
+        shard: usize,
+        /// How many tries it had.
+        tries: u32,
+        /// What rsync said the last time.
+        error: String,
     },
     /// The pass finished: the destination had everything the source had at its start.
     PassDone {
@@ -154,6 +169,7 @@ impl Note {
             Note::Pass(record) => format!("pass {}", record.pass),
             Note::Deleted { pass, .. } => format!("deleted {pass}"),
             Note::Shard { pass, shard, .. } => format!("shard {pass} {shard}"),
+            Note::ShardFailed { pass, shard, .. } => format!("shard failed {pass} {shard}"),
             Note::PassDone { pass } => format!("done {pass}"),
             Note::Agent(record) => format!("agent {}", record.agent),
             Note::Job(record) => format!("job {}", record.name),
@@ -279,6 +295,10 @@ pub struct PassState {
     pub record: PassRecord,
     /// Shards finished.
     pub done_shards: BTreeSet<usize>,
+    /// Shards done after more than one try: how many.
+    pub retried_shards: std::collections::BTreeMap<usize, u32>,
+    /// Shards given up on and not done since: tries and rsync's last message.
+    pub failed_shards: std::collections::BTreeMap<usize, (u32, String)>,
     /// Its deletions are done.
     pub deleted: bool,
     /// It finished.
@@ -303,12 +323,32 @@ impl Ledger {
                 Note::Pass(record) => passes.push(PassState {
                     record: *record,
                     done_shards: BTreeSet::new(),
+                    retried_shards: Default::default(),
+                    failed_shards: Default::default(),
                     deleted: false,
                     done: false,
                 }),
-                Note::Shard { pass, shard, .. } => {
+                Note::Shard {
+                    pass, shard, tries, ..
+                } => {
                     if let Some(state) = passes.iter_mut().rfind(|p| p.record.pass == pass) {
                         state.done_shards.insert(shard);
+                        state.failed_shards.remove(&shard);
+                        if let Some(tries) = tries {
+                            state.retried_shards.insert(shard, tries);
+                        }
+                    }
+                }
+                Note::ShardFailed {
+                    pass,
+                    shard,
+                    tries,
+                    error,
+                } => {
+                    if let Some(state) = passes.iter_mut().rfind(|p| p.record.pass == pass)
+                        && !state.done_shards.contains(&shard)
+                    {
+                        state.failed_shards.insert(shard, (tries, error));
                     }
                 }
                 Note::Deleted { pass, .. } => {
@@ -437,6 +477,7 @@ mod tests {
             note(Note::PassDone { pass: 1 }),
             note(Note::Pass(Box::new(record(2)))),
             note(Note::Shard {
+                tries: None,
                 pass: 2,
                 shard: 0,
                 bytes: 3,

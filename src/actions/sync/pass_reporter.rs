@@ -44,7 +44,13 @@ impl PassReporter for StepReporter<'_> {
         let progress = board.snapshot();
         self.cx.progress(progress);
         let lines = board.lines();
-        show_board(self.cx, progress, &board.detail(), &lines, detailed);
+        show_board(
+            self.cx,
+            progress,
+            (&board.detail(), &board.running_shards()),
+            &lines,
+            detailed,
+        );
     }
 
     fn note(&self, note: &Note) -> anyhow::Result<()> {
@@ -54,22 +60,27 @@ impl PassReporter for StepReporter<'_> {
 
 /// Shows a copy's board: on a display redrawn in place (a terminal) every time, with a line
 /// per busy worker; elsewhere, when `detailed` is due, its summary line only (a log gets a
-/// line every 10 s, not a redrawn screen). `lines` are the summary line, then the workers'.
+/// line every 10 s, not a redrawn screen). Either way the step's output keeps the running
+/// shards for `status`. `lines` are the summary line, then the workers'; `(detail,
+/// running)` what the bar adds and the shards being copied.
 pub fn show_board(
     cx: &StepContext<'_>,
     progress: crate::actions::Progress,
-    detail: &str,
+    (detail, running): (&str, &[usize]),
     lines: &[String],
     detailed: bool,
 ) {
-    if cx.reporter.redraws() {
-        let view = crate::actions::output::LiveView {
-            progress,
-            detail,
-            workers: lines.get(1..).unwrap_or_default(),
-        };
-        cx.reporter.live(cx.step_id, view);
-    } else if detailed && let Some(summary) = lines.first() {
+    let view = crate::actions::output::LiveView {
+        progress,
+        detail,
+        workers: lines.get(1..).unwrap_or_default(),
+        running,
+    };
+    cx.reporter.live(cx.step_id, view);
+    if !cx.reporter.redraws()
+        && detailed
+        && let Some(summary) = lines.first()
+    {
         cx.output_line(summary);
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::pass::Note;
 use super::progress::Board;
 use super::rsync::{self, Listing, Transfer, Verdict};
 use super::walker;
@@ -95,21 +96,60 @@ pub struct PoolOutcome {
     pub warnings: Vec<String>,
 }
 
-/// Runs the tasks, in order, on `jobs` workers. `on_done` is called after each task that
-/// finished (to journal it); `warn` shows a warning at once.
+/// How a task ended, for the pool's caller to journal.
+#[derive(Debug, Clone, Copy)]
+pub enum TaskEnd<'a> {
+    /// Copied, after this many tries.
+    Done {
+        /// Tries, the last one included.
+        tries: u32,
+    },
+    /// Given up on after this many tries.
+    Failed {
+        /// Tries, the last one included.
+        tries: u32,
+        /// What rsync said the last time.
+        error: &'a str,
+    },
+}
+
+impl TaskEnd<'_> {
+    /// The journal note of a shard's task that ended so (`None` for a helper task).
+    pub fn note(&self, pass: u32, task: &Task) -> Option<Note> {
+        let shard = task.shard?;
+        Some(match *self {
+            TaskEnd::Done { tries } => Note::Shard {
+                pass,
+                shard,
+                bytes: task.bytes,
+                files: task.files,
+                tries: (tries > 1).then_some(tries),
+            },
+            TaskEnd::Failed { tries, error } => Note::ShardFailed {
+                pass,
+                shard,
+                tries,
+                error: error.to_string(),
+            },
+        })
+    }
+}
+
+/// Runs the tasks, in order, on `jobs` workers. `on_end` is called after each task that
+/// finished or was given up on (to journal it); `warn` shows a warning at once.
 pub async fn run(
     tasks: Vec<Task>,
     jobs: usize,
     transfer: &Transfer,
     board: &Board,
-    on_done: &(dyn Fn(&Task) -> anyhow::Result<()> + Sync),
+    on_end: &(dyn Fn(&Task, TaskEnd<'_>) -> anyhow::Result<()> + Sync),
     warn: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<PoolOutcome> {
     let pool = Pool {
         queue: Mutex::new(tasks.into_iter().collect()),
         transfer,
         board,
-        on_done,
+        on_end,
         warn,
         stop: AtomicBool::new(false),
         outcome: Mutex::new(PoolOutcome::default()),
@@ -130,8 +170,8 @@ struct Pool<'a> {
     queue: Mutex<VecDeque<Task>>,
     transfer: &'a Transfer,
     board: &'a Board,
-    /// Called after each task that finished (to journal it).
-    on_done: &'a (dyn Fn(&Task) -> anyhow::Result<()> + Sync),
+    /// Called after each task that finished or was given up on (to journal it).
+    on_end: &'a (dyn Fn(&Task, TaskEnd<'_>) -> anyhow::Result<()> + Sync),
     /// Shows a warning at once.
     warn: &'a (dyn Fn(&str) + Sync),
     /// Raised by a task whose failure no other task can avoid (a full destination).
@@ -203,6 +243,7 @@ impl Pool<'_> {
         retries: usize,
     ) -> anyhow::Result<Attempt> {
         let verdict = rsync::verdict(finished);
+        let tries = u32::try_from(retries + 1).unwrap_or(u32::MAX);
         let limit = match verdict {
             Verdict::Transient => RETRY_DELAYS.len(),
             Verdict::RetryOnce => 1,
@@ -220,7 +261,7 @@ impl Pool<'_> {
                     }
                 }
                 self.board.finish(worker);
-                (self.on_done)(task)?;
+                (self.on_end)(task, TaskEnd::Done { tries })?;
             }
             _ if retries < limit => {
                 let delay = RETRY_DELAYS[retries.min(RETRY_DELAYS.len() - 1)];
@@ -241,16 +282,31 @@ impl Pool<'_> {
                 } else {
                     "rsync refused its command line"
                 };
+                let message = format!("{why}: {what}: {}", rsync_said(finished));
+                (self.on_end)(
+                    task,
+                    TaskEnd::Failed {
+                        tries,
+                        error: &message,
+                    },
+                )?;
                 if let Ok(mut outcome) = self.outcome.lock()
                     && outcome.stopped.is_none()
                 {
-                    outcome.stopped = Some(format!("{why}: {what}: {}", rsync_said(finished)));
+                    outcome.stopped = Some(message);
                 }
             }
             _ => {
                 self.board.idle(worker);
                 let message = format!("{what}: {}", rsync_said(finished));
                 (self.warn)(&message);
+                (self.on_end)(
+                    task,
+                    TaskEnd::Failed {
+                        tries,
+                        error: &message,
+                    },
+                )?;
                 if let Ok(mut outcome) = self.outcome.lock() {
                     outcome.failures.push(message);
                 }

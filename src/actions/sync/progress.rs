@@ -146,6 +146,18 @@ impl Board {
         .unwrap_or_default()
     }
 
+    /// The shards the workers copy now.
+    pub fn running_shards(&self) -> Vec<usize> {
+        self.with(|state| {
+            state
+                .workers
+                .iter()
+                .filter_map(|worker| worker.shard.as_ref().map(|(index, ..)| *index))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
     /// What a redrawn display shows beside its bar: the shards done.
     pub fn detail(&self) -> String {
         self.with(|state| format!("shards {}/{}", state.done_shards, state.total_shards))

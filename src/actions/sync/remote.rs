@@ -500,6 +500,7 @@ mod tests {
     fn a_note_collected_again_keeps_its_key() {
         let notes = vec![
             note(Note::Shard {
+                tries: None,
                 pass: 1,
                 shard: 3,
                 bytes: 10,

@@ -75,7 +75,13 @@ impl Watched {
             };
             cx.progress(progress);
             self.beats += 1;
-            show_board(cx, progress, "", &beat.board, self.beats.is_multiple_of(5));
+            show_board(
+                cx,
+                progress,
+                ("", &[]),
+                &beat.board,
+                self.beats.is_multiple_of(5),
+            );
         }
     }
 }
