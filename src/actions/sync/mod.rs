@@ -28,6 +28,9 @@ mod progress;
 mod remote;
 mod rsync;
 mod spec;
+// The `jobs: auto` controller, unit-tested and not yet used by the pool (#17).
+#[allow(dead_code)]
+mod tuner;
 mod walker;
 mod watch;
 

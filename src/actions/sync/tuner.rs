@@ -1,0 +1,443 @@
+//! The worker count of `jobs: auto` (#17): start at 4, raise the count while the copy's
+//! throughput keeps rising and the CPU it may use is not saturated, lower it when throughput
+//! falls or the CPU is saturated, never above `max_jobs`. Seed 001's advice ("start with -j4,
+//! monitor, and increase the number of threads until you reach high CPU utilisation"), done
+//! by the tool instead of by a person for hours.
+//!
+//! The tuner is a pure state machine fed one [`Sample`] per window (a few seconds of the copy:
+//! files and bytes per second, the share of the CPU used); each [`Tuner::observe`] answers a
+//! [`Change`] with the reason, which the pass shows and journals. The CPU the copy may use is
+//! its cgroup's limit when it has one (a pod's CPU limit), not the node's core count
+//! ([`cpu_capacity`]).
+//!
+//! Not yet wired into the worker pool: `jobs: auto` and `max_jobs` come with that step of
+//! #17 (the copy while walking and the pool that grows and shrinks); until then the pool
+//! runs the fixed `jobs`.
+//!
+//! How it moves: it doubles the count while each raise pays (throughput up by more than
+//! [`GAIN`]), then steps by a quarter; a raise that does not pay is undone and the count is
+//! held; a fall of throughput by more than [`LOSS`] while holding (the server got slower, or
+//! the files got smaller) steps down, and every [`PROBE_EVERY`] steady windows it tries one
+//! step up again, so that it follows a copy whose best concurrency changes.
+
+use std::time::Duration;
+
+/// A raise pays when throughput rises by more than this share.
+const GAIN: f64 = 0.05;
+/// Throughput that falls by more than this share is a fall.
+const LOSS: f64 = 0.15;
+/// The CPU is saturated above this share of what the copy may use.
+const CPU_SATURATED: f64 = 0.90;
+/// Windows held before trying one step up again.
+const PROBE_EVERY: u32 = 6;
+
+/// What one window of the copy did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Files (entries) copied per second.
+    pub files_per_second: f64,
+    /// Bytes copied per second.
+    pub bytes_per_second: f64,
+    /// The share (0 to 1) of the CPU the copy may use that was busy.
+    pub cpu_busy: f64,
+}
+
+/// What the tuner decided after a window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Keep the count.
+    Keep,
+    /// Use this many workers from now on, for this reason.
+    To {
+        /// The new count.
+        workers: usize,
+        /// Why, for a person: `throughput rose 18% at 8 workers`.
+        why: String,
+    },
+}
+
+/// What the tuner is doing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Doubling while raises pay.
+    Climbing,
+    /// Stepping by a quarter after the first raise that paid less.
+    Stepping,
+    /// Holding the best count found.
+    Holding { steady: u32 },
+}
+
+/// The worker count of one copy, tuned window by window.
+#[derive(Debug, Clone)]
+pub struct Tuner {
+    workers: usize,
+    max: usize,
+    phase: Phase,
+    /// The count before the last raise, and the throughput it had.
+    before_raise: Option<(usize, Throughput)>,
+    /// The throughput of the last window.
+    last: Option<Throughput>,
+}
+
+/// Files and bytes per second, compared as the better of the two relative changes (a copy of
+/// small files is bound by files per second, one of big files by bytes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Throughput {
+    files: f64,
+    bytes: f64,
+}
+
+impl Throughput {
+    /// How much `self` is above `earlier`, as a share (negative when below): the larger of
+    /// the changes in files and in bytes per second.
+    fn gain_over(self, earlier: Throughput) -> f64 {
+        let change = |now: f64, then: f64| {
+            if then > 0.0 {
+                (now - then) / then
+            } else if now > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        };
+        change(self.files, earlier.files).max(change(self.bytes, earlier.bytes))
+    }
+}
+
+impl Tuner {
+    /// A tuner starting at `start` workers, never above `max` (nor below 1).
+    pub fn new(start: usize, max: usize) -> Self {
+        let max = max.max(1);
+        Tuner {
+            workers: start.clamp(1, max),
+            max,
+            phase: Phase::Climbing,
+            before_raise: None,
+            last: None,
+        }
+    }
+
+    /// The count in use.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Takes one window's sample and says whether to change the count.
+    pub fn observe(&mut self, sample: Sample) -> Change {
+        let now = Throughput {
+            files: sample.files_per_second,
+            bytes: sample.bytes_per_second,
+        };
+        let last = self.last.replace(now);
+        if sample.cpu_busy > CPU_SATURATED {
+            self.phase = Phase::Holding { steady: 0 };
+            self.before_raise = None;
+            if self.workers == 1 {
+                return Change::Keep;
+            }
+            let workers = (self.workers - (self.workers / 4).max(1)).max(1);
+            return self.move_to(
+                workers,
+                format!(
+                    "the CPU the copy may use is {:.0}% busy at {} workers",
+                    sample.cpu_busy * 100.0,
+                    self.workers
+                ),
+            );
+        }
+        // The window after a raise says whether it paid.
+        if let Some((previous, before)) = self.before_raise.take() {
+            let gain = now.gain_over(before);
+            if gain <= GAIN {
+                self.phase = Phase::Holding { steady: 0 };
+                return self.move_to(
+                    previous,
+                    format!(
+                        "throughput {} at {} workers; back to {previous}",
+                        percent_change(gain),
+                        self.workers
+                    ),
+                );
+            }
+            let why = format!(
+                "throughput {} at {} workers",
+                percent_change(gain),
+                self.workers
+            );
+            if gain < 0.5 && self.phase == Phase::Climbing {
+                self.phase = Phase::Stepping;
+            }
+            return self.raise(now, why);
+        }
+        match self.phase {
+            Phase::Climbing | Phase::Stepping => self.raise(now, "the first window".into()),
+            Phase::Holding { steady } => {
+                let fell = last.is_some_and(|last| now.gain_over(last) < -LOSS);
+                if fell && self.workers > 1 {
+                    let gain = last.map_or(0.0, |last| now.gain_over(last));
+                    let workers = (self.workers - (self.workers / 4).max(1)).max(1);
+                    self.phase = Phase::Holding { steady: 0 };
+                    return self.move_to(
+                        workers,
+                        format!("throughput {} at {} workers", percent_change(gain), self.workers),
+                    );
+                }
+                if steady + 1 >= PROBE_EVERY {
+                    self.phase = Phase::Stepping;
+                    return self.raise(
+                        now,
+                        format!("steady for {PROBE_EVERY} windows; trying more workers"),
+                    );
+                }
+                self.phase = Phase::Holding { steady: steady + 1 };
+                Change::Keep
+            }
+        }
+    }
+
+    /// Raises the count (doubling while climbing, a quarter more while stepping), remembering
+    /// where it was so that the next window can undo a raise that does not pay.
+    fn raise(&mut self, now: Throughput, why: String) -> Change {
+        let step = match self.phase {
+            Phase::Climbing => self.workers,
+            _ => (self.workers / 4).max(1),
+        };
+        let workers = (self.workers + step).min(self.max);
+        if workers == self.workers {
+            self.phase = Phase::Holding { steady: 0 };
+            return Change::Keep;
+        }
+        self.before_raise = Some((self.workers, now));
+        self.move_to(workers, why)
+    }
+
+    fn move_to(&mut self, workers: usize, why: String) -> Change {
+        let workers = workers.clamp(1, self.max);
+        if workers == self.workers {
+            return Change::Keep;
+        }
+        self.workers = workers;
+        Change::To { workers, why }
+    }
+}
+
+/// `rose 18%`, `fell 12%`, `stayed the same`.
+fn percent_change(gain: f64) -> String {
+    let percent = (gain * 100.0).round();
+    if percent > 0.0 {
+        format!("rose {percent:.0}%")
+    } else if percent < 0.0 {
+        format!("fell {:.0}%", -percent)
+    } else {
+        "stayed the same".into()
+    }
+}
+
+/// The CPUs the copy may use: its cgroup's quota (cgroup v2 `cpu.max`, as a pod's CPU limit
+/// sets it) when there is one, else the CPUs this process may run on.
+pub fn cpu_capacity() -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
+        .ok()
+        .and_then(|text| cgroup_quota(&text))
+        .map_or(cores, |quota| quota.min(cores))
+}
+
+/// The CPUs a cgroup v2 `cpu.max` (`QUOTA PERIOD`, or `max PERIOD`) allows; `None` for no
+/// limit.
+fn cgroup_quota(text: &str) -> Option<f64> {
+    let mut words = text.split_whitespace();
+    let quota: f64 = words.next()?.parse().ok()?;
+    let period: f64 = words.next()?.parse().ok()?;
+    (period > 0.0).then(|| quota / period)
+}
+
+/// CPU time used so far by this process's cgroup (its children included), from cgroup v2
+/// `cpu.stat`'s `usage_usec`; `None` where there is no such file.
+pub fn cgroup_cpu_used() -> Option<Duration> {
+    let text = std::fs::read_to_string("/sys/fs/cgroup/cpu.stat").ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("usage_usec "))
+        .and_then(|value| value.trim().parse().ok())
+        .map(Duration::from_micros)
+}
+
+/// How busy the CPU the copy may use was between two readings: from the cgroup's usage
+/// against its quota where there is a cgroup v2 (a pod), else from the machine's `/proc/stat`.
+#[derive(Debug, Clone)]
+pub struct CpuMeter {
+    last: Option<CpuReading>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CpuReading {
+    /// The cgroup's usage, when read.
+    Cgroup(Duration, std::time::Instant),
+    /// The machine's busy and total jiffies.
+    Machine { busy: u64, total: u64 },
+}
+
+impl CpuMeter {
+    /// A meter that starts now.
+    pub fn start() -> Self {
+        CpuMeter {
+            last: CpuMeter::read(),
+        }
+    }
+
+    fn read() -> Option<CpuReading> {
+        if let Some(used) = cgroup_cpu_used() {
+            return Some(CpuReading::Cgroup(used, std::time::Instant::now()));
+        }
+        let text = std::fs::read_to_string("/proc/stat").ok()?;
+        proc_stat_busy(&text).map(|(busy, total)| CpuReading::Machine { busy, total })
+    }
+
+    /// The busy share (0 to 1) since the last call (or the start); `None` when it cannot be
+    /// read here.
+    pub fn busy_since_last(&mut self) -> Option<f64> {
+        let now = CpuMeter::read();
+        let busy = match (self.last, now) {
+            (Some(CpuReading::Cgroup(then, at)), Some(CpuReading::Cgroup(used, now_at))) => {
+                let elapsed = now_at.duration_since(at).as_secs_f64();
+                (elapsed > 0.0).then(|| {
+                    used.saturating_sub(then).as_secs_f64() / (elapsed * cpu_capacity())
+                })
+            }
+            (
+                Some(CpuReading::Machine { busy, total }),
+                Some(CpuReading::Machine {
+                    busy: busy_now,
+                    total: total_now,
+                }),
+            ) => {
+                let total = total_now.saturating_sub(total);
+                (total > 0).then(|| busy_now.saturating_sub(busy) as f64 / total as f64)
+            }
+            _ => None,
+        };
+        self.last = now;
+        busy.map(|busy| busy.clamp(0.0, 1.0))
+    }
+}
+
+/// The busy and total jiffies of the machine from `/proc/stat`'s `cpu` line (idle and iowait
+/// are not busy).
+fn proc_stat_busy(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|line| line.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file server whose throughput grows with concurrency up to `saturation` workers and
+    /// stays flat after it (a server with that many threads), with the CPU never the limit.
+    fn server(saturation: usize) -> impl Fn(usize) -> Sample {
+        move |workers| {
+            let effective = workers.min(saturation) as f64;
+            Sample {
+                files_per_second: 300.0 * effective,
+                bytes_per_second: 3e6 * effective,
+                cpu_busy: 0.2 + 0.01 * workers as f64,
+            }
+        }
+    }
+
+    fn run(tuner: &mut Tuner, measure: &dyn Fn(usize) -> Sample, windows: usize) -> Vec<usize> {
+        (0..windows)
+            .map(|_| {
+                let sample = measure(tuner.workers());
+                tuner.observe(sample);
+                tuner.workers()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn it_converges_near_the_servers_saturation_point() {
+        for saturation in [6, 16, 24] {
+            let mut tuner = Tuner::new(4, 32);
+            let counts = run(&mut tuner, &server(saturation), 40);
+            let settled = &counts[counts.len() - 10..];
+            let (low, high) = (saturation, saturation + saturation / 2 + 1);
+            assert!(
+                settled.iter().all(|count| (low - low / 4..=high).contains(count)),
+                "saturation {saturation}: {counts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn it_backs_off_when_the_throughput_drops_and_when_the_cpu_is_saturated() {
+        let mut tuner = Tuner::new(4, 32);
+        run(&mut tuner, &server(16), 30);
+        let before = tuner.workers();
+        // The server slows down: half the throughput at any concurrency.
+        let slower = |workers: usize| {
+            let sample = server(16)(workers);
+            Sample {
+                files_per_second: sample.files_per_second / 2.0,
+                bytes_per_second: sample.bytes_per_second / 2.0,
+                ..sample
+            }
+        };
+        let change = tuner.observe(slower(tuner.workers()));
+        assert!(
+            matches!(&change, Change::To { workers, why } if *workers < before && why.contains("fell 50%")),
+            "{change:?}"
+        );
+        // Two cores busy: fewer workers, whatever the throughput.
+        let busy = |workers: usize| Sample {
+            cpu_busy: 0.97,
+            ..server(16)(workers)
+        };
+        let at = tuner.workers();
+        let change = tuner.observe(busy(at));
+        assert!(
+            matches!(&change, Change::To { workers, why } if *workers < at && why.contains("97% busy")),
+            "{change:?}"
+        );
+    }
+
+    #[test]
+    fn it_never_leaves_one_to_max_jobs() {
+        let mut tuner = Tuner::new(4, 6);
+        let counts = run(&mut tuner, &server(100), 30);
+        assert!(counts.iter().all(|count| (1..=6).contains(count)), "{counts:?}");
+        assert_eq!(tuner.workers(), 6);
+        let mut tuner = Tuner::new(4, 32);
+        let saturated = |workers: usize| Sample {
+            cpu_busy: 1.0,
+            ..server(100)(workers)
+        };
+        let counts = run(&mut tuner, &saturated, 30);
+        assert_eq!(counts.last(), Some(&1), "{counts:?}");
+    }
+
+    #[test]
+    fn the_machines_busy_share_comes_from_proc_stat() {
+        let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4 5\n";
+        assert_eq!(proc_stat_busy(stat), Some((150, 1000)));
+        let mut meter = CpuMeter::start();
+        if let Some(busy) = meter.busy_since_last() {
+            assert!((0.0..=1.0).contains(&busy));
+        }
+    }
+
+    #[test]
+    fn a_pods_cpu_limit_is_its_cgroup_quota() {
+        assert_eq!(cgroup_quota("200000 100000\n"), Some(2.0));
+        assert_eq!(cgroup_quota("50000 100000"), Some(0.5));
+        assert_eq!(cgroup_quota("max 100000"), None);
+        assert!(cpu_capacity() > 0.0);
+    }
+}
