@@ -134,9 +134,29 @@ pub struct StepContext<'a> {
     pub note_sink: Option<&'a dyn NoteSink>,
     /// What the command line says about the run's surroundings.
     pub surroundings: &'a RunEnvironment,
+    /// Where what the step's decision reads is recorded (a plan to be saved); the cluster
+    /// reports its reads itself, the actions report the files they read.
+    pub readings: Option<&'a crate::kube::readings::Readings>,
 }
 
 impl StepContext<'_> {
+    /// Records that the step read the file at `path` (`None`: it could not be read), for
+    /// a saved plan; does nothing when nothing is recorded.
+    pub fn record_file(&self, path: &str, content: Option<&[u8]>) {
+        let Some(readings) = self.readings else {
+            return;
+        };
+        match content {
+            Some(content) => readings.record_file(path, content),
+            None => readings.record(crate::kube::readings::Reading::File(
+                crate::kube::readings::FileReading {
+                    path: path.to_string(),
+                    sha256: None,
+                },
+            )),
+        }
+    }
+
     /// The notes another step's action recorded (a copy continues the one an earlier
     /// `sync` step made), including those of this command; empty for a step with none.
     pub fn notes_of(&self, step: &str) -> &[serde_json::Value] {

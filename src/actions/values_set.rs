@@ -114,8 +114,10 @@ pub(super) fn explain(path: &str, text: &str, error: &ValuesError) -> anyhow::Er
 
 /// Reads and parses a values file; a missing file, bad YAML, several documents or an
 /// encrypted file is invalid input that names the file (and the line and column).
-pub(super) fn read_values(path: &str) -> anyhow::Result<ValuesFile> {
-    let text = crate::values::read_regular(std::path::Path::new(path)).map_err(|error| {
+pub(super) fn read_values(cx: &StepContext<'_>, path: &str) -> anyhow::Result<ValuesFile> {
+    let text = crate::values::read_regular(std::path::Path::new(path));
+    cx.record_file(path, text.as_ref().ok().map(String::as_bytes));
+    let text = text.map_err(|error| {
         let diagnostic = match error {
             crate::values::ReadError::NotRegular { .. } => Diagnostic::new(format!(
                 "the values file {error}"
@@ -173,7 +175,7 @@ impl ValuesSet {
     fn edit(&self, cx: &StepContext<'_>) -> anyhow::Result<Edit> {
         let path = cx.render(&self.file)?;
         let under = render_under(cx, self.under.as_ref())?;
-        let mut file = read_values(&path)?;
+        let mut file = read_values(cx, &path)?;
         let original = file.document.text().to_string();
         let mut changed = Vec::new();
         let mut wanted = Vec::new();

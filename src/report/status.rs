@@ -19,6 +19,7 @@ pub fn run_state(history: &History, holder: Option<&LockHolder>) -> String {
         Some((RunStatus::Refused, _)) => "refused",
         Some((RunStatus::Paused, _)) => "paused",
         Some((RunStatus::Interrupted, _)) => "interrupted",
+        Some((RunStatus::PlanChanged, _)) => "plan changed",
         Some((RunStatus::Invalid, _)) => "invalid",
         // Started and never finished, and nobody holds the lock: the process died.
         None if history.started.is_some() => "crashed",

@@ -1,0 +1,511 @@
+//! A saved plan: `plan --out FILE` writes what `run` would do with each step and what each
+//! decision read (objects, files, the journal); `run --plan FILE` runs exactly that plan,
+//! and stops (exit 6) before a step whose readings differ from the plan's.
+
+use std::path::Path;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::diagnostic::Diagnostic;
+use crate::kube::Cluster;
+use crate::kube::readings::Reading;
+use crate::playbook::{Bound, Playbook};
+use crate::render::Masker;
+
+use super::event::now_rfc3339;
+use super::plan_report::{PlanDecision, PlanEntry, PlanReport};
+
+/// The version of the file's format; a file of another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How old a plan `run --plan` takes by default (`--plan-max-age`).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The playbook a plan was made from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedPlaybook {
+    /// The path it was read from.
+    pub path: String,
+    /// `name:`.
+    pub name: String,
+    /// sha256 of the file.
+    pub sha256: String,
+}
+
+/// One step of a saved plan: the plan's entry, the definition it was made from, and what
+/// its decision read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedStep {
+    /// What `run` would do, and why.
+    #[serde(flatten)]
+    pub entry: PlanEntry,
+    /// sha256 of the step's definition.
+    pub definition_sha256: String,
+    /// What the decision read: objects (kind, namespace, name, uid, resourceVersion and
+    /// content without volatile metadata) and files (path and sha256).
+    #[serde(default)]
+    pub readings: Vec<Reading>,
+}
+
+/// A plan as `plan --out` writes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedPlan {
+    /// [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// When the plan was made (RFC 3339).
+    pub created: String,
+    /// The playbook.
+    pub playbook: SavedPlaybook,
+    /// The run id.
+    pub run: String,
+    /// The params without the secret ones (which never reach the file).
+    pub params: IndexMap<String, Value>,
+    /// How many events the run's journal had: a run that went on since moved it.
+    pub journal_position: usize,
+    /// Every step, in order.
+    pub steps: Vec<SavedStep>,
+}
+
+/// The params a plan records: all but the secret ones.
+fn public_params(playbook: &Playbook, bound: &Bound) -> IndexMap<String, Value> {
+    bound
+        .params
+        .iter()
+        .filter(|(name, _)| {
+            !playbook
+                .params
+                .get(*name)
+                .is_some_and(|(spec, _)| spec.secret)
+        })
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+impl SavedPlan {
+    /// The saved form of a plan just made.
+    pub fn new(playbook: &Playbook, bound: &Bound, report: &PlanReport) -> Self {
+        SavedPlan {
+            format_version: FORMAT_VERSION,
+            created: now_rfc3339(),
+            playbook: SavedPlaybook {
+                path: playbook.path.display().to_string(),
+                name: playbook.name.clone(),
+                sha256: playbook.hash.clone(),
+            },
+            run: report.run.clone(),
+            params: public_params(playbook, bound),
+            journal_position: report.journal_position,
+            steps: report
+                .steps
+                .iter()
+                .zip(&playbook.steps)
+                .map(|(entry, step)| SavedStep {
+                    entry: entry.clone(),
+                    definition_sha256: step.hash.clone(),
+                    readings: entry.readings.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Writes the plan to `path` as JSON, every value that is a secret masked.
+    pub fn save(&self, path: &Path, masker: &Masker) -> crate::Result<()> {
+        let mut json = serde_json::to_value(self).map_err(anyhow::Error::from)?;
+        masker.mask_json(&mut json);
+        let text = serde_json::to_string_pretty(&json).map_err(anyhow::Error::from)? + "\n";
+        std::fs::write(path, text).map_err(|error| {
+            Diagnostic::new(format!(
+                "--out {}: cannot write the plan: {error}",
+                path.display()
+            ))
+            .into()
+        })
+    }
+
+    /// Reads a saved plan; a file that cannot be read, is not JSON or not a plan of this
+    /// version is invalid input naming the file.
+    pub fn load(flag: &str, path: &Path) -> Result<Self, Diagnostic> {
+        let shown = path.display();
+        let help = "make one with `runbook plan PLAYBOOK --out FILE`";
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            Diagnostic::new(format!("{flag} {shown}: cannot read the plan: {error}")).help(help)
+        })?;
+        let json: Value = serde_json::from_str(&text).map_err(|error| {
+            Diagnostic::new(format!(
+                "{flag} {shown} is not a saved plan: it is not JSON ({error})"
+            ))
+            .help(help)
+        })?;
+        let version = json.get("format_version").and_then(Value::as_u64);
+        if version != Some(u64::from(FORMAT_VERSION)) {
+            let found = version.map_or("no format_version".to_string(), |version| {
+                format!("format version {version}")
+            });
+            return Err(Diagnostic::new(format!(
+                "{flag} {shown} is not a saved plan of this runbook: {found}, this runbook reads version {FORMAT_VERSION}"
+            ))
+            .help(help));
+        }
+        serde_json::from_value(json).map_err(|error| {
+            Diagnostic::new(format!("{flag} {shown} is not a saved plan: {error}")).help(help)
+        })
+    }
+
+    /// Refuses a plan made from another playbook, with other params, from other step
+    /// definitions, or older than `max_age`.
+    pub fn check(
+        &self,
+        path: &Path,
+        playbook: &Playbook,
+        bound: &Bound,
+        max_age: Duration,
+    ) -> Result<(), Diagnostic> {
+        let shown = path.display();
+        let replan = format!(
+            "make a new plan: runbook plan {} --out {shown}",
+            playbook.path.display()
+        );
+        if self.playbook.name != playbook.name {
+            return Err(Diagnostic::new(format!(
+                "--plan {shown} is a plan of playbook `{}` ({}), not of `{}` ({})",
+                self.playbook.name,
+                self.playbook.path,
+                playbook.name,
+                playbook.path.display()
+            ))
+            .help(format!("run it with its own playbook, or {replan}")));
+        }
+        let params = public_params(playbook, bound);
+        let differing = param_differences(&self.params, &params);
+        if !differing.is_empty() {
+            return Err(Diagnostic::new(format!(
+                "--plan {shown} was made with other params: {}",
+                differing.join("; ")
+            ))
+            .help(format!(
+                "give the params the plan was made with, or {replan}"
+            )));
+        }
+        let steps = step_differences(self, playbook);
+        if !steps.is_empty() {
+            return Err(Diagnostic::new(format!(
+                "--plan {shown}: the playbook's steps changed since the plan: {}",
+                steps.join(", ")
+            ))
+            .help(replan));
+        }
+        if self.playbook.sha256 != playbook.hash {
+            return Err(Diagnostic::new(format!(
+                "--plan {shown}: {} changed since the plan (outside its steps: params, vars or settings)",
+                playbook.path.display()
+            ))
+            .help(replan));
+        }
+        let created = self.created.parse::<jiff::Timestamp>().map_err(|error| {
+            Diagnostic::new(format!(
+                "--plan {shown}: `created` is not a time ({}: {error})",
+                self.created
+            ))
+            .help(replan.clone())
+        })?;
+        let age = jiff::Timestamp::now().duration_since(created);
+        let age = Duration::from_secs(age.as_secs().max(0) as u64);
+        if age > max_age {
+            return Err(Diagnostic::new(format!(
+                "--plan {shown} was made {} ago ({}), longer than --plan-max-age {}",
+                rounded(age),
+                self.created,
+                exact(max_age)
+            ))
+            .help(format!("the cluster may have changed since: {replan}")));
+        }
+        Ok(())
+    }
+
+    /// The step `id` of the plan, with its index.
+    pub fn step(&self, id: &str) -> Option<(usize, &SavedStep)> {
+        self.steps
+            .iter()
+            .enumerate()
+            .find(|(_, step)| step.entry.id == id)
+    }
+
+    /// The plan as a report, for showing it again (`show-plan`).
+    pub fn report(&self) -> PlanReport {
+        PlanReport {
+            run: self.run.clone(),
+            playbook: self.playbook.path.clone(),
+            name: self.playbook.name.clone(),
+            steps: self.steps.iter().map(|step| step.entry.clone()).collect(),
+            journal_position: self.journal_position,
+        }
+    }
+}
+
+/// An age in its largest whole unit: `3d`, `5h`, `12m`, `40s`.
+fn rounded(age: Duration) -> String {
+    let seconds = age.as_secs();
+    match seconds {
+        172_800.. => format!("{}d", seconds / 86_400),
+        3_600.. => format!("{}h", seconds / 3_600),
+        60.. => format!("{}m", seconds / 60),
+        _ => format!("{seconds}s"),
+    }
+}
+
+/// A duration as it would be given: `24h`, `90m`, `45s`.
+fn exact(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if seconds > 0 && seconds.is_multiple_of(3_600) {
+        format!("{}h", seconds / 3_600)
+    } else if seconds > 0 && seconds.is_multiple_of(60) {
+        format!("{}m", seconds / 60)
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// `hub was staging, is prod`, one per param that differs.
+fn param_differences(
+    planned: &IndexMap<String, Value>,
+    now: &IndexMap<String, Value>,
+) -> Vec<String> {
+    let shown = |value: Option<&Value>| match value {
+        None => "not given".to_string(),
+        Some(Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+    };
+    let mut names: Vec<&String> = planned.keys().collect();
+    names.extend(now.keys().filter(|name| !planned.contains_key(*name)));
+    names
+        .into_iter()
+        .filter(|name| planned.get(*name) != now.get(*name))
+        .map(|name| {
+            format!(
+                "{name} was {}, is {}",
+                shown(planned.get(name)),
+                shown(now.get(name))
+            )
+        })
+        .collect()
+}
+
+/// `` `retain-pv` changed``, `` `check-x` is new``, `` `old` is gone``.
+fn step_differences(plan: &SavedPlan, playbook: &Playbook) -> Vec<String> {
+    let mut found = Vec::new();
+    for step in &playbook.steps {
+        match plan.step(step.id()) {
+            Some((_, saved)) if saved.definition_sha256 != step.hash => {
+                found.push(format!("`{}` changed", step.id()));
+            }
+            Some(_) => {}
+            None => found.push(format!("`{}` is new", step.id())),
+        }
+    }
+    for saved in &plan.steps {
+        if playbook.step(&saved.entry.id).is_none() {
+            found.push(format!("`{}` is gone", saved.entry.id));
+        }
+    }
+    if found.is_empty() {
+        let order = |ids: Vec<&str>| ids.join(" ");
+        let planned = order(
+            plan.steps
+                .iter()
+                .map(|step| step.entry.id.as_str())
+                .collect(),
+        );
+        let now = order(playbook.steps.iter().map(|step| step.id()).collect());
+        if planned != now {
+            found.push("the steps are in another order".to_string());
+        }
+    }
+    found
+}
+
+/// What a run of a saved plan holds to: the plan, and what each step's readings are
+/// expected to be (the plan's, until a step of this run changes them).
+pub(super) struct PlanGuard {
+    plan: SavedPlan,
+    /// Each step's readings as they should be found now, by step index.
+    expected: Vec<Vec<Reading>>,
+    masker: Masker,
+    /// Whether every step's readings were taken once, before the first step ran.
+    checked_all: bool,
+}
+
+/// What differs from a saved plan before a step.
+pub(super) struct PlanChange {
+    /// The step whose readings differ.
+    pub step: String,
+    /// The step the run stops before, when it is another one.
+    pub stopped_before: Option<String>,
+    /// One line per difference.
+    pub changes: Vec<String>,
+}
+
+impl PlanGuard {
+    /// Holds a run to `plan`; `masker` masks readings taken again as the plan's were.
+    pub fn new(plan: SavedPlan, masker: Masker) -> Self {
+        let expected = plan
+            .steps
+            .iter()
+            .map(|step| step.readings.clone())
+            .collect();
+        PlanGuard {
+            plan,
+            expected,
+            masker,
+            checked_all: false,
+        }
+    }
+
+    /// Takes a reading again, masked as the saved one was.
+    async fn take_again(
+        &self,
+        reading: &Reading,
+        cluster: Option<&Cluster>,
+    ) -> anyhow::Result<Reading> {
+        let again = reading
+            .take_again(cluster)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot take a reading of the plan again: {error}"))?;
+        let mut json = serde_json::to_value(&again)?;
+        self.masker.mask_json(&mut json);
+        Ok(serde_json::from_value(json)?)
+    }
+
+    /// What differs in the readings of the step at `index`.
+    async fn changes_of(
+        &self,
+        index: usize,
+        cluster: Option<&Cluster>,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut changes = Vec::new();
+        for reading in &self.expected[index] {
+            let again = self.take_again(reading, cluster).await?;
+            changes.extend(reading.changes(&again));
+        }
+        Ok(changes)
+    }
+
+    /// Before step `id` (of the plan) runs: the first step whose readings differ, if any.
+    /// The first time, every step from `id` on is looked at, so that a change the plan
+    /// did not foresee stops the run before it changed anything.
+    pub async fn before_step(
+        &mut self,
+        id: &str,
+        cluster: Option<&Cluster>,
+    ) -> anyhow::Result<Option<PlanChange>> {
+        let Some((index, _)) = self.plan.step(id) else {
+            return Ok(None);
+        };
+        let last = if self.checked_all {
+            index
+        } else {
+            self.expected.len() - 1
+        };
+        self.checked_all = true;
+        for at in index..=last {
+            let changes = self.changes_of(at, cluster).await?;
+            if !changes.is_empty() {
+                return Ok(Some(PlanChange {
+                    step: self.plan.steps[at].entry.id.clone(),
+                    stopped_before: (at != index).then(|| id.to_string()),
+                    changes,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// After step `id` ran: what the steps after it read is taken again and expected from
+    /// now on, since this run may have changed it (`retain-pv` patches the PV that
+    /// `delete-pv`'s guard reads). A change someone else made while the step ran is taken
+    /// as the step's: the step's own changes cannot be told from it in general (a `run:`
+    /// step's `kubectl` writes where runbook does not see).
+    pub async fn after_step(&mut self, id: &str, cluster: Option<&Cluster>) -> anyhow::Result<()> {
+        let Some((index, _)) = self.plan.step(id) else {
+            return Ok(());
+        };
+        for at in index + 1..self.expected.len() {
+            let mut now = Vec::with_capacity(self.expected[at].len());
+            for reading in &self.expected[at] {
+                now.push(self.take_again(reading, cluster).await?);
+            }
+            self.expected[at] = now;
+        }
+        Ok(())
+    }
+
+    /// What the plan says of step `id`: its decision and why.
+    pub fn decision(&self, id: &str) -> Option<(PlanDecision, &str)> {
+        self.plan
+            .step(id)
+            .map(|(_, step)| (step.entry.decision, step.entry.reason.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn params(pairs: &[(&str, Value)]) -> IndexMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn ages_and_limits_read_as_people_write_them() {
+        assert_eq!(rounded(Duration::from_secs(3 * 86_400 + 7)), "3d");
+        assert_eq!(rounded(Duration::from_secs(25 * 3_600)), "25h");
+        assert_eq!(rounded(Duration::from_secs(59)), "59s");
+        assert_eq!(exact(DEFAULT_MAX_AGE), "24h");
+        assert_eq!(exact(Duration::from_secs(90 * 60)), "90m");
+        assert_eq!(exact(Duration::from_secs(45)), "45s");
+    }
+
+    #[test]
+    fn differing_params_are_named() {
+        let planned = params(&[("hub", json!("staging")), ("users", json!(2))]);
+        let now = params(&[
+            ("hub", json!("prod")),
+            ("users", json!(2)),
+            ("extra", json!(true)),
+        ]);
+        assert_eq!(
+            param_differences(&planned, &now),
+            ["hub was staging, is prod", "extra was not given, is true"]
+        );
+        assert!(param_differences(&planned, &planned).is_empty());
+    }
+
+    #[test]
+    fn a_file_that_is_not_json_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        std::fs::write(&path, "steps:\n  - nope\n").unwrap();
+        let error = SavedPlan::load("--plan", &path).unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("is not a saved plan: it is not JSON"),
+            "{}",
+            error.message
+        );
+        assert!(error.message.contains("plan.json"));
+        std::fs::write(&path, "{\"format_version\": 99}").unwrap();
+        let error = SavedPlan::load("--plan", &path).unwrap_err();
+        assert!(
+            error.message.contains("format version 99"),
+            "{}",
+            error.message
+        );
+    }
+}
