@@ -273,3 +273,127 @@ fn a_saved_plan_shows_as_markdown_without_the_cluster() {
         .status(0);
     insta::assert_snapshot!("saved_plan_markdown", scrubbed(&markdown.stdout));
 }
+
+/// Phase 1 on one machine, the plan made on a second, phase 2 run on a third, all through
+/// the cluster's state: the saved plan holds, since the journal it saw is the cluster's.
+#[test]
+fn a_plan_made_on_one_machine_runs_on_another_through_the_cluster() {
+    const PHASES: &str = r#"
+runbook: 1
+name: phases
+steps:
+  - id: label-namespace
+    kube.patch:
+      kind: Namespace
+      name: staging
+      merge: {metadata: {labels: {migrating: "yes"}}}
+  - id: window
+    pause: "Is the maintenance window open?"
+  - id: retain-pv
+    kube.patch:
+      kind: PersistentVolume
+      name: staging-home-nfs
+      merge: {spec: {persistentVolumeReclaimPolicy: Retain}}
+"#;
+    let sandbox = Sandbox::start(HUB);
+    let machine = || {
+        Test::new()
+            .playbook(PHASES)
+            .env(
+                "KUBECONFIG",
+                sandbox.kubeconfig().to_str().expect("UTF-8 path"),
+            )
+            .env("RUNBOOK_STATE", "cluster")
+    };
+    let (laptop, reviewer, ci) = (machine(), machine(), machine());
+    laptop
+        .run_args(&["run", "playbook.yaml"])
+        .status(5)
+        .stderr_has("window waits for approval");
+    reviewer
+        .run_args(&["plan", "playbook.yaml", "--out", "plan.json"])
+        .status(0)
+        .stdout_has("done in an earlier run");
+    let plan = std::fs::read_to_string(reviewer.path("plan.json")).unwrap();
+    let ci = ci.file("plan.json", &plan);
+    ci.run_args(&[
+        "run",
+        "playbook.yaml",
+        "--plan",
+        "plan.json",
+        "--approve",
+        "window",
+    ])
+    .status(0);
+    assert_eq!(reclaim_policy(&sandbox), "Retain");
+}
+
+/// A change made while the run waits in an earlier step, to an object that step does not
+/// write, is caught before the step that read it.
+#[test]
+fn a_change_during_the_run_is_caught_before_the_step_that_read_it() {
+    const WINDOW: &str = r#"
+runbook: 1
+name: window
+steps:
+  - id: wait-for-window
+    kube.wait: {kind: ConfigMap, namespace: staging, name: window, for: exists, timeout: 2m}
+  - id: label-namespace
+    kube.patch:
+      kind: Namespace
+      name: staging
+      merge: {metadata: {labels: {migrating: "yes"}}}
+  - id: retain-pv
+    require: "kube_get('PersistentVolume', 'staging-home-nfs').spec.persistentVolumeReclaimPolicy == 'Delete'"
+    kube.patch:
+      kind: PersistentVolume
+      name: staging-home-nfs
+      merge: {spec: {persistentVolumeReclaimPolicy: Retain}}
+"#;
+    let sandbox = Sandbox::start(HUB);
+    let test = Test::new().playbook(WINDOW).env(
+        "KUBECONFIG",
+        sandbox.kubeconfig().to_str().expect("UTF-8 path"),
+    );
+    test.run_args(&["plan", "playbook.yaml", "--out", "plan.json"])
+        .status(0);
+    let test = test.args(["run", "playbook.yaml", "--plan", "plan.json"]);
+    let mut run = test.spawn();
+    test.wait_for_event(|event| {
+        event["event"] == "step_started" && event["step"] == "wait-for-window"
+    });
+    sandbox.kubectl(&[
+        "patch",
+        "pv",
+        "staging-home-nfs",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"persistentVolumeReclaimPolicy":"Retain"}}"#,
+    ]);
+    sandbox.kubectl(&["create", "configmap", "window", "-n", "staging"]);
+    let status = run.wait().expect("wait for the run");
+    let stderr = std::fs::read_to_string(test.path("spawned.stderr")).unwrap();
+    assert_eq!(status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains(
+            "retain-pv: what its decision read changed since the plan; stopped before it"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "PersistentVolume staging-home-nfs: spec.persistentVolumeReclaimPolicy was Delete, is Retain"
+        ),
+        "{stderr}"
+    );
+    // The step between, whose own write is expected, ran; the one whose reading changed did not.
+    assert_eq!(namespace_labels(&sandbox)["migrating"], "yes");
+    let started: Vec<String> = test
+        .journal()
+        .iter()
+        .filter(|event| event["event"] == "step_started")
+        .map(|event| event["step"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(started, ["wait-for-window", "label-namespace"]);
+}

@@ -229,6 +229,11 @@ fn show(value: &serde_json::Value) -> String {
 
 #[async_trait::async_trait]
 impl Action for ValuesSet {
+    /// Its one write is the values file, recorded.
+    fn reports_its_writes(&self) -> bool {
+        true
+    }
+
     async fn check(&self, cx: &StepContext<'_>) -> anyhow::Result<Check> {
         let edit = self.edit(cx)?;
         if !edit.changed.is_empty() {
@@ -283,6 +288,7 @@ impl Action for ValuesSet {
             // owner (or a concurrent edit) is in the way, and the same run goes on once that
             // is fixed.
             .map_err(anyhow::Error::from)?;
+            cx.record_written_file(&edit.file.path);
         }
         let previous: serde_json::Map<String, serde_json::Value> = edit
             .changed

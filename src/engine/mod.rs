@@ -26,6 +26,7 @@ use crate::actions::StepContext;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::failure::StepError;
 use crate::kube::Cluster;
+use crate::kube::readings::Readings;
 use crate::playbook::{Bound, HumanDuration, Playbook, Step};
 use crate::render::{Masker, Renderer, Vars};
 use crate::{Error, Exit, Result};
@@ -735,6 +736,13 @@ async fn run_steps(
     cluster: Option<Cluster>,
     plan: Option<PlanGuard>,
 ) -> anyhow::Result<Exit> {
+    // With a saved plan, what the steps write through the client is recorded, so that a
+    // change the plan's steps did not make is told from theirs.
+    let readings = plan.as_ref().map(|_| Readings::default());
+    let cluster = match &readings {
+        Some(readings) => cluster.map(|cluster| cluster.recording(readings.clone())),
+        None => cluster,
+    };
     let renderer = Renderer::with_cluster(recorder.masker.clone(), cluster.clone());
     let from_index = options
         .from
@@ -757,7 +765,7 @@ async fn run_steps(
         reporter: &*recorder.reporter,
         cluster: cluster.as_ref(),
         surroundings: &options.surroundings,
-        readings: None,
+        readings: readings.as_ref(),
     };
     walk.run(&mut visitor).await
 }
@@ -940,8 +948,14 @@ impl StepVisitor for RunVisitor<'_> {
             error: None,
             tail: outcome.tail,
         })?;
-        if let Some(plan) = &mut self.plan {
-            plan.after_step(id, cx.cluster).await?;
+        if let Some(plan) = &mut self.plan
+            && !step.action().changes_nothing()
+        {
+            let written = step
+                .action()
+                .reports_its_writes()
+                .then(|| cx.readings.map(Readings::take_written).unwrap_or_default());
+            plan.after_step(id, cx.cluster, written.as_deref()).await?;
         }
         Ok(After::Next {
             output: Some(outcome.output),
@@ -968,6 +982,11 @@ impl RunVisitor<'_> {
         let Some(plan) = &mut self.plan else {
             return Ok(None);
         };
+        // What the step's evaluation read is not needed; what it writes from here on is.
+        if let Some(readings) = cx.readings {
+            readings.take();
+            readings.take_written();
+        }
         let change = match plan.before_step(id, cx.cluster).await {
             Ok(change) => change,
             Err(error) => {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::diagnostic::Diagnostic;
 use crate::kube::Cluster;
-use crate::kube::readings::Reading;
+use crate::kube::readings::{Reading, Written};
 use crate::playbook::{Bound, Playbook};
 use crate::render::Masker;
 
@@ -422,19 +422,31 @@ impl PlanGuard {
         Ok(None)
     }
 
-    /// After step `id` ran: what the steps after it read is taken again and expected from
-    /// now on, since this run may have changed it (`retain-pv` patches the PV that
-    /// `delete-pv`'s guard reads). A change someone else made while the step ran is taken
-    /// as the step's: the step's own changes cannot be told from it in general (a `run:`
-    /// step's `kubectl` writes where runbook does not see).
-    pub async fn after_step(&mut self, id: &str, cluster: Option<&Cluster>) -> anyhow::Result<()> {
+    /// After step `id` ran: what the steps after it read and this step changed is taken
+    /// again and expected from now on (`retain-pv` patches the PV that `delete-pv`'s guard
+    /// reads). `written` is what the step wrote, when its action reports every write; `None`
+    /// (a `run:` step's `kubectl` writes where runbook does not see) takes everything again,
+    /// so that a change someone else made while such a step ran is taken as the step's.
+    pub async fn after_step(
+        &mut self,
+        id: &str,
+        cluster: Option<&Cluster>,
+        written: Option<&[Written]>,
+    ) -> anyhow::Result<()> {
         let Some((index, _)) = self.plan.step(id) else {
             return Ok(());
+        };
+        let changed_by_step = |reading: &Reading| {
+            written.is_none_or(|written| written.iter().any(|write| reading.affected_by(write)))
         };
         for at in index + 1..self.expected.len() {
             let mut now = Vec::with_capacity(self.expected[at].len());
             for reading in &self.expected[at] {
-                now.push(self.take_again(reading, cluster).await?);
+                if changed_by_step(reading) {
+                    now.push(self.take_again(reading, cluster).await?);
+                } else {
+                    now.push(reading.clone());
+                }
             }
             self.expected[at] = now;
         }

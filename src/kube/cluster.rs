@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::Kind;
 use super::exec_credential::{ExecToken, ExecTokenLayer};
-use super::readings::{ListReading, ObjectReading, Reading, Readings};
+use super::readings::{ListReading, ObjectReading, Reading, Readings, Written};
 use crate::diagnostic::{Diagnostic, Source, did_you_mean};
 
 /// Where the cluster's credentials come from (`--kubeconfig`, `--context`).
@@ -371,6 +371,18 @@ impl Cluster {
         }
     }
 
+    /// Reports a write to the readings, if any (not a dry run's). Before the request: a
+    /// write whose answer was lost may have happened all the same.
+    fn wrote(&self, kind: &Kind, namespace: Option<&str>, name: &str) {
+        if let Some(readings) = &self.readings {
+            readings.record_write(Written::object(
+                kind,
+                self.namespace_for(kind, namespace),
+                name,
+            ));
+        }
+    }
+
     /// One object as JSON, or `None` when it does not exist.
     pub async fn get(
         &self,
@@ -459,6 +471,9 @@ impl Cluster {
             },
         };
         params.dry_run = dry_run;
+        if !dry_run {
+            self.wrote(kind, namespace, name);
+        }
         let request = Request {
             verb: "patch",
             kind,
@@ -491,6 +506,7 @@ impl Cluster {
     ) -> Result<serde_json::Value, KubeError> {
         let api = self.api(kind, namespace);
         let params = PatchParams::apply(field_manager).force();
+        self.wrote(kind, namespace, name);
         let request = Request {
             verb: "apply",
             kind,
@@ -519,6 +535,9 @@ impl Cluster {
             dry_run,
             ..DeleteParams::default()
         };
+        if !dry_run {
+            self.wrote(kind, namespace, name);
+        }
         let request = Request {
             verb: "delete",
             kind,
@@ -544,6 +563,7 @@ impl Cluster {
     ) -> Result<serde_json::Value, KubeError> {
         let api = self.api(kind, namespace);
         let name = object.metadata.name.as_deref().unwrap_or_default();
+        self.wrote(kind, namespace, name);
         let request = Request {
             verb: "create",
             kind,
@@ -574,6 +594,7 @@ impl Cluster {
         object: &DynamicObject,
     ) -> Result<serde_json::Value, KubeError> {
         let api = self.api(kind, namespace);
+        self.wrote(kind, namespace, name);
         let request = Request {
             verb: "replace",
             kind,

@@ -85,21 +85,77 @@ pub enum Reading {
     File(FileReading),
 }
 
-/// Where a recording [`Cluster`] and the actions report their readings. Clones share them.
+/// Something a step changed, as a recording [`Cluster`] or an action reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// An object written or deleted; `name` is empty for a create that let the server pick it.
+    Object {
+        /// `v1`, `apps/v1`.
+        api_version: String,
+        /// `PersistentVolume`.
+        kind: String,
+        /// The namespace, for a namespaced kind.
+        namespace: Option<String>,
+        /// The object's name.
+        name: String,
+    },
+    /// A file written.
+    File {
+        /// The path as the step named it.
+        path: String,
+    },
+}
+
+impl Written {
+    /// The write of an object of `kind`.
+    pub fn object(kind: &Kind, namespace: Option<&str>, name: &str) -> Self {
+        Written::Object {
+            api_version: kind.api_version.to_string(),
+            kind: kind.kind.to_string(),
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// What was read and written since the last look.
+#[derive(Debug, Default)]
+struct Record {
+    taken: Vec<Reading>,
+    written: Vec<Written>,
+}
+
+/// Where a recording [`Cluster`] and the actions report their readings (and, in a run of a
+/// saved plan, their writes). Clones share them.
 #[derive(Debug, Clone, Default)]
 pub struct Readings {
-    taken: Arc<Mutex<Vec<Reading>>>,
+    record: Arc<Mutex<Record>>,
 }
 
 impl Readings {
     /// Records a reading; one that was already taken since the last [`Readings::take`] is
     /// kept as it was first read (what the decision started from).
     pub fn record(&self, reading: Reading) {
-        if let Ok(mut taken) = self.taken.lock()
-            && !taken.iter().any(|known| known.same_source(&reading))
+        if let Ok(mut record) = self.record.lock()
+            && !record.taken.iter().any(|known| known.same_source(&reading))
         {
-            taken.push(reading);
+            record.taken.push(reading);
         }
+    }
+
+    /// Records a write.
+    pub fn record_write(&self, written: Written) {
+        if let Ok(mut record) = self.record.lock() {
+            record.written.push(written);
+        }
+    }
+
+    /// The writes since the last call.
+    pub fn take_written(&self) -> Vec<Written> {
+        self.record
+            .lock()
+            .map(|mut record| std::mem::take(&mut record.written))
+            .unwrap_or_default()
     }
 
     /// Records a file read as `content`.
@@ -112,9 +168,9 @@ impl Readings {
 
     /// The readings since the last call, oldest first.
     pub fn take(&self) -> Vec<Reading> {
-        self.taken
+        self.record
             .lock()
-            .map(|mut taken| std::mem::take(&mut *taken))
+            .map(|mut record| std::mem::take(&mut record.taken))
             .unwrap_or_default()
     }
 }
@@ -262,6 +318,39 @@ impl Reading {
                 )
             }
             (Reading::File(a), Reading::File(b)) => a.path == b.path,
+            _ => false,
+        }
+    }
+
+    /// Whether `written` may have changed what this reading read: the same object, an
+    /// object of a listed kind and namespace, the same file.
+    pub fn affected_by(&self, written: &Written) -> bool {
+        match (self, written) {
+            (
+                Reading::Object(read),
+                Written::Object {
+                    api_version,
+                    kind,
+                    namespace,
+                    name,
+                },
+            ) => {
+                (&read.api_version, &read.kind, &read.namespace) == (api_version, kind, namespace)
+                    && (name.is_empty() || &read.name == name)
+            }
+            (
+                Reading::List(read),
+                Written::Object {
+                    api_version,
+                    kind,
+                    namespace,
+                    ..
+                },
+            ) => {
+                (&read.api_version, &read.kind) == (api_version, kind)
+                    && (read.namespace.is_none() || &read.namespace == namespace)
+            }
+            (Reading::File(read), Written::File { path }) => &read.path == path,
             _ => false,
         }
     }
@@ -564,6 +653,28 @@ mod tests {
         assert_eq!(taken.len(), 2);
         assert_eq!(taken[0], Reading::Object(reading(Some(&pv("Delete", "1")))));
         assert!(readings.take().is_empty());
+    }
+
+    #[test]
+    fn a_write_affects_the_same_object_lists_of_its_kind_and_the_same_file() {
+        let pv = Reading::Object(reading(Some(&pv("Delete", "1"))));
+        let kind = pv_kind();
+        assert!(pv.affected_by(&Written::object(kind, None, "staging-home-nfs")));
+        assert!(!pv.affected_by(&Written::object(kind, None, "other")));
+        let namespace = find_kind("Namespace").unwrap();
+        assert!(!pv.affected_by(&Written::object(namespace, None, "staging-home-nfs")));
+        let pods = find_kind("Pod").unwrap();
+        let list = Reading::List(ListReading::of(pods, Some("staging"), None, None, &[]));
+        assert!(list.affected_by(&Written::object(pods, Some("staging"), "new-pod")));
+        assert!(!list.affected_by(&Written::object(pods, Some("prod"), "new-pod")));
+        let file = Reading::File(FileReading {
+            path: "hub.values.yaml".into(),
+            sha256: None,
+        });
+        assert!(file.affected_by(&Written::File {
+            path: "hub.values.yaml".into()
+        }));
+        assert!(!file.affected_by(&Written::object(kind, None, "hub.values.yaml")));
     }
 
     #[test]
