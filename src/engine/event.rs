@@ -176,10 +176,10 @@ pub enum EventKind {
         /// The step whose readings differ; `None` for the journal.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         step: Option<String>,
-        /// The step the run stopped before, when it is another one (every step's
-        /// readings are taken before the first step runs).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        stopped_before: Option<String>,
+        /// Found before the run's first step (every step's readings are taken then), so
+        /// that the run stopped before changing anything.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        before_any_step: bool,
         /// What differs, one line each.
         changes: Vec<String>,
     },

@@ -533,6 +533,20 @@ async fn run_locked(
         masker: bound.masker.clone(),
         lease,
     };
+    let plan = plan.map(|plan| PlanGuard::new(plan, bound.masker.clone()));
+    if let Some(plan) = &plan
+        && let Some(change) = plan.before_run(journal_position, &run_id, cluster).await?
+    {
+        // Shown, not journaled: a plan that no longer holds leaves the run as it was, so
+        // that a plan made now holds.
+        recorder.show(EventKind::PlanChanged {
+            step: change.step,
+            before_any_step: true,
+            changes: change.changes,
+        });
+        recorder.show(run_finished(Exit::PlanChanged));
+        return finished_run(playbook, &run_dir, Exit::PlanChanged);
+    }
     recorder.emit(EventKind::RunStarted {
         playbook: playbook.path.display().to_string(),
         name: playbook.name.clone(),
@@ -562,21 +576,6 @@ async fn run_locked(
         })?;
     }
 
-    if let Some(plan) = &plan
-        && plan.journal_position != journal_position
-    {
-        recorder.emit(EventKind::PlanChanged {
-            step: None,
-            stopped_before: None,
-            changes: vec![format!(
-                "the run's journal had {} events when the plan was made and has {journal_position} now: a run went on since (`runbook status {run_id}` shows it)",
-                plan.journal_position
-            )],
-        })?;
-        let exit = recorder.finish(Exit::PlanChanged)?;
-        return finished_run(playbook, &run_dir, exit);
-    }
-
     let mut interrupt = signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
     let step_loop = run_steps(
@@ -586,7 +585,7 @@ async fn run_locked(
         options.clone(),
         recorder.clone(),
         cluster.cloned(),
-        plan.map(|plan| PlanGuard::new(plan, bound.masker.clone())),
+        plan,
     );
     // On a thread of its own, not on a worker of the runtime: a step blocked in a system
     // call then blocks neither this function nor the workers that deliver signals and fire
@@ -996,8 +995,8 @@ impl RunVisitor<'_> {
         };
         if let Some(change) = change {
             recorder.emit(EventKind::PlanChanged {
-                step: Some(change.step),
-                stopped_before: change.stopped_before,
+                step: change.step,
+                before_any_step: false,
                 changes: change.changes,
             })?;
             return recorder

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::diagnostic::Diagnostic;
 use crate::kube::Cluster;
-use crate::kube::readings::{Reading, Written};
+use crate::kube::readings::{Compare, Reading, Written};
 use crate::playbook::{Bound, Playbook};
 use crate::render::Masker;
 
@@ -333,16 +333,19 @@ pub(super) struct PlanGuard {
     /// Each step's readings as they should be found now, by step index.
     expected: Vec<Vec<Reading>>,
     masker: Masker,
-    /// Whether every step's readings were taken once, before the first step ran.
-    checked_all: bool,
+    /// Whether a step of this run changed something: from then on readings are compared
+    /// by their intent ([`Compare::Intent`]).
+    changed: bool,
+    /// What the steps of this run wrote, as their actions reported it.
+    touched: Vec<Written>,
+    /// Whether a step whose writes runbook does not see ran (`run`, `kube.exec`).
+    unseen_writes: bool,
 }
 
 /// What differs from a saved plan before a step.
 pub(super) struct PlanChange {
-    /// The step whose readings differ.
-    pub step: String,
-    /// The step the run stops before, when it is another one.
-    pub stopped_before: Option<String>,
+    /// The step whose readings differ; `None` when the journal moved.
+    pub step: Option<String>,
     /// One line per difference.
     pub changes: Vec<String>,
 }
@@ -359,7 +362,9 @@ impl PlanGuard {
             plan,
             expected,
             masker,
-            checked_all: false,
+            changed: false,
+            touched: Vec::new(),
+            unseen_writes: false,
         }
     }
 
@@ -378,6 +383,18 @@ impl PlanGuard {
         Ok(serde_json::from_value(json)?)
     }
 
+    /// How a reading is compared now: strictly until a step of this run changed
+    /// something, then by intent, and an object this run wrote (or may have, through a
+    /// process) may come and go as the run's own doing.
+    fn compare(&self, reading: &Reading) -> Compare {
+        if !self.changed {
+            return Compare::Strict;
+        }
+        let ours =
+            self.unseen_writes || self.touched.iter().any(|write| reading.affected_by(write));
+        Compare::Intent { existence: !ours }
+    }
+
     /// What differs in the readings of the step at `index`.
     async fn changes_of(
         &self,
@@ -387,39 +404,55 @@ impl PlanGuard {
         let mut changes = Vec::new();
         for reading in &self.expected[index] {
             let again = self.take_again(reading, cluster).await?;
-            changes.extend(reading.changes(&again));
+            changes.extend(reading.changes(&again, self.compare(reading)));
         }
         Ok(changes)
     }
 
-    /// Before step `id` (of the plan) runs: the first step whose readings differ, if any.
-    /// The first time, every step from `id` on is looked at, so that a change the plan
+    /// Before the run starts: whether its journal moved since the plan (`journal_position`
+    /// events now), else the first step whose readings differ, so that a change the plan
     /// did not foresee stops the run before it changed anything.
+    pub async fn before_run(
+        &self,
+        journal_position: usize,
+        run_id: &str,
+        cluster: Option<&Cluster>,
+    ) -> anyhow::Result<Option<PlanChange>> {
+        if self.plan.journal_position != journal_position {
+            return Ok(Some(PlanChange {
+                step: None,
+                changes: vec![format!(
+                    "the run's journal had {} events when the plan was made and has {journal_position} now: a run went on since (`runbook status {run_id}` shows it)",
+                    self.plan.journal_position
+                )],
+            }));
+        }
+        for (at, step) in self.plan.steps.iter().enumerate() {
+            let changes = self.changes_of(at, cluster).await?;
+            if !changes.is_empty() {
+                return Ok(Some(PlanChange {
+                    step: Some(step.entry.id.clone()),
+                    changes,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Before step `id` (of the plan) runs: what differs in its readings, if anything.
     pub async fn before_step(
-        &mut self,
+        &self,
         id: &str,
         cluster: Option<&Cluster>,
     ) -> anyhow::Result<Option<PlanChange>> {
         let Some((index, _)) = self.plan.step(id) else {
             return Ok(None);
         };
-        let last = if self.checked_all {
-            index
-        } else {
-            self.expected.len() - 1
-        };
-        self.checked_all = true;
-        for at in index..=last {
-            let changes = self.changes_of(at, cluster).await?;
-            if !changes.is_empty() {
-                return Ok(Some(PlanChange {
-                    step: self.plan.steps[at].entry.id.clone(),
-                    stopped_before: (at != index).then(|| id.to_string()),
-                    changes,
-                }));
-            }
-        }
-        Ok(None)
+        let changes = self.changes_of(index, cluster).await?;
+        Ok((!changes.is_empty()).then(|| PlanChange {
+            step: Some(id.to_string()),
+            changes,
+        }))
     }
 
     /// After step `id` ran: what the steps after it read and this step changed is taken
@@ -436,6 +469,11 @@ impl PlanGuard {
         let Some((index, _)) = self.plan.step(id) else {
             return Ok(());
         };
+        self.changed = true;
+        match written {
+            Some(written) => self.touched.extend(written.iter().cloned()),
+            None => self.unseen_writes = true,
+        }
         let changed_by_step = |reading: &Reading| {
             written.is_none_or(|written| written.iter().any(|write| reading.affected_by(write)))
         };

@@ -125,6 +125,35 @@ struct Record {
     written: Vec<Written>,
 }
 
+/// How two readings of the same source are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// Everything read (but volatile metadata): before a run has changed anything.
+    Strict,
+    /// What people and tools set, not what controllers report: no `status`, of `metadata`
+    /// only the labels, and of a list only the items found both times. Once a run has
+    /// changed something, controllers answer it (a ReplicaSet's counts, the Pods it makes
+    /// again); those are not changes to the plan. `existence: false` also takes an object
+    /// that came, went or was made again for the run's own doing (an object it deleted
+    /// goes once its finalizers are done).
+    Intent {
+        /// Whether an object that came, went or was made again is a change.
+        existence: bool,
+    },
+}
+
+/// An object as [`Compare::Intent`] sees it.
+fn intent(object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(fields) = object.as_object_mut() {
+        fields.remove("status");
+        if let Some(metadata) = fields.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.retain(|key, _| key == "labels");
+        }
+    }
+    object
+}
+
 /// Where a recording [`Cluster`] and the actions report their readings (and, in a run of a
 /// saved plan, their writes). Clones share them.
 #[derive(Debug, Clone, Default)]
@@ -233,14 +262,19 @@ impl ObjectReading {
     }
 
     /// How this object changed into `now`, one line per difference.
-    pub fn changes(&self, now: &ObjectReading) -> Vec<String> {
+    pub fn changes(&self, now: &ObjectReading, compare: Compare) -> Vec<String> {
         let label = self.label();
+        let existence = !matches!(compare, Compare::Intent { existence: false });
         match (&self.content, &now.content) {
             (None, None) => Vec::new(),
+            (None, Some(_)) | (Some(_), None) if !existence => Vec::new(),
             (None, Some(_)) => vec![format!("{label}: was absent, exists now")],
             (Some(_), None) => vec![format!("{label}: was there, is gone")],
             (Some(before), Some(after)) => {
                 if self.uid.is_some() && now.uid.is_some() && self.uid != now.uid {
+                    if !existence {
+                        return Vec::new();
+                    }
                     return vec![format!(
                         "{label}: was deleted and made again (uid {} is {})",
                         self.uid.as_deref().unwrap_or_default(),
@@ -248,7 +282,12 @@ impl ObjectReading {
                     )];
                 }
                 let mut found = Vec::new();
-                field_changes("", before, after, &mut found);
+                match compare {
+                    Compare::Strict => field_changes("", before, after, &mut found),
+                    Compare::Intent { .. } => {
+                        field_changes("", &intent(before), &intent(after), &mut found);
+                    }
+                }
                 found
                     .into_iter()
                     .map(|change| format!("{label}: {change}"))
@@ -276,17 +315,19 @@ impl ListReading {
         label
     }
 
-    fn changes(&self, now: &ListReading) -> Vec<String> {
+    fn changes(&self, now: &ListReading, compare: Compare) -> Vec<String> {
         let label = self.label();
+        let membership = compare == Compare::Strict;
         let mut changes = Vec::new();
         for item in &now.items {
             match self.items.iter().find(|before| before.name == item.name) {
-                Some(before) => changes.extend(before.changes(item)),
-                None => changes.push(format!("{label}: {} is new", item.name)),
+                Some(before) => changes.extend(before.changes(item, compare)),
+                None if membership => changes.push(format!("{label}: {} is new", item.name)),
+                None => {}
             }
         }
         for before in &self.items {
-            if !now.items.iter().any(|item| item.name == before.name) {
+            if membership && !now.items.iter().any(|item| item.name == before.name) {
                 changes.push(format!("{label}: {} is gone", before.name));
             }
         }
@@ -357,10 +398,10 @@ impl Reading {
 
     /// How what was read as `self` changed into `now` (the same source read again), one
     /// line per difference; empty when nothing did.
-    pub fn changes(&self, now: &Reading) -> Vec<String> {
+    pub fn changes(&self, now: &Reading, compare: Compare) -> Vec<String> {
         match (self, now) {
-            (Reading::Object(before), Reading::Object(after)) => before.changes(after),
-            (Reading::List(before), Reading::List(after)) => before.changes(after),
+            (Reading::Object(before), Reading::Object(after)) => before.changes(after, compare),
+            (Reading::List(before), Reading::List(after)) => before.changes(after, compare),
             (Reading::File(before), Reading::File(after)) => {
                 match (&before.sha256, &after.sha256) {
                     (before_hash, after_hash) if before_hash == after_hash => Vec::new(),
@@ -562,7 +603,7 @@ mod tests {
         let before = reading(Some(&pv("Delete", "1")));
         let after = reading(Some(&pv("Retain", "2")));
         assert_eq!(
-            before.changes(&after),
+            before.changes(&after, Compare::Strict),
             [
                 "PersistentVolume staging-home-nfs: spec.persistentVolumeReclaimPolicy was Delete, is Retain"
             ]
@@ -576,7 +617,7 @@ mod tests {
         touched["metadata"]["managedFields"] = json!([{"manager": "other"}]);
         let after = reading(Some(&touched));
         assert_eq!(after.resource_version.as_deref(), Some("7"));
-        assert!(before.changes(&after).is_empty());
+        assert!(before.changes(&after, Compare::Strict).is_empty());
     }
 
     #[test]
@@ -584,18 +625,56 @@ mod tests {
         let there = reading(Some(&pv("Delete", "1")));
         let gone = reading(None);
         assert_eq!(
-            gone.changes(&there),
+            gone.changes(&there, Compare::Strict),
             ["PersistentVolume staging-home-nfs: was absent, exists now"]
         );
         assert_eq!(
-            there.changes(&gone),
+            there.changes(&gone, Compare::Strict),
             ["PersistentVolume staging-home-nfs: was there, is gone"]
         );
         let mut again = pv("Delete", "9");
         again["metadata"]["uid"] = json!("u2");
         assert_eq!(
-            there.changes(&reading(Some(&again))),
+            there.changes(&reading(Some(&again)), Compare::Strict),
             ["PersistentVolume staging-home-nfs: was deleted and made again (uid u1 is u2)"]
+        );
+    }
+
+    #[test]
+    fn intent_leaves_out_status_metadata_and_the_runs_own_comings_and_goings() {
+        let mut before = pv("Delete", "1");
+        before["status"] = json!({"phase": "Bound"});
+        let mut after = before.clone();
+        after["status"]["phase"] = json!("Released");
+        after["metadata"]["annotations"] = json!({"pv.kubernetes.io/bound-by-controller": "yes"});
+        let (before, after) = (reading(Some(&before)), reading(Some(&after)));
+        let intent = Compare::Intent { existence: true };
+        assert!(before.changes(&after, intent).is_empty());
+        assert_eq!(before.changes(&after, Compare::Strict).len(), 2);
+        let mut relabelled = pv("Retain", "2");
+        relabelled["metadata"]["labels"] = json!({"hub": "staging"});
+        assert_eq!(
+            before.changes(&reading(Some(&relabelled)), intent),
+            [
+                "PersistentVolume staging-home-nfs: metadata.labels was absent, is {\"hub\":\"staging\"}",
+                "PersistentVolume staging-home-nfs: spec.persistentVolumeReclaimPolicy was Delete, is Retain"
+            ]
+        );
+        let gone = reading(None);
+        assert_eq!(before.changes(&gone, intent).len(), 1);
+        assert!(
+            before
+                .changes(&gone, Compare::Intent { existence: false })
+                .is_empty()
+        );
+        let kind = pv_kind();
+        let item = |name: &str| json!({"metadata": {"name": name}, "spec": {}});
+        let list = ListReading::of(kind, None, None, None, &[item("a")]);
+        let replaced = ListReading::of(kind, None, None, None, &[item("b")]);
+        assert!(
+            Reading::List(list)
+                .changes(&Reading::List(replaced), intent)
+                .is_empty()
         );
     }
 
@@ -635,7 +714,7 @@ mod tests {
         let before = ListReading::of(kind, None, Some("app=hub"), None, &[item("a"), item("b")]);
         let after = ListReading::of(kind, None, Some("app=hub"), None, &[item("b"), item("c")]);
         assert_eq!(
-            Reading::List(before).changes(&Reading::List(after)),
+            Reading::List(before).changes(&Reading::List(after), Compare::Strict),
             [
                 "PersistentVolume list (app=hub): c is new",
                 "PersistentVolume list (app=hub): a is gone"
@@ -688,7 +767,7 @@ mod tests {
             sha256: Some("b".repeat(64)),
         });
         assert_eq!(
-            before.changes(&after),
+            before.changes(&after, Compare::Strict),
             [
                 "file hub.values.yaml: its content changed (sha256 was aaaaaaaaaaaa, is bbbbbbbbbbbb)"
             ]

@@ -224,19 +224,19 @@ impl Reporter {
             }
             EventKind::PlanChanged {
                 step,
-                stopped_before,
+                before_any_step,
                 changes,
             } => {
-                let what = match (step, stopped_before) {
-                    (Some(step), Some(before)) => format!(
-                        "{step}: what its decision read changed since the plan; stopped before {before}"
-                    ),
-                    (Some(step), None) => format!(
-                        "{step}: what its decision read changed since the plan; stopped before it"
-                    ),
-                    (None, _) => {
-                        "the run changed since the plan; stopped before its steps".to_string()
+                let stopped = if *before_any_step {
+                    "nothing was run"
+                } else {
+                    "stopped before it"
+                };
+                let what = match step {
+                    Some(step) => {
+                        format!("{step}: what its decision read changed since the plan; {stopped}")
                     }
+                    None => format!("the run went on since the plan; {stopped}"),
                 };
                 let mut text = format!("{} {what}", self.paint(RED, "✗"));
                 for change in changes {
