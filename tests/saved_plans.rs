@@ -408,3 +408,37 @@ steps:
         .collect();
     assert_eq!(started, ["wait-for-window", "label-namespace"]);
 }
+
+const NFS_PLAYBOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/nfs-migrate.yaml");
+
+/// The NFS migration's two phases, the second from a saved plan: the plan holds through
+/// the run's own changes (pods deleted and made again by their ReplicaSets, a claim that
+/// goes once its pods are gone, a redeploy) and the sandbox's users logging off while
+/// `no-active-users` waits for them; a second plan made before that run is then stale.
+#[test]
+fn the_nfs_migrations_second_phase_runs_from_a_saved_plan() {
+    let test = Test::new();
+    let sandbox_dir = test.path("sandbox");
+    let args = |command: &str, extra: &[&str]| {
+        let mut args: Vec<String> = [command, NFS_PLAYBOOK, "--sandbox", "--sandbox-dir"]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        args.push(sandbox_dir.display().to_string());
+        args.extend(extra.iter().map(ToString::to_string));
+        args
+    };
+    test.run_args(&args("run", &[]))
+        .status(5)
+        .stderr_has("start-maintenance waits for approval");
+    test.run_args(&args("plan", &["--out", "phase-2.json"]))
+        .status(0);
+    test.run_args(&args("plan", &["--out", "stale.json"]))
+        .status(0);
+    test.run_args(&args("run", &["--plan", "phase-2.json", "--yes"]))
+        .status(0)
+        .stderr_has("every step is done");
+    test.run_args(&args("run", &["--plan", "stale.json", "--yes"]))
+        .status(6)
+        .stderr_has("a run went on since");
+}

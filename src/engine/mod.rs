@@ -533,7 +533,7 @@ async fn run_locked(
         masker: bound.masker.clone(),
         lease,
     };
-    let plan = plan.map(|plan| PlanGuard::new(plan, bound.masker.clone()));
+    let plan = plan.map(|plan| PlanGuard::new(plan, playbook, bound.masker.clone()));
     if let Some(plan) = &plan
         && let Some(change) = plan.before_run(journal_position, &run_id, cluster).await?
     {

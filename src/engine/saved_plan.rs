@@ -326,11 +326,23 @@ fn step_differences(plan: &SavedPlan, playbook: &Playbook) -> Vec<String> {
     found
 }
 
+/// Whether the run is held to what the plan's step read. Not when the plan could not
+/// decide it (`unknown`: the run decides, as the plan said), nor when the step waits for
+/// what it reads to change (a `kube.wait`, a guard or `until` evaluated again with
+/// `retries`: users logging off while `no-active-users` waits for them is what it is for).
+fn held_to(saved: &SavedStep, step: &crate::playbook::Step) -> bool {
+    let waits = step.spec.retries.is_some()
+        || step.spec.until.is_some()
+        || (step.action().changes_nothing() && !step.action().is_read_only());
+    saved.entry.decision != PlanDecision::Unknown && !waits
+}
+
 /// What a run of a saved plan holds to: the plan, and what each step's readings are
 /// expected to be (the plan's, until a step of this run changes them).
 pub(super) struct PlanGuard {
     plan: SavedPlan,
-    /// Each step's readings as they should be found now, by step index.
+    /// Each step's readings as they should be found now, by step index; empty for a step
+    /// the run is not held to (see [`held_to`]).
     expected: Vec<Vec<Reading>>,
     masker: Masker,
     /// Whether a step of this run changed something: from then on readings are compared
@@ -351,12 +363,16 @@ pub(super) struct PlanChange {
 }
 
 impl PlanGuard {
-    /// Holds a run to `plan`; `masker` masks readings taken again as the plan's were.
-    pub fn new(plan: SavedPlan, masker: Masker) -> Self {
+    /// Holds a run of `playbook` to `plan` (checked to be of it); `masker` masks readings
+    /// taken again as the plan's were.
+    pub fn new(plan: SavedPlan, playbook: &Playbook, masker: Masker) -> Self {
         let expected = plan
             .steps
             .iter()
-            .map(|step| step.readings.clone())
+            .map(|saved| match playbook.step(&saved.entry.id) {
+                Some(step) if held_to(saved, step) => saved.readings.clone(),
+                _ => Vec::new(),
+            })
             .collect();
         PlanGuard {
             plan,
