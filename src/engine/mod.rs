@@ -972,13 +972,13 @@ impl RunVisitor<'_> {
     /// read differs from the plan, and skips a step the plan skips. `None` goes on as
     /// without a plan.
     async fn hold_to_plan(
-        &mut self,
+        &self,
         step: &Step,
         cx: &StepContext<'_>,
         evaluated: &anyhow::Result<Evaluated>,
     ) -> anyhow::Result<Option<After<Exit>>> {
         let (recorder, id) = (self.recorder, step.id());
-        let Some(plan) = &mut self.plan else {
+        let Some(plan) = &self.plan else {
             return Ok(None);
         };
         // What the step's evaluation read is not needed; what it writes from here on is.
