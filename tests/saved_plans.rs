@@ -150,6 +150,28 @@ fn a_change_since_the_plan_stops_the_run_before_anything_changes() {
             "PersistentVolume staging-home-nfs: spec.persistentVolumeReclaimPolicy was Delete, is Retain",
         );
     insta::assert_snapshot!("plan_changed", scrubbed(&output.stderr_scrubbed()));
+    let events = test
+        .run_args(&[
+            "run",
+            "playbook.yaml",
+            "--plan",
+            "plan.json",
+            "--format",
+            "json",
+        ])
+        .status(6)
+        .events();
+    let changed = events
+        .iter()
+        .find(|event| event["event"] == "plan_changed")
+        .expect("a plan_changed event");
+    assert_eq!(changed["step"], "retain-pv");
+    assert_eq!(changed["before_any_step"], true);
+    assert_eq!(
+        changed["changes"][0],
+        "PersistentVolume staging-home-nfs: spec.persistentVolumeReclaimPolicy was Delete, is Retain"
+    );
+    assert_eq!(events.last().unwrap()["exit_code"], 6);
     // Stopped before its first step: the namespace is not labelled, the file untouched.
     assert!(
         namespace_labels(&sandbox).get("migrating").is_none(),
@@ -283,6 +305,16 @@ fn a_saved_plan_shows_as_markdown_without_the_cluster() {
         .run_args(&["show-plan", "plan.json", "--format", "markdown"])
         .status(0);
     insta::assert_snapshot!("saved_plan_markdown", scrubbed(&markdown.stdout));
+    let json = requests_free
+        .run_args(&["show-plan", "plan.json", "--format", "json"])
+        .status(0);
+    let shown: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(shown["steps"][2]["id"], "retain-pv");
+    assert_eq!(shown["steps"][2]["decision"], "run");
+    requests_free
+        .run_args(&["show-plan", "playbook.yaml"])
+        .status(2)
+        .stderr_has("show-plan playbook.yaml: cannot read the plan");
 }
 
 /// Phase 1 on one machine, the plan made on a second, phase 2 run on a third, all through

@@ -331,10 +331,31 @@ fn step_differences(plan: &SavedPlan, playbook: &Playbook) -> Vec<String> {
 /// what it reads to change (a `kube.wait`, a guard or `until` evaluated again with
 /// `retries`: users logging off while `no-active-users` waits for them is what it is for).
 fn held_to(saved: &SavedStep, step: &crate::playbook::Step) -> bool {
-    let waits = step.spec.retries.is_some()
+    saved.entry.decision != PlanDecision::Unknown && !waits(step)
+}
+
+/// Whether a step waits for the world to change: a `kube.wait`, or a guard or `until`
+/// evaluated again with `retries`.
+fn waits(step: &crate::playbook::Step) -> bool {
+    step.spec.retries.is_some()
         || step.spec.until.is_some()
-        || (step.action().changes_nothing() && !step.action().is_read_only());
-    saved.entry.decision != PlanDecision::Unknown && !waits
+        || (step.action().changes_nothing() && !step.action().is_read_only())
+}
+
+/// The index of the first step the plan runs that changes something or waits for a
+/// change: up to it the world is at rest, and every reading is compared as it was read;
+/// after it, the procedure itself moves the world (users log off while a step waits for
+/// them, their pods go), and readings are compared by intent.
+fn at_rest_until(plan: &SavedPlan, playbook: &Playbook) -> usize {
+    plan.steps
+        .iter()
+        .position(|saved| {
+            saved.entry.decision == PlanDecision::Run
+                && playbook
+                    .step(&saved.entry.id)
+                    .is_some_and(|step| !step.action().changes_nothing() || waits(step))
+        })
+        .unwrap_or(plan.steps.len())
 }
 
 /// What a run of a saved plan holds to: the plan, and what each step's readings are
@@ -345,6 +366,8 @@ pub(super) struct PlanGuard {
     /// the run is not held to (see [`held_to`]).
     expected: Vec<Vec<Reading>>,
     masker: Masker,
+    /// See [`at_rest_until`].
+    at_rest_until: usize,
     /// Whether a step of this run changed something: from then on readings are compared
     /// by their intent ([`Compare::Intent`]).
     changed: bool,
@@ -375,6 +398,7 @@ impl PlanGuard {
             })
             .collect();
         PlanGuard {
+            at_rest_until: at_rest_until(&plan, playbook),
             plan,
             expected,
             masker,
@@ -399,12 +423,17 @@ impl PlanGuard {
         Ok(serde_json::from_value(json)?)
     }
 
-    /// How a reading is compared now: strictly until a step of this run changed
-    /// something, then by intent, and an object this run wrote (or may have, through a
-    /// process) may come and go as the run's own doing.
-    fn compare(&self, reading: &Reading) -> Compare {
+    /// How a reading of the step at `index` is compared now: strictly while the world is
+    /// at rest (see [`at_rest_until`]), then by intent; and once this run changed
+    /// something, an object it wrote (or may have, through a process) may come and go as
+    /// the run's own doing.
+    fn compare(&self, index: usize, reading: &Reading) -> Compare {
         if !self.changed {
-            return Compare::Strict;
+            return if index <= self.at_rest_until {
+                Compare::Strict
+            } else {
+                Compare::Intent { existence: true }
+            };
         }
         let ours =
             self.unseen_writes || self.touched.iter().any(|write| reading.affected_by(write));
@@ -420,7 +449,7 @@ impl PlanGuard {
         let mut changes = Vec::new();
         for reading in &self.expected[index] {
             let again = self.take_again(reading, cluster).await?;
-            changes.extend(reading.changes(&again, self.compare(reading)));
+            changes.extend(reading.changes(&again, self.compare(index, reading)));
         }
         Ok(changes)
     }
