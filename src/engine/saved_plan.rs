@@ -556,6 +556,128 @@ mod tests {
             .collect()
     }
 
+    const PLAYBOOK: &str = r#"
+runbook: 1
+name: guarded
+params:
+  hub: {default: staging}
+  token: {secret: true, default: s3cr3t}
+steps:
+  - id: look
+    assert: "hub != ''"
+  - id: gate
+    pause: "go on?"
+  - id: users-gone
+    require: "hub != ''"
+    retries: 3
+    run: [echo, gone]
+  - id: change
+    run: [echo, "{{ hub }}"]
+"#;
+
+    fn load(text: &str, vars: &[&str]) -> (tempfile::TempDir, Playbook, Bound) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("playbook.yaml");
+        std::fs::write(&path, text).unwrap();
+        let playbook = Playbook::load(&path).unwrap();
+        let bound = playbook
+            .bind(&crate::playbook::Inputs {
+                vars: vars.iter().map(ToString::to_string).collect(),
+                ..Default::default()
+            })
+            .unwrap();
+        (dir, playbook, bound)
+    }
+
+    fn saved(playbook: &Playbook, bound: &Bound, decisions: &[PlanDecision]) -> SavedPlan {
+        let steps = playbook
+            .steps
+            .iter()
+            .zip(decisions)
+            .map(|(step, decision)| PlanEntry {
+                id: step.id().to_string(),
+                name: None,
+                action: step.action_key.to_string(),
+                decision: *decision,
+                reason: String::new(),
+                summary: None,
+                diff: None,
+                readings: Vec::new(),
+            })
+            .collect();
+        let report = PlanReport {
+            run: super::super::run_id(playbook, &bound.params),
+            playbook: playbook.path.display().to_string(),
+            name: playbook.name.clone(),
+            steps,
+            journal_position: 0,
+        };
+        SavedPlan::new(playbook, bound, &report)
+    }
+
+    const RUN_ALL: [PlanDecision; 4] = [PlanDecision::Run; 4];
+
+    #[test]
+    fn a_plan_holds_for_its_playbook_and_params_and_names_what_differs() {
+        let (_dir, playbook, bound) = load(PLAYBOOK, &[]);
+        let plan = saved(&playbook, &bound, &RUN_ALL);
+        assert_eq!(plan.params, params(&[("hub", json!("staging"))]));
+        let file = Path::new("plan.json");
+        plan.check(file, &playbook, &bound, DEFAULT_MAX_AGE)
+            .unwrap();
+        let (_other_dir, _, other_params) = load(PLAYBOOK, &["hub=prod"]);
+        let error = plan
+            .check(file, &playbook, &other_params, DEFAULT_MAX_AGE)
+            .unwrap_err();
+        assert_eq!(
+            error.message,
+            "--plan plan.json was made with other params: hub was staging, is prod"
+        );
+        let (_edited_dir, edited, edited_params) =
+            load(&PLAYBOOK.replace("[echo, gone]", "[echo, left]"), &[]);
+        let error = plan
+            .check(file, &edited, &edited_params, DEFAULT_MAX_AGE)
+            .unwrap_err();
+        assert_eq!(
+            error.message,
+            "--plan plan.json: the playbook's steps changed since the plan: `users-gone` changed"
+        );
+        let mut old = plan.clone();
+        old.created = "2026-01-01T00:00:00Z".into();
+        let error = old
+            .check(file, &playbook, &bound, DEFAULT_MAX_AGE)
+            .unwrap_err();
+        assert!(
+            error.message.contains("longer than --plan-max-age 24h"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn the_run_is_held_to_decided_steps_that_do_not_wait() {
+        let (_dir, playbook, bound) = load(PLAYBOOK, &[]);
+        let plan = saved(
+            &playbook,
+            &bound,
+            &[
+                PlanDecision::Run,
+                PlanDecision::Run,
+                PlanDecision::Run,
+                PlanDecision::Unknown,
+            ],
+        );
+        let held: Vec<bool> = plan
+            .steps
+            .iter()
+            .zip(&playbook.steps)
+            .map(|(saved, step)| held_to(saved, step))
+            .collect();
+        assert_eq!(held, [true, true, false, false]);
+        // `look` only reads; the gate is the first step that may change something.
+        assert_eq!(at_rest_until(&plan, &playbook), 1);
+    }
+
     #[test]
     fn ages_and_limits_read_as_people_write_them() {
         assert_eq!(rounded(Duration::from_secs(3 * 86_400 + 7)), "3d");
