@@ -642,7 +642,7 @@ steps:
             error.message,
             "--plan plan.json: the playbook's steps changed since the plan: `users-gone` changed"
         );
-        let mut old = plan.clone();
+        let mut old = plan;
         old.created = "2026-01-01T00:00:00Z".into();
         let error = old
             .check(file, &playbook, &bound, DEFAULT_MAX_AGE)
