@@ -39,6 +39,9 @@ pub enum Exit {
     Locked,
     /// Stopped at an approval gate.
     Paused,
+    /// `run --plan`: what a step's decision read differs from the saved plan; stopped
+    /// before the step.
+    PlanChanged,
     /// Interrupted by SIGINT or SIGTERM.
     Interrupted,
 }
@@ -53,6 +56,7 @@ impl Exit {
             Exit::Refused => 3,
             Exit::Locked => 4,
             Exit::Paused => 5,
+            Exit::PlanChanged => 6,
             Exit::Interrupted => 130,
         }
     }

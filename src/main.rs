@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use runbook::actions::RunEnvironment;
 use runbook::engine::journal::History;
 use runbook::engine::lock::{Acquired, RunLock};
-use runbook::engine::{self, ClusterState, RunOptions, StateDir};
+use runbook::engine::saved_plan::SavedPlan;
+use runbook::engine::{self, ClusterState, PlanFile, RunOptions, StateDir};
 use runbook::kube::{Cluster, ClusterOptions};
 use runbook::playbook::{Inputs, Playbook};
 use runbook::report::{self, Format, Reporter, Verbosity};
@@ -139,10 +140,22 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: PlanFormat,
+        /// Also save the plan to FILE, with what each decision read, for `run --plan FILE`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
         #[command(flatten)]
         sandbox: SandboxArgs,
         #[command(flatten)]
         state: StateArgs,
+    },
+    /// Show a plan saved with `plan --out`, without reading the cluster (Markdown for a pull
+    /// request).
+    ShowPlan {
+        /// The saved plan.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
     },
     /// Run a playbook, or resume it where it stopped.
     Run {
@@ -163,6 +176,13 @@ enum Command {
         /// Forget the journal (it is kept aside) and start over.
         #[arg(long)]
         restart: bool,
+        /// Run exactly the plan saved in FILE (`plan --out FILE`): stop with exit 6 before a
+        /// step whose readings changed since.
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
+        /// The oldest --plan that is run.
+        #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = parse_duration)]
+        plan_max_age: std::time::Duration,
         /// Text on stderr, or JSON events on stdout.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
@@ -325,6 +345,7 @@ async fn execute(
         Command::Plan {
             playbook: args,
             format,
+            out,
             sandbox: _,
             state: _,
         } => {
@@ -350,6 +371,19 @@ async fn execute(
                 PlanFormat::Markdown => plan.to_markdown(),
             };
             print!("{text}");
+            if let Some(out) = out {
+                SavedPlan::new(&playbook, &bound, &plan).save(&out, &bound.masker)?;
+            }
+            Ok(Exit::Success)
+        }
+        Command::ShowPlan { file, format } => {
+            let plan = SavedPlan::load("show-plan", &file)?;
+            let text = match format {
+                PlanFormat::Text => plan.report().to_text(),
+                PlanFormat::Json => plan.report().to_json() + "\n",
+                PlanFormat::Markdown => plan.to_markdown(),
+            };
+            print!("{text}");
             Ok(Exit::Success)
         }
         Command::Run {
@@ -359,6 +393,8 @@ async fn execute(
             from,
             only,
             restart,
+            plan,
+            plan_max_age,
             format,
             sandbox: _,
             state: _,
@@ -374,6 +410,10 @@ async fn execute(
                 restart,
                 surroundings,
                 cluster_state: shared.clone(),
+                plan: plan.map(|path| PlanFile {
+                    path,
+                    max_age: plan_max_age,
+                }),
             };
             let cluster = cluster_for(&playbook, &cluster_options, shared.as_ref()).await?;
             let result = engine::run(

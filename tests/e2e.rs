@@ -22,6 +22,7 @@ mod sandbox_jobs;
 mod sandbox_kubectl;
 mod sandbox_nfs_sequence;
 mod sandbox_state;
+mod saved_plans;
 mod sync;
 mod sync_in_job;
 mod sync_in_pod;

@@ -135,9 +135,38 @@ pub struct StepContext<'a> {
     pub note_sink: Option<&'a dyn NoteSink>,
     /// What the command line says about the run's surroundings.
     pub surroundings: &'a RunEnvironment,
+    /// Where what the step's decision reads is recorded (a plan to be saved); the cluster
+    /// reports its reads itself, the actions report the files they read.
+    pub readings: Option<&'a crate::kube::readings::Readings>,
 }
 
 impl StepContext<'_> {
+    /// Records that the step wrote the file at `path`, for a run of a saved plan.
+    pub fn record_written_file(&self, path: &str) {
+        if let Some(readings) = self.readings {
+            readings.record_write(crate::kube::readings::Written::File {
+                path: path.to_string(),
+            });
+        }
+    }
+
+    /// Records that the step read the file at `path` (`None`: it could not be read), for
+    /// a saved plan; does nothing when nothing is recorded.
+    pub fn record_file(&self, path: &str, content: Option<&[u8]>) {
+        let Some(readings) = self.readings else {
+            return;
+        };
+        match content {
+            Some(content) => readings.record_file(path, content),
+            None => readings.record(crate::kube::readings::Reading::File(
+                crate::kube::readings::FileReading {
+                    path: path.to_string(),
+                    sha256: None,
+                },
+            )),
+        }
+    }
+
     /// The notes another step's action recorded (a copy continues the one an earlier
     /// `sync` step made), including those of this command; empty for a step with none.
     pub fn notes_of(&self, step: &str) -> &[serde_json::Value] {
@@ -307,5 +336,14 @@ pub trait Action: Send + Sync + std::fmt::Debug {
     /// For approval gates: the question to approve before `apply`.
     fn approval_prompt(&self) -> Option<&str> {
         None
+    }
+
+    /// Whether everything `apply` changes that a later step's decision may read goes
+    /// through the cluster client or [`StepContext::record_written_file`], so that a run of
+    /// a saved plan knows what this step changed and takes any other change since the plan
+    /// for what it is. False for actions that start processes (`run`, `kube.exec`), whose
+    /// writes runbook does not see.
+    fn reports_its_writes(&self) -> bool {
+        false
     }
 }

@@ -226,7 +226,7 @@ impl ValuesGet {
         let mut defined_in = Vec::new();
         let mut last = None;
         for path in &sources.files {
-            let file = match read_values(path) {
+            let file = match read_values(cx, path) {
                 Ok(file) => file,
                 // A file of a list that turns out to be encrypted is skipped, not fatal.
                 Err(_) if several && is_sops(path) => {

@@ -111,8 +111,10 @@ pub(super) fn explain(path: &str, text: &str, error: &ValuesError) -> anyhow::Er
 
 /// Reads and parses a values file; a missing file, bad YAML, several documents or an
 /// encrypted file is invalid input that names the file (and the line and column).
-pub(super) fn read_values(path: &str) -> anyhow::Result<ValuesFile> {
-    let text = crate::values::read_regular(std::path::Path::new(path)).map_err(|error| {
+pub(super) fn read_values(cx: &StepContext<'_>, path: &str) -> anyhow::Result<ValuesFile> {
+    let text = crate::values::read_regular(std::path::Path::new(path));
+    cx.record_file(path, text.as_ref().ok().map(String::as_bytes));
+    let text = text.map_err(|error| {
         let diagnostic = match error {
             crate::values::ReadError::NotRegular { .. } => Diagnostic::new(format!(
                 "the values file {error}"
@@ -189,7 +191,7 @@ impl ValuesSet {
     fn edit(&self, cx: &StepContext<'_>) -> anyhow::Result<Edit> {
         let path = cx.render(&self.file)?;
         let under = render_under(cx, self.under.as_ref())?;
-        let mut file = read_values(&path)?;
+        let mut file = read_values(cx, &path)?;
         let original = file.document.text().to_string();
         let mut changed = Vec::new();
         let mut wanted = Vec::new();
@@ -243,6 +245,11 @@ fn show(value: &serde_json::Value) -> String {
 
 #[async_trait::async_trait]
 impl Action for ValuesSet {
+    /// Its one write is the values file, recorded.
+    fn reports_its_writes(&self) -> bool {
+        true
+    }
+
     async fn check(&self, cx: &StepContext<'_>) -> anyhow::Result<Check> {
         let edit = self.edit(cx)?;
         if !edit.changed.is_empty() {
@@ -297,6 +304,7 @@ impl Action for ValuesSet {
             // owner (or a concurrent edit) is in the way, and the same run goes on once that
             // is fixed.
             .map_err(anyhow::Error::from)?;
+            cx.record_written_file(&edit.file.path);
         }
         let previous: serde_json::Map<String, serde_json::Value> = edit
             .changed

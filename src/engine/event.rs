@@ -41,6 +41,8 @@ pub enum RunStatus {
     Paused,
     /// Stopped by a signal.
     Interrupted,
+    /// `run --plan`: the cluster, a file or the journal changed since the plan.
+    PlanChanged,
     /// Bad input found after the run started: a changed step definition, or input a step
     /// found invalid when it ran (a values file, a rendered selector, a `sync` source).
     Invalid,
@@ -168,6 +170,19 @@ pub enum EventKind {
         /// The gate's question.
         message: String,
     },
+    /// `run --plan`: what a step's decision read (or the journal) differs from the saved
+    /// plan; the run stops before the step.
+    PlanChanged {
+        /// The step whose readings differ; `None` for the journal.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        /// Found before the run's first step (every step's readings are taken then), so
+        /// that the run stopped before changing anything.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        before_any_step: bool,
+        /// What differs, one line each.
+        changes: Vec<String>,
+    },
     /// Something a person should know that is not an error.
     Warning {
         /// What.
@@ -204,6 +219,7 @@ impl EventKind {
             EventKind::RunStarted { .. }
             | EventKind::StepStarted { .. }
             | EventKind::Progress { .. }
+            | EventKind::PlanChanged { .. }
             | EventKind::Warning { .. } => false,
         }
     }

@@ -280,7 +280,9 @@ impl History {
                     .or_default()
                     .push(data.clone());
             }
-            EventKind::Progress { .. } | EventKind::Warning { .. } => {}
+            EventKind::Progress { .. }
+            | EventKind::Warning { .. }
+            | EventKind::PlanChanged { .. } => {}
         }
     }
 

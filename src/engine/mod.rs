@@ -12,6 +12,7 @@ pub mod live_file;
 pub mod lock;
 mod plan;
 pub mod plan_report;
+pub mod saved_plan;
 pub mod state;
 pub mod summary;
 mod walk;
@@ -26,6 +27,7 @@ use crate::actions::StepContext;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::failure::StepError;
 use crate::kube::Cluster;
+use crate::kube::readings::Readings;
 use crate::playbook::{Bound, HumanDuration, Playbook, Step};
 use crate::render::{Masker, Renderer, Vars};
 use crate::{Error, Exit, Result};
@@ -37,6 +39,8 @@ use event::{Event, EventKind, RunStatus, StepDefinition, StepStatus, now_rfc3339
 use journal::{History, Journal};
 use lock::{Acquired, RunLock};
 pub use plan::plan;
+use plan_report::PlanDecision;
+use saved_plan::{PlanGuard, SavedPlan};
 pub use state::{StateDir, run_id};
 use summary::RunSummary;
 use walk::{After, Before, Evaluated, StepNotes, StepVisitor, Walk};
@@ -59,6 +63,47 @@ pub struct RunOptions {
     pub surroundings: crate::actions::RunEnvironment,
     /// `--state cluster`: the run's lock and journal are kept in the cluster too.
     pub cluster_state: Option<ClusterState>,
+    /// `--plan FILE`: run exactly this saved plan.
+    pub plan: Option<PlanFile>,
+}
+
+/// `--plan FILE` and `--plan-max-age`.
+#[derive(Debug, Clone)]
+pub struct PlanFile {
+    /// The saved plan.
+    pub path: std::path::PathBuf,
+    /// How old the plan may be.
+    pub max_age: Duration,
+}
+
+/// Reads and checks `--plan`: it must be a plan of this playbook and params, made from
+/// these step definitions, not too old, and not mixed with flags that run something else.
+fn load_plan(
+    playbook: &Playbook,
+    bound: &Bound,
+    options: &RunOptions,
+) -> Result<Option<SavedPlan>> {
+    let Some(file) = &options.plan else {
+        return Ok(None);
+    };
+    for (given, flag) in [
+        (options.from.is_some(), "--from"),
+        (options.only.is_some(), "--only"),
+        (options.restart, "--restart"),
+    ] {
+        if given {
+            return Err(Diagnostic::new(format!(
+                "--plan runs the saved plan as it was made; {flag} cannot be used with it"
+            ))
+            .help(format!(
+                "drop {flag}, or drop --plan and review the plan `run` makes"
+            ))
+            .into());
+        }
+    }
+    let plan = SavedPlan::load("--plan", &file.path)?;
+    plan.check(&file.path, playbook, bound, file.max_age)?;
+    Ok(Some(plan))
 }
 
 /// Checks that a step id given by a flag exists.
@@ -220,6 +265,7 @@ fn run_finished(exit: Exit) -> EventKind {
         Exit::Refused => RunStatus::Refused,
         Exit::Paused => RunStatus::Paused,
         Exit::Interrupted => RunStatus::Interrupted,
+        Exit::PlanChanged => RunStatus::PlanChanged,
         Exit::InvalidInput | Exit::Locked => RunStatus::Invalid,
     };
     EventKind::RunFinished {
@@ -319,6 +365,7 @@ pub async fn run(
             .help("use --from STEP to run STEP and the steps after it, or --only STEP for one step")
             .into());
     }
+    let plan = load_plan(playbook, bound, options)?;
     reporter.set_masker(bound.masker.clone());
     let run_id = run_id(playbook, &bound.params);
     reporter.set_run(&run_id);
@@ -375,6 +422,7 @@ pub async fn run(
         warnings,
         lease: held.as_ref().map(lease::HeldLease::watch),
         cluster_journal,
+        plan,
     };
     let result = run_locked(playbook, bound, options, reporter.clone(), cluster, locked).await;
     if let Some(held) = held
@@ -398,6 +446,8 @@ struct LockedRun<'a> {
     lease: Option<lease::LeaseWatch>,
     /// With `--state cluster`: the journal in the cluster.
     cluster_journal: Option<ClusterJournal>,
+    /// `--plan`: the saved plan the run holds to.
+    plan: Option<SavedPlan>,
 }
 
 /// Takes the run's Lease in the cluster, or says who holds it (exit 4). Returns the Lease
@@ -434,6 +484,7 @@ async fn run_locked(
         warnings,
         lease,
         mut cluster_journal,
+        plan,
     } = locked;
     let run_dir = run_dir.to_path_buf();
     let run_id = run_id.to_string();
@@ -472,6 +523,7 @@ async fn run_locked(
     };
     let history = History::load(&run_dir)?;
     refuse_changed_definitions(playbook, &history, options)?;
+    let journal_position = journal::read_events(&run_dir)?.0.len();
 
     let recorder = Recorder {
         run_id: run_id.clone(),
@@ -484,6 +536,20 @@ async fn run_locked(
         masker: bound.masker.clone(),
         lease,
     };
+    let plan = plan.map(|plan| PlanGuard::new(plan, playbook, bound.masker.clone()));
+    if let Some(plan) = &plan
+        && let Some(change) = plan.before_run(journal_position, &run_id, cluster).await?
+    {
+        // Shown, not journaled: a plan that no longer holds leaves the run as it was, so
+        // that a plan made now holds.
+        recorder.show(EventKind::PlanChanged {
+            step: change.step,
+            before_any_step: true,
+            changes: change.changes,
+        });
+        recorder.show(run_finished(Exit::PlanChanged));
+        return finished_run(playbook, &run_dir, Exit::PlanChanged);
+    }
     recorder.emit(EventKind::RunStarted {
         playbook: playbook.path.display().to_string(),
         name: playbook.name.clone(),
@@ -517,12 +583,12 @@ async fn run_locked(
     let mut terminate = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
     let step_loop = run_steps(
         playbook.clone(),
-        Renderer::with_cluster(bound.masker.clone(), cluster.cloned()),
         bound.vars.clone(),
         history,
         options.clone(),
         recorder.clone(),
         cluster.cloned(),
+        plan,
     );
     // On a thread of its own, not on a worker of the runtime: a step blocked in a system
     // call then blocks neither this function nor the workers that deliver signals and fire
@@ -551,7 +617,12 @@ async fn run_locked(
             return Err(error.into());
         }
     };
-    let (events, _) = journal::read_events(&run_dir)?;
+    finished_run(playbook, &run_dir, exit)
+}
+
+/// How a run ended, with its summary from the journal.
+fn finished_run(playbook: &Playbook, run_dir: &std::path::Path, exit: Exit) -> Result<RunResult> {
+    let (events, _) = journal::read_events(run_dir)?;
     let order: Vec<&str> = playbook.steps.iter().map(|step| step.id()).collect();
     Ok(RunResult {
         exit,
@@ -660,13 +731,21 @@ fn refuse_changed_definitions(
 /// The step loop, on a thread of its own (see [`run`]).
 async fn run_steps(
     playbook: Arc<Playbook>,
-    renderer: Renderer,
     mut vars: Vars,
     history: History,
     options: RunOptions,
     recorder: Recorder,
     cluster: Option<Cluster>,
+    plan: Option<PlanGuard>,
 ) -> anyhow::Result<Exit> {
+    // With a saved plan, what the steps write through the client is recorded, so that a
+    // change the plan's steps did not make is told from theirs.
+    let readings = plan.as_ref().map(|_| Readings::default());
+    let cluster = match &readings {
+        Some(readings) => cluster.map(|cluster| cluster.recording(readings.clone())),
+        None => cluster,
+    };
+    let renderer = Renderer::with_cluster(recorder.masker.clone(), cluster.clone());
     let from_index = options
         .from
         .as_deref()
@@ -678,6 +757,7 @@ async fn run_steps(
         from_index,
         approvals: history.approvals.clone(),
         started: Instant::now(),
+        plan,
     };
     let walk = Walk {
         playbook: &playbook,
@@ -687,6 +767,7 @@ async fn run_steps(
         reporter: &*recorder.reporter,
         cluster: cluster.as_ref(),
         surroundings: &options.surroundings,
+        readings: readings.as_ref(),
     };
     walk.run(&mut visitor).await
 }
@@ -703,6 +784,8 @@ struct RunVisitor<'a> {
     approvals: std::collections::HashSet<String>,
     /// When the step being visited started.
     started: Instant,
+    /// `--plan`: the saved plan the run holds to.
+    plan: Option<PlanGuard>,
 }
 
 #[async_trait::async_trait]
@@ -776,6 +859,9 @@ impl StepVisitor for RunVisitor<'_> {
     ) -> anyhow::Result<After<Exit>> {
         let (recorder, started, id) = (self.recorder, self.started, step.id());
         let stop = |exit: anyhow::Result<Exit>| exit.map(After::Stop);
+        if let Some(stopped) = self.hold_to_plan(step, cx, &evaluated).await? {
+            return Ok(stopped);
+        }
         let Evaluated { decision, tries } = match evaluated {
             Ok(evaluated) => evaluated,
             Err(error) => return stop(fail(recorder, step, started, error)),
@@ -864,6 +950,15 @@ impl StepVisitor for RunVisitor<'_> {
             error: None,
             tail: outcome.tail,
         })?;
+        if let Some(plan) = &mut self.plan
+            && !step.action().changes_nothing()
+        {
+            let written = step
+                .action()
+                .reports_its_writes()
+                .then(|| cx.readings.map(Readings::take_written).unwrap_or_default());
+            plan.after_step(id, cx.cluster, written.as_deref()).await?;
+        }
         Ok(After::Next {
             output: Some(outcome.output),
             notes: Vec::new(),
@@ -876,6 +971,65 @@ impl StepVisitor for RunVisitor<'_> {
 }
 
 impl RunVisitor<'_> {
+    /// With `--plan`, before a step: stops the run (exit 6) when what the step's decision
+    /// read differs from the plan, and skips a step the plan skips. `None` goes on as
+    /// without a plan.
+    async fn hold_to_plan(
+        &self,
+        step: &Step,
+        cx: &StepContext<'_>,
+        evaluated: &anyhow::Result<Evaluated>,
+    ) -> anyhow::Result<Option<After<Exit>>> {
+        let (recorder, id) = (self.recorder, step.id());
+        let Some(plan) = &self.plan else {
+            return Ok(None);
+        };
+        // What the step's evaluation read is not needed; what it writes from here on is.
+        if let Some(readings) = cx.readings {
+            readings.take();
+            readings.take_written();
+        }
+        let change = match plan.before_step(id, cx.cluster).await {
+            Ok(change) => change,
+            Err(error) => {
+                return fail(recorder, step, self.started, error)
+                    .map(|exit| Some(After::Stop(exit)));
+            }
+        };
+        if let Some(change) = change {
+            recorder.emit(EventKind::PlanChanged {
+                step: change.step,
+                before_any_step: false,
+                changes: change.changes,
+            })?;
+            return recorder
+                .finish(Exit::PlanChanged)
+                .map(|exit| Some(After::Stop(exit)));
+        }
+        let skipped_now = matches!(
+            evaluated,
+            Ok(Evaluated {
+                decision: StepDecision::Skip { .. },
+                ..
+            })
+        );
+        if let Some((PlanDecision::Skip, reason)) = plan.decision(id)
+            && !skipped_now
+        {
+            recorder.emit(EventKind::StepSkipped {
+                step: id.to_string(),
+                reason: format!("the plan skips it ({reason})"),
+                done: false,
+                hash: None,
+            })?;
+            return Ok(Some(After::Next {
+                output: None,
+                notes: Vec::new(),
+            }));
+        }
+        Ok(None)
+    }
+
     /// Whether the step may run: it has no gate, its approval is journaled, or it is given
     /// now (`--yes`, `--approve`, or a yes at the terminal), which is journaled. `false`
     /// when the run must pause here.

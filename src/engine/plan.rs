@@ -6,6 +6,7 @@
 use crate::Result;
 use crate::actions::{RunEnvironment, StepContext};
 use crate::kube::Cluster;
+use crate::kube::readings::Readings;
 use crate::playbook::{Bound, HumanDuration, Playbook, Step};
 use crate::render::{Masker, Renderer};
 
@@ -28,7 +29,11 @@ pub async fn plan(
     reporter.set_masker(bound.masker.clone());
     let run_id = run_id(playbook, &bound.params);
     let history = History::load(&state.run_dir(&run_id))?;
-    let renderer = Renderer::with_cluster(bound.masker.clone(), cluster.cloned());
+    let (events, _) = super::journal::read_events(&state.run_dir(&run_id))?;
+    // Every read of the steps' decisions is recorded, for a saved plan (`--out`).
+    let readings = Readings::default();
+    let cluster = cluster.map(|cluster| cluster.recording(readings.clone()));
+    let renderer = Renderer::with_cluster(bound.masker.clone(), cluster.clone());
     let mut vars = bound.vars.clone();
     let mut visitor = PlanVisitor {
         history: &history,
@@ -43,8 +48,9 @@ pub async fn plan(
         vars: &mut vars,
         notes: history.notes.clone(),
         reporter,
-        cluster,
+        cluster: cluster.as_ref(),
         surroundings,
+        readings: Some(&readings),
     };
     let steps = walk.run(&mut visitor).await?;
     Ok(PlanReport {
@@ -52,6 +58,7 @@ pub async fn plan(
         playbook: playbook.path.display().to_string(),
         name: playbook.name.clone(),
         steps,
+        journal_position: events.len(),
     })
 }
 
@@ -78,6 +85,7 @@ fn entry_for(step: &Step) -> PlanEntry {
         reason: String::new(),
         summary: None,
         diff: None,
+        readings: Vec::new(),
     }
 }
 
@@ -272,6 +280,7 @@ impl StepVisitor for PlanVisitor<'_> {
                 None
             }
         };
+        entry.readings = cx.readings.map(Readings::take).unwrap_or_default();
         self.push(entry);
         Ok(After::Next {
             output: registered,

@@ -1,10 +1,12 @@
 //! A plan as data: what `run` would do with each step. `report` renders it for a terminal,
 //! for tools (JSON) and for a pull request (Markdown).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::kube::readings::Reading;
 
 /// What `run` would do with a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlanDecision {
     /// The action would run.
@@ -18,12 +20,12 @@ pub enum PlanDecision {
 }
 
 /// One step of a plan.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanEntry {
     /// Step id.
     pub id: String,
     /// Step name.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Action key.
     pub action: String,
@@ -32,11 +34,15 @@ pub struct PlanEntry {
     /// Why.
     pub reason: String,
     /// What the action would do.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
     /// The change to an object or a file.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// What the decision read (objects, files), for a saved plan; not part of the plan's
+    /// JSON output, which says what would happen, not on what grounds.
+    #[serde(skip)]
+    pub readings: Vec<Reading>,
 }
 
 /// A whole plan.
@@ -50,4 +56,7 @@ pub struct PlanReport {
     pub name: String,
     /// Every step, in order.
     pub steps: Vec<PlanEntry>,
+    /// How many events the run's journal had when the plan was made.
+    #[serde(skip)]
+    pub journal_position: usize,
 }

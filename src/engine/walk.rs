@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use crate::actions::{NoteSink, RunEnvironment, StepContext};
 use crate::kube::Cluster;
+use crate::kube::readings::Readings;
 use crate::playbook::{Playbook, Step};
 use crate::render::{Renderer, Vars};
 
@@ -101,6 +102,8 @@ pub(super) struct Walk<'a> {
     pub cluster: Option<&'a Cluster>,
     /// What the command line says about the run's surroundings.
     pub surroundings: &'a RunEnvironment,
+    /// Where steps' reads are recorded (a plan to be saved); the visitor takes each step's.
+    pub readings: Option<&'a Readings>,
 }
 
 impl Walk<'_> {
@@ -133,6 +136,7 @@ impl Walk<'_> {
                 all_notes: &self.notes,
                 note_sink: sink.as_deref().map(|sink| sink as &dyn NoteSink),
                 surroundings: self.surroundings,
+                readings: self.readings,
             };
             let evaluated = match env_error {
                 None => self.evaluate(step, &cx, visitor).await,

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::Kind;
 use super::exec_credential::{ExecToken, ExecTokenLayer};
+use super::readings::{ListReading, ObjectReading, Reading, Readings, Written};
 use crate::diagnostic::{Diagnostic, Source, did_you_mean};
 
 /// Where the cluster's credentials come from (`--kubeconfig`, `--context`).
@@ -206,6 +207,8 @@ where
 pub struct Cluster {
     client: kube::Client,
     default_namespace: String,
+    /// Where `get` and `list` report what they read, for a saved plan.
+    readings: Option<Readings>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -336,7 +339,17 @@ impl Cluster {
         Ok(Cluster {
             client,
             default_namespace,
+            readings: None,
         })
+    }
+
+    /// The same cluster, reporting every `get` and `list` to `readings` (what a plan's
+    /// decisions read, for a saved plan).
+    pub fn recording(&self, readings: Readings) -> Cluster {
+        Cluster {
+            readings: Some(readings),
+            ..self.clone()
+        }
     }
 
     /// The namespace for a namespaced kind when none is given (the context's).
@@ -358,6 +371,18 @@ impl Cluster {
         }
     }
 
+    /// Reports a write to the readings, if any (not a dry run's). Before the request: a
+    /// write whose answer was lost may have happened all the same.
+    fn wrote(&self, kind: &Kind, namespace: Option<&str>, name: &str) {
+        if let Some(readings) = &self.readings {
+            readings.record_write(Written::object(
+                kind,
+                self.namespace_for(kind, namespace),
+                name,
+            ));
+        }
+    }
+
     /// One object as JSON, or `None` when it does not exist.
     pub async fn get(
         &self,
@@ -372,11 +397,21 @@ impl Cluster {
             name,
             namespace: self.namespace_for(kind, namespace),
         };
-        match with_retries(|| api.get(name)).await {
-            Ok(object) => Ok(Some(to_json(&object))),
-            Err(error) if is_not_found(&error, kind) => Ok(None),
-            Err(error) => Err(request.error(error)),
+        let object = match with_retries(|| api.get(name)).await {
+            Ok(object) => Some(to_json(&object)),
+            Err(error) if is_not_found(&error, kind) => None,
+            Err(error) => return Err(request.error(error)),
+        };
+        if let Some(readings) = &self.readings {
+            let namespace = self.namespace_for(kind, namespace);
+            readings.record(Reading::Object(ObjectReading::of(
+                kind,
+                namespace,
+                name,
+                object.as_ref(),
+            )));
         }
+        Ok(object)
     }
 
     /// Objects matching selectors; `namespace: None` for a namespaced kind means the default
@@ -405,7 +440,17 @@ impl Cluster {
         let list = with_retries(|| api.list(&params))
             .await
             .map_err(|error| request.error(error))?;
-        Ok(list.items.iter().map(to_json).collect())
+        let items: Vec<serde_json::Value> = list.items.iter().map(to_json).collect();
+        if let Some(readings) = &self.readings {
+            readings.record(Reading::List(ListReading::of(
+                kind,
+                self.namespace_for(kind, namespace),
+                label_selector,
+                field_selector,
+                &items,
+            )));
+        }
+        Ok(items)
     }
 
     /// Patches an object; with `dry_run` the server computes the result and stores nothing.
@@ -426,6 +471,9 @@ impl Cluster {
             },
         };
         params.dry_run = dry_run;
+        if !dry_run {
+            self.wrote(kind, namespace, name);
+        }
         let request = Request {
             verb: "patch",
             kind,
@@ -458,6 +506,7 @@ impl Cluster {
     ) -> Result<serde_json::Value, KubeError> {
         let api = self.api(kind, namespace);
         let params = PatchParams::apply(field_manager).force();
+        self.wrote(kind, namespace, name);
         let request = Request {
             verb: "apply",
             kind,
@@ -486,6 +535,9 @@ impl Cluster {
             dry_run,
             ..DeleteParams::default()
         };
+        if !dry_run {
+            self.wrote(kind, namespace, name);
+        }
         let request = Request {
             verb: "delete",
             kind,
@@ -511,6 +563,7 @@ impl Cluster {
     ) -> Result<serde_json::Value, KubeError> {
         let api = self.api(kind, namespace);
         let name = object.metadata.name.as_deref().unwrap_or_default();
+        self.wrote(kind, namespace, name);
         let request = Request {
             verb: "create",
             kind,
@@ -541,6 +594,7 @@ impl Cluster {
         object: &DynamicObject,
     ) -> Result<serde_json::Value, KubeError> {
         let api = self.api(kind, namespace);
+        self.wrote(kind, namespace, name);
         let request = Request {
             verb: "replace",
             kind,

@@ -5,6 +5,7 @@ mod cluster;
 pub mod diff;
 mod exec_credential;
 pub mod lookups;
+pub mod readings;
 pub mod selectors;
 
 pub use cluster::{

@@ -272,6 +272,31 @@ impl Reporter {
             EventKind::Warning { message } => {
                 format!("{} {message}", self.paint(YELLOW, "warning:"))
             }
+            EventKind::PlanChanged {
+                step,
+                before_any_step,
+                changes,
+            } => {
+                let stopped = if *before_any_step {
+                    "nothing was run"
+                } else {
+                    "stopped before it"
+                };
+                let what = match step {
+                    Some(step) => {
+                        format!("{step}: what its decision read changed since the plan; {stopped}")
+                    }
+                    None => format!("the run went on since the plan; {stopped}"),
+                };
+                let mut text = format!("{} {what}", self.paint(RED, "✗"));
+                for change in changes {
+                    text.push_str(&format!("\n  {change}"));
+                }
+                text.push_str(
+                    "\n  make a new plan (runbook plan ... --out FILE), review it, and run that one",
+                );
+                text
+            }
             EventKind::RunFinished { status, exit_code } => {
                 let (color, text) = run_verdict(status);
                 format!("{} (exit {exit_code})", self.paint(color, text))
@@ -326,6 +351,10 @@ fn run_verdict(status: &RunStatus) -> (&'static str, &'static str) {
         RunStatus::Paused => (YELLOW, "paused at an approval gate"),
         RunStatus::Interrupted => (YELLOW, "interrupted; run the same command again to resume"),
         RunStatus::Invalid => (RED, "invalid input"),
+        RunStatus::PlanChanged => (
+            RED,
+            "what the plan read changed; the run stopped there, before changing anything more",
+        ),
     }
 }
 

@@ -1,6 +1,8 @@
 //! A plan as text (terminal), JSON (tools) or Markdown (a pull-request comment).
 
 use crate::engine::plan_report::{PlanDecision, PlanReport};
+use crate::engine::saved_plan::SavedPlan;
+use crate::kube::readings::Reading;
 
 impl PlanDecision {
     fn label(self) -> &'static str {
@@ -101,5 +103,75 @@ impl PlanReport {
             ));
         }
         text
+    }
+}
+
+impl SavedPlan {
+    /// For a pull request: the plan as `plan --format markdown` shows it, and what the plan
+    /// was made from and on what grounds (what each step's decision read).
+    pub fn to_markdown(&self) -> String {
+        let mut text = self.report().to_markdown();
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(name, value)| match value {
+                serde_json::Value::String(text) => format!("`{name}={text}`"),
+                other => format!("`{name}={other}`"),
+            })
+            .collect();
+        let params = if params.is_empty() {
+            "no params".to_string()
+        } else {
+            params.join(", ")
+        };
+        text.push_str(&format!(
+            "\nSaved plan of `{}` (sha256 `{}`), made {}, with {params} (secret params are not recorded); the run's journal had {} events.\n`runbook run {} --plan FILE` runs exactly this plan, and stops before a step (exit 6) when what its decision read has changed since.\n",
+            self.playbook.path,
+            short(&self.playbook.sha256),
+            self.created,
+            self.journal_position,
+            self.playbook.path,
+        ));
+        let read: Vec<String> = self
+            .steps
+            .iter()
+            .filter(|step| !step.readings.is_empty())
+            .map(|step| {
+                let readings: Vec<String> = step.readings.iter().map(reading_label).collect();
+                format!("- `{}`: {}", step.entry.id, readings.join("; "))
+            })
+            .collect();
+        if !read.is_empty() {
+            text.push_str(&format!(
+                "\n<details><summary>What the decisions read</summary>\n\n{}\n</details>\n",
+                read.join("\n")
+            ));
+        }
+        text
+    }
+}
+
+/// The first 12 hex digits of a hash.
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+/// `PersistentVolume staging-home-nfs (resourceVersion 12)`, `file hub.values.yaml (sha256 …)`.
+fn reading_label(reading: &Reading) -> String {
+    match reading {
+        Reading::Object(object) => match (&object.content, &object.resource_version) {
+            (None, _) => format!("{} (absent)", object.label()),
+            (Some(_), Some(version)) => format!("{} (resourceVersion {version})", object.label()),
+            (Some(_), None) => object.label(),
+        },
+        Reading::List(list) => {
+            let count = list.items.len();
+            let noun = if count == 1 { "object" } else { "objects" };
+            format!("{} ({count} {noun})", list.label())
+        }
+        Reading::File(file) => match &file.sha256 {
+            Some(hash) => format!("file {} (sha256 {})", file.path, short(hash)),
+            None => format!("file {} (unreadable)", file.path),
+        },
     }
 }

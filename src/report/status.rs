@@ -20,6 +20,7 @@ pub fn run_state(history: &History, holder: Option<&LockHolder>) -> String {
         Some((RunStatus::Refused, _)) => "refused",
         Some((RunStatus::Paused, _)) => "paused",
         Some((RunStatus::Interrupted, _)) => "interrupted",
+        Some((RunStatus::PlanChanged, _)) => "plan changed",
         Some((RunStatus::Invalid, _)) => "invalid",
         // Started and never finished, nobody holds the lock, and a copy it started goes on
         // in a pod or a Job without it: `run` again re-attaches to it.

@@ -191,6 +191,11 @@ impl KubeApply {
 
 #[async_trait::async_trait]
 impl Action for KubeApply {
+    /// Every write goes through the cluster client.
+    fn reports_its_writes(&self) -> bool {
+        true
+    }
+
     async fn check(&self, cx: &StepContext<'_>) -> anyhow::Result<Check> {
         let cluster = cx.cluster()?;
         for desired in self.desired(cx)? {

@@ -385,6 +385,11 @@ impl KubeDelete {
 
 #[async_trait::async_trait]
 impl Action for KubeDelete {
+    /// Every write goes through the cluster client.
+    fn reports_its_writes(&self) -> bool {
+        true
+    }
+
     async fn check(&self, cx: &StepContext<'_>) -> anyhow::Result<Check> {
         let matches = self.matches(cx, cx.cluster()?).await?;
         if matches.objects.is_empty() {

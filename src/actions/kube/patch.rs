@@ -105,6 +105,11 @@ impl KubePatch {
 
 #[async_trait::async_trait]
 impl Action for KubePatch {
+    /// Every write goes through the cluster client.
+    fn reports_its_writes(&self) -> bool {
+        true
+    }
+
     async fn check(&self, cx: &StepContext<'_>) -> anyhow::Result<Check> {
         let (_, live, after) = self.preview(cx).await?;
         Ok(if diff::comparable(&live) == diff::comparable(&after) {

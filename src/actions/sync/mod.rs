@@ -208,6 +208,12 @@ fn describe_plan(
 
 #[async_trait::async_trait]
 impl Action for SyncAction {
+    /// Its cluster objects (Jobs, pods) go through the client; the files it copies are
+    /// no decision's readings (values files are read, not synced).
+    fn reports_its_writes(&self) -> bool {
+        true
+    }
+
     fn step_references(&self) -> Vec<(&'static str, &str)> {
         self.after
             .iter()
