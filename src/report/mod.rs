@@ -49,6 +49,8 @@ pub struct Reporter {
     masker: RwLock<Masker>,
     stderr: Mutex<()>,
     run_id: RwLock<String>,
+    /// Put before every human line: `[hub] ` when a fleet runs several hubs at once.
+    prefix: String,
 }
 
 const GREEN: &str = "\x1b[32m";
@@ -70,7 +72,15 @@ impl Reporter {
             masker: RwLock::new(Masker::default()),
             stderr: Mutex::new(()),
             run_id: RwLock::new(String::new()),
+            prefix: String::new(),
         }
+    }
+
+    /// The same reporter with every human line starting with `[label] `, so that lines of
+    /// runs that go on side by side (the hubs of a fleet) can be told apart.
+    pub fn labelled(mut self, label: &str) -> Self {
+        self.prefix = format!("{} ", self.paint(BOLD, &format!("[{label}]")));
+        self
     }
 
     /// Secrets to mask from now on.
@@ -142,7 +152,7 @@ impl Reporter {
         let _guard = self.stderr.lock();
         let mut stderr = std::io::stderr().lock();
         for line in self.mask(text).lines() {
-            let _ = writeln!(stderr, "{time} {line}");
+            let _ = writeln!(stderr, "{time} {}{line}", self.prefix);
         }
     }
 

@@ -1,0 +1,218 @@
+//! Where one hub of a fleet stands, from its run's journal: the phase it is in, what its
+//! copies moved, how long its maintenance window lasted, and when it last changed.
+
+use jiff::Timestamp;
+
+use crate::engine::event::{RunStatus, StepStatus};
+use crate::engine::journal::{History, StepState};
+use crate::engine::summary::RunSummary;
+use crate::playbook::Playbook;
+
+/// The phase a hub is in.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum HubPhase {
+    /// No run of the playbook for this hub yet.
+    NotStarted,
+    /// A step is running (or was, when its process died without a word).
+    Running {
+        /// The step.
+        step: String,
+        /// How far its copy is, as the journal says (`pass 1: 3 of 8 shards`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        progress: Option<String>,
+    },
+    /// Waiting at an approval gate.
+    AtGate {
+        /// The gate's step.
+        step: String,
+    },
+    /// A guard refused a step.
+    Refused {
+        /// The step.
+        step: String,
+        /// Why, first line.
+        reason: String,
+    },
+    /// A step failed.
+    Failed {
+        /// The step.
+        step: String,
+        /// The error's first line.
+        error: String,
+    },
+    /// Stopped by a signal (or by the fleet) before or during a step.
+    Interrupted {
+        /// The step it stopped at, if one was running.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+    },
+    /// Every step is done.
+    Done,
+}
+
+impl HubPhase {
+    /// The phase in a few words, for the table.
+    pub fn describe(&self) -> String {
+        match self {
+            HubPhase::NotStarted => "not started".into(),
+            HubPhase::Running {
+                step,
+                progress: None,
+            } => format!("running {step}"),
+            HubPhase::Running {
+                step,
+                progress: Some(progress),
+            } => format!("running {step} ({progress})"),
+            HubPhase::AtGate { step } => format!("stopped at gate {step}"),
+            HubPhase::Refused { step, reason } => format!("refused at {step}: {reason}"),
+            HubPhase::Failed { step, error } => format!("failed at {step}: {error}"),
+            HubPhase::Interrupted { step: Some(step) } => format!("interrupted at {step}"),
+            HubPhase::Interrupted { step: None } => "interrupted".into(),
+            HubPhase::Done => "done".into(),
+        }
+    }
+
+    /// Whether the hub is done.
+    pub fn is_done(&self) -> bool {
+        *self == HubPhase::Done
+    }
+}
+
+/// One hub's line of `fleet status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HubStatus {
+    /// The hub.
+    pub hub: String,
+    /// Its run's id, once it has one.
+    pub run: Option<String>,
+    /// Where it stands.
+    #[serde(flatten)]
+    pub phase: HubPhase,
+    /// Bytes its copies moved, over every command.
+    pub bytes_copied: u64,
+    /// How long the maintenance window lasted (or has lasted so far), in milliseconds.
+    pub window_ms: Option<u64>,
+    /// Whether the maintenance window is open now.
+    pub window_open: bool,
+    /// When its journal last changed (RFC 3339).
+    pub last_change: Option<String>,
+}
+
+impl HubStatus {
+    /// A hub with no run yet.
+    pub fn not_started(hub: &str) -> Self {
+        HubStatus {
+            hub: hub.to_string(),
+            run: None,
+            phase: HubPhase::NotStarted,
+            bytes_copied: 0,
+            window_ms: None,
+            window_open: false,
+            last_change: None,
+        }
+    }
+
+    /// A hub's status from its run's journal (`history` and its `events`), with an open
+    /// maintenance window measured up to `now`.
+    pub fn from_journal(
+        hub: &str,
+        run: &str,
+        history: &History,
+        events: &[crate::engine::event::Event],
+        playbook: &Playbook,
+        now: Timestamp,
+    ) -> Self {
+        let order: Vec<&str> = playbook.steps.iter().map(|step| step.id()).collect();
+        let summary = RunSummary::from_events(events, &order, playbook.maintenance_window.as_ref());
+        let bytes_copied = summary.steps.values().map(|totals| totals.bytes).sum();
+        let (window_ms, window_open) = match &summary.window {
+            Some((_, Some(opened), closed)) => {
+                let end = closed.unwrap_or(now);
+                let length = end.duration_since(*opened).as_millis().max(0) as u64;
+                (Some(length), closed.is_none())
+            }
+            _ => (None, false),
+        };
+        HubStatus {
+            hub: hub.to_string(),
+            run: Some(run.to_string()),
+            phase: phase_of(history),
+            bytes_copied,
+            window_ms,
+            window_open,
+            last_change: history.last_ts.clone(),
+        }
+    }
+}
+
+/// The first line of a message.
+fn first_line(text: Option<&str>) -> String {
+    text.unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The phase a run's journal says it is in.
+fn phase_of(history: &History) -> HubPhase {
+    if history.started.is_none() {
+        return HubPhase::NotStarted;
+    }
+    let steps = history.ordered_steps();
+    let stopped = |wanted: &[StepStatus]| {
+        steps.iter().find_map(|(id, state)| match state {
+            StepState::Stopped { status, error } if wanted.contains(status) => {
+                Some((id.clone(), first_line(error.as_deref())))
+            }
+            _ => None,
+        })
+    };
+    match history.finished {
+        Some((RunStatus::Ok, _)) => HubPhase::Done,
+        Some((RunStatus::Paused, _)) => {
+            let step = steps
+                .iter()
+                .find_map(|(id, state)| matches!(state, StepState::Paused(_)).then(|| id.clone()))
+                .unwrap_or_default();
+            HubPhase::AtGate { step }
+        }
+        Some((RunStatus::Refused, _)) => {
+            let (step, reason) = stopped(&[StepStatus::Refused]).unwrap_or_default();
+            HubPhase::Refused { step, reason }
+        }
+        Some((RunStatus::Failed | RunStatus::Invalid, _)) => {
+            let (step, error) = stopped(&[StepStatus::Failed]).unwrap_or_default();
+            HubPhase::Failed { step, error }
+        }
+        Some((RunStatus::Interrupted, _)) => HubPhase::Interrupted {
+            step: stopped(&[StepStatus::Interrupted]).map(|(step, _)| step),
+        },
+        None => {
+            let step = steps
+                .iter()
+                .rev()
+                .find_map(|(id, state)| matches!(state, StepState::Started).then(|| id.clone()));
+            match step {
+                Some(step) => {
+                    let progress = crate::actions::detached_copies(&history.notes)
+                        .into_iter()
+                        .find(|copy| copy.step == step)
+                        .and_then(|copy| copy.journaled)
+                        .map(|pass| {
+                            format!(
+                                "pass {}: {} of {} shards",
+                                pass.pass, pass.shards_done, pass.shards
+                            )
+                        });
+                    HubPhase::Running { step, progress }
+                }
+                None => HubPhase::Running {
+                    step: "(between steps)".into(),
+                    progress: None,
+                },
+            }
+        }
+    }
+}
