@@ -7,6 +7,7 @@ mod common;
 
 mod bad_playbooks;
 mod cluster_state;
+mod fleet;
 mod interrupts;
 mod kube_actions;
 mod nfs;
