@@ -25,9 +25,13 @@ struct SandboxFleet {
 
 impl SandboxFleet {
     fn new() -> Self {
+        Self::with_hubs(6)
+    }
+
+    fn with_hubs(count: usize) -> Self {
         // The sandbox's pods run on this machine, where the test binary already is.
         let test = Test::new().env("RUNBOOK_AGENT_PATH", env!("CARGO_BIN_EXE_runbook"));
-        let fleet = Fleet::new(6);
+        let fleet = Fleet::new(count);
         fleet.seed(&test.path("sandbox")).expect("seed the sandbox");
         SandboxFleet { test, fleet }
     }
@@ -65,6 +69,32 @@ impl SandboxFleet {
             .expect("hubs")
             .iter()
             .map(|hub| (hub["hub"].as_str().expect("hub").to_string(), hub.clone()))
+            .collect()
+    }
+
+    /// Each hub namespace's `runbook.dev/phase` and `runbook.dev/step` labels and
+    /// `runbook.dev/run` annotation, as the sandbox saved them.
+    fn marks(&self) -> BTreeMap<String, (Value, Value, Value)> {
+        let text = std::fs::read_to_string(self.sandbox().join("sandbox-state.yaml"))
+            .expect("the sandbox's state file");
+        let list: Value = serde_saphyr::from_str(&text).expect("the state file is YAML");
+        list["items"]
+            .as_array()
+            .expect("a List")
+            .iter()
+            .filter(|object| object["kind"] == "Namespace")
+            .filter(|object| !object["metadata"]["labels"]["runbook.dev/phase"].is_null())
+            .map(|object| {
+                let metadata = &object["metadata"];
+                (
+                    metadata["name"].as_str().expect("name").to_string(),
+                    (
+                        metadata["labels"]["runbook.dev/phase"].clone(),
+                        metadata["labels"]["runbook.dev/step"].clone(),
+                        metadata["annotations"]["runbook.dev/run"].clone(),
+                    ),
+                )
+            })
             .collect()
     }
 
@@ -170,6 +200,14 @@ fn six_hubs_three_at_a_time_phase_one_then_phase_two_with_one_hub_refused() {
         original,
         "phase 1 changed a values file"
     );
+    // Each hub's namespace says where its run is.
+    let marks = fleet.marks();
+    assert_eq!(marks.len(), 6, "{marks:?}");
+    for (hub, (phase, step, run)) in &marks {
+        assert_eq!(phase, "at-gate", "{hub}");
+        assert_eq!(step, "start-maintenance", "{hub}");
+        assert_eq!(run, &status[hub]["run"], "{hub}");
+    }
 
     // Phase 2: the five hubs whose users leave are migrated; the sixth is refused.
     let output = fleet
@@ -185,6 +223,15 @@ fn six_hubs_three_at_a_time_phase_one_then_phase_two_with_one_hub_refused() {
         } else {
             assert_eq!(entry["phase"], "done", "{hub}: {entry}\n{}", output.stderr);
             assert!(entry["window_ms"].as_u64().is_some(), "{hub}: {entry}");
+        }
+    }
+    for (hub, (phase, step, _)) in &fleet.marks() {
+        if *hub == stuck {
+            assert_eq!(phase, "refused", "{hub}");
+            assert_eq!(step, "no-active-users", "{hub}");
+        } else {
+            assert_eq!(phase, "done", "{hub}");
+            assert!(step.is_null(), "{hub}: {step}");
         }
     }
     let homes = fleet.sandbox().join("nfs");
@@ -515,4 +562,124 @@ fn bad_input_is_refused_before_any_hub_starts() {
         .status(2)
         .stderr_has("--var hub=alpha");
     nothing_started(&test);
+}
+
+impl SandboxFleet {
+    /// The events of each hub's journal, by hub.
+    fn journals(&self) -> BTreeMap<String, Vec<Value>> {
+        let mut journals = BTreeMap::new();
+        let Ok(runs) = std::fs::read_dir(self.sandbox().join("state/runs")) else {
+            return journals;
+        };
+        for run in runs {
+            let dir = run.expect("entry").path();
+            let events: Vec<Value> = std::fs::read_to_string(dir.join("journal.jsonl"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect();
+            let hub = events
+                .iter()
+                .find(|event| event["event"] == "run_started")
+                .and_then(|event| event["params"]["hub"].as_str())
+                .map(str::to_string);
+            if let Some(hub) = hub {
+                journals.insert(hub, events);
+            }
+        }
+        journals
+    }
+}
+
+/// The notes of `step` that started a copy agent in a pod.
+fn agents_started(events: &[Value], step: &str) -> usize {
+    events
+        .iter()
+        .filter(|event| {
+            event["event"] == "step_note"
+                && event["step"] == step
+                && event["data"]["sync"] == "agent"
+        })
+        .count()
+}
+
+#[test]
+fn a_kill_9_of_the_fleet_during_the_copies_then_fleet_run_again_repeats_nothing() {
+    let fleet = SandboxFleet::with_hubs(3);
+    let args = fleet.args("run", &["--concurrency", "3"]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(&args)
+        .current_dir(fleet.test.dir())
+        .env("NO_COLOR", "1")
+        .env("HOME", fleet.test.dir())
+        .env("RUNBOOK_AGENT_PATH", env!("CARGO_BIN_EXE_runbook"))
+        .env_remove("RUNBOOK_STATE_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(fleet.test.path("fleet.stderr")).expect("stderr file"))
+        .spawn()
+        .expect("spawn the fleet");
+    common::wait_until(
+        "a hub's copy runs in its pod",
+        Duration::from_secs(120),
+        || {
+            fleet
+                .journals()
+                .values()
+                .any(|events| agents_started(events, "initial-copy") > 0)
+        },
+    );
+    child.kill().expect("kill -9 the fleet");
+    child.wait().expect("reap the fleet");
+    let before: BTreeMap<String, usize> = fleet
+        .journals()
+        .iter()
+        .map(|(hub, events)| (hub.clone(), agents_started(events, "initial-copy")))
+        .collect();
+
+    let again = fleet
+        .run(&["--concurrency", "3"])
+        .status(5)
+        .stderr_has("0 of 3 hubs of cluster sandbox done");
+    let journals = fleet.journals();
+    assert_eq!(journals.len(), 3);
+    for (hub, events) in &journals {
+        // A copy the killed fleet had started was re-attached to (or collected, finished)
+        // rather than started again; a new agent is started only when the one journaled
+        // before the kill had not begun (the pod has no trace of it), never beside one.
+        let said = |what: &str| {
+            again
+                .stderr
+                .contains(&format!("[{hub}] [initial-copy] {what}"))
+        };
+        let after = agents_started(events, "initial-copy");
+        if said("re-attaching to the copy running") || said("collecting the copy that finished") {
+            assert_eq!(after, before.get(hub).copied().unwrap_or(0), "{hub}");
+            assert!(!said("started the copy"), "{hub}: {}", again.stderr);
+        } else {
+            assert!(said("started the copy"), "{hub}: {}", again.stderr);
+            assert_eq!(after, before.get(hub).copied().unwrap_or(0) + 1, "{hub}");
+        }
+        assert!(after <= 2, "{hub}: {after} agents");
+        // No step was done twice.
+        let mut done: BTreeMap<String, usize> = BTreeMap::new();
+        for event in events {
+            if event["event"] == "step_finished"
+                && (event["status"] == "ok" || event["status"] == "changed")
+            {
+                *done
+                    .entry(event["step"].as_str().expect("step").to_string())
+                    .or_default() += 1;
+            }
+        }
+        for (step, times) in done {
+            assert_eq!(times, 1, "{hub}: {step} done {times} times");
+        }
+        let homes = fleet.sandbox().join("nfs");
+        assert_eq!(
+            tree(&homes.join("10.0.0.7/homes").join(hub)),
+            tree(&homes.join("10.0.0.9/homes").join(hub)),
+            "{hub}"
+        );
+    }
 }

@@ -13,6 +13,8 @@ use crate::kube::Cluster;
 use crate::playbook::{Bound, Playbook};
 use crate::{Error, Exit};
 
+use super::namespace_mark::NamespaceMark;
+
 /// A hub with its params bound, ready to run.
 #[derive(Debug, Clone)]
 pub struct BoundHub {
@@ -139,15 +141,26 @@ pub async fn run_hubs(
             let run_options = options.run.clone();
             let cluster = cluster.cloned();
             running.spawn(async move {
+                // The hub's namespace shows the run's phase while it goes on.
+                let mark = cluster.as_ref().map(|cluster| {
+                    NamespaceMark::new(reporter.clone(), cluster.clone(), &hub.name, &playbook.name)
+                });
+                let output: Arc<dyn RunOutput> = match &mark {
+                    Some(mark) => mark.clone(),
+                    None => reporter,
+                };
                 let outcome = run_hub(
                     playbook,
                     &hub.bound,
                     &state,
                     &run_options,
-                    reporter,
+                    output,
                     cluster.as_ref(),
                 )
                 .await;
+                if let Some(mark) = mark {
+                    mark.finish().await;
+                }
                 (hub.name, outcome)
             });
         }

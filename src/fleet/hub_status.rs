@@ -41,6 +41,12 @@ pub enum HubPhase {
         /// The error's first line.
         error: String,
     },
+    /// Its process died during a step (`kill -9`, a machine that went down): nobody holds
+    /// the run and its journal has no end; `fleet run` again goes on.
+    Crashed {
+        /// The step it was in.
+        step: String,
+    },
     /// Stopped by a signal (or by the fleet) before or during a step.
     Interrupted {
         /// The step it stopped at, if one was running.
@@ -67,6 +73,7 @@ impl HubPhase {
             HubPhase::AtGate { step } => format!("stopped at gate {step}"),
             HubPhase::Refused { step, reason } => format!("refused at {step}: {reason}"),
             HubPhase::Failed { step, error } => format!("failed at {step}: {error}"),
+            HubPhase::Crashed { step } => format!("stopped at {step}: its process is gone"),
             HubPhase::Interrupted { step: Some(step) } => format!("interrupted at {step}"),
             HubPhase::Interrupted { step: None } => "interrupted".into(),
             HubPhase::Done => "done".into(),
@@ -113,11 +120,12 @@ impl HubStatus {
         }
     }
 
-    /// A hub's status from its run's journal (`history` and its `events`), with an open
-    /// maintenance window measured up to `now`.
+    /// A hub's status from its run's journal (`history` and its `events`) and whether a
+    /// process holds the run now, with an open maintenance window measured up to `now`.
     pub fn from_journal(
         hub: &str,
         run: &str,
+        held: bool,
         history: &History,
         events: &[crate::engine::event::Event],
         playbook: &Playbook,
@@ -137,7 +145,10 @@ impl HubStatus {
         HubStatus {
             hub: hub.to_string(),
             run: Some(run.to_string()),
-            phase: phase_of(history),
+            phase: match phase_of(history) {
+                HubPhase::Running { step, .. } if !held => HubPhase::Crashed { step },
+                phase => phase,
+            },
             bytes_copied,
             window_ms,
             window_open,

@@ -8,6 +8,7 @@ mod cluster_hubs;
 mod fleet_run;
 mod fleet_status;
 mod hub_status;
+mod namespace_mark;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use crate::actions::RunEnvironment;
 use crate::diagnostic::Diagnostic;
 use crate::engine::event::RunOutput;
 use crate::engine::journal::{History, read_events};
+use crate::engine::lock::RunLock;
 use crate::engine::{self, ClusterState, RunOptions, StateDir};
 use crate::kube::{Cluster, ClusterOptions};
 use crate::playbook::{Bound, Inputs, Playbook, read_vars_file};
@@ -29,6 +31,10 @@ pub use cluster_hubs::{ClusterHubs, FleetHub, HubSelection};
 pub use fleet_run::{BoundHub, FleetOutcome, FleetRunOptions, HubOutcome, run_hubs};
 pub use fleet_status::{FleetStatus, terminal_width};
 pub use hub_status::{HubPhase, HubStatus};
+pub use namespace_mark::{
+    HOLDER_ANNOTATION, NamespaceMark, PHASE_LABEL, PLAYBOOK_ANNOTATION, RUN_ANNOTATION,
+    SINCE_ANNOTATION, STEP_LABEL,
+};
 
 /// The fleet's subcommands.
 #[derive(Debug, Subcommand)]
@@ -576,8 +582,22 @@ impl FleetSetup {
         for hub in &self.hubs.hubs {
             hubs.push(match found.get(&hub.name) {
                 Some((run, history)) => {
-                    let (events, _) = read_events(&self.state.run_dir(run))?;
-                    HubStatus::from_journal(&hub.name, run, history, &events, &self.playbook, now)
+                    let run_dir = self.state.run_dir(run);
+                    let held = match (&self.shared, cluster) {
+                        (Some(shared), Some(cluster)) => shared.holder(cluster, run).await?,
+                        _ => RunLock::holder(&run_dir),
+                    }
+                    .is_some();
+                    let (events, _) = read_events(&run_dir)?;
+                    HubStatus::from_journal(
+                        &hub.name,
+                        run,
+                        held,
+                        history,
+                        &events,
+                        &self.playbook,
+                        now,
+                    )
                 }
                 None => HubStatus::not_started(&hub.name),
             });
