@@ -7,6 +7,7 @@ use crate::engine::event::{RunStatus, StepStatus};
 use crate::engine::journal::{History, StepState};
 use crate::engine::summary::RunSummary;
 use crate::playbook::Playbook;
+use crate::syntax::format_bytes;
 
 /// The phase a hub is in.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -166,6 +167,30 @@ fn first_line(text: Option<&str>) -> String {
         .to_string()
 }
 
+/// How far a copy is, from its step's notes: the last pass's plan (`sync: pass`, with its
+/// shards and their bytes) and the shards of that pass journaled as done (`sync: shard`).
+fn copy_progress(notes: &[serde_json::Value]) -> Option<String> {
+    let plan = notes.iter().rev().find(|note| note["sync"] == "pass")?;
+    let pass = plan["pass"].as_u64()?;
+    let shards = plan["shards"].as_array()?;
+    let total: u64 = shards
+        .iter()
+        .filter_map(|shard| shard["bytes"].as_u64())
+        .sum();
+    let done: Vec<&serde_json::Value> = notes
+        .iter()
+        .filter(|note| note["sync"] == "shard" && note["pass"].as_u64() == Some(pass))
+        .collect();
+    let copied: u64 = done.iter().filter_map(|note| note["bytes"].as_u64()).sum();
+    Some(format!(
+        "pass {pass}: {} of {} shards, {} of {}",
+        done.len(),
+        shards.len(),
+        format_bytes(copied),
+        format_bytes(total)
+    ))
+}
+
 /// The phase a run's journal says it is in.
 fn phase_of(history: &History) -> HubPhase {
     if history.started.is_none() {
@@ -207,16 +232,10 @@ fn phase_of(history: &History) -> HubPhase {
                 .find_map(|(id, state)| matches!(state, StepState::Started).then(|| id.clone()));
             match step {
                 Some(step) => {
-                    let progress = crate::actions::detached_copies(&history.notes)
-                        .into_iter()
-                        .find(|copy| copy.step == step)
-                        .and_then(|copy| copy.journaled)
-                        .map(|pass| {
-                            format!(
-                                "pass {}: {} of {} shards",
-                                pass.pass, pass.shards_done, pass.shards
-                            )
-                        });
+                    let progress = history
+                        .notes
+                        .get(&step)
+                        .and_then(|notes| copy_progress(notes));
                     HubPhase::Running { step, progress }
                 }
                 None => HubPhase::Running {
@@ -225,5 +244,74 @@ fn phase_of(history: &History) -> HubPhase {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A history from journal lines.
+    fn history(lines: &[serde_json::Value]) -> History {
+        let dir = tempfile::tempdir().unwrap();
+        let text: Vec<String> = lines.iter().map(|line| line.to_string()).collect();
+        std::fs::write(dir.path().join("journal.jsonl"), text.join("\n") + "\n").unwrap();
+        History::load(dir.path()).unwrap()
+    }
+
+    fn event(kind: serde_json::Value) -> serde_json::Value {
+        let mut event = serde_json::json!({"ts": "2026-12-03T10:00:00Z", "run": "r-1"});
+        for (key, value) in kind.as_object().unwrap() {
+            event[key] = value.clone();
+        }
+        event
+    }
+
+    fn started() -> serde_json::Value {
+        event(serde_json::json!({
+            "event": "run_started", "playbook": "p.yaml", "name": "p", "playbook_hash": "h",
+            "steps": [{"id": "prepare", "hash": "a"}, {"id": "copy", "hash": "b"}],
+            "params": {"cluster": "c", "hub": "h"}, "pid": 1, "host": "vm",
+        }))
+    }
+
+    #[test]
+    fn a_running_copy_shows_its_progress_and_a_dead_one_is_told() {
+        let lines = [
+            started(),
+            event(
+                serde_json::json!({"event": "step_started", "step": "copy", "name": "copy", "action": "sync", "attempt": 1}),
+            ),
+            event(
+                serde_json::json!({"event": "step_note", "step": "copy", "data": {
+                "sync": "pass", "pass": 1, "shards": [{"bytes": 1024}, {"bytes": 3072}]}}),
+            ),
+            event(
+                serde_json::json!({"event": "step_note", "step": "copy", "data": {
+                "sync": "shard", "pass": 1, "shard": 0, "bytes": 1024, "files": 3}}),
+            ),
+        ];
+        let history = history(&lines);
+        assert_eq!(
+            phase_of(&history).describe(),
+            "running copy (pass 1: 1 of 2 shards, 1.0 KiB of 4.0 KiB)"
+        );
+    }
+
+    #[test]
+    fn a_failed_run_says_where_and_the_errors_first_line() {
+        let lines = [
+            started(),
+            event(
+                serde_json::json!({"event": "step_finished", "step": "prepare", "status": "failed",
+                "duration_ms": 5, "error": "disk full\nmore"}),
+            ),
+            event(serde_json::json!({"event": "run_finished", "status": "failed", "exit_code": 1})),
+        ];
+        assert_eq!(
+            phase_of(&history(&lines)).describe(),
+            "failed at prepare: disk full"
+        );
+        assert_eq!(phase_of(&history(&[])), HubPhase::NotStarted);
     }
 }
