@@ -683,3 +683,65 @@ fn a_kill_9_of_the_fleet_during_the_copies_then_fleet_run_again_repeats_nothing(
         );
     }
 }
+
+#[test]
+fn with_the_state_in_the_cluster_each_hub_has_its_lease_and_journal_there() {
+    let sandbox =
+        common::Sandbox::start("apiVersion: v1\nkind: Namespace\nmetadata: {name: alpha}\n");
+    let kubeconfig = sandbox.kubeconfig().display().to_string();
+    let test = demo();
+    let fleet = |command: &str, extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "--kubeconfig",
+            &kubeconfig,
+            "fleet",
+            command,
+            "playbook.yaml",
+            "--cluster",
+            "demo",
+            "--state",
+            "cluster",
+        ];
+        args.extend(extra);
+        args.into_iter().map(str::to_string).collect()
+    };
+    test.run_args(&fleet(
+        "run",
+        &["--hub", "alpha", "--hub", "delta", "--concurrency", "2"],
+    ))
+    .status(5);
+    let leases = sandbox.kubectl(&["get", "lease", "-n", "runbook", "-o", "name"]);
+    assert_eq!(leases.lines().count(), 2, "{leases}");
+    let journals = sandbox.kubectl(&["get", "configmap", "-n", "runbook", "-o", "name"]);
+    assert!(journals.lines().count() >= 2, "{journals}");
+    // The hub's namespace (alpha has one, delta none) says where its run is.
+    let phase = sandbox.kubectl(&[
+        "get",
+        "ns",
+        "alpha",
+        "-o",
+        "jsonpath={.metadata.labels.runbook\\.dev/phase} {.metadata.labels.runbook\\.dev/step}",
+    ]);
+    assert_eq!(phase.trim(), "at-gate gate");
+
+    // Another machine (another state directory) sees the same hubs from the cluster.
+    let elsewhere = Test::new()
+        .playbook(DEMO_PLAYBOOK)
+        .file("config/clusters/demo/cluster.yaml", DEMO_CLUSTER);
+    elsewhere
+        .run_args(&fleet(
+            "status",
+            &["--hub", "alpha", "--hub", "delta", "--format", "json"],
+        ))
+        .status(1)
+        .stdout_has(r#""phase": "at_gate""#);
+    elsewhere
+        .run_args(&fleet(
+            "run",
+            &["--hub", "alpha", "--hub", "delta", "--yes"],
+        ))
+        .status(0);
+    test.run_args(&fleet("status", &["--hub", "alpha", "--hub", "delta"]))
+        .status(0)
+        .stdout_has("2 of 2 hubs of cluster demo done");
+}
