@@ -745,3 +745,58 @@ fn with_the_state_in_the_cluster_each_hub_has_its_lease_and_journal_there() {
         .status(0)
         .stdout_has("2 of 2 hubs of cluster demo done");
 }
+
+#[test]
+fn plan_shows_each_hubs_plan_and_run_json_is_every_hubs_events() {
+    let test = demo();
+    let output = test
+        .run_args(&[
+            "fleet",
+            "plan",
+            "playbook.yaml",
+            "--cluster",
+            "demo",
+            "--skip-hub",
+            "echo",
+            "--format",
+            "json",
+        ])
+        .status(0);
+    let plan: Value = serde_json::from_str(&output.stdout).expect("plan JSON");
+    let hubs: Vec<&str> = plan["hubs"]
+        .as_array()
+        .expect("hubs")
+        .iter()
+        .map(|hub| hub["hub"].as_str().expect("hub"))
+        .collect();
+    assert_eq!(hubs, ["alpha", "bravo", "charlie", "delta"]);
+    // The guard reads charlie's own vars file.
+    let charlie = &plan["hubs"][2]["plan"]["steps"];
+    assert_eq!(charlie[1]["id"], "guard");
+    assert_eq!(charlie[1]["decision"], "refused", "{charlie}");
+    assert!(!test.path(".runbook").exists(), "a plan wrote state");
+
+    let run = test
+        .run_args(&[
+            "fleet",
+            "run",
+            "playbook.yaml",
+            "--cluster",
+            "demo",
+            "--hub",
+            "alpha",
+            "--hub",
+            "delta",
+            "--yes",
+            "--format",
+            "json",
+        ])
+        .status(0);
+    let events = run.events();
+    let finished: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["event"] == "run_finished")
+        .collect();
+    assert_eq!(finished.len(), 2, "{}", run.stdout);
+    assert!(finished.iter().all(|event| event["status"] == "ok"));
+}
