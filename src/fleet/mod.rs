@@ -393,6 +393,11 @@ impl FleetArgs {
                 .help("add --sandbox to run against the sandbox in that directory")
                 .into());
         }
+        if !serves && self.sandbox.sandbox && self.sandbox.sandbox_dir.is_none() {
+            return Err(Diagnostic::new("fleet status --sandbox needs --sandbox-dir")
+                .help("give the --sandbox-dir of the fleet run; status reads it without serving it")
+                .into());
+        }
         let playbook = Playbook::load(&self.playbook)?;
         for param in ["cluster", "hub"] {
             if !playbook.params.contains_key(param) {
