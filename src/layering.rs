@@ -26,6 +26,8 @@ pub const LAYERS: &[&[&str]] = &[
     &["engine"],
     // How runs, plans and statuses are shown.
     &["report"],
+    // A playbook over every hub of a deployer cluster: one run per hub.
+    &["fleet"],
     // `--sandbox`: the simulated cluster (crates/sandbox-cluster) started for a run.
     &["sandbox"],
 ];

@@ -5,12 +5,14 @@
 //! [`diagnostic`], [`values`] and [`failure`] (they know nothing of runbooks); [`syntax`] (how
 //! settings are written); [`kube`] (the client); [`render`] (templates, masking); [`actions`]
 //! (what a step does); [`playbook`] (load and check); [`engine`] (plan and run, journal,
-//! lock); [`report`] (how it is shown). A test in `layering.rs` keeps it so.
+//! lock); [`report`] (how it is shown); [`fleet`] (a playbook over every hub of a cluster).
+//! A test in `layering.rs` keeps it so.
 
 pub mod actions;
 pub mod diagnostic;
 pub mod engine;
 pub mod failure;
+pub mod fleet;
 pub mod kube;
 #[cfg(test)]
 mod layering;

@@ -213,6 +213,11 @@ enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// One playbook over every hub of a deployer cluster: each hub its own run.
+    Fleet {
+        #[command(subcommand)]
+        command: runbook::fleet::FleetCommand,
+    },
     /// Move runs between this machine's state directory and the cluster.
     State {
         #[command(subcommand)]
@@ -414,6 +419,7 @@ async fn execute(
                     path,
                     max_age: plan_max_age,
                 }),
+                ..RunOptions::default()
             };
             let cluster = cluster_for(&playbook, &cluster_options, shared.as_ref()).await?;
             let result = engine::run(
@@ -522,6 +528,21 @@ async fn execute(
         Command::Sandbox { command } => {
             runbook::sandbox::run_command(command, &cluster_options).await?;
             Ok(Exit::Success)
+        }
+        Command::Fleet { command } => {
+            let sandbox = match (sandbox, command.sandbox_to_read()) {
+                (Some(session), _) => Some(session.fleet_facts()),
+                (None, Some(dir)) => Some(SandboxSession::existing(dir)?.fleet_facts()),
+                (None, None) => None,
+            };
+            let cx = runbook::fleet::FleetContext {
+                verbosity,
+                state_dir: cli.state_dir.clone(),
+                sandbox,
+                cluster_options,
+                surroundings,
+            };
+            runbook::fleet::run_command(command, &cx).await
         }
         // Handled in `main`, without this runtime.
         Command::SyncAgent { .. } => Ok(Exit::InvalidInput),
@@ -645,12 +666,16 @@ async fn detached_copies(
     copies
 }
 
-/// The `--sandbox` of a `plan` or `run`.
-fn sandbox_args(cli: &Cli) -> Option<&SandboxArgs> {
+/// The `--sandbox` of a `plan`, `run`, `fleet plan` or `fleet run`: its `--sandbox-dir`,
+/// and for a fleet how many hubs to seed.
+fn sandbox_args(cli: &Cli) -> Option<(Option<&std::path::Path>, Option<usize>)> {
     match &cli.command {
         Command::Plan { sandbox, .. } | Command::Run { sandbox, .. } if sandbox.sandbox => {
-            Some(sandbox)
+            Some((sandbox.sandbox_dir.as_deref(), None))
         }
+        Command::Fleet { command } => command
+            .sandbox_to_serve()
+            .map(|(dir, hubs)| (dir, Some(hubs))),
         _ => None,
     }
 }
@@ -662,8 +687,8 @@ fn main() -> ExitCode {
         return runbook::actions::run_agent_command(command);
     }
     // Held until the end: the sandbox directory is seeded and served by one process.
-    let (sandbox, _sandbox_lock) = match sandbox_args(&cli).map(|args| prepare_sandbox(&cli, args))
-    {
+    let prepared = sandbox_args(&cli).map(|(dir, hubs)| prepare_sandbox(&cli, dir, hubs));
+    let (sandbox, _sandbox_lock) = match prepared {
         Some(Ok((session, lock))) => (Some(session), lock),
         Some(Err(error)) => return report_error(&error),
         None => (None, None),
@@ -687,7 +712,11 @@ fn main() -> ExitCode {
         }
     };
     let quiet = cli.quiet;
-    let was_run = matches!(cli.command, Command::Run { .. });
+    let was_run = match &cli.command {
+        Command::Run { .. } => true,
+        Command::Fleet { command } => command.is_run(),
+        _ => false,
+    };
     let state_dir = state_dir_of(&cli, sandbox.as_ref());
     let result = runtime.block_on(execute(cli, sandbox.as_ref(), surroundings));
     // A step interrupted while blocked in a system call (a read of a FIFO or of a file
@@ -829,7 +858,8 @@ fn lock_sandbox_dir(dir: &std::path::Path) -> Result<RunLock, Error> {
 /// seeded once.
 fn prepare_sandbox(
     cli: &Cli,
-    args: &SandboxArgs,
+    dir: Option<&std::path::Path>,
+    fleet_hubs: Option<usize>,
 ) -> Result<(SandboxSession, Option<RunLock>), Error> {
     // Before anything is created: a runbook without the sandbox changes nothing.
     runbook::sandbox::check_built("--sandbox")?;
@@ -847,11 +877,10 @@ fn prepare_sandbox(
             .into());
         }
     }
-    let lock = args
-        .sandbox_dir
-        .as_deref()
-        .map(lock_sandbox_dir)
-        .transpose()?;
-    let session = SandboxSession::prepare(args.sandbox_dir.as_deref(), !cli.quiet)?;
+    let lock = dir.map(lock_sandbox_dir).transpose()?;
+    let session = match fleet_hubs {
+        None => SandboxSession::prepare(dir, !cli.quiet)?,
+        Some(hubs) => SandboxSession::prepare_fleet(dir, hubs, !cli.quiet)?,
+    };
     Ok((session, lock))
 }

@@ -89,6 +89,25 @@ pub mod session {
             Err(super::not_built("--sandbox").into())
         }
 
+        /// Refuses: there is no sandbox to prepare.
+        pub fn prepare_fleet(
+            _dir: Option<&Path>,
+            _hubs: usize,
+            _announce: bool,
+        ) -> crate::Result<Self> {
+            Err(super::not_built("--sandbox").into())
+        }
+
+        /// Refuses: there is no sandbox to read.
+        pub fn existing(_dir: &Path) -> crate::Result<Self> {
+            Err(super::not_built("--sandbox-dir").into())
+        }
+
+        /// What a fleet command needs of the sandbox.
+        pub fn fleet_facts(&self) -> crate::fleet::SandboxFacts {
+            match *self {}
+        }
+
         /// The sandbox directory.
         pub fn dir(&self) -> &Path {
             match *self {}

@@ -8,6 +8,7 @@ mod common;
 mod bad_playbooks;
 mod ci_window;
 mod cluster_state;
+mod fleet;
 mod interrupts;
 mod kube_actions;
 mod nfs;

@@ -65,6 +65,29 @@ pub struct RunOptions {
     pub cluster_state: Option<ClusterState>,
     /// `--plan FILE`: run exactly this saved plan.
     pub plan: Option<PlanFile>,
+    /// Asks the run, from outside, to stop before its next step (a fleet that stopped
+    /// after too many failures).
+    pub halt: Halt,
+    /// Stop at a gate that is not approved rather than ask at the terminal (the hubs of a
+    /// fleet go to their gates together, and are approved together).
+    pub never_ask: bool,
+}
+
+/// A request to stop a run before its next step, shared with whoever started it: the run
+/// then ends as interrupted (exit 130), its journal consistent, and `run` again goes on.
+#[derive(Debug, Clone, Default)]
+pub struct Halt(Arc<std::sync::atomic::AtomicBool>);
+
+impl Halt {
+    /// Asks every run that shares this request to stop before its next step.
+    pub fn halt(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the runs were asked to stop.
+    pub fn is_halted(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// `--plan FILE` and `--plan-max-age`.
@@ -859,6 +882,9 @@ impl StepVisitor for RunVisitor<'_> {
     ) -> anyhow::Result<After<Exit>> {
         let (recorder, started, id) = (self.recorder, self.started, step.id());
         let stop = |exit: anyhow::Result<Exit>| exit.map(After::Stop);
+        if self.options.halt.is_halted() {
+            return stop(recorder.finish(Exit::Interrupted));
+        }
         if let Some(stopped) = self.hold_to_plan(step, cx, &evaluated).await? {
             return Ok(stopped);
         }
@@ -1051,7 +1077,7 @@ impl RunVisitor<'_> {
             Some("--yes")
         } else if self.options.approve.iter().any(|approved| approved == id) {
             Some("--approve")
-        } else if approval::can_ask() {
+        } else if !self.options.never_ask && approval::can_ask() {
             approval::ask(id, &question).await.then_some("terminal")
         } else {
             None

@@ -186,6 +186,12 @@ impl Playbook {
 
     /// Checks the given values against the params and renders the vars.
     pub fn bind(&self, inputs: &Inputs) -> Result<Bound, Diagnostic> {
+        self.bind_with(inputs, None)
+    }
+
+    /// [`Playbook::bind`] with one more vars file, read after `inputs.vars_file` and before
+    /// the flags: a fleet's per-hub file, which wins over the file every hub shares.
+    pub fn bind_with(&self, inputs: &Inputs, more: Option<&str>) -> Result<Bound, Diagnostic> {
         let mut given = IndexMap::new();
         let defaults: Vec<String> = inputs
             .defaults
@@ -197,7 +203,10 @@ impl Playbook {
         if let Some(file) = &inputs.vars_file {
             given.extend(read_vars_file(file)?);
         }
-        // Flags win over the file.
+        if let Some(file) = more {
+            given.extend(read_vars_file(file)?);
+        }
+        // Flags win over the files.
         given.extend(parse_var_flags(&inputs.vars)?);
         let params = param::resolve(&self.params, given, &self.source)?;
         let masker = Masker::new(

@@ -52,6 +52,8 @@ pub struct Reporter {
     run_id: RwLock<String>,
     /// The display a long action redraws on a terminal, while one is shown.
     live: Mutex<Option<live::LiveDisplay>>,
+    /// Put before every human line: `[hub] ` when a fleet runs several hubs at once.
+    prefix: String,
 }
 
 const GREEN: &str = "\x1b[32m";
@@ -74,7 +76,15 @@ impl Reporter {
             stderr: Mutex::new(()),
             run_id: RwLock::new(String::new()),
             live: Mutex::new(None),
+            prefix: String::new(),
         }
+    }
+
+    /// The same reporter with every human line starting with `[label] `, so that lines of
+    /// runs that go on side by side (the hubs of a fleet) can be told apart.
+    pub fn labelled(mut self, label: &str) -> Self {
+        self.prefix = format!("{} ", self.paint(BOLD, &format!("[{label}]")));
+        self
     }
 
     /// Secrets to mask from now on.
@@ -147,7 +157,7 @@ impl Reporter {
         let print = || {
             let mut stderr = std::io::stderr().lock();
             for line in self.mask(text).lines() {
-                let _ = writeln!(stderr, "{time} {line}");
+                let _ = writeln!(stderr, "{time} {}{line}", self.prefix);
             }
         };
         match self.live.lock().ok().as_deref() {
@@ -156,9 +166,13 @@ impl Reporter {
         }
     }
 
-    /// Whether a long action's progress is redrawn in place: text on a terminal, not quiet.
+    /// Whether a long action's progress is redrawn in place: text on a terminal, not quiet,
+    /// and one run at a time (the hubs of a fleet, labelled, print lines instead).
     pub fn redraws(&self) -> bool {
-        self.terminal && self.format == Format::Text && self.verbosity != Verbosity::Quiet
+        self.terminal
+            && self.format == Format::Text
+            && self.verbosity != Verbosity::Quiet
+            && self.prefix.is_empty()
     }
 
     /// Shows a long action's state on the display redrawn in place (see [`Reporter::redraws`]).

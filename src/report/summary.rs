@@ -193,6 +193,9 @@ fn ending_sentence(ending: &Ending) -> String {
             "**Interrupted in step `{step}`** (exit {code}); the same command resumes there."
         ),
         RunStatus::Invalid => format!("**Stopped on invalid input** (exit {code})."),
+        RunStatus::PlanChanged => format!(
+            "**The saved plan no longer holds at step `{step}`** (exit {code}); nothing was changed by that step: make a new plan."
+        ),
     }
 }
 

@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use sandbox_cluster::SandboxOptions;
 use sandbox_cluster::embedded::EmbeddedSandbox;
+use sandbox_cluster::fleet::Fleet;
 use sandbox_cluster::hub::Hub;
 
 use crate::Exit;
@@ -27,6 +28,47 @@ impl SandboxSession {
     /// Uses `dir` (seeding it unless it was seeded before), or seeds a new temporary
     /// directory.
     pub fn prepare(dir: Option<&Path>, announce: bool) -> anyhow::Result<Self> {
+        Self::prepare_with(dir, announce, None)
+    }
+
+    /// Like [`SandboxSession::prepare`], seeding a cluster of `hubs` hubs (a [`Fleet`]) for
+    /// `runbook fleet`.
+    pub fn prepare_fleet(dir: Option<&Path>, hubs: usize, announce: bool) -> anyhow::Result<Self> {
+        Self::prepare_with(dir, announce, Some(Fleet::new(hubs)))
+    }
+
+    /// A directory seeded before, to read (`fleet status --sandbox-dir`): not seeded, not
+    /// locked, not served.
+    pub fn existing(dir: &Path) -> anyhow::Result<Self> {
+        let dir = std::path::absolute(dir).context("cannot resolve --sandbox-dir")?;
+        if !Hub::is_seeded(&dir) {
+            anyhow::bail!(
+                "--sandbox-dir {}: no sandbox was seeded there (run `runbook fleet run ... --sandbox --sandbox-dir {}` first)",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Ok(SandboxSession {
+            dir,
+            temporary: false,
+            hub: Hub::new("staging"),
+        })
+    }
+
+    /// What a fleet command needs of the sandbox.
+    pub fn fleet_facts(&self) -> crate::fleet::SandboxFacts {
+        crate::fleet::SandboxFacts {
+            dir: self.dir.clone(),
+            state_dir: self.state_dir(),
+            params: self.params(),
+        }
+    }
+
+    fn prepare_with(
+        dir: Option<&Path>,
+        announce: bool,
+        fleet: Option<Fleet>,
+    ) -> anyhow::Result<Self> {
         let (dir, temporary) = match dir {
             Some(dir) => (
                 std::path::absolute(dir).context("cannot resolve --sandbox-dir")?,
@@ -40,17 +82,37 @@ impl SandboxSession {
                 (dir.keep(), true)
             }
         };
-        let hub = Hub::new("staging");
+        let hub = fleet
+            .as_ref()
+            .and_then(|fleet| fleet.hubs.first().cloned())
+            .unwrap_or_else(|| Hub::new("staging"));
         if !Hub::is_seeded(&dir) {
-            if announce {
-                eprintln!(
-                    "sandbox: seeding hub `{}` of cluster `{}` in {}",
-                    hub.name,
-                    hub.cluster,
-                    dir.display()
-                );
+            match &fleet {
+                Some(fleet) => {
+                    if announce {
+                        let names: Vec<&str> =
+                            fleet.hubs.iter().map(|hub| hub.name.as_str()).collect();
+                        eprintln!(
+                            "sandbox: seeding hubs {} of cluster `{}` in {}",
+                            names.join(", "),
+                            fleet.cluster(),
+                            dir.display()
+                        );
+                    }
+                    fleet.seed(&dir)?;
+                }
+                None => {
+                    if announce {
+                        eprintln!(
+                            "sandbox: seeding hub `{}` of cluster `{}` in {}",
+                            hub.name,
+                            hub.cluster,
+                            dir.display()
+                        );
+                    }
+                    hub.seed(&dir)?;
+                }
             }
-            hub.seed(&dir)?;
             // Copies treat a file changed less than a second before a pass started as
             // possibly changed since (a margin for file servers' clocks). Real home
             // directories are older than that: let the new ones age, so that the final

@@ -139,6 +139,16 @@ impl ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Its hubs, in the order the file lists them.
+    pub fn hubs(&self) -> &[HubValues] {
+        &self.hubs
+    }
+
+    /// Where `hubs:` is (or the top of the file when it has none).
+    pub fn hubs_position(&self) -> Position {
+        self.hubs_position
+    }
+
     /// The hubs other than `hub` whose values files include `file`.
     pub fn other_hubs_using(&self, file: &str, hub: &str) -> Vec<&str> {
         self.hubs

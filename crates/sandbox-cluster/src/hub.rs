@@ -25,7 +25,7 @@ use anyhow::Context;
 use super::controllers::LIFETIME_ANNOTATION;
 
 /// The file whose presence says the directory was seeded completely.
-const SEEDED_MARKER: &str = "seeded";
+pub(crate) const SEEDED_MARKER: &str = "seeded";
 
 /// A hub as the sandbox seeds it, built like a fixture:
 /// `Hub::new("staging").with_users(2).pv_policy("Delete")`.
@@ -48,6 +48,27 @@ pub struct Hub {
     /// When the user servers stop (the first after this, the next ones a few seconds
     /// later); `None`: they never stop by themselves.
     pub users_leave_after_secs: Option<u64>,
+    /// How much its users keep in their homes.
+    pub homes: HomeSizes,
+}
+
+/// How big the generated home directories are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HomeSizes {
+    /// MiB of alice's biggest file (her second one is a quarter of it).
+    pub big_file_mib: usize,
+    /// Folders of 50 small files in bob's project.
+    pub small_file_folders: usize,
+}
+
+impl Default for HomeSizes {
+    /// About 30 MiB, 2,500 small files.
+    fn default() -> Self {
+        HomeSizes {
+            big_file_mib: 24,
+            small_file_folders: 50,
+        }
+    }
 }
 
 impl Hub {
@@ -62,7 +83,14 @@ impl Hub {
             pv_policy: "Delete".into(),
             users: 2,
             users_leave_after_secs: Some(6),
+            homes: HomeSizes::default(),
         }
+    }
+
+    /// With homes of these sizes.
+    pub fn with_homes(mut self, homes: HomeSizes) -> Self {
+        self.homes = homes;
+        self
     }
 
     /// With `count` user servers running.
@@ -260,7 +288,8 @@ spec:
         }
         write_file(&dir.join("hub-objects.yaml"), &self.manifests())?;
         let homes = self.export_dir(dir, &self.old_server).join(&self.name);
-        write_homes(&homes).with_context(|| format!("cannot write {}", homes.display()))?;
+        write_homes_sized(&homes, self.homes)
+            .with_context(|| format!("cannot write {}", homes.display()))?;
         let new_export = self.export_dir(dir, &self.new_server);
         std::fs::create_dir_all(&new_export)
             .with_context(|| format!("cannot create {}", new_export.display()))?;
@@ -307,37 +336,41 @@ hubs:
 "#
             ),
         )?;
-        write_file(
-            &cluster_dir.join("common.values.yaml"),
-            r#"# Shared by every hub of this cluster.
-nfs:
-  enabled: true
-  pv:
-    enabled: true
-    # from https://cloud.google.com/filestore/docs/mounting-fileshares
-    mountOptions:
-    - soft
-    - noatime
-    - vers=4.1
-    baseShareName: /homes/
-
-jupyterhub:
-  singleuser:
-    defaultUrl: /lab
-  scheduling:
-    userScheduler:
-      enabled: true
-"#,
-        )?;
+        write_file(&cluster_dir.join("common.values.yaml"), COMMON_VALUES)?;
         write_file(
             &cluster_dir.join(format!("{hub}.values.yaml")),
-            &format!(
-                r#"nfs:
+            &self.own_values(true),
+        )?;
+        // Encrypted in a real repository; read by nobody here.
+        write_file(
+            &cluster_dir.join(format!("enc-{hub}.secret.values.yaml")),
+            SECRET_VALUES,
+        )?;
+        write_file(
+            &cluster_dir.join("prod.values.yaml"),
+            r#"nfs:
   pv:
-    # Google FileStore IP
-    serverIP: {server}
+    serverIP: 10.0.0.8
+"#,
+        )?;
+        Ok(())
+    }
 
-jupyterhub:
+    /// The hub's own values file, in the style of the deployer repository: with
+    /// `nfs.pv.serverIP` when `with_server`, else the server comes from a file it shares.
+    pub fn own_values(&self, with_server: bool) -> String {
+        let hub = &self.name;
+        let cluster = &self.cluster;
+        let server = if with_server {
+            format!(
+                "nfs:\n  pv:\n    # Google FileStore IP\n    serverIP: {}\n\n",
+                self.old_server
+            )
+        } else {
+            format!("# {hub}'s NFS server is set in the values file it shares with another hub.\n")
+        };
+        format!(
+            r#"{server}jupyterhub:
   custom:
     2i2c:
       add_staff_user_ids_to_admin_users: true
@@ -366,31 +399,8 @@ jupyterhub:
     memory:
       guarantee: 1G
       limit: 2G   # a user's server is killed above this
-"#,
-                server = self.old_server,
-            ),
-        )?;
-        // Encrypted in a real repository; read by nobody here.
-        write_file(
-            &cluster_dir.join(format!("enc-{hub}.secret.values.yaml")),
-            r#"jupyterhub:
-  hub:
-    config:
-      GitHubOAuthenticator:
-        client_id: ENC[AES256_GCM,data:c2FuZGJveA==,type:str]
-        client_secret: ENC[AES256_GCM,data:c2VjcmV0,type:str]
-sops:
-  version: 3.9.1
-"#,
-        )?;
-        write_file(
-            &cluster_dir.join("prod.values.yaml"),
-            r#"nfs:
-  pv:
-    serverIP: 10.0.0.8
-"#,
-        )?;
-        Ok(())
+"#
+        )
     }
 
     /// The param values `--sandbox` gives the NFS playbook for this hub seeded in `dir`;
@@ -423,10 +433,42 @@ sops:
     }
 }
 
+/// `common.values.yaml`: shared by every hub of the cluster.
+pub const COMMON_VALUES: &str = r#"# Shared by every hub of this cluster.
+nfs:
+  enabled: true
+  pv:
+    enabled: true
+    # from https://cloud.google.com/filestore/docs/mounting-fileshares
+    mountOptions:
+    - soft
+    - noatime
+    - vers=4.1
+    baseShareName: /homes/
+
+jupyterhub:
+  singleuser:
+    defaultUrl: /lab
+  scheduling:
+    userScheduler:
+      enabled: true
+"#;
+
+/// A hub's sops-encrypted values file: encrypted in a real repository, read by nobody here.
+pub const SECRET_VALUES: &str = r#"jupyterhub:
+  hub:
+    config:
+      GitHubOAuthenticator:
+        client_id: ENC[AES256_GCM,data:c2FuZGJveA==,type:str]
+        client_secret: ENC[AES256_GCM,data:c2VjcmV0,type:str]
+sops:
+  version: 3.9.1
+"#;
+
 /// User names, in the order their servers are seeded.
 const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
 
-fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -438,6 +480,11 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
 /// (one dangling), an empty directory, private modes, names with spaces and accents, one
 /// home with most of the bytes (a 24 MiB file), and one with thousands of small files.
 pub fn write_homes(homes: &Path) -> std::io::Result<()> {
+    write_homes_sized(homes, HomeSizes::default())
+}
+
+/// [`write_homes`] with alice's files and bob's project of the sizes given.
+pub fn write_homes_sized(homes: &Path, sizes: HomeSizes) -> std::io::Result<()> {
     let mut random = fastrand::Rng::with_seed(0x5eed);
     let file = |path: &Path, bytes: &[u8]| -> std::io::Result<()> {
         if let Some(parent) = path.parent() {
@@ -449,10 +496,10 @@ pub fn write_homes(homes: &Path) -> std::io::Result<()> {
 
     // alice: most of the bytes.
     let alice = homes.join("alice");
-    let mut big = vec![0u8; 24 << 20];
+    let mut big = vec![0u8; sizes.big_file_mib << 20];
     random.fill(&mut big);
     file(&alice.join("data/survey-2024.h5"), &big)?;
-    big.truncate(6 << 20);
+    big.truncate((sizes.big_file_mib << 20) / 4);
     random.fill(&mut big);
     file(&alice.join("data/survey-2023.h5"), &big)?;
     file(
@@ -466,7 +513,7 @@ pub fn write_homes(homes: &Path) -> std::io::Result<()> {
 
     // bob: thousands of small files.
     let bob = homes.join("bob");
-    for module in 0..50 {
+    for module in 0..sizes.small_file_folders {
         for index in 0..50 {
             let size = 200 + random.usize(..3000);
             let body: String = (0..size)

@@ -65,6 +65,7 @@ pub mod exec;
 pub mod exec_session;
 pub mod faults;
 pub mod field_set;
+pub mod fleet;
 pub mod hub;
 pub mod identities;
 pub mod kubelet;

@@ -179,7 +179,11 @@ impl Tuner {
                     self.phase = Phase::Holding { steady: 0 };
                     return self.move_to(
                         workers,
-                        format!("throughput {} at {} workers", percent_change(gain), self.workers),
+                        format!(
+                            "throughput {} at {} workers",
+                            percent_change(gain),
+                            self.workers
+                        ),
                     );
                 }
                 if steady + 1 >= PROBE_EVERY {
@@ -300,9 +304,8 @@ impl CpuMeter {
         let busy = match (self.last, now) {
             (Some(CpuReading::Cgroup(then, at)), Some(CpuReading::Cgroup(used, now_at))) => {
                 let elapsed = now_at.duration_since(at).as_secs_f64();
-                (elapsed > 0.0).then(|| {
-                    used.saturating_sub(then).as_secs_f64() / (elapsed * cpu_capacity())
-                })
+                (elapsed > 0.0)
+                    .then(|| used.saturating_sub(then).as_secs_f64() / (elapsed * cpu_capacity()))
             }
             (
                 Some(CpuReading::Machine { busy, total }),
@@ -370,7 +373,9 @@ mod tests {
             let settled = &counts[counts.len() - 10..];
             let (low, high) = (saturation, saturation + saturation / 2 + 1);
             assert!(
-                settled.iter().all(|count| (low - low / 4..=high).contains(count)),
+                settled
+                    .iter()
+                    .all(|count| (low - low / 4..=high).contains(count)),
                 "saturation {saturation}: {counts:?}"
             );
         }
@@ -412,7 +417,10 @@ mod tests {
     fn it_never_leaves_one_to_max_jobs() {
         let mut tuner = Tuner::new(4, 6);
         let counts = run(&mut tuner, &server(100), 30);
-        assert!(counts.iter().all(|count| (1..=6).contains(count)), "{counts:?}");
+        assert!(
+            counts.iter().all(|count| (1..=6).contains(count)),
+            "{counts:?}"
+        );
         assert_eq!(tuner.workers(), 6);
         let mut tuner = Tuner::new(4, 32);
         let saturated = |workers: usize| Sample {
