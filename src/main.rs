@@ -303,6 +303,24 @@ fn state_dir_of(cli: &Cli, sandbox: Option<&SandboxSession>) -> PathBuf {
     }
 }
 
+/// What every command of one invocation shares: how much to say, where runs are kept, the
+/// cluster to talk to, what the steps' processes get, and the sandbox it serves.
+struct Invocation<'a> {
+    verbosity: Verbosity,
+    /// `--state-dir` (or its default): the runs kept on this machine.
+    local_state_dir: PathBuf,
+    /// Where this command reads and writes runs: the local state directory, or with
+    /// `--state cluster` the cache of the cluster's journals in it.
+    state_dir: PathBuf,
+    state: StateDir,
+    /// `--state cluster`.
+    shared: Option<ClusterState>,
+    cluster_options: ClusterOptions,
+    surroundings: RunEnvironment,
+    sandbox: Option<&'a SandboxSession>,
+}
+
+/// Runs the command of `cli`: builds what its commands share, then hands over to the command.
 async fn execute(
     cli: Cli,
     sandbox: Option<&SandboxSession>,
@@ -325,7 +343,6 @@ async fn execute(
         }
         _ => local_state_dir.clone(),
     };
-    let state = StateDir::new(&state_dir);
     let cluster_options = ClusterOptions {
         kubeconfig: match sandbox {
             Some(sandbox) => Some(sandbox.kubeconfig()),
@@ -333,66 +350,29 @@ async fn execute(
         },
         context: cli.context.clone(),
     };
+    let at = Invocation {
+        verbosity,
+        local_state_dir,
+        state: StateDir::new(&state_dir),
+        state_dir,
+        shared,
+        cluster_options,
+        surroundings,
+        sandbox,
+    };
     // Served from this process while the command runs; stopped (and saved) when it ends.
     let _served = sandbox.map(SandboxSession::serve).transpose()?;
     match cli.command {
-        Command::Validate(args) => {
-            let (playbook, bound) = load(&args, None)?;
-            let run = engine::run_id(&playbook, &bound.params);
-            let count = playbook.steps.len();
-            let steps = if count == 1 { "step" } else { "steps" };
-            println!(
-                "{}: ok, {count} {steps}, run id {run}",
-                playbook.path.display()
-            );
-            Ok(Exit::Success)
-        }
+        Command::Validate(args) => validate_command(&args),
         Command::Plan {
-            playbook: args,
+            playbook,
             format,
             out,
-            sandbox: _,
-            state: _,
-        } => {
-            let (playbook, bound) = load(&args, sandbox)?;
-            let reporter = Reporter::new(Format::Text, verbosity);
-            let cluster = cluster_for(&playbook, &cluster_options, shared.as_ref()).await?;
-            if let (Some(shared), Some(cluster)) = (&shared, &cluster) {
-                let run = engine::run_id(&playbook, &bound.params);
-                shared.refresh_run(cluster, &state, &run).await?;
-            }
-            let plan = engine::plan(
-                &playbook,
-                &bound,
-                &state,
-                &reporter,
-                cluster.as_ref(),
-                &surroundings,
-            )
-            .await?;
-            let text = match format {
-                PlanFormat::Text => plan.to_text(),
-                PlanFormat::Json => plan.to_json() + "\n",
-                PlanFormat::Markdown => plan.to_markdown(),
-            };
-            print!("{text}");
-            if let Some(out) = out {
-                SavedPlan::new(&playbook, &bound, &plan).save(&out, &bound.masker)?;
-            }
-            Ok(Exit::Success)
-        }
-        Command::ShowPlan { file, format } => {
-            let plan = SavedPlan::load("show-plan", &file)?;
-            let text = match format {
-                PlanFormat::Text => plan.report().to_text(),
-                PlanFormat::Json => plan.report().to_json() + "\n",
-                PlanFormat::Markdown => plan.to_markdown(),
-            };
-            print!("{text}");
-            Ok(Exit::Success)
-        }
+            ..
+        } => plan_command(&at, &playbook, format, out.as_deref()).await,
+        Command::ShowPlan { file, format } => show_plan_command(&file, format),
         Command::Run {
-            playbook: args,
+            playbook,
             yes,
             approve,
             from,
@@ -401,132 +381,31 @@ async fn execute(
             plan,
             plan_max_age,
             format,
-            sandbox: _,
-            state: _,
+            ..
         } => {
-            let (playbook, bound) = load(&args, sandbox)?;
-            let playbook = std::sync::Arc::new(playbook);
-            let reporter = std::sync::Arc::new(Reporter::new(format, verbosity));
             let options = RunOptions {
                 yes,
                 approve,
                 from,
                 only,
                 restart,
-                surroundings,
-                cluster_state: shared.clone(),
+                surroundings: at.surroundings.clone(),
+                cluster_state: at.shared.clone(),
                 plan: plan.map(|path| PlanFile {
                     path,
                     max_age: plan_max_age,
                 }),
                 ..RunOptions::default()
             };
-            let cluster = cluster_for(&playbook, &cluster_options, shared.as_ref()).await?;
-            let result = engine::run(
-                playbook.clone(),
-                &bound,
-                &state,
-                &options,
-                reporter,
-                cluster.as_ref(),
-            )
-            .await?;
-            if format == Format::Text && verbosity != Verbosity::Quiet {
-                eprint!("{}", result.summary.to_text());
-            }
-            // In a GitHub Actions job, the summary goes on the job's page too.
-            if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
-                let args: Vec<String> = std::env::args_os()
-                    .skip(1)
-                    .map(|a| a.to_string_lossy().into())
-                    .collect();
-                let appended = result
-                    .summary
-                    .append_markdown(path.as_ref(), &args, &bound.masker);
-                if let Err(error) = appended {
-                    eprintln!("warning: could not append to GITHUB_STEP_SUMMARY: {error}");
-                }
-            }
-            Ok(result.exit)
+            run_command(&at, &playbook, options, format).await
         }
         Command::Status {
             run, format, watch, ..
-        } => {
-            let (runs, _) = runs_of(&state, shared.as_ref(), &cluster_options).await?;
-            let run = chosen_run(run, &runs, shared.as_ref(), &state_dir)?;
-            use std::io::IsTerminal as _;
-            let terminal = std::io::stdout().is_terminal();
-            loop {
-                let (status, held) =
-                    status_of(&run, &state, shared.as_ref(), &cluster_options).await?;
-                let text = match format {
-                    Format::Json => status.to_json() + "\n",
-                    Format::Text => {
-                        status.to_terminal(terminal && std::env::var_os("NO_COLOR").is_none())
-                    }
-                };
-                if watch && terminal {
-                    // Home, clear, then the status: a redraw in place.
-                    print!("\x1b[H\x1b[2J{text}");
-                } else {
-                    print!("{text}");
-                }
-                use std::io::Write as _;
-                let _ = std::io::stdout().flush();
-                if !(watch && terminal && held) {
-                    return Ok(Exit::Success);
-                }
-                tokio::time::sleep(STATUS_WATCH_EVERY).await;
-            }
-        }
-        Command::List { format, .. } => {
-            let (ids, cluster) = runs_of(&state, shared.as_ref(), &cluster_options).await?;
-            let mut runs = Vec::new();
-            for run in ids {
-                let run_dir = state.run_dir(&run);
-                let history = History::load(&run_dir)?;
-                let holder = holder_of(&run, &run_dir, shared.as_ref(), cluster.as_ref()).await?;
-                runs.push(report::RunRow {
-                    id: run,
-                    history,
-                    holder,
-                });
-            }
-            match format {
-                Format::Text => print!("{}", report::render_list(&runs)),
-                Format::Json => println!("{}", report::list_json(&runs)),
-            }
-            Ok(Exit::Success)
-        }
-        Command::State { command, .. } => {
-            let shared =
-                shared.ok_or_else(|| anyhow::anyhow!("state commands keep a cluster state"))?;
-            let cluster = Cluster::connect(&cluster_options).await?;
-            let local = StateDir::new(&local_state_dir);
-            match command {
-                StateCommand::Push { runs } => {
-                    for run in runs {
-                        let lines = shared.push(&cluster, &local, &run).await?;
-                        println!(
-                            "run {run}: pushed to namespace `{}` ({lines} journal line(s) added); go on with --state cluster",
-                            shared.namespace
-                        );
-                    }
-                }
-                StateCommand::Pull { runs } => {
-                    for run in runs {
-                        let lines = shared.pull(&cluster, &local, &run).await?;
-                        println!(
-                            "run {run}: pulled into {} ({lines} journal line(s) added); go on with --state local",
-                            local_state_dir.display()
-                        );
-                    }
-                }
-            }
-            Ok(Exit::Success)
-        }
+        } => status_command(&at, run, format, watch).await,
+        Command::List { format, .. } => list_command(&at, format).await,
+        Command::State { command, .. } => state_command(&at, command).await,
         Command::Sandbox { command } => {
-            runbook::sandbox::run_command(command, &cluster_options).await?;
+            runbook::sandbox::run_command(command, &at.cluster_options).await?;
             Ok(Exit::Success)
         }
         Command::Fleet { command } => {
@@ -539,14 +418,198 @@ async fn execute(
                 verbosity,
                 state_dir: cli.state_dir.clone(),
                 sandbox,
-                cluster_options,
-                surroundings,
+                cluster_options: at.cluster_options,
+                surroundings: at.surroundings,
             };
             runbook::fleet::run_command(command, &cx).await
         }
         // Handled in `main`, without this runtime.
         Command::SyncAgent { .. } => Ok(Exit::InvalidInput),
     }
+}
+
+/// `validate`: loads and checks the playbook and its params, and prints the run id.
+fn validate_command(args: &PlaybookArgs) -> Result<Exit, Error> {
+    let (playbook, bound) = load(args, None)?;
+    let run = engine::run_id(&playbook, &bound.params);
+    let count = playbook.steps.len();
+    let steps = if count == 1 { "step" } else { "steps" };
+    println!(
+        "{}: ok, {count} {steps}, run id {run}",
+        playbook.path.display()
+    );
+    Ok(Exit::Success)
+}
+
+/// `plan`: what `run` would do now, step by step; with `--out`, saved for `run --plan`.
+async fn plan_command(
+    at: &Invocation<'_>,
+    args: &PlaybookArgs,
+    format: PlanFormat,
+    out: Option<&std::path::Path>,
+) -> Result<Exit, Error> {
+    let (playbook, bound) = load(args, at.sandbox)?;
+    let reporter = Reporter::new(Format::Text, at.verbosity);
+    let cluster = cluster_for(&playbook, &at.cluster_options, at.shared.as_ref()).await?;
+    if let (Some(shared), Some(cluster)) = (&at.shared, &cluster) {
+        let run = engine::run_id(&playbook, &bound.params);
+        shared.refresh_run(cluster, &at.state, &run).await?;
+    }
+    let plan = engine::plan(
+        &playbook,
+        &bound,
+        &at.state,
+        &reporter,
+        cluster.as_ref(),
+        &at.surroundings,
+    )
+    .await?;
+    let text = match format {
+        PlanFormat::Text => plan.to_text(),
+        PlanFormat::Json => plan.to_json() + "\n",
+        PlanFormat::Markdown => plan.to_markdown(),
+    };
+    print!("{text}");
+    if let Some(out) = out {
+        SavedPlan::new(&playbook, &bound, &plan).save(out, &bound.masker)?;
+    }
+    Ok(Exit::Success)
+}
+
+/// `show-plan`: a saved plan, without the playbook or the cluster.
+fn show_plan_command(file: &std::path::Path, format: PlanFormat) -> Result<Exit, Error> {
+    let plan = SavedPlan::load("show-plan", file)?;
+    let text = match format {
+        PlanFormat::Text => plan.report().to_text(),
+        PlanFormat::Json => plan.report().to_json() + "\n",
+        PlanFormat::Markdown => plan.to_markdown(),
+    };
+    print!("{text}");
+    Ok(Exit::Success)
+}
+
+/// `run`: runs (or resumes) the playbook, then prints its summary, and in a GitHub Actions
+/// job appends it to the job's page.
+async fn run_command(
+    at: &Invocation<'_>,
+    args: &PlaybookArgs,
+    options: RunOptions,
+    format: Format,
+) -> Result<Exit, Error> {
+    let (playbook, bound) = load(args, at.sandbox)?;
+    let playbook = std::sync::Arc::new(playbook);
+    let reporter = std::sync::Arc::new(Reporter::new(format, at.verbosity));
+    let cluster = cluster_for(&playbook, &at.cluster_options, at.shared.as_ref()).await?;
+    let result = engine::run(
+        playbook.clone(),
+        &bound,
+        &at.state,
+        &options,
+        reporter,
+        cluster.as_ref(),
+    )
+    .await?;
+    if format == Format::Text && at.verbosity != Verbosity::Quiet {
+        eprint!("{}", result.summary.to_text());
+    }
+    if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+        let args: Vec<String> = std::env::args_os()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into())
+            .collect();
+        let appended = result
+            .summary
+            .append_markdown(path.as_ref(), &args, &bound.masker);
+        if let Err(error) = appended {
+            eprintln!("warning: could not append to GITHUB_STEP_SUMMARY: {error}");
+        }
+    }
+    Ok(result.exit)
+}
+
+/// `status`: one run's state; with `--watch` on a terminal, redrawn until the run ends.
+async fn status_command(
+    at: &Invocation<'_>,
+    run: Option<String>,
+    format: Format,
+    watch: bool,
+) -> Result<Exit, Error> {
+    let (runs, _) = runs_of(&at.state, at.shared.as_ref(), &at.cluster_options).await?;
+    let run = chosen_run(run, &runs, at.shared.as_ref(), &at.state_dir)?;
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let (status, held) =
+            status_of(&run, &at.state, at.shared.as_ref(), &at.cluster_options).await?;
+        let text = match format {
+            Format::Json => status.to_json() + "\n",
+            Format::Text => status.to_terminal(terminal && std::env::var_os("NO_COLOR").is_none()),
+        };
+        if watch && terminal {
+            // Home, clear, then the status: a redraw in place.
+            print!("\x1b[H\x1b[2J{text}");
+        } else {
+            print!("{text}");
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        if !(watch && terminal && held) {
+            return Ok(Exit::Success);
+        }
+        tokio::time::sleep(STATUS_WATCH_EVERY).await;
+    }
+}
+
+/// `list`: every run, with its cluster, hub and state.
+async fn list_command(at: &Invocation<'_>, format: Format) -> Result<Exit, Error> {
+    let (ids, cluster) = runs_of(&at.state, at.shared.as_ref(), &at.cluster_options).await?;
+    let mut runs = Vec::new();
+    for run in ids {
+        let run_dir = at.state.run_dir(&run);
+        let history = History::load(&run_dir)?;
+        let holder = holder_of(&run, &run_dir, at.shared.as_ref(), cluster.as_ref()).await?;
+        runs.push(report::RunRow {
+            id: run,
+            history,
+            holder,
+        });
+    }
+    match format {
+        Format::Text => print!("{}", report::render_list(&runs)),
+        Format::Json => println!("{}", report::list_json(&runs)),
+    }
+    Ok(Exit::Success)
+}
+
+/// `state push|pull`: moves runs between the local state directory and the cluster.
+async fn state_command(at: &Invocation<'_>, command: StateCommand) -> Result<Exit, Error> {
+    let shared = at
+        .shared
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("state commands keep a cluster state"))?;
+    let cluster = Cluster::connect(&at.cluster_options).await?;
+    let local = StateDir::new(&at.local_state_dir);
+    match command {
+        StateCommand::Push { runs } => {
+            for run in runs {
+                let lines = shared.push(&cluster, &local, &run).await?;
+                println!(
+                    "run {run}: pushed to namespace `{}` ({lines} journal line(s) added); go on with --state cluster",
+                    shared.namespace
+                );
+            }
+        }
+        StateCommand::Pull { runs } => {
+            for run in runs {
+                let lines = shared.pull(&cluster, &local, &run).await?;
+                println!(
+                    "run {run}: pulled into {} ({lines} journal line(s) added); go on with --state local",
+                    at.local_state_dir.display()
+                );
+            }
+        }
+    }
+    Ok(Exit::Success)
 }
 
 /// How often `status --watch` redraws.

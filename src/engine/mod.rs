@@ -274,6 +274,46 @@ impl Recorder {
         }
     }
 
+    /// Journals the start of a command on the run (the playbook, its steps' hashes, the
+    /// params with secrets masked), then the warnings it has for it: locks taken over, and
+    /// journal lines a crash left unreadable.
+    fn start_run(
+        &self,
+        playbook: &Playbook,
+        bound: &Bound,
+        warnings: Vec<String>,
+        history: &History,
+    ) -> anyhow::Result<()> {
+        self.emit(EventKind::RunStarted {
+            playbook: playbook.path.display().to_string(),
+            name: playbook.name.clone(),
+            playbook_hash: playbook.hash.clone(),
+            steps: playbook
+                .steps
+                .iter()
+                .map(|step| StepDefinition {
+                    id: step.id().to_string(),
+                    hash: step.hash.clone(),
+                })
+                .collect(),
+            params: serde_json::to_value(masked_params(playbook, bound))?,
+            pid: std::process::id(),
+            host: lock::host_name(),
+        })?;
+        for message in warnings {
+            self.emit(EventKind::Warning { message })?;
+        }
+        if history.unreadable_lines > 0 {
+            self.emit(EventKind::Warning {
+                message: format!(
+                    "{} unreadable journal line(s) ignored (a write cut short by a crash)",
+                    history.unreadable_lines
+                ),
+            })?;
+        }
+        Ok(())
+    }
+
     fn finish(&self, exit: Exit) -> anyhow::Result<Exit> {
         self.write(run_finished(exit), None, false)?;
         Ok(exit)
@@ -514,30 +554,7 @@ async fn run_locked(
     // `status` from another terminal sees how far a copy in this process is.
     let reporter: Arc<dyn RunOutput> = Arc::new(live_file::LiveRecording::new(reporter, &run_dir));
     if options.restart {
-        if let Some(in_cluster) = &mut cluster_journal
-            && !in_cluster.is_empty()
-        {
-            let kept = in_cluster
-                .archive(jiff::Timestamp::now().as_second())
-                .await
-                .map_err(anyhow::Error::from)?;
-            reporter.notice(&format!(
-                "--restart: the previous journal in the cluster is kept as {}",
-                kept.join(", ")
-            ));
-        }
-        let journal = run_dir.join(journal::JOURNAL_FILE);
-        if journal.exists() {
-            let archived = run_dir.join(format!(
-                "journal.{}.jsonl",
-                jiff::Timestamp::now().as_second()
-            ));
-            std::fs::rename(&journal, &archived).map_err(anyhow::Error::from)?;
-            reporter.notice(&format!(
-                "--restart: the previous journal is kept as {}",
-                archived.display()
-            ));
-        }
+        keep_journal_aside(&run_dir, cluster_journal.as_mut(), &*reporter).await?;
     }
     // With the journal in the cluster, the local file becomes the cluster's copy first.
     let journal = match cluster_journal {
@@ -573,37 +590,8 @@ async fn run_locked(
         recorder.show(run_finished(Exit::PlanChanged));
         return finished_run(playbook, &run_dir, Exit::PlanChanged);
     }
-    recorder.emit(EventKind::RunStarted {
-        playbook: playbook.path.display().to_string(),
-        name: playbook.name.clone(),
-        playbook_hash: playbook.hash.clone(),
-        steps: playbook
-            .steps
-            .iter()
-            .map(|step| StepDefinition {
-                id: step.id().to_string(),
-                hash: step.hash.clone(),
-            })
-            .collect(),
-        params: serde_json::to_value(masked_params(playbook, bound))
-            .map_err(anyhow::Error::from)?,
-        pid: std::process::id(),
-        host: lock::host_name(),
-    })?;
-    for message in warnings {
-        recorder.emit(EventKind::Warning { message })?;
-    }
-    if history.unreadable_lines > 0 {
-        recorder.emit(EventKind::Warning {
-            message: format!(
-                "{} unreadable journal line(s) ignored (a write cut short by a crash)",
-                history.unreadable_lines
-            ),
-        })?;
-    }
+    recorder.start_run(playbook, bound, warnings, &history)?;
 
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
     let step_loop = run_steps(
         playbook.clone(),
         bound.vars.clone(),
@@ -613,9 +601,54 @@ async fn run_locked(
         cluster.cloned(),
         plan,
     );
-    // On a thread of its own, not on a worker of the runtime: a step blocked in a system
-    // call then blocks neither this function nor the workers that deliver signals and fire
-    // timers. Cancelling drops the loop's future where it waits, which kills its processes.
+    let exit = drive_steps(step_loop, &recorder).await?;
+    finished_run(playbook, &run_dir, exit)
+}
+
+/// `run --restart`: keeps the run's journal aside (in the cluster as archived ConfigMaps,
+/// and the local file as `journal.<time>.jsonl`), so that the run starts over.
+async fn keep_journal_aside(
+    run_dir: &std::path::Path,
+    cluster_journal: Option<&mut ClusterJournal>,
+    reporter: &dyn RunOutput,
+) -> Result<()> {
+    if let Some(in_cluster) = cluster_journal
+        && !in_cluster.is_empty()
+    {
+        let kept = in_cluster
+            .archive(jiff::Timestamp::now().as_second())
+            .await
+            .map_err(anyhow::Error::from)?;
+        reporter.notice(&format!(
+            "--restart: the previous journal in the cluster is kept as {}",
+            kept.join(", ")
+        ));
+    }
+    let journal = run_dir.join(journal::JOURNAL_FILE);
+    if journal.exists() {
+        let archived = run_dir.join(format!(
+            "journal.{}.jsonl",
+            jiff::Timestamp::now().as_second()
+        ));
+        std::fs::rename(&journal, &archived).map_err(anyhow::Error::from)?;
+        reporter.notice(&format!(
+            "--restart: the previous journal is kept as {}",
+            archived.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the step loop on a thread of its own, not on a worker of the runtime: a step blocked
+/// in a system call then blocks neither this function nor the workers that deliver signals
+/// and fire timers. SIGINT or SIGTERM cancels it (dropping the loop's future where it waits,
+/// which kills its processes) and journals the interruption.
+async fn drive_steps(
+    step_loop: impl std::future::Future<Output = anyhow::Result<Exit>> + Send + 'static,
+    recorder: &Recorder,
+) -> Result<Exit> {
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
     let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
     let runtime = tokio::runtime::Handle::current();
     let mut steps = tokio::task::spawn_blocking(move || {
@@ -628,19 +661,18 @@ async fn run_locked(
     });
     let outcome = tokio::select! {
         joined = &mut steps => joined.map_err(anyhow::Error::from),
-        _ = interrupt.recv() => stop_on_signal(&recorder, steps, cancel).await,
-        _ = terminate.recv() => stop_on_signal(&recorder, steps, cancel).await,
+        _ = interrupt.recv() => stop_on_signal(recorder, steps, cancel).await,
+        _ = terminate.recv() => stop_on_signal(recorder, steps, cancel).await,
     };
-    let exit = match outcome.and_then(|outcome| {
+    match outcome.and_then(|outcome| {
         outcome.ok_or_else(|| anyhow::anyhow!("the step loop was cancelled"))?
     }) {
-        Ok(exit) => exit,
+        Ok(exit) => Ok(exit),
         Err(error) => {
             let _ = recorder.finish(Exit::StepFailed);
-            return Err(error.into());
+            Err(error.into())
         }
-    };
-    finished_run(playbook, &run_dir, exit)
+    }
 }
 
 /// How a run ended, with its summary from the journal.
