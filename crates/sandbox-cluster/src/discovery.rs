@@ -99,9 +99,9 @@ const VERBS: &[&str] = &[
 /// The categories a kind belongs to: `kubectl get all` lists the kinds in `all`.
 fn categories(kind: &Kind) -> &'static [&'static str] {
     match (kind.group, kind.kind) {
-        ("", "Pod" | "Service") | ("apps", "Deployment" | "ReplicaSet") | ("batch", "Job") => {
-            &["all"]
-        }
+        ("", "Pod" | "Service")
+        | ("apps", "Deployment" | "ReplicaSet" | "StatefulSet")
+        | ("batch", "Job") => &["all"],
         _ => &[],
     }
 }

@@ -14,7 +14,7 @@
 //!   [`validation`], [`patch`]es, [`managed_fields`] over [`field_set`]s, [`selectors`];
 //! - the [`store`] keeps objects and their history;
 //! - [`controllers`] react to changes (binding, protection finalizers, scheduling,
-//!   deployments, Jobs, pods' lifetimes, garbage collection, namespace deletion);
+//!   deployments, StatefulSets, Jobs, pods' lifetimes, garbage collection, namespace deletion);
 //! - the [`kubelet`] runs Job pods' commands as local [`pod_process`]es and records how
 //!   they end;
 //! - [`scenario`] loads objects at start and saves them at shutdown; [`state_file`] keeps
@@ -29,7 +29,8 @@
 //! Deliberate differences from a real cluster are documented where they are made: pods are
 //! scheduled and run at once (unless a claim they mount is missing, unbound or being
 //! deleted) and terminate within a second ([`admission`], [`delete`]), Deployments replace
-//! their ReplicaSets at once, only Job pods run anything: their first container's command,
+//! their ReplicaSets at once, StatefulSets keep no ControllerRevisions and only the Retain
+//! claim retention policy, only Job pods run anything: their first container's command,
 //! as a local process in `DIR/pods/NS/POD/` with its output in `CONTAINER.log` there
 //! ([`kubelet`]), failed Job pods are replaced at once (no back-off delay) and `suspend`,
 //! `activeDeadlineSeconds`, `podFailurePolicy`, `backoffLimitPerIndex` and
