@@ -860,38 +860,7 @@ fn bodies_over_3_mib_get_a_status() {
 }
 
 /// A StatefulSet of two with a claim template, and the two volumes its claims bind to.
-const STATEFUL_SET: &str = "\
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: disk-0}
-spec: {capacity: {storage: 1Mi}, accessModes: [ReadWriteOnce], hostPath: {path: /disks/0}}
----
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: disk-1}
-spec: {capacity: {storage: 1Mi}, accessModes: [ReadWriteOnce], hostPath: {path: /disks/1}}
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: db, namespace: default}
-spec:
-  replicas: 2
-  serviceName: db
-  selector: {matchLabels: {app: db}}
-  template:
-    metadata: {labels: {app: db}}
-    spec:
-      containers:
-      - name: db
-        image: postgres:16
-        volumeMounts: [{name: data, mountPath: /var/lib/postgresql}]
-  volumeClaimTemplates:
-  - metadata: {name: data}
-    spec:
-      accessModes: [ReadWriteOnce]
-      storageClassName: \"\"
-      resources: {requests: {storage: 1Mi}}
-";
+const STATEFUL_SET: &str = include_str!("data/scenarios/statefulset.yaml");
 
 #[test]
 fn stateful_sets_scale_and_go_with_their_pods() {
