@@ -29,9 +29,8 @@
 //! Deliberate differences from a real cluster are documented where they are made: pods are
 //! scheduled and run at once (unless a claim they mount is missing, unbound or being
 //! deleted) and terminate within a second ([`admission`], [`delete`]), Deployments replace
-//! their ReplicaSets at once, StatefulSets keep no ControllerRevisions and only the Retain
-//! claim retention policy, only Job pods run anything: their first container's command,
-//! as a local process in `DIR/pods/NS/POD/` with its output in `CONTAINER.log` there
+//! their ReplicaSets at once, StatefulSets keep no ControllerRevisions, only Job pods run
+//! anything: their first container's command, as a local process in `DIR/pods/NS/POD/` with its output in `CONTAINER.log` there
 //! ([`kubelet`]), failed Job pods are replaced at once (no back-off delay) and `suspend`,
 //! `activeDeadlineSeconds`, `podFailurePolicy`, `backoffLimitPerIndex` and
 //! `ttlSecondsAfterFinished` are not acted on ([`controllers`]), processes are not

@@ -60,7 +60,10 @@ pub fn validate(kind: &Kind, object: &Value, old: Option<&Value>) -> Vec<FieldEr
             validate_lifetime(object, &mut errors);
         }
         ("apps", "Deployment" | "ReplicaSet") => validate_replicated(&spec, &mut errors),
-        ("apps", "StatefulSet") => validate_replicated(&with_claim_volumes(&spec), &mut errors),
+        ("apps", "StatefulSet") => {
+            validate_replicated(&with_claim_volumes(&spec), &mut errors);
+            validate_retention(&spec, &mut errors);
+        }
         ("batch", "Job") => validate_job(&spec, &mut errors),
         ("", "PersistentVolume") => validate_volume(&spec, &mut errors),
         ("", "PersistentVolumeClaim") => validate_claim(&spec, &mut errors),
@@ -248,6 +251,23 @@ fn with_claim_volumes(spec: &Value) -> Value {
         Value::Array(volumes),
     );
     spec
+}
+
+/// A StatefulSet's `persistentVolumeClaimRetentionPolicy`: Retain or Delete, each way.
+fn validate_retention(spec: &Value, errors: &mut Vec<FieldError>) {
+    for field in ["whenDeleted", "whenScaled"] {
+        if let Some(policy) = spec
+            .pointer(&format!("/persistentVolumeClaimRetentionPolicy/{field}"))
+            .and_then(Value::as_str)
+            && !["Retain", "Delete"].contains(&policy)
+        {
+            errors.push(FieldError::not_supported(
+                format!("spec.persistentVolumeClaimRetentionPolicy.{field}"),
+                &json!(policy),
+                &["Retain", "Delete"],
+            ));
+        }
+    }
 }
 
 fn validate_replicated(spec: &Value, errors: &mut Vec<FieldError>) {

@@ -1,7 +1,9 @@
 //! StatefulSets. A StatefulSet keeps `spec.replicas` pods named `<set>-<ordinal>` (ordinals
 //! from `spec.ordinals.start`, 0 by default), each with a claim `<template>-<set>-<ordinal>`
-//! per `volumeClaimTemplates` entry, created before the pod and never deleted (the default
-//! `persistentVolumeClaimRetentionPolicy`, Retain, is the only one simulated).
+//! per `volumeClaimTemplates` entry, created before the pod. Claims stay (the default
+//! `persistentVolumeClaimRetentionPolicy`, Retain) unless the policy says `Delete`: then the
+//! set (`whenDeleted`) or the pod of an ordinal scaled away (`whenScaled`) owns them, and the
+//! garbage collector deletes them after their owner, as a real controller arranges it.
 //!
 //! With the default `OrderedReady` policy, as a real controller: a pod is created only once
 //! every lower ordinal is Ready, a scale down deletes the highest ordinal first and waits
@@ -11,8 +13,9 @@
 //! Pods are always created from the current template: the sandbox keeps no
 //! ControllerRevisions, so a pod below the partition that is deleted comes back updated.
 
-use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use serde_json::{Value, json};
 
@@ -110,7 +113,7 @@ fn sync(state: &mut State, kinds: &Kinds, set: &Value) -> bool {
     let start = spec_int(set, "/spec/ordinals/start");
     let wanted = start..start + replicas(set).max(0);
     let mut pods = pods_of(state, kinds, set);
-    let mut changed = false;
+    let mut changed = own_claims(state, kinds, set, &wanted, &pods);
     // Creation, lowest ordinal first.
     for ordinal in wanted.clone() {
         let pod = match pods.entry(ordinal) {
@@ -167,6 +170,95 @@ fn sync(state: &mut State, kinds: &Kinds, set: &Value) -> bool {
     if let Some((_, pod)) = outdated {
         let name = meta::name(pod).to_string();
         changed |= state.delete_for_controller(kinds.pods, meta::namespace(set), &name);
+    }
+    changed
+}
+
+/// Gives the set's claims the owners its retention policy asks for: the set itself with
+/// `whenDeleted: Delete`, the pod of an ordinal outside `wanted` with `whenScaled: Delete`,
+/// neither with Retain (a policy changed back to Retain takes them away). Other owners stay.
+fn own_claims(
+    state: &mut State,
+    kinds: &Kinds,
+    set: &Value,
+    wanted: &Range<i64>,
+    pods: &BTreeMap<i64, Value>,
+) -> bool {
+    let deletes = |field: &str| {
+        spec_str(
+            set,
+            &["persistentVolumeClaimRetentionPolicy", field],
+            "Retain",
+        ) == "Delete"
+    };
+    let (when_deleted, when_scaled) = (deletes("whenDeleted"), deletes("whenScaled"));
+    let ours: BTreeSet<&str> = pods
+        .values()
+        .map(meta::uid)
+        .chain([meta::uid(set)])
+        .collect();
+    let prefixes: Vec<String> = claim_templates(set)
+        .iter()
+        .map(|template| format!("{}-{}-", meta::name(template), meta::name(set)))
+        .collect();
+    let claims: Vec<(i64, Value)> = state
+        .store
+        .list(kinds.claims, Some(meta::namespace(set)))
+        .filter(|claim| !meta::is_deleting(claim))
+        .filter_map(|claim| {
+            let ordinal = prefixes.iter().find_map(|prefix| {
+                meta::name(claim)
+                    .strip_prefix(prefix.as_str())?
+                    .parse()
+                    .ok()
+            })?;
+            Some((ordinal, claim.clone()))
+        })
+        .collect();
+    let mut changed = false;
+    for (ordinal, mut claim) in claims {
+        let mut owners: Vec<Value> = meta::owner_references(&claim)
+            .into_iter()
+            .filter(|owner| {
+                owner
+                    .get("uid")
+                    .and_then(Value::as_str)
+                    .is_none_or(|uid| !ours.contains(uid))
+            })
+            .collect();
+        if when_deleted {
+            owners.push(json!({
+                "apiVersion": kinds.sets.api_version,
+                "kind": kinds.sets.kind,
+                "name": meta::name(set),
+                "uid": meta::uid(set),
+                "blockOwnerDeletion": true,
+            }));
+        }
+        if when_scaled
+            && !wanted.contains(&ordinal)
+            && let Some(pod) = pods.get(&ordinal)
+        {
+            owners.push(json!({
+                "apiVersion": kinds.pods.api_version,
+                "kind": kinds.pods.kind,
+                "name": meta::name(pod),
+                "uid": meta::uid(pod),
+            }));
+        }
+        if owners == meta::owner_references(&claim) {
+            continue;
+        }
+        if owners.is_empty() {
+            meta::remove_at(&mut claim, &["metadata", "ownerReferences"]);
+        } else {
+            meta::set_at(
+                &mut claim,
+                &["metadata", "ownerReferences"],
+                Value::Array(owners),
+            );
+        }
+        changed |= state.put(kinds.claims, claim);
     }
     changed
 }

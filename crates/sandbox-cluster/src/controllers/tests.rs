@@ -926,3 +926,54 @@ fn a_stateful_set_may_not_change_its_claim_templates() {
             .contains("updates to statefulset spec")
     );
 }
+
+#[test]
+fn claims_go_with_their_set_or_their_pod_when_the_retention_policy_says_delete() {
+    let mut scenario = Scenario::new();
+    let mut set = stateful_set(2, "db:1");
+    set["spec"]["persistentVolumeClaimRetentionPolicy"] =
+        json!({"whenDeleted": "Retain", "whenScaled": "Delete"});
+    scenario.with_volumes(2).create("StatefulSet", set);
+    scenario.set_replicas("StatefulSet", "db", 1);
+    scenario.later();
+    scenario.later();
+    assert_eq!(scenario.names("Pod", "default"), ["db-0"]);
+    assert_eq!(
+        scenario.names("PersistentVolumeClaim", "default"),
+        ["data-db-0"],
+        "the claim of the ordinal scaled away went with its pod"
+    );
+    assert!(
+        scenario
+            .get("PersistentVolumeClaim", "default", "data-db-0")
+            .unwrap()["metadata"]
+            .get("ownerReferences")
+            .is_none()
+    );
+
+    let mut scenario = Scenario::new();
+    let mut set = stateful_set(2, "db:1");
+    set["spec"]["persistentVolumeClaimRetentionPolicy"] =
+        json!({"whenDeleted": "Delete", "whenScaled": "Retain"});
+    scenario.with_volumes(2).create("StatefulSet", set);
+    let claim = scenario
+        .get("PersistentVolumeClaim", "default", "data-db-1")
+        .unwrap();
+    assert_eq!(
+        claim["metadata"]["ownerReferences"][0]["kind"],
+        "StatefulSet"
+    );
+    scenario.set_replicas("StatefulSet", "db", 1);
+    scenario.later();
+    scenario.later();
+    assert_eq!(scenario.names("PersistentVolumeClaim", "default").len(), 2);
+    scenario.delete("StatefulSet", "default", "db", None);
+    scenario.later();
+    scenario.later();
+    assert!(scenario.names("Pod", "default").is_empty());
+    assert!(
+        scenario
+            .names("PersistentVolumeClaim", "default")
+            .is_empty()
+    );
+}
