@@ -30,12 +30,12 @@
 //! scheduled and run at once (unless a claim they mount is missing, unbound or being
 //! deleted) and terminate within a second ([`admission`], [`delete`]), Deployments replace
 //! their ReplicaSets at once, StatefulSets keep no ControllerRevisions, only Job pods run
-//! anything: their first container's command, as a local process in `DIR/pods/NS/POD/` with its output in `CONTAINER.log` there
-//! ([`kubelet`]), failed Job pods are replaced at once (no back-off delay) and `suspend`,
-//! `activeDeadlineSeconds`, `podFailurePolicy`, `backoffLimitPerIndex` and
-//! `ttlSecondsAfterFinished` are not acted on ([`controllers`]), processes are not
-//! restarted across a restart from a state file: a Job pod that was running becomes
-//! `Failed` and its Job replaces it ([`kubelet`]), a pod annotated
+//! anything: their first container's command, as a local process in `DIR/pods/NS/POD/` with
+//! its output in `CONTAINER.log` there ([`kubelet`]), failed Job pods are replaced at once
+//! (no back-off delay) and `suspend`, `activeDeadlineSeconds`, `podFailurePolicy`,
+//! `backoffLimitPerIndex` and `ttlSecondsAfterFinished` are not acted on ([`controllers`]),
+//! processes are not restarted across a restart from a state file: a Job pod that was
+//! running becomes `Failed` and its Job replaces it ([`kubelet`]), a pod annotated
 //! `sandbox.runbook.dev/lifetime: "8s"` is deleted gracefully that long after its creation,
 //! as JupyterHub's culler stops a user server ([`controllers::LIFETIME_ANNOTATION`]; a real
 //! cluster ignores the annotation), continue tokens are positions ([`routes`]), a few spec
@@ -43,8 +43,8 @@
 //! schema ([`schema`]), only some kinds are read from protobuf ([`protobuf`]), resource
 //! versions jump (never back) across a restart from a state file and watches from before it
 //! get 410 Gone ([`state_file`]), exec runs its command on the host in `DIR/pods/NS/POD/`
-//! with volume mounts not remapped, over WebSocket only ([`exec`]), logs are answered whole,
-//! without `follow` ([`pod_logs`]).
+//! with volume mounts not remapped, over WebSocket only ([`exec`]), logs are answered
+//! whole, without `follow` ([`pod_logs`]).
 
 pub mod access;
 pub mod admission;
