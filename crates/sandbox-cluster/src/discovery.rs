@@ -197,4 +197,28 @@ mod tests {
         assert_eq!(group("apps")["preferredVersion"]["groupVersion"], "apps/v1");
         assert_eq!(resource_list("apps", "v1")["groupVersion"], "apps/v1");
     }
+
+    #[test]
+    fn stateful_sets_are_served_with_their_status_and_scale() {
+        let list = resource_list("apps", "v1");
+        let names: Vec<&str> = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|resource| resource["name"].as_str())
+            .filter(|name| name.starts_with("statefulsets"))
+            .collect();
+        assert_eq!(
+            names,
+            ["statefulsets", "statefulsets/status", "statefulsets/scale"]
+        );
+        let sets = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|resource| resource["name"] == "statefulsets")
+            .unwrap();
+        assert_eq!(sets["shortNames"], json!(["sts"]));
+        assert_eq!(sets["categories"], json!(["all"]));
+    }
 }
