@@ -121,7 +121,8 @@ fn sync(state: &mut State, kinds: &Kinds, set: &Value) -> bool {
             Entry::Vacant(entry) => {
                 changed |= create_pod(state, kinds, set, ordinal);
                 let Some(pod) = pods_of(state, kinds, set).remove(&ordinal) else {
-                    // Refused (an invalid claim template): nothing above it either.
+                    // Refused (an invalid claim template, or a pod of that name that the
+                    // set does not own: orphans are not adopted): nothing above it either.
                     return changed;
                 };
                 entry.insert(pod)
