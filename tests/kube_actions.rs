@@ -742,3 +742,41 @@ steps:
     // its expiry.
     assert!(test.lines_of("plugin-calls").len() >= 3);
 }
+
+#[test]
+fn a_stateful_set_scaled_to_zero_through_its_spec_loses_its_pods_and_keeps_its_claims() {
+    let sandbox = Sandbox::start(include_str!("data/scenarios/statefulset.yaml"));
+    let test = test_with(
+        &sandbox,
+        r#"
+runbook: 1
+name: stop-db
+steps:
+  - id: db-ready
+    kube.wait: {kind: StatefulSet, namespace: default, name: db, for: "object.status.readyReplicas == 2", timeout: 30s}
+  - id: count-before
+    kube.count: {kind: Pod, namespace: default, selector: app=db}
+    register: before
+  - id: scale-down
+    kube.patch: {kind: sts, namespace: default, name: db, merge: {spec: {replicas: 0}}}
+  - id: db-stopped
+    kube.wait: {kind: sts, namespace: default, name: db, for: "object.status.replicas == 0", timeout: 30s}
+  - id: first-pod-gone
+    kube.wait: {kind: Pod, namespace: default, name: db-0, for: gone, timeout: 30s}
+  - id: count-after
+    kube.count: {kind: Pod, namespace: default, selector: app=db}
+    register: after
+  - id: check
+    assert:
+      - "before.names == ['db-0', 'db-1']"
+      - "after.count == 0"
+      - "kube_count('PersistentVolumeClaim', namespace='default', selector='app=db') == 2"
+"#,
+    )
+    .args(["run", "playbook.yaml"]);
+    test.run().status(0);
+    assert_eq!(
+        sandbox.kubectl(&["get", "sts", "db", "-o", "jsonpath={.spec.replicas}"]),
+        "0"
+    );
+}

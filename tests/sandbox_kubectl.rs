@@ -109,6 +109,32 @@ impl Sandbox {
         output.stderr
     }
 
+    /// Runs kubectl with `input` on its stdin (`apply -f -`), which must succeed; returns its
+    /// stdout.
+    fn ok_with_input(&self, args: &[&str], input: &str) -> String {
+        use std::io::Write as _;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("kubectl's stdin")
+            .write_all(input.as_bytes())
+            .expect("write to kubectl");
+        let output = child.wait_with_output().expect("wait for kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         let mut args = args.to_vec();
         args.extend(["-o", "json"]);
@@ -831,4 +857,87 @@ fn bodies_over_3_mib_get_a_status() {
         error.contains("Request entity too large: limit is 3145728"),
         "{error}"
     );
+}
+
+/// A StatefulSet of two with a claim template, and the two volumes its claims bind to.
+const STATEFUL_SET: &str = include_str!("data/scenarios/statefulset.yaml");
+
+#[test]
+fn stateful_sets_scale_and_go_with_their_pods() {
+    let sandbox = Sandbox::start("");
+    sandbox.ok_with_input(&["apply", "-f", "-"], STATEFUL_SET);
+    sandbox.ok(&[
+        "wait",
+        "sts/db",
+        "--for=jsonpath={.status.readyReplicas}=2",
+        "--timeout=60s",
+    ]);
+    let table = sandbox.ok(&["get", "sts"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .expect("a header")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "READY", "AGE"]);
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .expect("a row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[..2], ["db", "2/2"]);
+    assert_eq!(
+        sandbox.ok(&["get", "pods", "-l", "app=db", "-o", "name"]),
+        "pod/db-0\npod/db-1\n"
+    );
+    let pod = sandbox.json(&["get", "pod", "db-1"]);
+    assert_eq!(
+        pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"],
+        "db-1"
+    );
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "StatefulSet");
+    assert_eq!(
+        sandbox.ok(&["get", "pvc", "-o", "name"]),
+        "persistentvolumeclaim/data-db-0\npersistentvolumeclaim/data-db-1\n"
+    );
+    assert!(sandbox.ok(&["get", "all"]).contains("statefulset.apps/db"));
+
+    // A restart replaces the pods, the highest ordinal first, and rollout status waits for it.
+    sandbox.ok(&["rollout", "restart", "sts/db"]);
+    let status = sandbox.ok(&["rollout", "status", "sts/db", "--timeout=60s"]);
+    assert!(status.contains("partitioned roll out complete"), "{status}");
+    for name in ["db-0", "db-1"] {
+        let pod = sandbox.json(&["get", "pod", name]);
+        assert!(
+            pod["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string(),
+            "{name} was replaced"
+        );
+    }
+
+    assert_eq!(
+        sandbox.ok(&["scale", "sts", "db", "--replicas=1"]),
+        "statefulset.apps/db scaled\n"
+    );
+    sandbox.ok(&["wait", "pod/db-1", "--for=delete", "--timeout=60s"]);
+    sandbox.ok(&[
+        "wait",
+        "sts/db",
+        "--for=jsonpath={.status.replicas}=1",
+        "--timeout=60s",
+    ]);
+    assert_eq!(sandbox.ok(&["get", "pods", "-o", "name"]), "pod/db-0\n");
+    assert_eq!(
+        sandbox.ok(&["get", "pvc", "-o", "name"]).lines().count(),
+        2,
+        "the claims stay"
+    );
+
+    assert_eq!(
+        sandbox.ok(&["delete", "sts", "db"]),
+        "statefulset.apps \"db\" deleted\n"
+    );
+    sandbox.ok(&["wait", "pod/db-0", "--for=delete", "--timeout=60s"]);
+    assert_eq!(sandbox.ok(&["get", "pods", "-o", "name"]), "");
+    assert_eq!(sandbox.ok(&["get", "pvc", "-o", "name"]).lines().count(), 2);
 }

@@ -108,6 +108,7 @@ pub fn kinds() -> &'static [Kind] {
             Kind::of::<core::v1::Secret>(&[]),
             Kind::of::<apps::v1::Deployment>(&["deploy"]),
             Kind::of::<apps::v1::ReplicaSet>(&["rs"]),
+            Kind::of::<apps::v1::StatefulSet>(&["sts"]),
             Kind::of::<batch::v1::Job>(&[]),
             Kind::of::<coordination::v1::Lease>(&[]),
             Kind::of::<core::v1::Node>(&["no"]),
@@ -141,6 +142,7 @@ mod tests {
         assert_eq!(pv.plural, "persistentvolumes");
         assert!(find_kind("PersistentVolumeClaim").unwrap().namespaced);
         assert_eq!(find_kind("deployments").unwrap().api_version, "apps/v1");
+        assert_eq!(find_kind("sts").unwrap().kind, "StatefulSet");
         assert!(find_kind("Gadget").is_none());
     }
 

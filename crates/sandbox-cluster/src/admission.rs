@@ -106,6 +106,34 @@ pub fn apply_defaults(kind: &Kind, object: &mut Value) {
             }
             default_pod_spec(object, "/spec/template/spec");
         }
+        ("apps", "StatefulSet") => {
+            if let Some(spec) = object_at(object, "/spec") {
+                set_default(spec, "replicas", json!(1));
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+                set_default(
+                    spec,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+                );
+                set_default(
+                    spec,
+                    "persistentVolumeClaimRetentionPolicy",
+                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                );
+                if let Some(templates) = spec
+                    .get_mut("volumeClaimTemplates")
+                    .and_then(Value::as_array_mut)
+                {
+                    for template in templates {
+                        if let Some(claim) = object_at(template, "/spec") {
+                            set_default(claim, "volumeMode", json!("Filesystem"));
+                        }
+                    }
+                }
+            }
+            default_pod_spec(object, "/spec/template/spec");
+        }
         ("apps", "ReplicaSet") => {
             if let Some(spec) = object_at(object, "/spec") {
                 set_default(spec, "replicas", json!(1));

@@ -99,9 +99,9 @@ const VERBS: &[&str] = &[
 /// The categories a kind belongs to: `kubectl get all` lists the kinds in `all`.
 fn categories(kind: &Kind) -> &'static [&'static str] {
     match (kind.group, kind.kind) {
-        ("", "Pod" | "Service") | ("apps", "Deployment" | "ReplicaSet") | ("batch", "Job") => {
-            &["all"]
-        }
+        ("", "Pod" | "Service")
+        | ("apps", "Deployment" | "ReplicaSet" | "StatefulSet")
+        | ("batch", "Job") => &["all"],
         _ => &[],
     }
 }
@@ -196,5 +196,29 @@ mod tests {
         );
         assert_eq!(group("apps")["preferredVersion"]["groupVersion"], "apps/v1");
         assert_eq!(resource_list("apps", "v1")["groupVersion"], "apps/v1");
+    }
+
+    #[test]
+    fn stateful_sets_are_served_with_their_status_and_scale() {
+        let list = resource_list("apps", "v1");
+        let names: Vec<&str> = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|resource| resource["name"].as_str())
+            .filter(|name| name.starts_with("statefulsets"))
+            .collect();
+        assert_eq!(
+            names,
+            ["statefulsets", "statefulsets/status", "statefulsets/scale"]
+        );
+        let sets = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|resource| resource["name"] == "statefulsets")
+            .unwrap();
+        assert_eq!(sets["shortNames"], json!(["sts"]));
+        assert_eq!(sets["categories"], json!(["all"]));
     }
 }

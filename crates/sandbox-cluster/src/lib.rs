@@ -14,7 +14,7 @@
 //!   [`validation`], [`patch`]es, [`managed_fields`] over [`field_set`]s, [`selectors`];
 //! - the [`store`] keeps objects and their history;
 //! - [`controllers`] react to changes (binding, protection finalizers, scheduling,
-//!   deployments, Jobs, pods' lifetimes, garbage collection, namespace deletion);
+//!   deployments, StatefulSets, Jobs, pods' lifetimes, garbage collection, namespace deletion);
 //! - the [`kubelet`] runs Job pods' commands as local [`pod_process`]es and records how
 //!   they end;
 //! - [`scenario`] loads objects at start and saves them at shutdown; [`state_file`] keeps
@@ -29,13 +29,13 @@
 //! Deliberate differences from a real cluster are documented where they are made: pods are
 //! scheduled and run at once (unless a claim they mount is missing, unbound or being
 //! deleted) and terminate within a second ([`admission`], [`delete`]), Deployments replace
-//! their ReplicaSets at once, only Job pods run anything: their first container's command,
-//! as a local process in `DIR/pods/NS/POD/` with its output in `CONTAINER.log` there
-//! ([`kubelet`]), failed Job pods are replaced at once (no back-off delay) and `suspend`,
-//! `activeDeadlineSeconds`, `podFailurePolicy`, `backoffLimitPerIndex` and
-//! `ttlSecondsAfterFinished` are not acted on ([`controllers`]), processes are not
-//! restarted across a restart from a state file: a Job pod that was running becomes
-//! `Failed` and its Job replaces it ([`kubelet`]), a pod annotated
+//! their ReplicaSets at once, StatefulSets keep no ControllerRevisions, only Job pods run
+//! anything: their first container's command, as a local process in `DIR/pods/NS/POD/` with
+//! its output in `CONTAINER.log` there ([`kubelet`]), failed Job pods are replaced at once
+//! (no back-off delay) and `suspend`, `activeDeadlineSeconds`, `podFailurePolicy`,
+//! `backoffLimitPerIndex` and `ttlSecondsAfterFinished` are not acted on ([`controllers`]),
+//! processes are not restarted across a restart from a state file: a Job pod that was
+//! running becomes `Failed` and its Job replaces it ([`kubelet`]), a pod annotated
 //! `sandbox.runbook.dev/lifetime: "8s"` is deleted gracefully that long after its creation,
 //! as JupyterHub's culler stops a user server ([`controllers::LIFETIME_ANNOTATION`]; a real
 //! cluster ignores the annotation), continue tokens are positions ([`routes`]), a few spec
@@ -43,8 +43,8 @@
 //! schema ([`schema`]), only some kinds are read from protobuf ([`protobuf`]), resource
 //! versions jump (never back) across a restart from a state file and watches from before it
 //! get 410 Gone ([`state_file`]), exec runs its command on the host in `DIR/pods/NS/POD/`
-//! with volume mounts not remapped, over WebSocket only ([`exec`]), logs are answered whole,
-//! without `follow` ([`pod_logs`]).
+//! with volume mounts not remapped, over WebSocket only ([`exec`]), logs are answered
+//! whole, without `follow` ([`pod_logs`]).
 
 pub mod access;
 pub mod admission;

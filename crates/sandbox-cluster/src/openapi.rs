@@ -176,6 +176,18 @@ mod tests {
     }
 
     #[test]
+    fn stateful_sets_have_their_paths_and_schema() {
+        let document = document("apps", "v1");
+        let patch =
+            &document["paths"]["/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"]["patch"];
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"]["kind"],
+            "StatefulSet"
+        );
+        assert!(document["components"]["schemas"]["io.k8s.api.apps.v1.StatefulSet"].is_object());
+    }
+
+    #[test]
     fn patch_operations_declare_field_validation() {
         let document = document("", "v1");
         let patch = &document["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"];

@@ -319,6 +319,40 @@ mod tests {
     }
 
     #[test]
+    fn a_stateful_set_from_a_typed_client() {
+        let claim = build(
+            "api.core.v1.PersistentVolumeClaim",
+            &[("metadata", object_meta("data"))],
+        );
+        let spec = build(
+            "api.apps.v1.StatefulSetSpec",
+            &[
+                ("replicas", Field::I32(2)),
+                ("serviceName", string("db")),
+                (
+                    "volumeClaimTemplates",
+                    Field::List(vec![Field::Message(claim)]),
+                ),
+            ],
+        );
+        let set = build(
+            "api.apps.v1.StatefulSet",
+            &[
+                ("metadata", object_meta("db")),
+                ("spec", Field::Message(spec)),
+            ],
+        );
+        let set = decode(&envelope("apps/v1", "StatefulSet", &set)).unwrap();
+        assert_eq!(set["kind"], "StatefulSet");
+        assert_eq!(set["spec"]["replicas"], 2);
+        assert_eq!(set["spec"]["serviceName"], "db");
+        assert_eq!(
+            set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+            "data"
+        );
+    }
+
+    #[test]
     fn secrets_carry_base64_data() {
         let secret = build(
             "api.core.v1.Secret",

@@ -1,4 +1,4 @@
-//! The `scale` subresource of Deployments and ReplicaSets (`kubectl scale`): an
+//! The `scale` subresource of Deployments, ReplicaSets and StatefulSets (`kubectl scale`): an
 //! `autoscaling/v1` `Scale` view of `spec.replicas`.
 
 use serde_json::{Value, json};
@@ -15,7 +15,7 @@ use kube_kinds::Kind;
 pub fn has_scale(kind: &Kind) -> bool {
     matches!(
         (kind.group, kind.kind),
-        ("apps", "Deployment" | "ReplicaSet")
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet")
     )
 }
 

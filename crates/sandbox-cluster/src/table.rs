@@ -35,6 +35,7 @@ fn columns(kind: &Kind) -> &'static [&'static str] {
         ("", "Secret") => &["Type", "Data"],
         ("apps", "Deployment") => &["Ready", "Up-to-date", "Available"],
         ("apps", "ReplicaSet") => &["Desired", "Current", "Ready"],
+        ("apps", "StatefulSet") => &["Ready"],
         ("batch", "Job") => &["Status", "Completions"],
         ("coordination.k8s.io", "Lease") => &["Holder"],
         ("", "Node") => &["Status", "Roles", "Age", "Version"],
@@ -64,6 +65,7 @@ fn wide_columns(kind: &Kind) -> &'static [&'static str] {
         ("apps", "Deployment" | "ReplicaSet") | ("batch", "Job") => {
             &["Containers", "Images", "Selector"]
         }
+        ("apps", "StatefulSet") => &["Containers", "Images"],
         ("", "Node") => &[
             "Internal-IP",
             "External-IP",
@@ -278,7 +280,7 @@ fn cell(kind: &Kind, column: &str, object: &Value) -> Value {
         ("ConfigMap", "Data") => json!(entries(object, "data") + entries(object, "binaryData")),
         ("Secret", "Type") => json!(text(object, "/type")),
         ("Secret", "Data") => json!(entries(object, "data")),
-        ("Deployment", "Ready") => json!(format!(
+        ("Deployment" | "StatefulSet", "Ready") => json!(format!(
             "{}/{}",
             count(object, "/status/readyReplicas"),
             count(object, "/spec/replicas")

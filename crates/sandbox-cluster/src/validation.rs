@@ -60,6 +60,10 @@ pub fn validate(kind: &Kind, object: &Value, old: Option<&Value>) -> Vec<FieldEr
             validate_lifetime(object, &mut errors);
         }
         ("apps", "Deployment" | "ReplicaSet") => validate_replicated(&spec, &mut errors),
+        ("apps", "StatefulSet") => {
+            validate_replicated(&with_claim_volumes(&spec), &mut errors);
+            validate_retention(&spec, &mut errors);
+        }
         ("batch", "Job") => validate_job(&spec, &mut errors),
         ("", "PersistentVolume") => validate_volume(&spec, &mut errors),
         ("", "PersistentVolumeClaim") => validate_claim(&spec, &mut errors),
@@ -219,6 +223,50 @@ fn validate_pod_spec(spec: &Value, at: &str, errors: &mut Vec<FieldError>) {
             &json!(policy),
             &["Always", "OnFailure", "Never"],
         ));
+    }
+}
+
+/// A StatefulSet's spec with a volume in its pod template for each claim template, as its
+/// pods will have: the containers may mount them.
+fn with_claim_volumes(spec: &Value) -> Value {
+    let mut spec = spec.clone();
+    let names: Vec<String> = items(&spec, "volumeClaimTemplates")
+        .iter()
+        .map(|template| meta::name(template).to_string())
+        .collect();
+    if names.is_empty() {
+        return spec;
+    }
+    let mut volumes = spec
+        .pointer("/template/spec/volumes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for name in names {
+        volumes.push(json!({"name": name, "persistentVolumeClaim": {"claimName": name}}));
+    }
+    meta::set_at(
+        &mut spec,
+        &["template", "spec", "volumes"],
+        Value::Array(volumes),
+    );
+    spec
+}
+
+/// A StatefulSet's `persistentVolumeClaimRetentionPolicy`: Retain or Delete, each way.
+fn validate_retention(spec: &Value, errors: &mut Vec<FieldError>) {
+    for field in ["whenDeleted", "whenScaled"] {
+        if let Some(policy) = spec
+            .pointer(&format!("/persistentVolumeClaimRetentionPolicy/{field}"))
+            .and_then(Value::as_str)
+            && !["Retain", "Delete"].contains(&policy)
+        {
+            errors.push(FieldError::not_supported(
+                format!("spec.persistentVolumeClaimRetentionPolicy.{field}"),
+                &json!(policy),
+                &["Retain", "Delete"],
+            ));
+        }
     }
 }
 
@@ -515,6 +563,32 @@ fn validate_update(kind: &Kind, new: &Value, old: &Value, errors: &mut Vec<Field
                 errors.push(FieldError::forbidden(
                     "spec",
                     "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+                ));
+            }
+        }
+        ("apps", "StatefulSet") => {
+            // What a StatefulSet may change after creation, as the real server words it.
+            let comparable = |object: &Value| {
+                let mut spec = spec(object);
+                if let Some(map) = spec.as_object_mut() {
+                    for field in [
+                        "replicas",
+                        "ordinals",
+                        "template",
+                        "updateStrategy",
+                        "revisionHistoryLimit",
+                        "persistentVolumeClaimRetentionPolicy",
+                        "minReadySeconds",
+                    ] {
+                        map.remove(field);
+                    }
+                }
+                spec
+            };
+            if comparable(new) != comparable(old) {
+                errors.push(FieldError::forbidden(
+                    "spec",
+                    "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
                 ));
             }
         }

@@ -6,7 +6,8 @@
 //!
 //! - the scheduler: `Scheduled` (a pod got its node), `FailedScheduling` (why it did not);
 //! - the kubelet: `Pulled`, `Created`, `Started` for each container that started;
-//! - the ReplicaSet and Job controllers: `SuccessfulCreate` for each pod they own;
+//! - the ReplicaSet, StatefulSet and Job controllers: `SuccessfulCreate` for each pod they
+//!   own;
 //! - the Job controller: `Completed`, or `BackoffLimitExceeded`.
 //!
 //! Deliberate differences: events are never merged into a `count` above 1 and never expire
@@ -207,13 +208,14 @@ fn pod_records(state: &State, wanted: &mut Vec<Record>) {
     }
 }
 
-/// `SuccessfulCreate` on the ReplicaSet or Job of each pod it owns.
+/// `SuccessfulCreate` on the ReplicaSet, StatefulSet or Job of each pod it owns.
 fn owner_records(state: &State, wanted: &mut Vec<Record>) {
     let Some(pods) = find_kind("Pod") else {
         return;
     };
     for (owner_name, component) in [
         ("ReplicaSet", "replicaset-controller"),
+        ("StatefulSet", "statefulset-controller"),
         ("Job", "job-controller"),
     ] {
         let Some(owners) = find_kind(owner_name) else {
@@ -226,7 +228,15 @@ fn owner_records(state: &State, wanted: &mut Vec<Record>) {
                         involved: reference(owners, owner, None),
                         kind: "Normal",
                         reason: "SuccessfulCreate",
-                        message: format!("Created pod: {}", meta::name(pod)),
+                        message: if owner_name == "StatefulSet" {
+                            format!(
+                                "create Pod {} in StatefulSet {} successful",
+                                meta::name(pod),
+                                meta::name(owner)
+                            )
+                        } else {
+                            format!("Created pod: {}", meta::name(pod))
+                        },
                         component,
                     });
                 }

@@ -10,6 +10,7 @@
 //! - `pods`: a deleted pod goes when its grace period is over; a pod with a lifetime
 //!   ([`LIFETIME_ANNOTATION`]) is deleted when it has lived it.
 //! - `workloads`: Deployments keep a ReplicaSet per template, ReplicaSets keep their pods.
+//! - `statefulsets`: StatefulSets keep their numbered pods and each pod's claims.
 //! - `jobs`: Jobs keep up to `parallelism` pods until enough succeeded, or too many failed
 //!   (the [`kubelet`](super::kubelet) runs those pods' commands).
 //! - `garbage`: dependents of deleted owners go (or lose their owner, or go first).
@@ -21,11 +22,13 @@ mod jobs;
 mod namespaces;
 mod pods;
 mod scheduler;
+mod statefulsets;
 mod volumes;
 mod workloads;
 
 pub use jobs::{COMPLETION_INDEX, COMPLETION_INDEX_ENV, TRACKING_FINALIZER, completion_index};
 pub use pods::{LIFETIME_ANNOTATION, lifetime};
+pub use statefulsets::{POD_INDEX_LABEL, POD_NAME_LABEL, REVISION_LABEL};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +95,7 @@ pub fn reconcile(state: &mut State, now: Timestamp) -> Option<Timestamp> {
         changed |= scheduler::reconcile(state, now);
         changed |= pods::reconcile(state, now);
         changed |= workloads::reconcile(state);
+        changed |= statefulsets::reconcile(state);
         changed |= jobs::reconcile(state);
         changed |= garbage::reconcile(state);
         changed |= events::reconcile(state, now);

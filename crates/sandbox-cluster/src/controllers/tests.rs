@@ -7,6 +7,7 @@ use super::reconcile;
 use crate::cluster::{Cluster, WriteOptions};
 use crate::delete::{DeleteOptions, Propagation};
 use crate::meta;
+use crate::update::Subresource;
 use kube_kinds::find_kind;
 
 struct Scenario {
@@ -671,4 +672,308 @@ fn deleting_a_job_deletes_its_pods() {
         assert!(scenario.job_pods().is_empty(), "{propagation:?}");
         assert!(scenario.get("Job", "default", "copy").is_none());
     }
+}
+
+fn stateful_set(replicas: i64, image: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "default"}, "spec": {
+        "replicas": replicas,
+        "serviceName": "db",
+        "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": image,
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+            "resources": {"requests": {"storage": "1Mi"}}}}]}})
+}
+
+impl Scenario {
+    /// Volumes the claims of a StatefulSet's pods can bind to.
+    fn with_volumes(&self, count: usize) -> &Self {
+        for index in 0..count {
+            self.create(
+                "PersistentVolume",
+                json!({"metadata": {"name": format!("disk-{index}")}, "spec": {
+                "capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": format!("/disks/{index}")}}}),
+            );
+        }
+        self
+    }
+
+    fn set_replicas(&self, kind: &str, name: &str, replicas: i64) -> &Self {
+        let kind = find_kind(kind).unwrap();
+        let options = WriteOptions {
+            field_manager: "test".into(),
+            ..WriteOptions::default()
+        };
+        self.cluster
+            .write(|state| {
+                let mut object = state.get(kind, "default", name)?;
+                object["spec"]["replicas"] = json!(replicas);
+                state.replace(kind, "default", name, object, Subresource::Main, &options)
+            })
+            .unwrap();
+        self.settle()
+    }
+}
+
+#[test]
+fn stateful_sets_keep_numbered_pods_with_their_claims() {
+    let scenario = Scenario::new();
+    scenario
+        .with_volumes(3)
+        .create("StatefulSet", stateful_set(3, "db:1"));
+    assert_eq!(scenario.names("Pod", "default"), ["db-0", "db-1", "db-2"]);
+    assert_eq!(
+        scenario.names("PersistentVolumeClaim", "default"),
+        ["data-db-0", "data-db-1", "data-db-2"]
+    );
+    let pod = scenario.get("Pod", "default", "db-1").unwrap();
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(labels["app"], "db");
+    assert_eq!(labels["statefulset.kubernetes.io/pod-name"], "db-1");
+    assert_eq!(labels["apps.kubernetes.io/pod-index"], "1");
+    assert!(
+        labels["controller-revision-hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("db-")
+    );
+    let owner = &pod["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["controller"].as_bool()),
+        (Some("StatefulSet"), Some(true))
+    );
+    assert_eq!(pod["spec"]["hostname"], "db-1");
+    assert_eq!(pod["spec"]["subdomain"], "db");
+    assert_eq!(
+        pod["spec"]["volumes"][0],
+        json!({"name": "data", "persistentVolumeClaim": {"claimName": "data-db-1"}})
+    );
+    assert_eq!(
+        phase(&scenario.get("PersistentVolumeClaim", "default", "data-db-1")),
+        "Bound"
+    );
+    let set = scenario.get("StatefulSet", "default", "db").unwrap();
+    let status = &set["status"];
+    for field in [
+        "replicas",
+        "readyReplicas",
+        "currentReplicas",
+        "updatedReplicas",
+        "availableReplicas",
+    ] {
+        assert_eq!(status[field], 3, "{field}");
+    }
+    assert_eq!(status["observedGeneration"], set["metadata"]["generation"]);
+    assert_eq!(
+        status["currentRevision"],
+        labels["controller-revision-hash"]
+    );
+    assert_eq!(set["spec"]["podManagementPolicy"], "OrderedReady");
+}
+
+#[test]
+fn ordered_pods_wait_for_the_lower_ordinals_to_be_ready() {
+    let scenario = Scenario::new();
+    // One volume: db-1's claim stays unbound, so db-1 never starts and db-2 never comes.
+    scenario
+        .with_volumes(1)
+        .create("StatefulSet", stateful_set(3, "db:1"));
+    assert_eq!(scenario.names("Pod", "default"), ["db-0", "db-1"]);
+    let status = scenario.get("StatefulSet", "default", "db").unwrap()["status"].clone();
+    assert_eq!(
+        (
+            status["replicas"].as_i64(),
+            status["readyReplicas"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
+
+    let parallel = Scenario::new();
+    let mut set = stateful_set(3, "db:1");
+    set["spec"]["podManagementPolicy"] = json!("Parallel");
+    parallel.with_volumes(1).create("StatefulSet", set);
+    assert_eq!(parallel.names("Pod", "default"), ["db-0", "db-1", "db-2"]);
+}
+
+#[test]
+fn scaling_down_removes_the_highest_ordinals_and_keeps_the_claims() {
+    let mut scenario = Scenario::new();
+    scenario
+        .with_volumes(3)
+        .create("StatefulSet", stateful_set(3, "db:1"));
+    scenario.set_replicas("StatefulSet", "db", 1);
+    let terminating: Vec<String> = scenario
+        .names("Pod", "default")
+        .into_iter()
+        .filter(|name| meta::is_deleting(&scenario.get("Pod", "default", name).unwrap()))
+        .collect();
+    assert_eq!(terminating, ["db-2"], "one at a time, the highest first");
+    scenario.later();
+    scenario.later();
+    assert_eq!(scenario.names("Pod", "default"), ["db-0"]);
+    assert_eq!(
+        scenario.names("PersistentVolumeClaim", "default"),
+        ["data-db-0", "data-db-1", "data-db-2"]
+    );
+    let status = scenario.get("StatefulSet", "default", "db").unwrap()["status"].clone();
+    assert_eq!(
+        (
+            status["replicas"].as_i64(),
+            status["readyReplicas"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+
+    scenario.set_replicas("StatefulSet", "db", 0);
+    scenario.later();
+    assert!(scenario.names("Pod", "default").is_empty());
+    let status = scenario.get("StatefulSet", "default", "db").unwrap()["status"].clone();
+    assert_eq!(status["replicas"], 0);
+    assert_eq!(status["availableReplicas"], 0);
+    assert!(status.get("readyReplicas").is_none());
+
+    scenario.set_replicas("StatefulSet", "db", 2);
+    assert_eq!(scenario.names("Pod", "default"), ["db-0", "db-1"]);
+    assert_eq!(
+        phase(&scenario.get("PersistentVolumeClaim", "default", "data-db-1")),
+        "Bound"
+    );
+}
+
+#[test]
+fn a_new_template_replaces_the_pods_from_the_highest_ordinal() {
+    let mut scenario = Scenario::new();
+    scenario
+        .with_volumes(2)
+        .create("StatefulSet", stateful_set(2, "db:1"));
+    let kind = find_kind("StatefulSet").unwrap();
+    let options = WriteOptions {
+        field_manager: "test".into(),
+        force: true,
+        ..WriteOptions::default()
+    };
+    scenario
+        .cluster
+        .write(|state| state.apply(kind, "default", "db", &stateful_set(2, "db:2"), &options))
+        .unwrap();
+    scenario.settle();
+    assert!(meta::is_deleting(
+        &scenario.get("Pod", "default", "db-1").unwrap()
+    ));
+    assert!(!meta::is_deleting(
+        &scenario.get("Pod", "default", "db-0").unwrap()
+    ));
+    let status = scenario.get("StatefulSet", "default", "db").unwrap()["status"].clone();
+    assert_ne!(status["currentRevision"], status["updateRevision"]);
+    scenario.later();
+    scenario.later();
+    let images: Vec<Value> = ["db-0", "db-1"]
+        .iter()
+        .map(|name| {
+            scenario.get("Pod", "default", name).unwrap()["spec"]["containers"][0]["image"].clone()
+        })
+        .collect();
+    assert_eq!(images, ["db:2", "db:2"]);
+    let status = scenario.get("StatefulSet", "default", "db").unwrap()["status"].clone();
+    assert_eq!(status["currentRevision"], status["updateRevision"]);
+    assert_eq!(
+        (
+            status["currentReplicas"].as_i64(),
+            status["updatedReplicas"].as_i64()
+        ),
+        (Some(2), Some(2))
+    );
+}
+
+#[test]
+fn deleting_a_stateful_set_deletes_its_pods_and_keeps_its_claims() {
+    let mut scenario = Scenario::new();
+    scenario
+        .with_volumes(2)
+        .create("StatefulSet", stateful_set(2, "db:1"));
+    scenario.delete("StatefulSet", "default", "db", None);
+    scenario.later();
+    assert!(scenario.names("Pod", "default").is_empty());
+    assert_eq!(
+        scenario.names("PersistentVolumeClaim", "default"),
+        ["data-db-0", "data-db-1"]
+    );
+}
+
+#[test]
+fn a_stateful_set_may_not_change_its_claim_templates() {
+    let scenario = Scenario::new();
+    scenario.create("StatefulSet", stateful_set(1, "db:1"));
+    let kind = find_kind("StatefulSet").unwrap();
+    let mut changed = stateful_set(1, "db:1");
+    changed["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] =
+        json!("2Mi");
+    let options = WriteOptions {
+        field_manager: "test".into(),
+        force: true,
+        ..WriteOptions::default()
+    };
+    let error = scenario
+        .cluster
+        .write(|state| state.apply(kind, "default", "db", &changed, &options))
+        .unwrap_err();
+    assert!(
+        error.status()["message"]
+            .as_str()
+            .unwrap()
+            .contains("updates to statefulset spec")
+    );
+}
+
+#[test]
+fn claims_go_with_their_set_or_their_pod_when_the_retention_policy_says_delete() {
+    let mut scenario = Scenario::new();
+    let mut set = stateful_set(2, "db:1");
+    set["spec"]["persistentVolumeClaimRetentionPolicy"] =
+        json!({"whenDeleted": "Retain", "whenScaled": "Delete"});
+    scenario.with_volumes(2).create("StatefulSet", set);
+    scenario.set_replicas("StatefulSet", "db", 1);
+    scenario.later();
+    scenario.later();
+    assert_eq!(scenario.names("Pod", "default"), ["db-0"]);
+    assert_eq!(
+        scenario.names("PersistentVolumeClaim", "default"),
+        ["data-db-0"],
+        "the claim of the ordinal scaled away went with its pod"
+    );
+    assert!(
+        scenario
+            .get("PersistentVolumeClaim", "default", "data-db-0")
+            .unwrap()["metadata"]
+            .get("ownerReferences")
+            .is_none()
+    );
+
+    let mut scenario = Scenario::new();
+    let mut set = stateful_set(2, "db:1");
+    set["spec"]["persistentVolumeClaimRetentionPolicy"] =
+        json!({"whenDeleted": "Delete", "whenScaled": "Retain"});
+    scenario.with_volumes(2).create("StatefulSet", set);
+    let claim = scenario
+        .get("PersistentVolumeClaim", "default", "data-db-1")
+        .unwrap();
+    assert_eq!(
+        claim["metadata"]["ownerReferences"][0]["kind"],
+        "StatefulSet"
+    );
+    scenario.set_replicas("StatefulSet", "db", 1);
+    scenario.later();
+    scenario.later();
+    assert_eq!(scenario.names("PersistentVolumeClaim", "default").len(), 2);
+    scenario.delete("StatefulSet", "default", "db", None);
+    scenario.later();
+    scenario.later();
+    assert!(scenario.names("Pod", "default").is_empty());
+    assert!(
+        scenario
+            .names("PersistentVolumeClaim", "default")
+            .is_empty()
+    );
 }

@@ -42,7 +42,7 @@ pub fn reconcile(state: &mut State) -> bool {
     changed
 }
 
-fn owned_by<'a>(
+pub(super) fn owned_by<'a>(
     state: &'a State,
     kind: &'a Kind,
     owner: &'a Value,
@@ -65,7 +65,7 @@ pub(super) fn owner_reference(kind: &Kind, owner: &Value) -> Value {
     }])
 }
 
-fn replicas(object: &Value) -> i64 {
+pub(super) fn replicas(object: &Value) -> i64 {
     object
         .pointer("/spec/replicas")
         .and_then(Value::as_i64)
