@@ -500,15 +500,35 @@ async fn run_command(
     let playbook = std::sync::Arc::new(playbook);
     let reporter = std::sync::Arc::new(Reporter::new(format, at.verbosity));
     let cluster = cluster_for(&playbook, &at.cluster_options, at.shared.as_ref()).await?;
+    // A run on a hub (a `hub` param) marks the hub's namespace with its phase while it goes
+    // on, as a fleet does for each of its hubs.
+    let hub = bound.params.get("hub").and_then(|hub| hub.as_str());
+    let mark = match (&cluster, hub) {
+        (Some(cluster), Some(hub)) => Some(runbook::fleet::NamespaceMark::from_first_step(
+            reporter.clone(),
+            cluster.clone(),
+            hub,
+            &playbook.name,
+        )),
+        _ => None,
+    };
+    let output: std::sync::Arc<dyn runbook::engine::event::RunOutput> = match &mark {
+        Some(mark) => mark.clone(),
+        None => reporter,
+    };
     let result = engine::run(
         playbook.clone(),
         &bound,
         &at.state,
         &options,
-        reporter,
+        output,
         cluster.as_ref(),
     )
-    .await?;
+    .await;
+    if let Some(mark) = &mark {
+        mark.finish().await;
+    }
+    let result = result?;
     if format == Format::Text && at.verbosity != Verbosity::Quiet {
         eprint!("{}", result.summary.to_text());
     }

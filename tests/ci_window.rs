@@ -31,8 +31,9 @@ fn read(path: &Path) -> String {
 }
 
 /// The NFS migration in two jobs: phase 1 stops at the gate (exit 5, the job's success),
-/// phase 2 on another machine goes on from the cluster's journal with `--approve` to the end.
-/// Both jobs' summaries say what happened and how to go on.
+/// phase 2 on another machine goes on from the cluster's journal with `--approve` to the end,
+/// running the plan saved after phase 1 (a plan saved before it is refused, exit 6). Both
+/// jobs' summaries say what happened and how to go on.
 #[test]
 fn phase_1_and_phase_2_run_from_two_machines_through_the_cluster_with_step_summaries() {
     // Both jobs drive the same sandbox directory (the cluster and its NFS exports); each has
@@ -55,6 +56,12 @@ fn phase_1_and_phase_2_run_from_two_machines_through_the_cluster_with_step_summa
         args.extend(extra.iter().map(ToString::to_string));
         args
     };
+
+    // The pull request's plan, saved before phase 1 ran.
+    let (pull_request, _) = job("100");
+    let mut plan_args = args(pull_request.path("state"), &["--out", "early-plan.json"]);
+    plan_args[0] = "plan".into();
+    pull_request.run_args(&plan_args).status(0);
 
     // Phase 1 (the workflow's "Run to the approval gate"): exit 5.
     let (phase_1, summary_1) = job("101");
@@ -89,12 +96,41 @@ fn phase_1_and_phase_2_run_from_two_machines_through_the_cluster_with_step_summa
         "{go_on}"
     );
 
-    // Phase 2 (the protected environment's job), on a machine that has never seen the run.
+    // Phase 2 (the protected environment's job), on a machine that has never seen the run,
+    // runs a saved plan. The pull request's plan no longer holds: phase 1 moved the journal
+    // since (exit 6, nothing run).
     let (phase_2, summary_2) = job("102");
     let state_2 = phase_2.path("state");
     assert!(!state_2.exists());
+    let early = pull_request.path("early-plan.json");
+    let stale = phase_2
+        .run_args(&args(
+            state_2.clone(),
+            &[
+                "--plan",
+                early.to_str().expect("UTF-8 path"),
+                "--approve",
+                "start-maintenance",
+            ],
+        ))
+        .status(6);
+    assert!(stale.stderr.contains("journal"), "{}", stale.stderr);
+    std::fs::remove_file(&summary_2).ok();
+    // The workflow's plan job, after phase 1: its plan is the one the window runs.
+    let mut plan_args = args(state_2.clone(), &["--out", "plan.json"]);
+    plan_args[0] = "plan".into();
+    phase_2.run_args(&plan_args).status(0);
+    let plan = phase_2.path("plan.json");
     phase_2
-        .run_args(&args(state_2.clone(), &["--approve", "start-maintenance"]))
+        .run_args(&args(
+            state_2.clone(),
+            &[
+                "--plan",
+                plan.to_str().expect("UTF-8 path"),
+                "--approve",
+                "start-maintenance",
+            ],
+        ))
         .status(0)
         .stderr_has("every step is done");
     let markdown = read(&summary_2);

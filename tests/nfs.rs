@@ -326,6 +326,19 @@ fn the_whole_migration_in_the_sandbox() {
         .stderr_has("every step is done");
     migration.assert_migrated(&original_values);
     assert_eq!(migration.nfs_server_pod_uid(), server_pod);
+    // The hub's namespace says how its run ended, and nobody holds it any more.
+    let namespace = migration
+        .object("Namespace", "staging")
+        .expect("the hub's namespace");
+    let metadata = &namespace["metadata"];
+    assert_eq!(metadata["labels"]["runbook.dev/phase"], "done", "{metadata:#}");
+    assert!(
+        metadata["annotations"]["runbook.dev/run"]
+            .as_str()
+            .is_some_and(|run| run.starts_with("nfs-migrate-"))
+            && metadata["annotations"]["runbook.dev/holder"].is_null(),
+        "{metadata:#}"
+    );
     // The summary: time per step, what the copies moved, how long users were locked out.
     let summary = &run.stderr[run.stderr.find("summary:").expect("a summary")..];
     assert!(summary.contains("  initial-copy  "), "{summary}");

@@ -74,6 +74,9 @@ impl Mark {
 pub struct NamespaceMark {
     inner: Arc<dyn RunOutput>,
     playbook: String,
+    /// Mark only once a step starts: a `run` whose steps are all done does not work on the
+    /// hub, and leaves its namespace as it is.
+    from_first_step: bool,
     marks: std::sync::Mutex<MarkState>,
     writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -92,6 +95,27 @@ impl NamespaceMark {
         hub: &str,
         playbook: &str,
     ) -> Arc<Self> {
+        NamespaceMark::start(inner, cluster, hub, playbook, false)
+    }
+
+    /// As [`NamespaceMark::new`], for a single `run` on a hub: the namespace is marked from
+    /// the first step that starts, so that a run with nothing left to do changes nothing.
+    pub fn from_first_step(
+        inner: Arc<dyn RunOutput>,
+        cluster: Cluster,
+        hub: &str,
+        playbook: &str,
+    ) -> Arc<Self> {
+        NamespaceMark::start(inner, cluster, hub, playbook, true)
+    }
+
+    fn start(
+        inner: Arc<dyn RunOutput>,
+        cluster: Cluster,
+        hub: &str,
+        playbook: &str,
+        from_first_step: bool,
+    ) -> Arc<Self> {
         let (sender, receiver) = mpsc::unbounded_channel();
         let holder = format!(
             "{}@{} pid={}",
@@ -109,6 +133,7 @@ impl NamespaceMark {
         Arc::new(NamespaceMark {
             inner,
             playbook: playbook.to_string(),
+            from_first_step,
             marks: std::sync::Mutex::new(MarkState {
                 sender: Some(sender),
                 last: None,
@@ -219,11 +244,25 @@ impl StepOutput for NamespaceMark {
     fn notice(&self, text: &str) {
         self.inner.notice(text);
     }
+
+    fn redraws(&self) -> bool {
+        self.inner.redraws()
+    }
+
+    fn live(&self, step: &str, view: crate::actions::output::LiveView<'_>) {
+        self.inner.live(step, view);
+    }
 }
 
 impl RunOutput for NamespaceMark {
     fn event(&self, event: &Event, json: &serde_json::Value) {
+        let waiting = |marks: &MarkState| {
+            self.from_first_step
+                && marks.last.is_none()
+                && !matches!(event.kind, EventKind::StepStarted { .. })
+        };
         if let Ok(mut marks) = self.marks.lock()
+            && !waiting(&marks)
             && let Some(mark) = self.mark_of(event, marks.last.as_ref())
         {
             if let Some(sender) = &marks.sender {
