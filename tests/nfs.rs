@@ -331,7 +331,10 @@ fn the_whole_migration_in_the_sandbox() {
         .object("Namespace", "staging")
         .expect("the hub's namespace");
     let metadata = &namespace["metadata"];
-    assert_eq!(metadata["labels"]["runbook.dev/phase"], "done", "{metadata:#}");
+    assert_eq!(
+        metadata["labels"]["runbook.dev/phase"], "done",
+        "{metadata:#}"
+    );
     assert!(
         metadata["annotations"]["runbook.dev/run"]
             .as_str()
