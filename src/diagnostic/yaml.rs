@@ -163,23 +163,43 @@ pub(super) fn explain(
     };
     let text = TextMap::new(source);
     let mut at = text.clamp(source.at_yaml(&reported));
-    let document = vocabulary.document();
-    let (message, help) = match error {
+    let explained = match error {
         YamlError::ExternalMessage { msg, .. } => {
             // The parser's span is one character; let the caret cover the token instead.
             at.width = None;
-            syntax_error(&text, &mut at, msg)
+            Some(syntax_error(&text, &mut at, msg))
         }
-        YamlError::Budget { breach, .. } => over_budget(breach),
-        YamlError::Eof { .. } => (
+        YamlError::Budget { breach, .. } => Some(over_budget(breach)),
+        YamlError::Eof { .. } => Some((
             "the file ends in the middle of a value".to_string(),
             "check for an unclosed quote or bracket".to_string(),
-        ),
+        )),
+        _ => document_error(error, &text, &mut at, vocabulary)
+            .or_else(|| key_error(error, &text, &mut at, vocabulary))
+            .or_else(|| value_error(error, &text, &mut at, vocabulary)),
+    };
+    let (message, help) = explained.unwrap_or_else(|| {
+        (
+            strip_position_suffix(&error.to_string()).to_string(),
+            "this is not valid here; check the YAML around this position".to_string(),
+        )
+    });
+    Diagnostic::at(at, message).help(help)
+}
+
+/// The errors about the file as a whole: several documents, anchors, duplicate keys.
+fn document_error(
+    error: &YamlError,
+    text: &TextMap,
+    at: &mut Location,
+    vocabulary: &dyn Vocabulary,
+) -> Option<(String, String)> {
+    Some(match error {
         YamlError::MultipleDocuments { .. } => {
             if let Some(line) = text.document_marker_before(at.line) {
-                at = text.point(line, 1, 3);
+                *at = text.point(line, 1, 3);
             }
-            match document {
+            match vocabulary.document() {
                 Some(document) => (
                     format!("a {document} is one YAML document, but this file has several"),
                     format!("remove the `---` line, or put each {document} in its own file"),
@@ -207,6 +227,18 @@ pub(super) fn explain(
             },
             "a key may appear only once in a mapping; remove or rename one of them".to_string(),
         ),
+        _ => return None,
+    })
+}
+
+/// The errors about keys: unknown, missing, or an unknown variant of a value that names one.
+fn key_error(
+    error: &YamlError,
+    text: &TextMap,
+    at: &mut Location,
+    vocabulary: &dyn Vocabulary,
+) -> Option<(String, String)> {
+    Some(match error {
         YamlError::SerdeUnknownField {
             field, expected, ..
         } => {
@@ -220,7 +252,7 @@ pub(super) fn explain(
         }
         YamlError::SerdeMissingField { field, .. } => {
             let (line, column) = text.mapping_start(at.line, at.column);
-            at = text.point(line, column, 0);
+            *at = text.point(line, column, 0);
             let path = text.path_at(line, column);
             missing_key(vocabulary, &path, field)
         }
@@ -239,9 +271,21 @@ pub(super) fn explain(
             };
             (message, help)
         }
+        _ => return None,
+    })
+}
+
+/// The errors about values: empty, of the wrong kind, not a valid scalar, or refused by the type that reads them.
+fn value_error(
+    error: &YamlError,
+    text: &TextMap,
+    at: &mut Location,
+    vocabulary: &dyn Vocabulary,
+) -> Option<(String, String)> {
+    Some(match error {
         YamlError::NullIntoString { .. } => {
             let explained;
-            (at, explained) = empty(vocabulary, &text, &at);
+            (*at, explained) = empty(vocabulary, text, at);
             explained
         }
         YamlError::Unexpected { expected, .. } => {
@@ -255,15 +299,15 @@ pub(super) fn explain(
             let found = text.kind_at(at.line, at.column);
             if found == Kind::Empty {
                 let explained;
-                (at, explained) = empty(vocabulary, &text, &at);
+                (*at, explained) = empty(vocabulary, text, at);
                 explained
             } else {
                 let path = text.path_at(at.line, at.column);
                 // A block value starts on the line after its key; point at the key.
                 if let Some((line, column, width)) = text.owning_key(at.line, at.column) {
-                    at = text.point(line, column, width);
+                    *at = text.point(line, column, width);
                 }
-                wrong_kind(vocabulary, &text, &at, &path, wanted.phrase(), found)
+                wrong_kind(vocabulary, text, at, &path, wanted.phrase(), found)
             }
         }
         YamlError::SerdeInvalidType {
@@ -278,27 +322,27 @@ pub(super) fn explain(
         } => {
             // serde-saphyr may report these at the key; the mistake is in its value.
             if let Some(column) = text.value_after_key(at.line, at.column) {
-                at = text.value_point(at.line, column);
+                *at = text.value_point(at.line, column);
             }
             let found = Kind::from_serde(unexpected);
             if found == Kind::Empty {
                 let explained;
-                (at, explained) = empty(vocabulary, &text, &at);
+                (*at, explained) = empty(vocabulary, text, at);
                 explained
             } else {
                 let path = text.path_at(at.line, at.column);
                 let expected = plain_expected(expected);
-                wrong_kind(vocabulary, &text, &at, &path, &expected, found)
+                wrong_kind(vocabulary, text, at, &path, &expected, found)
             }
         }
         YamlError::InvalidScalar { ty, .. } => {
             if text.kind_at(at.line, at.column) == Kind::Empty {
                 let explained;
-                (at, explained) = empty(vocabulary, &text, &at);
+                (*at, explained) = empty(vocabulary, text, at);
                 explained
             } else {
                 let path = text.path_at(at.line, at.column);
-                invalid_scalar(vocabulary, &text, &at, &path, ty)
+                invalid_scalar(vocabulary, text, at, &path, ty)
             }
         }
         YamlError::Message { msg, .. } => match ValueError::parse(msg) {
@@ -306,7 +350,7 @@ pub(super) fn explain(
                 if let Some(key) = &complaint.key
                     && let Some((line, column)) = text.value_of_key(at.line, at.column, key)
                 {
-                    at = text.value_point(line, column);
+                    *at = text.value_point(line, column);
                 }
                 let path = text.path_at(at.line, at.column);
                 let key = path.last_key().unwrap_or("value");
@@ -318,12 +362,8 @@ pub(super) fn explain(
                 "see the README for how to write this value".to_string(),
             ),
         },
-        other => (
-            strip_position_suffix(&other.to_string()).to_string(),
-            "this is not valid here; check the YAML around this position".to_string(),
-        ),
-    };
-    Diagnostic::at(at, message).help(help)
+        _ => return None,
+    })
 }
 
 /// The error itself, without the wrappers that add snippets or alias positions.
