@@ -925,24 +925,29 @@ fn a_missing_or_old_rsync_is_invalid_input() {
     assert!(!test.path("dst").exists());
 }
 
-#[test]
-fn on_a_terminal_the_copy_is_a_display_redrawn_in_place_and_in_a_log_a_line_every_ten_seconds() {
+/// `run playbook.yaml` of a copy (2 workers) whose shard listing `slow` waits while the file
+/// `block` exists in the test's directory (the shared fake rsync of `common::copies`).
+fn held_copy() -> Test {
     let test = Test::new().playbook(&playbook("{from: src, to: dst, jobs: 2, rsync_args: [-H]}"));
     make_tree(&test.path("src"));
     write(&test.path("src/slow/one-file"), b"copied last\n");
-    // A fake rsync that waits on the shard listing `slow` while the file `block` exists.
-    let path = fake_rsync(
-        &test,
-        r#"case " $* " in
-  *" --files-from=- "*)
-    list="$(mktemp -p "$DIR")"; cat > "$list"
-    if tr '\0' '\n' < "$list" | grep -q '^slow'; then
-      while [ -e "$DIR/block" ]; do sleep 0.1; done
-    fi
-    "$REAL" "$@" < "$list"; rc=$?; rm -f "$list"; exit $rc ;;
-esac
-exec "$REAL" "$@""#,
-    );
+    let path = common::copies::fake_rsync(test.dir());
+    test.env("PATH", &path).args(["run", "playbook.yaml"])
+}
+
+/// The `live.json` of the only run in the test's state directory, while there is one.
+fn live_file(test: &Test) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(test.path(".runbook/runs"))
+        .ok()
+        .and_then(|mut runs| runs.next())
+        .and_then(Result::ok)
+        .map(|run| run.path().join("live.json"))
+        .filter(|file| file.exists())
+}
+
+#[test]
+fn on_a_terminal_the_copy_is_a_display_redrawn_in_place_and_in_a_log_a_line_every_ten_seconds() {
+    let test = held_copy();
     let block = test.path("block");
     let unblock_after = |seconds: u64| {
         write(&block, b"");
@@ -952,7 +957,6 @@ exec "$REAL" "$@""#,
             let _ = std::fs::remove_file(block);
         })
     };
-    let test = test.env("PATH", &path).args(["run", "playbook.yaml"]);
 
     let unblocked = unblock_after(7);
     let screen = test.run_in_terminal("");
@@ -986,32 +990,10 @@ exec "$REAL" "$@""#,
 
 #[test]
 fn status_from_another_terminal_shows_how_far_a_copy_in_the_runbook_process_is() {
-    let test = Test::new().playbook(&playbook("{from: src, to: dst, jobs: 2, rsync_args: [-H]}"));
-    make_tree(&test.path("src"));
-    write(&test.path("src/slow/one-file"), b"copied last\n");
-    let path = fake_rsync(
-        &test,
-        r#"case " $* " in
-  *" --files-from=- "*)
-    list="$(mktemp -p "$DIR")"; cat > "$list"
-    if tr '\0' '\n' < "$list" | grep -q '^slow'; then
-      while [ -e "$DIR/block" ]; do sleep 0.1; done
-    fi
-    "$REAL" "$@" < "$list"; rc=$?; rm -f "$list"; exit $rc ;;
-esac
-exec "$REAL" "$@""#,
-    );
+    let test = held_copy();
     write(&test.path("block"), b"");
-    let test = test.env("PATH", &path).args(["run", "playbook.yaml"]);
     let mut child = test.spawn();
-    let live = || {
-        std::fs::read_dir(test.path(".runbook/runs"))
-            .ok()
-            .and_then(|mut runs| runs.next())
-            .and_then(Result::ok)
-            .map(|run| run.path().join("live.json"))
-            .filter(|file| file.exists())
-    };
+    let live = || live_file(&test);
     common::wait_until(
         "the copy reports its progress",
         Duration::from_secs(60),
@@ -1073,35 +1055,13 @@ exec "$REAL" "$@""#,
 
 #[test]
 fn status_watch_redraws_on_a_terminal_until_the_run_ends_and_prints_once_elsewhere() {
-    let test = Test::new().playbook(&playbook("{from: src, to: dst, jobs: 2, rsync_args: [-H]}"));
-    make_tree(&test.path("src"));
-    write(&test.path("src/slow/one-file"), b"copied last\n");
-    let path = fake_rsync(
-        &test,
-        r#"case " $* " in
-  *" --files-from=- "*)
-    list="$(mktemp -p "$DIR")"; cat > "$list"
-    if tr '\0' '\n' < "$list" | grep -q '^slow'; then
-      while [ -e "$DIR/block" ]; do sleep 0.1; done
-    fi
-    "$REAL" "$@" < "$list"; rc=$?; rm -f "$list"; exit $rc ;;
-esac
-exec "$REAL" "$@""#,
-    );
+    let test = held_copy();
     write(&test.path("block"), b"");
-    let test = test.env("PATH", &path).args(["run", "playbook.yaml"]);
     let mut child = test.spawn();
-    let live = test.path(".runbook/runs");
     common::wait_until(
         "the copy reports its progress",
         Duration::from_secs(60),
-        || {
-            std::fs::read_dir(&live)
-                .ok()
-                .and_then(|mut runs| runs.next())
-                .and_then(Result::ok)
-                .is_some_and(|run| run.path().join("live.json").exists())
-        },
+        || live_file(&test).is_some(),
     );
     // Without a terminal: once, at once.
     let once = test.run_args(&["status", "--watch"]).status(0);
