@@ -10,14 +10,58 @@ use crate::engine::event::RunStatus;
 use crate::engine::summary::{Ending, RunSummary};
 use crate::render::{Masker, quote_for_shell};
 
+/// How long the maintenance window lasted, as far as the journal says.
+enum WindowLength {
+    /// Opened and closed: this many milliseconds.
+    Lasted(u64),
+    /// Opened at this time (UTC), not closed yet.
+    OpenSince(String),
+    /// Not opened yet.
+    NotOpened,
+}
+
 impl RunSummary {
+    /// Time in steps, bytes and files copied, over every step.
+    fn totals(&self) -> (u64, u64, u64) {
+        self.steps
+            .values()
+            .fold((0, 0, 0), |(ms, bytes, files), step| {
+                (
+                    ms + step.duration_ms,
+                    bytes + step.bytes,
+                    files + step.files,
+                )
+            })
+    }
+
+    /// `1 command`, `3 commands`: how many commands worked on the run.
+    fn commands_phrase(&self) -> String {
+        if self.commands == 1 {
+            "1 command".to_string()
+        } else {
+            format!("{} commands", self.commands)
+        }
+    }
+
+    /// The window's first and last steps and how long it lasted, when the playbook has one.
+    fn window_length(&self) -> Option<(&str, &str, WindowLength)> {
+        let (steps, opened, closed) = self.window.as_ref()?;
+        let length = match (opened, closed) {
+            (Some(opened), Some(closed)) => {
+                WindowLength::Lasted(closed.duration_since(*opened).as_millis().max(0) as u64)
+            }
+            (Some(opened), None) => {
+                WindowLength::OpenSince(opened.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+            }
+            (None, _) => WindowLength::NotOpened,
+        };
+        Some((steps.from.as_str(), steps.to.as_str(), length))
+    }
+
     /// The summary as text for the terminal.
     pub fn to_text(&self) -> String {
         let width = self.steps.keys().map(String::len).max().unwrap_or(4).max(4);
         let mut text = String::from("summary:\n");
-        let mut total_ms = 0;
-        let mut total_bytes = 0;
-        let mut total_files = 0;
         for (id, totals) in &self.steps {
             let last = if totals.last.is_empty() {
                 "not run"
@@ -38,19 +82,13 @@ impl RunSummary {
                 );
             }
             text.push('\n');
-            total_ms += totals.duration_ms;
-            total_bytes += totals.bytes;
-            total_files += totals.files;
         }
-        let commands = if self.commands == 1 {
-            "1 command".to_string()
-        } else {
-            format!("{} commands", self.commands)
-        };
+        let (total_ms, total_bytes, total_files) = self.totals();
         let _ = writeln!(
             text,
-            "  time in steps: {} over {commands}",
-            format_duration_ms(total_ms)
+            "  time in steps: {} over {}",
+            format_duration_ms(total_ms),
+            self.commands_phrase()
         );
         if total_files > 0 || total_bytes > 0 {
             let _ = writeln!(
@@ -59,20 +97,13 @@ impl RunSummary {
                 format_bytes(total_bytes)
             );
         }
-        if let Some((steps, opened, closed)) = &self.window {
-            let span = format!("{} to {}", steps.from, steps.to);
-            let line = match (opened, closed) {
-                (Some(opened), Some(closed)) => format!(
-                    "maintenance window ({span}): {}",
-                    format_duration_ms(closed.duration_since(*opened).as_millis().max(0) as u64)
-                ),
-                (Some(opened), None) => format!(
-                    "maintenance window ({span}): open since {}",
-                    opened.strftime("%Y-%m-%d %H:%M:%S UTC")
-                ),
-                (None, _) => format!("maintenance window ({span}): not opened yet"),
+        if let Some((from, to, length)) = self.window_length() {
+            let length = match length {
+                WindowLength::Lasted(ms) => format_duration_ms(ms),
+                WindowLength::OpenSince(since) => format!("open since {since}"),
+                WindowLength::NotOpened => "not opened yet".into(),
             };
-            let _ = writeln!(text, "  {line}");
+            let _ = writeln!(text, "  maintenance window ({from} to {to}): {length}");
         }
         text
     }
@@ -87,7 +118,6 @@ impl RunSummary {
             let _ = writeln!(text, "{}\n", ending_sentence(ending));
         }
         text.push_str("| step | time | result | copied |\n| --- | ---: | --- | ---: |\n");
-        let (mut total_ms, mut total_bytes, mut total_files) = (0, 0, 0);
         for (id, totals) in &self.steps {
             let waits = self.ending.as_ref().is_some_and(|ending| {
                 ending.status == RunStatus::Paused && ending.step.as_ref() == Some(id)
@@ -110,19 +140,13 @@ impl RunSummary {
                 String::new()
             };
             let _ = writeln!(text, "| `{id}` | {time} | {result} | {copied} |");
-            total_ms += totals.duration_ms;
-            total_bytes += totals.bytes;
-            total_files += totals.files;
         }
-        let commands = if self.commands == 1 {
-            "1 command".to_string()
-        } else {
-            format!("{} commands", self.commands)
-        };
+        let (total_ms, total_bytes, total_files) = self.totals();
         let _ = write!(
             text,
-            "\nTime in steps: {} over {commands}.",
-            format_duration_ms(total_ms)
+            "\nTime in steps: {} over {}.",
+            format_duration_ms(total_ms),
+            self.commands_phrase()
         );
         if total_files > 0 || total_bytes > 0 {
             let _ = write!(
@@ -132,19 +156,13 @@ impl RunSummary {
             );
         }
         text.push('\n');
-        if let Some((steps, opened, closed)) = &self.window {
-            let span = format!("`{}` to `{}`", steps.from, steps.to);
-            let length = match (opened, closed) {
-                (Some(opened), Some(closed)) => format!(
-                    "**{}**",
-                    format_duration_ms(closed.duration_since(*opened).as_millis().max(0) as u64)
-                ),
-                (Some(opened), None) => {
-                    format!("open since {}", opened.strftime("%Y-%m-%d %H:%M:%S UTC"))
-                }
-                (None, _) => "not opened yet".into(),
+        if let Some((from, to, length)) = self.window_length() {
+            let length = match length {
+                WindowLength::Lasted(ms) => format!("**{}**", format_duration_ms(ms)),
+                WindowLength::OpenSince(since) => format!("open since {since}"),
+                WindowLength::NotOpened => "not opened yet".into(),
             };
-            let _ = writeln!(text, "\nMaintenance window ({span}): {length}.");
+            let _ = writeln!(text, "\nMaintenance window (`{from}` to `{to}`): {length}.");
         }
         if let Some(command) = self.ending.as_ref().and_then(|ending| go_on(ending, args)) {
             let _ = writeln!(text, "\nTo go on:\n\n```sh\n{command}\n```");
