@@ -363,6 +363,22 @@ impl Cluster {
             .then(|| namespace.unwrap_or(&self.default_namespace))
     }
 
+    /// What a request is about, for its error messages.
+    fn request<'a>(
+        &'a self,
+        verb: &'a str,
+        kind: &'a Kind,
+        name: &'a str,
+        namespace: Option<&'a str>,
+    ) -> Request<'a> {
+        Request {
+            verb,
+            kind,
+            name,
+            namespace: self.namespace_for(kind, namespace),
+        }
+    }
+
     fn api(&self, kind: &Kind, namespace: Option<&str>) -> Api<DynamicObject> {
         let resource = kind.api_resource();
         match self.namespace_for(kind, namespace) {
@@ -391,12 +407,7 @@ impl Cluster {
         namespace: Option<&str>,
     ) -> Result<Option<serde_json::Value>, KubeError> {
         let api = self.api(kind, namespace);
-        let request = Request {
-            verb: "get",
-            kind,
-            name,
-            namespace: self.namespace_for(kind, namespace),
-        };
+        let request = self.request("get", kind, name, namespace);
         let object = match with_retries(|| api.get(name)).await {
             Ok(object) => Some(to_json(&object)),
             Err(error) if is_not_found(&error, kind) => None,
@@ -431,12 +442,7 @@ impl Cluster {
         if let Some(selector) = field_selector.filter(|s| !s.is_empty()) {
             params = params.fields(selector);
         }
-        let request = Request {
-            verb: "list",
-            kind,
-            name: "",
-            namespace: self.namespace_for(kind, namespace),
-        };
+        let request = self.request("list", kind, "", namespace);
         let list = with_retries(|| api.list(&params))
             .await
             .map_err(|error| request.error(error))?;
@@ -474,12 +480,7 @@ impl Cluster {
         if !dry_run {
             self.wrote(kind, namespace, name);
         }
-        let request = Request {
-            verb: "patch",
-            kind,
-            name,
-            namespace: self.namespace_for(kind, namespace),
-        };
+        let request = self.request("patch", kind, name, namespace);
         let result = with_retries(|| async {
             match patch {
                 ObjectPatch::Merge(body) => api.patch(name, &params, &Patch::Merge(body)).await,
@@ -507,12 +508,7 @@ impl Cluster {
         let api = self.api(kind, namespace);
         let params = PatchParams::apply(field_manager).force();
         self.wrote(kind, namespace, name);
-        let request = Request {
-            verb: "apply",
-            kind,
-            name,
-            namespace: self.namespace_for(kind, namespace),
-        };
+        let request = self.request("apply", kind, name, namespace);
         let patch = Patch::Apply(manifest);
         let result = with_retries(|| api.patch(name, &params, &patch))
             .await
@@ -538,12 +534,7 @@ impl Cluster {
         if !dry_run {
             self.wrote(kind, namespace, name);
         }
-        let request = Request {
-            verb: "delete",
-            kind,
-            name,
-            namespace: self.namespace_for(kind, namespace),
-        };
+        let request = self.request("delete", kind, name, namespace);
         match with_retries(|| api.delete(name, &params)).await {
             Ok(_) => Ok(true),
             Err(error) if is_not_found(&error, kind) => Ok(false),
@@ -564,12 +555,7 @@ impl Cluster {
         let api = self.api(kind, namespace);
         let name = object.metadata.name.as_deref().unwrap_or_default();
         self.wrote(kind, namespace, name);
-        let request = Request {
-            verb: "create",
-            kind,
-            name,
-            namespace: self.namespace_for(kind, namespace),
-        };
+        let request = self.request("create", kind, name, namespace);
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
@@ -595,12 +581,7 @@ impl Cluster {
     ) -> Result<serde_json::Value, KubeError> {
         let api = self.api(kind, namespace);
         self.wrote(kind, namespace, name);
-        let request = Request {
-            verb: "replace",
-            kind,
-            name,
-            namespace: self.namespace_for(kind, namespace),
-        };
+        let request = self.request("replace", kind, name, namespace);
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
