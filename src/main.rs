@@ -9,7 +9,7 @@ use runbook::actions::RunEnvironment;
 use runbook::engine::journal::History;
 use runbook::engine::lock::{Acquired, RunLock};
 use runbook::engine::saved_plan::SavedPlan;
-use runbook::engine::{self, ClusterState, PlanFile, RunOptions, StateDir};
+use runbook::engine::{self, ClusterState, PlanFile, RunOptions, StateArgs, StateDir};
 use runbook::kube::{Cluster, ClusterOptions};
 use runbook::playbook::{Inputs, Playbook};
 use runbook::report::{self, Format, Reporter, Verbosity};
@@ -42,38 +42,7 @@ struct Cli {
     command: Command,
 }
 
-/// `--state` and its options: where runs keep their lock and journal.
-#[derive(Debug, Args)]
-struct StateArgs {
-    /// Where runs keep their lock and journal: this machine's state directory, or the
-    /// cluster the playbook talks to (a Lease and ConfigMaps in --state-namespace), so that
-    /// every machine with the cluster's credentials sees the same runs.
-    #[arg(long, env = "RUNBOOK_STATE", value_enum, default_value = "local")]
-    state: StateLocation,
-    /// With --state cluster: the namespace runs are kept in (created if missing).
-    #[arg(
-        long,
-        env = "RUNBOOK_STATE_NAMESPACE",
-        default_value = runbook::engine::lease::DEFAULT_NAMESPACE,
-        value_name = "NAMESPACE"
-    )]
-    state_namespace: String,
-    /// With --state cluster: how long a run's Lease holds without being renewed; a runner
-    /// killed with SIGKILL makes the next one wait this long before it takes over.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
-    lease_duration: std::time::Duration,
-}
-
-/// Where runs keep their lock and journal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum StateLocation {
-    /// The state directory (--state-dir) of this machine.
-    Local,
-    /// The cluster, with a cache in the state directory.
-    Cluster,
-}
-
-/// A `--lease-duration` such as `30s` or `2m`.
+/// A duration flag such as `24h` or `30m`.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     runbook::syntax::HumanDuration::parse(text).map(|duration| duration.0)
 }
@@ -260,22 +229,23 @@ async fn cluster_for(
 /// `--state cluster`: where in the cluster runs are kept, and who this process is. `state
 /// push|pull` always talk to the cluster.
 fn cluster_state_of(cli: &Cli) -> Result<Option<ClusterState>, Error> {
-    let (namespace, lease_duration) = match &cli.command {
+    match &cli.command {
         Command::Plan { state, .. }
         | Command::Run { state, .. }
         | Command::Status { state, .. }
-        | Command::List { state, .. }
-            if state.state == StateLocation::Cluster =>
-        {
-            (state.state_namespace.as_str(), state.lease_duration)
-        }
+        | Command::List { state, .. } => Ok(state.cluster_state()?),
         Command::State {
             state_namespace, ..
-        } => (state_namespace.as_str(), DEFAULT_LEASE_DURATION),
-        _ => return Ok(None),
-    };
-    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
-    Ok(Some(ClusterState::new(namespace, lease_duration, &env)?))
+        } => {
+            let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+            Ok(Some(ClusterState::new(
+                state_namespace,
+                DEFAULT_LEASE_DURATION,
+                &env,
+            )?))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// How long a Lease `state push|pull` takes holds without renewal.
@@ -320,46 +290,57 @@ struct Invocation<'a> {
     sandbox: Option<&'a SandboxSession>,
 }
 
+impl<'a> Invocation<'a> {
+    /// What the commands of `cli` share, from its global flags and `--state`.
+    fn new(
+        cli: &Cli,
+        sandbox: Option<&'a SandboxSession>,
+        surroundings: RunEnvironment,
+    ) -> Result<Self, Error> {
+        let verbosity = if cli.quiet {
+            Verbosity::Quiet
+        } else if cli.verbose {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        };
+        let local_state_dir = state_dir_of(cli, sandbox);
+        let shared = cluster_state_of(cli)?;
+        // With --state cluster, the state directory keeps a cache of the cluster's journals,
+        // apart from the runs kept on this machine.
+        let state_dir = match &shared {
+            Some(shared) if !matches!(cli.command, Command::State { .. }) => {
+                local_state_dir.join("cluster").join(&shared.namespace)
+            }
+            _ => local_state_dir.clone(),
+        };
+        let cluster_options = ClusterOptions {
+            kubeconfig: match sandbox {
+                Some(sandbox) => Some(sandbox.kubeconfig()),
+                None => cli.kubeconfig.clone(),
+            },
+            context: cli.context.clone(),
+        };
+        Ok(Invocation {
+            verbosity,
+            local_state_dir,
+            state: StateDir::new(&state_dir),
+            state_dir,
+            shared,
+            cluster_options,
+            surroundings,
+            sandbox,
+        })
+    }
+}
+
 /// Runs the command of `cli`: builds what its commands share, then hands over to the command.
 async fn execute(
     cli: Cli,
     sandbox: Option<&SandboxSession>,
     surroundings: RunEnvironment,
 ) -> Result<Exit, Error> {
-    let verbosity = if cli.quiet {
-        Verbosity::Quiet
-    } else if cli.verbose {
-        Verbosity::Verbose
-    } else {
-        Verbosity::Normal
-    };
-    let local_state_dir = state_dir_of(&cli, sandbox);
-    let shared = cluster_state_of(&cli)?;
-    // With --state cluster, the state directory keeps a cache of the cluster's journals,
-    // apart from the runs kept on this machine.
-    let state_dir = match &shared {
-        Some(shared) if !matches!(cli.command, Command::State { .. }) => {
-            local_state_dir.join("cluster").join(&shared.namespace)
-        }
-        _ => local_state_dir.clone(),
-    };
-    let cluster_options = ClusterOptions {
-        kubeconfig: match sandbox {
-            Some(sandbox) => Some(sandbox.kubeconfig()),
-            None => cli.kubeconfig.clone(),
-        },
-        context: cli.context.clone(),
-    };
-    let at = Invocation {
-        verbosity,
-        local_state_dir,
-        state: StateDir::new(&state_dir),
-        state_dir,
-        shared,
-        cluster_options,
-        surroundings,
-        sandbox,
-    };
+    let at = Invocation::new(&cli, sandbox, surroundings)?;
     // Served from this process while the command runs; stopped (and saved) when it ends.
     let _served = sandbox.map(SandboxSession::serve).transpose()?;
     match cli.command {
@@ -408,24 +389,31 @@ async fn execute(
             runbook::sandbox::run_command(command, &at.cluster_options).await?;
             Ok(Exit::Success)
         }
-        Command::Fleet { command } => {
-            let sandbox = match (sandbox, command.sandbox_to_read()) {
-                (Some(session), _) => Some(session.fleet_facts()),
-                (None, Some(dir)) => Some(SandboxSession::existing(dir)?.fleet_facts()),
-                (None, None) => None,
-            };
-            let cx = runbook::fleet::FleetContext {
-                verbosity,
-                state_dir: cli.state_dir.clone(),
-                sandbox,
-                cluster_options: at.cluster_options,
-                surroundings: at.surroundings,
-            };
-            runbook::fleet::run_command(command, &cx).await
-        }
+        Command::Fleet { command } => fleet_command(at, cli.state_dir, command).await,
         // Handled in `main`, without this runtime.
         Command::SyncAgent { .. } => Ok(Exit::InvalidInput),
     }
+}
+
+/// `fleet plan|run|status`: the fleet's context from this invocation's.
+async fn fleet_command(
+    at: Invocation<'_>,
+    state_dir: Option<PathBuf>,
+    command: runbook::fleet::FleetCommand,
+) -> Result<Exit, Error> {
+    let sandbox = match (at.sandbox, command.sandbox_to_read()) {
+        (Some(session), _) => Some(session.fleet_facts()),
+        (None, Some(dir)) => Some(SandboxSession::existing(dir)?.fleet_facts()),
+        (None, None) => None,
+    };
+    let cx = runbook::fleet::FleetContext {
+        verbosity: at.verbosity,
+        state_dir,
+        sandbox,
+        cluster_options: at.cluster_options,
+        surroundings: at.surroundings,
+    };
+    runbook::fleet::run_command(command, &cx).await
 }
 
 /// `validate`: loads and checks the playbook and its params, and prints the run id.

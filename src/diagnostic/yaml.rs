@@ -382,8 +382,12 @@ fn strip_position_suffix(message: &str) -> &str {
     }
 }
 
-/// The YAML parser's own errors, keyed by its exact wording.
+/// The YAML parser's own errors, keyed by its exact wording: the message and the help, with
+/// `at` moved to where the mistake was made when the parser found it later.
 fn syntax_error(text: &TextMap, at: &mut Location, message: &str) -> (String, String) {
+    if let Some((message, help)) = fixed_wording(message) {
+        return (message.to_string(), help.to_string());
+    }
     match message {
         "while scanning a plain scalar, found a tab"
         | "tabs disallowed within this context (block indentation)"
@@ -400,20 +404,7 @@ fn syntax_error(text: &TextMap, at: &mut Location, message: &str) -> (String, St
         "unclosed quote"
         | "invalid indentation in multiline quoted scalar"
         | "while scanning a quoted scalar, found unexpected document indicator" => {
-            match text.unterminated_quote_before(at.line, at.column) {
-                Some((line, column, quote)) => {
-                    *at = text.point(line, column, 1);
-                    (
-                        "unterminated quoted string".to_string(),
-                        format!("close the string with a matching `{quote}`"),
-                    )
-                }
-                None => (
-                    "the lines of this quoted string are not indented enough".to_string(),
-                    "indent the continuation lines of a quoted string more than its key"
-                        .to_string(),
-                ),
-            }
+            unterminated_quote(text, at)
         }
         "illegal placement of ':' indicator"
         | "while parsing a flow sequence, expected ',' or ']'"
@@ -422,28 +413,7 @@ fn syntax_error(text: &TextMap, at: &mut Location, message: &str) -> (String, St
         | "unexpected EOF while parsing a flow mapping"
         | "unexpected EOF while parsing an implicit flow mapping"
         | "unclosed bracket '['"
-        | "unclosed bracket '{'" => match text.unclosed_bracket_before(at.line, at.column) {
-            Some((line, column, bracket)) => {
-                *at = text.point(line, column, 1);
-                let (what, close) = if bracket == '[' {
-                    ("list", ']')
-                } else {
-                    ("mapping", '}')
-                };
-                (
-                    format!("unclosed `{bracket}`"),
-                    format!("close the {what} with `{close}`"),
-                )
-            }
-            None if message.starts_with("illegal placement") => (
-                "a `:` cannot go here".to_string(),
-                "quote the value if the `:` is part of the text".to_string(),
-            ),
-            None => (
-                "expected `,` or a closing bracket".to_string(),
-                "separate the items of `[...]` and `{...}` with `,`".to_string(),
-            ),
-        },
+        | "unclosed bracket '{'" => broken_brackets(text, at, message),
         "while parsing a block collection, did not find expected '-' indicator" => {
             let subject = text.key_or_word(at.line);
             (
@@ -458,17 +428,6 @@ fn syntax_error(text: &TextMap, at: &mut Location, message: &str) -> (String, St
                 text.indentation_help(at.line, &subject),
             )
         }
-        "mapping values are not allowed in this context" => (
-            "a `key: value` cannot start here".to_string(),
-            "if this is text, quote the whole value; if it is a nested key, put it on its own \
-             line, indented under its parent"
-                .to_string(),
-        ),
-        "invalid trailing content after double-quoted scalar"
-        | "invalid trailing content after single-quoted scalar" => (
-            "unexpected text after the closing quote".to_string(),
-            "put the whole value inside the quotes".to_string(),
-        ),
         "simple key expected ':'" => {
             let line: String = text.line(at.line).iter().collect();
             (
@@ -487,29 +446,6 @@ fn syntax_error(text: &TextMap, at: &mut Location, message: &str) -> (String, St
             "a bracket is closed by the wrong kind of bracket".to_string(),
             "close a mapping `{` with `}` and a list `[` with `]`".to_string(),
         ),
-        "\"-\" is only valid inside a block"
-        | "block sequence entries are not allowed in this context" => (
-            "a `- ` list item cannot go here".to_string(),
-            "start each `- ` item on its own line, indented under its key; inside `[...]`, \
-             separate items with `,`"
-                .to_string(),
-        ),
-        "while scanning a block scalar, did not find expected comment or line break" => (
-            "`|` or `>` starts a block of text, and must end its line".to_string(),
-            "put the text on the lines below, indented; or quote the value if it starts with \
-             `|` or `>`"
-                .to_string(),
-        ),
-        "while scanning an anchor or alias, did not find expected alphabetic or numeric character" => {
-            (
-                "`&` and `*` must be followed by an anchor's name".to_string(),
-                "quote the value if `&` or `*` is part of the text".to_string(),
-            )
-        }
-        "comments must be separated from other tokens by whitespace" => (
-            "a `#` starts a comment only after a space".to_string(),
-            "put a space before `#`, or quote the value if `#` is part of it".to_string(),
-        ),
         other if other.starts_with("unexpected character") => (
             format!(
                 "`{}` cannot start a value",
@@ -520,6 +456,89 @@ fn syntax_error(text: &TextMap, at: &mut Location, message: &str) -> (String, St
         other => (
             format!("invalid YAML: {other}"),
             "check the indentation and quoting around this position".to_string(),
+        ),
+    }
+}
+
+/// The parser's messages whose wording and help do not depend on the text around them.
+fn fixed_wording(message: &str) -> Option<(&'static str, &'static str)> {
+    Some(match message {
+        "mapping values are not allowed in this context" => (
+            "a `key: value` cannot start here",
+            "if this is text, quote the whole value; if it is a nested key, put it on its own \
+             line, indented under its parent",
+        ),
+        "invalid trailing content after double-quoted scalar"
+        | "invalid trailing content after single-quoted scalar" => (
+            "unexpected text after the closing quote",
+            "put the whole value inside the quotes",
+        ),
+        "\"-\" is only valid inside a block"
+        | "block sequence entries are not allowed in this context" => (
+            "a `- ` list item cannot go here",
+            "start each `- ` item on its own line, indented under its key; inside `[...]`, \
+             separate items with `,`",
+        ),
+        "while scanning a block scalar, did not find expected comment or line break" => (
+            "`|` or `>` starts a block of text, and must end its line",
+            "put the text on the lines below, indented; or quote the value if it starts with \
+             `|` or `>`",
+        ),
+        "while scanning an anchor or alias, did not find expected alphabetic or numeric character" => {
+            (
+                "`&` and `*` must be followed by an anchor's name",
+                "quote the value if `&` or `*` is part of the text",
+            )
+        }
+        "comments must be separated from other tokens by whitespace" => (
+            "a `#` starts a comment only after a space",
+            "put a space before `#`, or quote the value if `#` is part of it",
+        ),
+        _ => return None,
+    })
+}
+
+/// A quoted string the parser ran off the end of: points at its opening quote when it can
+/// find it, else says the continuation lines are not indented enough.
+fn unterminated_quote(text: &TextMap, at: &mut Location) -> (String, String) {
+    match text.unterminated_quote_before(at.line, at.column) {
+        Some((line, column, quote)) => {
+            *at = text.point(line, column, 1);
+            (
+                "unterminated quoted string".to_string(),
+                format!("close the string with a matching `{quote}`"),
+            )
+        }
+        None => (
+            "the lines of this quoted string are not indented enough".to_string(),
+            "indent the continuation lines of a quoted string more than its key".to_string(),
+        ),
+    }
+}
+
+/// A `[...]` or `{...}` the parser found broken: points at the bracket left open when there
+/// is one.
+fn broken_brackets(text: &TextMap, at: &mut Location, message: &str) -> (String, String) {
+    match text.unclosed_bracket_before(at.line, at.column) {
+        Some((line, column, bracket)) => {
+            *at = text.point(line, column, 1);
+            let (what, close) = if bracket == '[' {
+                ("list", ']')
+            } else {
+                ("mapping", '}')
+            };
+            (
+                format!("unclosed `{bracket}`"),
+                format!("close the {what} with `{close}`"),
+            )
+        }
+        None if message.starts_with("illegal placement") => (
+            "a `:` cannot go here".to_string(),
+            "quote the value if the `:` is part of the text".to_string(),
+        ),
+        None => (
+            "expected `,` or a closing bracket".to_string(),
+            "separate the items of `[...]` and `{...}` with `,`".to_string(),
         ),
     }
 }

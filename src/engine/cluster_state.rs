@@ -18,6 +18,57 @@ use crate::diagnostic::Diagnostic;
 use crate::kube::Cluster;
 use crate::{Error, Result};
 
+/// `--state` and its options, flattened into every command that reads or writes runs (`plan`,
+/// `run`, `status`, `list`, `fleet`): where runs keep their lock and journal.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
+    /// Where runs keep their lock and journal: this machine's state directory, or the
+    /// cluster the playbook talks to (a Lease and ConfigMaps in --state-namespace), so that
+    /// every machine with the cluster's credentials sees the same runs.
+    #[arg(long, env = "RUNBOOK_STATE", value_enum, default_value = "local")]
+    pub state: StateLocation,
+    /// With --state cluster: the namespace runs are kept in (created if missing).
+    #[arg(
+        long,
+        env = "RUNBOOK_STATE_NAMESPACE",
+        default_value = lease::DEFAULT_NAMESPACE,
+        value_name = "NAMESPACE"
+    )]
+    pub state_namespace: String,
+    /// With --state cluster: how long a run's Lease holds without being renewed; a runner
+    /// killed with SIGKILL makes the next one wait this long before it takes over.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+}
+
+/// Where runs keep their lock and journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateLocation {
+    /// The state directory (--state-dir) of this machine.
+    Local,
+    /// The cluster, with a cache in the state directory.
+    Cluster,
+}
+
+impl StateArgs {
+    /// With `--state cluster`, where in the cluster runs are kept and who this process is
+    /// (its environment says); none with `--state local`.
+    pub fn cluster_state(&self) -> Result<Option<ClusterState>, Diagnostic> {
+        match self.state {
+            StateLocation::Local => Ok(None),
+            StateLocation::Cluster => {
+                let env: HashMap<String, String> = std::env::vars().collect();
+                ClusterState::new(&self.state_namespace, self.lease_duration, &env).map(Some)
+            }
+        }
+    }
+}
+
+/// A `--lease-duration` such as `30s` or `2m`.
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    crate::syntax::HumanDuration::parse(text).map(|duration| duration.0)
+}
+
 /// Where in the cluster runs keep their lock and journal.
 #[derive(Debug, Clone)]
 pub struct ClusterState {

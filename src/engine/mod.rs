@@ -32,7 +32,7 @@ use crate::playbook::{Bound, HumanDuration, Playbook, Step};
 use crate::render::{Masker, Renderer, Vars};
 use crate::{Error, Exit, Result};
 use cluster_journal::ClusterJournal;
-pub use cluster_state::ClusterState;
+pub use cluster_state::{ClusterState, StateArgs, StateLocation};
 use decision::{GuardPolicy, StepDecision, Tries};
 use event::RunOutput;
 use event::{Event, EventKind, RunStatus, StepDefinition, StepStatus, now_rfc3339};

@@ -49,109 +49,135 @@ impl RunSummary {
         order: &[&str],
         window: Option<&MaintenanceWindow>,
     ) -> Self {
-        let mut steps: IndexMap<String, StepTotals> = order
-            .iter()
-            .map(|id| (id.to_string(), StepTotals::default()))
-            .collect();
-        let mut commands = 0;
-        let mut opened = None;
-        let mut closed = None;
-        let mut name = String::new();
-        let mut ending = None;
-        // Where the last command stopped: the last gate it paused at, or the last step that
-        // ended without being done.
-        let mut stopped_at = None;
+        let mut tally = Tally {
+            steps: order
+                .iter()
+                .map(|id| (id.to_string(), StepTotals::default()))
+                .collect(),
+            window,
+            ..Tally::default()
+        };
         for event in events {
-            let at = event.ts.parse::<Timestamp>().ok();
-            match &event.kind {
-                EventKind::RunStarted { name: playbook, .. } => {
-                    commands += 1;
-                    name.clone_from(playbook);
-                    ending = None;
-                    stopped_at = None;
-                }
-                EventKind::Paused { step, .. } => stopped_at = Some(step.clone()),
-                EventKind::RunFinished { status, exit_code } => {
-                    ending = Some(Ending {
-                        status: *status,
-                        exit_code: *exit_code,
-                        step: stopped_at.clone(),
-                    });
-                }
-                EventKind::StepFinished {
-                    step,
-                    status,
-                    duration_ms,
-                    ..
-                } => {
-                    if !status.is_done() {
-                        stopped_at = Some(step.clone());
-                    }
-                    if let Some(totals) = steps.get_mut(step) {
-                        totals.duration_ms += duration_ms;
-                        totals.last = status_word(*status).into();
-                    }
-                    if let Some(window) = window {
-                        if step == &window.from && opened.is_none() && status.is_done() {
-                            opened = at;
-                        }
-                        if step == &window.to
-                            && status.is_done()
-                            && opened.is_some()
-                            && closed.is_none()
-                        {
-                            closed = at;
-                        }
-                    }
-                }
-                EventKind::StepSkipped { step, done, .. } => {
-                    if let Some(totals) = steps.get_mut(step)
-                        && (totals.last.is_empty() || !*done)
-                    {
-                        totals.last = if *done { "skipped (done)" } else { "skipped" }.into();
-                    }
-                    // A step found done by its check closes the window as well as one that
-                    // ran (the hub came back online without waiting).
-                    if let Some(window) = window
-                        && *done
-                        && step == &window.to
-                        && opened.is_some()
-                        && closed.is_none()
-                    {
-                        closed = at;
-                    }
-                }
-                EventKind::Approved { step, .. }
-                    if window.is_some_and(|window| step == &window.from) =>
-                {
-                    opened = at;
-                    closed = None;
-                }
-                EventKind::StepNote { step, data } => {
-                    // An action's note that carries `bytes` and `files` records work done
-                    // (a finished shard of a copy).
-                    if let (Some(totals), Some(bytes), Some(files)) = (
-                        steps.get_mut(step),
-                        data.get("bytes").and_then(serde_json::Value::as_u64),
-                        data.get("files").and_then(serde_json::Value::as_u64),
-                    ) {
-                        totals.bytes += bytes;
-                        totals.files += files;
-                    }
-                }
-                _ => {}
-            }
+            tally.add(event);
         }
         RunSummary {
             run: events
                 .first()
                 .map(|event| event.run.clone())
                 .unwrap_or_default(),
-            name,
-            steps,
-            commands,
-            window: window.map(|window| (window.clone(), opened, closed)),
-            ending,
+            name: tally.name,
+            steps: tally.steps,
+            commands: tally.commands,
+            window: window.map(|window| (window.clone(), tally.opened, tally.closed)),
+            ending: tally.ending,
+        }
+    }
+}
+
+/// A summary being summed up, one journal event at a time.
+#[derive(Default)]
+struct Tally<'a> {
+    steps: IndexMap<String, StepTotals>,
+    window: Option<&'a MaintenanceWindow>,
+    commands: usize,
+    name: String,
+    /// When the maintenance window opened and closed.
+    opened: Option<Timestamp>,
+    closed: Option<Timestamp>,
+    ending: Option<Ending>,
+    /// Where the last command stopped: the last gate it paused at, or the last step that
+    /// ended without being done.
+    stopped_at: Option<String>,
+}
+
+impl Tally<'_> {
+    fn add(&mut self, event: &Event) {
+        let at = event.ts.parse::<Timestamp>().ok();
+        match &event.kind {
+            EventKind::RunStarted { name, .. } => {
+                self.commands += 1;
+                self.name.clone_from(name);
+                self.ending = None;
+                self.stopped_at = None;
+            }
+            EventKind::Paused { step, .. } => self.stopped_at = Some(step.clone()),
+            EventKind::RunFinished { status, exit_code } => {
+                self.ending = Some(Ending {
+                    status: *status,
+                    exit_code: *exit_code,
+                    step: self.stopped_at.clone(),
+                });
+            }
+            EventKind::StepFinished {
+                step,
+                status,
+                duration_ms,
+                ..
+            } => self.step_finished(step, *status, *duration_ms, at),
+            EventKind::StepSkipped { step, done, .. } => self.step_skipped(step, *done, at),
+            EventKind::Approved { step, .. }
+                if self.window.is_some_and(|window| step == &window.from) =>
+            {
+                self.opened = at;
+                self.closed = None;
+            }
+            EventKind::StepNote { step, data } => {
+                // An action's note that carries `bytes` and `files` records work done
+                // (a finished shard of a copy).
+                if let (Some(totals), Some(bytes), Some(files)) = (
+                    self.steps.get_mut(step),
+                    data.get("bytes").and_then(serde_json::Value::as_u64),
+                    data.get("files").and_then(serde_json::Value::as_u64),
+                ) {
+                    totals.bytes += bytes;
+                    totals.files += files;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn step_finished(
+        &mut self,
+        step: &str,
+        status: StepStatus,
+        duration_ms: u64,
+        at: Option<Timestamp>,
+    ) {
+        if !status.is_done() {
+            self.stopped_at = Some(step.to_string());
+        }
+        if let Some(totals) = self.steps.get_mut(step) {
+            totals.duration_ms += duration_ms;
+            totals.last = status_word(status).into();
+        }
+        if let Some(window) = self.window {
+            if step == window.from && self.opened.is_none() && status.is_done() {
+                self.opened = at;
+            }
+            if step == window.to && status.is_done() {
+                self.close_window(at);
+            }
+        }
+    }
+
+    fn step_skipped(&mut self, step: &str, done: bool, at: Option<Timestamp>) {
+        if let Some(totals) = self.steps.get_mut(step)
+            && (totals.last.is_empty() || !done)
+        {
+            totals.last = if done { "skipped (done)" } else { "skipped" }.into();
+        }
+        // A step found done by its check closes the window as well as one that ran (the
+        // hub came back online without waiting).
+        if self.window.is_some_and(|window| done && step == window.to) {
+            self.close_window(at);
+        }
+    }
+
+    /// The window's closing step is done: it closes the window, once, if it was open.
+    fn close_window(&mut self, at: Option<Timestamp>) {
+        if self.opened.is_some() && self.closed.is_none() {
+            self.closed = at;
         }
     }
 }

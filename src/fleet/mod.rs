@@ -21,7 +21,7 @@ use crate::diagnostic::Diagnostic;
 use crate::engine::event::RunOutput;
 use crate::engine::journal::{History, read_events};
 use crate::engine::lock::RunLock;
-use crate::engine::{self, ClusterState, RunOptions, StateDir};
+use crate::engine::{self, ClusterState, RunOptions, StateArgs, StateDir};
 use crate::kube::{Cluster, ClusterOptions};
 use crate::playbook::{Bound, Inputs, Playbook, read_vars_file};
 use crate::report::{Format, Reporter, Verbosity};
@@ -111,8 +111,9 @@ pub struct FleetArgs {
     vars_file: Option<String>,
     #[command(flatten)]
     sandbox: FleetSandboxArgs,
+    /// Where each hub's run keeps its lock and journal.
     #[command(flatten)]
-    state: FleetStateArgs,
+    state: StateArgs,
 }
 
 /// `--sandbox` for a fleet: a sandbox cluster seeded with several hubs.
@@ -130,39 +131,6 @@ pub struct FleetSandboxArgs {
     /// two sharing a values file; one with its own vars file).
     #[arg(long, value_name = "N", default_value = "6", value_parser = clap::value_parser!(u16).range(1..=26))]
     sandbox_hubs: u16,
-}
-
-/// `--state` for a fleet: where each hub's run keeps its lock and journal.
-#[derive(Debug, Args)]
-pub struct FleetStateArgs {
-    /// Where runs keep their lock and journal: this machine's state directory, or the
-    /// cluster (a Lease and ConfigMaps per hub in --state-namespace).
-    #[arg(long, env = "RUNBOOK_STATE", value_enum, default_value = "local")]
-    state: StateLocation,
-    /// With --state cluster: the namespace runs are kept in (created if missing).
-    #[arg(
-        long,
-        env = "RUNBOOK_STATE_NAMESPACE",
-        default_value = engine::lease::DEFAULT_NAMESPACE,
-        value_name = "NAMESPACE"
-    )]
-    state_namespace: String,
-    /// With --state cluster: how long a run's Lease holds without being renewed.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
-    lease_duration: std::time::Duration,
-}
-
-/// Where runs keep their lock and journal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum StateLocation {
-    /// The state directory (--state-dir) of this machine.
-    Local,
-    /// The cluster, with a cache in the state directory.
-    Cluster,
-}
-
-fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
-    crate::syntax::HumanDuration::parse(text).map(|duration| duration.0)
 }
 
 /// The flags of `fleet run` beyond the hubs and params.
@@ -246,119 +214,127 @@ pub struct FleetContext {
 /// Runs a fleet command.
 pub async fn run_command(command: FleetCommand, cx: &FleetContext) -> Result<Exit> {
     match command {
-        FleetCommand::Plan { fleet, format } => {
-            let setup = fleet.setup(cx, true)?;
-            let bound = setup.bind_all(&fleet)?;
-            let cluster = setup.connect(cx).await?;
-            let mut plans = Vec::new();
-            for hub in &bound {
-                let reporter = Reporter::new(Format::Text, cx.verbosity).labelled(&hub.name);
-                if let (Some(shared), Some(cluster)) = (&setup.shared, &cluster) {
-                    let run = engine::run_id(&setup.playbook, &hub.bound.params);
-                    shared.refresh_run(cluster, &setup.state, &run).await?;
-                }
-                let plan = engine::plan(
-                    &setup.playbook,
-                    &hub.bound,
-                    &setup.state,
-                    &reporter,
-                    cluster.as_ref(),
-                    &cx.surroundings,
-                )
-                .await?;
-                plans.push((hub.name.clone(), plan));
-            }
-            print!("{}", setup.plans_text(&plans, format));
-            Ok(Exit::Success)
+        FleetCommand::Plan { fleet, format } => plan_command(&fleet, format, cx).await,
+        FleetCommand::Run { fleet, run } => run_fleet_command(&fleet, &run, cx).await,
+        FleetCommand::Status { fleet, format } => status_command(&fleet, format, cx).await,
+    }
+}
+
+/// `fleet plan`: every hub's plan, one after the other.
+async fn plan_command(fleet: &FleetArgs, format: FleetFormat, cx: &FleetContext) -> Result<Exit> {
+    let setup = fleet.setup(cx, true)?;
+    let bound = setup.bind_all(fleet)?;
+    let cluster = setup.connect(cx).await?;
+    let mut plans = Vec::new();
+    for hub in &bound {
+        let reporter = Reporter::new(Format::Text, cx.verbosity).labelled(&hub.name);
+        if let (Some(shared), Some(cluster)) = (&setup.shared, &cluster) {
+            let run = engine::run_id(&setup.playbook, &hub.bound.params);
+            shared.refresh_run(cluster, &setup.state, &run).await?;
         }
-        FleetCommand::Run { fleet, run } => {
-            let setup = fleet.setup(cx, true)?;
-            for step in &run.approve {
-                if setup.playbook.step(step).is_none() {
-                    let ids: Vec<&str> = setup.playbook.steps.iter().map(|s| s.id()).collect();
-                    let help = match crate::diagnostic::did_you_mean(step, &ids) {
-                        Some(close) => format!("did you mean `{close}`?"),
-                        None => format!("the steps are: {}", ids.join(", ")),
-                    };
-                    return Err(Diagnostic::new(format!(
-                        "--approve {step}: no step has this id in {}",
-                        setup.playbook.path.display()
-                    ))
-                    .help(help)
-                    .into());
-                }
+        let plan = engine::plan(
+            &setup.playbook,
+            &hub.bound,
+            &setup.state,
+            &reporter,
+            cluster.as_ref(),
+            &cx.surroundings,
+        )
+        .await?;
+        plans.push((hub.name.clone(), plan));
+    }
+    print!("{}", setup.plans_text(&plans, format));
+    Ok(Exit::Success)
+}
+
+/// `fleet run`: every hub, `--concurrency` at a time, then the fleet's table on stderr.
+async fn run_fleet_command(
+    fleet: &FleetArgs,
+    run: &FleetRunArgs,
+    cx: &FleetContext,
+) -> Result<Exit> {
+    let setup = fleet.setup(cx, true)?;
+    for step in &run.approve {
+        setup.check_step_exists(step)?;
+    }
+    let bound = setup.bind_all(fleet)?;
+    let cluster = setup.connect(cx).await?;
+    let options = FleetRunOptions {
+        concurrency: usize::from(run.concurrency),
+        max_failures: run.max_failures.map(usize::from),
+        run: RunOptions {
+            yes: run.yes,
+            approve: run.approve.clone(),
+            surroundings: cx.surroundings.clone(),
+            cluster_state: setup.shared.clone(),
+            never_ask: true,
+            ..RunOptions::default()
+        },
+    };
+    let (format, verbosity) = (run.format, cx.verbosity);
+    let reporter_of = move |hub: &str| -> Arc<dyn RunOutput> {
+        Arc::new(Reporter::new(format, verbosity).labelled(hub))
+    };
+    let outcome = run_hubs(
+        setup.playbook.clone(),
+        bound,
+        &setup.state,
+        &options,
+        &reporter_of,
+        cluster.as_ref(),
+    )
+    .await?;
+    let exit = outcome.exit();
+    if verbosity != Verbosity::Quiet {
+        let status = setup.status(cluster.as_ref()).await?;
+        let mut text = status.to_text(terminal_width(), false);
+        text.push_str(&hubs_that_did_not_run(&outcome));
+        eprint!("fleet:\n{text}");
+        eprintln!("fleet: exit {} ({})", exit.code(), exit_words(exit));
+    }
+    Ok(exit)
+}
+
+/// One line for each hub whose run ended in an error or did not start, and why.
+fn hubs_that_did_not_run(outcome: &FleetOutcome) -> String {
+    let mut text = String::new();
+    for (hub, hub_outcome) in &outcome.hubs {
+        match hub_outcome {
+            HubOutcome::Error(code, message) => {
+                text.push_str(&format!("{hub}: {message} (exit {})\n", code.code()))
             }
-            let bound = setup.bind_all(&fleet)?;
-            let cluster = setup.connect(cx).await?;
-            let options = FleetRunOptions {
-                concurrency: usize::from(run.concurrency),
-                max_failures: run.max_failures.map(usize::from),
-                run: RunOptions {
-                    yes: run.yes,
-                    approve: run.approve.clone(),
-                    surroundings: cx.surroundings.clone(),
-                    cluster_state: setup.shared.clone(),
-                    never_ask: true,
-                    ..RunOptions::default()
-                },
-            };
-            let (format, verbosity) = (run.format, cx.verbosity);
-            let reporter_of = move |hub: &str| -> Arc<dyn RunOutput> {
-                Arc::new(Reporter::new(format, verbosity).labelled(hub))
-            };
-            let outcome = run_hubs(
-                setup.playbook.clone(),
-                bound,
-                &setup.state,
-                &options,
-                &reporter_of,
-                cluster.as_ref(),
-            )
-            .await?;
-            let exit = outcome.exit();
-            if verbosity != Verbosity::Quiet {
-                let status = setup.status(cluster.as_ref()).await?;
-                let mut text = status.to_text(terminal_width(), false);
-                for (hub, hub_outcome) in &outcome.hubs {
-                    match hub_outcome {
-                        HubOutcome::Error(code, message) => {
-                            text.push_str(&format!("{hub}: {message} (exit {})\n", code.code()))
-                        }
-                        HubOutcome::NotStarted if outcome.interrupted => {
-                            text.push_str(&format!("{hub}: not started (interrupted)\n"));
-                        }
-                        HubOutcome::NotStarted => {
-                            text.push_str(&format!("{hub}: not started (--max-failures reached)\n"))
-                        }
-                        HubOutcome::Ran(_) => {}
-                    }
-                }
-                eprint!("fleet:\n{text}");
-                eprintln!("fleet: exit {} ({})", exit.code(), exit_words(exit));
+            HubOutcome::NotStarted if outcome.interrupted => {
+                text.push_str(&format!("{hub}: not started (interrupted)\n"));
             }
-            Ok(exit)
-        }
-        FleetCommand::Status { fleet, format } => {
-            let setup = fleet.setup(cx, false)?;
-            let cluster = match &setup.shared {
-                Some(_) => Some(Cluster::connect(&cx.cluster_options).await?),
-                None => None,
-            };
-            let status = setup.status(cluster.as_ref()).await?;
-            use std::io::IsTerminal;
-            let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            match format {
-                FleetFormat::Text => print!("{}", status.to_text(terminal_width(), color)),
-                FleetFormat::Json => println!("{}", status.to_json()),
-                FleetFormat::Markdown => print!("{}", status.to_markdown()),
+            HubOutcome::NotStarted => {
+                text.push_str(&format!("{hub}: not started (--max-failures reached)\n"))
             }
-            Ok(if status.all_done() {
-                Exit::Success
-            } else {
-                Exit::StepFailed
-            })
+            HubOutcome::Ran(_) => {}
         }
     }
+    text
+}
+
+/// `fleet status`: one line per hub; exit 0 when every hub is done.
+async fn status_command(fleet: &FleetArgs, format: FleetFormat, cx: &FleetContext) -> Result<Exit> {
+    let setup = fleet.setup(cx, false)?;
+    let cluster = match &setup.shared {
+        Some(_) => Some(Cluster::connect(&cx.cluster_options).await?),
+        None => None,
+    };
+    let status = setup.status(cluster.as_ref()).await?;
+    use std::io::IsTerminal;
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    match format {
+        FleetFormat::Text => print!("{}", status.to_text(terminal_width(), color)),
+        FleetFormat::Json => println!("{}", status.to_json()),
+        FleetFormat::Markdown => print!("{}", status.to_markdown()),
+    }
+    Ok(if status.all_done() {
+        Exit::Success
+    } else {
+        Exit::StepFailed
+    })
 }
 
 /// What a fleet's exit says, in words.
@@ -389,75 +365,27 @@ impl FleetArgs {
     /// Loads and checks everything before a hub starts: the playbook, cluster.yaml, the
     /// selection, the vars directory, the state flags. `serves` is false for `status`.
     fn setup(&self, cx: &FleetContext, serves: bool) -> Result<FleetSetup> {
-        if serves && self.sandbox.sandbox_dir.is_some() && !self.sandbox.sandbox {
-            return Err(Diagnostic::new("--sandbox-dir needs --sandbox here")
-                .help("add --sandbox to run against the sandbox in that directory")
-                .into());
-        }
-        if !serves && self.sandbox.sandbox && self.sandbox.sandbox_dir.is_none() {
-            return Err(Diagnostic::new("fleet status --sandbox needs --sandbox-dir")
-                .help("give the --sandbox-dir of the fleet run; status reads it without serving it")
-                .into());
-        }
+        self.check_sandbox_flags(serves)?;
         let playbook = Playbook::load(&self.playbook)?;
-        for param in ["cluster", "hub"] {
-            if !playbook.params.contains_key(param) {
-                return Err(Diagnostic::new(format!(
-                    "{} declares no `{param}` param: a fleet runs it once per hub with --var cluster=C --var hub=H",
-                    playbook.path.display()
-                ))
-                .help("declare `cluster` and `hub` params, or use `runbook run`")
-                .into());
-            }
-        }
-        for var in &self.vars {
-            for param in ["cluster", "hub"] {
-                if var.starts_with(&format!("{param}=")) {
-                    return Err(Diagnostic::new(format!(
-                        "--var {var}: a fleet gives each hub its `{param}`"
-                    ))
-                    .help("name the cluster with --cluster, and hubs with --hub or --skip-hub")
-                    .into());
-                }
-            }
-        }
+        self.check_hub_params(&playbook)?;
         let defaults = cx
             .sandbox
             .as_ref()
             .map(|sandbox| sandbox.params.clone())
             .unwrap_or_default();
-        let file_values = match &self.vars_file {
-            Some(file) => read_vars_file(file)?,
-            None => Default::default(),
-        };
-        // What the playbook's param `name` gets from the shared flags, file and sandbox.
-        let given = |name: &str| -> Option<String> {
-            let flag = self
-                .vars
-                .iter()
-                .rev()
-                .find_map(|var| var.strip_prefix(&format!("{name}=")));
-            let text = |value: &serde_json::Value| match value {
-                serde_json::Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            flag.map(str::to_string)
-                .or_else(|| file_values.get(name).map(|given| text(&given.value)))
-                .or_else(|| {
-                    defaults
-                        .iter()
-                        .find(|(param, _)| param == name)
-                        .map(|(_, value)| value.clone())
-                })
-                .or_else(|| {
-                    let (spec, _) = playbook.params.get(name)?;
-                    spec.default.as_ref().map(|default| text(&default.value))
-                })
+        let shared_values = SharedValues {
+            flags: &self.vars,
+            file: match &self.vars_file {
+                Some(file) => read_vars_file(file)?,
+                None => Default::default(),
+            },
+            sandbox: &defaults,
+            playbook: &playbook,
         };
         let cluster = self
             .cluster
             .clone()
-            .or_else(|| given("cluster"))
+            .or_else(|| shared_values.get("cluster"))
             .ok_or_else(|| {
                 Diagnostic::new("--cluster is required: which cluster's hubs to work on")
                     .help("give --cluster C, C a folder of deployer's config/clusters")
@@ -465,7 +393,7 @@ impl FleetArgs {
         let config_dir = self
             .config_dir
             .clone()
-            .or_else(|| given("config_dir").map(PathBuf::from))
+            .or_else(|| shared_values.get("config_dir").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("config/clusters"));
         let sandbox_dir = cx
             .sandbox
@@ -488,18 +416,11 @@ impl FleetArgs {
             .or_else(|| cx.sandbox.as_ref().map(|sandbox| sandbox.state_dir.clone()))
             .or_else(|| sandbox_dir.map(|dir| dir.join("state")))
             .unwrap_or_else(|| PathBuf::from(".runbook"));
-        let (state, shared) = match self.state.state {
-            StateLocation::Local => (StateDir::new(local), None),
-            StateLocation::Cluster => {
-                let env: HashMap<String, String> = std::env::vars().collect();
-                let shared = ClusterState::new(
-                    &self.state.state_namespace,
-                    self.state.lease_duration,
-                    &env,
-                )?;
-                let state = StateDir::new(local.join("cluster").join(&shared.namespace));
-                (state, Some(shared))
-            }
+        let shared = self.state.cluster_state()?;
+        // With --state cluster, the state directory keeps a cache of the cluster's journals.
+        let state = match &shared {
+            Some(shared) => StateDir::new(local.join("cluster").join(&shared.namespace)),
+            None => StateDir::new(local),
         };
         Ok(FleetSetup {
             playbook: Arc::new(playbook),
@@ -509,9 +430,110 @@ impl FleetArgs {
             defaults,
         })
     }
+
+    /// `--sandbox-dir` serves only with `--sandbox`; `status` reads one, so it needs it.
+    fn check_sandbox_flags(&self, serves: bool) -> Result<()> {
+        if serves && self.sandbox.sandbox_dir.is_some() && !self.sandbox.sandbox {
+            return Err(Diagnostic::new("--sandbox-dir needs --sandbox here")
+                .help("add --sandbox to run against the sandbox in that directory")
+                .into());
+        }
+        if !serves && self.sandbox.sandbox && self.sandbox.sandbox_dir.is_none() {
+            return Err(Diagnostic::new("fleet status --sandbox needs --sandbox-dir")
+                .help("give the --sandbox-dir of the fleet run; status reads it without serving it")
+                .into());
+        }
+        Ok(())
+    }
+
+    /// The playbook takes `cluster` and `hub` params, and no `--var` sets them: the fleet
+    /// gives each hub its own.
+    fn check_hub_params(&self, playbook: &Playbook) -> Result<()> {
+        for param in ["cluster", "hub"] {
+            if !playbook.params.contains_key(param) {
+                return Err(Diagnostic::new(format!(
+                    "{} declares no `{param}` param: a fleet runs it once per hub with --var cluster=C --var hub=H",
+                    playbook.path.display()
+                ))
+                .help("declare `cluster` and `hub` params, or use `runbook run`")
+                .into());
+            }
+            if let Some(var) = self
+                .vars
+                .iter()
+                .find(|var| var.starts_with(&format!("{param}=")))
+            {
+                return Err(Diagnostic::new(format!(
+                    "--var {var}: a fleet gives each hub its `{param}`"
+                ))
+                .help("name the cluster with --cluster, and hubs with --hub or --skip-hub")
+                .into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The values every hub shares, before a hub's own: to find the cluster and the config
+/// directory when no flag names them.
+struct SharedValues<'a> {
+    /// `--var NAME=VALUE`, the last one winning.
+    flags: &'a [String],
+    /// `--vars-file`.
+    file: indexmap::IndexMap<String, crate::playbook::GivenValue>,
+    /// The sandbox's params.
+    sandbox: &'a [(String, String)],
+    /// The params' defaults.
+    playbook: &'a Playbook,
+}
+
+impl SharedValues<'_> {
+    /// What the playbook's param `name` gets from the flags, the file, the sandbox or its
+    /// default, in that order.
+    fn get(&self, name: &str) -> Option<String> {
+        let text = |value: &serde_json::Value| match value {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let flag = self
+            .flags
+            .iter()
+            .rev()
+            .find_map(|var| var.strip_prefix(&format!("{name}=")));
+        flag.map(str::to_string)
+            .or_else(|| self.file.get(name).map(|given| text(&given.value)))
+            .or_else(|| {
+                self.sandbox
+                    .iter()
+                    .find(|(param, _)| param == name)
+                    .map(|(_, value)| value.clone())
+            })
+            .or_else(|| {
+                let (spec, _) = self.playbook.params.get(name)?;
+                spec.default.as_ref().map(|default| text(&default.value))
+            })
+    }
 }
 
 impl FleetSetup {
+    /// `--approve STEP` names a step of the playbook.
+    fn check_step_exists(&self, step: &str) -> Result<()> {
+        if self.playbook.step(step).is_some() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = self.playbook.steps.iter().map(|s| s.id()).collect();
+        let help = match crate::diagnostic::did_you_mean(step, &ids) {
+            Some(close) => format!("did you mean `{close}`?"),
+            None => format!("the steps are: {}", ids.join(", ")),
+        };
+        Err(Diagnostic::new(format!(
+            "--approve {step}: no step has this id in {}",
+            self.playbook.path.display()
+        ))
+        .help(help)
+        .into())
+    }
+
     /// Binds every hub's params (nothing runs before every hub's are valid).
     fn bind_all(&self, args: &FleetArgs) -> Result<Vec<BoundHub>> {
         self.hubs

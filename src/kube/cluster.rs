@@ -860,50 +860,7 @@ impl Cluster {
             .await
             .map_err(|error| ExecError::Request(request.error(error)))?;
         let status = attached.take_status();
-        let stdin_writer = attached.stdin();
-        let mut stdout = attached.stdout();
-        let mut stderr = attached.stderr();
-        let feed = async move {
-            if let (Some(mut writer), Some(data)) = (stdin_writer, stdin) {
-                let _ = writer.write_all(&data).await;
-                // The end of stdin: kube-rs tells the server (v5).
-                let _ = writer.shutdown().await;
-            }
-        };
-        tokio::pin!(feed);
-        let connection = attached.join();
-        tokio::pin!(connection);
-        let mut fed = false;
-        let mut out_buffer = vec![0; EXEC_BUFFER];
-        let mut err_buffer = vec![0; EXEC_BUFFER];
-        // kube-rs does not end our readers when its connection fails, so the connection's
-        // end, not the readers', ends the loop.
-        let ended = loop {
-            tokio::select! {
-                read = read_some(&mut stdout, &mut out_buffer) => match read {
-                    Ok(count) if count > 0 => on_output(OutputStream::Stdout, &out_buffer[..count]),
-                    _ => stdout = None,
-                },
-                read = read_some(&mut stderr, &mut err_buffer) => match read {
-                    Ok(count) if count > 0 => on_output(OutputStream::Stderr, &err_buffer[..count]),
-                    _ => stderr = None,
-                },
-                () = &mut feed, if !fed => fed = true,
-                ended = &mut connection => break ended,
-            }
-        };
-        // What kube-rs buffered before its connection ended is all there will be.
-        for (stream, reader, buffer) in [
-            (OutputStream::Stdout, &mut stdout, &mut out_buffer),
-            (OutputStream::Stderr, &mut stderr, &mut err_buffer),
-        ] {
-            while let Some(pending) = reader.as_mut() {
-                match pending.read(buffer).now_or_never() {
-                    Some(Ok(count)) if count > 0 => on_output(stream, &buffer[..count]),
-                    _ => *reader = None,
-                }
-            }
-        }
+        let ended = pump_exec_output(attached, stdin, &mut on_output).await;
         let status = match status {
             Some(status) => status.await,
             None => None,
@@ -919,13 +876,66 @@ impl Cluster {
             None => Err(ExecError::ConnectionLost {
                 pod: pod.to_string(),
                 place,
-                message: match ended {
-                    Err(error) => error.to_string(),
-                    Ok(()) => "the server closed the stream without an exit status".to_string(),
-                },
+                message: ended.err().unwrap_or_else(|| {
+                    "the server closed the stream without an exit status".into()
+                }),
             }),
         }
     }
+}
+
+/// Feeds `stdin` to an exec stream and hands its output to `on_output` until the
+/// connection ends; the connection's error, if it failed.
+async fn pump_exec_output(
+    mut attached: kube::api::AttachedProcess,
+    stdin: Option<Bytes>,
+    on_output: &mut impl FnMut(OutputStream, &[u8]),
+) -> Result<(), String> {
+    let stdin_writer = attached.stdin();
+    let mut stdout = attached.stdout();
+    let mut stderr = attached.stderr();
+    let feed = async move {
+        if let (Some(mut writer), Some(data)) = (stdin_writer, stdin) {
+            let _ = writer.write_all(&data).await;
+            // The end of stdin: kube-rs tells the server (v5).
+            let _ = writer.shutdown().await;
+        }
+    };
+    tokio::pin!(feed);
+    let connection = attached.join();
+    tokio::pin!(connection);
+    let mut fed = false;
+    let mut out_buffer = vec![0; EXEC_BUFFER];
+    let mut err_buffer = vec![0; EXEC_BUFFER];
+    // kube-rs does not end our readers when its connection fails, so the connection's
+    // end, not the readers', ends the loop.
+    let ended = loop {
+        tokio::select! {
+            read = read_some(&mut stdout, &mut out_buffer) => match read {
+                Ok(count) if count > 0 => on_output(OutputStream::Stdout, &out_buffer[..count]),
+                _ => stdout = None,
+            },
+            read = read_some(&mut stderr, &mut err_buffer) => match read {
+                Ok(count) if count > 0 => on_output(OutputStream::Stderr, &err_buffer[..count]),
+                _ => stderr = None,
+            },
+            () = &mut feed, if !fed => fed = true,
+            ended = &mut connection => break ended,
+        }
+    };
+    // What kube-rs buffered before its connection ended is all there will be.
+    for (stream, reader, buffer) in [
+        (OutputStream::Stdout, &mut stdout, &mut out_buffer),
+        (OutputStream::Stderr, &mut stderr, &mut err_buffer),
+    ] {
+        while let Some(pending) = reader.as_mut() {
+            match pending.read(buffer).now_or_never() {
+                Some(Ok(count)) if count > 0 => on_output(stream, &buffer[..count]),
+                _ => *reader = None,
+            }
+        }
+    }
+    ended.map_err(|error| error.to_string())
 }
 
 /// Opens an exec stream, trying again (as [`with_retries`] does) only on answers that say

@@ -13,6 +13,25 @@ use super::schema;
 use super::store::ObjectKey;
 use kube_kinds::{Kind, find_kind};
 
+/// A namespaced object takes the request's namespace (a different one is refused); a
+/// cluster-scoped one has none.
+fn place_in_namespace(kind: &Kind, namespace: &str, object: &mut Value) -> Result<(), ApiError> {
+    if !kind.namespaced {
+        meta::remove_at(object, &["metadata", "namespace"]);
+        return Ok(());
+    }
+    match meta::namespace(object) {
+        "" => meta::set_at(object, &["metadata", "namespace"], json!(namespace)),
+        given if given != namespace => {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 impl State {
     /// Creates `body` as an object of `kind` in `namespace` (ignored for cluster-scoped kinds).
     pub fn create(
@@ -36,36 +55,8 @@ impl State {
         operation: Operation,
     ) -> Result<Written, ApiError> {
         check_type_meta(kind, &mut object)?;
-        if kind.namespaced {
-            match meta::namespace(&object) {
-                "" => meta::set_at(&mut object, &["metadata", "namespace"], json!(namespace)),
-                given if given != namespace => {
-                    return Err(ApiError::bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the request",
-                    ));
-                }
-                _ => {}
-            }
-        } else {
-            meta::remove_at(&mut object, &["metadata", "namespace"]);
-        }
-        if meta::name(&object).is_empty() {
-            let prefix = meta::str_at(&object, &["metadata", "generateName"])
-                .unwrap_or_default()
-                .to_string();
-            if prefix.is_empty() {
-                return Err(ApiError::invalid(
-                    kind,
-                    "",
-                    &[FieldError::required(
-                        "metadata.name",
-                        "name or generateName is required",
-                    )],
-                ));
-            }
-            let name = format!("{prefix}{}", self.identities.suffix(5));
-            meta::set_at(&mut object, &["metadata", "name"], json!(name));
-        }
+        place_in_namespace(kind, namespace, &mut object)?;
+        self.name_if_generated(kind, &mut object)?;
         let name = meta::name(&object).to_string();
         // The manager owns what it sent, not what the server defaults or allocates.
         let requested = FieldSet::of(kind, &object);
@@ -78,35 +69,7 @@ impl State {
         if self.store.get(&key).is_some() {
             return Err(ApiError::already_exists(kind, &name));
         }
-        // What the server owns: the client's values for these are ignored.
-        for field in [
-            "uid",
-            "resourceVersion",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "managedFields",
-            "selfLink",
-        ] {
-            meta::remove_at(&mut object, &["metadata", field]);
-        }
-        meta::set_at(
-            &mut object,
-            &["metadata", "uid"],
-            json!(self.identities.uid()),
-        );
-        meta::set_at(
-            &mut object,
-            &["metadata", "creationTimestamp"],
-            json!(meta::now()),
-        );
-        // Kinds with a spec count its changes; ConfigMaps and the like have no generation.
-        if schema::has_field(kind, "spec") {
-            meta::set_at(&mut object, &["metadata", "generation"], json!(1));
-        }
-        if schema::has_field(kind, "status") {
-            meta::remove_at(&mut object, &["status"]);
-        }
+        self.set_what_the_server_owns(kind, &mut object);
         admission::admit_create(kind, &mut object, &mut self.identities, &self.store);
         let mut managed = ManagedFields::default();
         // Unknown fields the check dropped are owned by nobody.
@@ -133,6 +96,62 @@ impl State {
             created: true,
             warnings,
         })
+    }
+
+    /// An object without a name gets one from its `generateName`, as the server makes it.
+    fn name_if_generated(
+        &mut self,
+        kind: &'static Kind,
+        object: &mut Value,
+    ) -> Result<(), ApiError> {
+        if !meta::name(object).is_empty() {
+            return Ok(());
+        }
+        let prefix = meta::str_at(object, &["metadata", "generateName"])
+            .unwrap_or_default()
+            .to_string();
+        if prefix.is_empty() {
+            return Err(ApiError::invalid(
+                kind,
+                "",
+                &[FieldError::required(
+                    "metadata.name",
+                    "name or generateName is required",
+                )],
+            ));
+        }
+        let name = format!("{prefix}{}", self.identities.suffix(5));
+        meta::set_at(object, &["metadata", "name"], json!(name));
+        Ok(())
+    }
+
+    /// The metadata only the server writes (the client's values are ignored): a new uid,
+    /// the creation time, generation 1 for kinds with a spec; no status yet.
+    fn set_what_the_server_owns(&mut self, kind: &'static Kind, object: &mut Value) {
+        for field in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ] {
+            meta::remove_at(object, &["metadata", field]);
+        }
+        meta::set_at(object, &["metadata", "uid"], json!(self.identities.uid()));
+        meta::set_at(
+            object,
+            &["metadata", "creationTimestamp"],
+            json!(meta::now()),
+        );
+        // Kinds with a spec count its changes; ConfigMaps and the like have no generation.
+        if schema::has_field(kind, "spec") {
+            meta::set_at(object, &["metadata", "generation"], json!(1));
+        }
+        if schema::has_field(kind, "status") {
+            meta::remove_at(object, &["status"]);
+        }
     }
 
     /// 404 when the namespace does not exist, 403 while it is being deleted.

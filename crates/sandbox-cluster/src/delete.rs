@@ -75,6 +75,66 @@ pub fn returns_deleted_object(kind: &Kind) -> bool {
         )
 }
 
+/// A deletion's preconditions (uid, resourceVersion) hold for `object`.
+fn check_preconditions(
+    kind: &'static Kind,
+    object: &Value,
+    options: &DeleteOptions,
+) -> Result<(), ApiError> {
+    let name = meta::name(object);
+    if let Some(uid) = &options.precondition_uid
+        && uid != meta::uid(object)
+    {
+        let why = format!(
+            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+            meta::uid(object)
+        );
+        return Err(ApiError::conflict(kind, name, &why));
+    }
+    if let Some(version) = &options.precondition_resource_version
+        && version != meta::resource_version(object)
+    {
+        let why = format!(
+            "Precondition failed: ResourceVersion in precondition: {version}, ResourceVersion in object meta: {}",
+            meta::resource_version(object)
+        );
+        return Err(ApiError::conflict(kind, name, &why));
+    }
+    Ok(())
+}
+
+/// How long a pod being deleted may take to stop, when it gets time at all: a running pod
+/// on a node, with a grace period above zero (the request's, else its spec's, else 30 s).
+fn pod_grace_period(pod: &Value, options: &DeleteOptions) -> Option<i64> {
+    let terminal = matches!(
+        meta::str_at(pod, &["status", "phase"]),
+        Some("Succeeded" | "Failed")
+    );
+    let scheduled = meta::str_at(pod, &["spec", "nodeName"]).is_some_and(|node| !node.is_empty());
+    let grace = options
+        .grace_period_seconds
+        .or_else(|| {
+            meta::value_at(pod, &["spec", "terminationGracePeriodSeconds"]).and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .clamp(0, MAX_GRACE_SECONDS);
+    (grace > 0 && scheduled && !terminal).then_some(grace)
+}
+
+/// Marks an object as being deleted: from `at`, given `grace_seconds` to go.
+fn mark_deleting(object: &mut Value, at: Timestamp, grace_seconds: i64) {
+    meta::set_at(
+        object,
+        &["metadata", "deletionTimestamp"],
+        json!(meta::format_time(at)),
+    );
+    meta::set_at(
+        object,
+        &["metadata", "deletionGracePeriodSeconds"],
+        json!(grace_seconds),
+    );
+}
+
 impl State {
     /// Deletes the object `name`.
     pub fn delete(
@@ -89,24 +149,7 @@ impl State {
         let Some(old) = self.store.get(&key).cloned() else {
             return Err(ApiError::not_found(kind, name));
         };
-        if let Some(uid) = &options.precondition_uid
-            && uid != meta::uid(&old)
-        {
-            let why = format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                meta::uid(&old)
-            );
-            return Err(ApiError::conflict(kind, name, &why));
-        }
-        if let Some(version) = &options.precondition_resource_version
-            && version != meta::resource_version(&old)
-        {
-            let why = format!(
-                "Precondition failed: ResourceVersion in precondition: {version}, ResourceVersion in object meta: {}",
-                meta::resource_version(&old)
-            );
-            return Err(ApiError::conflict(kind, name, &why));
-        }
+        check_preconditions(kind, &old, options)?;
         if meta::is_deleting(&old) {
             return Ok(Deletion::Pending(old));
         }
@@ -121,16 +164,7 @@ impl State {
                 ));
             }
             // The namespace controller empties it, then drops its `kubernetes` finalizer.
-            meta::set_at(
-                &mut object,
-                &["metadata", "deletionTimestamp"],
-                json!(meta::format_time(now)),
-            );
-            meta::set_at(
-                &mut object,
-                &["metadata", "deletionGracePeriodSeconds"],
-                json!(0),
-            );
+            mark_deleting(&mut object, now, 0);
             meta::set_at(&mut object, &["status", "phase"], json!("Terminating"));
             return Ok(Deletion::Pending(
                 self.store_unless_dry(key, object, dry_run),
@@ -151,49 +185,18 @@ impl State {
             }
             Propagation::Background => {}
         }
-        if kind.kind == "Pod" && kind.group.is_empty() {
-            let terminal = matches!(
-                meta::str_at(&object, &["status", "phase"]),
-                Some("Succeeded" | "Failed")
-            );
-            let scheduled =
-                meta::str_at(&object, &["spec", "nodeName"]).is_some_and(|node| !node.is_empty());
-            let grace = options
-                .grace_period_seconds
-                .or_else(|| {
-                    meta::value_at(&object, &["spec", "terminationGracePeriodSeconds"])
-                        .and_then(Value::as_i64)
-                })
-                .unwrap_or(30)
-                .clamp(0, MAX_GRACE_SECONDS);
-            if grace > 0 && scheduled && !terminal {
-                let deadline = now + SignedDuration::from_secs(grace);
-                meta::set_at(
-                    &mut object,
-                    &["metadata", "deletionTimestamp"],
-                    json!(meta::format_time(deadline)),
-                );
-                meta::set_at(
-                    &mut object,
-                    &["metadata", "deletionGracePeriodSeconds"],
-                    json!(grace),
-                );
-                return Ok(Deletion::Pending(
-                    self.store_unless_dry(key, object, dry_run),
-                ));
-            }
+        if kind.kind == "Pod"
+            && kind.group.is_empty()
+            && let Some(grace) = pod_grace_period(&object, options)
+        {
+            let deadline = now + SignedDuration::from_secs(grace);
+            mark_deleting(&mut object, deadline, grace);
+            return Ok(Deletion::Pending(
+                self.store_unless_dry(key, object, dry_run),
+            ));
         }
         if !meta::finalizers(&object).is_empty() {
-            meta::set_at(
-                &mut object,
-                &["metadata", "deletionTimestamp"],
-                json!(meta::format_time(now)),
-            );
-            meta::set_at(
-                &mut object,
-                &["metadata", "deletionGracePeriodSeconds"],
-                json!(0),
-            );
+            mark_deleting(&mut object, now, 0);
             return Ok(Deletion::Pending(
                 self.store_unless_dry(key, object, dry_run),
             ));

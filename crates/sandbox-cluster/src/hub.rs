@@ -118,8 +118,19 @@ impl Hub {
 
     /// The Kubernetes objects of the hub, as a YAML stream for `--objects`.
     pub fn manifests(&self) -> String {
+        [
+            self.core_manifests(),
+            self.metrics_manifests(),
+            self.nfs_server_manifest(),
+            self.user_pods(),
+        ]
+        .concat()
+    }
+
+    /// The namespace, the `proxy-public` service, the PV and its claim, as helm left them.
+    fn core_manifests(&self) -> String {
         let hub = &self.name;
-        let mut text = format!(
+        format!(
             r#"# The hub "{hub}" as the basehub chart and JupyterHub leave it, seeded by runbook.
 apiVersion: v1
 kind: Namespace
@@ -167,7 +178,13 @@ spec:
             policy = self.pv_policy,
             server = self.old_server,
             path = self.old_path(),
-        );
+        )
+    }
+
+    /// The two metrics deployments that mount the home directories.
+    fn metrics_manifests(&self) -> String {
+        let hub = &self.name;
+        let mut text = String::new();
         for (deployment, component, image) in [
             (
                 "shared-dirsize-metrics",
@@ -200,6 +217,13 @@ spec:
 "#
             );
         }
+        text
+    }
+
+    /// The jupyterhub-home-nfs server's deployment.
+    fn nfs_server_manifest(&self) -> String {
+        let hub = &self.name;
+        let mut text = String::new();
         // The jupyterhub-home-nfs server (the usual destination of such a migration): its pod
         // carries `component: shared-volume-metrics` too, and must survive the procedure.
         let _ = write!(
@@ -221,6 +245,13 @@ spec:
       volumes: [{{name: export, emptyDir: {{}}}}]
 "#
         );
+        text
+    }
+
+    /// A running server pod per user, each mounting its home directory.
+    fn user_pods(&self) -> String {
+        let hub = &self.name;
+        let mut text = String::new();
         for (index, user) in USERS.iter().take(self.users).enumerate() {
             let lifetime = match self.users_leave_after_secs {
                 Some(secs) => format!(

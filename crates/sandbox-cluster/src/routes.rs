@@ -26,7 +26,7 @@ use super::scale::has_scale;
 use super::schema;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::table;
-use super::update::Subresource;
+use super::update::{PatchBody, Subresource};
 use super::watch::{WatchRequest, stream};
 use super::{discovery, meta, openapi, protobuf};
 use kube_kinds::Kind;
@@ -179,7 +179,13 @@ async fn handle(
     let reading = method == Method::GET || method == Method::HEAD;
     let answer = match path {
         ApiPath::Resource(resource) => {
-            resource_request(&app, &method, resource, &query, &headers, &body).await
+            let call = ApiCall {
+                method: &method,
+                query: &query,
+                headers: &headers,
+                body: &body,
+            };
+            resource_request(&app, resource, &call).await
         }
         _ if !reading => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method} {})",
@@ -330,13 +336,40 @@ fn subresource(resource: &ResourcePath) -> Result<Subresource, ApiError> {
     }
 }
 
+/// What a request to a resource brings besides its path.
+struct ApiCall<'a> {
+    method: &'a Method,
+    query: &'a Query,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+}
+
+impl ApiCall<'_> {
+    /// The write options of the query and headers, and the body parsed as an object.
+    fn write(&self) -> Result<(WriteOptions, Value), ApiError> {
+        Ok((
+            write_options(self.query, self.headers)?,
+            parse_body(self.body, self.headers)?,
+        ))
+    }
+
+    /// The kind of patch the Content-Type names (`apply` only where `allow_apply`).
+    fn patch_type(&self, allow_apply: bool) -> Result<PatchType, ApiError> {
+        let content_type = self
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        PatchType::from_content_type(content_type)
+            .filter(|patch_type| allow_apply || *patch_type != PatchType::Apply)
+            .ok_or_else(|| ApiError::unsupported_media_type(content_type, PATCH_TYPES))
+    }
+}
+
 async fn resource_request(
     app: &App,
-    method: &Method,
     resource: ResourcePath,
-    query: &Query,
-    headers: &HeaderMap,
-    body: &Bytes,
+    call: &ApiCall<'_>,
 ) -> Result<Response, ApiError> {
     let kind = resource.kind;
     let namespace = resource.namespace.clone().unwrap_or_default();
@@ -344,7 +377,7 @@ async fn resource_request(
     if let (Some("log"), Some(name), &Method::GET) = (
         resource.subresource.as_deref(),
         resource.name.as_deref(),
-        method,
+        call.method,
     ) && kind.kind == "Pod"
         && kind.group.is_empty()
     {
@@ -355,12 +388,11 @@ async fn resource_request(
     if let (Some("scale"), Some(name)) = (resource.subresource.as_deref(), resource.name.as_deref())
         && has_scale(kind)
     {
-        return scale_request(
-            cluster, method, kind, &namespace, name, query, headers, body,
-        );
+        return scale_request(cluster, kind, &namespace, name, call);
     }
     let sub = subresource(&resource)?;
-    match (method.clone(), resource.name.as_deref()) {
+    let (query, headers) = (call.query, call.headers);
+    match (call.method.clone(), resource.name.as_deref()) {
         (Method::GET, None) if query.flag("watch") => {
             watch_response(app, &resource, query, headers, None)
         }
@@ -368,22 +400,7 @@ async fn resource_request(
             watch_response(app, &resource, query, headers, Some(name))
         }
         (Method::GET, None) => list(cluster, kind, resource.namespace.as_deref(), query, headers),
-        (Method::GET, Some(name)) => {
-            let object = cluster.read(|state| state.get(kind, &namespace, name))?;
-            if wants_table(headers) {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &table::table(
-                        kind,
-                        std::slice::from_ref(&object),
-                        meta::resource_version(&object),
-                        None,
-                    ),
-                    &[],
-                ));
-            }
-            Ok(json_response(StatusCode::OK, &object, &[]))
-        }
+        (Method::GET, Some(name)) => get_object(cluster, kind, &namespace, name, headers),
         (Method::POST, None) if kind.namespaced && resource.namespace.is_none() => {
             Err(ApiError::method_not_allowed(format!(
                 "the server does not allow this method on the requested resource (post {})",
@@ -391,26 +408,19 @@ async fn resource_request(
             )))
         }
         (Method::POST, None) => {
-            let options = write_options(query, headers)?;
-            let body = parse_body(body, headers)?;
+            let (options, body) = call.write()?;
             cluster
                 .write(|state| state.create(kind, &namespace, body, &options))
                 .map(written)
         }
         (Method::PUT, Some(name)) => {
-            let options = write_options(query, headers)?;
-            let body = parse_body(body, headers)?;
+            let (options, body) = call.write()?;
             cluster
                 .write(|state| state.replace(kind, &namespace, name, body, sub, &options))
                 .map(written)
         }
         (Method::PATCH, Some(name)) => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or_default();
-            let patch_type = PatchType::from_content_type(content_type)
-                .ok_or_else(|| ApiError::unsupported_media_type(content_type, PATCH_TYPES))?;
+            let patch_type = call.patch_type(true)?;
             let options = write_options(query, headers)?;
             if patch_type == PatchType::Apply && query.get("fieldManager").is_none_or(str::is_empty)
             {
@@ -418,47 +428,18 @@ async fn resource_request(
                     "PATCH: fieldManager is required for apply requests",
                 ));
             }
-            let body = parse_body(body, headers)?;
+            let body = parse_body(call.body, headers)?;
+            let patch = PatchBody {
+                patch_type,
+                body: &body,
+            };
             cluster
-                .write(|state| {
-                    state.patch(kind, &namespace, name, patch_type, &body, sub, &options)
-                })
+                .write(|state| state.patch(kind, &namespace, name, &patch, sub, &options))
                 .map(written)
         }
-        (Method::DELETE, Some(name)) => {
-            let options = delete_options(query, body)?;
-            let deletion = cluster.write(|state| {
-                let dry_run = query.dry_run() || body_dry_run(body);
-                state.delete(kind, &namespace, name, &options, dry_run)
-            })?;
-            Ok(match deletion {
-                Deletion::Gone(object) if !returns_deleted_object(kind) => {
-                    json_response(StatusCode::OK, &deleted_status(kind, &object), &[])
-                }
-                Deletion::Gone(object) | Deletion::Pending(object) => {
-                    json_response(StatusCode::OK, &object, &[])
-                }
-            })
-        }
+        (Method::DELETE, Some(name)) => delete_object(cluster, kind, &namespace, name, call),
         (Method::DELETE, None) => {
-            let options = delete_options(query, body)?;
-            let (labels, fields) = selectors(kind, query)?;
-            let items = cluster.write(|state| {
-                state.delete_collection(
-                    kind,
-                    resource.namespace.as_deref(),
-                    &labels,
-                    &fields,
-                    &options,
-                    query.dry_run() || body_dry_run(body),
-                )
-            })?;
-            let revision = cluster.read(|state| state.store.revision());
-            Ok(json_response(
-                StatusCode::OK,
-                &list_document(kind, items, revision, None),
-                &[],
-            ))
+            delete_collection(cluster, kind, resource.namespace.as_deref(), call)
         }
         (method, _) => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method} {})",
@@ -467,40 +448,102 @@ async fn resource_request(
     }
 }
 
-/// GET, PUT and PATCH on a `scale` subresource.
-#[allow(clippy::too_many_arguments)]
-fn scale_request(
+/// GET of one object, as JSON or as a table.
+fn get_object(
     cluster: &Cluster,
-    method: &Method,
     kind: &'static Kind,
     namespace: &str,
     name: &str,
-    query: &Query,
     headers: &HeaderMap,
-    body: &Bytes,
 ) -> Result<Response, ApiError> {
-    match *method {
+    let object = cluster.read(|state| state.get(kind, namespace, name))?;
+    if wants_table(headers) {
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::table(
+                kind,
+                std::slice::from_ref(&object),
+                meta::resource_version(&object),
+                None,
+            ),
+            &[],
+        ));
+    }
+    Ok(json_response(StatusCode::OK, &object, &[]))
+}
+
+/// DELETE of one object: the object (still there with finalizers, or gone) or a `Status`.
+fn delete_object(
+    cluster: &Cluster,
+    kind: &'static Kind,
+    namespace: &str,
+    name: &str,
+    call: &ApiCall<'_>,
+) -> Result<Response, ApiError> {
+    let options = delete_options(call.query, call.body)?;
+    let deletion = cluster.write(|state| {
+        let dry_run = call.query.dry_run() || body_dry_run(call.body);
+        state.delete(kind, namespace, name, &options, dry_run)
+    })?;
+    Ok(match deletion {
+        Deletion::Gone(object) if !returns_deleted_object(kind) => {
+            json_response(StatusCode::OK, &deleted_status(kind, &object), &[])
+        }
+        Deletion::Gone(object) | Deletion::Pending(object) => {
+            json_response(StatusCode::OK, &object, &[])
+        }
+    })
+}
+
+/// DELETE of a collection: the list of the objects it deleted.
+fn delete_collection(
+    cluster: &Cluster,
+    kind: &'static Kind,
+    namespace: Option<&str>,
+    call: &ApiCall<'_>,
+) -> Result<Response, ApiError> {
+    let options = delete_options(call.query, call.body)?;
+    let (labels, fields) = selectors(kind, call.query)?;
+    let items = cluster.write(|state| {
+        state.delete_collection(
+            kind,
+            namespace,
+            &labels,
+            &fields,
+            &options,
+            call.query.dry_run() || body_dry_run(call.body),
+        )
+    })?;
+    let revision = cluster.read(|state| state.store.revision());
+    Ok(json_response(
+        StatusCode::OK,
+        &list_document(kind, items, revision, None),
+        &[],
+    ))
+}
+
+/// GET, PUT and PATCH on a `scale` subresource.
+fn scale_request(
+    cluster: &Cluster,
+    kind: &'static Kind,
+    namespace: &str,
+    name: &str,
+    call: &ApiCall<'_>,
+) -> Result<Response, ApiError> {
+    match *call.method {
         Method::GET => {
             let scale = cluster.read(|state| state.scale(kind, namespace, name))?;
             Ok(json_response(StatusCode::OK, &scale, &[]))
         }
         Method::PUT => {
-            let options = write_options(query, headers)?;
-            let body = parse_body(body, headers)?;
+            let (options, body) = call.write()?;
             cluster
                 .write(|state| state.replace_scale(kind, namespace, name, &body, &options))
                 .map(written)
         }
         Method::PATCH => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or_default();
-            let patch_type = PatchType::from_content_type(content_type)
-                .filter(|patch_type| *patch_type != PatchType::Apply)
-                .ok_or_else(|| ApiError::unsupported_media_type(content_type, PATCH_TYPES))?;
-            let options = write_options(query, headers)?;
-            let body = parse_body(body, headers)?;
+            let patch_type = call.patch_type(false)?;
+            let (options, body) = call.write()?;
             cluster
                 .write(|state| {
                     state.patch_scale(kind, namespace, name, patch_type, &body, &options)
@@ -508,8 +551,8 @@ fn scale_request(
                 .map(written)
         }
         _ => Err(ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource ({method} {}/scale)",
-            kind.plural
+            "the server does not allow this method on the requested resource ({} {}/scale)",
+            call.method, kind.plural
         ))),
     }
 }

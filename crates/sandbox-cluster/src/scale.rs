@@ -111,7 +111,6 @@ impl State {
     }
 
     /// Patches the `Scale` of `name` (PATCH on `/scale`).
-    #[allow(clippy::too_many_arguments)]
     pub fn patch_scale(
         &mut self,
         kind: &'static Kind,

@@ -198,8 +198,26 @@ fn entries(object: &Value, field: &str) -> usize {
 }
 
 fn cell(kind: &Kind, column: &str, object: &Value) -> Value {
-    let deleting = meta::is_deleting(object);
-    match (kind.kind, column) {
+    if column == "Age" {
+        return json!(age(
+            text(object, "/metadata/creationTimestamp"),
+            Timestamp::now()
+        ));
+    }
+    let cell_of = match kind.kind {
+        "Pod" => pod_cell,
+        "Service" => service_cell,
+        "PersistentVolume" | "PersistentVolumeClaim" => volume_cell,
+        "Node" => node_cell,
+        "Event" => event_cell,
+        _ => other_cell,
+    };
+    cell_of(kind.kind, column, object)
+}
+
+/// A pod's columns.
+fn pod_cell(kind: &str, column: &str, object: &Value) -> Value {
+    match (kind, column) {
         ("Pod", "Ready") => {
             let statuses = object
                 .pointer("/status/containerStatuses")
@@ -227,6 +245,13 @@ fn cell(kind: &Kind, column: &str, object: &Value) -> Value {
                 .sum();
             json!(restarts)
         }
+        _ => json!(""),
+    }
+}
+
+/// A service's columns.
+fn service_cell(kind: &str, column: &str, object: &Value) -> Value {
+    match (kind, column) {
         ("Service", "Type") => json!(text(object, "/spec/type")),
         ("Service", "Cluster-IP") => json!(or_none(text(object, "/spec/clusterIP"))),
         ("Service", "External-IP") => json!("<none>"),
@@ -246,6 +271,14 @@ fn cell(kind: &Kind, column: &str, object: &Value) -> Value {
                 .collect();
             json!(or_none(&ports.join(",")))
         }
+        _ => json!(""),
+    }
+}
+
+/// The columns of volumes and claims.
+fn volume_cell(kind: &str, column: &str, object: &Value) -> Value {
+    let deleting = meta::is_deleting(object);
+    match (kind, column) {
         ("PersistentVolume", "Capacity") => json!(text(object, "/spec/capacity/storage")),
         ("PersistentVolume", "Access Modes") => json!(access_modes(object, "/spec/accessModes")),
         ("PersistentVolume", "Reclaim Policy") => {
@@ -276,6 +309,69 @@ fn cell(kind: &Kind, column: &str, object: &Value) -> Value {
         ("PersistentVolumeClaim", "Access Modes") => {
             json!(access_modes(object, "/status/accessModes"))
         }
+        _ => json!(""),
+    }
+}
+
+/// A node's columns.
+fn node_cell(kind: &str, column: &str, object: &Value) -> Value {
+    match (kind, column) {
+        ("Node", "Status") => {
+            let ready = kube_kinds::has_condition(&object["status"], "Ready");
+            let status = if ready { "Ready" } else { "NotReady" };
+            json!(
+                if object.pointer("/spec/unschedulable") == Some(&json!(true)) {
+                    format!("{status},SchedulingDisabled")
+                } else {
+                    status.to_string()
+                }
+            )
+        }
+        ("Node", "Roles") => {
+            let labels = meta::labels(object);
+            let roles: Vec<&str> = labels
+                .keys()
+                .filter_map(|label| label.strip_prefix("node-role.kubernetes.io/"))
+                .map(|role| role.trim_start_matches('/'))
+                .filter(|role| !role.is_empty())
+                .collect::<Vec<_>>();
+            json!(or_none(&roles.join(",")))
+        }
+        ("Node", "Version") => json!(text(object, "/status/nodeInfo/kubeletVersion")),
+        _ => json!(""),
+    }
+}
+
+/// An event's columns.
+fn event_cell(kind: &str, column: &str, object: &Value) -> Value {
+    match (kind, column) {
+        ("Event", "Last Seen") => {
+            let last = [
+                "/lastTimestamp",
+                "/eventTime",
+                "/metadata/creationTimestamp",
+            ]
+            .iter()
+            .map(|pointer| text(object, pointer))
+            .find(|time| !time.is_empty())
+            .unwrap_or_default();
+            json!(age(last, Timestamp::now()))
+        }
+        ("Event", "Type") => json!(text(object, "/type")),
+        ("Event", "Reason") => json!(text(object, "/reason")),
+        ("Event", "Object") => json!(format!(
+            "{}/{}",
+            text(object, "/involvedObject/kind").to_ascii_lowercase(),
+            text(object, "/involvedObject/name")
+        )),
+        ("Event", "Message") => json!(text(object, "/message").trim()),
+        _ => json!(""),
+    }
+}
+
+/// The columns of the other kinds.
+fn other_cell(kind: &str, column: &str, object: &Value) -> Value {
+    match (kind, column) {
         ("Namespace", "Status") => json!(text(object, "/status/phase")),
         ("ConfigMap", "Data") => json!(entries(object, "data") + entries(object, "binaryData")),
         ("Secret", "Type") => json!(text(object, "/type")),
@@ -300,52 +396,6 @@ fn cell(kind: &Kind, column: &str, object: &Value) -> Value {
                 .unwrap_or(1)
         )),
         ("Lease", "Holder") => json!(text(object, "/spec/holderIdentity")),
-        (_, "Age") => json!(age(
-            text(object, "/metadata/creationTimestamp"),
-            Timestamp::now()
-        )),
-        ("Node", "Status") => {
-            let ready = kube_kinds::has_condition(&object["status"], "Ready");
-            let status = if ready { "Ready" } else { "NotReady" };
-            json!(
-                if object.pointer("/spec/unschedulable") == Some(&json!(true)) {
-                    format!("{status},SchedulingDisabled")
-                } else {
-                    status.to_string()
-                }
-            )
-        }
-        ("Node", "Roles") => {
-            let labels = meta::labels(object);
-            let roles: Vec<&str> = labels
-                .keys()
-                .filter_map(|label| label.strip_prefix("node-role.kubernetes.io/"))
-                .map(|role| role.trim_start_matches('/'))
-                .filter(|role| !role.is_empty())
-                .collect::<Vec<_>>();
-            json!(or_none(&roles.join(",")))
-        }
-        ("Node", "Version") => json!(text(object, "/status/nodeInfo/kubeletVersion")),
-        ("Event", "Last Seen") => {
-            let last = [
-                "/lastTimestamp",
-                "/eventTime",
-                "/metadata/creationTimestamp",
-            ]
-            .iter()
-            .map(|pointer| text(object, pointer))
-            .find(|time| !time.is_empty())
-            .unwrap_or_default();
-            json!(age(last, Timestamp::now()))
-        }
-        ("Event", "Type") => json!(text(object, "/type")),
-        ("Event", "Reason") => json!(text(object, "/reason")),
-        ("Event", "Object") => json!(format!(
-            "{}/{}",
-            text(object, "/involvedObject/kind").to_ascii_lowercase(),
-            text(object, "/involvedObject/name")
-        )),
-        ("Event", "Message") => json!(text(object, "/message").trim()),
         _ => json!(""),
     }
 }

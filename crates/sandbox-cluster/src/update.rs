@@ -24,6 +24,15 @@ pub enum Subresource {
     Status,
 }
 
+/// A PATCH request's body and the kind of patch its content type says it is.
+#[derive(Debug, Clone, Copy)]
+pub struct PatchBody<'a> {
+    /// JSON, merge, strategic merge, or apply.
+    pub patch_type: PatchType,
+    /// The patch (or the configuration to apply).
+    pub body: &'a Value,
+}
+
 /// Who owns the fields an update changes.
 #[derive(Debug, Clone)]
 pub(super) enum Ownership {
@@ -68,17 +77,16 @@ impl State {
 
     /// Patches the object `name` (PATCH) with a JSON, merge or strategic merge patch, or
     /// applies a configuration (server-side apply).
-    #[allow(clippy::too_many_arguments)]
     pub fn patch(
         &mut self,
         kind: &'static Kind,
         namespace: &str,
         name: &str,
-        patch_type: PatchType,
-        body: &Value,
+        patch: &PatchBody,
         subresource: Subresource,
         options: &WriteOptions,
     ) -> Result<Written, ApiError> {
+        let PatchBody { patch_type, body } = *patch;
         if patch_type == PatchType::Apply {
             return self.apply(kind, namespace, name, body, options);
         }
@@ -102,78 +110,12 @@ impl State {
         ownership: Ownership,
     ) -> Result<Written, ApiError> {
         check_type_meta(kind, &mut new)?;
-        let name = meta::name(&old).to_string();
-        if meta::name(&new) != name
-            || (kind.namespaced && meta::namespace(&new) != meta::namespace(&old))
-        {
-            return Err(ApiError::bad_request(format!(
-                "the name or namespace of the object ({}/{}) does not match the one on the URL ({}/{name})",
-                meta::namespace(&new),
-                meta::name(&new),
-                meta::namespace(&old)
-            )));
-        }
-        let requested = meta::resource_version(&new);
-        if !requested.is_empty() && requested != meta::resource_version(&old) {
-            return Err(ApiError::conflict(kind, &name, ApiError::MODIFIED));
-        }
-        let has_status = schema::has_field(kind, "status");
-        if subresource == Subresource::Status {
-            let status = new.get("status").cloned();
-            new = old.clone();
-            match status {
-                Some(status) => new["status"] = status,
-                None => {
-                    meta::remove_at(&mut new, &["status"]);
-                }
-            }
-        } else if has_status {
-            match old.get("status") {
-                Some(status) => new["status"] = status.clone(),
-                None => {
-                    meta::remove_at(&mut new, &["status"]);
-                }
-            }
-        }
-        // The server's own metadata always comes from the stored object.
-        for field in [
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-            "resourceVersion",
-            "managedFields",
-        ] {
-            match meta::value_at(&old, &["metadata", field]) {
-                Some(value) => meta::set_at(&mut new, &["metadata", field], value.clone()),
-                None => {
-                    meta::remove_at(&mut new, &["metadata", field]);
-                }
-            }
-        }
+        check_same_object(kind, &old, &new)?;
+        new = keep_what_the_server_owns(kind, &old, new, subresource);
         admission::apply_defaults(kind, &mut new);
         admission::admit_update(kind, &mut new, &old);
         let warnings = self.check(kind, &mut new, Some(&old), options.field_validation)?;
-        if meta::is_deleting(&old) {
-            let before = meta::finalizers(&old);
-            let added: Vec<String> = meta::finalizers(&new)
-                .into_iter()
-                .filter(|finalizer| !before.contains(finalizer))
-                .collect();
-            if !added.is_empty() {
-                return Err(ApiError::invalid(
-                    kind,
-                    &name,
-                    &[FieldError::forbidden(
-                        "metadata.finalizers",
-                        format!(
-                            "no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
-                        ),
-                    )],
-                ));
-            }
-        }
+        check_no_finalizer_added(kind, &old, &new)?;
         let spec_of = |object: &Value| {
             let mut copy = object.clone();
             if let Some(map) = copy.as_object_mut() {
@@ -228,6 +170,95 @@ impl State {
             warnings,
         })
     }
+}
+
+/// An update names the object of its URL, at its resourceVersion if it gives one.
+fn check_same_object(kind: &'static Kind, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let name = meta::name(old);
+    if meta::name(new) != name || (kind.namespaced && meta::namespace(new) != meta::namespace(old))
+    {
+        return Err(ApiError::bad_request(format!(
+            "the name or namespace of the object ({}/{}) does not match the one on the URL ({}/{name})",
+            meta::namespace(new),
+            meta::name(new),
+            meta::namespace(old)
+        )));
+    }
+    let requested = meta::resource_version(new);
+    if !requested.is_empty() && requested != meta::resource_version(old) {
+        return Err(ApiError::conflict(kind, name, ApiError::MODIFIED));
+    }
+    Ok(())
+}
+
+/// `new` with what a client cannot change through this request taken from `old`: the
+/// status (through the main resource) or everything but the status (through `/status`),
+/// and the server's own metadata.
+fn keep_what_the_server_owns(
+    kind: &'static Kind,
+    old: &Value,
+    mut new: Value,
+    subresource: Subresource,
+) -> Value {
+    if subresource == Subresource::Status {
+        let status = new.get("status").cloned();
+        new = old.clone();
+        match status {
+            Some(status) => new["status"] = status,
+            None => {
+                meta::remove_at(&mut new, &["status"]);
+            }
+        }
+    } else if schema::has_field(kind, "status") {
+        match old.get("status") {
+            Some(status) => new["status"] = status.clone(),
+            None => {
+                meta::remove_at(&mut new, &["status"]);
+            }
+        }
+    }
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "resourceVersion",
+        "managedFields",
+    ] {
+        match meta::value_at(old, &["metadata", field]) {
+            Some(value) => meta::set_at(&mut new, &["metadata", field], value.clone()),
+            None => {
+                meta::remove_at(&mut new, &["metadata", field]);
+            }
+        }
+    }
+    new
+}
+
+/// An object being deleted may lose finalizers, never gain one.
+fn check_no_finalizer_added(kind: &'static Kind, old: &Value, new: &Value) -> Result<(), ApiError> {
+    if !meta::is_deleting(old) {
+        return Ok(());
+    }
+    let before = meta::finalizers(old);
+    let added: Vec<String> = meta::finalizers(new)
+        .into_iter()
+        .filter(|finalizer| !before.contains(finalizer))
+        .collect();
+    if added.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        kind,
+        meta::name(old),
+        &[FieldError::forbidden(
+            "metadata.finalizers",
+            format!(
+                "no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+            ),
+        )],
+    ))
 }
 
 #[cfg(test)]
@@ -310,8 +341,10 @@ mod tests {
                     kind,
                     "",
                     "hub-home-nfs",
-                    PatchType::Merge,
-                    &json!({"spec": {"nfs": {"server": "b"}}}),
+                    &PatchBody {
+                        patch_type: PatchType::Merge,
+                        body: &json!({"spec": {"nfs": {"server": "b"}}}),
+                    },
                     Subresource::Main,
                     &options(),
                 )
@@ -334,15 +367,7 @@ mod tests {
             .object;
         let same = cluster
             .write(|state| {
-                state.patch(
-                    kind,
-                    "",
-                    "hub-home-nfs",
-                    PatchType::Merge,
-                    &json!({"spec": {"nfs": {"server": "a"}}, "status": {"phase": "Bound"}}),
-                    Subresource::Main,
-                    &options(),
-                )
+                state.patch(kind, "", "hub-home-nfs", &PatchBody { patch_type: PatchType::Merge, body: &json!({"spec": {"nfs": {"server": "a"}}, "status": {"phase": "Bound"}}) }, Subresource::Main, &options())
             })
             .unwrap();
         assert_eq!(
@@ -356,8 +381,10 @@ mod tests {
                     kind,
                     "",
                     "hub-home-nfs",
-                    PatchType::Merge,
-                    &json!({"status": {"phase": "Available"}}),
+                    &PatchBody {
+                        patch_type: PatchType::Merge,
+                        body: &json!({"status": {"phase": "Available"}}),
+                    },
                     Subresource::Status,
                     &options(),
                 )
@@ -388,8 +415,10 @@ mod tests {
                     kind,
                     "default",
                     "c",
-                    PatchType::Merge,
-                    &json!({"metadata": {"finalizers": ["example.com/hold", "more"]}}),
+                    &PatchBody {
+                        patch_type: PatchType::Merge,
+                        body: &json!({"metadata": {"finalizers": ["example.com/hold", "more"]}}),
+                    },
                     Subresource::Main,
                     &options(),
                 )
@@ -402,8 +431,10 @@ mod tests {
                     kind,
                     "default",
                     "c",
-                    PatchType::Merge,
-                    &json!({"metadata": {"finalizers": null}}),
+                    &PatchBody {
+                        patch_type: PatchType::Merge,
+                        body: &json!({"metadata": {"finalizers": null}}),
+                    },
                     Subresource::Main,
                     &options(),
                 )

@@ -496,102 +496,9 @@ fn validate_config_keys(object: &Value, errors: &mut Vec<FieldError>) {
 }
 
 fn validate_update(kind: &Kind, new: &Value, old: &Value, errors: &mut Vec<FieldError>) {
+    errors.extend(changed_immutable_spec(kind, new, old));
     let spec = |object: &Value| object.get("spec").cloned().unwrap_or(Value::Null);
     match (kind.group, kind.kind) {
-        ("", "PersistentVolume") => {
-            // What the API calls the "persistentvolumesource": the inlined volume source.
-            let source = |object: &Value| {
-                VOLUME_SOURCES
-                    .iter()
-                    .map(|field| spec(object).get(field).cloned().unwrap_or(Value::Null))
-                    .collect::<Vec<_>>()
-            };
-            if source(new) != source(old) {
-                errors.push(FieldError::forbidden(
-                    "spec.persistentvolumesource",
-                    "spec.persistentvolumesource is immutable after creation",
-                ));
-            }
-        }
-        ("", "PersistentVolumeClaim") => {
-            let comparable = |object: &Value| {
-                let mut spec = spec(object);
-                if let Some(map) = spec.as_object_mut() {
-                    map.remove("volumeAttributesClassName");
-                    if let Some(resources) = map.get_mut("resources").and_then(Value::as_object_mut)
-                    {
-                        resources.remove("requests");
-                    }
-                    // Set by the binder on claims that named no volume.
-                    if old.pointer("/spec/volumeName").is_none() {
-                        map.remove("volumeName");
-                    }
-                }
-                spec
-            };
-            if comparable(new) != comparable(old) {
-                errors.push(FieldError::forbidden(
-                    "spec",
-                    "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
-                ));
-            }
-        }
-        ("", "Pod") => {
-            let comparable = |object: &Value| {
-                let mut spec = spec(object);
-                for list in ["containers", "initContainers"] {
-                    if let Some(Value::Array(containers)) = spec.get_mut(list) {
-                        for container in containers {
-                            if let Some(map) = container.as_object_mut() {
-                                map.remove("image");
-                            }
-                        }
-                    }
-                }
-                if let Some(map) = spec.as_object_mut() {
-                    for field in [
-                        "activeDeadlineSeconds",
-                        "tolerations",
-                        "terminationGracePeriodSeconds",
-                    ] {
-                        map.remove(field);
-                    }
-                }
-                spec
-            };
-            if comparable(new) != comparable(old) {
-                errors.push(FieldError::forbidden(
-                    "spec",
-                    "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
-                ));
-            }
-        }
-        ("apps", "StatefulSet") => {
-            // What a StatefulSet may change after creation, as the real server words it.
-            let comparable = |object: &Value| {
-                let mut spec = spec(object);
-                if let Some(map) = spec.as_object_mut() {
-                    for field in [
-                        "replicas",
-                        "ordinals",
-                        "template",
-                        "updateStrategy",
-                        "revisionHistoryLimit",
-                        "persistentVolumeClaimRetentionPolicy",
-                        "minReadySeconds",
-                    ] {
-                        map.remove(field);
-                    }
-                }
-                spec
-            };
-            if comparable(new) != comparable(old) {
-                errors.push(FieldError::forbidden(
-                    "spec",
-                    "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
-                ));
-            }
-        }
         ("apps", "Deployment" | "ReplicaSet") | ("batch", "Job") => {
             let selector = |object: &Value| spec(object).get("selector").cloned();
             if selector(new) != selector(old) {
@@ -647,6 +554,109 @@ fn validate_update(kind: &Kind, new: &Value, old: &Value, errors: &mut Vec<Field
             IMMUTABLE,
         ));
     }
+}
+
+/// For the kinds whose spec is immutable but for some fields (PersistentVolume,
+/// PersistentVolumeClaim, Pod, StatefulSet): the error when an update changes another field,
+/// worded as the real server words it.
+fn changed_immutable_spec(kind: &Kind, new: &Value, old: &Value) -> Option<FieldError> {
+    let spec = |object: &Value| object.get("spec").cloned().unwrap_or(Value::Null);
+    let (fixed, error): (fn(Value, &Value) -> Value, _) = match (kind.group, kind.kind) {
+        ("", "PersistentVolume") => {
+            // What the API calls the "persistentvolumesource": the inlined volume source.
+            let source = |object: &Value| {
+                VOLUME_SOURCES
+                    .iter()
+                    .map(|field| spec(object).get(field).cloned().unwrap_or(Value::Null))
+                    .collect::<Vec<_>>()
+            };
+            return (source(new) != source(old)).then(|| {
+                FieldError::forbidden(
+                    "spec.persistentvolumesource",
+                    "spec.persistentvolumesource is immutable after creation",
+                )
+            });
+        }
+        ("", "PersistentVolumeClaim") => (
+            fixed_claim_spec,
+            FieldError::forbidden(
+                "spec",
+                "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+            ),
+        ),
+        ("", "Pod") => (
+            fixed_pod_spec,
+            FieldError::forbidden(
+                "spec",
+                "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+            ),
+        ),
+        ("apps", "StatefulSet") => (
+            fixed_stateful_set_spec,
+            FieldError::forbidden(
+                "spec",
+                "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+            ),
+        ),
+        _ => return None,
+    };
+    (fixed(spec(new), old) != fixed(spec(old), old)).then_some(error)
+}
+
+/// A claim's spec without what an update may change (`old` is the claim before it).
+fn fixed_claim_spec(mut spec: Value, old: &Value) -> Value {
+    if let Some(map) = spec.as_object_mut() {
+        map.remove("volumeAttributesClassName");
+        if let Some(resources) = map.get_mut("resources").and_then(Value::as_object_mut) {
+            resources.remove("requests");
+        }
+        // Set by the binder on claims that named no volume.
+        if old.pointer("/spec/volumeName").is_none() {
+            map.remove("volumeName");
+        }
+    }
+    spec
+}
+
+/// A pod's spec without what an update may change.
+fn fixed_pod_spec(mut spec: Value, _old: &Value) -> Value {
+    for list in ["containers", "initContainers"] {
+        if let Some(Value::Array(containers)) = spec.get_mut(list) {
+            for container in containers {
+                if let Some(map) = container.as_object_mut() {
+                    map.remove("image");
+                }
+            }
+        }
+    }
+    if let Some(map) = spec.as_object_mut() {
+        for field in [
+            "activeDeadlineSeconds",
+            "tolerations",
+            "terminationGracePeriodSeconds",
+        ] {
+            map.remove(field);
+        }
+    }
+    spec
+}
+
+/// A StatefulSet's spec without what an update may change.
+fn fixed_stateful_set_spec(mut spec: Value, _old: &Value) -> Value {
+    if let Some(map) = spec.as_object_mut() {
+        for field in [
+            "replicas",
+            "ordinals",
+            "template",
+            "updateStrategy",
+            "revisionHistoryLimit",
+            "persistentVolumeClaimRetentionPolicy",
+            "minReadySeconds",
+        ] {
+            map.remove(field);
+        }
+    }
+    spec
 }
 
 #[cfg(test)]

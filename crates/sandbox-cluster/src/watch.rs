@@ -264,8 +264,10 @@ mod tests {
                         kind,
                         "default",
                         "c",
-                        crate::patch::PatchType::Merge,
-                        &json!({"metadata": {"labels": labels}}),
+                        &crate::update::PatchBody {
+                            patch_type: crate::patch::PatchType::Merge,
+                            body: &json!({"metadata": {"labels": labels}}),
+                        },
                         crate::update::Subresource::Main,
                         &options,
                     )

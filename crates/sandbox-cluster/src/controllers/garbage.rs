@@ -13,18 +13,55 @@ use super::{State, kind_of};
 
 /// Runs the garbage collector once over every object.
 pub fn reconcile(state: &mut State) -> bool {
-    let uids: BTreeSet<String> = state
-        .store
-        .all()
-        .map(|(_, object)| meta::uid(object).to_string())
-        .collect();
     let objects: Vec<(ObjectKey, Value)> = state
         .store
         .all()
         .map(|(key, object)| (key.clone(), object.clone()))
         .collect();
+    let mut changed = collect_orphans(state, &objects);
+    for (key, object) in objects
+        .iter()
+        .filter(|(_, object)| meta::is_deleting(object))
+    {
+        let Some(kind) = kind_of(key) else {
+            continue;
+        };
+        let dependents = dependents_of(state, meta::uid(object));
+        if meta::has_finalizer(object, ORPHAN) {
+            changed |= orphan_dependents(state, meta::uid(object), dependents);
+            changed |= drop_finalizer(state, kind, key, ORPHAN);
+        } else if meta::has_finalizer(object, FOREGROUND) {
+            if dependents.is_empty() {
+                changed |= drop_finalizer(state, kind, key, FOREGROUND);
+            }
+            for (dependent_key, dependent) in dependents {
+                if let Some(dependent_kind) = kind_of(&dependent_key)
+                    && !meta::is_deleting(&dependent)
+                {
+                    // Dependents of a foreground deletion go in the foreground too, so the
+                    // owner outlives the whole tree below it.
+                    changed |= state.delete_propagating(
+                        dependent_kind,
+                        &dependent_key.namespace,
+                        &dependent_key.name,
+                        Propagation::Foreground,
+                    );
+                }
+            }
+        }
+    }
+    changed
+}
+
+/// Deletes the objects whose owners are all gone, and drops the references to gone owners
+/// from objects that still have one.
+fn collect_orphans(state: &mut State, objects: &[(ObjectKey, Value)]) -> bool {
+    let uids: BTreeSet<String> = objects
+        .iter()
+        .map(|(_, object)| meta::uid(object).to_string())
+        .collect();
     let mut changed = false;
-    for (key, object) in &objects {
+    for (key, object) in objects {
         let Some(kind) = kind_of(key) else {
             continue;
         };
@@ -57,71 +94,60 @@ pub fn reconcile(state: &mut State) -> bool {
             changed |= state.put(kind, updated);
         }
     }
-    for (key, object) in objects
-        .iter()
-        .filter(|(_, object)| meta::is_deleting(object))
-    {
-        let Some(kind) = kind_of(key) else {
+    changed
+}
+
+/// The objects that name `uid` among their owners.
+fn dependents_of(state: &State, uid: &str) -> Vec<(ObjectKey, Value)> {
+    state
+        .store
+        .all()
+        .filter(|(_, dependent)| {
+            meta::owner_references(dependent)
+                .iter()
+                .any(|owner| owner.get("uid").and_then(Value::as_str) == Some(uid))
+        })
+        .map(|(key, dependent)| (key.clone(), dependent.clone()))
+        .collect()
+}
+
+/// Removes the owner `uid` from its dependents' references (an `Orphan` deletion).
+fn orphan_dependents(state: &mut State, uid: &str, dependents: Vec<(ObjectKey, Value)>) -> bool {
+    let mut changed = false;
+    for (dependent_key, mut dependent) in dependents {
+        let Some(dependent_kind) = kind_of(&dependent_key) else {
             continue;
         };
-        let uid = meta::uid(object);
-        let dependents: Vec<(ObjectKey, Value)> = state
-            .store
-            .all()
-            .filter(|(_, dependent)| {
-                meta::owner_references(dependent)
-                    .iter()
-                    .any(|owner| owner.get("uid").and_then(Value::as_str) == Some(uid))
-            })
-            .map(|(key, dependent)| (key.clone(), dependent.clone()))
+        let remaining: Vec<Value> = meta::owner_references(&dependent)
+            .into_iter()
+            .filter(|owner| owner.get("uid").and_then(Value::as_str) != Some(uid))
             .collect();
-        if meta::has_finalizer(object, ORPHAN) {
-            for (dependent_key, mut dependent) in dependents.clone() {
-                let Some(dependent_kind) = kind_of(&dependent_key) else {
-                    continue;
-                };
-                let remaining: Vec<Value> = meta::owner_references(&dependent)
-                    .into_iter()
-                    .filter(|owner| owner.get("uid").and_then(Value::as_str) != Some(uid))
-                    .collect();
-                if remaining.is_empty() {
-                    meta::remove_at(&mut dependent, &["metadata", "ownerReferences"]);
-                } else {
-                    meta::set_at(
-                        &mut dependent,
-                        &["metadata", "ownerReferences"],
-                        Value::Array(remaining),
-                    );
-                }
-                changed |= state.put(dependent_kind, dependent);
-            }
-            if let Some(mut current) = state.store.get(key).cloned() {
-                meta::remove_finalizer(&mut current, ORPHAN);
-                changed |= state.put(kind, current);
-            }
-        } else if meta::has_finalizer(object, FOREGROUND) {
-            if dependents.is_empty() {
-                if let Some(mut current) = state.store.get(key).cloned() {
-                    meta::remove_finalizer(&mut current, FOREGROUND);
-                    changed |= state.put(kind, current);
-                }
-            } else {
-                for (dependent_key, dependent) in dependents {
-                    if let Some(dependent_kind) = kind_of(&dependent_key)
-                        && !meta::is_deleting(&dependent)
-                    {
-                        // Dependents of a foreground deletion go in the foreground too, so
-                        // the owner outlives the whole tree below it.
-                        changed |= state.delete_propagating(
-                            dependent_kind,
-                            &dependent_key.namespace,
-                            &dependent_key.name,
-                            Propagation::Foreground,
-                        );
-                    }
-                }
-            }
+        if remaining.is_empty() {
+            meta::remove_at(&mut dependent, &["metadata", "ownerReferences"]);
+        } else {
+            meta::set_at(
+                &mut dependent,
+                &["metadata", "ownerReferences"],
+                Value::Array(remaining),
+            );
         }
+        changed |= state.put(dependent_kind, dependent);
     }
     changed
+}
+
+/// Drops a finalizer the collector handled from the object as it is now.
+fn drop_finalizer(
+    state: &mut State,
+    kind: &'static kube_kinds::Kind,
+    key: &ObjectKey,
+    finalizer: &str,
+) -> bool {
+    match state.store.get(key).cloned() {
+        Some(mut current) => {
+            meta::remove_finalizer(&mut current, finalizer);
+            state.put(kind, current)
+        }
+        None => false,
+    }
 }

@@ -186,91 +186,136 @@ fn release_untracked(state: &mut State, jobs: &Kind, pods: &'static Kind) -> boo
     changed
 }
 
+/// The pods of a job that ended, as its status counts them.
+#[derive(Debug, Default)]
+struct Ended {
+    succeeded: i64,
+    failed: i64,
+    /// Indexed mode: the indexes whose pod succeeded.
+    completed: BTreeSet<i64>,
+}
+
 fn sync_job(state: &mut State, jobs: &'static Kind, pods: &'static Kind, job: &Value) -> bool {
-    let spec = JobSpec::of(job);
-    let namespace = meta::namespace(job).to_string();
     let mut status = job.get("status").cloned().unwrap_or(json!({}));
     if !status.is_object() {
         status = json!({});
     }
-    let count =
-        |status: &Value, field: &str| status.get(field).and_then(Value::as_i64).unwrap_or(0);
     let decided = ["SuccessCriteriaMet", "FailureTarget", "Complete", "Failed"]
         .iter()
         .any(|kind| has_condition(&status, kind));
-    let mut changed = false;
-
-    // Count the pods that ended since the last pass, and let them go.
-    let mut succeeded = count(&status, "succeeded");
-    let mut failed = count(&status, "failed");
-    let mut completed = parse_indexes(
-        status
-            .get("completedIndexes")
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
-    );
-    let ended: Vec<Value> = owned_pods(state, pods, job)
-        .into_iter()
-        .filter(|pod| meta::has_finalizer(pod, TRACKING_FINALIZER))
-        .filter(|pod| phase(pod) == "Succeeded" || has_failed(pod))
-        .collect();
-    for mut pod in ended {
-        if !decided {
-            if phase(&pod) == "Succeeded" {
-                match completion_index(&pod) {
-                    Some(index) if spec.indexed => {
-                        if spec.completions.is_some_and(|total| index < total) {
-                            completed.insert(index);
-                        }
-                    }
-                    _ => succeeded += 1,
-                }
-            } else {
-                failed += 1;
-            }
-        }
-        meta::remove_finalizer(&mut pod, TRACKING_FINALIZER);
-        changed |= state.put(pods, pod);
+    let sync = JobSync {
+        jobs,
+        pods,
+        job,
+        spec: JobSpec::of(job),
+    };
+    let (mut ended, mut changed) = sync.count_ended_pods(state, &status, decided);
+    if sync.spec.indexed {
+        ended.succeeded = i64::try_from(ended.completed.len()).unwrap_or(i64::MAX);
     }
-    if spec.indexed {
-        succeeded = i64::try_from(completed.len()).unwrap_or(i64::MAX);
-    }
-
     let owned = owned_pods(state, pods, job);
     let active: Vec<&Value> = owned.iter().filter(|pod| is_active(pod)).collect();
-    let active_count = i64::try_from(active.len()).unwrap_or(i64::MAX);
     if !decided {
-        let complete = match spec.completions {
-            Some(total) => succeeded >= total,
-            None => succeeded > 0 && active.is_empty(),
-        };
-        if failed > spec.backoff_limit {
-            add_condition(
-                &mut status,
-                "FailureTarget",
-                "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit",
-            );
-        } else if complete {
-            add_condition(
-                &mut status,
-                "SuccessCriteriaMet",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-            );
-        }
+        decide(&mut status, &sync.spec, &ended, active.is_empty());
     }
     let finished =
         has_condition(&status, "SuccessCriteriaMet") || has_condition(&status, "FailureTarget");
-    if finished {
-        for pod in &active {
-            changed |= state.delete_for_controller(pods, &namespace, meta::name(pod));
-        }
+    changed |= if finished {
+        let namespace = meta::namespace(job);
+        active.iter().fold(false, |changed, pod| {
+            changed | state.delete_for_controller(pods, namespace, meta::name(pod))
+        })
     } else {
+        sync.scale(state, &ended, &active)
+    };
+    changed | sync.write_status(state, status, &ended, finished)
+}
+
+/// Decides the job once its pods say so: too many failures, or enough successes.
+fn decide(status: &mut Value, spec: &JobSpec, ended: &Ended, none_active: bool) {
+    let complete = match spec.completions {
+        Some(total) => ended.succeeded >= total,
+        None => ended.succeeded > 0 && none_active,
+    };
+    if ended.failed > spec.backoff_limit {
+        add_condition(
+            status,
+            "FailureTarget",
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+        );
+    } else if complete {
+        add_condition(
+            status,
+            "SuccessCriteriaMet",
+            "CompletionsReached",
+            "Reached expected number of succeeded pods",
+        );
+    }
+}
+
+/// One pass of the controller over one job.
+struct JobSync<'a> {
+    jobs: &'static Kind,
+    pods: &'static Kind,
+    job: &'a Value,
+    spec: JobSpec,
+}
+
+impl JobSync<'_> {
+    /// Counts the pods that ended since the last pass (unless the job is already decided), and
+    /// lets them go (their tracking finalizer); whether a pod changed.
+    fn count_ended_pods(&self, state: &mut State, status: &Value, decided: bool) -> (Ended, bool) {
+        let (pods, job, spec) = (self.pods, self.job, &self.spec);
+        let count = |field: &str| status.get(field).and_then(Value::as_i64).unwrap_or(0);
+        let mut ended = Ended {
+            succeeded: count("succeeded"),
+            failed: count("failed"),
+            completed: parse_indexes(
+                status
+                    .get("completedIndexes")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            ),
+        };
+        let pods_that_ended: Vec<Value> = owned_pods(state, pods, job)
+            .into_iter()
+            .filter(|pod| meta::has_finalizer(pod, TRACKING_FINALIZER))
+            .filter(|pod| phase(pod) == "Succeeded" || has_failed(pod))
+            .collect();
+        let mut changed = false;
+        for mut pod in pods_that_ended {
+            if !decided {
+                if phase(&pod) == "Succeeded" {
+                    match completion_index(&pod) {
+                        Some(index) if spec.indexed => {
+                            if spec.completions.is_some_and(|total| index < total) {
+                                ended.completed.insert(index);
+                            }
+                        }
+                        _ => ended.succeeded += 1,
+                    }
+                } else {
+                    ended.failed += 1;
+                }
+            }
+            meta::remove_finalizer(&mut pod, TRACKING_FINALIZER);
+            changed |= state.put(pods, pod);
+        }
+        (ended, changed)
+    }
+
+    /// An undecided job's pods, brought to its parallelism (or what remains of its completions):
+    /// new pods (each for a free index in Indexed mode), or the newest ones deleted.
+    fn scale(&self, state: &mut State, ended: &Ended, active: &[&Value]) -> bool {
+        let (jobs, pods, job, spec) = (self.jobs, self.pods, self.job, &self.spec);
+        let namespace = meta::namespace(job);
+        let active_count = i64::try_from(active.len()).unwrap_or(i64::MAX);
         let remaining = spec
             .completions
-            .map_or(spec.parallelism, |total| (total - succeeded).max(0));
+            .map_or(spec.parallelism, |total| (total - ended.succeeded).max(0));
         let wanted = spec.parallelism.min(remaining);
+        let mut changed = false;
         if active_count < wanted {
             let missing = usize::try_from(wanted - active_count).unwrap_or(0);
             let indexes: Vec<Option<i64>> = if spec.indexed {
@@ -279,7 +324,7 @@ fn sync_job(state: &mut State, jobs: &'static Kind, pods: &'static Kind, job: &V
                     .filter_map(|pod| completion_index(pod))
                     .collect();
                 (0..spec.completions.unwrap_or(0))
-                    .filter(|index| !completed.contains(index) && !busy.contains(index))
+                    .filter(|index| !ended.completed.contains(index) && !busy.contains(index))
                     .take(missing)
                     .map(Some)
                     .collect()
@@ -288,7 +333,7 @@ fn sync_job(state: &mut State, jobs: &'static Kind, pods: &'static Kind, job: &V
             };
             for index in indexes {
                 let pod = pod_for(jobs, pods, job, index);
-                changed |= state.create_for_controller(pods, &namespace, pod);
+                changed |= state.create_for_controller(pods, namespace, pod);
             }
         } else if active_count > wanted {
             // Parallelism went down: the newest pods go.
@@ -302,70 +347,81 @@ fn sync_job(state: &mut State, jobs: &'static Kind, pods: &'static Kind, job: &V
             });
             let surplus = usize::try_from(active_count - wanted).unwrap_or(0);
             for pod in newest.into_iter().take(surplus) {
-                changed |= state.delete_for_controller(pods, &namespace, meta::name(pod));
+                changed |= state.delete_for_controller(pods, namespace, meta::name(pod));
             }
         }
+        changed
     }
 
-    // The status, from the pods as they are now.
-    let owned = owned_pods(state, pods, job);
-    let active = owned.iter().filter(|pod| is_active(pod)).count();
-    let terminating = owned
-        .iter()
-        .filter(|pod| meta::is_deleting(pod) && !is_terminal(pod))
-        .count();
-    let ready = owned
-        .iter()
-        .filter(|pod| is_active(pod) && is_ready(pod))
-        .count();
-    if finished && active == 0 && terminating == 0 {
-        if has_condition(&status, "FailureTarget") && !has_condition(&status, "Failed") {
-            add_condition(
-                &mut status,
-                "Failed",
-                "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit",
-            );
-        } else if has_condition(&status, "SuccessCriteriaMet")
-            && !has_condition(&status, "Complete")
-        {
-            add_condition(
-                &mut status,
-                "Complete",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-            );
-            status["completionTime"] = json!(meta::now());
+    /// The job's status, from its pods as they are now: the counts, and `Complete` or `Failed`
+    /// once a finished job has no pod left running.
+    fn write_status(
+        &self,
+        state: &mut State,
+        mut status: Value,
+        ended: &Ended,
+        finished: bool,
+    ) -> bool {
+        let (jobs, pods, job, spec) = (self.jobs, self.pods, self.job, &self.spec);
+        let owned = owned_pods(state, pods, job);
+        let active = owned.iter().filter(|pod| is_active(pod)).count();
+        let terminating = owned
+            .iter()
+            .filter(|pod| meta::is_deleting(pod) && !is_terminal(pod))
+            .count();
+        let ready = owned
+            .iter()
+            .filter(|pod| is_active(pod) && is_ready(pod))
+            .count();
+        if finished && active == 0 && terminating == 0 {
+            if has_condition(&status, "FailureTarget") && !has_condition(&status, "Failed") {
+                add_condition(
+                    &mut status,
+                    "Failed",
+                    "BackoffLimitExceeded",
+                    "Job has reached the specified backoff limit",
+                );
+            } else if has_condition(&status, "SuccessCriteriaMet")
+                && !has_condition(&status, "Complete")
+            {
+                add_condition(
+                    &mut status,
+                    "Complete",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                );
+                status["completionTime"] = json!(meta::now());
+            }
         }
+        if status.get("startTime").is_none() {
+            status["startTime"] = json!(meta::now());
+        }
+        for (field, value) in [
+            ("active", active),
+            ("terminating", terminating),
+            ("ready", ready),
+        ] {
+            status[field] = json!(value);
+        }
+        status["succeeded"] = json!(ended.succeeded);
+        status["failed"] = json!(ended.failed);
+        if spec.indexed && !ended.completed.is_empty() {
+            status["completedIndexes"] = json!(format_indexes(&ended.completed));
+        }
+        status["uncountedTerminatedPods"] = json!({});
+        if let Some(map) = status.as_object_mut() {
+            // Zero counts are omitted, as the API's omitempty does; `ready` and `terminating`
+            // are pointers, shown when zero.
+            map.retain(|field, value| {
+                !matches!(field.as_str(), "active" | "succeeded" | "failed") || value != &json!(0)
+            });
+        }
+        let Some(mut latest) = state.get(jobs, meta::namespace(job), meta::name(job)).ok() else {
+            return false;
+        };
+        latest["status"] = status;
+        state.put(jobs, latest)
     }
-    if status.get("startTime").is_none() {
-        status["startTime"] = json!(meta::now());
-    }
-    for (field, value) in [
-        ("active", active),
-        ("terminating", terminating),
-        ("ready", ready),
-    ] {
-        status[field] = json!(value);
-    }
-    status["succeeded"] = json!(succeeded);
-    status["failed"] = json!(failed);
-    if spec.indexed && !completed.is_empty() {
-        status["completedIndexes"] = json!(format_indexes(&completed));
-    }
-    status["uncountedTerminatedPods"] = json!({});
-    if let Some(map) = status.as_object_mut() {
-        // Zero counts are omitted, as the API's omitempty does; `ready` and `terminating`
-        // are pointers, shown when zero.
-        map.retain(|field, value| {
-            !matches!(field.as_str(), "active" | "succeeded" | "failed") || value != &json!(0)
-        });
-    }
-    let Some(mut latest) = state.get(jobs, &namespace, meta::name(job)).ok() else {
-        return changed;
-    };
-    latest["status"] = status;
-    changed | state.put(jobs, latest)
 }
 
 /// A new pod for `job` (for `index`, in Indexed mode), from its template.

@@ -7,7 +7,7 @@ use super::reconcile;
 use crate::cluster::{Cluster, WriteOptions};
 use crate::delete::{DeleteOptions, Propagation};
 use crate::meta;
-use crate::update::Subresource;
+use crate::update::{PatchBody, Subresource};
 use kube_kinds::find_kind;
 
 struct Scenario {
@@ -176,8 +176,10 @@ fn a_retained_volume_is_released_and_does_not_bind_again() {
                 kind,
                 "",
                 "hub-home-nfs",
-                crate::patch::PatchType::Merge,
-                &json!({"spec": {"claimRef": null}}),
+                &PatchBody {
+                    patch_type: crate::patch::PatchType::Merge,
+                    body: &json!({"spec": {"claimRef": null}}),
+                },
                 crate::update::Subresource::Main,
                 &options,
             )

@@ -178,30 +178,8 @@ fn bind_claims(state: &mut State, kinds: &Kinds) -> bool {
         let named = meta::str_at(&claim, &["spec", "volumeName"])
             .unwrap_or_default()
             .to_string();
-        let volume = if named.is_empty() {
-            let candidates: Vec<&Value> = state
-                .store
-                .list(kinds.volumes, None)
-                .filter(|volume| !meta::is_deleting(volume))
-                .collect();
-            // A volume pre-bound to this claim wins over any merely matching one.
-            candidates
-                .iter()
-                .find(|volume| refers_to(volume, &claim))
-                .or_else(|| {
-                    candidates
-                        .iter()
-                        .find(|volume| !has_claim_ref(volume) && matches_claim(volume, &claim))
-                })
-                .map(|volume| (*volume).clone())
-        } else {
-            state
-                .store
-                .get(&ObjectKey::new(kinds.volumes, "", &named))
-                .cloned()
-        };
-        let bound = meta::str_at(&claim, &["status", "phase"]) == Some("Bound");
-        let Some(mut volume) = volume else {
+        let Some(volume) = volume_for(state, kinds, &claim, &named) else {
+            let bound = meta::str_at(&claim, &["status", "phase"]) == Some("Bound");
             let phase = if bound
                 || (!named.is_empty()
                     && claim
@@ -223,61 +201,100 @@ fn bind_claims(state: &mut State, kinds: &Kinds) -> bool {
             // Bound to another claim (or released from an earlier one): wait.
             continue;
         }
-        meta::set_at(
-            &mut volume,
-            &["spec", "claimRef"],
-            json!({
-                "kind": "PersistentVolumeClaim",
-                "namespace": meta::namespace(&claim),
-                "name": meta::name(&claim),
-                "uid": meta::uid(&claim),
-                "apiVersion": "v1",
-                "resourceVersion": meta::resource_version(&claim),
-            }),
-        );
-        // Keep the recorded claim version from changing on every pass once bound.
-        if let Some(current) = state.store.get(&ObjectKey::of(kinds.volumes, &volume))
-            && refers_to(current, &claim)
-            && current
-                .pointer("/spec/claimRef/uid")
-                .and_then(Value::as_str)
-                == Some(meta::uid(&claim))
-        {
-            volume["spec"]["claimRef"] = current["spec"]["claimRef"].clone();
-        }
-        meta::set_at(&mut volume, &["status", "phase"], json!("Bound"));
-        changed |= state.put(kinds.volumes, volume.clone());
-        if named.is_empty() {
-            meta::set_at(
-                &mut claim,
-                &["spec", "volumeName"],
-                json!(meta::name(&volume)),
-            );
-            meta::set_at(
-                &mut claim,
-                &[
-                    "metadata",
-                    "annotations",
-                    "pv.kubernetes.io/bound-by-controller",
-                ],
-                json!("yes"),
-            );
-        }
+        changed |= bind(state, kinds, claim, volume, named.is_empty());
+    }
+    changed
+}
+
+/// The volume a claim binds to: the one it names, else one pre-bound to it, else a free one
+/// that matches it.
+fn volume_for(state: &State, kinds: &Kinds, claim: &Value, named: &str) -> Option<Value> {
+    if !named.is_empty() {
+        return state
+            .store
+            .get(&ObjectKey::new(kinds.volumes, "", named))
+            .cloned();
+    }
+    let candidates: Vec<&Value> = state
+        .store
+        .list(kinds.volumes, None)
+        .filter(|volume| !meta::is_deleting(volume))
+        .collect();
+    // A volume pre-bound to this claim wins over any merely matching one.
+    candidates
+        .iter()
+        .find(|volume| refers_to(volume, claim))
+        .or_else(|| {
+            candidates
+                .iter()
+                .find(|volume| !has_claim_ref(volume) && matches_claim(volume, claim))
+        })
+        .map(|volume| (*volume).clone())
+}
+
+/// Binds a claim and a volume both ways, as the binder does (`chosen` when the claim named
+/// no volume and the binder picked it).
+fn bind(
+    state: &mut State,
+    kinds: &Kinds,
+    mut claim: Value,
+    mut volume: Value,
+    chosen: bool,
+) -> bool {
+    meta::set_at(
+        &mut volume,
+        &["spec", "claimRef"],
+        json!({
+            "kind": "PersistentVolumeClaim",
+            "namespace": meta::namespace(&claim),
+            "name": meta::name(&claim),
+            "uid": meta::uid(&claim),
+            "apiVersion": "v1",
+            "resourceVersion": meta::resource_version(&claim),
+        }),
+    );
+    // Keep the recorded claim version from changing on every pass once bound.
+    if let Some(current) = state.store.get(&ObjectKey::of(kinds.volumes, &volume))
+        && refers_to(current, &claim)
+        && current
+            .pointer("/spec/claimRef/uid")
+            .and_then(Value::as_str)
+            == Some(meta::uid(&claim))
+    {
+        volume["spec"]["claimRef"] = current["spec"]["claimRef"].clone();
+    }
+    meta::set_at(&mut volume, &["status", "phase"], json!("Bound"));
+    let mut changed = state.put(kinds.volumes, volume.clone());
+    if chosen {
         meta::set_at(
             &mut claim,
-            &["metadata", "annotations", "pv.kubernetes.io/bind-completed"],
+            &["spec", "volumeName"],
+            json!(meta::name(&volume)),
+        );
+        meta::set_at(
+            &mut claim,
+            &[
+                "metadata",
+                "annotations",
+                "pv.kubernetes.io/bound-by-controller",
+            ],
             json!("yes"),
         );
-        let mut status = json!({"phase": "Bound"});
-        if let Some(modes) = volume.pointer("/spec/accessModes") {
-            status["accessModes"] = modes.clone();
-        }
-        if let Some(capacity) = volume.pointer("/spec/capacity") {
-            status["capacity"] = capacity.clone();
-        }
-        claim["status"] = status;
-        changed |= state.put(kinds.claims, claim);
     }
+    meta::set_at(
+        &mut claim,
+        &["metadata", "annotations", "pv.kubernetes.io/bind-completed"],
+        json!("yes"),
+    );
+    let mut status = json!({"phase": "Bound"});
+    if let Some(modes) = volume.pointer("/spec/accessModes") {
+        status["accessModes"] = modes.clone();
+    }
+    if let Some(capacity) = volume.pointer("/spec/capacity") {
+        status["capacity"] = capacity.clone();
+    }
+    claim["status"] = status;
+    changed |= state.put(kinds.claims, claim);
     changed
 }
 

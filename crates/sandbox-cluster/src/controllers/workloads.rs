@@ -101,55 +101,19 @@ fn sync_deployment(
         .iter()
         .any(|replica_set| meta::name(replica_set) == name)
     {
-        let revision = owned
-            .iter()
-            .filter_map(|replica_set| {
-                meta::str_at(
-                    replica_set,
-                    &[
-                        "metadata",
-                        "annotations",
-                        "deployment.kubernetes.io/revision",
-                    ],
-                )
-            })
-            .filter_map(|revision| revision.parse::<i64>().ok())
-            .max()
-            .unwrap_or(0)
-            + 1;
-        let mut pod_template = template;
-        meta::set_at(
-            &mut pod_template,
-            &["metadata", "labels", "pod-template-hash"],
-            json!(hash),
-        );
-        let mut selector = deployment
-            .pointer("/spec/selector")
-            .cloned()
-            .unwrap_or(json!({}));
-        meta::set_at(
-            &mut selector,
-            &["matchLabels", "pod-template-hash"],
-            json!(hash),
-        );
-        let replica_set = json!({
-            "apiVersion": replica_sets.api_version,
-            "kind": replica_sets.kind,
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": pod_template["metadata"]["labels"],
-                "annotations": {
-                    "deployment.kubernetes.io/revision": revision.to_string(),
-                    "deployment.kubernetes.io/desired-replicas": wanted.to_string(),
-                    "deployment.kubernetes.io/max-replicas": wanted.to_string(),
-                },
-                "ownerReferences": owner_reference(deployments, &deployment),
-            },
-            "spec": {"replicas": wanted, "selector": selector, "template": pod_template},
-        });
+        let revision = latest_revision(&owned) + 1;
+        let replica_set = NewReplicaSet {
+            kind: replica_sets,
+            owner_kind: deployments,
+            deployment: &deployment,
+            template,
+            hash: &hash,
+            revision,
+        }
+        .object();
         changed |= state.create_for_controller(replica_sets, &namespace, replica_set);
     }
+    // Every replica set but the current one scales down to zero.
     for mut replica_set in owned {
         let target = if meta::name(&replica_set) == name {
             wanted
@@ -161,10 +125,92 @@ fn sync_deployment(
             changed |= state.put(replica_sets, replica_set);
         }
     }
-    // Status, from the ReplicaSets as they are now.
-    let owned: Vec<Value> = owned_by(state, replica_sets, &deployment)
-        .cloned()
-        .collect();
+    let status = deployment_status(state, replica_sets, &deployment, &name);
+    let mut updated_deployment = deployment;
+    updated_deployment["status"] = status;
+    changed | state.put(deployments, updated_deployment)
+}
+
+/// The highest `deployment.kubernetes.io/revision` of a deployment's replica sets (0 for
+/// none).
+fn latest_revision(replica_sets: &[Value]) -> i64 {
+    replica_sets
+        .iter()
+        .filter_map(|replica_set| {
+            meta::str_at(
+                replica_set,
+                &[
+                    "metadata",
+                    "annotations",
+                    "deployment.kubernetes.io/revision",
+                ],
+            )
+        })
+        .filter_map(|revision| revision.parse::<i64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The replica set a deployment's controller creates for a new pod template.
+struct NewReplicaSet<'a> {
+    kind: &'static Kind,
+    owner_kind: &'static Kind,
+    deployment: &'a Value,
+    /// The deployment's pod template.
+    template: Value,
+    /// The template's hash, in the set's name, labels and selector.
+    hash: &'a str,
+    revision: i64,
+}
+
+impl NewReplicaSet<'_> {
+    fn object(self) -> Value {
+        let deployment = self.deployment;
+        let wanted = replicas(deployment);
+        let mut pod_template = self.template;
+        meta::set_at(
+            &mut pod_template,
+            &["metadata", "labels", "pod-template-hash"],
+            json!(self.hash),
+        );
+        let mut selector = deployment
+            .pointer("/spec/selector")
+            .cloned()
+            .unwrap_or(json!({}));
+        meta::set_at(
+            &mut selector,
+            &["matchLabels", "pod-template-hash"],
+            json!(self.hash),
+        );
+        json!({
+            "apiVersion": self.kind.api_version,
+            "kind": self.kind.kind,
+            "metadata": {
+                "name": format!("{}-{}", meta::name(deployment), self.hash),
+                "namespace": meta::namespace(deployment),
+                "labels": pod_template["metadata"]["labels"],
+                "annotations": {
+                    "deployment.kubernetes.io/revision": self.revision.to_string(),
+                    "deployment.kubernetes.io/desired-replicas": wanted.to_string(),
+                    "deployment.kubernetes.io/max-replicas": wanted.to_string(),
+                },
+                "ownerReferences": owner_reference(self.owner_kind, deployment),
+            },
+            "spec": {"replicas": wanted, "selector": selector, "template": pod_template},
+        })
+    }
+}
+
+/// A deployment's status, from its replica sets as they are now (`current` is the one of its
+/// pod template).
+fn deployment_status(
+    state: &State,
+    replica_sets: &'static Kind,
+    deployment: &Value,
+    current: &str,
+) -> Value {
+    let wanted = replicas(deployment);
+    let owned: Vec<Value> = owned_by(state, replica_sets, deployment).cloned().collect();
     let sum = |field: &str| {
         owned
             .iter()
@@ -173,7 +219,7 @@ fn sync_deployment(
     };
     let updated = owned
         .iter()
-        .find(|replica_set| meta::name(replica_set) == name)
+        .find(|replica_set| meta::name(replica_set) == current)
         .map_or(0, |replica_set| status_count(replica_set, "replicas"));
     let available = sum("availableReplicas");
     let mut status = json!({
@@ -186,7 +232,7 @@ fn sync_deployment(
     if wanted > available {
         status["unavailableReplicas"] = json!(wanted - available);
     }
-    let available_condition = if available >= wanted {
+    let (available_status, available_reason, available_message) = if available >= wanted {
         (
             "True",
             "MinimumReplicasAvailable",
@@ -199,42 +245,38 @@ fn sync_deployment(
             "Deployment does not have minimum availability.",
         )
     };
-    let progressing = if updated >= wanted && available >= wanted {
+    let (progressing_reason, progressing_message) = if updated >= wanted && available >= wanted {
         (
-            "True",
             "NewReplicaSetAvailable",
-            format!("ReplicaSet {name:?} has successfully progressed."),
+            format!("ReplicaSet {current:?} has successfully progressed."),
         )
     } else {
         (
-            "True",
             "ReplicaSetUpdated",
-            format!("ReplicaSet {name:?} is progressing."),
+            format!("ReplicaSet {current:?} is progressing."),
         )
     };
     status["conditions"] = json!([
         condition(
-            &deployment,
+            deployment,
             "Available",
-            available_condition.0,
-            available_condition.1,
-            available_condition.2
+            available_status,
+            available_reason,
+            available_message
         ),
         condition(
-            &deployment,
+            deployment,
             "Progressing",
-            progressing.0,
-            progressing.1,
-            &progressing.2
+            "True",
+            progressing_reason,
+            &progressing_message
         ),
     ]);
     // Zero counts are omitted, as the API's omitempty does.
     if let Some(map) = status.as_object_mut() {
         map.retain(|_, value| value != &json!(0));
     }
-    let mut updated_deployment = deployment;
-    updated_deployment["status"] = status;
-    changed | state.put(deployments, updated_deployment)
+    status
 }
 
 /// A condition that keeps its timestamps while its status and reason stay the same (else
