@@ -130,6 +130,17 @@ struct Node {
     files: u64,
 }
 
+impl Node {
+    fn new(work: DirWork) -> Self {
+        Node {
+            work,
+            children: Vec::new(),
+            bytes: 0,
+            files: 0,
+        }
+    }
+}
+
 /// A unit of work that cannot be split further by the planner.
 struct Unit {
     path: Vec<u8>,
@@ -140,133 +151,175 @@ struct Unit {
     fresh: bool,
 }
 
+/// The directories of the work as a tree, each with the total of its subtree.
+struct WorkTree {
+    nodes: Vec<Node>,
+    root: usize,
+}
+
+/// How costly a part of the tree is: bytes and files alike, each as a fraction of the
+/// total; `share` is what one shard should hold.
+struct Cost {
+    total_bytes: u64,
+    total_files: u64,
+    share: f64,
+}
+
+impl Cost {
+    fn of(&self, bytes: u64, files: u64) -> f64 {
+        bytes as f64 / self.total_bytes.max(1) as f64
+            + files as f64 / self.total_files.max(1) as f64
+    }
+}
+
 /// Plans shards for the work found by a comparison. Directories may come in any order; a
 /// directory whose parent is missing gets an empty parent (unchanged directories are not
 /// reported).
 pub fn plan(dirs: Vec<DirWork>, config: &PlannerConfig) -> ShardPlan {
-    let mut nodes: Vec<Node> = Vec::with_capacity(dirs.len() + 1);
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(dirs.len() + 1);
-    for work in dirs {
-        if let Some(&existing) = index.get(&work.path) {
-            // The same directory twice: merge (does not happen with a tree walk).
-            let node = &mut nodes[existing];
-            node.work.whole |= work.whole;
-            node.work.touched |= work.touched;
-            node.work.items.extend(work.items);
-            continue;
+    let tree = WorkTree::build(dirs);
+    let root = &tree.nodes[tree.root];
+    let (total_bytes, total_files) = (root.bytes, root.files);
+    let shard_count = config.shard_count(total_bytes, total_files);
+    let mut cost = Cost {
+        total_bytes,
+        total_files,
+        share: 0.0,
+    };
+    cost.share = cost.of(total_bytes, total_files) / shard_count as f64;
+    let (units, dirs) = tree.units(&cost);
+    let shards = group_into_shards(&units, &cost);
+    ShardPlan {
+        total_bytes: shards.iter().map(|s| s.bytes).sum(),
+        total_files: shards.iter().map(|s| s.files).sum(),
+        shards,
+        dirs,
+    }
+}
+
+impl WorkTree {
+    /// The tree of `dirs`, with the root and any missing parent added empty, children in
+    /// path order and every subtree totalled.
+    fn build(dirs: Vec<DirWork>) -> Self {
+        let mut nodes: Vec<Node> = Vec::with_capacity(dirs.len() + 1);
+        let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(dirs.len() + 1);
+        for work in dirs {
+            if let Some(&existing) = index.get(&work.path) {
+                // The same directory twice: merge (does not happen with a tree walk).
+                let node = &mut nodes[existing];
+                node.work.whole |= work.whole;
+                node.work.touched |= work.touched;
+                node.work.items.extend(work.items);
+                continue;
+            }
+            index.insert(work.path.clone(), nodes.len());
+            nodes.push(Node::new(work));
         }
-        index.insert(work.path.clone(), nodes.len());
-        nodes.push(Node {
-            work,
-            children: Vec::new(),
-            bytes: 0,
-            files: 0,
-        });
-    }
-    if let std::collections::hash_map::Entry::Vacant(root) = index.entry(Vec::new()) {
-        root.insert(nodes.len());
-        nodes.push(Node {
-            work: DirWork::default(),
-            children: Vec::new(),
-            bytes: 0,
-            files: 0,
-        });
-    }
-    // Link every node to its parent, creating empty parents where a walk reported none.
-    let mut next = 0;
-    while next < nodes.len() {
-        let path = nodes[next].work.path.clone();
-        if !path.is_empty() {
-            let parent_path = match path.iter().rposition(|&b| b == b'/') {
-                Some(slash) => path[..slash].to_vec(),
-                None => Vec::new(),
-            };
-            let parent = match index.get(&parent_path) {
-                Some(&parent) => parent,
-                None => {
-                    index.insert(parent_path.clone(), nodes.len());
-                    nodes.push(Node {
-                        work: DirWork {
+        if let std::collections::hash_map::Entry::Vacant(root) = index.entry(Vec::new()) {
+            root.insert(nodes.len());
+            nodes.push(Node::new(DirWork::default()));
+        }
+        // Link every node to its parent, creating empty parents where a walk reported none.
+        let mut next = 0;
+        while next < nodes.len() {
+            let path = nodes[next].work.path.clone();
+            if !path.is_empty() {
+                let parent_path = match path.iter().rposition(|&b| b == b'/') {
+                    Some(slash) => path[..slash].to_vec(),
+                    None => Vec::new(),
+                };
+                let parent = match index.get(&parent_path) {
+                    Some(&parent) => parent,
+                    None => {
+                        index.insert(parent_path.clone(), nodes.len());
+                        nodes.push(Node::new(DirWork {
                             path: parent_path,
                             ..DirWork::default()
-                        },
-                        children: Vec::new(),
-                        bytes: 0,
-                        files: 0,
-                    });
-                    nodes.len() - 1
-                }
-            };
-            nodes[parent].children.push(next);
+                        }));
+                        nodes.len() - 1
+                    }
+                };
+                nodes[parent].children.push(next);
+            }
+            next += 1;
         }
-        next += 1;
-    }
-    // Order children by path, and total the subtrees bottom-up (children have longer paths).
-    let mut by_depth: Vec<usize> = (0..nodes.len()).collect();
-    by_depth.sort_by_key(|&i| std::cmp::Reverse(depth(&nodes[i].work.path)));
-    for &i in &by_depth {
-        let mut children = std::mem::take(&mut nodes[i].children);
-        children.sort_by(|&a, &b| nodes[a].work.path.cmp(&nodes[b].work.path));
-        let (mut bytes, mut files) = (0u64, 0u64);
-        for &child in &children {
-            bytes += nodes[child].bytes;
-            files += nodes[child].files;
-        }
-        let node = &mut nodes[i];
-        node.children = children;
-        bytes += node.work.items.iter().map(|item| item.bytes).sum::<u64>();
-        files += node.work.items.len() as u64 + u64::from(node.work.whole);
-        node.bytes = bytes;
-        node.files = files;
-    }
-    let root = index[&Vec::new()];
-    let (total_bytes, total_files) = (nodes[root].bytes, nodes[root].files);
-    let shard_count = config.shard_count(total_bytes, total_files);
-    let cost = |bytes: u64, files: u64| {
-        bytes as f64 / total_bytes.max(1) as f64 + files as f64 / total_files.max(1) as f64
-    };
-    let share = cost(total_bytes, total_files) / shard_count as f64;
-
-    // Depth first, in path order: whole directories within their share become units;
-    // others are split into their entries and subdirectories.
-    let mut units = Vec::new();
-    let mut planned_dirs = Vec::new();
-    let mut stack = vec![root];
-    while let Some(i) = stack.pop() {
-        let node = &nodes[i];
-        if node.work.whole && cost(node.bytes, node.files) <= share {
-            units.push(Unit {
-                path: if node.work.path.is_empty() {
-                    b".".to_vec()
-                } else {
-                    node.work.path.clone()
-                },
-                bytes: node.bytes,
-                files: node.files,
-                forced: false,
-                fresh: true,
-            });
-            continue;
-        }
-        if node.work.whole || node.work.touched {
-            planned_dirs.push(PlannedDir {
-                path: node.work.path.clone(),
-                new: node.work.whole,
-            });
-        }
-        for item in &node.work.items {
-            units.push(Unit {
-                path: join(&node.work.path, &item.name),
-                bytes: item.bytes,
-                files: 1,
-                forced: item.forced,
-                fresh: node.work.whole,
-            });
-        }
-        stack.extend(node.children.iter().rev());
+        let mut tree = WorkTree {
+            root: index[&Vec::new()],
+            nodes,
+        };
+        tree.total();
+        tree
     }
 
-    // Neighbouring units share a shard until it holds its share.
+    /// Orders children by path, and totals the subtrees bottom-up (children have longer
+    /// paths).
+    fn total(&mut self) {
+        let nodes = &mut self.nodes;
+        let mut by_depth: Vec<usize> = (0..nodes.len()).collect();
+        by_depth.sort_by_key(|&i| std::cmp::Reverse(depth(&nodes[i].work.path)));
+        for &i in &by_depth {
+            let mut children = std::mem::take(&mut nodes[i].children);
+            children.sort_by(|&a, &b| nodes[a].work.path.cmp(&nodes[b].work.path));
+            let (mut bytes, mut files) = (0u64, 0u64);
+            for &child in &children {
+                bytes += nodes[child].bytes;
+                files += nodes[child].files;
+            }
+            let node = &mut nodes[i];
+            node.children = children;
+            bytes += node.work.items.iter().map(|item| item.bytes).sum::<u64>();
+            files += node.work.items.len() as u64 + u64::from(node.work.whole);
+            node.bytes = bytes;
+            node.files = files;
+        }
+    }
+
+    /// Depth first, in path order: whole directories within their share become units;
+    /// others are split into their entries and subdirectories (and are planned directories
+    /// when new or touched).
+    fn units(&self, cost: &Cost) -> (Vec<Unit>, Vec<PlannedDir>) {
+        let mut units = Vec::new();
+        let mut planned_dirs = Vec::new();
+        let mut stack = vec![self.root];
+        while let Some(i) = stack.pop() {
+            let node = &self.nodes[i];
+            if node.work.whole && cost.of(node.bytes, node.files) <= cost.share {
+                units.push(Unit {
+                    path: if node.work.path.is_empty() {
+                        b".".to_vec()
+                    } else {
+                        node.work.path.clone()
+                    },
+                    bytes: node.bytes,
+                    files: node.files,
+                    forced: false,
+                    fresh: true,
+                });
+                continue;
+            }
+            if node.work.whole || node.work.touched {
+                planned_dirs.push(PlannedDir {
+                    path: node.work.path.clone(),
+                    new: node.work.whole,
+                });
+            }
+            for item in &node.work.items {
+                units.push(Unit {
+                    path: join(&node.work.path, &item.name),
+                    bytes: item.bytes,
+                    files: 1,
+                    forced: item.forced,
+                    fresh: node.work.whole,
+                });
+            }
+            stack.extend(node.children.iter().rev());
+        }
+        (units, planned_dirs)
+    }
+}
+
+/// Neighbouring units share a shard until it holds its share (forced units in shards of
+/// their own); biggest shard first.
+fn group_into_shards(units: &[Unit], cost: &Cost) -> Vec<Shard> {
     let mut shards: Vec<Shard> = Vec::new();
     for forced in [false, true] {
         let new_shard = || Shard {
@@ -276,7 +329,7 @@ pub fn plan(dirs: Vec<DirWork>, config: &PlannerConfig) -> ShardPlan {
         };
         let mut current = new_shard();
         for unit in units.iter().filter(|unit| unit.forced == forced) {
-            let full = cost(current.bytes + unit.bytes, current.files + unit.files) > share;
+            let full = cost.of(current.bytes + unit.bytes, current.files + unit.files) > cost.share;
             if full && !current.entries.is_empty() {
                 shards.push(std::mem::replace(&mut current, new_shard()));
             }
@@ -291,16 +344,11 @@ pub fn plan(dirs: Vec<DirWork>, config: &PlannerConfig) -> ShardPlan {
     }
     // Biggest first: the longest shard must start first or it finishes last, alone.
     shards.sort_by(|a, b| {
-        cost(b.bytes, b.files)
-            .partial_cmp(&cost(a.bytes, a.files))
+        cost.of(b.bytes, b.files)
+            .partial_cmp(&cost.of(a.bytes, a.files))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
-    ShardPlan {
-        total_bytes: shards.iter().map(|s| s.bytes).sum(),
-        total_files: shards.iter().map(|s| s.files).sum(),
-        shards,
-        dirs: planned_dirs,
-    }
+    shards
 }
 
 fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
