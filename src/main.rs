@@ -422,10 +422,10 @@ fn validate_command(args: &PlaybookArgs) -> Result<Exit, Error> {
     let run = engine::run_id(&playbook, &bound.params);
     let count = playbook.steps.len();
     let steps = if count == 1 { "step" } else { "steps" };
-    println!(
-        "{}: ok, {count} {steps}, run id {run}",
+    report::print_out(&format!(
+        "{}: ok, {count} {steps}, run id {run}\n",
         playbook.path.display()
-    );
+    ));
     Ok(Exit::Success)
 }
 
@@ -457,7 +457,7 @@ async fn plan_command(
         PlanFormat::Json => plan.to_json() + "\n",
         PlanFormat::Markdown => plan.to_markdown(),
     };
-    print!("{text}");
+    report::print_out(&text);
     if let Some(out) = out {
         SavedPlan::new(&playbook, &bound, &plan).save(out, &bound.masker)?;
     }
@@ -472,7 +472,7 @@ fn show_plan_command(file: &std::path::Path, format: PlanFormat) -> Result<Exit,
         PlanFormat::Json => plan.report().to_json() + "\n",
         PlanFormat::Markdown => plan.to_markdown(),
     };
-    print!("{text}");
+    report::print_out(&text);
     Ok(Exit::Success)
 }
 
@@ -555,9 +555,9 @@ async fn status_command(
         };
         if watch && terminal {
             // Home, clear, then the status: a redraw in place.
-            print!("\x1b[H\x1b[2J{text}");
+            report::print_out(&format!("\x1b[H\x1b[2J{text}"));
         } else {
-            print!("{text}");
+            report::print_out(&text);
         }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
@@ -583,8 +583,8 @@ async fn list_command(at: &Invocation<'_>, format: Format) -> Result<Exit, Error
         });
     }
     match format {
-        Format::Text => print!("{}", report::render_list(&runs)),
-        Format::Json => println!("{}", report::list_json(&runs)),
+        Format::Text => report::print_out(&report::render_list(&runs)),
+        Format::Json => report::print_out(&format!("{}\n", report::list_json(&runs))),
     }
     Ok(Exit::Success)
 }
@@ -601,19 +601,19 @@ async fn state_command(at: &Invocation<'_>, command: StateCommand) -> Result<Exi
         StateCommand::Push { runs } => {
             for run in runs {
                 let lines = shared.push(&cluster, &local, &run).await?;
-                println!(
-                    "run {run}: pushed to namespace `{}` ({lines} journal line(s) added); go on with --state cluster",
+                report::print_out(&format!(
+                    "run {run}: pushed to namespace `{}` ({lines} journal line(s) added); go on with --state cluster\n",
                     shared.namespace
-                );
+                ));
             }
         }
         StateCommand::Pull { runs } => {
             for run in runs {
                 let lines = shared.pull(&cluster, &local, &run).await?;
-                println!(
-                    "run {run}: pulled into {} ({lines} journal line(s) added); go on with --state local",
+                report::print_out(&format!(
+                    "run {run}: pulled into {} ({lines} journal line(s) added); go on with --state local\n",
                     at.local_state_dir.display()
-                );
+                ));
             }
         }
     }

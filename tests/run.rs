@@ -965,3 +965,31 @@ steps:
     let winner = winner.pop().expect("the winner");
     assert_eq!(winner.wait_with_output().unwrap().status.code(), Some(0));
 }
+
+/// `runbook list | head`, `runbook status | head`: when the reader of stdout goes away, the
+/// command ends quietly with its own exit code (it panicked with "failed printing to
+/// stdout: Broken pipe" before).
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let test = Test::new().playbook(THREE_STEPS);
+    test.run_args(&["run", "playbook.yaml"]).status(0);
+    for args in [
+        &["validate", "playbook.yaml"][..],
+        &["list", "--format", "json"],
+        &["status"],
+        &["plan", "playbook.yaml"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        // Closed before the command writes: its first write finds no reader.
+        drop(reader);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(args)
+            .current_dir(test.dir())
+            .stdout(writer)
+            .output()
+            .expect("runbook runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -243,7 +243,7 @@ async fn plan_command(fleet: &FleetArgs, format: FleetFormat, cx: &FleetContext)
         .await?;
         plans.push((hub.name.clone(), plan));
     }
-    print!("{}", setup.plans_text(&plans, format));
+    crate::report::print_out(&setup.plans_text(&plans, format));
     Ok(Exit::Success)
 }
 
@@ -326,9 +326,9 @@ async fn status_command(fleet: &FleetArgs, format: FleetFormat, cx: &FleetContex
     use std::io::IsTerminal;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     match format {
-        FleetFormat::Text => print!("{}", status.to_text(terminal_width(), color)),
-        FleetFormat::Json => println!("{}", status.to_json()),
-        FleetFormat::Markdown => print!("{}", status.to_markdown()),
+        FleetFormat::Text => crate::report::print_out(&status.to_text(terminal_width(), color)),
+        FleetFormat::Json => crate::report::print_out(&format!("{}\n", status.to_json())),
+        FleetFormat::Markdown => crate::report::print_out(&status.to_markdown()),
     }
     Ok(if status.all_done() {
         Exit::Success

@@ -415,3 +415,16 @@ impl RunOutput for Reporter {
         Reporter::set_run(self, run_id);
     }
 }
+
+/// Writes a command's output to stdout. A reader that went away (`runbook list | head`)
+/// ends the output quietly, as it does for other Unix tools, instead of a panic; another
+/// write error is said on stderr.
+pub fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("runbook: cannot write to stdout: {error}");
+    }
+}
