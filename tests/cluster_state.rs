@@ -147,14 +147,15 @@ fn a_run_started_on_one_machine_is_finished_on_another_through_the_cluster() {
     // The other machine has nothing local, and sees the run in the cluster.
     let listed = ci.run_args(&["list"]).status(0);
     assert!(
-        listed.stdout.contains("holding-") && listed.stdout.contains("paused"),
+        listed.stdout.contains("holding-") && listed.stdout.contains("waiting (at a gate)"),
         "{}",
         listed.stdout
     );
     let json: serde_json::Value =
         serde_json::from_str(&ci.run_args(&["list", "--format", "json"]).status(0).stdout)
             .expect("list JSON");
-    assert_eq!(json[0]["state"], "paused", "{json}");
+    assert_eq!(json[0]["state"], "waiting", "{json}");
+    assert_eq!(json[0]["why"], "at a gate", "{json}");
     assert_eq!(json[0]["steps_done"], 1, "{json}");
 
     // It goes on from the gate: the first step is not run again.

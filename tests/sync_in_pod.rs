@@ -142,7 +142,7 @@ fn a_killed_runbook_leaves_the_copy_running_and_run_again_re_attaches() {
         .run_args(&["status", "--kubeconfig", &kubeconfig(&sandbox)])
         .status(0);
     assert!(
-        status.stdout.contains(": detached\n")
+        status.stdout.contains(": running (detached)\n")
             && status.stdout.contains("copy detached in pod transfer")
             && status.stdout.contains("running: "),
         "{}",

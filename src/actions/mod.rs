@@ -9,6 +9,7 @@ pub mod output;
 mod pause;
 mod process;
 mod run;
+pub mod state;
 mod sync;
 mod values_get;
 mod values_set;
@@ -22,6 +23,7 @@ pub use kube::{KubeApply, KubeCount, KubeDelete, KubeExec, KubeGet, KubePatch, K
 pub use pause::PauseAction;
 pub use process::{ProcessOutput, RenderedCommand, render_ok_codes, run_process};
 pub use run::RunAction;
+pub use state::State;
 pub use sync::{
     AgentCommand, CopyGrid, DetachedCopy, LiveCopy, ShardCell, ShardState, SyncAction, copy_grids,
     detached_copies, run_agent_command,

@@ -199,6 +199,7 @@ mod tests {
         let hub = |name: &str, phase: HubPhase, bytes: u64, window: Option<u64>| HubStatus {
             hub: name.into(),
             run: Some(format!("nfs-migrate-{name}")),
+            state: phase.state(),
             phase,
             bytes_copied: bytes,
             window_ms: window,

@@ -3,6 +3,7 @@
 
 use jiff::Timestamp;
 
+use crate::actions::State;
 use crate::engine::event::{RunStatus, StepStatus};
 use crate::engine::journal::{History, StepState};
 use crate::engine::summary::RunSummary;
@@ -59,10 +60,10 @@ pub enum HubPhase {
 }
 
 impl HubPhase {
-    /// The phase in a few words, for the table.
+    /// The phase in a few words, for the table: the hub's [`State`] first.
     pub fn describe(&self) -> String {
         match self {
-            HubPhase::NotStarted => "not started".into(),
+            HubPhase::NotStarted => "pending (not started)".into(),
             HubPhase::Running {
                 step,
                 progress: None,
@@ -71,13 +72,27 @@ impl HubPhase {
                 step,
                 progress: Some(progress),
             } => format!("running {step} ({progress})"),
-            HubPhase::AtGate { step } => format!("stopped at gate {step}"),
-            HubPhase::Refused { step, reason } => format!("refused at {step}: {reason}"),
+            HubPhase::AtGate { step } => format!("waiting at gate {step}"),
+            HubPhase::Refused { step, reason } => format!("stopped: refused at {step}: {reason}"),
             HubPhase::Failed { step, error } => format!("failed at {step}: {error}"),
-            HubPhase::Crashed { step } => format!("stopped at {step}: its process is gone"),
-            HubPhase::Interrupted { step: Some(step) } => format!("interrupted at {step}"),
-            HubPhase::Interrupted { step: None } => "interrupted".into(),
+            HubPhase::Crashed { step } => format!("failed at {step}: its process is gone"),
+            HubPhase::Interrupted { step: Some(step) } => {
+                format!("stopped: interrupted at {step}")
+            }
+            HubPhase::Interrupted { step: None } => "stopped: interrupted".into(),
             HubPhase::Done => "done".into(),
+        }
+    }
+
+    /// The phase in the words every view uses.
+    pub fn state(&self) -> State {
+        match self {
+            HubPhase::NotStarted => State::Pending,
+            HubPhase::Running { .. } => State::Running,
+            HubPhase::AtGate { .. } => State::Waiting,
+            HubPhase::Refused { .. } | HubPhase::Interrupted { .. } => State::Stopped,
+            HubPhase::Failed { .. } | HubPhase::Crashed { .. } => State::Failed,
+            HubPhase::Done => State::Done,
         }
     }
 
@@ -94,7 +109,9 @@ pub struct HubStatus {
     pub hub: String,
     /// Its run's id, once it has one.
     pub run: Option<String>,
-    /// Where it stands.
+    /// Where it stands, in the words every view uses.
+    pub state: State,
+    /// Where it stands, in the fleet's own terms.
     #[serde(flatten)]
     pub phase: HubPhase,
     /// Bytes its copies moved, over every command.
@@ -113,6 +130,7 @@ impl HubStatus {
         HubStatus {
             hub: hub.to_string(),
             run: None,
+            state: State::Pending,
             phase: HubPhase::NotStarted,
             bytes_copied: 0,
             window_ms: None,
@@ -143,13 +161,18 @@ impl HubStatus {
             }
             _ => (None, false),
         };
+        // A run whose process is gone while a copy it started goes on in a pod or Job is
+        // running still (`fleet run` again re-attaches), not crashed.
+        let detached = !crate::actions::detached_copies(&history.notes).is_empty();
+        let phase = match phase_of(history) {
+            HubPhase::Running { step, .. } if !held && !detached => HubPhase::Crashed { step },
+            phase => phase,
+        };
         HubStatus {
             hub: hub.to_string(),
             run: Some(run.to_string()),
-            phase: match phase_of(history) {
-                HubPhase::Running { step, .. } if !held => HubPhase::Crashed { step },
-                phase => phase,
-            },
+            state: phase.state(),
+            phase,
             bytes_copied,
             window_ms,
             window_open,

@@ -3,37 +3,59 @@
 use serde::Serialize;
 
 use super::format_duration_ms;
-use crate::actions::{CopyGrid, DetachedCopy, ShardState};
+use crate::actions::{CopyGrid, DetachedCopy, ShardState, State};
 use crate::engine::event::{RunStatus, StepStatus};
 use crate::engine::journal::{History, StepState};
 use crate::engine::live_file::LiveProgress;
 use crate::engine::lock::LockHolder;
 
-/// The state of a whole run, in one word.
-pub fn run_state(history: &History, holder: Option<&LockHolder>) -> String {
+/// The state of a whole run, and why when the word alone does not say it: `refused`,
+/// `interrupted`, `plan changed`, `invalid input`, `crashed` (the process died with nothing
+/// left running), `detached` (the process is gone, a copy it started goes on in a pod or
+/// Job: `run` again re-attaches), `at a gate`.
+pub fn run_state(history: &History, holder: Option<&LockHolder>) -> (State, Option<&'static str>) {
     if holder.is_some() {
-        return "running".into();
+        return (State::Running, None);
     }
     match history.finished {
-        Some((RunStatus::Ok, _)) => "done",
-        Some((RunStatus::Failed, _)) => "failed",
-        Some((RunStatus::Refused, _)) => "refused",
-        Some((RunStatus::Paused, _)) => "paused",
-        Some((RunStatus::Interrupted, _)) => "interrupted",
-        Some((RunStatus::PlanChanged, _)) => "plan changed",
-        Some((RunStatus::Invalid, _)) => "invalid",
-        // Started and never finished, nobody holds the lock, and a copy it started goes on
-        // in a pod or a Job without it: `run` again re-attaches to it.
+        Some((RunStatus::Ok, _)) => (State::Done, None),
+        Some((RunStatus::Failed, _)) => (State::Failed, None),
+        Some((RunStatus::Invalid, _)) => (State::Failed, Some("invalid input")),
+        Some((RunStatus::Refused, _)) => (State::Stopped, Some("refused")),
+        Some((RunStatus::Paused, _)) => (State::Waiting, Some("at a gate")),
+        Some((RunStatus::Interrupted, _)) => (State::Stopped, Some("interrupted")),
+        Some((RunStatus::PlanChanged, _)) => (State::Stopped, Some("plan changed")),
         None if history.started.is_some()
             && !crate::actions::detached_copies(&history.notes).is_empty() =>
         {
-            "detached"
+            (State::Running, Some("detached"))
         }
-        // Started and never finished, and nobody holds the lock: the process died.
-        None if history.started.is_some() => "crashed",
-        None => "new",
+        None if history.started.is_some() => (State::Failed, Some("crashed")),
+        None => (State::Pending, None),
     }
-    .into()
+}
+
+/// A run's state as text: the word, and why in parentheses.
+fn run_state_text(history: &History, holder: Option<&LockHolder>) -> String {
+    match run_state(history, holder) {
+        (state, Some(why)) => format!("{state} ({why})"),
+        (state, None) => state.to_string(),
+    }
+}
+
+/// A step's state, from what its journal says.
+fn step_state(step: &StepState) -> State {
+    match step {
+        StepState::Pending => State::Pending,
+        StepState::Started => State::Running,
+        StepState::Done { .. } | StepState::NotApplicable(_) => State::Done,
+        StepState::Stopped {
+            status: StepStatus::Refused | StepStatus::Interrupted,
+            ..
+        } => State::Stopped,
+        StepState::Stopped { .. } => State::Failed,
+        StepState::Paused(_) => State::Waiting,
+    }
 }
 
 fn step_word(state: &StepState) -> (&'static str, String) {
@@ -86,10 +108,11 @@ pub struct RunStatusView {
     pub name: String,
     /// The params the run was started with, secrets masked.
     pub params: serde_json::Value,
-    /// The whole run in one word: new, running, done, failed, refused, paused,
-    /// interrupted, invalid, detached (the process is gone, a copy it started goes on),
-    /// crashed.
-    pub state: String,
+    /// The whole run in one word: pending, running, waiting, done, failed, stopped.
+    pub state: State,
+    /// Why, when the word alone does not say it: refused, interrupted, plan changed,
+    /// invalid input, crashed, detached, at a gate.
+    pub why: Option<&'static str>,
     /// Who holds the run's lock, when a process does.
     pub holder: Option<LockHolder>,
     /// When the journal last changed (RFC 3339).
@@ -110,9 +133,8 @@ pub struct RunStatusView {
 pub struct StepStatusView {
     /// The step id.
     pub id: String,
-    /// One word: pending, started, ok, changed, already, skipped, failed, refused,
-    /// interrupted, waiting.
-    pub state: String,
+    /// One word: pending, running, waiting, done, failed, stopped.
+    pub state: State,
     /// The word with what the journal adds: the time it took, the error, the question.
     pub detail: String,
     /// The mark shown before it on a terminal.
@@ -139,18 +161,20 @@ impl RunStatusView {
                 let (mark, detail) = step_word(step);
                 StepStatusView {
                     id: id.clone(),
-                    state: detail.split([':', ' ']).next().unwrap_or("").to_string(),
+                    state: step_state(step),
                     detail,
                     mark,
                 }
             })
             .collect();
+        let (state, why) = run_state(history, holder.as_ref());
         RunStatusView {
             run: run_id.to_string(),
             playbook: playbook.to_string(),
             name: name.to_string(),
             params: params.clone(),
-            state: run_state(history, holder.as_ref()),
+            state,
+            why,
             holder,
             last_event: history.last_ts.clone(),
             steps,
@@ -169,7 +193,7 @@ impl RunStatusView {
                 && self
                     .steps
                     .iter()
-                    .any(|step| step.id == live.step && step.state == "started")
+                    .any(|step| step.id == live.step && step.state == State::Running)
         });
         let order: Vec<&str> = self.steps.iter().map(|step| step.id.as_str()).collect();
         let running = self
@@ -192,10 +216,11 @@ impl RunStatusView {
 
     /// For a terminal: the copies' grids in colour when `color`.
     pub fn to_terminal(&self, color: bool) -> String {
-        let mut text = format!(
-            "run {}: {}\n  playbook: {}\n",
-            self.run, self.state, self.playbook
-        );
+        let state = match self.why {
+            Some(why) => format!("{} ({why})", self.state),
+            None => self.state.to_string(),
+        };
+        let mut text = format!("run {}: {state}\n  playbook: {}\n", self.run, self.playbook);
         if let Some(params) = self.params.as_object().filter(|params| !params.is_empty()) {
             let shown: Vec<String> = params
                 .iter()
@@ -389,7 +414,9 @@ pub fn render_list(runs: &[RunRow]) -> String {
         column("RUN", &|run| run.id.clone()),
         column("CLUSTER", &|run| run.param("cluster")),
         column("HUB", &|run| run.param("hub")),
-        column("STATE", &|run| run_state(&run.history, run.holder.as_ref())),
+        column("STATE", &|run| {
+            run_state_text(&run.history, run.holder.as_ref())
+        }),
     ];
     let mut text = String::new();
     let mut line = |cells: Vec<&str>, done: &str, last: &str| {
@@ -430,12 +457,14 @@ pub fn list_json(runs: &[RunRow]) -> String {
                 run.history
                     .identity()
                     .unwrap_or(("?", "?", &serde_json::Value::Null));
+            let (state, why) = run_state(&run.history, run.holder.as_ref());
             serde_json::json!({
                 "run": run.id,
                 "playbook": playbook,
                 "name": name,
                 "params": params,
-                "state": run_state(&run.history, run.holder.as_ref()),
+                "state": state,
+                "why": why,
                 "steps_done": done,
                 "steps": steps,
                 "holder": run.holder,
