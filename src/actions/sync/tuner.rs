@@ -10,9 +10,8 @@
 //! its cgroup's limit when it has one (a pod's CPU limit), not the node's core count
 //! ([`cpu_capacity`]).
 //!
-//! Not yet wired into the worker pool: `jobs: auto` and `max_jobs` come with that step of
-//! #17 (the copy while walking and the pool that grows and shrinks); until then the pool
-//! runs the fixed `jobs`.
+//! The worker pool ([`super::pool`]) feeds it a window every few seconds and applies its
+//! changes between shards.
 //!
 //! How it moves: it doubles the count while each raise pays (throughput up by more than
 //! [`GAIN`]), then steps by a quarter; a raise that does not pay is undone and the count is
@@ -75,8 +74,8 @@ pub struct Tuner {
     phase: Phase,
     /// The count before the last raise, and the throughput it had.
     before_raise: Option<(usize, Throughput)>,
-    /// The throughput of the last window.
-    last: Option<Throughput>,
+    /// The count during the last window, and its throughput.
+    last: Option<(usize, Throughput)>,
 }
 
 /// Files and bytes per second, compared as the better of the two relative changes (a copy of
@@ -128,7 +127,13 @@ impl Tuner {
             files: sample.files_per_second,
             bytes: sample.bytes_per_second,
         };
-        let last = self.last.replace(now);
+        // A window is compared with the one before only at the same count: after a lower
+        // count the throughput falls by itself, which says nothing of the server.
+        let last = self
+            .last
+            .replace((self.workers, now))
+            .filter(|(workers, _)| *workers == self.workers)
+            .map(|(_, throughput)| throughput);
         if sample.cpu_busy > CPU_SATURATED {
             self.phase = Phase::Holding { steady: 0 };
             self.before_raise = None;

@@ -72,6 +72,7 @@ impl Watched {
                 total_bytes: progress.total_bytes,
                 done_files: progress.done_files,
                 total_files: progress.total_files,
+                workers: progress.workers,
             };
             cx.progress(progress);
             self.beats += 1;
