@@ -685,7 +685,8 @@ async fn copy_shards(
         settings.concurrency(),
         &transfer,
         &board,
-        (reporter, request.pass.pass),
+        reporter,
+        request.pass.pass,
     )
     .await?;
     reporter.progress(&board, false);

@@ -282,7 +282,8 @@ impl<'a> CopyPass<'a> {
             concurrency,
             &self.transfer,
             board,
-            (reporter, pass.record.pass),
+            reporter,
+            pass.record.pass,
         )
         .await
     }
@@ -431,7 +432,8 @@ pub(crate) async fn run_journaled(
     concurrency: pool::Concurrency,
     transfer: &Transfer,
     board: &Board,
-    (reporter, pass): (&dyn PassReporter, u32),
+    reporter: &dyn PassReporter,
+    pass: u32,
 ) -> anyhow::Result<PoolOutcome> {
     let on_end = |task: &Task, end: pool::TaskEnd<'_>| -> anyhow::Result<()> {
         match end.note(pass, task) {

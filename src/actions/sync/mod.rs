@@ -3,8 +3,9 @@
 //!
 //! A pass: compare the two trees by metadata with a concurrent walk ([`compare`]); plan
 //! shards of what differs, balanced by bytes and files ([`planner`]); journal the plan;
-//! delete what is only at the destination (with `delete: true`); run `jobs` rsync workers
-//! over the shards, biggest first, journaling each finished one ([`pool`]); redo hard links
+//! delete what is only at the destination (with `delete: true`); run rsync workers over the
+//! shards, biggest first, journaling each finished one ([`pool`]): `jobs` of them, or with
+//! `jobs: auto` a count tuned while they copy ([`tuner`]); redo hard links
 //! across shards; set the attributes of the directories the shards shared; journal the end;
 //! with `verify: true`, compare again and fail on any difference. A resumed run continues
 //! the journaled plan without redoing its finished shards.

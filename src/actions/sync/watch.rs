@@ -76,10 +76,14 @@ impl Watched {
             };
             cx.progress(progress);
             self.beats += 1;
+            let detail = progress
+                .workers
+                .map(|count| format!("{count} worker{}", if count == 1 { "" } else { "s" }))
+                .unwrap_or_default();
             show_board(
                 cx,
                 progress,
-                ("", &[]),
+                (&detail, &[]),
                 &beat.board,
                 self.beats.is_multiple_of(5),
             );
