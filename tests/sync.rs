@@ -1118,8 +1118,9 @@ fn status_watch_redraws_on_a_terminal_until_the_run_ends_and_prints_once_elsewhe
 // ---------------------------------------------------------------------------------------
 // jobs: auto
 
-/// A copy of 40 homes (several shards more than 4) whose every shard's rsync waits while `hold` exists,
-/// marking itself in `held/` meanwhile; `jobs: auto` windows last 200 ms. Run in JSON.
+/// A copy of 40 homes (several shards more than 4) whose every shard's rsync waits while
+/// `hold` exists, marking itself in `held/PID` meanwhile, unless it takes a ticket (removes a
+/// file of `tickets/`); `jobs: auto` windows last 200 ms. Run in JSON.
 fn copy_held_at_every_shard(step: &str) -> Test {
     let test = Test::new().playbook(&playbook(step));
     for home in 0..40 {
@@ -1131,13 +1132,19 @@ fn copy_held_at_every_shard(step: &str) -> Test {
         }
     }
     std::fs::create_dir_all(test.path("held")).expect("mkdir");
+    std::fs::create_dir_all(test.path("tickets")).expect("mkdir");
     // Shards are the recursive rsyncs (`-r`); the directory tasks are not held.
     let path = fake_rsync(
         &test,
         r#"case " $* " in
   *" -r "*)
     touch "$DIR/held/$$"
-    while [ -e "$DIR/hold" ]; do sleep 0.05; done
+    while [ -e "$DIR/hold" ]; do
+      for ticket in "$DIR"/tickets/*; do
+        if rm "$ticket" 2>/dev/null; then break 2; fi
+      done
+      sleep 0.05
+    done
     rm -f "$DIR/held/$$" ;;
 esac
 exec "$REAL" "$@""#,
@@ -1241,5 +1248,67 @@ fn a_fixed_jobs_count_never_changes() {
         .as_array()
         .map(Vec::len);
     assert_eq!(Some(notes_of(&test, "shard").len()), planned);
+    assert_same_tree(&test.path("src"), &test.path("dst"));
+}
+
+/// `jobs: auto` keeps resume as it was: killed (-9) after it changed its count and after three
+/// shards finished, the rerun resumes the pass and copies only the shards not journaled.
+#[test]
+fn a_killed_auto_copy_resumes_without_redoing_finished_shards() {
+    let test = copy_held_at_every_shard("{from: src, to: dst}");
+    write(&test.path("hold"), b"");
+    let mut child = test.spawn();
+    let journaled =
+        |kind: &str| std::panic::catch_unwind(|| notes_of(&test, kind).len()).unwrap_or(0);
+    common::wait_until(
+        "a change of the worker count",
+        Duration::from_secs(60),
+        || journaled("workers") > 0,
+    );
+    for ticket in 0..3 {
+        write(&test.path(&format!("tickets/{ticket}")), b"");
+    }
+    common::wait_until("three shards journaled", Duration::from_secs(60), || {
+        journaled("shard") == 3
+    });
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    // The held rsyncs outlive runbook (kill -9 spares its children): end them too.
+    for held in std::fs::read_dir(test.path("held"))
+        .expect("held")
+        .flatten()
+    {
+        let pid = held
+            .file_name()
+            .to_string_lossy()
+            .parse::<i32>()
+            .expect("a pid");
+        // SAFETY: kill has no memory effects; a pid that is gone is an error we ignore.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let before: Vec<u64> = notes_of(&test, "shard")
+        .iter()
+        .map(|n| n["shard"].as_u64().expect("shard"))
+        .collect();
+    assert_eq!(before.len(), 3);
+
+    std::fs::remove_file(test.path("hold")).expect("release");
+    let rerun = test.run().status(0).stderr_has("resuming pass 1");
+    let total = notes_of(&test, "pass")[0]["shards"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let output = rerun
+        .events()
+        .into_iter()
+        .find(|event| event["event"] == "step_finished")
+        .expect("step_finished");
+    assert_eq!(output["output"]["shards_copied"], total - 3, "{output}");
+    assert_eq!(notes_of(&test, "pass").len(), 1);
+    let mut finished: Vec<u64> = notes_of(&test, "shard")
+        .iter()
+        .map(|n| n["shard"].as_u64().expect("shard"))
+        .collect();
+    finished.sort_unstable();
+    assert_eq!(finished, (0..total as u64).collect::<Vec<_>>());
     assert_same_tree(&test.path("src"), &test.path("dst"));
 }
