@@ -221,6 +221,9 @@ pub async fn run(
         stop: AtomicBool::new(false),
         outcome: Mutex::new(PoolOutcome::default()),
     };
+    // A resumed pass starts with shards done: the first window counts from there.
+    let done = board.snapshot();
+    let done = (done.done_files, done.done_bytes);
     let workers = (0..concurrency.most()).map(|worker| pool.work(worker));
     let all_done = futures::future::join_all(workers);
     let results: Vec<anyhow::Result<()>> = match concurrency {
@@ -228,7 +231,7 @@ pub async fn run(
         Concurrency::Auto { start, max } => {
             tokio::select! {
                 results = all_done => results,
-                tuned = pool.tune(Scaling::new(start, max, Instant::now())) => {
+                tuned = pool.tune(Scaling::new(start, max, Instant::now(), done)) => {
                     tuned?;
                     unreachable!("tuning ends only with an error")
                 }
@@ -316,11 +319,12 @@ pub struct Scaling {
 }
 
 impl Scaling {
-    /// Starts at `start` workers, at `now`, with nothing done yet.
-    pub fn new(start: usize, max: usize, now: Instant) -> Self {
+    /// Starts at `start` workers, at `now`, with `(files, bytes)` done already (by the runs
+    /// before of a resumed pass).
+    pub fn new(start: usize, max: usize, now: Instant, (files, bytes): (u64, u64)) -> Self {
         Scaling {
             tuner: Tuner::new(start, max),
-            last: (now, 0, 0),
+            last: (now, files, bytes),
         }
     }
 
@@ -593,7 +597,7 @@ mod tests {
     #[test]
     fn auto_doubles_from_four_then_settles_near_where_the_server_saturates() {
         let start = Instant::now();
-        let mut scaling = Scaling::new(4, 32, start);
+        let mut scaling = Scaling::new(4, 32, start, (0, 0));
         let (counts, changes) = simulate(&mut scaling, start, &server(16), &|_| None, 30);
         assert_eq!(&counts[..2], &[8, 16], "{counts:?}");
         assert_eq!(changes[0].why, "the first window");
@@ -613,7 +617,7 @@ mod tests {
     fn a_raise_that_does_not_pay_is_undone_and_max_jobs_is_never_passed() {
         let start = Instant::now();
         // Saturated at 4 already: the first raise to 8 brings nothing and is undone.
-        let mut scaling = Scaling::new(4, 32, start);
+        let mut scaling = Scaling::new(4, 32, start, (0, 0));
         let (counts, changes) = simulate(&mut scaling, start, &server(4), &|_| None, 3);
         assert_eq!(counts, vec![8, 4, 4], "{changes:?}");
         assert_eq!(
@@ -621,7 +625,7 @@ mod tests {
             "throughput stayed the same at 8 workers; back to 4"
         );
         // A server that scales without end: the count stops at max_jobs.
-        let mut scaling = Scaling::new(4, 6, start);
+        let mut scaling = Scaling::new(4, 6, start, (0, 0));
         let (counts, _) = simulate(&mut scaling, start, &server(1000), &|_| None, 20);
         assert!(counts.iter().all(|count| *count <= 6), "{counts:?}");
         assert_eq!(counts.last(), Some(&6));
@@ -630,7 +634,7 @@ mod tests {
     #[test]
     fn a_saturated_cpu_lowers_the_count_whatever_the_throughput() {
         let start = Instant::now();
-        let mut scaling = Scaling::new(4, 32, start);
+        let mut scaling = Scaling::new(4, 32, start, (0, 0));
         let busy = |workers: usize| Some(if workers > 2 { 0.97 } else { 0.5 });
         let (counts, changes) = simulate(&mut scaling, start, &server(100), &busy, 12);
         assert_eq!(counts[0], 3, "{changes:?}");
@@ -651,9 +655,32 @@ mod tests {
     #[test]
     fn a_window_of_no_time_decides_nothing() {
         let start = Instant::now();
-        let mut scaling = Scaling::new(4, 32, start);
+        let mut scaling = Scaling::new(4, 32, start, (0, 0));
         assert_eq!(scaling.window(start, (100, 100), None), None);
         assert_eq!(scaling.tuner.workers(), 4);
+    }
+
+    /// A resumed pass's shards done before are no throughput of its first window: a raise
+    /// compared with it would look like a loss.
+    #[test]
+    fn what_a_resumed_pass_had_done_is_not_counted_as_throughput() {
+        let start = Instant::now();
+        let mut scaling = Scaling::new(4, 32, start, (50_000, 5_000_000_000));
+        let rate = server(16);
+        let (mut files, mut bytes) = (50_000, 5_000_000_000);
+        let mut counts = Vec::new();
+        for window in 1..=3u64 {
+            let (f, b) = rate(scaling.tuner.workers());
+            files += 3 * f;
+            bytes += 3 * b;
+            scaling.window(
+                start + Duration::from_secs(3 * window),
+                (files, bytes),
+                None,
+            );
+            counts.push(scaling.tuner.workers());
+        }
+        assert_eq!(counts, vec![8, 16, 32]);
     }
 
     #[test]
