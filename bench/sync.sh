@@ -743,4 +743,6 @@ if has sync; then
         done
     done
 fi
-has rclone && note "rclone keeps no directory times, permissions or owners: its itemized differences count them"
+if has rclone; then
+    note "rclone keeps no directory times, permissions or owners: its itemized differences count them"
+fi

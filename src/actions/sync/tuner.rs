@@ -242,33 +242,46 @@ fn percent_change(gain: f64) -> String {
     }
 }
 
-/// The CPUs the copy may use: its cgroup's quota (cgroup v2 `cpu.max`, as a pod's CPU limit
-/// sets it) when there is one, else the CPUs this process may run on.
+/// The CPUs the copy may use: its cgroup's quota (cgroup v2 `cpu.max`, or v1
+/// `cpu.cfs_quota_us` over `cpu.cfs_period_us`, as a pod's CPU limit sets them) when there
+/// is one, else the CPUs this process may run on.
 pub fn cpu_capacity() -> f64 {
     let cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
-    std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
-        .ok()
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    read("/sys/fs/cgroup/cpu.max")
         .and_then(|text| cgroup_quota(&text))
+        .or_else(|| {
+            let quota = read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")?;
+            let period = read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")?;
+            cgroup_quota(&format!("{} {}", quota.trim(), period.trim()))
+        })
         .map_or(cores, |quota| quota.min(cores))
 }
 
 /// The CPUs a cgroup v2 `cpu.max` (`QUOTA PERIOD`, or `max PERIOD`) allows; `None` for no
-/// limit.
+/// limit (cgroup v1 writes it as a quota of -1).
 fn cgroup_quota(text: &str) -> Option<f64> {
     let mut words = text.split_whitespace();
     let quota: f64 = words.next()?.parse().ok()?;
     let period: f64 = words.next()?.parse().ok()?;
-    (period > 0.0).then(|| quota / period)
+    (period > 0.0 && quota > 0.0).then(|| quota / period)
 }
 
 /// CPU time used so far by this process's cgroup (its children included), from cgroup v2
-/// `cpu.stat`'s `usage_usec`; `None` where there is no such file.
+/// `cpu.stat`'s `usage_usec` or cgroup v1 `cpuacct.usage` (nanoseconds); `None` where there
+/// is neither.
 pub fn cgroup_cpu_used() -> Option<Duration> {
-    let text = std::fs::read_to_string("/sys/fs/cgroup/cpu.stat").ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("usage_usec "))
-        .and_then(|value| value.trim().parse().ok())
-        .map(Duration::from_micros)
+    if let Ok(text) = std::fs::read_to_string("/sys/fs/cgroup/cpu.stat") {
+        return text
+            .lines()
+            .find_map(|line| line.strip_prefix("usage_usec "))
+            .and_then(|value| value.trim().parse().ok())
+            .map(Duration::from_micros);
+    }
+    std::fs::read_to_string("/sys/fs/cgroup/cpuacct/cpuacct.usage")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .map(Duration::from_nanos)
 }
 
 /// How busy the CPU the copy may use was between two readings: from the cgroup's usage
@@ -451,6 +464,9 @@ mod tests {
         assert_eq!(cgroup_quota("200000 100000\n"), Some(2.0));
         assert_eq!(cgroup_quota("50000 100000"), Some(0.5));
         assert_eq!(cgroup_quota("max 100000"), None);
+        // cgroup v1: `cpu.cfs_quota_us` is -1 without a limit.
+        assert_eq!(cgroup_quota("-1 100000"), None);
+        assert_eq!(cgroup_quota("150000 100000"), Some(1.5));
         assert!(cpu_capacity() > 0.0);
     }
 }
