@@ -1026,9 +1026,15 @@ fn status_from_another_terminal_shows_how_far_a_copy_in_the_runbook_process_is()
         "{}",
         status.stdout
     );
+    assert!(
+        status.stdout.contains(" files, 2 workers, as of "),
+        "{}",
+        status.stdout
+    );
     let json = test.run_args(&["status", "--format", "json"]).status(0);
     let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
     assert_eq!(json["live"]["step"], "copy", "{json:#}");
+    assert_eq!(json["live"]["workers"], 2, "{json:#}");
     assert!(json["live"]["total_bytes"].as_u64() > Some(0), "{json:#}");
 
     std::fs::remove_file(test.path("block")).expect("unblock");
