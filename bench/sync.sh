@@ -22,6 +22,10 @@
 #   sync       `runbook run` of a playbook with `sync: {jobs: 4, delete: true}`; the passes
 #              after the first run the step again (`run --from copy`), so its journal knows
 #              when the previous pass started (the change-time rule of the final pass)
+#   auto       the same with `jobs: auto` (4 to 32 workers, tuned while it copies); the
+#              counts it went through in run 1 are printed after each table ("4>8>16")
+#   parallel-N `ls SRC | parallel -jN rsync ...` for N = 8, 16, 32: the hand-tuned counts a
+#              person reaches after hours, which `auto` should match without the hours
 # on trees (skewed: one directory with half the bytes but a tenth of the files, and 200
 # small homes; hog: one directory with half the bytes and half the files, the home that
 # keeps one `ls | parallel` worker busy long after the others are done; uniform: 200 equal
@@ -44,6 +48,8 @@
 #
 # Prints, per setup and tree, the median seconds over BENCH_RUNS runs (the tool order
 # rotates between runs), then the ratios the issue's targets use, from the same run:
+#   - skewed and hog trees, initial copy: auto / parallel <= 0.5 and auto no slower than the
+#     best of parallel and parallel-N; fixed sync / parallel <= 1.0
 #   - skewed and hog trees, initial copy: sync / parallel <= 0.7, next to how busy
 #     `ls | parallel`'s workers were (from its --joblog: its rsyncs' total time / (jobs x
 #     its wall time)); the idle part is what a better split of the big home can win back
@@ -68,7 +74,8 @@
 #   BENCH_TREES        trees (default "skewed uniform"; also "hog")
 #   BENCH_PASSES       passes (default "initial unchanged final"; e.g. "initial")
 #   BENCH_SETUPS       setups (default "local fuse"; e.g. "local fuse:0 fuse")
-#   BENCH_TOOLS        tools (default "rsync parallel fpsync rclone sync")
+#   BENCH_TOOLS        tools (default "rsync parallel parallel-8 parallel-16 parallel-32
+#                      fpsync rclone sync auto")
 #   BENCH_DELAY_US     latency per metadata operation behind FUSE (default 300)
 #   BENCH_FUSE_ARGS    more latencyfs flags, e.g. "--readdirplus" or "--file-ttl 1"
 #   BENCH_DST          where the destinations are: `disk` (default, under $TMPDIR) or
@@ -106,7 +113,7 @@ jobs="${BENCH_JOBS:-4}"
 runs="${BENCH_RUNS:-3}"
 trees="${BENCH_TREES:-skewed uniform}"
 setups="${BENCH_SETUPS:-local fuse}"
-tools="${BENCH_TOOLS:-rsync parallel fpsync rclone sync}"
+tools="${BENCH_TOOLS:-rsync parallel parallel-8 parallel-16 parallel-32 fpsync rclone sync auto}"
 delay_us="${BENCH_DELAY_US:-300}"
 fuse_args="${BENCH_FUSE_ARGS:-}"
 install="${BENCH_INSTALL:-1}"
@@ -359,22 +366,22 @@ selected=()
 par_kind="parallel -j$jobs"
 for tool in $tools; do
     case "$tool" in
-        rsync|sync) selected+=("$tool") ;;
-        parallel)
+        rsync|sync|auto) selected+=("$tool") ;;
+        parallel|parallel-[0-9]*)
             if ensure parallel parallel && parallel --version 2>/dev/null | grep -q GNU; then
                 par_kind="parallel -j$jobs"
             else
                 par_kind="xargs -P$jobs"
-                note "GNU parallel is missing: the parallel column runs ls | xargs -P$jobs rsync"
+                note "GNU parallel is missing: the parallel columns run ls | xargs -PN rsync"
             fi
-            selected+=(parallel) ;;
+            selected+=("$tool") ;;
         fpsync)
             if ensure fpsync fpart; then selected+=(fpsync)
             else note "fpsync (package fpart) is not installed and could not be: skipped"; fi ;;
         rclone)
             if ensure rclone rclone; then selected+=(rclone)
             else note "rclone is not installed and could not be: skipped"; fi ;;
-        *) die "unknown tool $tool (BENCH_TOOLS: rsync parallel fpsync rclone sync)" ;;
+        *) die "unknown tool $tool (BENCH_TOOLS: rsync parallel parallel-N fpsync rclone sync auto)" ;;
     esac
 done
 [[ ${#selected[@]} -gt 0 ]] || die "no tool to measure"
@@ -451,14 +458,16 @@ run_tool() {
     local tool="$1" pass="$2" src="$3" dst="$4" dir="$5"
     case "$tool" in
         rsync) rsync -a --delete "$src/" "$dst/" ;;
-        parallel)
+        parallel|parallel-*)
             mkdir -p "$dst"
+            local n="$jobs"
+            [[ "$tool" == parallel-* ]] && n="${tool#parallel-}"
             # shellcheck disable=SC2011,SC2012 # `ls`, as the runbooks people use do
             if [[ "$par_kind" == parallel* ]]; then
-                (cd "$src" && ls | parallel -j"$jobs" --joblog "$dir/$pass.joblog" \
+                (cd "$src" && ls | parallel -j"$n" --joblog "$dir/$pass.joblog" \
                     rsync -a --delete "$src/{}" "$dst/")
             else
-                (cd "$src" && ls | xargs -P"$jobs" -I{} rsync -a --delete "$src/{}" "$dst/")
+                (cd "$src" && ls | xargs -P"$n" -I{} rsync -a --delete "$src/{}" "$dst/")
             fi ;;
         fpsync)
             mkdir -p "$dst"
@@ -467,7 +476,7 @@ run_tool() {
             fpsync -n "$jobs" "${mode_flag[@]}" -t "$dir/fpsync" "$src/" "$dst/" ;;
         rclone)
             rclone sync --config /dev/null -q --transfers "$jobs" --checkers 32 "$src" "$dst" ;;
-        sync)
+        sync|auto)
             local again=()
             [[ "$pass" == initial ]] || again=(--from copy)
             (cd "$dir" && "$RUNBOOK_BIN" --quiet run playbook.yaml "${again[@]}") ;;
@@ -475,6 +484,28 @@ run_tool() {
 }
 
 has() { [[ " ${selected[*]} " == *" $1 "* ]]; }
+
+# chosen DIR: the worker counts `jobs: auto` went through in the last pass journaled under
+# DIR ("4>8>16"; "4" when it kept its start), from the journal's `workers` notes.
+chosen() {
+    python3 - "$1" <<'PY'
+import glob, json, os, sys
+counts, pass_of = [], None
+for journal in sorted(glob.glob(os.path.join(sys.argv[1], ".runbook/runs/*/journal.jsonl")),
+                      key=os.path.getmtime):
+    for line in open(journal):
+        event = json.loads(line)
+        data = event.get("data") or {}
+        if event.get("event") != "step_note":
+            continue
+        if data.get("sync") == "pass":
+            counts, pass_of = [], data.get("pass")
+        elif data.get("sync") == "workers" and data.get("pass") == pass_of:
+            counts = counts or [data["from"]]
+            counts.append(data["to"])
+print(">".join(map(str, counts)) or "4")
+PY
+}
 
 # balance JOBLOG: how much of the time GNU parallel's workers were busy, from its --joblog:
 # its rsyncs' total run time / ($jobs x its wall time). 1.00: every worker copied until the
@@ -531,7 +562,7 @@ differences() {
 # ---------------------------------------------------------------------------------------
 # The runs.
 
-declare -A times requests_of stale balance_of
+declare -A times requests_of stale balance_of chose_of
 [[ -n "${BENCH_TSV:-}" ]] && : >> "$BENCH_TSV"
 read -ra passes <<< "${BENCH_PASSES:-initial unchanged final}"
 echo "sync benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)," \
@@ -559,13 +590,18 @@ for kind in $trees; do
                 rm -rf "${work:?}/$kind/$tool" "${dst_root:?}/$kind/$tool"
                 mkdir -p "$work/$kind/$tool" "$dst_root/$kind/$tool"
             done
-            cat > "$work/$kind/sync/playbook.yaml" <<EOF
+            for tool in sync auto; do
+                has "$tool" || continue
+                step_jobs="$jobs"
+                [[ "$tool" == auto ]] && step_jobs=auto
+                cat > "$work/$kind/$tool/playbook.yaml" <<EOF
 runbook: 1
 name: bench
 steps:
   - id: copy
-    sync: {from: "$seen_from", to: "$dst_root/$kind/sync/dst", jobs: $jobs, delete: true}
+    sync: {from: "$seen_from", to: "$dst_root/$kind/$tool/dst", jobs: $step_jobs, delete: true}
 EOF
+            done
             # Whatever an earlier run changed is older than this run's first pass by more
             # than the change-time rule's allowance for clock skew (1 s).
             sleep 1.2
@@ -580,6 +616,8 @@ EOF
                     [[ "$tool" == parallel ]] \
                         && balance_of[$setup,$kind,$pass]+="$(balance "$work/$kind/parallel/$pass.joblog") "
                     [[ $run -eq 1 ]] && requests_of[$setup,$kind,$pass,$tool]="$requests"
+                    [[ $run -eq 1 && "$tool" == auto ]] \
+                        && chose_of[$setup,$kind,$pass]="$(chosen "$work/$kind/auto")"
                     [[ -n "${BENCH_TSV:-}" ]] && printf '%s\t%s\t%s\t%s\t%s\t%s\n' \
                         "$setup" "$kind" "$pass" "$tool" "$run" "$took" >> "$BENCH_TSV"
                     line+=" $tool ${took}s"
@@ -633,6 +671,11 @@ EOF
             done
             echo "$row"
         fi
+        if has auto; then
+            row="jobs: auto's worker counts in run 1 ($(IFS=/; echo "${passes[*]}")):"
+            for pass in "${passes[@]}"; do row+=" ${chose_of[$setup,$kind,$pass]:-?}"; done
+            echo "$row"
+        fi
         if has parallel && [[ -n "$(balance_median "$setup,$kind,initial")" ]]; then
             echo "parallel's workers were busy during its initial copy (median): $(balance_median "$setup,$kind,initial")" \
                 "(its rsyncs' total time / ($jobs x its wall time); 1.00: none idled)"
@@ -661,6 +704,26 @@ if has sync; then
                 bound=$(balance_median "$setup,$kind,initial")
                 echo "  $setup, $kind, initial copy: sync/parallel ${r}x (target <= 0.7x): $(verdict "$r" 0.7)${bound:+ (parallel workers busy: $bound)}"
             fi
+            if [[ "$kind" == skewed || "$kind" == hog ]] && has parallel; then
+                p4=$(median_of "$setup,$kind,initial,parallel")
+                r=$(ratio "$s" "$p4")
+                echo "  $setup, $kind, initial copy: fixed sync/parallel ${r}x (target <= 1.0x): $(verdict "$r" 1.0)"
+                if has auto; then
+                    a=$(median_of "$setup,$kind,initial,auto")
+                    r=$(ratio "$a" "$p4")
+                    echo "  $setup, $kind, initial copy: auto/parallel ${r}x (target <= 0.5x): $(verdict "$r" 0.5)"
+                    best="$p4" best_tool=parallel
+                    for tool in "${selected[@]}"; do
+                        [[ "$tool" == parallel-* ]] || continue
+                        m=$(median_of "$setup,$kind,initial,$tool")
+                        if python3 -c "import sys; sys.exit(0 if $m < $best else 1)"; then
+                            best="$m" best_tool="$tool"
+                        fi
+                    done
+                    r=$(ratio "$a" "$best")
+                    echo "  $setup, $kind, initial copy: auto/best of parallel-N ($best_tool) ${r}x (target <= 1.0x): $(verdict "$r" 1.0); auto went ${chose_of[$setup,$kind,initial]:-?}"
+                fi
+            fi
             # The final-pass targets are about latency: any delayed mount.
             [[ "$setup" == fuse:* && "${setup#fuse:}" != 0 ]] || continue
             for pass in final unchanged; do
@@ -680,4 +743,6 @@ if has sync; then
         done
     done
 fi
-has rclone && note "rclone keeps no directory times, permissions or owners: its itemized differences count them"
+if has rclone; then
+    note "rclone keeps no directory times, permissions or owners: its itemized differences count them"
+fi

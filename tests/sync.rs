@@ -805,6 +805,22 @@ fn static_mistakes_are_caught_when_the_playbook_loads() {
     for (step, says) in [
         ("{from: src, to: dst, jobs: 0}", "`jobs` must be at least 1"),
         (
+            "{from: src, to: dst, jobs: many}",
+            "must be a whole number of at least 1 or `auto`, not `many`",
+        ),
+        (
+            "{from: src, to: dst, max_jobs: 0}",
+            "`max_jobs` must be at least 1",
+        ),
+        (
+            "{from: src, to: dst, max_jobs: 2}",
+            "`max_jobs` is 2, below the 4 workers `jobs: auto` starts with",
+        ),
+        (
+            "{from: src, to: dst, jobs: 8, max_jobs: 4}",
+            "`max_jobs` is 4, below `jobs` (8)",
+        ),
+        (
             "{from: src, to: dst, rsync_args: [--delete]}",
             "`--delete` is not allowed",
         ),
@@ -859,7 +875,12 @@ fn bad_paths_and_values_fail_before_anything_is_copied() {
         (
             "{from: src, to: dst, jobs: '{{ n }}'}",
             "",
-            "step `copy`: `jobs: {{ n }}` renders to `0`, which is not a whole number of at least 1",
+            "step `copy`: `jobs: {{ n }}` renders to `0`, which is not a whole number of at least 1 or `auto`",
+        ),
+        (
+            "{from: src, to: dst, max_jobs: '{{ n + 2 }}'}",
+            "",
+            "step `copy`: `max_jobs` is 2, below the 4 workers `jobs: auto` starts with",
         ),
     ] {
         let text =
@@ -1005,9 +1026,15 @@ fn status_from_another_terminal_shows_how_far_a_copy_in_the_runbook_process_is()
         "{}",
         status.stdout
     );
+    assert!(
+        status.stdout.contains(" files, 2 workers, as of "),
+        "{}",
+        status.stdout
+    );
     let json = test.run_args(&["status", "--format", "json"]).status(0);
     let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
     assert_eq!(json["live"]["step"], "copy", "{json:#}");
+    assert_eq!(json["live"]["workers"], 2, "{json:#}");
     assert!(json["live"]["total_bytes"].as_u64() > Some(0), "{json:#}");
 
     std::fs::remove_file(test.path("block")).expect("unblock");
@@ -1092,4 +1119,202 @@ fn status_watch_redraws_on_a_terminal_until_the_run_ends_and_prints_once_elsewhe
         "the last redraw shows the run done: {}",
         watched.stderr
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// jobs: auto
+
+/// A copy of 40 homes (several shards more than 4) whose every shard's rsync waits while
+/// `hold` exists, marking itself in `held/PID` meanwhile, unless it takes a ticket (removes a
+/// file of `tickets/`); `jobs: auto` windows last 200 ms. Run in JSON.
+fn copy_held_at_every_shard(step: &str) -> Test {
+    let test = Test::new().playbook(&playbook(step));
+    for home in 0..40 {
+        for file in 0..64 {
+            write(
+                &test.path(&format!("src/home{home:02}/f{file:02}")),
+                format!("{home} {file}\n").as_bytes(),
+            );
+        }
+    }
+    std::fs::create_dir_all(test.path("held")).expect("mkdir");
+    std::fs::create_dir_all(test.path("tickets")).expect("mkdir");
+    // Shards are the recursive rsyncs (`-r`); the directory tasks are not held.
+    let path = fake_rsync(
+        &test,
+        r#"case " $* " in
+  *" -r "*)
+    touch "$DIR/held/$$"
+    while [ -e "$DIR/hold" ]; do
+      for ticket in "$DIR"/tickets/*; do
+        if rm "$ticket" 2>/dev/null; then break 2; fi
+      done
+      sleep 0.05
+    done
+    rm -f "$DIR/held/$$" ;;
+esac
+exec "$REAL" "$@""#,
+    );
+    test.env("PATH", &path)
+        .env("RUNBOOK_SYNC_WINDOW_MS", "200")
+        .args(["run", "playbook.yaml", "--format", "json"])
+}
+
+/// The JSON events the spawned run printed so far (a line being written is left out).
+fn spawned_events(test: &Test) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(test.path("spawned.stdout"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// The worker counts of the spawned run's progress events.
+fn progress_workers(test: &Test) -> Vec<u64> {
+    spawned_events(test)
+        .iter()
+        .filter(|event| event["event"] == "progress")
+        .filter_map(|event| event["workers"].as_u64())
+        .collect()
+}
+
+/// Held in its first shards (so that the throughput of its windows is nothing), the copy
+/// changes its worker count (the first window raises it, or lowers it where the CPU is
+/// saturated, and a raise that brings nothing is undone); each change is journaled with
+/// its reason and said on a line; the JSON progress events carry the count; workers lowered
+/// in the middle of a shard finish it, and every shard is copied once.
+#[test]
+fn jobs_auto_changes_the_worker_count_and_journals_why() {
+    let test = copy_held_at_every_shard("{from: src, to: dst}");
+    let plan = test.run_args(&["plan", "playbook.yaml"]).status(0);
+    assert!(
+        plan.stdout
+            .contains(" shards with 4 to 32 rsync workers (jobs: auto)"),
+        "{}",
+        plan.stdout
+    );
+    write(&test.path("hold"), b"");
+    let mut child = test.spawn();
+    common::wait_until(
+        "a change of the worker count and a progress event",
+        Duration::from_secs(60),
+        || {
+            // A journal line being written does not parse yet.
+            let changed = std::panic::catch_unwind(|| !notes_of(&test, "workers").is_empty());
+            changed.unwrap_or(false) && !progress_workers(&test).is_empty()
+        },
+    );
+    std::fs::remove_file(test.path("hold")).expect("release");
+    assert!(child.wait().expect("wait").success());
+
+    let changes = notes_of(&test, "workers");
+    assert!(!changes.is_empty());
+    assert_eq!(changes[0]["from"], 4, "{changes:?}");
+    for change in &changes {
+        let to = change["to"].as_u64().expect("to");
+        assert!((1..=32).contains(&to), "{change}");
+        assert!(change["why"].as_str().is_some_and(|why| !why.is_empty()));
+        assert_eq!(change["pass"], 1);
+    }
+    let stdout = std::fs::read_to_string(test.path("spawned.stdout")).expect("stdout");
+    let stderr = std::fs::read_to_string(test.path("spawned.stderr")).expect("stderr");
+    assert!(stderr.contains("jobs: auto: 4 to "), "{stderr}");
+    let workers = progress_workers(&test);
+    assert!(!workers.is_empty(), "{stdout}");
+    assert!(workers.iter().all(|count| (1..=32).contains(count)));
+    // Every shard copied once, none failed, whatever the count did.
+    let planned = notes_of(&test, "pass")[0]["shards"]
+        .as_array()
+        .map(Vec::len);
+    assert!(planned > Some(4), "{planned:?}");
+    assert_eq!(Some(notes_of(&test, "shard").len()), planned);
+    assert!(notes_of(&test, "shard_failed").is_empty());
+    assert_same_tree(&test.path("src"), &test.path("dst"));
+}
+
+/// A fixed `jobs: 2` runs two rsyncs, says so, and never changes, however many windows go by.
+#[test]
+fn a_fixed_jobs_count_never_changes() {
+    let test = copy_held_at_every_shard("{from: src, to: dst, jobs: 2}");
+    write(&test.path("hold"), b"");
+    let mut child = test.spawn();
+    common::wait_until(
+        "two progress events (over ten windows)",
+        Duration::from_secs(60),
+        || progress_workers(&test).len() >= 2,
+    );
+    let held = std::fs::read_dir(test.path("held")).expect("held").count();
+    std::fs::remove_file(test.path("hold")).expect("release");
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(held, 2);
+    assert!(notes_of(&test, "workers").is_empty());
+    let workers = progress_workers(&test);
+    assert!(workers.iter().all(|count| *count == 2), "{workers:?}");
+    let planned = notes_of(&test, "pass")[0]["shards"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(Some(notes_of(&test, "shard").len()), planned);
+    assert_same_tree(&test.path("src"), &test.path("dst"));
+}
+
+/// `jobs: auto` keeps resume as it was: killed (-9) after it changed its count and after three
+/// shards finished, the rerun resumes the pass and copies only the shards not journaled.
+#[test]
+fn a_killed_auto_copy_resumes_without_redoing_finished_shards() {
+    let test = copy_held_at_every_shard("{from: src, to: dst}");
+    write(&test.path("hold"), b"");
+    let mut child = test.spawn();
+    let journaled =
+        |kind: &str| std::panic::catch_unwind(|| notes_of(&test, kind).len()).unwrap_or(0);
+    common::wait_until(
+        "a change of the worker count",
+        Duration::from_secs(60),
+        || journaled("workers") > 0,
+    );
+    for ticket in 0..3 {
+        write(&test.path(&format!("tickets/{ticket}")), b"");
+    }
+    common::wait_until("three shards journaled", Duration::from_secs(60), || {
+        journaled("shard") == 3
+    });
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    // The held rsyncs outlive runbook (kill -9 spares its children): end them too.
+    for held in std::fs::read_dir(test.path("held"))
+        .expect("held")
+        .flatten()
+    {
+        let pid = held
+            .file_name()
+            .to_string_lossy()
+            .parse::<i32>()
+            .expect("a pid");
+        // SAFETY: kill has no memory effects; a pid that is gone is an error we ignore.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let before: Vec<u64> = notes_of(&test, "shard")
+        .iter()
+        .map(|n| n["shard"].as_u64().expect("shard"))
+        .collect();
+    assert_eq!(before.len(), 3);
+
+    std::fs::remove_file(test.path("hold")).expect("release");
+    let rerun = test.run().status(0).stderr_has("resuming pass 1");
+    let total = notes_of(&test, "pass")[0]["shards"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let output = rerun
+        .events()
+        .into_iter()
+        .find(|event| event["event"] == "step_finished")
+        .expect("step_finished");
+    assert_eq!(output["output"]["shards_copied"], total - 3, "{output}");
+    assert_eq!(notes_of(&test, "pass").len(), 1);
+    let mut finished: Vec<u64> = notes_of(&test, "shard")
+        .iter()
+        .map(|n| n["shard"].as_u64().expect("shard"))
+        .collect();
+    finished.sort_unstable();
+    assert_eq!(finished, (0..total as u64).collect::<Vec<_>>());
+    assert_same_tree(&test.path("src"), &test.path("dst"));
 }

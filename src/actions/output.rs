@@ -14,6 +14,8 @@ pub struct Progress {
     pub done_files: u64,
     /// Files in all.
     pub total_files: u64,
+    /// Workers copying in parallel now (a copy's rsync processes), when the action has any.
+    pub workers: Option<u32>,
 }
 
 /// What a long action shows on a display redrawn in place: its totals (a bar with rate and

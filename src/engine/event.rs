@@ -154,6 +154,9 @@ pub enum EventKind {
         done_files: u64,
         /// Files in all.
         total_files: u64,
+        /// Workers copying in parallel now (`sync`: its rsync processes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workers: Option<u32>,
     },
     /// An action's own record of its progress (a finished shard of a copy, the start of a
     /// pass), given back to it when the run resumes.

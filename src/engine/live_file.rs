@@ -38,6 +38,9 @@ pub struct LiveProgress {
     /// The shards being copied (indexes in the pass's plan), when the action says.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub running_shards: Vec<usize>,
+    /// Workers copying in parallel now, when the action says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u32>,
 }
 
 impl LiveProgress {
@@ -83,6 +86,7 @@ impl LiveRecording {
             total_bytes: progress.total_bytes,
             done_files: progress.done_files,
             total_files: progress.total_files,
+            workers: progress.workers,
             running_shards: self
                 .running
                 .lock()
@@ -198,12 +202,18 @@ mod tests {
             total_bytes: 10,
             done_files: 1,
             total_files: 2,
+            workers: Some(8),
         };
         recording.progress("copy", progress);
         let live = LiveProgress::read(dir.path()).expect("written");
         assert_eq!(
-            (live.step.as_str(), live.done_bytes, live.total_files),
-            ("copy", 5, 2)
+            (
+                live.step.as_str(),
+                live.done_bytes,
+                live.total_files,
+                live.workers
+            ),
+            ("copy", 5, 2, Some(8))
         );
         // Within 2 s, not rewritten.
         recording.progress(

@@ -113,6 +113,7 @@ impl Reporter {
                 total_bytes: progress.total_bytes,
                 done_files: progress.done_files,
                 total_files: progress.total_files,
+                workers: progress.workers,
             },
         };
         if let Ok(json) = serde_json::to_value(&event) {

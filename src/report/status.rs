@@ -342,7 +342,7 @@ fn grid_text(grid: &CopyGrid, color: bool) -> String {
     text
 }
 
-/// `copying: 45% (1.2 GiB of 2.6 GiB), 12000 of 30000 files, as of TIME`.
+/// `copying: 45% (1.2 GiB of 2.6 GiB), 12000 of 30000 files, 8 workers, as of TIME`.
 fn live_line(live: &LiveProgress) -> String {
     let percent = if live.total_bytes > 0 {
         live.done_bytes as f64 * 100.0 / live.total_bytes as f64
@@ -351,8 +351,12 @@ fn live_line(live: &LiveProgress) -> String {
     } else {
         100.0
     };
+    let workers = match live.workers {
+        Some(count) => format!(", {count} worker{}", if count == 1 { "" } else { "s" }),
+        None => String::new(),
+    };
     format!(
-        "copying: {percent:.0}% ({} of {}), {} of {} files, as of {}",
+        "copying: {percent:.0}% ({} of {}), {} of {} files{workers}, as of {}",
         crate::syntax::format_bytes(live.done_bytes),
         crate::syntax::format_bytes(live.total_bytes),
         live.done_files,

@@ -158,6 +158,9 @@ pub struct Counters {
     pub done_files: u64,
     /// Entries in all.
     pub total_files: u64,
+    /// Workers copying now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u32>,
 }
 
 /// How an agent ended.
@@ -514,6 +517,7 @@ impl PassReporter for StateReporter {
             total_bytes: snapshot.total_bytes,
             done_files: snapshot.done_files,
             total_files: snapshot.total_files,
+            workers: snapshot.workers,
         };
         if let Err(error) = self.update(false, |state| {
             state.progress = Some(counters);
@@ -666,7 +670,7 @@ async fn copy_shards(
     let (bytes, files) = mine.iter().fold((0, 0), |(b, f), &i| {
         (b + plan.shards[i].bytes, f + plan.shards[i].files)
     });
-    let board = Board::new(bytes, files, mine.len(), settings.jobs);
+    let board = Board::new(bytes, files, mine.len(), settings.most_jobs());
     let mut tasks = Vec::new();
     for &i in &mine {
         let shard = &plan.shards[i];
@@ -676,18 +680,15 @@ async fn copy_shards(
         }
         tasks.push(super::pool::Task::for_shard(i, plan.shards.len(), shard));
     }
-    let pass = request.pass.pass;
-    let journal = |task: &super::pool::Task, end: super::pool::TaskEnd<'_>| -> anyhow::Result<()> {
-        match end.note(pass, task) {
-            Some(note) => reporter.note(&note),
-            None => Ok(()),
-        }
-    };
-    let warn = |message: &str| reporter.warn(message);
-    let outcome = tokio::select! {
-        outcome = super::pool::run(tasks, settings.jobs, &transfer, &board, &journal, &warn) => outcome?,
-        () = super::progress::tick(&board, reporter) => unreachable!("the progress loop never ends"),
-    };
+    let outcome = super::copy_pass::run_journaled(
+        tasks,
+        settings.concurrency(),
+        &transfer,
+        &board,
+        reporter,
+        request.pass.pass,
+    )
+    .await?;
     reporter.progress(&board, false);
     let mut failures = outcome.failures;
     if let Some(stopped) = outcome.stopped {

@@ -150,7 +150,7 @@ impl<'a> CopyPass<'a> {
             forced,
             ..
         } = comparison;
-        let plan = planner::plan(dirs, &PlannerConfig::new(settings.jobs));
+        let plan = planner::plan(dirs, &PlannerConfig::new(settings.most_jobs()));
         let links = if settings.hard_links {
             hard_links.len()
         } else {
@@ -216,7 +216,12 @@ impl<'a> CopyPass<'a> {
             self.run_helpers(chunked("new directories", new_dirs, jobs), jobs)
                 .await?;
         }
-        let board = Board::new(plan.total_bytes, plan.total_files, plan.shards.len(), jobs);
+        let board = Board::new(
+            plan.total_bytes,
+            plan.total_files,
+            plan.shards.len(),
+            self.settings.most_jobs(),
+        );
         let mut tasks = Vec::new();
         for (index, shard) in plan.shards.iter().enumerate() {
             if done_shards.contains(&index) {
@@ -271,19 +276,16 @@ impl<'a> CopyPass<'a> {
                 )
                 .await;
         }
-        let pass_number = pass.record.pass;
-        let journal_shard = |task: &Task, end: pool::TaskEnd<'_>| -> anyhow::Result<()> {
-            match end.note(pass_number, task) {
-                Some(note) => reporter.note(&note),
-                None => Ok(()),
-            }
-        };
-        let warn = |message: &str| reporter.warn(message);
-        let jobs = self.settings.jobs;
-        tokio::select! {
-            outcome = pool::run(tasks, jobs, &self.transfer, board, &journal_shard, &warn) => outcome,
-            () = progress::tick(board, reporter) => unreachable!("the progress loop never ends"),
-        }
+        let concurrency = self.settings.concurrency();
+        run_journaled(
+            tasks,
+            concurrency,
+            &self.transfer,
+            board,
+            reporter,
+            pass.record.pass,
+        )
+        .await
     }
 
     /// Redoes the hard links that span shards, then sets the attributes of the shared
@@ -403,8 +405,13 @@ impl<'a> CopyPass<'a> {
         }
         let board = Board::new(0, 0, tasks.len(), jobs);
         let reporter = self.reporter;
-        let warn = |message: &str| reporter.warn(message);
-        let outcome = pool::run(tasks, jobs, &self.transfer, &board, &|_, _| Ok(()), &warn).await?;
+        let hooks = pool::Hooks {
+            on_end: &|_, _| Ok(()),
+            warn: &|message: &str| reporter.warn(message),
+            on_workers: &|_| Ok(()),
+        };
+        let concurrency = pool::Concurrency::Fixed(jobs);
+        let outcome = pool::run(tasks, concurrency, &self.transfer, &board, &hooks).await?;
         self.warnings.extend(outcome.warnings);
         if let Some(stopped) = outcome.stopped {
             anyhow::bail!("the copy stopped: {stopped}");
@@ -413,6 +420,48 @@ impl<'a> CopyPass<'a> {
             anyhow::bail!("{first}");
         }
         Ok(())
+    }
+}
+
+/// Runs the shards' tasks of pass `pass` on the pool, showing progress meanwhile: each
+/// finished or failed shard, and each change of the worker count, is journaled through
+/// `reporter`, and a change is said as a line. The agents of copies in pods and Jobs run
+/// their shards through this too.
+pub(crate) async fn run_journaled(
+    tasks: Vec<Task>,
+    concurrency: pool::Concurrency,
+    transfer: &Transfer,
+    board: &Board,
+    reporter: &dyn PassReporter,
+    pass: u32,
+) -> anyhow::Result<PoolOutcome> {
+    let on_end = |task: &Task, end: pool::TaskEnd<'_>| -> anyhow::Result<()> {
+        match end.note(pass, task) {
+            Some(note) => reporter.note(&note),
+            None => Ok(()),
+        }
+    };
+    let on_workers = |change: &pool::WorkersChange| -> anyhow::Result<()> {
+        reporter.line(&format!(
+            "jobs: auto: {} to {} workers: {}",
+            change.from, change.to, change.why
+        ));
+        reporter.note(&Note::Workers {
+            pass,
+            from: change.from,
+            to: change.to,
+            why: change.why.clone(),
+            at: jiff::Timestamp::now().to_string(),
+        })
+    };
+    let hooks = pool::Hooks {
+        on_end: &on_end,
+        warn: &|message: &str| reporter.warn(message),
+        on_workers: &on_workers,
+    };
+    tokio::select! {
+        outcome = pool::run(tasks, concurrency, transfer, board, &hooks) => outcome,
+        () = progress::tick(board, reporter) => unreachable!("the progress loop never ends"),
     }
 }
 

@@ -3,8 +3,9 @@
 //!
 //! A pass: compare the two trees by metadata with a concurrent walk ([`compare`]); plan
 //! shards of what differs, balanced by bytes and files ([`planner`]); journal the plan;
-//! delete what is only at the destination (with `delete: true`); run `jobs` rsync workers
-//! over the shards, biggest first, journaling each finished one ([`pool`]); redo hard links
+//! delete what is only at the destination (with `delete: true`); run rsync workers over the
+//! shards, biggest first, journaling each finished one ([`pool`]): `jobs` of them, or with
+//! `jobs: auto` a count tuned while they copy ([`tuner`]); redo hard links
 //! across shards; set the attributes of the directories the shards shared; journal the end;
 //! with `verify: true`, compare again and fail on any difference. A resumed run continues
 //! the journaled plan without redoing its finished shards.
@@ -28,8 +29,6 @@ mod progress;
 mod remote;
 mod rsync;
 mod spec;
-// The `jobs: auto` controller, unit-tested and not yet used by the pool (#17).
-#[allow(dead_code)]
 mod tuner;
 mod walker;
 mod watch;
@@ -172,15 +171,14 @@ fn describe_plan(
         );
     }
     let mut text = format!(
-        "copy {} entries ({}) from {} to {} in {} shard{} with {} rsync worker{}",
+        "copy {} entries ({}) from {} to {} in {} shard{} with {}",
         plan.total_files,
         bytes(plan.total_bytes),
         settings.from.display(),
         settings.to.display(),
         plan.shards.len(),
         if plan.shards.len() == 1 { "" } else { "s" },
-        settings.jobs,
-        if settings.jobs == 1 { "" } else { "s" },
+        settings.describe_workers(),
     );
     if !plan.dirs.is_empty() {
         text.push_str(&format!(
@@ -336,7 +334,7 @@ impl SyncAction {
         let count = comparison.difference_count;
         let forced = comparison.forced;
         let comparison_links = comparison.hard_links.len();
-        let plan = planner::plan(comparison.dirs, &PlannerConfig::new(settings.jobs));
+        let plan = planner::plan(comparison.dirs, &PlannerConfig::new(settings.most_jobs()));
         let hard_links = if settings.hard_links {
             comparison_links
         } else {

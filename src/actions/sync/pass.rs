@@ -100,6 +100,19 @@ pub enum Note {
         /// What rsync said the last time.
         error: String,
     },
+    /// `jobs: auto` changed the number of rsync workers of the pass (see [`super::tuner`]).
+    Workers {
+        /// Pass number.
+        pass: u32,
+        /// The count before.
+        from: usize,
+        /// The count from then on.
+        to: usize,
+        /// Why: `throughput rose 18% at 8 workers`.
+        why: String,
+        /// When (RFC 3339).
+        at: String,
+    },
     /// The pass finished: the destination had everything the source had at its start.
     PassDone {
         /// Pass number.
@@ -170,6 +183,7 @@ impl Note {
             Note::Deleted { pass, .. } => format!("deleted {pass}"),
             Note::Shard { pass, shard, .. } => format!("shard {pass} {shard}"),
             Note::ShardFailed { pass, shard, .. } => format!("shard failed {pass} {shard}"),
+            Note::Workers { pass, at, to, .. } => format!("workers {pass} {at} {to}"),
             Note::PassDone { pass } => format!("done {pass}"),
             Note::Agent(record) => format!("agent {}", record.agent),
             Note::Job(record) => format!("job {}", record.name),
@@ -361,7 +375,7 @@ impl Ledger {
                         state.done = true;
                     }
                 }
-                Note::Agent(_) | Note::Job(_) | Note::Collected { .. } => {}
+                Note::Agent(_) | Note::Job(_) | Note::Collected { .. } | Note::Workers { .. } => {}
             }
         }
         Ledger { passes }

@@ -40,6 +40,8 @@ struct State {
     resumed_bytes: u64,
     started: Instant,
     workers: Vec<Worker>,
+    /// The workers that may copy now (`jobs`, or the count `jobs: auto` chose last).
+    count: usize,
 }
 
 /// The progress of one pass, shared by its workers and the ticker.
@@ -49,7 +51,8 @@ pub struct Board {
 }
 
 impl Board {
-    /// A board for a plan's totals, with `jobs` workers.
+    /// A board for a plan's totals, with up to `jobs` workers (all of them may copy until
+    /// [`Board::set_workers`] says otherwise).
     pub fn new(total_bytes: u64, total_files: u64, total_shards: usize, jobs: usize) -> Self {
         Board {
             state: Mutex::new(State {
@@ -62,8 +65,14 @@ impl Board {
                 resumed_bytes: 0,
                 started: Instant::now(),
                 workers: vec![Worker::default(); jobs],
+                count: jobs,
             }),
         }
+    }
+
+    /// The workers that may copy from now on.
+    pub fn set_workers(&self, count: usize) {
+        self.with(|state| state.count = count);
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Option<T> {
@@ -142,6 +151,7 @@ impl Board {
             total_bytes: state.total_bytes,
             done_files: state.done_files + state.workers.iter().map(|w| w.files).sum::<u64>(),
             total_files: state.total_files,
+            workers: u32::try_from(state.count).ok(),
         })
         .unwrap_or_default()
     }
@@ -158,10 +168,17 @@ impl Board {
         .unwrap_or_default()
     }
 
-    /// What a redrawn display shows beside its bar: the shards done.
+    /// What a redrawn display shows beside its bar: the shards done and the workers.
     pub fn detail(&self) -> String {
-        self.with(|state| format!("shards {}/{}", state.done_shards, state.total_shards))
-            .unwrap_or_default()
+        self.with(|state| {
+            format!(
+                "shards {}/{}, {}",
+                state.done_shards,
+                state.total_shards,
+                workers(state.count)
+            )
+        })
+        .unwrap_or_default()
     }
 
     /// A summary line (bar, amounts, rate, ETA) and one line per busy worker.
@@ -186,7 +203,7 @@ impl Board {
                 "unknown".to_string()
             };
             let mut lines = vec![format!(
-                "{} {:>3.0}% {} of {}, {} of {} files, shards {}/{}, {}/s, ETA {eta}",
+                "{} {:>3.0}% {} of {}, {} of {} files, shards {}/{}, {}, {}/s, ETA {eta}",
                 bar(fraction, 20),
                 fraction * 100.0,
                 bytes(progress.done_bytes),
@@ -195,6 +212,7 @@ impl Board {
                 progress.total_files,
                 state.done_shards,
                 state.total_shards,
+                workers(state.count),
                 bytes(rate as u64),
             )];
             for (i, worker) in state.workers.iter().enumerate() {
@@ -234,6 +252,11 @@ pub async fn tick(board: &Board, reporter: &dyn PassReporter) {
     }
 }
 
+/// `4 workers`.
+fn workers(count: usize) -> String {
+    format!("{count} worker{}", if count == 1 { "" } else { "s" })
+}
+
 /// `[#####.....]`.
 fn bar(fraction: f64, width: usize) -> String {
     let filled = ((fraction.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
@@ -263,12 +286,20 @@ mod tests {
                 done_bytes: 300,
                 total_bytes: 1000,
                 done_files: 2,
-                total_files: 10
+                total_files: 10,
+                workers: Some(2),
             }
         );
         board.finish(0);
         assert_eq!(board.snapshot().done_bytes, 600);
         assert!(board.lines()[0].contains("60%"), "{:?}", board.lines());
+        board.set_workers(1);
+        assert!(
+            board.lines()[0].contains(", 1 worker, "),
+            "{:?}",
+            board.lines()
+        );
+        assert_eq!(board.detail(), "shards 2/3, 1 worker");
     }
 
     #[test]

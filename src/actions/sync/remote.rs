@@ -100,11 +100,10 @@ pub(super) fn preview(
             settings.to.display()
         ),
         None => format!(
-            "copy from {} to {} in {place}, detached, with {} rsync worker{} (the trees are compared there when the step runs)",
+            "copy from {} to {} in {place}, detached, with {} (the trees are compared there when the step runs)",
             settings.from.display(),
             settings.to.display(),
-            settings.jobs,
-            if settings.jobs == 1 { "" } else { "s" }
+            settings.describe_workers()
         ),
     };
     Ok(crate::actions::Preview {

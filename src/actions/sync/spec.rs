@@ -12,10 +12,12 @@ use crate::actions::{InvalidInput, StepContext};
 use crate::diagnostic::ValueError;
 use crate::syntax::{Count, Setting, Templated};
 
-/// Workers when `jobs:` is not given.
-pub const DEFAULT_JOBS: u32 = 4;
+/// Workers `jobs: auto` starts with.
+pub const AUTO_START: u32 = 4;
+/// The most workers `jobs: auto` uses when `max_jobs:` is not given.
+pub const DEFAULT_MAX_JOBS: u32 = 32;
 
-/// `sync: {from, to, jobs, delete, bwlimit, exclude, rsync_args, verify}`.
+/// `sync: {from, to, jobs, max_jobs, delete, bwlimit, exclude, rsync_args, verify}`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "SyncFields")]
 pub struct SyncAction {
@@ -23,9 +25,12 @@ pub struct SyncAction {
     pub from: String,
     /// The directory to copy into (created if its parent exists).
     pub to: String,
-    /// Parallel rsync workers (default 4).
+    /// Parallel rsync workers: a number, or `auto` (the default), tuned while the copy runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jobs: Option<Templated<Count>>,
+    pub jobs: Option<Templated<Jobs>>,
+    /// The most workers `jobs: auto` may use (default 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_jobs: Option<Templated<Count>>,
     /// Make the destination an exact mirror: delete what is not in the source.
     #[serde(default, skip_serializing_if = "Templated::is_false")]
     pub delete: Templated<bool>,
@@ -73,7 +78,8 @@ pub struct SyncAction {
 struct SyncFields {
     from: String,
     to: String,
-    jobs: Option<Templated<Count>>,
+    jobs: Option<Templated<Jobs>>,
+    max_jobs: Option<Templated<Count>>,
     #[serde(default)]
     delete: Templated<bool>,
     bwlimit: Option<Templated<Rate>>,
@@ -262,6 +268,19 @@ impl TryFrom<SyncFields> for SyncAction {
             .about_key(key)
             .to_string());
         }
+        let literal_jobs = match &fields.jobs {
+            None => Some(Jobs::Auto),
+            Some(Templated::Literal(jobs)) => Some(*jobs),
+            Some(Templated::Template(_)) => None,
+        };
+        if let (Some(jobs), Some(Templated::Literal(Count(max_jobs)))) =
+            (literal_jobs, &fields.max_jobs)
+            && let Err(message) = jobs.check_max(*max_jobs)
+        {
+            return Err(ValueError::new(message, MAX_JOBS_HELP)
+                .about_key("max_jobs")
+                .to_string());
+        }
         let (on, on_job) = match fields.on {
             Some(on) => on.check()?,
             None => (None, None),
@@ -270,6 +289,7 @@ impl TryFrom<SyncFields> for SyncAction {
             from: fields.from,
             to: fields.to,
             jobs: fields.jobs,
+            max_jobs: fields.max_jobs,
             delete: fields.delete,
             bwlimit: fields.bwlimit,
             exclude: fields.exclude,
@@ -280,6 +300,97 @@ impl TryFrom<SyncFields> for SyncAction {
             on_job,
             session_notes: Mutex::new(Vec::new()),
         })
+    }
+}
+
+/// `jobs:`: a fixed number of rsync workers, or `auto`: start at [`AUTO_START`] and tune the
+/// count while the copy runs (see [`super::tuner`]). Written back as written (a number stays
+/// a number), so that a step's definition hash does not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jobs {
+    /// `auto`.
+    Auto,
+    /// A number of at least 1.
+    Fixed(u32),
+}
+
+const JOBS_HELP: &str =
+    "for example `jobs: 4`, or `jobs: auto` (the default) to let the copy tune its workers";
+const MAX_JOBS_HELP: &str = "for example `max_jobs: 32` (the default); `jobs: auto` starts at 4 workers and never goes above `max_jobs`";
+
+impl fmt::Display for Jobs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Jobs::Auto => f.write_str("auto"),
+            Jobs::Fixed(count) => count.fmt(f),
+        }
+    }
+}
+
+impl Serialize for Jobs {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Jobs::Auto => serializer.serialize_str("auto"),
+            Jobs::Fixed(count) => serializer.serialize_u32(*count),
+        }
+    }
+}
+
+impl Setting for Jobs {
+    const EXPECTED: &'static str = "a whole number of at least 1 or `auto`";
+
+    fn from_number(number: u64) -> Result<Self, ValueError> {
+        match u32::try_from(number) {
+            Ok(0) => Err(ValueError::new(
+                "`{key}` must be at least 1 (or `auto`)",
+                JOBS_HELP,
+            )),
+            Ok(number) => Ok(Jobs::Fixed(number)),
+            Err(_) => Err(ValueError::new("`{key}` is too big", JOBS_HELP)),
+        }
+    }
+
+    fn from_negative(_: i64) -> Result<Self, ValueError> {
+        Err(ValueError::new(
+            "`{key}` must be at least 1 (or `auto`)",
+            JOBS_HELP,
+        ))
+    }
+
+    fn from_text(text: &str) -> Option<Self> {
+        match text.trim() {
+            "auto" => Some(Jobs::Auto),
+            number => Count::from_text(number).map(|count| Jobs::Fixed(count.0)),
+        }
+    }
+
+    fn not_a_value(text: &str) -> ValueError {
+        match text.trim().parse::<i64>() {
+            Ok(number) if number < 1 => {
+                ValueError::new("`{key}` must be at least 1 (or `auto`)", JOBS_HELP)
+            }
+            Ok(_) => ValueError::new("`{key}` is too big", JOBS_HELP),
+            Err(_) => ValueError::new(
+                format!("`{{key}}` must be a whole number of at least 1 or `auto`, not `{text}`"),
+                JOBS_HELP,
+            ),
+        }
+    }
+}
+
+impl Jobs {
+    /// Whether `max_jobs` suits these jobs: `auto` starts at 4, so it needs at least 4; a
+    /// fixed count must not be above it.
+    fn check_max(self, max_jobs: u32) -> Result<(), String> {
+        match self {
+            Jobs::Auto if max_jobs < AUTO_START => Err(format!(
+                "`max_jobs` is {max_jobs}, below the {AUTO_START} workers `jobs: auto` starts with"
+            )),
+            Jobs::Fixed(jobs) if max_jobs < jobs => {
+                Err(format!("`max_jobs` is {max_jobs}, below `jobs` ({jobs})"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -478,8 +589,11 @@ pub struct Settings {
     pub from: PathBuf,
     /// The destination directory.
     pub to: PathBuf,
-    /// Workers.
+    /// Workers: the fixed count, or the count `jobs: auto` starts with.
     pub jobs: usize,
+    /// With `jobs: auto`, the most workers the copy may use; `None` for a fixed count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_jobs: Option<usize>,
     /// Mirror deletions.
     pub delete: bool,
     /// Bytes per second for all workers.
@@ -502,6 +616,7 @@ impl Settings {
             from: from.into(),
             to: to.into(),
             jobs: 4,
+            max_jobs: None,
             delete: false,
             bwlimit: None,
             exclude: Vec::new(),
@@ -544,6 +659,24 @@ impl SyncAction {
         .collect())
     }
 
+    /// `jobs` and `max_jobs` rendered and checked: the workers to start with, and with
+    /// `jobs: auto` the most it may use.
+    fn jobs(&self, cx: &StepContext<'_>) -> anyhow::Result<(usize, Option<usize>)> {
+        let jobs = cx
+            .optional_setting("jobs", self.jobs.as_ref())?
+            .unwrap_or(Jobs::Auto);
+        let max_jobs = cx
+            .optional_setting("max_jobs", self.max_jobs.as_ref())?
+            .map_or(DEFAULT_MAX_JOBS, |count| count.0);
+        jobs.check_max(max_jobs).map_err(|message| {
+            InvalidInput(format!("step `{}`: {message}; {MAX_JOBS_HELP}", cx.step_id))
+        })?;
+        Ok(match jobs {
+            Jobs::Auto => (AUTO_START as usize, Some(max_jobs as usize)),
+            Jobs::Fixed(count) => (count as usize, None),
+        })
+    }
+
     /// Renders the templates and checks the values (not the paths).
     pub fn settings(&self, cx: &StepContext<'_>) -> anyhow::Result<Settings> {
         let path = |key: &str, template: &str| -> anyhow::Result<PathBuf> {
@@ -556,9 +689,7 @@ impl SyncAction {
             }
             Ok(PathBuf::from(text))
         };
-        let jobs = cx
-            .optional_setting("jobs", self.jobs.as_ref())?
-            .map_or(DEFAULT_JOBS, |jobs| jobs.0);
+        let (jobs, max_jobs) = self.jobs(cx)?;
         let bwlimit = cx
             .optional_setting("bwlimit", self.bwlimit.as_ref())?
             .map(|rate| rate.bytes)
@@ -578,7 +709,8 @@ impl SyncAction {
         Ok(Settings {
             from: path("from", &self.from)?,
             to: path("to", &self.to)?,
-            jobs: jobs as usize,
+            jobs,
+            max_jobs,
             delete: cx.setting("delete", &self.delete)?,
             bwlimit,
             hard_links: wants_hard_links(&rsync_args),
@@ -682,10 +814,39 @@ impl Settings {
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The bandwidth of each worker, in KiB/s for `--bwlimit` (at least 1).
+    /// The most workers the copy may run at once: `max_jobs` with `jobs: auto`.
+    pub fn most_jobs(&self) -> usize {
+        self.max_jobs.unwrap_or(self.jobs).max(1)
+    }
+
+    /// The workers as the pool takes them: a fixed count, or tuned from 4 to `max_jobs`.
+    pub fn concurrency(&self) -> super::pool::Concurrency {
+        match self.max_jobs {
+            Some(max) => super::pool::Concurrency::Auto {
+                start: self.jobs.min(max),
+                max,
+            },
+            None => super::pool::Concurrency::Fixed(self.jobs),
+        }
+    }
+
+    /// `4 rsync workers`, or `4 to 32 rsync workers (jobs: auto)`.
+    pub fn describe_workers(&self) -> String {
+        match self.max_jobs {
+            Some(max) => format!("{} to {max} rsync workers (jobs: auto)", self.jobs),
+            None => format!(
+                "{} rsync worker{}",
+                self.jobs,
+                if self.jobs == 1 { "" } else { "s" }
+            ),
+        }
+    }
+
+    /// The bandwidth of each worker, in KiB/s for `--bwlimit` (at least 1): the total
+    /// shared by the most workers that may run, so that a tuned count never goes over it.
     pub fn worker_bwlimit_kib(&self) -> Option<u64> {
         self.bwlimit
-            .map(|rate| (rate / 1024 / self.jobs.max(1) as u64).max(1))
+            .map(|rate| (rate / 1024 / self.most_jobs() as u64).max(1))
     }
 }
 
@@ -820,6 +981,74 @@ mod tests {
             serde_json::to_value(&templated).ok(),
             Some(serde_json::json!({"from": "a", "to": "b", "delete": "{{ mirror }}"}))
         );
+    }
+
+    #[test]
+    fn jobs_is_a_count_or_auto_and_max_jobs_must_leave_room_for_it() {
+        let read = |yaml: &str| -> Result<Templated<Jobs>, String> {
+            serde_saphyr::from_str(yaml).map_err(|error| error.to_string())
+        };
+        assert_eq!(read("auto"), Ok(Templated::Literal(Jobs::Auto)));
+        assert_eq!(read("4"), Ok(Templated::Literal(Jobs::Fixed(4))));
+        assert_eq!(read("'2'"), Ok(Templated::Literal(Jobs::Fixed(2))));
+        assert_eq!(read("'{{ n }}'"), Ok(Templated::Template("{{ n }}".into())));
+        for bad in ["0", "-1"] {
+            let error = read(bad).unwrap_err();
+            assert!(error.contains("must be at least 1 (or `auto`)"), "{error}");
+        }
+        let error = read("many").unwrap_err();
+        assert!(
+            error.contains("at least 1 or `auto`, not `many`"),
+            "{error}"
+        );
+        assert_eq!(Jobs::from_text(" auto\n"), Some(Jobs::Auto));
+        assert_eq!(Jobs::from_text("0"), None);
+        // Written back as written: a number stays a number.
+        assert_eq!(
+            serde_json::to_value(Jobs::Fixed(2)).ok(),
+            Some(serde_json::json!(2))
+        );
+        assert_eq!(
+            serde_json::to_value(Jobs::Auto).ok(),
+            Some(serde_json::json!("auto"))
+        );
+        let load = |yaml: &str| serde_saphyr::from_str::<SyncAction>(yaml).map(|_| ());
+        assert!(load("{from: a, to: b, max_jobs: 4}").is_ok());
+        assert!(load("{from: a, to: b, jobs: 2, max_jobs: 2}").is_ok());
+        assert!(load("{from: a, to: b, jobs: auto, max_jobs: '{{ n }}'}").is_ok());
+        for (yaml, says) in [
+            ("{from: a, to: b, max_jobs: 2}", "below the 4 workers"),
+            (
+                "{from: a, to: b, jobs: auto, max_jobs: 3}",
+                "below the 4 workers",
+            ),
+            ("{from: a, to: b, jobs: 8, max_jobs: 4}", "below `jobs` (8)"),
+            ("{from: a, to: b, max_jobs: 0}", "must be at least 1"),
+            ("{from: a, to: b, max_jobs: lots}", "not `lots`"),
+        ] {
+            let error = load(yaml).unwrap_err().to_string();
+            assert!(error.contains(says), "{yaml}: {error}");
+        }
+    }
+
+    #[test]
+    fn auto_starts_at_four_and_shares_the_bandwidth_among_max_jobs() {
+        let mut settings = Settings::for_test("/a", "/b");
+        settings.max_jobs = Some(32);
+        settings.bwlimit = Some(64 << 20);
+        assert_eq!(
+            settings.concurrency(),
+            super::super::pool::Concurrency::Auto { start: 4, max: 32 }
+        );
+        assert_eq!(
+            settings.describe_workers(),
+            "4 to 32 rsync workers (jobs: auto)"
+        );
+        assert_eq!(settings.worker_bwlimit_kib(), Some(2048));
+        settings.max_jobs = None;
+        settings.jobs = 1;
+        assert_eq!(settings.describe_workers(), "1 rsync worker");
+        assert_eq!(settings.worker_bwlimit_kib(), Some(65536));
     }
 
     #[test]

@@ -10,15 +10,16 @@
 //! its cgroup's limit when it has one (a pod's CPU limit), not the node's core count
 //! ([`cpu_capacity`]).
 //!
-//! Not yet wired into the worker pool: `jobs: auto` and `max_jobs` come with that step of
-//! #17 (the copy while walking and the pool that grows and shrinks); until then the pool
-//! runs the fixed `jobs`.
+//! The worker pool ([`super::pool`]) feeds it a window every few seconds and applies its
+//! changes between shards.
 //!
 //! How it moves: it doubles the count while each raise pays (throughput up by more than
 //! [`GAIN`]), then steps by a quarter; a raise that does not pay is undone and the count is
 //! held; a fall of throughput by more than [`LOSS`] while holding (the server got slower, or
-//! the files got smaller) steps down, and every [`PROBE_EVERY`] steady windows it tries one
-//! step up again, so that it follows a copy whose best concurrency changes.
+//! the files got smaller) steps down, as does a busy CPU (but a lowering for the CPU that
+//! costs throughput is undone: the load was other work); and every [`PROBE_EVERY`] steady
+//! windows it tries one step up again, so that it follows a copy whose best concurrency
+//! changes.
 
 use std::time::Duration;
 
@@ -75,8 +76,14 @@ pub struct Tuner {
     phase: Phase,
     /// The count before the last raise, and the throughput it had.
     before_raise: Option<(usize, Throughput)>,
-    /// The throughput of the last window.
-    last: Option<Throughput>,
+    /// The count before the last lowering for a busy CPU, and the throughput it had.
+    before_lower: Option<(usize, Throughput)>,
+    /// A busy CPU lowers the count no further than this: a lowering that cost throughput
+    /// showed that the load is not the copy's (other work on the machine) and that fewer
+    /// workers only copy less. Cleared when a raise pays.
+    cpu_floor: usize,
+    /// The count during the last window, and its throughput.
+    last: Option<(usize, Throughput)>,
 }
 
 /// Files and bytes per second, compared as the better of the two relative changes (a copy of
@@ -113,6 +120,8 @@ impl Tuner {
             max,
             phase: Phase::Climbing,
             before_raise: None,
+            before_lower: None,
+            cpu_floor: 1,
             last: None,
         }
     }
@@ -128,22 +137,15 @@ impl Tuner {
             files: sample.files_per_second,
             bytes: sample.bytes_per_second,
         };
-        let last = self.last.replace(now);
-        if sample.cpu_busy > CPU_SATURATED {
-            self.phase = Phase::Holding { steady: 0 };
-            self.before_raise = None;
-            if self.workers == 1 {
-                return Change::Keep;
-            }
-            let workers = (self.workers - (self.workers / 4).max(1)).max(1);
-            return self.move_to(
-                workers,
-                format!(
-                    "the CPU the copy may use is {:.0}% busy at {} workers",
-                    sample.cpu_busy * 100.0,
-                    self.workers
-                ),
-            );
+        // A window is compared with the one before only at the same count: after a lower
+        // count the throughput falls by itself, which says nothing of the server.
+        let last = self
+            .last
+            .replace((self.workers, now))
+            .filter(|(workers, _)| *workers == self.workers)
+            .map(|(_, throughput)| throughput);
+        if let Some(change) = self.for_the_cpu(now, sample.cpu_busy) {
+            return change;
         }
         // The window after a raise says whether it paid.
         if let Some((previous, before)) = self.before_raise.take() {
@@ -167,6 +169,7 @@ impl Tuner {
             if gain < 0.5 && self.phase == Phase::Climbing {
                 self.phase = Phase::Stepping;
             }
+            self.cpu_floor = 1;
             return self.raise(now, why);
         }
         match self.phase {
@@ -197,6 +200,45 @@ impl Tuner {
                 Change::Keep
             }
         }
+    }
+
+    /// What a busy CPU decides, before the throughput: a lowering for the CPU that cost
+    /// throughput is undone (and the CPU lowers no further than that count from then on);
+    /// a CPU busier than [`CPU_SATURATED`] lowers the count by a quarter, down to that floor.
+    fn for_the_cpu(&mut self, now: Throughput, cpu_busy: f64) -> Option<Change> {
+        if let Some((previous, before)) = self.before_lower.take() {
+            let gain = now.gain_over(before);
+            if gain < -LOSS {
+                self.cpu_floor = previous;
+                self.phase = Phase::Holding { steady: 0 };
+                return Some(self.move_to(
+                    previous,
+                    format!(
+                        "throughput {} at {} workers; back to {previous}: the CPU is busy with other work, and fewer workers only copy less",
+                        percent_change(gain),
+                        self.workers
+                    ),
+                ));
+            }
+        }
+        if cpu_busy <= CPU_SATURATED {
+            return None;
+        }
+        self.phase = Phase::Holding { steady: 0 };
+        self.before_raise = None;
+        let workers = (self.workers - (self.workers / 4).max(1)).max(self.cpu_floor);
+        if workers >= self.workers {
+            return Some(Change::Keep);
+        }
+        self.before_lower = Some((self.workers, now));
+        Some(self.move_to(
+            workers,
+            format!(
+                "the CPU the copy may use is {:.0}% busy at {} workers",
+                cpu_busy * 100.0,
+                self.workers
+            ),
+        ))
     }
 
     /// Raises the count (doubling while climbing, a quarter more while stepping), remembering
@@ -237,33 +279,46 @@ fn percent_change(gain: f64) -> String {
     }
 }
 
-/// The CPUs the copy may use: its cgroup's quota (cgroup v2 `cpu.max`, as a pod's CPU limit
-/// sets it) when there is one, else the CPUs this process may run on.
+/// The CPUs the copy may use: its cgroup's quota (cgroup v2 `cpu.max`, or v1
+/// `cpu.cfs_quota_us` over `cpu.cfs_period_us`, as a pod's CPU limit sets them) when there
+/// is one, else the CPUs this process may run on.
 pub fn cpu_capacity() -> f64 {
     let cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
-    std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
-        .ok()
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    read("/sys/fs/cgroup/cpu.max")
         .and_then(|text| cgroup_quota(&text))
+        .or_else(|| {
+            let quota = read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")?;
+            let period = read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")?;
+            cgroup_quota(&format!("{} {}", quota.trim(), period.trim()))
+        })
         .map_or(cores, |quota| quota.min(cores))
 }
 
 /// The CPUs a cgroup v2 `cpu.max` (`QUOTA PERIOD`, or `max PERIOD`) allows; `None` for no
-/// limit.
+/// limit (cgroup v1 writes it as a quota of -1).
 fn cgroup_quota(text: &str) -> Option<f64> {
     let mut words = text.split_whitespace();
     let quota: f64 = words.next()?.parse().ok()?;
     let period: f64 = words.next()?.parse().ok()?;
-    (period > 0.0).then(|| quota / period)
+    (period > 0.0 && quota > 0.0).then(|| quota / period)
 }
 
 /// CPU time used so far by this process's cgroup (its children included), from cgroup v2
-/// `cpu.stat`'s `usage_usec`; `None` where there is no such file.
+/// `cpu.stat`'s `usage_usec` or cgroup v1 `cpuacct.usage` (nanoseconds); `None` where there
+/// is neither.
 pub fn cgroup_cpu_used() -> Option<Duration> {
-    let text = std::fs::read_to_string("/sys/fs/cgroup/cpu.stat").ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("usage_usec "))
-        .and_then(|value| value.trim().parse().ok())
-        .map(Duration::from_micros)
+    if let Ok(text) = std::fs::read_to_string("/sys/fs/cgroup/cpu.stat") {
+        return text
+            .lines()
+            .find_map(|line| line.strip_prefix("usage_usec "))
+            .and_then(|value| value.trim().parse().ok())
+            .map(Duration::from_micros);
+    }
+    std::fs::read_to_string("/sys/fs/cgroup/cpuacct/cpuacct.usage")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .map(Duration::from_nanos)
 }
 
 /// How busy the CPU the copy may use was between two readings: from the cgroup's usage
@@ -422,13 +477,43 @@ mod tests {
             "{counts:?}"
         );
         assert_eq!(tuner.workers(), 6);
+        // A copy bound by the CPU (as many files a second at any count, the CPU always
+        // saturated) goes down to one worker.
         let mut tuner = Tuner::new(4, 32);
         let saturated = |workers: usize| Sample {
             cpu_busy: 1.0,
-            ..server(100)(workers)
+            ..server(1)(workers)
         };
         let counts = run(&mut tuner, &saturated, 30);
         assert_eq!(counts.last(), Some(&1), "{counts:?}");
+    }
+
+    /// Other work keeps the CPU busy while the copy waits on its file server: fewer workers
+    /// only copy less, so the lowering is undone and the count stays.
+    #[test]
+    fn a_lowering_for_a_cpu_busy_with_other_work_that_costs_throughput_is_undone() {
+        let mut tuner = Tuner::new(4, 32);
+        let busy_elsewhere = |workers: usize| Sample {
+            cpu_busy: 0.97,
+            ..server(100)(workers)
+        };
+        let mut changes = Vec::new();
+        let counts: Vec<usize> = (0..20)
+            .map(|_| {
+                changes.push(tuner.observe(busy_elsewhere(tuner.workers())));
+                tuner.workers()
+            })
+            .collect();
+        assert_eq!(&counts[..3], &[3, 4, 4], "{counts:?}");
+        assert!(
+            counts.iter().all(|count| (3..=4).contains(count)),
+            "{counts:?}"
+        );
+        assert_eq!(counts.last(), Some(&4), "{counts:?}");
+        assert!(
+            matches!(&changes[1], Change::To { workers: 4, why } if why.contains("fell 25% at 3 workers; back to 4")),
+            "{changes:?}"
+        );
     }
 
     #[test]
@@ -446,6 +531,9 @@ mod tests {
         assert_eq!(cgroup_quota("200000 100000\n"), Some(2.0));
         assert_eq!(cgroup_quota("50000 100000"), Some(0.5));
         assert_eq!(cgroup_quota("max 100000"), None);
+        // cgroup v1: `cpu.cfs_quota_us` is -1 without a limit.
+        assert_eq!(cgroup_quota("-1 100000"), None);
+        assert_eq!(cgroup_quota("150000 100000"), Some(1.5));
         assert!(cpu_capacity() > 0.0);
     }
 }

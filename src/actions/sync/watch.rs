@@ -72,13 +72,18 @@ impl Watched {
                 total_bytes: progress.total_bytes,
                 done_files: progress.done_files,
                 total_files: progress.total_files,
+                workers: progress.workers,
             };
             cx.progress(progress);
             self.beats += 1;
+            let detail = progress
+                .workers
+                .map(|count| format!("{count} worker{}", if count == 1 { "" } else { "s" }))
+                .unwrap_or_default();
             show_board(
                 cx,
                 progress,
-                ("", &[]),
+                (&detail, &[]),
                 &beat.board,
                 self.beats.is_multiple_of(5),
             );
