@@ -280,7 +280,15 @@ impl History {
                     .or_default()
                     .push(data.clone());
             }
+            EventKind::BlockFailed { steps, .. } => {
+                // The rescue may undo what the block did: the next run starts it again.
+                for step in steps {
+                    self.steps.remove(step);
+                    self.approvals.remove(step);
+                }
+            }
             EventKind::Progress { .. }
+            | EventKind::BlockFinished { .. }
             | EventKind::Warning { .. }
             | EventKind::PlanChanged { .. } => {}
         }

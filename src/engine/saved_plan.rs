@@ -595,6 +595,7 @@ steps:
             .iter()
             .zip(decisions)
             .map(|(step, decision)| PlanEntry {
+                part: None,
                 id: step.id().to_string(),
                 name: None,
                 action: step.action_key.to_string(),

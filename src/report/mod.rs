@@ -311,12 +311,56 @@ impl Reporter {
                 );
                 text
             }
+            EventKind::BlockFailed { block, step, .. } => format!(
+                "{} block {block}: step {step} failed; its rescue and always steps run now",
+                self.paint(YELLOW, "↺")
+            ),
+            EventKind::BlockFinished {
+                block,
+                failed,
+                rescued,
+                handler_failed,
+                handler_error,
+            } => self.describe_block_finished(
+                block,
+                failed,
+                *rescued,
+                handler_failed.as_deref().zip(handler_error.as_deref()),
+            ),
             EventKind::RunFinished { status, exit_code } => {
                 let (color, text) = run_verdict(status);
                 format!("{} (exit {exit_code})", self.paint(color, text))
             }
             _ => return None,
         })
+    }
+
+    /// How a block whose step failed ended: what its rescue did, or that it failed too.
+    fn describe_block_finished(
+        &self,
+        block: &str,
+        failed: &str,
+        rescued: bool,
+        handler: Option<(&str, &str)>,
+    ) -> String {
+        let handled = if rescued {
+            "its rescue ran"
+        } else {
+            "it has no rescue"
+        };
+        match handler {
+            None => format!(
+                "{} block {block}: {failed} failed and {handled}; the run stops here, not done: \
+                 run the same command again to start the block over from its first step",
+                self.paint(YELLOW, "↺")
+            ),
+            Some((step, error)) => format!(
+                "{} block {block}: {failed} failed, and then {step} failed too: {error}\n  \
+                 fix what made {step} fail, then run the same command again: it starts the \
+                 block over from its first step",
+                self.paint(RED, "✗")
+            ),
+        }
     }
 
     /// How a step ended; quiet shows only failures, refusals and interruptions.
