@@ -133,7 +133,6 @@ impl Loader<'_> {
             always: 0..0,
         });
         list.block_ids.insert(id.clone(), location.line);
-        let mut ranges = Vec::new();
         for (section, steps) in parts {
             let start = list.steps.len();
             if let Some(mut steps) = steps {
@@ -156,12 +155,14 @@ impl Loader<'_> {
                 };
                 self.validate_list(steps, end_line, Some(part), list, known)?;
             }
-            ranges.push(start..list.steps.len());
+            let range = start..list.steps.len();
+            let block = &mut list.blocks[index];
+            match section {
+                Section::Body => block.body = range,
+                Section::Rescue => block.rescue = range,
+                Section::Always => block.always = range,
+            }
         }
-        let block = &mut list.blocks[index];
-        block.body = ranges[0].clone();
-        block.rescue = ranges[1].clone();
-        block.always = ranges[2].clone();
         Ok(())
     }
 

@@ -534,7 +534,7 @@ impl Loader<'_> {
                 continue;
             }
             self.check_step_id(&spec.id, &list.block_ids)?;
-            let mut step = self.validate_step(spanned, end_line, &list.steps, &list.ids, known)?;
+            let mut step = self.validate_step(spanned, end_line, list, known)?;
             step.part = part;
             list.ids.insert(step.id().to_string(), step.location.line);
             list.steps.push(step);
@@ -587,13 +587,12 @@ impl Loader<'_> {
         &self,
         spanned: Spanned<StepSpec>,
         end_line: usize,
-        earlier: &[Step],
-        earlier_ids: &HashMap<String, usize>,
+        earlier: &StepList,
         known: &mut BTreeSet<String>,
     ) -> Result<Step, Diagnostic> {
         let location = self.at(&spanned);
         let spec = spanned.value;
-        self.check_step_id(&spec.id, earlier_ids)?;
+        self.check_step_id(&spec.id, &earlier.ids)?;
         let extent = StepExtent {
             id: &spec.id.value,
             location: &location,
@@ -601,7 +600,7 @@ impl Loader<'_> {
         };
         let (action_key, action) = self.single_action(&spec, &extent)?;
         action.check_source(self.source)?;
-        self.check_step_references(action, &extent, earlier, earlier_ids)?;
+        self.check_step_references(action, &extent, earlier)?;
         // Every string of the step may be a template.
         let definition =
             serde_json::to_value(&spec).map_err(|error| Diagnostic::new(error.to_string()))?;
@@ -690,16 +689,23 @@ impl Loader<'_> {
         &self,
         action: &dyn crate::actions::Action,
         extent: &StepExtent<'_>,
-        earlier: &[Step],
-        earlier_ids: &HashMap<String, usize>,
+        earlier: &StepList,
     ) -> Result<(), Diagnostic> {
         let id = extent.id;
         for (key, referenced) in action.step_references() {
-            if !earlier_ids.contains_key(referenced) {
-                let ids: Vec<&str> = earlier.iter().map(Step::id).collect();
-                let help = match crate::diagnostic::did_you_mean(referenced, &ids) {
-                    Some(close) => format!("did you mean `{close}`?"),
-                    None => format!("`{key}:` names a step that comes before `{id}`"),
+            if !earlier.ids.contains_key(referenced) {
+                let ids: Vec<&str> = earlier.steps.iter().map(Step::id).collect();
+                let block = earlier.blocks.iter().find(|block| block.id == referenced);
+                let help = match (block, crate::diagnostic::did_you_mean(referenced, &ids)) {
+                    (Some(block), _) => match earlier.steps.get(block.body.clone()) {
+                        Some([.., last]) => format!(
+                            "`{referenced}` is a block, not a step: name one of its steps, e.g. `{}`",
+                            last.id()
+                        ),
+                        _ => format!("`{referenced}` is a block, not a step: name an earlier step"),
+                    },
+                    (None, Some(close)) => format!("did you mean `{close}`?"),
+                    (None, None) => format!("`{key}:` names a step that comes before `{id}`"),
                 };
                 let at = self.find_nested_key(key, extent.location, extent.end_line);
                 return Err(Diagnostic::at(
