@@ -286,7 +286,8 @@ fn summary_of(plan: &str, step: &str) -> String {
         .to_string()
 }
 
-/// The step ids of the playbook, in order.
+/// The step ids of the playbook, in order, those of a block's `block:` in its place; not
+/// its rescue and always steps, which a run that goes well does not do.
 fn step_ids() -> Vec<String> {
     let text = std::fs::read_to_string(PLAYBOOK).expect("playbook");
     let playbook: Value = serde_saphyr::from_str(&text).expect("playbook YAML");
@@ -294,6 +295,10 @@ fn step_ids() -> Vec<String> {
         .as_array()
         .expect("steps")
         .iter()
+        .flat_map(|step| match step["block"].as_array() {
+            Some(steps) => steps.clone(),
+            None => vec![step.clone()],
+        })
         .map(|step| step["id"].as_str().expect("id").to_string())
         .collect()
 }
@@ -717,4 +722,105 @@ fn plans_on_a_fresh_sandbox_and_halfway_read_and_never_write() {
         mutations(&migration.requests()[before..]),
         Vec::<String>::new()
     );
+}
+
+/// A fake `rsync` in `dir/fake-bin` that fails every copy while `dir/fail-copies` exists,
+/// as a file server that stops answering does. Returns a PATH with it first.
+fn failing_rsync(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("fake-bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let script = format!(
+        "#!/bin/sh\nif [ -e '{}/fail-copies' ] && [ \"$1\" != --version ]; then\n  echo 'rsync error: some files could not be transferred (code 23)' >&2; exit 23\nfi\nexec '{}' \"$@\"\n",
+        dir.display(),
+        common::copies::real_rsync()
+    );
+    let path = bin.join("rsync");
+    std::fs::write(&path, script).expect("write fake rsync");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// The rescue: the final copy fails while the hub is offline and its PV untouched,
+/// so the hub comes back online on the old server (exit 1, and the run says so); a later run
+/// asks for the maintenance approval again, takes the hub offline again and finishes.
+#[test]
+fn a_final_copy_that_fails_brings_the_hub_back_on_the_old_server_and_a_later_run_finishes() {
+    let Migration { test, in_cluster } = Migration::new();
+    let path = failing_rsync(test.dir());
+    let migration = Migration {
+        test: test.env("PATH", &path),
+        in_cluster,
+    };
+    // Phase one, up to the maintenance gate.
+    migration.run(&[]).status(5).stderr_has("start-maintenance");
+    let original_values = std::fs::read_to_string(migration.values_file()).expect("values");
+
+    // Users worked on: the final copy has files to copy, and every copy fails.
+    change_the_source(&migration.old_homes());
+    std::fs::write(migration.test.path("fail-copies"), "").expect("flag");
+    let failed = migration
+        .run(&["--approve", "start-maintenance"])
+        .status(1)
+        .stderr_has("final-copy failed")
+        .stderr_has("block switchover: step final-copy failed")
+        .stderr_has("The hub is back ONLINE on the OLD server 10.0.0.7 and users can work")
+        .stderr_has("block switchover: final-copy failed and its rescue ran");
+    assert!(
+        !failed.stderr.contains("every step is done"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        migration.object("Service", "proxy-public").is_some(),
+        "the hub is still offline"
+    );
+    let pv = migration
+        .object("PersistentVolume", "staging-home-nfs")
+        .expect("the PV is untouched");
+    assert_eq!(pv["spec"]["nfs"]["server"], "10.0.0.7");
+    assert_eq!(
+        std::fs::read_to_string(migration.values_file()).expect("values"),
+        original_values,
+        "the values file changed"
+    );
+    let journal = migration.journal();
+    let block_failed = journal
+        .iter()
+        .find(|event| event["event"] == "block_failed")
+        .expect("block_failed journaled");
+    assert_eq!(block_failed["block"], "switchover");
+    assert_eq!(block_failed["step"], "final-copy");
+    assert!(
+        journal
+            .iter()
+            .any(|event| event["event"] == "block_finished"
+                && event["rescued"] == true
+                && event.get("handler_failed").is_none()),
+        "no block_finished with its rescue done"
+    );
+    assert_eq!(journal.last().expect("events")["exit_code"], 1);
+
+    // The file server is back. Locking users out again needs the approval again.
+    std::fs::remove_file(migration.test.path("fail-copies")).expect("unflag");
+    migration.run(&[]).status(5).stderr_has("start-maintenance");
+    migration
+        .run(&["--approve", "start-maintenance"])
+        .status(0)
+        .stderr_has("every step is done");
+    migration.assert_migrated(&original_values);
+    let offline = migration
+        .journal()
+        .iter()
+        .filter(|event| {
+            event["event"] == "step_finished"
+                && event["step"] == "take-hub-offline"
+                && event["status"] == "changed"
+        })
+        .count();
+    assert_eq!(offline, 2, "the hub was not taken offline again");
 }

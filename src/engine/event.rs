@@ -183,9 +183,10 @@ pub enum EventKind {
         /// What differs, one line each.
         changes: Vec<String>,
     },
-    /// A step of a block failed; the block's rescue runs now. The steps of the block
-    /// (rescue and always included) are no longer done for the next run: the rescue may
-    /// have undone them, so the next run starts the block again from its first step.
+    /// A step of a block failed; the block's rescue runs now. With a rescue, the steps of
+    /// the block (rescue and always included) are no longer done for the next run: the
+    /// rescue may have undone them, so the next run starts the block again from its first
+    /// step.
     BlockFailed {
         /// Block id.
         block: String,
@@ -193,7 +194,8 @@ pub enum EventKind {
         step: String,
         /// Why.
         error: String,
-        /// The block's step ids, whose earlier records the next run forgets.
+        /// The block's step ids, whose earlier records the next run forgets (none for a
+        /// block without rescue).
         steps: Vec<String>,
     },
     /// A block whose step failed is over: its rescue and always steps ran (the run stops

@@ -922,15 +922,23 @@ impl StepVisitor for RunVisitor<'_> {
         Ok(())
     }
 
+    /// Journals the failure; with a rescue, which may undo what the block did, the block's
+    /// steps are no longer done for the next run. Without one, the next run goes on at the
+    /// failed step, as outside a block.
     fn block_failed(&mut self, block: &Block, failure: &Failure) -> anyhow::Result<()> {
+        let forgotten = if block.rescue.is_empty() {
+            Vec::new()
+        } else {
+            self.playbook.steps[block.steps()]
+                .iter()
+                .map(|step| step.id().to_string())
+                .collect()
+        };
         self.recorder.emit(EventKind::BlockFailed {
             block: block.id.clone(),
             step: failure.step.clone(),
             error: failure.error.clone(),
-            steps: self.playbook.steps[block.steps()]
-                .iter()
-                .map(|step| step.id().to_string())
-                .collect(),
+            steps: forgotten,
         })
     }
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::actions::{NoteSink, RunEnvironment, StepContext};
 use crate::kube::Cluster;
 use crate::kube::readings::Readings;
-use crate::playbook::{Block, Playbook, Step};
+use crate::playbook::{Block, FAILED, Playbook, Step};
 use crate::render::{Renderer, Vars};
 
 use super::decision::{GuardPolicy, StepDecision, Tries, decide};
@@ -184,6 +184,8 @@ impl Walk<'_> {
             Flow::Failed(failure) => (Some(failure), true),
             stop => return Ok(stop),
         };
+        // A param or var of that name is shadowed while the handlers run.
+        let mut shadowed = None;
         let rescue_failed = match &failed {
             None => {
                 for index in block.rescue.clone() {
@@ -193,6 +195,10 @@ impl Walk<'_> {
             }
             Some(failure) => {
                 visitor.block_failed(block, failure)?;
+                let what = serde_json::json!({"step": failure.step, "error": failure.error});
+                shadowed = self
+                    .vars
+                    .insert(FAILED.to_string(), crate::render::to_value(&what));
                 match self.steps_in(block.rescue.clone(), true, visitor).await? {
                     Flow::Next { .. } => None,
                     Flow::Failed(failure) => Some(failure),
@@ -207,6 +213,12 @@ impl Walk<'_> {
             Flow::Failed(failure) => Some(failure),
             stop => return Ok(stop),
         };
+        if failed.is_some() {
+            match shadowed {
+                Some(value) => self.vars.insert(FAILED.to_string(), value),
+                None => self.vars.remove(FAILED),
+            };
+        }
         let Some(failure) = failed else {
             return Ok(match always_failed {
                 None => Flow::Next { evaluated: ran },

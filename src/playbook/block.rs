@@ -72,6 +72,10 @@ impl Block {
     }
 }
 
+/// The variable a block's rescue and always steps see once a step of the block failed:
+/// `{step, error}` (undefined in always steps when none failed).
+pub const FAILED: &str = "failed";
+
 /// The step keys a block may have besides `block`, `rescue` and `always`.
 const BLOCK_KEYS: &str = "`id`, `name`, `when`, `block`, `rescue` and `always`";
 
@@ -153,7 +157,13 @@ impl Loader<'_> {
                     block: index,
                     section,
                 };
-                self.validate_list(steps, end_line, Some(part), list, known)?;
+                // Rescue and always steps may look at what failed.
+                let adds_failed = section != Section::Body && known.insert(FAILED.to_string());
+                let validated = self.validate_list(steps, end_line, Some(part), list, known);
+                if adds_failed {
+                    known.remove(FAILED);
+                }
+                validated?;
             }
             let range = start..list.steps.len();
             let block = &mut list.blocks[index];

@@ -17,7 +17,7 @@ use crate::diagnostic::{Diagnostic, Location, Source};
 use crate::render::{Masker, Renderer, TemplateProblem, Vars};
 pub use crate::syntax::{CheckSpec, CommandLine, CommandSpec, Condition, HumanDuration};
 pub use crate::syntax::{Count, ExitCode, Setting, Templated};
-pub use block::{Block, BlockPart, Section};
+pub use block::{Block, BlockPart, FAILED, Section};
 pub use param::{GivenValue, ParamSpec, ParamType, parse_var_flags, read_vars_file};
 
 /// The playbook format version this build reads.
