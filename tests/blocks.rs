@@ -53,7 +53,7 @@ fn a_failed_block_runs_its_rescue_and_always_exits_1_and_a_fixed_rerun_starts_th
     test.run()
         .status(1)
         .stderr_has("risky failed")
-        .stderr_has("block switch: step risky failed; its rescue and always steps run now")
+        .stderr_has("block switch: step risky failed; its rescue runs now, then its always steps")
         .stderr_has("block switch: risky failed and its rescue ran; the run stops here, not done")
         .stderr_has("a step failed");
     assert_eq!(
@@ -150,6 +150,7 @@ steps:
         .stderr_has("exited with code 3")
         .stderr_has("roll-back failed")
         .stderr_has("block switch: risky failed, and then roll-back failed too")
+        .stderr_has("the same command again: it starts the block over from its first step")
         .stderr_has("exited with code 4");
     assert_eq!(test.lines_of("ran.log"), ["tidy"]);
     let journal = test.journal();

@@ -824,3 +824,49 @@ fn a_final_copy_that_fails_brings_the_hub_back_on_the_old_server_and_a_later_run
         .count();
     assert_eq!(offline, 2, "the hub was not taken offline again");
 }
+
+/// Once the PV is deleted nothing is rolled back: a failure there stops the run with the
+/// failure's code, saying what state the hub is in and what goes on; the same command then
+/// finishes.
+#[test]
+fn a_failure_after_the_pv_is_deleted_rolls_nothing_back_and_says_where_the_hub_is() {
+    let migration = Migration::new();
+    migration.run(&[]).status(5).stderr_has("start-maintenance");
+    let original_values = std::fs::read_to_string(migration.values_file()).expect("values");
+    // The values file is away when the run gets to it: the step after the PV's deletion fails.
+    let away = migration.values_file().with_extension("away");
+    std::fs::rename(migration.values_file(), &away).expect("move the values file away");
+    // A file that cannot be read is invalid input: the run exits 2, the failure's code.
+    let failed = migration
+        .run(&["--yes"])
+        .status(2)
+        .stderr_has("point-values-at-new-server failed")
+        .stderr_has("NOTHING IS ROLLED BACK once the PV is deleted")
+        .stderr_has("proxy-public: deleted, the hub is OFFLINE")
+        .stderr_has("PV staging-home-nfs: deleted")
+        .stderr_has("PVC home-nfs: deleted")
+        .stderr_has("it goes on at step point-values-at-new-server")
+        .stderr_has(
+            "block switch-to-new-server: point-values-at-new-server failed and it has no rescue; \
+             the run stops here, not done: the same command again tries point-values-at-new-server again",
+        );
+    assert!(
+        !failed.stderr.contains("▶ hub-back-on-old-server"),
+        "a rescue ran after the PV was deleted:\n{}",
+        failed.stderr
+    );
+    assert!(migration.object("Service", "proxy-public").is_none());
+    assert!(
+        migration
+            .object("PersistentVolume", "staging-home-nfs")
+            .is_none()
+    );
+
+    std::fs::rename(&away, migration.values_file()).expect("put the values file back");
+    migration
+        .run(&["--yes"])
+        .status(0)
+        .stderr_has("delete-pv skipped: done in an earlier run")
+        .stderr_has("every step is done");
+    migration.assert_migrated(&original_values);
+}

@@ -311,9 +311,17 @@ impl Reporter {
                 );
                 text
             }
-            EventKind::BlockFailed { block, step, .. } => format!(
-                "{} block {block}: step {step} failed; its rescue and always steps run now",
-                self.paint(YELLOW, "↺")
+            // Only a block with a rescue forgets its steps.
+            EventKind::BlockFailed {
+                block, step, steps, ..
+            } => format!(
+                "{} block {block}: step {step} failed; {}",
+                self.paint(YELLOW, "↺"),
+                if steps.is_empty() {
+                    "it has no rescue; its always steps run now"
+                } else {
+                    "its rescue runs now, then its always steps"
+                }
             ),
             EventKind::BlockFinished {
                 block,
@@ -343,21 +351,23 @@ impl Reporter {
         rescued: bool,
         handler: Option<(&str, &str)>,
     ) -> String {
-        let handled = if rescued {
-            "its rescue ran"
+        let (handled, again) = if rescued {
+            (
+                "its rescue ran",
+                "starts the block over from its first step".to_string(),
+            )
         } else {
-            "it has no rescue"
+            ("it has no rescue", format!("tries {failed} again"))
         };
         match handler {
             None => format!(
                 "{} block {block}: {failed} failed and {handled}; the run stops here, not done: \
-                 run the same command again to start the block over from its first step",
+                 the same command again {again}",
                 self.paint(YELLOW, "↺")
             ),
             Some((step, error)) => format!(
                 "{} block {block}: {failed} failed, and then {step} failed too: {error}\n  \
-                 fix what made {step} fail, then run the same command again: it starts the \
-                 block over from its first step",
+                 fix what made them fail, then run the same command again: it {again}",
                 self.paint(RED, "✗")
             ),
         }
