@@ -55,7 +55,8 @@ fn a_failed_block_runs_its_rescue_and_always_exits_1_and_a_fixed_rerun_starts_th
         .stderr_has("risky failed")
         .stderr_has("block switch: step risky failed; its rescue runs now, then its always steps")
         .stderr_has("block switch: risky failed and its rescue ran; the run stops here, not done")
-        .stderr_has("a step failed");
+        .stderr_has("a step failed")
+        .stderr_has("\n  block switch: risky failed; its rescue ran\n  time in steps:");
     assert_eq!(
         test.lines_of("ran.log"),
         ["first", "offline", "roll-back", "tidy"],
@@ -317,4 +318,52 @@ fn plan_shows_the_block_its_rescue_and_always() {
     assert_eq!(rescue["id"], "roll-back");
     assert_eq!(rescue["decision"], "rescue");
     assert_eq!(rescue["part"], "rescue of switch");
+}
+
+/// A run of a saved plan whose block fails still runs the rescue: a rescue step runs in a
+/// world the plan did not see, so what it reads is not held to the plan.
+#[test]
+fn a_saved_plan_runs_the_rescue_of_a_block_that_fails() {
+    let sandbox = common::Sandbox::start(include_str!("data/scenarios/hub.yaml"));
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: saved-rescue
+steps:
+  - id: switch
+    block:
+      - id: label-namespace
+        kube.patch:
+          kind: Namespace
+          name: staging
+          merge: {metadata: {labels: {migrating: "yes"}}}
+      - id: risky
+        run: [test, -e, fixed]
+    rescue:
+      - id: unlabel-namespace
+        check: "kube_get('Namespace', 'staging').metadata.labels.migrating is not defined"
+        kube.patch:
+          kind: Namespace
+          name: staging
+          merge: {metadata: {labels: {migrating: null}}}
+"#,
+        )
+        .env(
+            "KUBECONFIG",
+            sandbox.kubeconfig().to_str().expect("UTF-8 path"),
+        );
+    test.run_args(&["plan", "playbook.yaml", "--out", "plan.json"])
+        .status(0)
+        .stdout_has("rescue   unlabel-namespace");
+    test.run_args(&["run", "playbook.yaml", "--plan", "plan.json"])
+        .status(1)
+        .stderr_has("block switch: risky failed and its rescue ran");
+    let namespace = sandbox
+        .get("namespace", "staging", None)
+        .expect("the namespace");
+    assert!(
+        namespace["metadata"]["labels"]["migrating"].is_null(),
+        "the rescue did not run: {namespace:#}"
+    );
 }

@@ -281,9 +281,12 @@ impl History {
                     .push(data.clone());
             }
             EventKind::BlockFailed { steps, .. } => {
-                // The rescue may undo what the block did: the next run starts it again.
+                // The rescue may undo what the block did: the next run starts it again. The
+                // failed step keeps its record, which says where the run stopped.
                 for step in steps {
-                    self.steps.remove(step);
+                    if matches!(self.steps.get(step), Some(StepState::Done { .. })) {
+                        self.steps.remove(step);
+                    }
                     self.approvals.remove(step);
                 }
             }

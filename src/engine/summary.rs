@@ -29,6 +29,32 @@ pub(crate) struct Ending {
     pub(crate) step: Option<String>,
 }
 
+/// A block whose step failed in the last command, and what its handlers did.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FailedBlock {
+    pub(crate) block: String,
+    /// The step of the block that failed.
+    pub(crate) failed: String,
+    /// Whether it has a rescue (which then ran).
+    pub(crate) rescued: bool,
+    /// A rescue or always step that failed too.
+    pub(crate) handler_failed: Option<String>,
+}
+
+impl FailedBlock {
+    /// One line for people.
+    pub(crate) fn sentence(&self) -> String {
+        let FailedBlock { block, failed, .. } = self;
+        match (&self.handler_failed, self.rescued) {
+            (Some(handler), _) => {
+                format!("block {block}: {failed} failed, and then {handler} failed too")
+            }
+            (None, true) => format!("block {block}: {failed} failed; its rescue ran"),
+            (None, false) => format!("block {block}: {failed} failed; it has no rescue"),
+        }
+    }
+}
+
 /// A run's summary, built from its journal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
@@ -40,6 +66,8 @@ pub struct RunSummary {
     pub(crate) window: Option<(MaintenanceWindow, Option<Timestamp>, Option<Timestamp>)>,
     /// `None` while the last command has not finished (or its end was not journaled).
     pub(crate) ending: Option<Ending>,
+    /// The blocks whose step failed in the last command.
+    pub(crate) failed_blocks: Vec<FailedBlock>,
 }
 
 impl RunSummary {
@@ -58,6 +86,7 @@ impl RunSummary {
         let mut closed = None;
         let mut name = String::new();
         let mut ending = None;
+        let mut failed_blocks = Vec::new();
         // Where the last command stopped: the last gate it paused at, or the last step that
         // ended without being done.
         let mut stopped_at = None;
@@ -69,7 +98,20 @@ impl RunSummary {
                     name.clone_from(playbook);
                     ending = None;
                     stopped_at = None;
+                    failed_blocks.clear();
                 }
+                EventKind::BlockFinished {
+                    block,
+                    failed,
+                    rescued,
+                    handler_failed,
+                    ..
+                } => failed_blocks.push(FailedBlock {
+                    block: block.clone(),
+                    failed: failed.clone(),
+                    rescued: *rescued,
+                    handler_failed: handler_failed.clone(),
+                }),
                 EventKind::Paused { step, .. } => stopped_at = Some(step.clone()),
                 EventKind::RunFinished { status, exit_code } => {
                     ending = Some(Ending {
@@ -152,6 +194,7 @@ impl RunSummary {
             commands,
             window: window.map(|window| (window.clone(), opened, closed)),
             ending,
+            failed_blocks,
         }
     }
 }
