@@ -367,3 +367,41 @@ steps:
         "the rescue did not run: {namespace:#}"
     );
 }
+
+/// A block's `when` applies to each of its steps, rescue and always included.
+#[test]
+fn a_blocks_when_applies_to_its_steps() {
+    let test = Test::new()
+        .playbook(
+            r#"
+runbook: 1
+name: conditional-block
+params:
+  switch: {type: bool, default: false}
+steps:
+  - id: switch
+    when: switch
+    block:
+      - id: risky
+        when: "true"
+        run: [false]
+    rescue:
+      - id: roll-back
+        run: {shell: true, command: "echo roll-back >> ran.log"}
+    always:
+      - id: tidy
+        run: {shell: true, command: "echo tidy >> ran.log"}
+  - id: last
+    run: {shell: true, command: "echo last >> ran.log"}
+"#,
+        )
+        .args(["run", "playbook.yaml"]);
+    test.run()
+        .status(0)
+        .stderr_has("risky skipped: `when` is false: (switch) and (true)")
+        .stderr_has("tidy skipped: `when` is false: switch");
+    assert_eq!(test.lines_of("ran.log"), ["last"]);
+    test.run_args(&["run", "playbook.yaml", "--var", "switch=true"])
+        .status(1)
+        .stderr_has("block switch: risky failed and its rescue ran");
+}
