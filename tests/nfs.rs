@@ -650,7 +650,10 @@ fn users_that_never_leave_stop_the_run_before_the_hub_goes_offline() {
             "active_user_check_interval=1s",
         ])
         .status(3)
-        .stderr_has("no-active-users");
+        .stderr_has("no-active-users")
+        // The switchover's rescue runs: the hub stayed online, and the run says so.
+        .stderr_has("The switchover stopped at step no-active-users")
+        .stderr_has("The hub is ONLINE on the OLD server 10.0.0.7");
     assert!(
         migration.object("Service", "proxy-public").is_some(),
         "the hub went offline"
@@ -768,7 +771,7 @@ fn a_final_copy_that_fails_brings_the_hub_back_on_the_old_server_and_a_later_run
         .status(1)
         .stderr_has("final-copy failed")
         .stderr_has("block switchover: step final-copy failed")
-        .stderr_has("The hub is back ONLINE on the OLD server 10.0.0.7 and users can work")
+        .stderr_has("The hub is ONLINE on the OLD server 10.0.0.7 (proxy-public is back")
         .stderr_has("block switchover: final-copy failed and its rescue ran");
     assert!(
         !failed.stderr.contains("every step is done"),
