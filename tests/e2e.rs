@@ -6,6 +6,7 @@
 mod common;
 
 mod bad_playbooks;
+mod blocks;
 mod ci_window;
 mod cluster_state;
 mod fleet;

@@ -286,7 +286,8 @@ fn summary_of(plan: &str, step: &str) -> String {
         .to_string()
 }
 
-/// The step ids of the playbook, in order.
+/// The step ids of the playbook, in order, those of a block's `block:` in its place; not
+/// its rescue and always steps, which a run that goes well does not do.
 fn step_ids() -> Vec<String> {
     let text = std::fs::read_to_string(PLAYBOOK).expect("playbook");
     let playbook: Value = serde_saphyr::from_str(&text).expect("playbook YAML");
@@ -294,6 +295,10 @@ fn step_ids() -> Vec<String> {
         .as_array()
         .expect("steps")
         .iter()
+        .flat_map(|step| match step["block"].as_array() {
+            Some(steps) => steps.clone(),
+            None => vec![step.clone()],
+        })
         .map(|step| step["id"].as_str().expect("id").to_string())
         .collect()
 }
@@ -645,7 +650,10 @@ fn users_that_never_leave_stop_the_run_before_the_hub_goes_offline() {
             "active_user_check_interval=1s",
         ])
         .status(3)
-        .stderr_has("no-active-users");
+        .stderr_has("no-active-users")
+        // The switchover's rescue runs: the hub stayed online, and the run says so.
+        .stderr_has("The switchover stopped at step no-active-users")
+        .stderr_has("The hub is ONLINE on the OLD server 10.0.0.7");
     assert!(
         migration.object("Service", "proxy-public").is_some(),
         "the hub went offline"
@@ -717,4 +725,151 @@ fn plans_on_a_fresh_sandbox_and_halfway_read_and_never_write() {
         mutations(&migration.requests()[before..]),
         Vec::<String>::new()
     );
+}
+
+/// A fake `rsync` in `dir/fake-bin` that fails every copy while `dir/fail-copies` exists,
+/// as a file server that stops answering does. Returns a PATH with it first.
+fn failing_rsync(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("fake-bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let script = format!(
+        "#!/bin/sh\nif [ -e '{}/fail-copies' ] && [ \"$1\" != --version ]; then\n  echo 'rsync error: some files could not be transferred (code 23)' >&2; exit 23\nfi\nexec '{}' \"$@\"\n",
+        dir.display(),
+        common::copies::real_rsync()
+    );
+    let path = bin.join("rsync");
+    std::fs::write(&path, script).expect("write fake rsync");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// The issue's rescue: the final copy fails while the hub is offline and its PV untouched,
+/// so the hub comes back online on the old server (exit 1, and the run says so); a later run
+/// asks for the maintenance approval again, takes the hub offline again and finishes.
+#[test]
+fn a_final_copy_that_fails_brings_the_hub_back_on_the_old_server_and_a_later_run_finishes() {
+    let Migration { test, in_cluster } = Migration::new();
+    let path = failing_rsync(test.dir());
+    let migration = Migration {
+        test: test.env("PATH", &path),
+        in_cluster,
+    };
+    // Phase one, up to the maintenance gate.
+    migration.run(&[]).status(5).stderr_has("start-maintenance");
+    let original_values = std::fs::read_to_string(migration.values_file()).expect("values");
+
+    // Users worked on: the final copy has files to copy, and every copy fails.
+    change_the_source(&migration.old_homes());
+    std::fs::write(migration.test.path("fail-copies"), "").expect("flag");
+    let failed = migration
+        .run(&["--approve", "start-maintenance"])
+        .status(1)
+        .stderr_has("final-copy failed")
+        .stderr_has("block switchover: step final-copy failed")
+        .stderr_has("The hub is ONLINE on the OLD server 10.0.0.7 (proxy-public is back")
+        .stderr_has("block switchover: final-copy failed and its rescue ran");
+    assert!(
+        !failed.stderr.contains("every step is done"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        migration.object("Service", "proxy-public").is_some(),
+        "the hub is still offline"
+    );
+    let pv = migration
+        .object("PersistentVolume", "staging-home-nfs")
+        .expect("the PV is untouched");
+    assert_eq!(pv["spec"]["nfs"]["server"], "10.0.0.7");
+    assert_eq!(
+        std::fs::read_to_string(migration.values_file()).expect("values"),
+        original_values,
+        "the values file changed"
+    );
+    let journal = migration.journal();
+    let block_failed = journal
+        .iter()
+        .find(|event| event["event"] == "block_failed")
+        .expect("block_failed journaled");
+    assert_eq!(block_failed["block"], "switchover");
+    assert_eq!(block_failed["step"], "final-copy");
+    assert!(
+        journal
+            .iter()
+            .any(|event| event["event"] == "block_finished"
+                && event["rescued"] == true
+                && event.get("handler_failed").is_none()),
+        "no block_finished with its rescue done"
+    );
+    assert_eq!(journal.last().expect("events")["exit_code"], 1);
+
+    // The file server is back. Locking users out again needs the approval again.
+    std::fs::remove_file(migration.test.path("fail-copies")).expect("unflag");
+    migration.run(&[]).status(5).stderr_has("start-maintenance");
+    migration
+        .run(&["--approve", "start-maintenance"])
+        .status(0)
+        .stderr_has("every step is done");
+    migration.assert_migrated(&original_values);
+    let offline = migration
+        .journal()
+        .iter()
+        .filter(|event| {
+            event["event"] == "step_finished"
+                && event["step"] == "take-hub-offline"
+                && event["status"] == "changed"
+        })
+        .count();
+    assert_eq!(offline, 2, "the hub was not taken offline again");
+}
+
+/// Once the PV is deleted nothing is rolled back: a failure there stops the run with the
+/// failure's code, saying what state the hub is in and what goes on; the same command then
+/// finishes.
+#[test]
+fn a_failure_after_the_pv_is_deleted_rolls_nothing_back_and_says_where_the_hub_is() {
+    let migration = Migration::new();
+    migration.run(&[]).status(5).stderr_has("start-maintenance");
+    let original_values = std::fs::read_to_string(migration.values_file()).expect("values");
+    // The values file is away when the run gets to it: the step after the PV's deletion fails.
+    let away = migration.values_file().with_extension("away");
+    std::fs::rename(migration.values_file(), &away).expect("move the values file away");
+    // A file that cannot be read is invalid input: the run exits 2, the failure's code.
+    let failed = migration
+        .run(&["--yes"])
+        .status(2)
+        .stderr_has("point-values-at-new-server failed")
+        .stderr_has("NOTHING IS ROLLED BACK once the PV is deleted")
+        .stderr_has("proxy-public: deleted, the hub is OFFLINE")
+        .stderr_has("PV staging-home-nfs: deleted")
+        .stderr_has("PVC home-nfs: deleted")
+        .stderr_has("it goes on at step point-values-at-new-server")
+        .stderr_has(
+            "block switch-to-new-server: point-values-at-new-server failed and it has no rescue; \
+             the run stops here, not done: the same command again tries point-values-at-new-server again",
+        );
+    assert!(
+        !failed.stderr.contains("▶ hub-back-on-old-server"),
+        "a rescue ran after the PV was deleted:\n{}",
+        failed.stderr
+    );
+    assert!(migration.object("Service", "proxy-public").is_none());
+    assert!(
+        migration
+            .object("PersistentVolume", "staging-home-nfs")
+            .is_none()
+    );
+
+    std::fs::rename(&away, migration.values_file()).expect("put the values file back");
+    migration
+        .run(&["--yes"])
+        .status(0)
+        .stderr_has("delete-pv skipped: done in an earlier run")
+        .stderr_has("every step is done");
+    migration.assert_migrated(&original_values);
 }

@@ -49,6 +49,15 @@ macro_rules! step_spec {
             /// Environment for commands this step runs.
             #[serde(default, skip_serializing_if = "indexmap::IndexMap::is_empty")]
             pub env: indexmap::IndexMap<String, String>,
+            /// A block: these steps in order, handled as one by `rescue` and `always`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub block: Option<serde_saphyr::Spanned<Vec<serde_saphyr::Spanned<StepSpec>>>>,
+            /// Steps that run when a step of the block fails.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub rescue: Option<serde_saphyr::Spanned<Vec<serde_saphyr::Spanned<StepSpec>>>>,
+            /// Steps that run once the block (and its rescue) ended, failed or not.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub always: Option<serde_saphyr::Spanned<Vec<serde_saphyr::Spanned<StepSpec>>>>,
             $(
                 #[doc = concat!("The `", $key, "` action.")]
                 #[serde(rename = $key, default, skip_serializing_if = "Option::is_none")]

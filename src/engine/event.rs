@@ -186,6 +186,37 @@ pub enum EventKind {
         /// What differs, one line each.
         changes: Vec<String>,
     },
+    /// A step of a block failed; the block's rescue runs now. With a rescue, the steps of
+    /// the block (rescue and always included) are no longer done for the next run: the
+    /// rescue may have undone them, so the next run starts the block again from its first
+    /// step.
+    BlockFailed {
+        /// Block id.
+        block: String,
+        /// The step that failed.
+        step: String,
+        /// Why.
+        error: String,
+        /// The block's step ids, whose earlier records the next run forgets (none for a
+        /// block without rescue).
+        steps: Vec<String>,
+    },
+    /// A block whose step failed is over: its rescue and always steps ran (the run stops
+    /// here, not done), or one of them failed too.
+    BlockFinished {
+        /// Block id.
+        block: String,
+        /// The step of the block that failed.
+        failed: String,
+        /// Whether the block has rescue steps.
+        rescued: bool,
+        /// A rescue or always step that failed too.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        handler_failed: Option<String>,
+        /// Why it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        handler_error: Option<String>,
+    },
     /// Something a person should know that is not an error.
     Warning {
         /// What.
@@ -217,6 +248,8 @@ impl EventKind {
             | EventKind::StepNote { .. }
             | EventKind::Approved { .. }
             | EventKind::Paused { .. }
+            | EventKind::BlockFailed { .. }
+            | EventKind::BlockFinished { .. }
             | EventKind::RunFinished { .. } => true,
             EventKind::StepSkipped { done, .. } => *done,
             EventKind::RunStarted { .. }

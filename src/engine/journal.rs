@@ -280,7 +280,18 @@ impl History {
                     .or_default()
                     .push(data.clone());
             }
+            EventKind::BlockFailed { steps, .. } => {
+                // The rescue may undo what the block did: the next run starts it again. The
+                // failed step keeps its record, which says where the run stopped.
+                for step in steps {
+                    if matches!(self.steps.get(step), Some(StepState::Done { .. })) {
+                        self.steps.remove(step);
+                    }
+                    self.approvals.remove(step);
+                }
+            }
             EventKind::Progress { .. }
+            | EventKind::BlockFinished { .. }
             | EventKind::Warning { .. }
             | EventKind::PlanChanged { .. } => {}
         }
@@ -335,5 +346,68 @@ impl History {
                 (definition.id.clone(), state)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(kinds: Vec<EventKind>) -> History {
+        let mut history = History::default();
+        for kind in kinds {
+            history.apply(Event {
+                ts: "2026-12-03T00:00:00Z".into(),
+                run: "r".into(),
+                kind,
+            });
+        }
+        history
+    }
+
+    fn finished(step: &str, status: StepStatus) -> EventKind {
+        EventKind::StepFinished {
+            step: step.into(),
+            status,
+            duration_ms: 1,
+            hash: None,
+            output: None,
+            error: (!status.is_done()).then(|| "it broke".into()),
+            tail: Vec::new(),
+        }
+    }
+
+    /// A rescued block's done steps and approvals are forgotten, so the next run starts it
+    /// over; its failed step keeps its record, which says where the run stopped; what the
+    /// rescue did after the failure is kept.
+    #[test]
+    fn a_failed_block_forgets_its_done_steps_and_approvals_but_not_where_it_failed() {
+        let history = history(vec![
+            finished("before", StepStatus::Ok),
+            EventKind::Approved {
+                step: "gate".into(),
+                via: "--yes".into(),
+            },
+            finished("gate", StepStatus::Ok),
+            finished("copy", StepStatus::Failed),
+            EventKind::BlockFailed {
+                block: "switch".into(),
+                step: "copy".into(),
+                error: "it broke".into(),
+                steps: vec!["gate".into(), "copy".into(), "roll-back".into()],
+            },
+            finished("roll-back", StepStatus::Changed),
+        ]);
+        assert!(history.done("before").is_some());
+        assert!(history.done("gate").is_none());
+        assert!(!history.approvals.contains("gate"));
+        assert!(matches!(
+            history.steps.get("copy"),
+            Some(StepState::Stopped {
+                status: StepStatus::Failed,
+                ..
+            })
+        ));
+        assert!(history.done("roll-back").is_some());
     }
 }

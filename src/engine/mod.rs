@@ -28,7 +28,7 @@ use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::failure::StepError;
 use crate::kube::Cluster;
 use crate::kube::readings::Readings;
-use crate::playbook::{Bound, HumanDuration, Playbook, Step};
+use crate::playbook::{Block, Bound, HumanDuration, Playbook, Step};
 use crate::render::{Masker, Renderer, Vars};
 use crate::{Error, Exit, Result};
 use cluster_journal::ClusterJournal;
@@ -43,7 +43,7 @@ use plan_report::PlanDecision;
 use saved_plan::{PlanGuard, SavedPlan};
 pub use state::{StateDir, run_id};
 use summary::RunSummary;
-use walk::{After, Before, Evaluated, StepNotes, StepVisitor, Walk};
+use walk::{After, Before, Evaluated, Failure, StepNotes, StepVisitor, Walk};
 
 /// Flags of `runbook run`.
 #[derive(Debug, Clone, Default)]
@@ -806,6 +806,7 @@ async fn run_steps(
         .as_deref()
         .and_then(|id| playbook.steps.iter().position(|step| step.id() == id));
     let mut visitor = RunVisitor {
+        playbook: &playbook,
         history: &history,
         options: &options,
         recorder: &recorder,
@@ -830,6 +831,7 @@ async fn run_steps(
 /// What `run` does with each step: skips what is done or out of scope, asks for approval,
 /// applies the action with its retries, and journals it all.
 struct RunVisitor<'a> {
+    playbook: &'a Playbook,
     history: &'a History,
     options: &'a RunOptions,
     recorder: &'a Recorder,
@@ -847,11 +849,12 @@ struct RunVisitor<'a> {
 impl StepVisitor for RunVisitor<'_> {
     type Output = Exit;
 
-    fn before(&mut self, index: usize, step: &Step) -> anyhow::Result<Before> {
+    fn before(&mut self, index: usize, step: &Step, fresh: bool) -> anyhow::Result<Before> {
         let id = step.id();
         let options = self.options;
         self.started = Instant::now();
-        let forced = options.only.as_deref() == Some(id)
+        let forced = fresh
+            || options.only.as_deref() == Some(id)
             || self.from_index.is_some_and(|from| index >= from);
         if !forced && let Some((_, output)) = self.history.done(id) {
             self.recorder.show(EventKind::StepSkipped {
@@ -906,6 +909,58 @@ impl StepVisitor for RunVisitor<'_> {
         }))
     }
 
+    fn rescue_not_needed(&mut self, step: &Step, block: &Block) -> anyhow::Result<()> {
+        self.recorder.show(EventKind::StepSkipped {
+            step: step.id().to_string(),
+            reason: format!(
+                "rescue of block `{}`, not needed: no step of the block failed",
+                block.id
+            ),
+            done: false,
+            hash: None,
+        });
+        Ok(())
+    }
+
+    /// Journals the failure; with a rescue, which may undo what the block did, the block's
+    /// steps are no longer done for the next run. Without one, the next run goes on at the
+    /// failed step, as outside a block.
+    fn block_failed(&mut self, block: &Block, failure: &Failure) -> anyhow::Result<()> {
+        let forgotten = if block.rescue.is_empty() {
+            Vec::new()
+        } else {
+            self.playbook.steps[block.steps()]
+                .iter()
+                .map(|step| step.id().to_string())
+                .collect()
+        };
+        self.recorder.emit(EventKind::BlockFailed {
+            block: block.id.clone(),
+            step: failure.step.clone(),
+            error: failure.error.clone(),
+            steps: forgotten,
+        })
+    }
+
+    fn block_finished(
+        &mut self,
+        block: &Block,
+        failure: &Failure,
+        handler: Option<&Failure>,
+    ) -> anyhow::Result<()> {
+        self.recorder.emit(EventKind::BlockFinished {
+            block: block.id.clone(),
+            failed: failure.step.clone(),
+            rescued: !block.rescue.is_empty(),
+            handler_failed: handler.map(|handler| handler.step.clone()),
+            handler_error: handler.map(|handler| handler.error.clone()),
+        })
+    }
+
+    fn failed(&mut self, failure: Failure) -> anyhow::Result<Exit> {
+        self.recorder.finish(failure.exit)
+    }
+
     async fn visit(
         &mut self,
         step: &Step,
@@ -914,6 +969,7 @@ impl StepVisitor for RunVisitor<'_> {
     ) -> anyhow::Result<After<Exit>> {
         let (recorder, started, id) = (self.recorder, self.started, step.id());
         let stop = |exit: anyhow::Result<Exit>| exit.map(After::Stop);
+        let failed = |error: StepError| fail(recorder, step, started, error).map(After::Failed);
         if self.options.halt.is_halted() {
             return stop(recorder.finish(Exit::Interrupted));
         }
@@ -922,7 +978,7 @@ impl StepVisitor for RunVisitor<'_> {
         }
         let Evaluated { decision, tries } = match evaluated {
             Ok(evaluated) => evaluated,
-            Err(error) => return stop(fail(recorder, step, started, error)),
+            Err(error) => return failed(error.into()),
         };
         match decision {
             StepDecision::Skip { reason, done } => {
@@ -940,60 +996,19 @@ impl StepVisitor for RunVisitor<'_> {
             StepDecision::Unknown { reason } => {
                 let error =
                     anyhow::anyhow!("cannot run this step yet: it {reason}; run that step first");
-                return stop(fail(recorder, step, started, error));
+                return failed(error.into());
             }
             StepDecision::Refused { reason, .. } => {
-                recorder.emit(EventKind::StepFinished {
-                    step: id.to_string(),
-                    status: StepStatus::Refused,
-                    duration_ms: started.elapsed().as_millis() as u64,
-                    hash: Some(step.hash.clone()),
-                    output: None,
-                    error: Some(reason),
-                    tail: Vec::new(),
-                })?;
-                return stop(recorder.finish(Exit::Refused));
+                return failed(StepError::Refused(anyhow::anyhow!(reason)));
             }
             StepDecision::Run => {}
         }
         if !self.approved(step, cx).await? {
             return stop(recorder.finish(Exit::Paused));
         }
-        let Tries { retries, delay, .. } = tries;
-        let mut attempt = 1;
-        let outcome = loop {
-            recorder.start(
-                EventKind::StepStarted {
-                    step: id.to_string(),
-                    name: step.title().to_string(),
-                    action: step.action_key.to_string(),
-                    attempt,
-                },
-                RunningStep {
-                    id: id.to_string(),
-                    started: Instant::now(),
-                    hash: step.hash.clone(),
-                },
-            )?;
-            match apply_once(step, cx, tries.timeout)
-                .await
-                .map_err(StepError::from)
-            {
-                Ok(outcome) => break outcome,
-                Err(error) if attempt <= retries && error.is_retryable() => {
-                    recorder.emit(EventKind::Warning {
-                        message: format!(
-                            "step `{id}` try {attempt} of {} failed: {:#}; trying again in {}",
-                            retries + 1,
-                            error.error(),
-                            HumanDuration(delay)
-                        ),
-                    })?;
-                    attempt += 1;
-                    tokio::time::sleep(delay).await;
-                }
-                Err(error) => return stop(fail(recorder, step, started, error)),
-            }
+        let outcome = match self.apply_with_retries(step, cx, &tries).await? {
+            Ok(outcome) => outcome,
+            Err(error) => return failed(error),
         };
         recorder.emit(EventKind::StepFinished {
             step: id.to_string(),
@@ -1029,6 +1044,52 @@ impl StepVisitor for RunVisitor<'_> {
 }
 
 impl RunVisitor<'_> {
+    /// Applies the step's action, trying again as its `retries` and `delay` say while the
+    /// error is one worth retrying. The outer error is the journal's.
+    async fn apply_with_retries(
+        &self,
+        step: &Step,
+        cx: &StepContext<'_>,
+        tries: &Tries,
+    ) -> anyhow::Result<Result<crate::actions::Outcome, StepError>> {
+        let (recorder, id) = (self.recorder, step.id());
+        let mut attempt = 1;
+        loop {
+            recorder.start(
+                EventKind::StepStarted {
+                    step: id.to_string(),
+                    name: step.title().to_string(),
+                    action: step.action_key.to_string(),
+                    attempt,
+                },
+                RunningStep {
+                    id: id.to_string(),
+                    started: Instant::now(),
+                    hash: step.hash.clone(),
+                },
+            )?;
+            match apply_once(step, cx, tries.timeout)
+                .await
+                .map_err(StepError::from)
+            {
+                Ok(outcome) => return Ok(Ok(outcome)),
+                Err(error) if attempt <= tries.retries && error.is_retryable() => {
+                    recorder.emit(EventKind::Warning {
+                        message: format!(
+                            "step `{id}` try {attempt} of {} failed: {:#}; trying again in {}",
+                            tries.retries + 1,
+                            error.error(),
+                            HumanDuration(tries.delay)
+                        ),
+                    })?;
+                    attempt += 1;
+                    tokio::time::sleep(tries.delay).await;
+                }
+                Err(error) => return Ok(Err(error)),
+            }
+        }
+    }
+
     /// With `--plan`, before a step: stops the run (exit 6) when what the step's decision
     /// read differs from the plan, and skips a step the plan skips. `None` goes on as
     /// without a plan.
@@ -1051,6 +1112,7 @@ impl RunVisitor<'_> {
             Ok(change) => change,
             Err(error) => {
                 return fail(recorder, step, self.started, error)
+                    .and_then(|failure| recorder.finish(failure.exit))
                     .map(|exit| Some(After::Stop(exit)));
             }
         };
@@ -1153,15 +1215,15 @@ async fn apply_once(
     Ok(outcome)
 }
 
-/// Records a step that failed, that its action refused (exit 3) while applying, or whose
-/// input turned out invalid once rendered or read (exit 2). An invalid step is journaled as
-/// failed, not done, so that `run` again evaluates it anew once the input is fixed.
+/// Records a step that failed, that was refused (exit 3), or whose input turned out invalid
+/// once rendered or read (exit 2). An invalid step is journaled as failed, not done, so that
+/// `run` again evaluates it anew once the input is fixed.
 fn fail(
     recorder: &Recorder,
     step: &Step,
     started: Instant,
     error: impl Into<StepError>,
-) -> anyhow::Result<Exit> {
+) -> anyhow::Result<Failure> {
     let error = error.into();
     let (exit, status) = match &error {
         StepError::Refused(_) => (Exit::Refused, StepStatus::Refused),
@@ -1177,5 +1239,9 @@ fn fail(
         error: Some(format!("{:#}", error.error())),
         tail: Vec::new(),
     })?;
-    recorder.finish(exit)
+    Ok(Failure {
+        step: step.id().to_string(),
+        error: format!("{:#}", error.error()),
+        exit,
+    })
 }

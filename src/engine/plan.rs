@@ -7,14 +7,14 @@ use crate::Result;
 use crate::actions::{RunEnvironment, StepContext};
 use crate::kube::Cluster;
 use crate::kube::readings::Readings;
-use crate::playbook::{Bound, HumanDuration, Playbook, Step};
+use crate::playbook::{Block, Bound, HumanDuration, Playbook, Section, Step};
 use crate::render::{Masker, Renderer};
 
 use super::decision::{GuardPolicy, StepDecision, Tries};
 use super::event::RunOutput;
 use super::journal::History;
 use super::plan_report::{PlanDecision, PlanEntry, PlanReport};
-use super::walk::{After, Before, Evaluated, StepNotes, StepVisitor, Walk};
+use super::walk::{After, Before, Evaluated, Failure, StepNotes, StepVisitor, Walk};
 use super::{StateDir, run_id};
 
 /// Plans every step of a playbook.
@@ -36,6 +36,7 @@ pub async fn plan(
     let renderer = Renderer::with_cluster(bound.masker.clone(), cluster.clone());
     let mut vars = bound.vars.clone();
     let mut visitor = PlanVisitor {
+        playbook,
         history: &history,
         masker: &bound.masker,
         entries: Vec::new(),
@@ -64,6 +65,7 @@ pub async fn plan(
 
 /// What `plan` does with each step: an entry saying what `run` would do, without doing it.
 struct PlanVisitor<'a> {
+    playbook: &'a Playbook,
     history: &'a History,
     masker: &'a Masker,
     entries: Vec<PlanEntry>,
@@ -76,11 +78,19 @@ struct PlanVisitor<'a> {
     last_change: Option<String>,
 }
 
-fn entry_for(step: &Step) -> PlanEntry {
+/// A step's entry before it is decided.
+fn entry_for(playbook: &Playbook, step: &Step) -> PlanEntry {
+    let part = playbook
+        .block_of(step)
+        .map(|(block, section)| match section {
+            Section::Body => format!("block {}", block.id),
+            section => format!("{} of {}", section.key(), block.id),
+        });
     PlanEntry {
         id: step.id().to_string(),
         name: step.spec.name.clone(),
         action: step.action_key.to_string(),
+        part,
         decision: PlanDecision::Run,
         reason: String::new(),
         summary: None,
@@ -204,10 +214,10 @@ impl PlanVisitor<'_> {
 impl StepVisitor for PlanVisitor<'_> {
     type Output = Vec<PlanEntry>;
 
-    fn before(&mut self, _index: usize, step: &Step) -> anyhow::Result<Before> {
+    fn before(&mut self, _index: usize, step: &Step, fresh: bool) -> anyhow::Result<Before> {
         let id = step.id();
-        let mut entry = entry_for(step);
-        if let Some((hash, output)) = self.history.done(id) {
+        let mut entry = entry_for(self.playbook, step);
+        if let Some((hash, output)) = self.history.done(id).filter(|_| !fresh) {
             if hash.as_deref().is_none_or(|hash| hash == step.hash) {
                 entry.decision = PlanDecision::Skip;
                 entry.reason = "done in an earlier run".into();
@@ -246,7 +256,7 @@ impl StepVisitor for PlanVisitor<'_> {
         cx: &StepContext<'_>,
         evaluated: anyhow::Result<Evaluated>,
     ) -> anyhow::Result<After<Vec<PlanEntry>>> {
-        let mut entry = entry_for(step);
+        let mut entry = entry_for(self.playbook, step);
         let registered = match evaluated {
             Err(error) => {
                 entry.decision = PlanDecision::Unknown;
@@ -289,6 +299,39 @@ impl StepVisitor for PlanVisitor<'_> {
     }
 
     fn finished(&mut self) -> anyhow::Result<Vec<PlanEntry>> {
+        Ok(std::mem::take(&mut self.entries))
+    }
+
+    /// A plan does not run its steps, so no rescue is needed in it: each rescue step says
+    /// when a run would do it.
+    fn rescue_not_needed(&mut self, step: &Step, block: &Block) -> anyhow::Result<()> {
+        let mut entry = entry_for(self.playbook, step);
+        entry.decision = PlanDecision::Rescue;
+        entry.reason = format!(
+            "runs only if a step of block `{}` fails; then the run stops, not done",
+            block.id
+        );
+        self.push(entry);
+        Ok(())
+    }
+
+    /// Never called: no step fails in a plan.
+    fn block_failed(&mut self, _block: &Block, _failure: &Failure) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Never called: no step fails in a plan.
+    fn block_finished(
+        &mut self,
+        _block: &Block,
+        _failure: &Failure,
+        _handler: Option<&Failure>,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Never called: no step fails in a plan.
+    fn failed(&mut self, _failure: Failure) -> anyhow::Result<Vec<PlanEntry>> {
         Ok(std::mem::take(&mut self.entries))
     }
 }

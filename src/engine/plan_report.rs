@@ -17,6 +17,8 @@ pub enum PlanDecision {
     Unknown,
     /// The guard is false: the run would stop here.
     Refused,
+    /// A step of a block's `rescue:`: it runs only if a step of the block fails.
+    Rescue,
 }
 
 /// One step of a plan.
@@ -29,6 +31,10 @@ pub struct PlanEntry {
     pub name: Option<String>,
     /// Action key.
     pub action: String,
+    /// The block it belongs to and its part: `block switchover`, `rescue of switchover`,
+    /// `always of switchover`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
     /// What would happen.
     pub decision: PlanDecision,
     /// Why.

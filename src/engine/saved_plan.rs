@@ -327,11 +327,15 @@ fn step_differences(plan: &SavedPlan, playbook: &Playbook) -> Vec<String> {
 }
 
 /// Whether the run is held to what the plan's step read. Not when the plan could not
-/// decide it (`unknown`: the run decides, as the plan said), nor when the step waits for
+/// decide it (`unknown`: the run decides, as the plan said), nor for a rescue step (it runs
+/// only after a failure, in a world the plan did not see), nor when the step waits for
 /// what it reads to change (a `kube.wait`, a guard or `until` evaluated again with
 /// `retries`: users logging off while `no-active-users` waits for them is what it is for).
 fn held_to(saved: &SavedStep, step: &crate::playbook::Step) -> bool {
-    saved.entry.decision != PlanDecision::Unknown && !waits(step)
+    !matches!(
+        saved.entry.decision,
+        PlanDecision::Unknown | PlanDecision::Rescue
+    ) && !waits(step)
 }
 
 /// Whether a step waits for the world to change: a `kube.wait`, or a guard or `until`
@@ -595,6 +599,7 @@ steps:
             .iter()
             .zip(decisions)
             .map(|(step, decision)| PlanEntry {
+                part: None,
                 id: step.id().to_string(),
                 name: None,
                 action: step.action_key.to_string(),

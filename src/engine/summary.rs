@@ -29,6 +29,32 @@ pub(crate) struct Ending {
     pub(crate) step: Option<String>,
 }
 
+/// A block whose step failed in the last command, and what its handlers did.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FailedBlock {
+    pub(crate) block: String,
+    /// The step of the block that failed.
+    pub(crate) failed: String,
+    /// Whether it has a rescue (which then ran).
+    pub(crate) rescued: bool,
+    /// A rescue or always step that failed too.
+    pub(crate) handler_failed: Option<String>,
+}
+
+impl FailedBlock {
+    /// One line for people.
+    pub(crate) fn sentence(&self) -> String {
+        let FailedBlock { block, failed, .. } = self;
+        match (&self.handler_failed, self.rescued) {
+            (Some(handler), _) => {
+                format!("block {block}: {failed} failed, and then {handler} failed too")
+            }
+            (None, true) => format!("block {block}: {failed} failed; its rescue ran"),
+            (None, false) => format!("block {block}: {failed} failed; it has no rescue"),
+        }
+    }
+}
+
 /// A run's summary, built from its journal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
@@ -40,6 +66,8 @@ pub struct RunSummary {
     pub(crate) window: Option<(MaintenanceWindow, Option<Timestamp>, Option<Timestamp>)>,
     /// `None` while the last command has not finished (or its end was not journaled).
     pub(crate) ending: Option<Ending>,
+    /// The blocks whose step failed in the last command.
+    pub(crate) failed_blocks: Vec<FailedBlock>,
 }
 
 impl RunSummary {
@@ -70,6 +98,7 @@ impl RunSummary {
             commands: tally.commands,
             window: window.map(|window| (window.clone(), tally.opened, tally.closed)),
             ending: tally.ending,
+            failed_blocks: tally.failed_blocks,
         }
     }
 }
@@ -85,6 +114,8 @@ struct Tally<'a> {
     opened: Option<Timestamp>,
     closed: Option<Timestamp>,
     ending: Option<Ending>,
+    /// The blocks whose steps failed in the last command.
+    failed_blocks: Vec<FailedBlock>,
     /// Where the last command stopped: the last gate it paused at, or the last step that
     /// ended without being done.
     stopped_at: Option<String>,
@@ -99,7 +130,20 @@ impl Tally<'_> {
                 self.name.clone_from(name);
                 self.ending = None;
                 self.stopped_at = None;
+                self.failed_blocks.clear();
             }
+            EventKind::BlockFinished {
+                block,
+                failed,
+                rescued,
+                handler_failed,
+                ..
+            } => self.failed_blocks.push(FailedBlock {
+                block: block.clone(),
+                failed: failed.clone(),
+                rescued: *rescued,
+                handler_failed: handler_failed.clone(),
+            }),
             EventKind::Paused { step, .. } => self.stopped_at = Some(step.clone()),
             EventKind::RunFinished { status, exit_code } => {
                 self.ending = Some(Ending {

@@ -1,14 +1,16 @@
 //! The one step walker of `plan` and `run`: for each step in order it restores what done
 //! steps registered, renders the step's `env:`, builds its context and decides what happens
 //! to it ([`decide`]); a [`StepVisitor`] says what to do with that decision. A plan writes
-//! an entry; a run asks for approval, applies the action and journals it.
+//! an entry; a run asks for approval, applies the action and journals it. A block's steps
+//! are walked as one: a failure among them runs its rescue, and its always steps run
+//! whatever happened.
 
 use std::collections::HashMap;
 
 use crate::actions::{NoteSink, RunEnvironment, StepContext};
 use crate::kube::Cluster;
 use crate::kube::readings::Readings;
-use crate::playbook::{Playbook, Step};
+use crate::playbook::{Block, FAILED, Playbook, Step};
 use crate::render::{Renderer, Vars};
 
 use super::decision::{GuardPolicy, StepDecision, Tries, decide};
@@ -37,6 +39,19 @@ pub(super) enum After<T> {
     },
     /// Stop the walk with this result.
     Stop(T),
+    /// The step failed (journaled as such): its block's rescue runs, or the walk ends.
+    Failed(Failure),
+}
+
+/// A step that failed, was refused or had invalid input, and how the run exits for it.
+#[derive(Debug, Clone)]
+pub(super) struct Failure {
+    /// The step.
+    pub step: String,
+    /// Why, as journaled.
+    pub error: String,
+    /// The exit code it gives the run.
+    pub exit: crate::Exit,
 }
 
 /// A step's decision, with the tries its `retries` and `delay` render to.
@@ -53,8 +68,28 @@ pub(super) trait StepVisitor: Send {
     /// What a walk that went through every step gives.
     type Output: Send;
 
-    /// Whether the step is evaluated at all.
-    fn before(&mut self, index: usize, step: &Step) -> anyhow::Result<Before>;
+    /// Whether the step is evaluated at all; `fresh` when it must be evaluated even if an
+    /// earlier run did it (a block's rescue and always steps, whose block ran again).
+    fn before(&mut self, index: usize, step: &Step, fresh: bool) -> anyhow::Result<Before>;
+
+    /// A rescue step the walk goes past: no step of its block failed.
+    fn rescue_not_needed(&mut self, step: &Step, block: &Block) -> anyhow::Result<()>;
+
+    /// A step of `block` failed; its rescue runs next.
+    fn block_failed(&mut self, block: &Block, failure: &Failure) -> anyhow::Result<()>;
+
+    /// A block whose step failed is over: its rescue and always steps ran, or `handler`
+    /// failed too.
+    fn block_finished(
+        &mut self,
+        block: &Block,
+        failure: &Failure,
+        handler: Option<&Failure>,
+    ) -> anyhow::Result<()>;
+
+    /// What the walk gives when a step failed and nothing handled it (or its block's
+    /// rescue ran).
+    fn failed(&mut self, failure: Failure) -> anyhow::Result<Self::Output>;
 
     /// How the guard is evaluated: once in a plan, as `retries` says in a run.
     fn guard_policy(&self, tries: &Tries) -> GuardPolicy;
@@ -106,58 +141,169 @@ pub(super) struct Walk<'a> {
     pub readings: Option<&'a Readings>,
 }
 
+/// How a step, or a run of steps, ended for the walk.
+enum Flow<T> {
+    /// Go on; `evaluated` when a step was evaluated rather than passed as done.
+    Next { evaluated: bool },
+    /// Stop the walk with this result.
+    Stop(T),
+    /// A step failed.
+    Failed(Failure),
+}
+
 impl Walk<'_> {
-    /// Walks every step in order with `visitor`.
+    /// Walks every step in order with `visitor`: a block as one (see [`Walk::block`]).
     pub async fn run<V: StepVisitor>(mut self, visitor: &mut V) -> anyhow::Result<V::Output> {
-        for (index, step) in self.playbook.steps.iter().enumerate() {
-            let id = step.id();
-            if let Before::Pass { output } = visitor.before(index, step)? {
-                self.register(step, output);
-                continue;
-            }
-            let sink = visitor.note_sink(step);
-            let mut env = self.surroundings.process_env.clone();
-            let env_error = match render_env(step, self.renderer, self.vars) {
-                Ok(rendered) => {
-                    env.extend(rendered);
-                    None
-                }
-                Err(error) => Some(error),
+        let playbook = self.playbook;
+        let mut index = 0;
+        while let Some(step) = playbook.steps.get(index) {
+            let (flow, next) = match playbook.block_of(step) {
+                Some((block, _)) => (self.block(block, visitor).await?, block.always.end),
+                None => (self.step(index, false, visitor).await?, index + 1),
             };
-            let cx = StepContext {
-                step_id: id,
-                renderer: self.renderer,
-                vars: self.vars,
-                env: &env,
-                reporter: self.reporter,
-                base_dir: self.playbook.base_dir(),
-                cluster: self.cluster,
-                notes: self.notes.get(id).map_or(&[], Vec::as_slice),
-                all_notes: &self.notes,
-                note_sink: sink.as_deref().map(|sink| sink as &dyn NoteSink),
-                surroundings: self.surroundings,
-                readings: self.readings,
-            };
-            let evaluated = match env_error {
-                None => self.evaluate(step, &cx, visitor).await,
-                Some(error) => Err(error),
-            };
-            let after = visitor.visit(step, &cx, evaluated).await?;
-            match after {
-                After::Next { output, notes } => {
-                    self.register(step, output);
-                    let recorded = match sink {
-                        Some(sink) => sink.recorded()?,
-                        None => Vec::new(),
-                    };
-                    let kept = self.notes.entry(id.to_string()).or_default();
-                    kept.extend(notes);
-                    kept.extend(recorded);
-                }
-                After::Stop(output) => return Ok(output),
+            match flow {
+                Flow::Next { .. } => index = next,
+                Flow::Stop(output) => return Ok(output),
+                Flow::Failed(failure) => return visitor.failed(failure),
             }
         }
         visitor.finished()
+    }
+
+    /// A block: its steps until one fails, then its rescue, then its always steps whatever
+    /// happened. A failure ends the walk once they ran, even when the rescue went well: the
+    /// block did not do its work. A stop (a gate, an interruption) ends it at once, and the
+    /// next run goes on from there.
+    async fn block<V: StepVisitor>(
+        &mut self,
+        block: &Block,
+        visitor: &mut V,
+    ) -> anyhow::Result<Flow<V::Output>> {
+        let (failed, ran) = match self.steps_in(block.body.clone(), false, visitor).await? {
+            Flow::Next { evaluated } => (None, evaluated),
+            Flow::Failed(failure) => (Some(failure), true),
+            stop => return Ok(stop),
+        };
+        // A param or var of that name is shadowed while the handlers run.
+        let mut shadowed = None;
+        let rescue_failed = match &failed {
+            None => {
+                for index in block.rescue.clone() {
+                    visitor.rescue_not_needed(&self.playbook.steps[index], block)?;
+                }
+                None
+            }
+            Some(failure) => {
+                visitor.block_failed(block, failure)?;
+                let what = serde_json::json!({"step": failure.step, "error": failure.error});
+                shadowed = self
+                    .vars
+                    .insert(FAILED.to_string(), crate::render::to_value(&what));
+                match self.steps_in(block.rescue.clone(), true, visitor).await? {
+                    Flow::Next { .. } => None,
+                    Flow::Failed(failure) => Some(failure),
+                    stop => return Ok(stop),
+                }
+            }
+        };
+        // Once the block's steps ran in this walk, its always steps run again too, even
+        // when an earlier run did them.
+        let always_failed = match self.steps_in(block.always.clone(), ran, visitor).await? {
+            Flow::Next { .. } => None,
+            Flow::Failed(failure) => Some(failure),
+            stop => return Ok(stop),
+        };
+        if failed.is_some() {
+            match shadowed {
+                Some(value) => self.vars.insert(FAILED.to_string(), value),
+                None => self.vars.remove(FAILED),
+            };
+        }
+        let Some(failure) = failed else {
+            return Ok(match always_failed {
+                None => Flow::Next { evaluated: ran },
+                Some(failure) => Flow::Failed(failure),
+            });
+        };
+        let handlers = [rescue_failed, always_failed];
+        visitor.block_finished(block, &failure, handlers.iter().flatten().next())?;
+        Ok(Flow::Failed(failure))
+    }
+
+    /// The steps of a range in order, until one fails or stops the walk; `fresh` evaluates
+    /// them even when an earlier run did them.
+    async fn steps_in<V: StepVisitor>(
+        &mut self,
+        range: std::ops::Range<usize>,
+        fresh: bool,
+        visitor: &mut V,
+    ) -> anyhow::Result<Flow<V::Output>> {
+        let mut evaluated = false;
+        for index in range {
+            match self.step(index, fresh, visitor).await? {
+                Flow::Next { evaluated: this } => evaluated |= this,
+                other => return Ok(other),
+            }
+        }
+        Ok(Flow::Next { evaluated })
+    }
+
+    /// One step: restores what it registered if the visitor passes it, else evaluates it
+    /// and hands it to the visitor.
+    async fn step<V: StepVisitor>(
+        &mut self,
+        index: usize,
+        fresh: bool,
+        visitor: &mut V,
+    ) -> anyhow::Result<Flow<V::Output>> {
+        let step = &self.playbook.steps[index];
+        let id = step.id();
+        if let Before::Pass { output } = visitor.before(index, step, fresh)? {
+            self.register(step, output);
+            return Ok(Flow::Next { evaluated: false });
+        }
+        let sink = visitor.note_sink(step);
+        let mut env = self.surroundings.process_env.clone();
+        let env_error = match render_env(step, self.renderer, self.vars) {
+            Ok(rendered) => {
+                env.extend(rendered);
+                None
+            }
+            Err(error) => Some(error),
+        };
+        let cx = StepContext {
+            step_id: id,
+            renderer: self.renderer,
+            vars: self.vars,
+            env: &env,
+            reporter: self.reporter,
+            base_dir: self.playbook.base_dir(),
+            cluster: self.cluster,
+            notes: self.notes.get(id).map_or(&[], Vec::as_slice),
+            all_notes: &self.notes,
+            note_sink: sink.as_deref().map(|sink| sink as &dyn NoteSink),
+            surroundings: self.surroundings,
+            readings: self.readings,
+        };
+        let evaluated = match env_error {
+            None => self.evaluate(step, &cx, visitor).await,
+            Some(error) => Err(error),
+        };
+        match visitor.visit(step, &cx, evaluated).await? {
+            After::Next { output, notes } => {
+                self.register(step, output);
+                let recorded = match sink {
+                    Some(sink) => sink.recorded()?,
+                    None => Vec::new(),
+                };
+                let kept = self.notes.entry(id.to_string()).or_default();
+                kept.extend(notes);
+                kept.extend(recorded);
+                Ok(Flow::Next { evaluated: true })
+            }
+            After::Stop(output) => Ok(Flow::Stop(output)),
+            After::Failed(failure) => Ok(Flow::Failed(failure)),
+        }
     }
 
     async fn evaluate<V: StepVisitor>(

@@ -166,6 +166,8 @@ impl NamespaceMark {
                 StepStatus::Interrupted => ("interrupted", step_of(step), false),
                 StepStatus::Ok | StepStatus::Changed => return None,
             },
+            // The run ends at the block's step that failed, not at its rescue's last step.
+            EventKind::BlockFinished { failed, .. } => ("running", step_of(failed), false),
             EventKind::RunFinished { status, .. } => {
                 let phase = match status {
                     RunStatus::Ok => "done",

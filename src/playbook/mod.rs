@@ -1,5 +1,6 @@
 //! The playbook language: loading YAML with positions, validating it, binding params.
 
+mod block;
 mod param;
 mod vocabulary;
 
@@ -16,6 +17,7 @@ use crate::diagnostic::{Diagnostic, Location, Source};
 use crate::render::{Masker, Renderer, TemplateProblem, Vars};
 pub use crate::syntax::{CheckSpec, CommandLine, CommandSpec, Condition, HumanDuration};
 pub use crate::syntax::{Count, ExitCode, Setting, Templated};
+pub use block::{Block, BlockPart, FAILED, Section};
 pub use param::{GivenValue, ParamSpec, ParamType, parse_var_flags, read_vars_file};
 
 /// The playbook format version this build reads.
@@ -72,8 +74,10 @@ pub struct Playbook {
     pub params: IndexMap<String, (ParamSpec, Location)>,
     /// Derived values, rendered in order after the params.
     pub vars: Vec<(String, serde_json::Value, Location)>,
-    /// The steps in order.
+    /// The steps in order, those of blocks (with their rescue and always) in their place.
     pub steps: Vec<Step>,
+    /// The `block:` steps, whose steps are in `steps`.
+    pub blocks: Vec<Block>,
     /// sha256 of the file's content.
     pub hash: String,
     /// `maintenance_window:`, when the playbook declares one.
@@ -93,6 +97,8 @@ pub struct Step {
     pub action_key: &'static str,
     /// Variables its templates and conditions use.
     pub references: BTreeSet<String>,
+    /// The block it belongs to, and in which part.
+    pub part: Option<BlockPart>,
 }
 
 impl Step {
@@ -114,6 +120,11 @@ impl Step {
     /// A label for people: the name, or the id.
     pub fn title(&self) -> &str {
         self.spec.name.as_deref().unwrap_or(self.id())
+    }
+
+    /// Whether it is a step of a block's `rescue:` or `always:`.
+    pub fn handles_failure(&self) -> bool {
+        self.part.is_some_and(|part| part.section != Section::Body)
     }
 }
 
@@ -256,6 +267,12 @@ impl Playbook {
         self.steps.iter().find(|step| step.id() == id)
     }
 
+    /// The block a step belongs to, with its part.
+    pub fn block_of(&self, step: &Step) -> Option<(&Block, Section)> {
+        step.part
+            .map(|part| (&self.blocks[part.block], part.section))
+    }
+
     /// Where the playbook's own files (`templates/`) are looked up: the playbook's directory
     /// when it has a `templates/`, else the directory above it when that has one (the
     /// repository layout: `playbooks/` and `templates/` side by side).
@@ -308,6 +325,18 @@ struct TemplateSite<'a> {
     also_known: &'a [&'a str],
 }
 
+/// The steps validated so far, with their ids and those of the blocks.
+#[derive(Default)]
+struct StepList {
+    steps: Vec<Step>,
+    blocks: Vec<Block>,
+    /// Each step id with the line of its step: a lookup per step, not a scan of the
+    /// earlier ones.
+    ids: HashMap<String, usize>,
+    /// Each block id with its line: unique like step ids, but not a step to refer to.
+    block_ids: HashMap<String, usize>,
+}
+
 /// A step as its diagnostics need it: its id, where it starts, and its last line.
 struct StepExtent<'a> {
     id: &'a str,
@@ -353,7 +382,7 @@ impl Loader<'_> {
         let mut known: BTreeSet<String> = params.keys().cloned().collect();
         known.extend(BUILTIN_NAMES.iter().map(|name| name.to_string()));
         let vars = self.validate_vars(document.vars, &mut known)?;
-        let steps = self.validate_steps(document.steps, &mut known)?;
+        let (steps, blocks) = self.validate_steps(document.steps, &mut known)?;
         let maintenance_window = document
             .maintenance_window
             .map(|window| self.validate_window(window, &steps))
@@ -366,6 +395,7 @@ impl Loader<'_> {
             params,
             vars,
             steps,
+            blocks,
             hash: sha256_hex(self.source.text.as_bytes()),
             maintenance_window,
         })
@@ -469,30 +499,47 @@ impl Loader<'_> {
         &self,
         declared: Spanned<Vec<Spanned<StepSpec>>>,
         known: &mut BTreeSet<String>,
-    ) -> Result<Vec<Step>, Diagnostic> {
+    ) -> Result<(Vec<Step>, Vec<Block>), Diagnostic> {
         if declared.value.is_empty() {
             return Err(
                 Diagnostic::at(self.at(&declared), "the playbook has no steps")
                     .help("add at least one step under `steps:`"),
             );
         }
+        let mut list = StepList::default();
+        self.validate_list(declared, usize::MAX, None, &mut list, known)?;
+        Ok((list.steps, list.blocks))
+    }
+
+    /// A list of steps (the playbook's, or a part of a block), each ending before the next
+    /// one starts and the last one at `last_line`.
+    fn validate_list(
+        &self,
+        declared: Spanned<Vec<Spanned<StepSpec>>>,
+        last_line: usize,
+        part: Option<BlockPart>,
+        list: &mut StepList,
+        known: &mut BTreeSet<String>,
+    ) -> Result<(), Diagnostic> {
         let step_lines: Vec<usize> = declared
             .value
             .iter()
             .map(|step| step.referenced.line() as usize)
             .collect();
-        let mut steps: Vec<Step> = Vec::new();
-        // Each id with the line of its step: a lookup per step, not a scan of the earlier ones.
-        let mut ids: HashMap<String, usize> = HashMap::new();
         for (index, spanned) in declared.value.into_iter().enumerate() {
-            let end_line = step_lines
-                .get(index + 1)
-                .map_or(usize::MAX, |next| next - 1);
-            let step = self.validate_step(spanned, end_line, &steps, &ids, known)?;
-            ids.insert(step.id().to_string(), step.location.line);
-            steps.push(step);
+            let end_line = step_lines.get(index + 1).map_or(last_line, |next| next - 1);
+            let spec = &spanned.value;
+            if spec.block.is_some() || spec.rescue.is_some() || spec.always.is_some() {
+                self.validate_block(spanned, end_line, part, list, known)?;
+                continue;
+            }
+            self.check_step_id(&spec.id, &list.block_ids)?;
+            let mut step = self.validate_step(spanned, end_line, list, known)?;
+            step.part = part;
+            list.ids.insert(step.id().to_string(), step.location.line);
+            list.steps.push(step);
         }
-        Ok(steps)
+        Ok(())
     }
 
     /// Both ends of the window are steps of the playbook, the opening one first.
@@ -540,13 +587,12 @@ impl Loader<'_> {
         &self,
         spanned: Spanned<StepSpec>,
         end_line: usize,
-        earlier: &[Step],
-        earlier_ids: &HashMap<String, usize>,
+        earlier: &StepList,
         known: &mut BTreeSet<String>,
     ) -> Result<Step, Diagnostic> {
         let location = self.at(&spanned);
         let spec = spanned.value;
-        self.check_step_id(&spec.id, earlier_ids)?;
+        self.check_step_id(&spec.id, &earlier.ids)?;
         let extent = StepExtent {
             id: &spec.id.value,
             location: &location,
@@ -554,7 +600,7 @@ impl Loader<'_> {
         };
         let (action_key, action) = self.single_action(&spec, &extent)?;
         action.check_source(self.source)?;
-        self.check_step_references(action, &extent, earlier, earlier_ids)?;
+        self.check_step_references(action, &extent, earlier)?;
         // Every string of the step may be a template.
         let definition =
             serde_json::to_value(&spec).map_err(|error| Diagnostic::new(error.to_string()))?;
@@ -575,6 +621,7 @@ impl Loader<'_> {
             hash,
             action_key,
             references,
+            part: None,
         })
     }
 
@@ -642,16 +689,23 @@ impl Loader<'_> {
         &self,
         action: &dyn crate::actions::Action,
         extent: &StepExtent<'_>,
-        earlier: &[Step],
-        earlier_ids: &HashMap<String, usize>,
+        earlier: &StepList,
     ) -> Result<(), Diagnostic> {
         let id = extent.id;
         for (key, referenced) in action.step_references() {
-            if !earlier_ids.contains_key(referenced) {
-                let ids: Vec<&str> = earlier.iter().map(Step::id).collect();
-                let help = match crate::diagnostic::did_you_mean(referenced, &ids) {
-                    Some(close) => format!("did you mean `{close}`?"),
-                    None => format!("`{key}:` names a step that comes before `{id}`"),
+            if !earlier.ids.contains_key(referenced) {
+                let ids: Vec<&str> = earlier.steps.iter().map(Step::id).collect();
+                let block = earlier.blocks.iter().find(|block| block.id == referenced);
+                let help = match (block, crate::diagnostic::did_you_mean(referenced, &ids)) {
+                    (Some(block), _) => match earlier.steps.get(block.body.clone()) {
+                        Some([.., last]) => format!(
+                            "`{referenced}` is a block, not a step: name one of its steps, e.g. `{}`",
+                            last.id()
+                        ),
+                        _ => format!("`{referenced}` is a block, not a step: name an earlier step"),
+                    },
+                    (None, Some(close)) => format!("did you mean `{close}`?"),
+                    (None, None) => format!("`{key}:` names a step that comes before `{id}`"),
                 };
                 let at = self.find_nested_key(key, extent.location, extent.end_line);
                 return Err(Diagnostic::at(

@@ -6,6 +6,11 @@ use crate::diagnostic::{Vocabulary, YamlPath};
 /// The words of a playbook file.
 pub(super) struct PlaybookWords;
 
+/// The keys of a block step whose value is a list of steps.
+fn is_block_part(key: &str) -> bool {
+    matches!(key, "block" | "rescue" | "always")
+}
+
 /// Keys whose value is a condition.
 fn is_condition(key: &str) -> bool {
     matches!(key, "when" | "require" | "until" | "check")
@@ -21,6 +26,8 @@ impl Vocabulary for PlaybookWords {
             [] => Some("playbook"),
             ["steps", "-"] => Some("step"),
             ["steps", "-", "id"] => Some("step id"),
+            ["steps", "-", part, "-"] if is_block_part(part) => Some("step"),
+            ["steps", "-", part, "-", "id"] if is_block_part(part) => Some("step id"),
             ["params", _] => Some("param"),
             ["params", _, "type"] => Some("param type"),
             _ => None,
@@ -32,6 +39,10 @@ impl Vocabulary for PlaybookWords {
             [] => "a mapping with `runbook:`, `name:` and `steps:`",
             ["steps"] => "a list",
             ["steps", "-"] => "a mapping with `id:` and one action",
+            ["steps", "-", part] if is_block_part(part) => "a list of steps",
+            ["steps", "-", part, "-"] if is_block_part(part) => {
+                "a mapping with `id:` and one action"
+            }
             ["params"] => "a mapping from param names to their settings",
             ["params", _] => "a mapping of settings such as `{type: int, default: 4}`",
             ["vars"] => "a mapping from var names to values",
@@ -52,6 +63,12 @@ impl Vocabulary for PlaybookWords {
                                \x20       run: [echo, bye]"
                 .into(),
             ["steps", "-", "id"] => "give the step a unique id such as `copy-homes`".into(),
+            ["steps", "-", part] if is_block_part(part) => format!(
+                "put each step under `{part}:` on its own line, e.g.\n\
+                 \x20   {part}:\n\
+                 \x20     - id: bye\n\
+                 \x20       run: [echo, bye]"
+            ),
             ["params"] => "put each param on its own line under `params:`, e.g. \
                            `hub: {required: true}`"
                 .into(),

@@ -291,33 +291,95 @@ impl Reporter {
                 step,
                 before_any_step,
                 changes,
-            } => {
-                let stopped = if *before_any_step {
-                    "nothing was run"
+            } => self.describe_plan_changed(step.as_deref(), *before_any_step, changes),
+            // Only a block with a rescue forgets its steps.
+            EventKind::BlockFailed {
+                block, step, steps, ..
+            } => format!(
+                "{} block {block}: step {step} failed; {}",
+                self.paint(YELLOW, "↺"),
+                if steps.is_empty() {
+                    "it has no rescue; its always steps run now"
                 } else {
-                    "stopped before it"
-                };
-                let what = match step {
-                    Some(step) => {
-                        format!("{step}: what its decision read changed since the plan; {stopped}")
-                    }
-                    None => format!("the run went on since the plan; {stopped}"),
-                };
-                let mut text = format!("{} {what}", self.paint(RED, "✗"));
-                for change in changes {
-                    text.push_str(&format!("\n  {change}"));
+                    "its rescue runs now, then its always steps"
                 }
-                text.push_str(
-                    "\n  make a new plan (runbook plan ... --out FILE), review it, and run that one",
-                );
-                text
-            }
+            ),
+            EventKind::BlockFinished {
+                block,
+                failed,
+                rescued,
+                handler_failed,
+                handler_error,
+            } => self.describe_block_finished(
+                block,
+                failed,
+                *rescued,
+                handler_failed.as_deref().zip(handler_error.as_deref()),
+            ),
             EventKind::RunFinished { status, exit_code } => {
                 let (color, text) = run_verdict(status);
                 format!("{} (exit {exit_code})", self.paint(color, text))
             }
             _ => return None,
         })
+    }
+
+    /// A saved plan that no longer holds: where the run stopped and what changed.
+    fn describe_plan_changed(
+        &self,
+        step: Option<&str>,
+        before_any_step: bool,
+        changes: &[String],
+    ) -> String {
+        let stopped = if before_any_step {
+            "nothing was run"
+        } else {
+            "stopped before it"
+        };
+        let what = match step {
+            Some(step) => {
+                format!("{step}: what its decision read changed since the plan; {stopped}")
+            }
+            None => format!("the run went on since the plan; {stopped}"),
+        };
+        let mut text = format!("{} {what}", self.paint(RED, "✗"));
+        for change in changes {
+            text.push_str(&format!("\n  {change}"));
+        }
+        text.push_str(
+            "\n  make a new plan (runbook plan ... --out FILE), review it, and run that one",
+        );
+        text
+    }
+
+    /// How a block whose step failed ended: what its rescue did, or that it failed too.
+    fn describe_block_finished(
+        &self,
+        block: &str,
+        failed: &str,
+        rescued: bool,
+        handler: Option<(&str, &str)>,
+    ) -> String {
+        let (handled, again) = if rescued {
+            (
+                "its rescue ran",
+                "starts the block over from its first step".to_string(),
+            )
+        } else {
+            ("it has no rescue", format!("tries {failed} again"))
+        };
+        match handler {
+            None => format!(
+                "{} block {block}: {failed} failed and {handled}; the run stops here, not done: \
+                 the same command again {again}",
+                self.paint(YELLOW, "↺")
+            ),
+            Some((step, error)) => format!(
+                "{} block {block}: {failed} failed, and then {step} failed too: {error}\n  \
+                 fix what made them fail, then run the same command again: it {again}",
+                self.paint(RED, "✗")
+            ),
+        }
     }
 
     /// How a step ended; quiet shows only failures, refusals and interruptions.

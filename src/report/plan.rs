@@ -11,6 +11,7 @@ impl PlanDecision {
             PlanDecision::Skip => "skip",
             PlanDecision::Unknown => "unknown",
             PlanDecision::Refused => "refused",
+            PlanDecision::Rescue => "rescue",
         }
     }
 }
@@ -23,13 +24,17 @@ impl PlanReport {
                 .filter(|entry| entry.decision == decision)
                 .count()
         };
-        format!(
+        let counts = format!(
             "{} to run, {} to skip, {} unknown, {} refused",
             count(PlanDecision::Run),
             count(PlanDecision::Skip),
             count(PlanDecision::Unknown),
             count(PlanDecision::Refused)
-        )
+        );
+        match count(PlanDecision::Rescue) {
+            0 => counts,
+            rescue => format!("{counts}, {rescue} to rescue a failed block"),
+        }
     }
 
     /// For a terminal.
@@ -52,6 +57,9 @@ impl PlanReport {
                 entry.decision.label(),
                 entry.id
             ));
+            if let Some(part) = &entry.part {
+                text.push_str(&format!("[{part}] "));
+            }
             match &entry.summary {
                 Some(summary) => text.push_str(&format!("{summary} ({})\n", entry.reason)),
                 None => text.push_str(&format!("{}\n", entry.reason)),
@@ -86,8 +94,13 @@ impl PlanReport {
                 Some(summary) => format!("{} ({})", escape(summary), escape(&entry.reason)),
                 None => escape(&entry.reason),
             };
+            let part = entry
+                .part
+                .as_ref()
+                .map(|part| format!(" ({part})"))
+                .unwrap_or_default();
             text.push_str(&format!(
-                "| {} | `{}` | `{}` | **{}** | {} |\n",
+                "| {} | `{}`{part} | `{}` | **{}** | {} |\n",
                 index + 1,
                 entry.id,
                 entry.action,

@@ -83,6 +83,9 @@ impl RunSummary {
             }
             text.push('\n');
         }
+        for block in &self.failed_blocks {
+            let _ = writeln!(text, "  {}", block.sentence());
+        }
         let (total_ms, total_bytes, total_files) = self.totals();
         let _ = writeln!(
             text,
@@ -116,6 +119,9 @@ impl RunSummary {
         let mut text = format!("### runbook: {} (`{}`)\n\n", self.name, self.run);
         if let Some(ending) = &self.ending {
             let _ = writeln!(text, "{}\n", ending_sentence(ending));
+        }
+        for block in &self.failed_blocks {
+            let _ = writeln!(text, "{}.\n", block.sentence());
         }
         text.push_str("| step | time | result | copied |\n| --- | ---: | --- | ---: |\n");
         for (id, totals) in &self.steps {
