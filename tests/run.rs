@@ -993,3 +993,31 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// `playbook` and `run_id` are names every template may use: the playbook's name and the
+/// run's id (the loader accepted them, but a run rendered them as undefined before).
+#[test]
+fn templates_see_the_playbook_name_and_the_run_id() {
+    let test = Test::new().playbook(
+        r#"
+runbook: 1
+name: named
+params:
+  hub: {default: staging}
+steps:
+  - id: say
+    run: {shell: true, command: "echo {{ playbook }} {{ run_id }} > ids"}
+"#,
+    );
+    let validated = test.run_args(&["validate", "playbook.yaml"]).status(0);
+    let run_id = validated
+        .stdout
+        .trim()
+        .rsplit(' ')
+        .next()
+        .expect("validate names the run id")
+        .to_string();
+    assert!(run_id.starts_with("named-"), "{}", validated.stdout);
+    test.run_args(&["run", "playbook.yaml"]).status(0);
+    assert_eq!(test.lines_of("ids"), [format!("named {run_id}")]);
+}

@@ -65,22 +65,5 @@ impl StateDir {
 /// The id of a run: the playbook's name and a hash of its non-secret param values, so the
 /// same command run again continues the same run.
 pub fn run_id(playbook: &Playbook, params: &IndexMap<String, serde_json::Value>) -> String {
-    let identity: std::collections::BTreeMap<&str, &serde_json::Value> = params
-        .iter()
-        .filter(|(name, _)| {
-            !playbook
-                .params
-                .get(*name)
-                .is_some_and(|(spec, _)| spec.secret)
-        })
-        .map(|(name, value)| (name.as_str(), value))
-        .collect();
-    let canonical = serde_json::to_string(&identity).unwrap_or_default();
-    let digest = Sha256::digest(canonical.as_bytes());
-    let short: String = digest
-        .iter()
-        .take(4)
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("{}-{short}", playbook.name)
+    playbook.run_id(params)
 }

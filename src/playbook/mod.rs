@@ -231,10 +231,20 @@ impl Playbook {
                 }),
         );
         let renderer = Renderer::new(masker.clone());
-        let mut vars: Vars = params
-            .iter()
-            .map(|(name, value)| (name.clone(), crate::render::to_value(value)))
-            .collect();
+        // The names every template may use besides params, vars and registers (a param of
+        // the same name wins).
+        let mut vars: Vars = [
+            ("playbook", serde_json::json!(self.name)),
+            ("run_id", serde_json::json!(self.run_id(&params))),
+        ]
+        .iter()
+        .map(|(name, value)| (name.to_string(), crate::render::to_value(value)))
+        .collect();
+        vars.extend(
+            params
+                .iter()
+                .map(|(name, value)| (name.clone(), crate::render::to_value(value))),
+        );
         for (name, template, location) in &self.vars {
             let value = renderer.render_json(template, &vars).map_err(|error| {
                 Diagnostic::at(
@@ -250,6 +260,24 @@ impl Playbook {
             vars,
             masker,
         })
+    }
+
+    /// The id of the run of this playbook with these params: its name and a hash of the
+    /// params that are not secret, so that the same command finds the same run.
+    pub fn run_id(&self, params: &IndexMap<String, serde_json::Value>) -> String {
+        let identity: BTreeMap<&str, &serde_json::Value> = params
+            .iter()
+            .filter(|(name, _)| !self.params.get(*name).is_some_and(|(spec, _)| spec.secret))
+            .map(|(name, value)| (name.as_str(), value))
+            .collect();
+        let canonical = serde_json::to_string(&identity).unwrap_or_default();
+        let digest = Sha256::digest(canonical.as_bytes());
+        let short: String = digest
+            .iter()
+            .take(4)
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        format!("{}-{short}", self.name)
     }
 
     /// Whether the playbook talks to a cluster (a `kube.*` action or a lookup function), so
