@@ -35,7 +35,9 @@ pub(super) struct Key {
 /// A value in the document: a scalar, an alias or a collection.
 #[derive(Debug, Clone)]
 struct Node {
-    path: YamlPath,
+    /// The collection it is in. Paths are walked up on demand rather than stored: a file of
+    /// many deep values would hold a copy of its path per value.
+    parent: Option<usize>,
     kind: Kind,
     start: Pos,
     /// Exclusive. For a collection still open when the parser stopped, the end of the file.
@@ -145,28 +147,18 @@ impl Events {
                 continue;
             }
             let index = events.nodes.len();
-            let (path, key) = match stack.last_mut() {
-                None => (YamlPath::default(), None),
+            let (parent, key) = match stack.last_mut() {
+                None => (None, None),
                 Some(frame) => {
-                    let mut path = frame
-                        .node
-                        .map(|parent| events.nodes[parent].path.clone())
-                        .unwrap_or_default();
                     let key = frame.key.take();
-                    match &key {
-                        Some(key) => {
-                            path.0.push(Segment::Key(key.name.clone()));
-                            if let Some(parent) = frame.node {
-                                events.nodes[parent].keys.push((key.clone(), index));
-                            }
-                        }
-                        None => path.0.push(Segment::Item),
+                    if let (Some(key), Some(parent)) = (&key, frame.node) {
+                        events.nodes[parent].keys.push((key.clone(), index));
                     }
-                    (path, key)
+                    (frame.node, key)
                 }
             };
             events.nodes.push(Node {
-                path,
+                parent,
                 kind,
                 start: start_of(&span),
                 end: end_of(&span),
@@ -233,8 +225,24 @@ impl Events {
     /// the mapping that holds it.
     pub(super) fn path_at(&self, line: usize, column: usize) -> YamlPath {
         self.node_at((line, column))
-            .map(|node| node.path.clone())
+            .map(|node| self.path(node))
             .unwrap_or_default()
+    }
+
+    /// The keys and list items from the top of the document to a node.
+    fn path(&self, node: &Node) -> YamlPath {
+        let mut segments = Vec::new();
+        let mut current = Some(node);
+        while let Some(node) = current {
+            match (&node.key, node.parent) {
+                (Some(key), _) => segments.push(Segment::Key(key.name.clone())),
+                (None, Some(_)) => segments.push(Segment::Item),
+                (None, None) => {}
+            }
+            current = node.parent.map(|parent| &self.nodes[parent]);
+        }
+        segments.reverse();
+        YamlPath(segments)
     }
 
     /// The kind of value written at a position; text when nothing is known there.
@@ -270,7 +278,7 @@ impl Events {
         value.written_on(line).then_some(value.start)
     }
 
-    /// The value of the key at a position: its node's index.
+    /// The value of the key written at a position.
     fn value_of_key_at(&self, at: Pos) -> Option<&Node> {
         let (_, value) = self
             .mapping_with_key(at)?
@@ -330,7 +338,7 @@ impl Events {
                 })
             })?;
         let key = node.key.as_ref().filter(|key| key.at.0 == node.start.0);
-        Some((node.path.clone(), key, node.start))
+        Some((self.path(node), key, node.start))
     }
 
     /// The `[` or `{` left open where the parser stopped: granit names it when it reaches the
