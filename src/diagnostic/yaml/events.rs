@@ -175,15 +175,13 @@ impl Events {
             }
         }
         events.open_at_error = stack.iter().filter_map(|frame| frame.node).collect();
-        for &node in &events.open_at_error {
-            events.nodes[node].end = (usize::MAX, usize::MAX);
-        }
         if let Some(error) = &events.error {
             let at = (error.marker().line(), error.marker().col() + 1);
             let reopened = closed.iter().rev().take_while(|(end, _)| *end == at);
-            events
-                .open_at_error
-                .extend(reopened.map(|(_, node)| *node).collect::<Vec<_>>());
+            events.open_at_error.extend(reopened.map(|(_, node)| *node));
+        }
+        for &node in &events.open_at_error {
+            events.nodes[node].end = (usize::MAX, usize::MAX);
         }
         events
     }
@@ -507,6 +505,12 @@ mod tests {
         // Still open at the end of the file: granit names the bracket.
         let events = Events::new("a: 1\nb: [x, {c: d}\n");
         assert_eq!(events.unclosed_bracket(), Some((2, 4)));
+        // Keys and values before the error are known, inside the open bracket too; the
+        // last ones before it may not be (the parser holds a node back until it knows
+        // whether a `:` makes it a key), so `{c: d}` is not there.
+        assert_eq!(events.value_after_key(2, 1), Some((2, 4)));
+        assert_eq!(parts(events.path_at(2, 5)), ["b", "-"]);
+        assert_eq!(parts(events.path_at(2, 12)), ["b"]);
         // Open when a `:` breaks the list: the innermost flow collection still open.
         let events = Events::new("steps:\n  - run: [echo, hi\n    name: x\n");
         assert_eq!(events.unclosed_bracket(), Some((2, 10)));
