@@ -182,7 +182,7 @@ fn token_width(line: &str, column: usize) -> usize {
             .iter()
             .position(|&c| c == quote)
             .map_or(rest.len(), |end| end + 2),
-        Some('[' | '{') => yaml::flow_width(&rest).unwrap_or(1),
+        Some('[' | '{') => flow_width(&rest).unwrap_or(1),
         Some(_) => rest
             .iter()
             .position(|&c| c.is_whitespace() || matches!(c, ':' | ',' | '}' | ']' | '{' | '['))
@@ -190,6 +190,45 @@ fn token_width(line: &str, column: usize) -> usize {
             .max(1),
         None => 1,
     }
+}
+
+/// The width of a `[...]` or `{...}` that closes on the same line (quotes respected).
+///
+/// The caret's fallback when a diagnostic comes with a position but no width: the renderer
+/// sees one line, not a parse. Diagnostics explained from a YAML error take their widths from
+/// granit-parser's events instead (`yaml::events`).
+fn flow_width(chars: &[char]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut index = 0;
+    while index < chars.len() {
+        let c = chars[index];
+        match quote {
+            Some('"') if c == '\\' => index += 1,
+            Some('\'') if c == '\'' && chars.get(index + 1) == Some(&'\'') => index += 1,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' if starts_value(chars, index) => quote = Some(c),
+                '[' | '{' => depth += 1,
+                ']' | '}' => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        return Some(index + 1);
+                    }
+                }
+                _ => {}
+            },
+        }
+        index += 1;
+    }
+    None
+}
+
+/// Does a quote at `index` begin a value (rather than sit inside plain text)?
+fn starts_value(chars: &[char], index: usize) -> bool {
+    let before = chars[..index].iter().rev().find(|c| !c.is_whitespace());
+    matches!(before, None | Some(':' | '-' | ',' | '[' | '{' | '?'))
 }
 
 /// How many characters of a source line a snippet shows: a minified or generated file can

@@ -2,15 +2,18 @@
 //!
 //! The parser reports where it noticed a problem, which is not always where the problem is: an
 //! unterminated quote is noticed lines later, a tab where the next line starts, a missing key
-//! at the last key of the mapping. So besides rewording, this module looks at the source text
-//! around the reported position to point at the mistake, and finds which key a value belongs
-//! to (serde-saphyr does not say), so that messages can name it.
+//! at the last key of the mapping. So besides rewording, this module re-reads the file with
+//! serde-saphyr's own parser ([`events`]) to point at the mistake, and to find which key a
+//! value belongs to (serde-saphyr does not say), so that messages can name it.
+
+mod events;
 
 use std::fmt;
 
 use serde_saphyr::Error as YamlError;
 
 use super::{Diagnostic, Location, Source, did_you_mean};
+use events::Events;
 
 /// One step on the way from the top of a document to a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,7 +199,7 @@ fn document_error(
 ) -> Option<(String, String)> {
     Some(match error {
         YamlError::MultipleDocuments { .. } => {
-            if let Some(line) = text.document_marker_before(at.line) {
+            if let Some(line) = text.events.document_marker_before(at.line) {
                 *at = text.point(line, 1, 3);
             }
             match vocabulary.document() {
@@ -251,15 +254,15 @@ fn key_error(
             (format!("unknown key `{field}`"), help)
         }
         YamlError::SerdeMissingField { field, .. } => {
-            let (line, column) = text.mapping_start(at.line, at.column);
+            let (line, column) = text.events.mapping_start(at.line, at.column);
             *at = text.point(line, column, 0);
-            let path = text.path_at(line, column);
+            let path = text.events.path_at(line, column);
             missing_key(vocabulary, &path, field)
         }
         YamlError::SerdeUnknownVariant {
             variant, expected, ..
         } => {
-            let path = text.path_at(at.line, at.column);
+            let path = text.events.path_at(at.line, at.column);
             let message = match (vocabulary.noun(&path), path.last_key()) {
                 (Some(noun), _) => format!("unknown {noun} `{variant}`"),
                 (None, Some(key)) => format!("`{key}` cannot be `{variant}`"),
@@ -296,16 +299,16 @@ fn value_error(
                 "bool expected" | "missing bool" => Kind::Bool,
                 _ => Kind::Value,
             };
-            let found = text.kind_at(at.line, at.column);
+            let found = text.events.kind_at(at.line, at.column);
             if found == Kind::Empty {
                 let explained;
                 (*at, explained) = empty(vocabulary, text, at);
                 explained
             } else {
-                let path = text.path_at(at.line, at.column);
+                let path = text.events.path_at(at.line, at.column);
                 // A block value starts on the line after its key; point at the key.
-                if let Some((line, column, width)) = text.owning_key(at.line, at.column) {
-                    *at = text.point(line, column, width);
+                if let Some(key) = text.events.owning_key(at.line, at.column) {
+                    *at = text.point(key.at.0, key.at.1, key.width);
                 }
                 wrong_kind(vocabulary, text, at, &path, wanted.phrase(), found)
             }
@@ -321,8 +324,8 @@ fn value_error(
             ..
         } => {
             // serde-saphyr may report these at the key; the mistake is in its value.
-            if let Some(column) = text.value_after_key(at.line, at.column) {
-                *at = text.value_point(at.line, column);
+            if let Some((line, column)) = text.events.value_after_key(at.line, at.column) {
+                *at = text.value_point(line, column);
             }
             let found = Kind::from_serde(unexpected);
             if found == Kind::Empty {
@@ -330,29 +333,29 @@ fn value_error(
                 (*at, explained) = empty(vocabulary, text, at);
                 explained
             } else {
-                let path = text.path_at(at.line, at.column);
+                let path = text.events.path_at(at.line, at.column);
                 let expected = plain_expected(expected);
                 wrong_kind(vocabulary, text, at, &path, &expected, found)
             }
         }
         YamlError::InvalidScalar { ty, .. } => {
-            if text.kind_at(at.line, at.column) == Kind::Empty {
+            if text.events.kind_at(at.line, at.column) == Kind::Empty {
                 let explained;
                 (*at, explained) = empty(vocabulary, text, at);
                 explained
             } else {
-                let path = text.path_at(at.line, at.column);
+                let path = text.events.path_at(at.line, at.column);
                 invalid_scalar(vocabulary, text, at, &path, ty)
             }
         }
         YamlError::Message { msg, .. } => match ValueError::parse(msg) {
             Some(complaint) => {
                 if let Some(key) = &complaint.key
-                    && let Some((line, column)) = text.value_of_key(at.line, at.column, key)
+                    && let Some((line, column)) = text.events.value_of_key(at.line, at.column, key)
                 {
                     *at = text.value_point(line, column);
                 }
-                let path = text.path_at(at.line, at.column);
+                let path = text.events.path_at(at.line, at.column);
                 let key = path.last_key().unwrap_or("value");
                 let fill = |template: &str| template.replace("{key}", key);
                 (fill(&complaint.message), fill(&complaint.help))
@@ -501,8 +504,8 @@ fn fixed_wording(message: &str) -> Option<(&'static str, &'static str)> {
 /// A quoted string the parser ran off the end of: points at its opening quote when it can
 /// find it, else says the continuation lines are not indented enough.
 fn unterminated_quote(text: &TextMap, at: &mut Location) -> (String, String) {
-    match text.unterminated_quote_before(at.line, at.column) {
-        Some((line, column, quote)) => {
+    match events::unterminated_quote(&text.source.text) {
+        Some(((line, column), quote)) => {
             *at = text.point(line, column, 1);
             (
                 "unterminated quoted string".to_string(),
@@ -519,7 +522,11 @@ fn unterminated_quote(text: &TextMap, at: &mut Location) -> (String, String) {
 /// A `[...]` or `{...}` the parser found broken: points at the bracket left open when there
 /// is one.
 fn broken_brackets(text: &TextMap, at: &mut Location, message: &str) -> (String, String) {
-    match text.unclosed_bracket_before(at.line, at.column) {
+    let bracket = text
+        .events
+        .unclosed_bracket()
+        .and_then(|(line, column)| Some((line, column, text.char_at(line, column)?)));
+    match bracket {
         Some((line, column, bracket)) => {
             *at = text.point(line, column, 1);
             let (what, close) = if bracket == '[' {
@@ -833,14 +840,21 @@ fn invalid_scalar(
     )
 }
 
-/// The source split into lines of characters, with the scans that find what the parser meant.
+/// The source split into lines of characters, and what granit-parser's events say is where.
+///
+/// Most questions (which keys lead to a value, what kind it is, which bracket or quote is
+/// left open, which levels a line could line up with) are answered by [`Events`]. A few stay
+/// with the text, because the parser's events do not hold the answer:
+/// - where the tab is: granit reports the start of the scalar before it, and a tab is no
+///   token;
+/// - whether a line is `key: value` with its `:` left out: a guess from how the line and its
+///   neighbours look, not a fact about the structure;
+/// - the `-` of an empty list item, which no event covers (the empty value is after it).
 struct TextMap<'a> {
     source: &'a Source,
     lines: Vec<Vec<char>>,
+    events: Events,
 }
-
-/// A node on a line: where it starts (0-based character index) and what it is.
-type Node = (usize, Segment);
 
 impl<'a> TextMap<'a> {
     fn new(source: &'a Source) -> Self {
@@ -851,6 +865,7 @@ impl<'a> TextMap<'a> {
                 .lines()
                 .map(|line| line.chars().collect())
                 .collect(),
+            events: Events::new(&source.text),
         }
     }
 
@@ -871,75 +886,40 @@ impl<'a> TextMap<'a> {
         if width > 0 { at.with_width(width) } else { at }
     }
 
-    /// The position of a value, underlining all of it: a plain scalar up to the end of the
-    /// line (or the next `,` in flow style), a quoted string, a `[...]` or `{...}`.
+    /// The position of a value, underlining all of it when it fits on its line: a plain
+    /// scalar, a quoted string, a `[...]` or `{...}`.
     fn value_point(&self, line: usize, column: usize) -> Location {
-        let chars = self.line(line);
-        let start = column.saturating_sub(1).min(chars.len());
-        let rest = &chars[start..];
-        let width = match rest.first() {
-            None => 0,
-            Some('"' | '\'' | '[' | '{') => 0,
-            Some(_) => {
-                let in_flow = self.unclosed_bracket_before(line, column).is_some();
-                let end = rest
-                    .iter()
-                    .enumerate()
-                    .position(|(index, c)| {
-                        (*c == '#' && index > 0 && rest[index - 1] == ' ')
-                            || (in_flow && matches!(c, ',' | ']' | '}'))
-                    })
-                    .unwrap_or(rest.len());
-                rest[..end]
-                    .iter()
-                    .collect::<String>()
-                    .trim_end()
-                    .chars()
-                    .count()
-            }
-        };
+        let width = self.events.width_at(line, column).unwrap_or(0);
         self.clamp(self.point(line, column, width))
     }
 
     /// For an empty value (`id:` or a lone `-`), where to point and the value's path. The
     /// parser reports the `:` or the end of the line; the key or the `-` is clearer.
     fn empty_value_at(&self, at: &Location) -> (Location, YamlPath) {
-        let chars = self.line(at.line);
-        let index = at.column.saturating_sub(1).min(chars.len());
-        // The last character before the empty value: the key's `:` or a `-`. serde-saphyr
-        // may also report the key itself.
-        let before = key_at(chars, index, false)
-            .map(|(_, after)| after - 1)
-            .or_else(|| {
-                chars[..(index + 1).min(chars.len())]
-                    .iter()
-                    .rposition(|c| !c.is_whitespace())
-            });
-        let path = self.path_at(at.line, before.map_or(at.column, |index| index + 2));
-        let anchor = match before.map(|index| (index, chars[index])) {
-            Some((_, ':')) => self
-                .nodes_at(at.line, before.map_or(0, |index| index + 2))
-                .into_iter()
-                .rev()
-                .find(|(line, _, segment)| *line == at.line && matches!(segment, Segment::Key(_)))
-                .map(|(line, start, segment)| {
-                    let width = match segment {
-                        Segment::Key(key) => key.chars().count(),
-                        Segment::Item => 1,
-                    };
-                    self.point(line, start + 1, width)
-                }),
-            Some((dash, '-')) => Some(self.point(at.line, dash + 1, 1)),
-            _ => None,
+        let Some((path, key, (line, column))) = self.events.empty_value(at.line, at.column) else {
+            return (at.clone(), self.events.path_at(at.line, at.column));
         };
-        (anchor.unwrap_or_else(|| at.clone()), path)
+        if let Some(key) = key {
+            return (self.point(key.at.0, key.at.1, key.width), path);
+        }
+        // An empty list item: no event covers its `-`, the last thing written before it.
+        let chars = self.line(line);
+        let end = column.min(chars.len());
+        let dash = chars[..end]
+            .iter()
+            .rposition(|c| !c.is_whitespace())
+            .filter(|index| chars[*index] == '-');
+        match dash {
+            Some(index) => (self.point(line, index + 1, 1), path),
+            None => (at.clone(), path),
+        }
     }
 
     /// Is this line (not a `- ` item) a `key: value` with its `:` missing? It is when the
     /// lines next to it, at its indentation, are `key: value` pairs.
     fn missing_colon(&self, line: usize) -> bool {
         let chars = self.line(line);
-        if starts_with_dash(chars) || key_at(chars, indent_of(chars), false).is_some() {
+        if starts_with_dash(chars) || key_at(chars, indent_of(chars)).is_some() {
             return false;
         }
         let indent = indent_of(chars);
@@ -950,7 +930,7 @@ impl<'a> TextMap<'a> {
                 .is_some_and(|other| {
                     indent_of(other) == indent
                         && !starts_with_dash(other)
-                        && key_at(other, indent, false).is_some()
+                        && key_at(other, indent).is_some()
                 })
         };
         neighbour(&mut (line + 1..=self.lines.len())) || neighbour(&mut (1..line).rev())
@@ -991,218 +971,8 @@ impl<'a> TextMap<'a> {
 
     /// The `key:` a line starts with, or its first word.
     fn key_or_word(&self, line: usize) -> String {
-        let chars = self.line(line);
-        let start = content_start(chars);
-        match key_at(chars, start, false) {
-            Some((key, _)) => format!("{key}:"),
-            None => self.word_at(line, start + 1),
-        }
-    }
-
-    /// The path of keys and items that leads to the value at a position.
-    fn path_at(&self, line: usize, column: usize) -> YamlPath {
-        YamlPath(
-            self.nodes_at(line, column)
-                .into_iter()
-                .map(|(_, _, segment)| segment)
-                .collect(),
-        )
-    }
-
-    /// The nodes enclosing a position, each with its line and start (0-based).
-    fn nodes_at(&self, line: usize, column: usize) -> Vec<(usize, usize, Segment)> {
-        let chars = self.line(line);
-        let mut nodes = self.block_parent(line);
-        nodes.extend(
-            inline_nodes(chars, column.saturating_sub(1))
-                .into_iter()
-                .map(|(start, segment)| (line, start, segment)),
-        );
-        nodes
-    }
-
-    /// The nodes of the lines above that a line is nested in, found by indentation.
-    fn block_parent(&self, line: usize) -> Vec<(usize, usize, Segment)> {
-        let chars = self.line(line);
-        let indent = indent_of(chars);
-        let dash = starts_with_dash(chars);
-        for above in (1..line).rev() {
-            let text = self.line(above);
-            if blank(text) || is_document_marker(text) {
-                continue;
-            }
-            let their_indent = indent_of(text);
-            let nodes = inline_nodes(text, text.len());
-            let opens_block = ends_with_open_key(text);
-            let keep: Vec<Node> = if their_indent < indent {
-                nodes
-                    .into_iter()
-                    .filter(|(start, _)| *start < indent)
-                    .collect()
-            } else if their_indent == indent && dash && opens_block && !starts_with_dash(text) {
-                // A list may sit at its key's indentation: `steps:` then `- id: ...`.
-                nodes
-            } else {
-                continue;
-            };
-            let mut path = self.block_parent(above);
-            path.extend(
-                keep.into_iter()
-                    .map(|(start, segment)| (above, start, segment)),
-            );
-            return path;
-        }
-        Vec::new()
-    }
-
-    /// For a value that starts a line (a block value), the key it belongs to: line, column,
-    /// width.
-    fn owning_key(&self, line: usize, column: usize) -> Option<(usize, usize, usize)> {
-        let chars = self.line(line);
-        if column.saturating_sub(1) > content_start(chars) {
-            return None;
-        }
-        let (key_line, start, segment) = self.nodes_at(line, column).pop()?;
-        match segment {
-            Segment::Key(key) if key_line < line => {
-                Some((key_line, start + 1, key.chars().count()))
-            }
-            _ => None,
-        }
-    }
-
-    /// What kind of value is written at a position.
-    fn kind_at(&self, line: usize, column: usize) -> Kind {
-        let chars = self.line(line);
-        let start = column.saturating_sub(1).min(chars.len());
-        let rest: String = chars[start..].iter().collect();
-        let rest = strip_comment(&rest).trim();
-        // serde-saphyr reports an empty value at its key's `:`.
-        let rest = match rest.strip_prefix(':') {
-            Some(after) if after.is_empty() || after.starts_with(' ') => after.trim(),
-            _ => rest,
-        };
-        if rest.is_empty() {
-            return self.block_kind_below(line);
-        }
-        let rest_chars: Vec<char> = rest.chars().collect();
-        match rest_chars[0] {
-            '[' => Kind::List,
-            '{' => Kind::Mapping,
-            '-' if rest_chars.len() == 1 || rest_chars[1] == ' ' => Kind::List,
-            '"' | '\'' | '|' | '>' => Kind::Text,
-            '~' => Kind::Empty,
-            // `a: b` starts a mapping only at the start of a line (or of a `- ` item); after
-            // `key: ` on the same line it is text.
-            _ if start <= content_start(chars) && key_at(&rest_chars, 0, false).is_some() => {
-                Kind::Mapping
-            }
-            _ => match rest {
-                "null" | "Null" | "NULL" => Kind::Empty,
-                "true" | "false" | "True" | "False" | "TRUE" | "FALSE" => Kind::Bool,
-                number if number.parse::<f64>().is_ok() => Kind::Number,
-                _ => Kind::Text,
-            },
-        }
-    }
-
-    /// The kind of a block value that starts on the line after `line`, or `Empty`.
-    fn block_kind_below(&self, line: usize) -> Kind {
-        let indent = indent_of(self.line(line));
-        let key_line = ends_with_open_key(self.line(line));
-        for below in line + 1..=self.lines.len() {
-            let chars = self.line(below);
-            if blank(chars) {
-                continue;
-            }
-            let their_indent = indent_of(chars);
-            let nested = their_indent > indent
-                || (their_indent == indent && key_line && starts_with_dash(chars));
-            if !nested {
-                return Kind::Empty;
-            }
-            return self.kind_at(below, their_indent + 1);
-        }
-        Kind::Empty
-    }
-
-    /// If a position is at a `key:` with its value on the same line, the value's column.
-    fn value_after_key(&self, line: usize, column: usize) -> Option<usize> {
-        let chars = self.line(line);
-        let (_, after) = key_at(chars, column.checked_sub(1)?, false)?;
-        let value = after + chars[after..].iter().take_while(|c| **c == ' ').count();
-        (value < chars.len() && chars[value] != '#').then_some(value + 1)
-    }
-
-    /// Where the mapping that has a key at this position starts: its first key.
-    fn mapping_start(&self, line: usize, column: usize) -> (usize, usize) {
-        let chars = self.line(line);
-        let index = column.saturating_sub(1).min(chars.len());
-        let before: String = chars[..index].iter().collect();
-        let trimmed = before.trim_end();
-        // A key in a flow mapping (`{a: 1, b: 2}`): the mapping starts after its `{`.
-        if (trimmed.ends_with('{') || trimmed.ends_with(','))
-            && let Some(open) = opening_brace(chars, index)
-        {
-            let first = open + 1 + chars[open + 1..].iter().take_while(|c| **c == ' ').count();
-            return (line, first + 1);
-        }
-        let key_indent = index;
-        let mut start = (line, column);
-        for above in (1..line).rev() {
-            let text = self.line(above);
-            if blank(text) {
-                continue;
-            }
-            let indent = indent_of(text);
-            if starts_with_dash(text) && content_start(text) == key_indent {
-                return (above, column);
-            }
-            if indent == key_indent && !starts_with_dash(text) {
-                start = (above, column);
-            } else if indent < key_indent || is_document_marker(text) {
-                break;
-            }
-        }
-        start
-    }
-
-    /// The value of `key` in the mapping that starts at a position: line and column.
-    fn value_of_key(&self, line: usize, column: usize, key: &str) -> Option<(usize, usize)> {
-        let first = self.line(line);
-        let start = column.checked_sub(1)?;
-        if first.get(start) == Some(&'{') {
-            let mut index = start + 1;
-            while index < first.len() {
-                if let Some((found, after)) = key_at(first, index, true)
-                    && found == key
-                {
-                    let value = after + first[after..].iter().take_while(|c| **c == ' ').count();
-                    return Some((line, value + 1));
-                }
-                index += 1;
-            }
-            return None;
-        }
-        for below in line..=self.lines.len() {
-            let chars = self.line(below);
-            if blank(chars) {
-                continue;
-            }
-            if below > line && indent_of(chars) < start {
-                break;
-            }
-            if let Some((found, after)) = key_at(chars, start, false)
-                && found == key
-            {
-                let value = after + chars[after..].iter().take_while(|c| **c == ' ').count();
-                if value < chars.len() {
-                    return Some((below, value + 1));
-                }
-                return Some((below, start + 1));
-            }
-        }
-        None
+        events::key_on_line(&self.source.text, line)
+            .unwrap_or_else(|| self.word_at(line, content_start(self.line(line)) + 1))
     }
 
     /// The first tab in the indentation of a line, from `line` on.
@@ -1217,95 +987,11 @@ impl<'a> TextMap<'a> {
         })
     }
 
-    /// The nearest quote before a position that is opened and never closed on its line.
-    fn unterminated_quote_before(
-        &self,
-        line: usize,
-        column: usize,
-    ) -> Option<(usize, usize, char)> {
-        (1..=line.min(self.lines.len())).rev().find_map(|number| {
-            let chars = self.line(number);
-            let end = if number == line {
-                // The parser may stop on the quote itself.
-                column.min(chars.len())
-            } else {
-                chars.len()
-            };
-            unclosed_quote(&chars[..end]).map(|(index, quote)| (number, index + 1, quote))
-        })
-    }
-
-    /// The innermost `[` or `{` before a position that is not closed by then.
-    fn unclosed_bracket_before(&self, line: usize, column: usize) -> Option<(usize, usize, char)> {
-        let mut open: Vec<(usize, usize, char)> = Vec::new();
-        for number in 1..=line.min(self.lines.len()) {
-            let chars = self.line(number);
-            // The parser may stop on the bracket itself, so its character counts.
-            let end = if number == line {
-                column.min(chars.len())
-            } else {
-                chars.len()
-            };
-            let mut quote: Option<char> = None;
-            let mut index = 0;
-            while index < end {
-                let c = chars[index];
-                match quote {
-                    Some('"') if c == '\\' => index += 1,
-                    Some('\'') if c == '\'' && chars.get(index + 1) == Some(&'\'') => index += 1,
-                    Some(q) if c == q => quote = None,
-                    Some(_) => {}
-                    None => match c {
-                        '"' | '\'' if starts_value(chars, index) => quote = Some(c),
-                        '#' if index == 0 || chars[index - 1].is_whitespace() => break,
-                        '[' | '{' if !open.is_empty() || starts_value(chars, index) => {
-                            open.push((number, index + 1, c));
-                        }
-                        ']' | '}' => {
-                            open.pop();
-                        }
-                        _ => {}
-                    },
-                }
-                index += 1;
-            }
-        }
-        open.pop()
-    }
-
-    /// The `---` line at or before `line`.
-    fn document_marker_before(&self, line: usize) -> Option<usize> {
-        (1..=line.min(self.lines.len()))
-            .rev()
-            .find(|number| is_document_marker(self.line(*number)))
-    }
-
     /// How to indent a line that does not fit the block above it.
     fn indentation_help(&self, line: usize, subject: &str) -> String {
         let indent = indent_of(self.line(line));
-        // The levels open above the line, innermost first: a key's column, or a `- `.
-        let mut levels: Vec<(usize, Option<String>)> = Vec::new();
-        let mut lowest = usize::MAX;
-        for above in (1..line).rev() {
-            let chars = self.line(above);
-            if blank(chars) {
-                continue;
-            }
-            let (their_indent, content) = (indent_of(chars), content_start(chars));
-            if content < lowest {
-                if let Some((key, _)) = key_at(chars, content, false) {
-                    levels.push((content, Some(key)));
-                }
-                lowest = content;
-            }
-            if starts_with_dash(chars) && their_indent < lowest {
-                levels.push((their_indent, None));
-                lowest = their_indent;
-            }
-            if their_indent == 0 {
-                break;
-            }
-        }
+        // The levels open where the parser stopped, innermost first: a key's column, or a `- `.
+        let levels = self.events.levels();
         let spaces = |n: usize| match n {
             0 => "no spaces".to_string(),
             1 => "1 space".to_string(),
@@ -1357,13 +1043,11 @@ impl<'a> TextMap<'a> {
     }
 }
 
+// How a line looks, for the guesses that stay with the text (see `TextMap`).
+
 fn blank(chars: &[char]) -> bool {
     let start = content_start(chars);
     start >= chars.len() || chars[start] == '#'
-}
-
-fn is_document_marker(chars: &[char]) -> bool {
-    chars.starts_with(&['-', '-', '-']) && chars.get(3).is_none_or(|c| c.is_whitespace())
 }
 
 fn indent_of(chars: &[char]) -> usize {
@@ -1388,39 +1072,9 @@ fn starts_with_dash(chars: &[char]) -> bool {
     chars.get(index) == Some(&'-') && chars.get(index + 1).is_none_or(|c| *c == ' ')
 }
 
-/// Does the line end with `key:`, its value being the block below?
-fn ends_with_open_key(chars: &[char]) -> bool {
-    let text: String = chars.iter().collect();
-    strip_comment(&text).trim_end().ends_with(':')
-}
-
-/// The text without a trailing ` # comment` (outside quotes).
-fn strip_comment(text: &str) -> &str {
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let mut quote: Option<char> = None;
-    for (position, &(byte, c)) in chars.iter().enumerate() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '"' || c == '\'' => quote = Some(c),
-            None if c == '#' && (position == 0 || chars[position - 1].1.is_whitespace()) => {
-                return &text[..byte];
-            }
-            None => {}
-        }
-    }
-    text
-}
-
-/// Does a quote or bracket at `index` begin a value (rather than sit inside plain text)?
-fn starts_value(chars: &[char], index: usize) -> bool {
-    let before = chars[..index].iter().rev().find(|c| !c.is_whitespace());
-    matches!(before, None | Some(':' | '-' | ',' | '[' | '{' | '?'))
-}
-
-/// A `key:` starting at `index` (plain or quoted): the key and the index after the `:`.
-/// In flow context (`{a: 1, b: 2}`), keys also end at `,` and brackets.
-fn key_at(chars: &[char], index: usize, flow: bool) -> Option<(String, usize)> {
+/// A `key:` starting at `index` (plain or quoted): the key and the index after the `:`. Only
+/// for the missing-colon guess: which keys a file has comes from its events.
+fn key_at(chars: &[char], index: usize) -> Option<(String, usize)> {
     let first = *chars.get(index)?;
     let (key, mut after) = if first == '"' || first == '\'' {
         let close = chars[index + 1..].iter().position(|c| *c == first)? + index + 1;
@@ -1445,9 +1099,7 @@ fn key_at(chars: &[char], index: usize, flow: bool) -> Option<(String, usize)> {
             {
                 break;
             }
-            if (c == '#' && end > 0 && chars[end - 1] == ' ')
-                || (flow && matches!(c, ',' | '[' | ']' | '{' | '}'))
-            {
+            if c == '#' && end > 0 && chars[end - 1] == ' ' {
                 return None;
             }
             end += 1;
@@ -1465,149 +1117,6 @@ fn key_at(chars: &[char], index: usize, flow: bool) -> Option<(String, usize)> {
     Some((key.to_string(), after + 1))
 }
 
-/// The nodes a line opens before character `end`: `- ` items, `key:` whose value comes after,
-/// and the lists and mappings of flow style.
-fn inline_nodes(chars: &[char], end: usize) -> Vec<Node> {
-    let end = end.min(chars.len());
-    let mut nodes = Vec::new();
-    let mut index = indent_of(chars);
-    while index < end && chars[index] == '-' && chars.get(index + 1).is_none_or(|c| *c == ' ') {
-        nodes.push((index, Segment::Item));
-        index += 1;
-        index += chars[index..].iter().take_while(|c| **c == ' ').count();
-    }
-    if index >= end {
-        return nodes;
-    }
-    if let Some((key, after)) = key_at(chars, index, false) {
-        if after > end {
-            return nodes;
-        }
-        nodes.push((index, Segment::Key(key)));
-        index = after;
-    }
-    // Flow style: `[a, {b: c}]`. Each open bracket remembers how many nodes were open before.
-    let mut open: Vec<(char, usize)> = Vec::new();
-    let mut expect_key = false;
-    while index < end {
-        let c = chars[index];
-        if expect_key && c != ' ' {
-            expect_key = false;
-            match key_at(chars, index, true) {
-                Some((key, after)) if after <= end => {
-                    nodes.push((index, Segment::Key(key)));
-                    index = after;
-                    continue;
-                }
-                Some(_) => break,
-                None => {}
-            }
-        }
-        match c {
-            '"' | '\'' => {
-                let close = chars[index + 1..]
-                    .iter()
-                    .position(|q| *q == c)
-                    .map_or(chars.len(), |offset| index + 1 + offset);
-                index = close;
-            }
-            '#' if index == 0 || chars[index - 1] == ' ' => break,
-            '[' => {
-                open.push(('[', nodes.len()));
-                nodes.push((index, Segment::Item));
-            }
-            '{' => {
-                open.push(('{', nodes.len()));
-                expect_key = true;
-            }
-            ']' | '}' => {
-                if let Some((_, depth)) = open.pop() {
-                    nodes.truncate(depth);
-                }
-            }
-            ',' => {
-                if let Some(&(bracket, depth)) = open.last() {
-                    nodes.truncate(depth);
-                    if bracket == '[' {
-                        nodes.push((index, Segment::Item));
-                    } else {
-                        expect_key = true;
-                    }
-                }
-            }
-            _ => {}
-        }
-        index += 1;
-    }
-    nodes
-}
-
-/// The `{` that opens the flow mapping around `index` on this line.
-fn opening_brace(chars: &[char], index: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    for position in (0..index.min(chars.len())).rev() {
-        match chars[position] {
-            '}' | ']' => depth += 1,
-            '[' if depth > 0 => depth -= 1,
-            '{' if depth == 0 => return Some(position),
-            '{' => depth -= 1,
-            _ => {}
-        }
-    }
-    None
-}
-
-/// A quote that begins a value on this line and is not closed on it.
-fn unclosed_quote(chars: &[char]) -> Option<(usize, char)> {
-    let mut open: Option<(usize, char)> = None;
-    let mut index = 0;
-    while index < chars.len() {
-        let c = chars[index];
-        match open {
-            Some((_, '"')) if c == '\\' => index += 1,
-            Some((_, '\'')) if c == '\'' && chars.get(index + 1) == Some(&'\'') => index += 1,
-            Some((_, quote)) if c == quote => open = None,
-            Some(_) => {}
-            None if (c == '"' || c == '\'') && starts_value(chars, index) => {
-                open = Some((index, c));
-            }
-            None if c == '#' && (index == 0 || chars[index - 1].is_whitespace()) => break,
-            None => {}
-        }
-        index += 1;
-    }
-    open
-}
-
-/// The width of a `[...]` or `{...}` that closes on the same line (quotes respected).
-pub(super) fn flow_width(chars: &[char]) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut quote: Option<char> = None;
-    let mut index = 0;
-    while index < chars.len() {
-        let c = chars[index];
-        match quote {
-            Some('"') if c == '\\' => index += 1,
-            Some('\'') if c == '\'' && chars.get(index + 1) == Some(&'\'') => index += 1,
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '"' | '\'' if starts_value(chars, index) => quote = Some(c),
-                '[' | '{' => depth += 1,
-                ']' | '}' => {
-                    depth = depth.checked_sub(1)?;
-                    if depth == 0 {
-                        return Some(index + 1);
-                    }
-                }
-                _ => {}
-            },
-        }
-        index += 1;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1618,6 +1127,7 @@ mod tests {
 
     fn path(text: &str, line: usize, column: usize) -> Vec<String> {
         TextMap::new(&source(text))
+            .events
             .path_at(line, column)
             .parts()
             .into_iter()
@@ -1646,24 +1156,24 @@ mod tests {
         let text = "runbook: 1\nsteps:\n  - id: a\n  - name: b\n    run: [x]\n";
         let text = source(text);
         let map = TextMap::new(&text);
-        assert_eq!(map.mapping_start(5, 5), (4, 5));
-        assert_eq!(map.mapping_start(2, 1), (1, 1));
+        assert_eq!(map.events.mapping_start(5, 5), (4, 5));
+        assert_eq!(map.events.mapping_start(2, 1), (1, 1));
         let flow = source("a: {b: 1, c: 2}\n");
-        assert_eq!(TextMap::new(&flow).mapping_start(1, 11), (1, 5));
+        assert_eq!(TextMap::new(&flow).events.mapping_start(1, 11), (1, 5));
     }
 
     #[test]
     fn finds_what_the_parser_noticed_late() {
+        // A file breaks at its first mistake, so each question has its own file: the `[` that
+        // used to follow the open quote here is inside the string for the parser.
         let text = "a: 1\nb: \"open\n  c: [x, y\nd: 2\n";
-        let text = source(text);
-        let map = TextMap::new(&text);
-        assert_eq!(map.unterminated_quote_before(4, 1), Some((2, 4, '"')));
-        assert_eq!(map.unclosed_bracket_before(4, 2), Some((3, 6, '[')));
+        assert_eq!(events::unterminated_quote(text), Some(((2, 4), '"')));
+        let text = Events::new("a: 1\nb:\n  c: [x, y\nd: 2\n");
+        assert_eq!(text.unclosed_bracket(), Some((3, 6)));
         // Quotes and brackets inside text do not count.
-        let text = source("a: it's [fine]\nb: \"x [\" \nc: [1\n");
-        let map = TextMap::new(&text);
-        assert_eq!(map.unterminated_quote_before(2, 1), None);
-        assert_eq!(map.unclosed_bracket_before(3, 6), Some((3, 4, '[')));
+        let text = "a: it's [fine]\nb: \"x [\" \nc: [1\n";
+        assert_eq!(events::unterminated_quote(text), None);
+        assert_eq!(Events::new(text).unclosed_bracket(), Some((3, 4)));
         let text = source("a:\n  b: 1\n\tc: 2\n");
         let map = TextMap::new(&text);
         assert_eq!(map.tab_from(2), Some((3, 1)));
@@ -1673,11 +1183,11 @@ mod tests {
     fn tells_what_kind_of_value_is_written() {
         let text = source("a: [1]\nb:\n  c: 1\nd: -1\ne:\nf: x y\n");
         let map = TextMap::new(&text);
-        assert_eq!(map.kind_at(1, 4), Kind::List);
-        assert_eq!(map.kind_at(2, 3), Kind::Mapping);
-        assert_eq!(map.kind_at(4, 4), Kind::Number);
-        assert_eq!(map.kind_at(5, 3), Kind::Empty);
-        assert_eq!(map.kind_at(6, 4), Kind::Text);
+        assert_eq!(map.events.kind_at(1, 4), Kind::List);
+        assert_eq!(map.events.kind_at(2, 3), Kind::Mapping);
+        assert_eq!(map.events.kind_at(4, 4), Kind::Number);
+        assert_eq!(map.events.kind_at(5, 3), Kind::Empty);
+        assert_eq!(map.events.kind_at(6, 4), Kind::Text);
     }
 
     #[test]
