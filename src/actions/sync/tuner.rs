@@ -6,8 +6,9 @@
 //!
 //! The tuner is a pure state machine fed one [`Sample`] per window (a few seconds of the copy:
 //! files and bytes per second, the share of the CPU used); each [`Tuner::observe`] answers a
-//! [`Change`] with the reason, which the pass shows and journals. The CPU the copy may use is
-//! its cgroup's limit when it has one (a pod's CPU limit), not the node's core count
+//! [`Change`] with the reason, which the pass shows and journals. The CPU share is the copy's
+//! own use (this process and the rsyncs below it, [`CpuMeter`]) of the CPU it may use: its
+//! cgroup's limit when it has one (a pod's CPU limit), not the node's core count
 //! ([`cpu_capacity`]).
 //!
 //! The worker pool ([`super::pool`]) feeds it a window every few seconds and applies its
@@ -21,6 +22,7 @@
 //! windows it tries one step up again, so that it follows a copy whose best concurrency
 //! changes.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// A raise pays when throughput rises by more than this share.
@@ -304,73 +306,37 @@ fn cgroup_quota(text: &str) -> Option<f64> {
     (period > 0.0 && quota > 0.0).then(|| quota / period)
 }
 
-/// CPU time used so far by this process's cgroup (its children included), from cgroup v2
-/// `cpu.stat`'s `usage_usec` or cgroup v1 `cpuacct.usage` (nanoseconds); `None` where there
-/// is neither.
-pub fn cgroup_cpu_used() -> Option<Duration> {
-    if let Ok(text) = std::fs::read_to_string("/sys/fs/cgroup/cpu.stat") {
-        return text
-            .lines()
-            .find_map(|line| line.strip_prefix("usage_usec "))
-            .and_then(|value| value.trim().parse().ok())
-            .map(Duration::from_micros);
-    }
-    std::fs::read_to_string("/sys/fs/cgroup/cpuacct/cpuacct.usage")
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .map(Duration::from_nanos)
-}
-
-/// How busy the CPU the copy may use was between two readings: from the cgroup's usage
-/// against its quota where there is a cgroup v2 (a pod), else from the machine's `/proc/stat`.
+/// How much of the CPU the copy may use it used between two readings: the CPU time of this
+/// process and of every process below it (the rsyncs and what they start), against
+/// [`cpu_capacity`]. Only the copy's own use counts: on a shared machine (a laptop, a CI
+/// runner) other work keeps the CPU busy, and counting it made a copy that waits on its file
+/// server lower its workers instead of raising them; whether more workers still pay is the
+/// throughput's to say. In a transfer pod the copy is all there is, so this is the pod's use.
 #[derive(Debug, Clone)]
 pub struct CpuMeter {
-    last: Option<CpuReading>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum CpuReading {
-    /// The cgroup's usage, when read.
-    Cgroup(Duration, std::time::Instant),
-    /// The machine's busy and total jiffies.
-    Machine { busy: u64, total: u64 },
+    last: Option<(Duration, std::time::Instant)>,
+    capacity: f64,
 }
 
 impl CpuMeter {
     /// A meter that starts now.
     pub fn start() -> Self {
         CpuMeter {
-            last: CpuMeter::read(),
+            last: copy_cpu_time().map(|used| (used, std::time::Instant::now())),
+            capacity: cpu_capacity(),
         }
     }
 
-    fn read() -> Option<CpuReading> {
-        if let Some(used) = cgroup_cpu_used() {
-            return Some(CpuReading::Cgroup(used, std::time::Instant::now()));
-        }
-        let text = std::fs::read_to_string("/proc/stat").ok()?;
-        proc_stat_busy(&text).map(|(busy, total)| CpuReading::Machine { busy, total })
-    }
-
-    /// The busy share (0 to 1) since the last call (or the start); `None` when it cannot be
-    /// read here.
+    /// The share (0 to 1) of the CPU it may use that the copy used since the last call (or
+    /// the start); `None` when it cannot be read here (no `/proc`).
     pub fn busy_since_last(&mut self) -> Option<f64> {
-        let now = CpuMeter::read();
+        let now = copy_cpu_time().map(|used| (used, std::time::Instant::now()));
         let busy = match (self.last, now) {
-            (Some(CpuReading::Cgroup(then, at)), Some(CpuReading::Cgroup(used, now_at))) => {
+            (Some((then, at)), Some((used, now_at))) => {
                 let elapsed = now_at.duration_since(at).as_secs_f64();
-                (elapsed > 0.0)
-                    .then(|| used.saturating_sub(then).as_secs_f64() / (elapsed * cpu_capacity()))
-            }
-            (
-                Some(CpuReading::Machine { busy, total }),
-                Some(CpuReading::Machine {
-                    busy: busy_now,
-                    total: total_now,
-                }),
-            ) => {
-                let total = total_now.saturating_sub(total);
-                (total > 0).then(|| busy_now.saturating_sub(busy) as f64 / total as f64)
+                (elapsed > 0.0).then(|| {
+                    used.saturating_sub(then).as_secs_f64() / (elapsed * self.capacity.max(0.01))
+                })
             }
             _ => None,
         };
@@ -379,18 +345,83 @@ impl CpuMeter {
     }
 }
 
-/// The busy and total jiffies of the machine from `/proc/stat`'s `cpu` line (idle and iowait
-/// are not busy).
-fn proc_stat_busy(text: &str) -> Option<(u64, u64)> {
-    let line = text.lines().find(|line| line.starts_with("cpu "))?;
-    let fields: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|field| field.parse().ok())
-        .collect();
-    let total: u64 = fields.iter().take(8).sum();
-    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-    Some((total.saturating_sub(idle), total))
+/// The CPU time this process and the processes below it have used so far, from `/proc`: each
+/// one's own time and that of its children it has reaped, so that a finished rsync's time
+/// stays counted in its parent's.
+fn copy_cpu_time() -> Option<Duration> {
+    let mut processes = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.bytes().all(|byte| byte.is_ascii_digit()));
+        if !is_pid {
+            continue;
+        }
+        // A process may end between the listing and the read: it is simply not counted.
+        if let Ok(text) = std::fs::read_to_string(entry.path().join("stat"))
+            && let Some(process) = ProcessTimes::parse(&text)
+        {
+            processes.push(process);
+        }
+    }
+    let ticks = tree_ticks(&processes, std::process::id());
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = if per_second > 0 {
+        per_second as f64
+    } else {
+        100.0
+    };
+    Some(Duration::from_secs_f64(ticks as f64 / per_second))
+}
+
+/// A process's parent and CPU time, from its `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcessTimes {
+    pid: u32,
+    parent: u32,
+    /// Its user and system time and those of its reaped children, in clock ticks.
+    ticks: u64,
+}
+
+impl ProcessTimes {
+    /// Parses `PID (COMM) STATE PPID ...`: the command may hold spaces and parentheses, so the
+    /// fields are counted from the last `)`; utime, stime, cutime and cstime are the 14th to
+    /// 17th.
+    fn parse(text: &str) -> Option<Self> {
+        let (head, rest) = text.rsplit_once(')')?;
+        let pid = head.split_whitespace().next()?.parse().ok()?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let parent = fields.get(1)?.parse().ok()?;
+        let ticks = fields
+            .get(11..15)?
+            .iter()
+            .filter_map(|field| field.parse::<i64>().ok())
+            .map(|value| value.max(0) as u64)
+            .sum();
+        Some(ProcessTimes { pid, parent, ticks })
+    }
+}
+
+/// The ticks of `root` and of every process below it.
+fn tree_ticks(processes: &[ProcessTimes], root: u32) -> u64 {
+    let mut children: HashMap<u32, Vec<&ProcessTimes>> = HashMap::new();
+    for process in processes {
+        children.entry(process.parent).or_default().push(process);
+    }
+    let mut total = processes
+        .iter()
+        .find(|process| process.pid == root)
+        .map_or(0, |process| process.ticks);
+    let mut below: Vec<u32> = vec![root];
+    while let Some(pid) = below.pop() {
+        for child in children.get(&pid).into_iter().flatten() {
+            total += child.ticks;
+            below.push(child.pid);
+        }
+    }
+    total
 }
 
 #[cfg(test)]
@@ -517,13 +548,46 @@ mod tests {
     }
 
     #[test]
-    fn the_machines_busy_share_comes_from_proc_stat() {
-        let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4 5\n";
-        assert_eq!(proc_stat_busy(stat), Some((150, 1000)));
+    fn a_process_stat_line_gives_its_parent_and_its_times() {
+        // The command holds a space and a parenthesis; utime 11, stime 7, cutime 20, cstime 2.
+        let line = "4242 (rsync (x) y) S 17 4242 4242 0 -1 4194560 300 0 0 0 11 7 20 2 20 0 1 0 \
+                    555 1000 10 18446744073709551615\n";
+        assert_eq!(
+            ProcessTimes::parse(line),
+            Some(ProcessTimes {
+                pid: 4242,
+                parent: 17,
+                ticks: 40
+            })
+        );
+        assert_eq!(ProcessTimes::parse("garbage"), None);
+    }
+
+    #[test]
+    fn the_copys_time_is_its_process_and_everything_below_it() {
+        let process = |pid, parent, ticks| ProcessTimes { pid, parent, ticks };
+        let table = [
+            process(1, 0, 1000),
+            process(10, 1, 5),
+            process(11, 10, 7),
+            process(12, 11, 3),
+            process(13, 1, 100),
+        ];
+        // 10 and everything below it; not its parent 1 nor its sibling 13.
+        assert_eq!(tree_ticks(&table, 10), 15);
+        assert_eq!(tree_ticks(&table, 99), 0);
+    }
+
+    #[test]
+    fn the_meter_sees_this_process_work() {
         let mut meter = CpuMeter::start();
-        if let Some(busy) = meter.busy_since_last() {
-            assert!((0.0..=1.0).contains(&busy));
+        let started = std::time::Instant::now();
+        let mut spin = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            spin = std::hint::black_box(spin.wrapping_add(1));
         }
+        let busy = meter.busy_since_last().expect("/proc is readable here");
+        assert!(busy > 0.0 && busy <= 1.0, "{busy}");
     }
 
     #[test]
