@@ -168,6 +168,33 @@ fn a_killed_runbook_leaves_the_copy_running_and_run_again_re_attaches() {
         (&"pod".into(), &"transfer".into(), &"running".into()),
         "{json:#}"
     );
+    // Its grid shows the held shard as running: the agent says which shards its workers copy
+    // (it writes them with its progress, every few seconds).
+    wait_until(
+        "status shows the held shard running",
+        Duration::from_secs(30),
+        || {
+            let json = test
+                .run_args(&[
+                    "status",
+                    "--format",
+                    "json",
+                    "--kubeconfig",
+                    &kubeconfig(&sandbox),
+                ])
+                .status(0);
+            let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("status JSON");
+            let running: Vec<&serde_json::Value> = json["copies"][0]["shards"]
+                .as_array()
+                .expect("the copy's grid")
+                .iter()
+                .filter(|shard| shard["state"] == "running")
+                .collect();
+            running.len() == 1
+                && json["detached"][0]["live"]["running_shards"]
+                    == serde_json::json!([running[0]["shard"]])
+        },
+    );
 
     // Another run (another playbook, the same step, pod and paths) finds it running.
     let other = std::fs::read_to_string(test.path("playbook.yaml"))

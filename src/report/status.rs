@@ -196,11 +196,18 @@ impl RunStatusView {
                     .any(|step| step.id == live.step && step.state == State::Running)
         });
         let order: Vec<&str> = self.steps.iter().map(|step| step.id.as_str()).collect();
-        let running = self
+        // The shards copied now: by the runbook process itself, and by detached copies whose
+        // agent said which.
+        let running: Vec<(&str, &[usize])> = self
             .live
-            .as_ref()
-            .map(|live| (live.step.as_str(), live.running_shards.as_slice()));
-        self.copies = crate::actions::copy_grids(&history.notes, &order, running);
+            .iter()
+            .map(|live| (live.step.as_str(), live.running_shards.as_slice()))
+            .chain(self.detached.iter().filter_map(|copy| {
+                let live = copy.live.as_ref()?;
+                Some((copy.step.as_str(), live.running_shards.as_slice()))
+            }))
+            .collect();
+        self.copies = crate::actions::copy_grids(&history.notes, &order, &running);
         self
     }
 

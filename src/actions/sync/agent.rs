@@ -207,6 +207,9 @@ pub struct AgentState {
     /// The progress bar and the workers' lines.
     #[serde(default)]
     pub board: Vec<String>,
+    /// The shards (their index in the pass's plan) its workers copy now, for `status`'s grid.
+    #[serde(default)]
+    pub running_shards: Vec<usize>,
     /// How it ended, once it has.
     #[serde(default)]
     pub result: Option<AgentResult>,
@@ -231,6 +234,7 @@ impl AgentState {
             said: Vec::new(),
             progress: None,
             board: Vec::new(),
+            running_shards: Vec::new(),
             result: None,
         }
     }
@@ -512,6 +516,7 @@ impl PassReporter for StateReporter {
     fn progress(&self, board: &Board, _detailed: bool) {
         let snapshot = board.snapshot();
         let lines = board.lines();
+        let running = board.running_shards();
         let counters = Counters {
             done_bytes: snapshot.done_bytes,
             total_bytes: snapshot.total_bytes,
@@ -522,6 +527,7 @@ impl PassReporter for StateReporter {
         if let Err(error) = self.update(false, |state| {
             state.progress = Some(counters);
             state.board = lines;
+            state.running_shards = running;
         }) {
             eprintln!("cannot record progress: {error:#}");
         }
@@ -755,6 +761,7 @@ mod tests {
             said: vec![Said::Line("a".into()), Said::Warning("b".into())],
             progress: None,
             board: Vec::new(),
+            running_shards: Vec::new(),
             result: None,
         }
     }

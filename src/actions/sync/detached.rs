@@ -59,6 +59,10 @@ pub struct LiveCopy {
     pub state: &'static str,
     /// For people: the progress line, the Job's counts, ...
     pub detail: String,
+    /// The shards its workers copy now (their index in the pass's plan), when its agent says
+    /// so (a pod's copy; a Job's pods each copy their own part and are not asked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub running_shards: Vec<usize>,
 }
 
 impl DetachedCopy {
@@ -185,7 +189,7 @@ async fn pod_copy_now(cluster: &Cluster, record: &AgentRecord) -> LiveCopy {
             .filter(|state| state.agent == record.agent)
             .map(|state| (report.alive, state))
     });
-    let (state, detail) = match state {
+    let (word, detail) = match state {
         None => ("unreachable", "(its pod does not answer now)".to_string()),
         Some((_, state)) if state.result.is_some() => (
             "finished",
@@ -204,7 +208,15 @@ async fn pod_copy_now(cluster: &Cluster, record: &AgentRecord) -> LiveCopy {
             ),
         ),
     };
-    LiveCopy { state, detail }
+    let running_shards = match state {
+        Some((true, state)) if state.result.is_none() => state.running_shards.clone(),
+        _ => Vec::new(),
+    };
+    LiveCopy {
+        state: word,
+        detail,
+        running_shards,
+    }
 }
 
 /// What a Job copy's Job says now.
@@ -213,6 +225,7 @@ async fn job_copy_now(cluster: &Cluster, record: &super::pass::JobRecord) -> Liv
         return LiveCopy {
             state: "unreachable",
             detail: "(the Job kind is not known)".into(),
+            running_shards: Vec::new(),
         };
     };
     let asked = tokio::time::timeout(
@@ -227,12 +240,14 @@ async fn job_copy_now(cluster: &Cluster, record: &super::pass::JobRecord) -> Liv
                 state: "gone",
                 detail: "the Job is gone; `runbook run` again copies the shards not journaled"
                     .into(),
+                running_shards: Vec::new(),
             };
         }
         _ => {
             return LiveCopy {
                 state: "unreachable",
                 detail: "(the cluster does not answer now)".into(),
+                running_shards: Vec::new(),
             };
         }
     };
@@ -257,5 +272,9 @@ async fn job_copy_now(cluster: &Cluster, record: &super::pass::JobRecord) -> Liv
     } else {
         ("running", format!("running: {counts}"))
     };
-    LiveCopy { state, detail }
+    LiveCopy {
+        state,
+        detail,
+        running_shards: Vec::new(),
+    }
 }

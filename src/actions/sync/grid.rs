@@ -71,11 +71,12 @@ impl CopyGrid {
 }
 
 /// The grids of the steps whose notes hold a copy's passes, in step order of `order`;
-/// `running` names the step whose copy runs now and its running shards.
+/// `running` names the steps whose copy runs now (in the runbook process, or detached in a
+/// pod whose agent said so) and their running shards.
 pub fn copy_grids(
     notes: &HashMap<String, Vec<serde_json::Value>>,
     order: &[&str],
-    running: Option<(&str, &[usize])>,
+    running: &[(&str, &[usize])],
 ) -> Vec<CopyGrid> {
     let mut grids = Vec::new();
     for step in order {
@@ -86,10 +87,10 @@ pub fn copy_grids(
         let Some(pass) = ledger.last() else {
             continue;
         };
-        let running_now: &[usize] = match running {
-            Some((running_step, shards)) if running_step == *step => shards,
-            _ => &[],
-        };
+        let running_now: &[usize] = running
+            .iter()
+            .find(|(running_step, _)| running_step == step)
+            .map_or(&[], |(_, shards)| shards);
         let shards = pass
             .record
             .shards
@@ -160,7 +161,7 @@ mod tests {
 
     #[test]
     fn every_shard_has_its_state_size_tries_and_error() {
-        let grids = copy_grids(&notes(), &["copy"], Some(("copy", &[1])));
+        let grids = copy_grids(&notes(), &["copy"], &[("copy", &[1])]);
         let [grid] = &grids[..] else {
             panic!("{grids:?}")
         };
@@ -185,7 +186,7 @@ mod tests {
             ("b", 20)
         );
         // Without a running copy, the shard not done is pending.
-        let idle = copy_grids(&notes(), &["copy"], None);
+        let idle = copy_grids(&notes(), &["copy"], &[]);
         assert_eq!(idle[0].shards[1].state, ShardState::Pending);
     }
 }
