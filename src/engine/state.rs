@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use indexmap::IndexMap;
-use sha2::{Digest, Sha256};
 
 use crate::playbook::Playbook;
 
