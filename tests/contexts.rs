@@ -272,3 +272,81 @@ fn run_with_a_saved_plan_refuses_step_contexts() {
     .stderr_has("--plan: step `settings-west` names a `context:`")
     .stderr_has("playbook.yaml:12:14");
 }
+
+/// Who holds a Lease of `runbook` in a sandbox, read with kubectl.
+fn lease_holder(sandbox: &Sandbox) -> Option<String> {
+    let text = sandbox.try_kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        "runbook",
+        "-o",
+        "jsonpath={.items[*].spec.holderIdentity}",
+    ])?;
+    (!text.trim().is_empty()).then(|| text.trim().to_string())
+}
+
+/// With `--state cluster` the run's Lease is taken in every context's cluster: a second
+/// machine pointed at the other cluster sees the run locked, and both are released at the
+/// end.
+#[test]
+fn with_state_in_the_cluster_the_run_is_locked_in_every_context_s_cluster() {
+    const PLAYBOOK: &str = r#"
+runbook: 1
+name: locked
+steps:
+  - id: between
+    run: {shell: true, command: "touch between; while [ ! -e go ]; do sleep 0.1; done"}
+  - id: settings-west
+    context: west
+    kube.apply:
+      namespace: staging
+      manifest: {apiVersion: v1, kind: ConfigMap, metadata: {name: settings}, data: {cluster: west}}
+"#;
+    let (east, west, first) = two_clusters(PLAYBOOK);
+    let kubeconfig = east_and_west(&east, &west);
+    let first = first.env("USER", "alice").args([
+        "run",
+        "playbook.yaml",
+        "--kubeconfig",
+        "clusters.yaml",
+        "--state",
+        "cluster",
+    ]);
+    let mut holder = first.spawn();
+    common::wait_until(
+        "the first runner holds the run",
+        std::time::Duration::from_secs(30),
+        || first.path("between").exists(),
+    );
+    assert!(lease_holder(&east).is_some_and(|held| held.starts_with("alice@")));
+    assert!(lease_holder(&west).is_some_and(|held| held.starts_with("alice@")));
+
+    // Another machine, whose current context is the other cluster.
+    let second = Test::new()
+        .playbook(PLAYBOOK)
+        .file("clusters.yaml", &kubeconfig)
+        .env("USER", "bob")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig");
+    second
+        .run_args(&[
+            "run",
+            "playbook.yaml",
+            "--kubeconfig",
+            "clusters.yaml",
+            "--context",
+            "west",
+            "--state",
+            "cluster",
+        ])
+        .status(4)
+        .stderr_has("is locked by alice@");
+    assert!(!second.path("between").exists());
+
+    std::fs::write(first.path("go"), "").unwrap();
+    let status = holder.wait().expect("the first runner ends");
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(settings_in(&west).as_deref(), Some("west"));
+    assert_eq!(lease_holder(&east), None);
+    assert_eq!(lease_holder(&west), None);
+}

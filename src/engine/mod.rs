@@ -495,6 +495,40 @@ pub async fn run(
         Some((held, journal)) => (Some(held), Some(journal)),
         None => (None, None),
     };
+    // The run's Lease is taken in the cluster of every other context too, so that a runner
+    // pointed at any of them sees the run locked.
+    let mut held_elsewhere = Vec::new();
+    if let (Some(shared), Some(cluster)) = (&options.cluster_state, cluster) {
+        for (context, other) in contexts.other_clusters(cluster) {
+            match take_lease(other, shared, &run_id).await {
+                Ok((taken, previous)) => {
+                    if let Some(previous) = previous {
+                        warnings.push(format!(
+                            "took over Lease {} in context {context} from {previous}: it was not renewed for {}s",
+                            taken.object(),
+                            previous.duration.as_secs()
+                        ));
+                    }
+                    held_elsewhere.push(taken);
+                }
+                Err(error) => {
+                    // Released now rather than left to expire: nothing was started.
+                    for taken in held_elsewhere {
+                        let _ = taken.release().await;
+                    }
+                    if let Some(held) = held {
+                        let _ = held.release().await;
+                    }
+                    return Err(match error {
+                        Error::Locked(message) => {
+                            Error::Locked(format!("in context {context}: {message}"))
+                        }
+                        other => other,
+                    });
+                }
+            }
+        }
+    }
     let locked = LockedRun {
         run_id: &run_id,
         run_dir: &run_dir,
@@ -505,6 +539,14 @@ pub async fn run(
         contexts,
     };
     let result = run_locked(playbook, bound, options, reporter.clone(), cluster, locked).await;
+    for taken in held_elsewhere {
+        let object = taken.object().to_string();
+        if let Err(error) = taken.release().await {
+            reporter.notice(&format!(
+                "could not release the run's Lease {object} ({error}); the next run takes it over once it expires"
+            ));
+        }
+    }
     if let Some(held) = held
         && let Err(error) = held.release().await
     {

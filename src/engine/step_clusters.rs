@@ -70,6 +70,20 @@ impl StepClusters {
         Ok(clusters)
     }
 
+    /// Each named context's cluster whose API server is not `default`'s nor an earlier
+    /// one's: the clusters a run locks besides the default one.
+    pub fn other_clusters(&self, default: &Cluster) -> Vec<(&str, &Cluster)> {
+        let mut servers = vec![default.server()];
+        let mut others = Vec::new();
+        for (name, (cluster, _)) in &self.named {
+            if !servers.contains(&cluster.server()) {
+                servers.push(cluster.server());
+                others.push((name.as_str(), cluster));
+            }
+        }
+        others
+    }
+
     /// The context step `index` names, rendered.
     pub fn context(&self, index: usize) -> Option<&str> {
         self.of_step.get(index)?.as_deref()

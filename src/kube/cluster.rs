@@ -211,6 +211,8 @@ pub struct Cluster {
     readings: Option<Readings>,
     /// What it was connected with, to connect to another context of the same kubeconfig.
     options: ClusterOptions,
+    /// The API server's URL: two contexts may name the same cluster.
+    server: String,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -351,6 +353,7 @@ impl Cluster {
             config.auth_info.exec = None;
         }
         let default_namespace = config.default_namespace.clone();
+        let server = config.cluster_url.to_string();
         let builder = kube::client::ClientBuilder::try_from(config).map_err(|error| {
             Diagnostic::new(format!("cannot build a Kubernetes client: {error}"))
         })?;
@@ -363,6 +366,7 @@ impl Cluster {
             default_namespace,
             readings: None,
             options: options.clone(),
+            server,
         })
     }
 
@@ -373,6 +377,11 @@ impl Cluster {
             readings: Some(readings),
             ..self.clone()
         }
+    }
+
+    /// The API server's URL (two contexts may name the same cluster).
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     /// The namespace for a namespaced kind when none is given (the context's).
