@@ -62,7 +62,7 @@ pub async fn plan(
         let index = playbook.steps.iter().position(|step| step.id() == entry.id);
         entry.context = index
             .and_then(|index| contexts.context(index))
-            .map(str::to_string);
+            .map(|context| bound.masker.mask(context));
     }
     Ok(PlanReport {
         run: run_id,
