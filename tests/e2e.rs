@@ -9,6 +9,7 @@ mod bad_playbooks;
 mod blocks;
 mod ci_window;
 mod cluster_state;
+mod contexts;
 mod fleet;
 mod interrupts;
 mod kube_actions;

@@ -43,6 +43,10 @@ macro_rules! step_spec {
             /// step runs.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub timeout: Option<$crate::syntax::Templated<$crate::syntax::HumanDuration>>,
+            /// The kubeconfig context whose cluster the step talks to (else `--context`'s); a
+            /// name, or a template of params and vars rendered before anything runs.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub context: Option<serde_saphyr::Spanned<String>>,
             /// A question that needs approval before the step runs.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub confirm: Option<String>,

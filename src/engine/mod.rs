@@ -14,6 +14,7 @@ mod plan;
 pub mod plan_report;
 pub mod saved_plan;
 pub mod state;
+mod step_clusters;
 pub mod summary;
 mod walk;
 
@@ -42,6 +43,7 @@ pub use plan::plan;
 use plan_report::PlanDecision;
 use saved_plan::{PlanGuard, SavedPlan};
 pub use state::{StateDir, run_id};
+use step_clusters::StepClusters;
 use summary::RunSummary;
 use walk::{After, Before, Evaluated, Failure, StepNotes, StepVisitor, Walk};
 
@@ -123,6 +125,17 @@ fn load_plan(
             ))
             .into());
         }
+    }
+    // A saved plan's readings are checked against the default cluster only.
+    if let Some(step) = playbook.steps.iter().find(|step| step.context.is_some()) {
+        let at = step.context.as_ref().map(|(_, at)| at.clone());
+        let mut refusal = Diagnostic::new(format!(
+            "--plan: step `{}` names a `context:`, and a saved plan checks what it read in the default cluster only",
+            step.id()
+        ))
+        .help("drop --plan and review the plan `run` makes, or run the steps of each context from a playbook of their own");
+        refusal.location = at;
+        return Err(refusal.into());
     }
     let plan = SavedPlan::load("--plan", &file.path)?;
     plan.check(&file.path, playbook, bound, file.max_age)?;
@@ -429,6 +442,9 @@ pub async fn run(
             .into());
     }
     let plan = load_plan(playbook, bound, options)?;
+    // Every context's cluster is connected before the lock is taken: a missing one is
+    // invalid input, and nothing has run.
+    let contexts = StepClusters::connect(playbook, &bound.vars, &bound.masker, cluster).await?;
     reporter.set_masker(bound.masker.clone());
     let run_id = run_id(playbook, &bound.params);
     reporter.set_run(&run_id);
@@ -479,6 +495,40 @@ pub async fn run(
         Some((held, journal)) => (Some(held), Some(journal)),
         None => (None, None),
     };
+    // The run's Lease is taken in the cluster of every other context too, so that a runner
+    // pointed at any of them sees the run locked.
+    let mut held_elsewhere = Vec::new();
+    if let (Some(shared), Some(cluster)) = (&options.cluster_state, cluster) {
+        for (context, other) in contexts.other_clusters(cluster) {
+            match take_lease(other, shared, &run_id).await {
+                Ok((taken, previous)) => {
+                    if let Some(previous) = previous {
+                        warnings.push(format!(
+                            "took over Lease {} in context {context} from {previous}: it was not renewed for {}s",
+                            taken.object(),
+                            previous.duration.as_secs()
+                        ));
+                    }
+                    held_elsewhere.push(taken);
+                }
+                Err(error) => {
+                    // Released now rather than left to expire: nothing was started.
+                    for taken in held_elsewhere {
+                        let _ = taken.release().await;
+                    }
+                    if let Some(held) = held {
+                        let _ = held.release().await;
+                    }
+                    return Err(match error {
+                        Error::Locked(message) => {
+                            Error::Locked(format!("in context {context}: {message}"))
+                        }
+                        other => other,
+                    });
+                }
+            }
+        }
+    }
     let locked = LockedRun {
         run_id: &run_id,
         run_dir: &run_dir,
@@ -486,8 +536,17 @@ pub async fn run(
         lease: held.as_ref().map(lease::HeldLease::watch),
         cluster_journal,
         plan,
+        contexts,
     };
     let result = run_locked(playbook, bound, options, reporter.clone(), cluster, locked).await;
+    for taken in held_elsewhere {
+        let object = taken.object().to_string();
+        if let Err(error) = taken.release().await {
+            reporter.notice(&format!(
+                "could not release the run's Lease {object} ({error}); the next run takes it over once it expires"
+            ));
+        }
+    }
     if let Some(held) = held
         && let Err(error) = held.release().await
     {
@@ -511,6 +570,8 @@ struct LockedRun<'a> {
     cluster_journal: Option<ClusterJournal>,
     /// `--plan`: the saved plan the run holds to.
     plan: Option<SavedPlan>,
+    /// The clusters of the steps' `context:`s, connected.
+    contexts: StepClusters,
 }
 
 /// Takes the run's Lease in the cluster, or says who holds it (exit 4). Returns the Lease
@@ -548,6 +609,7 @@ async fn run_locked(
         lease,
         mut cluster_journal,
         plan,
+        contexts,
     } = locked;
     let run_dir = run_dir.to_path_buf();
     let run_id = run_id.to_string();
@@ -598,7 +660,7 @@ async fn run_locked(
         history,
         options.clone(),
         recorder.clone(),
-        cluster.cloned(),
+        (cluster.cloned(), contexts),
         plan,
     );
     let exit = drive_steps(step_loop, &recorder).await?;
@@ -783,14 +845,15 @@ fn refuse_changed_definitions(
     Ok(())
 }
 
-/// The step loop, on a thread of its own (see [`run`]).
+/// The step loop, on a thread of its own (see [`run`]); `clusters` are the default cluster
+/// and those of the steps' contexts.
 async fn run_steps(
     playbook: Arc<Playbook>,
     mut vars: Vars,
     history: History,
     options: RunOptions,
     recorder: Recorder,
-    cluster: Option<Cluster>,
+    (cluster, contexts): (Option<Cluster>, StepClusters),
     plan: Option<PlanGuard>,
 ) -> anyhow::Result<Exit> {
     // With a saved plan, what the steps write through the client is recorded, so that a
@@ -822,6 +885,7 @@ async fn run_steps(
         notes: history.notes.clone(),
         reporter: &*recorder.reporter,
         cluster: cluster.as_ref(),
+        contexts: &contexts,
         surroundings: &options.surroundings,
         readings: readings.as_ref(),
     };

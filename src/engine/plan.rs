@@ -14,6 +14,7 @@ use super::decision::{GuardPolicy, StepDecision, Tries};
 use super::event::RunOutput;
 use super::journal::History;
 use super::plan_report::{PlanDecision, PlanEntry, PlanReport};
+use super::step_clusters::StepClusters;
 use super::walk::{After, Before, Evaluated, Failure, StepNotes, StepVisitor, Walk};
 use super::{StateDir, run_id};
 
@@ -33,6 +34,8 @@ pub async fn plan(
     // Every read of the steps' decisions is recorded, for a saved plan (`--out`).
     let readings = Readings::default();
     let cluster = cluster.map(|cluster| cluster.recording(readings.clone()));
+    let contexts =
+        StepClusters::connect(playbook, &bound.vars, &bound.masker, cluster.as_ref()).await?;
     let renderer = Renderer::with_cluster(bound.masker.clone(), cluster.clone());
     let mut vars = bound.vars.clone();
     let mut visitor = PlanVisitor {
@@ -50,10 +53,17 @@ pub async fn plan(
         notes: history.notes.clone(),
         reporter,
         cluster: cluster.as_ref(),
+        contexts: &contexts,
         surroundings,
         readings: Some(&readings),
     };
-    let steps = walk.run(&mut visitor).await?;
+    let mut steps = walk.run(&mut visitor).await?;
+    for entry in &mut steps {
+        let index = playbook.steps.iter().position(|step| step.id() == entry.id);
+        entry.context = index
+            .and_then(|index| contexts.context(index))
+            .map(|context| bound.masker.mask(context));
+    }
     Ok(PlanReport {
         run: run_id,
         playbook: playbook.path.display().to_string(),
@@ -91,6 +101,7 @@ fn entry_for(playbook: &Playbook, step: &Step) -> PlanEntry {
         name: step.spec.name.clone(),
         action: step.action_key.to_string(),
         part,
+        context: None,
         decision: PlanDecision::Run,
         reason: String::new(),
         summary: None,

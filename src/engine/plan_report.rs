@@ -35,6 +35,9 @@ pub struct PlanEntry {
     /// `always of switchover`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<String>,
+    /// The kubeconfig context the step talks to, when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
     /// What would happen.
     pub decision: PlanDecision,
     /// Why.

@@ -600,6 +600,7 @@ steps:
             .zip(decisions)
             .map(|(step, decision)| PlanEntry {
                 part: None,
+                context: None,
                 id: step.id().to_string(),
                 name: None,
                 action: step.action_key.to_string(),

@@ -15,6 +15,7 @@ use crate::render::{Renderer, Vars};
 
 use super::decision::{GuardPolicy, StepDecision, Tries, decide};
 use super::render_env;
+use super::step_clusters::StepClusters;
 
 /// What a visitor says of a step before it is evaluated.
 pub(super) enum Before {
@@ -135,6 +136,8 @@ pub(super) struct Walk<'a> {
     pub reporter: &'a dyn crate::actions::StepOutput,
     /// The cluster, when the playbook uses one.
     pub cluster: Option<&'a Cluster>,
+    /// The clusters of the steps that name a `context:`, which they talk to instead.
+    pub contexts: &'a StepClusters,
     /// What the command line says about the run's surroundings.
     pub surroundings: &'a RunEnvironment,
     /// Where steps' reads are recorded (a plan to be saved); the visitor takes each step's.
@@ -263,8 +266,13 @@ impl Walk<'_> {
             return Ok(Flow::Next { evaluated: false });
         }
         let sink = visitor.note_sink(step);
+        // A step with a `context:` talks to its cluster, its lookups included.
+        let (cluster, renderer) = match self.contexts.for_step(index) {
+            Some((cluster, renderer)) => (Some(cluster), renderer),
+            None => (self.cluster, self.renderer),
+        };
         let mut env = self.surroundings.process_env.clone();
-        let env_error = match render_env(step, self.renderer, self.vars) {
+        let env_error = match render_env(step, renderer, self.vars) {
             Ok(rendered) => {
                 env.extend(rendered);
                 None
@@ -273,12 +281,12 @@ impl Walk<'_> {
         };
         let cx = StepContext {
             step_id: id,
-            renderer: self.renderer,
+            renderer,
             vars: self.vars,
             env: &env,
             reporter: self.reporter,
             base_dir: self.playbook.base_dir(),
-            cluster: self.cluster,
+            cluster,
             notes: self.notes.get(id).map_or(&[], Vec::as_slice),
             all_notes: &self.notes,
             note_sink: sink.as_deref().map(|sink| sink as &dyn NoteSink),

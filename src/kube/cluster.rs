@@ -209,6 +209,10 @@ pub struct Cluster {
     default_namespace: String,
     /// Where `get` and `list` report what they read, for a saved plan.
     readings: Option<Readings>,
+    /// What it was connected with, to connect to another context of the same kubeconfig.
+    options: ClusterOptions,
+    /// The API server's URL: two contexts may name the same cluster.
+    server: String,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -278,6 +282,25 @@ impl Cluster {
     /// is invalid input) and runs its exec credential plugin, if it has one, once; sends no
     /// request. Clones share the client, its connections and its credential.
     pub async fn connect(options: &ClusterOptions) -> Result<Self, Diagnostic> {
+        let what = options
+            .context
+            .as_ref()
+            .map(|context| format!("--context {context}"));
+        Self::connect_as(options, what.as_deref()).await
+    }
+
+    /// The cluster of another context of the kubeconfig this one was connected with (a
+    /// step's `context:`); a missing context is invalid input, as with `--context`.
+    pub async fn in_context(&self, context: &str) -> Result<Self, Diagnostic> {
+        let options = ClusterOptions {
+            kubeconfig: self.options.kubeconfig.clone(),
+            context: Some(context.to_string()),
+        };
+        Self::connect_as(&options, Some(&format!("context `{context}`"))).await
+    }
+
+    /// [`Cluster::connect`], naming the context as `what` when it is missing.
+    async fn connect_as(options: &ClusterOptions, what: Option<&str>) -> Result<Self, Diagnostic> {
         let mut config = match read_kubeconfig(options)? {
             Some((path, kubeconfig)) => {
                 if let Some(context) = &options.context
@@ -296,7 +319,8 @@ impl Cluster {
                         None => format!("its contexts are: {}", names.join(", ")),
                     };
                     return Err(Diagnostic::new(format!(
-                        "--context {context}: no such context in {}",
+                        "{}: no such context in {}",
+                        what.unwrap_or(context),
                         path.display()
                     ))
                     .help(help));
@@ -329,6 +353,7 @@ impl Cluster {
             config.auth_info.exec = None;
         }
         let default_namespace = config.default_namespace.clone();
+        let server = config.cluster_url.to_string();
         let builder = kube::client::ClientBuilder::try_from(config).map_err(|error| {
             Diagnostic::new(format!("cannot build a Kubernetes client: {error}"))
         })?;
@@ -340,6 +365,8 @@ impl Cluster {
             client,
             default_namespace,
             readings: None,
+            options: options.clone(),
+            server,
         })
     }
 
@@ -350,6 +377,11 @@ impl Cluster {
             readings: Some(readings),
             ..self.clone()
         }
+    }
+
+    /// The API server's URL (two contexts may name the same cluster).
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     /// The namespace for a namespaced kind when none is given (the context's).

@@ -77,11 +77,11 @@ impl Block {
 pub const FAILED: &str = "failed";
 
 /// The step keys a block may have besides `block`, `rescue` and `always`.
-const BLOCK_KEYS: &str = "`id`, `name`, `when`, `block`, `rescue` and `always`";
+const BLOCK_KEYS: &str = "`id`, `name`, `when`, `context`, `block`, `rescue` and `always`";
 
 impl Loader<'_> {
     /// A `block:` step: a new id, steps in each part it has (none of them a block), and
-    /// nothing else but a name and a `when`, which applies to each of its steps.
+    /// nothing else but a name, a `when` and a `context`, which apply to each of its steps.
     pub(super) fn validate_block(
         &self,
         spanned: Spanned<StepSpec>,
@@ -152,6 +152,10 @@ impl Loader<'_> {
                 }
                 for step in &mut steps.value {
                     step.value.when = both(spec.when.as_ref(), step.value.when.take());
+                    // A step's own context wins over its block's.
+                    if step.value.context.is_none() {
+                        step.value.context = spec.context.clone();
+                    }
                 }
                 let part = BlockPart {
                     block: index,

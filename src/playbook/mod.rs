@@ -99,6 +99,9 @@ pub struct Step {
     pub references: BTreeSet<String>,
     /// The block it belongs to, and in which part.
     pub part: Option<BlockPart>,
+    /// `context:` (its own or its block's), as written, with where it is written: the
+    /// kubeconfig context whose cluster the step talks to.
+    pub context: Option<(String, Location)>,
 }
 
 impl Step {
@@ -283,10 +286,11 @@ impl Playbook {
     /// Whether the playbook talks to a cluster (a `kube.*` action or a lookup function), so
     /// that a client must be configured before it runs.
     pub fn uses_kube(&self) -> bool {
-        self.steps
-            .iter()
-            .any(|step| step.action_key.starts_with("kube.") || step.action().uses_cluster())
-            || self.source.text.contains("kube_get")
+        self.steps.iter().any(|step| {
+            step.action_key.starts_with("kube.")
+                || step.action().uses_cluster()
+                || step.context.is_some()
+        }) || self.source.text.contains("kube_get")
             || self.source.text.contains("kube_count")
     }
 
@@ -639,6 +643,11 @@ impl Loader<'_> {
             &extent,
             known,
         )?;
+        let context = spec
+            .context
+            .as_ref()
+            .map(|context| self.validate_context(context, &extent, known))
+            .transpose()?;
         if let Some(register) = &spec.register {
             self.register_name(register, known)?;
         }
@@ -650,7 +659,50 @@ impl Loader<'_> {
             action_key,
             references,
             part: None,
+            context,
         })
+    }
+
+    /// A step's `context:`: a name, or a template of params and vars only, since every
+    /// context's cluster is connected before the first step.
+    fn validate_context(
+        &self,
+        context: &Spanned<String>,
+        extent: &StepExtent<'_>,
+        known: &BTreeSet<String>,
+    ) -> Result<(String, Location), Diagnostic> {
+        let at = self.at(context);
+        if context.value.trim().is_empty() {
+            return Err(
+                Diagnostic::at(at, format!("step `{}`: `context:` is empty", extent.id))
+                    .help("name a context of the kubeconfig, or leave `context:` out"),
+            );
+        }
+        if crate::render::is_template(&context.value) {
+            let what = format!("step `{}`", extent.id);
+            let site = TemplateSite {
+                what: &what,
+                condition: None,
+                first_line: at.line,
+                last_line: at.line,
+                also_known: &[],
+            };
+            let variables = self.check_template(&context.value, known, &site)?;
+            let late = variables
+                .iter()
+                .find(|name| self.registers.contains_key(*name) || *name == FAILED);
+            if let Some(late) = late {
+                return Err(Diagnostic::at(
+                    self.find_word(late, at.line, at.line),
+                    format!(
+                        "step `{}`: `context:` uses `{late}`, which is known only while the run goes on",
+                        extent.id
+                    ),
+                )
+                .help("a context may use params and vars: every context's cluster is connected before the first step"));
+            }
+        }
+        Ok((context.value.clone(), at))
     }
 
     /// A step id is well formed and not taken by an earlier step.
@@ -1098,5 +1150,86 @@ mod tests {
         assert_eq!(error.message, "duplicate step id `s7`");
         assert_eq!(error.location.map(|at| at.line), Some(3 + 2 * 20_000 + 1));
         assert!(error.help.is_some_and(|help| help.contains("line 18")));
+    }
+
+    fn load(text: &str) -> Result<Playbook, Diagnostic> {
+        Playbook::from_str(Path::new("contexts.yaml"), text)
+    }
+
+    /// A step's `context:` is kept with its position; a block's applies to its steps
+    /// unless a step names its own; and a playbook with one talks to a cluster.
+    #[test]
+    fn a_context_is_a_step_key_and_a_block_key() {
+        let playbook = load(
+            "runbook: 1\nname: two\nparams:\n  to: {default: b}\nsteps:\n  - id: one\n    context: a\n    run: [true]\n  - id: moved\n    context: \"{{ to }}\"\n    block:\n      - id: two\n        run: [true]\n      - id: three\n        context: c\n        run: [true]\n  - id: four\n    run: [true]\n",
+        )
+        .expect("loads");
+        let contexts: Vec<Option<(&str, usize)>> = playbook
+            .steps
+            .iter()
+            .map(|step| {
+                step.context
+                    .as_ref()
+                    .map(|(name, at)| (name.as_str(), at.line))
+            })
+            .collect();
+        assert_eq!(
+            contexts,
+            [
+                Some(("a", 7)),
+                Some(("{{ to }}", 10)),
+                Some(("c", 15)),
+                None
+            ]
+        );
+        assert!(playbook.uses_kube());
+    }
+
+    /// A context must be known before anything runs: a registered name is refused where it
+    /// is written, and an unknown name as in any template.
+    #[test]
+    fn a_context_uses_params_and_vars_only() {
+        let error = load(
+            "runbook: 1\nname: two\nsteps:\n  - id: which\n    run: [echo, b]\n    register: which\n  - id: two\n    context: \"{{ which.stdout }}\"\n    run: [true]\n",
+        )
+        .expect_err("a register");
+        assert!(
+            error.message.contains("`context:` uses `which`"),
+            "{}",
+            error.message
+        );
+        assert_eq!(error.location.as_ref().map(|at| at.line), Some(8));
+        assert!(
+            error
+                .help
+                .is_some_and(|help| help.contains("params and vars"))
+        );
+
+        let error = load(
+            "runbook: 1\nname: two\nsteps:\n  - id: two\n    context: \"{{ nowhere }}\"\n    run: [true]\n",
+        )
+        .expect_err("unknown");
+        assert!(
+            error.message.contains("undefined variable `nowhere`"),
+            "{}",
+            error.message
+        );
+
+        let error = load(
+            "runbook: 1\nname: two\nsteps:\n  - id: two\n    context: \"\"\n    run: [true]\n",
+        )
+        .expect_err("empty");
+        assert_eq!(error.message, "step `two`: `context:` is empty");
+        assert_eq!(error.location.map(|at| (at.line, at.column)), Some((5, 14)));
+    }
+
+    /// A context is a string.
+    #[test]
+    fn a_context_that_is_not_a_string_is_refused_where_it_is() {
+        let error = load(
+            "runbook: 1\nname: two\nsteps:\n  - id: two\n    context: [a, b]\n    run: [true]\n",
+        )
+        .expect_err("a list");
+        assert_eq!(error.location.map(|at| at.line), Some(5));
     }
 }

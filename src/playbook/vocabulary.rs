@@ -49,6 +49,7 @@ impl Vocabulary for PlaybookWords {
             [.., "env"] => "a mapping from variable names to values",
             [.., "ok_codes"] => "a list of exit codes",
             [.., "confirm"] => "a question (a string)",
+            [.., "context"] => "the name of a kubeconfig context (a string)",
             [.., key] if is_condition(key) => "an expression or true/false",
             _ => return None,
         })
@@ -104,6 +105,7 @@ impl Vocabulary for PlaybookWords {
             [.., "delay"] => "delay: 10s",
             [.., "timeout"] => "timeout: 5m",
             [.., "register"] => "register: counted",
+            [.., "context"] => "context: other-cluster",
             [.., "cwd"] => "cwd: /tmp",
             [.., "shell"] => "shell: true",
             [.., "secret"] => "secret: true",

@@ -60,6 +60,9 @@ impl PlanReport {
             if let Some(part) = &entry.part {
                 text.push_str(&format!("[{part}] "));
             }
+            if let Some(context) = &entry.context {
+                text.push_str(&format!("[context {context}] "));
+            }
             match &entry.summary {
                 Some(summary) => text.push_str(&format!("{summary} ({})\n", entry.reason)),
                 None => text.push_str(&format!("{}\n", entry.reason)),
@@ -99,8 +102,13 @@ impl PlanReport {
                 .as_ref()
                 .map(|part| format!(" ({part})"))
                 .unwrap_or_default();
+            let context = entry
+                .context
+                .as_ref()
+                .map(|context| format!(" in context `{}`", escape(context)))
+                .unwrap_or_default();
             text.push_str(&format!(
-                "| {} | `{}`{part} | `{}` | **{}** | {} |\n",
+                "| {} | `{}`{part}{context} | `{}` | **{}** | {} |\n",
                 index + 1,
                 entry.id,
                 entry.action,
