@@ -427,20 +427,7 @@ pub async fn run(
     cluster: Option<&Cluster>,
 ) -> Result<RunResult> {
     let playbook = &playbook;
-    for (flag, id) in options
-        .from
-        .iter()
-        .map(|id| ("--from", id))
-        .chain(options.only.iter().map(|id| ("--only", id)))
-        .chain(options.approve.iter().map(|id| ("--approve", id)))
-    {
-        check_step_flag(playbook, flag, id)?;
-    }
-    if options.from.is_some() && options.only.is_some() {
-        return Err(Diagnostic::new("--from and --only cannot be used together")
-            .help("use --from STEP to run STEP and the steps after it, or --only STEP for one step")
-            .into());
-    }
+    check_run_flags(playbook, options)?;
     let plan = load_plan(playbook, bound, options)?;
     // Every context's cluster is connected before the lock is taken: a missing one is
     // invalid input, and nothing has run.
@@ -466,41 +453,91 @@ pub async fn run(
         .map(|previous| format!("took over the lock left by {previous}; that process is gone"))
         .into_iter()
         .collect();
-    let lease = match &options.cluster_state {
-        None => None,
-        Some(shared) => {
-            let cluster = cluster.ok_or_else(|| {
-                Diagnostic::new("--state cluster keeps the run in a cluster, and there is none")
-                    .help("give --kubeconfig (or set KUBECONFIG) or --context, or use --sandbox")
-            })?;
-            let (held, previous) = take_lease(cluster, shared, &run_id).await?;
-            if let Some(previous) = previous {
-                warnings.push(format!(
-                    "took over Lease {} from {previous}: it was not renewed for {}s",
-                    held.object(),
-                    previous.duration.as_secs()
-                ));
-            }
-            match ClusterJournal::open(cluster, &shared.namespace, &run_id).await {
-                Ok(journal) => Some((held, journal)),
-                Err(error) => {
-                    // Released now rather than left to expire: nothing was started.
-                    let _ = held.release().await;
-                    return Err(cluster_state::invalid_journal(error));
-                }
-            }
+    let mut leases = match &options.cluster_state {
+        None => Leases::default(),
+        Some(shared) => Leases::take(shared, cluster, &contexts, &run_id, &mut warnings).await?,
+    };
+    let locked = LockedRun {
+        run_id: &run_id,
+        run_dir: &run_dir,
+        warnings,
+        lease: leases.held.as_ref().map(lease::HeldLease::watch),
+        cluster_journal: leases.journal.take(),
+        plan,
+        contexts,
+    };
+    let result = run_locked(playbook, bound, options, reporter.clone(), cluster, locked).await;
+    leases.release(&*reporter).await;
+    drop(lock);
+    result
+}
+
+/// `--from`, `--only` and `--approve` name steps of the playbook, and `--from` and `--only`
+/// do not go together.
+fn check_run_flags(playbook: &Playbook, options: &RunOptions) -> Result<()> {
+    for (flag, id) in options
+        .from
+        .iter()
+        .map(|id| ("--from", id))
+        .chain(options.only.iter().map(|id| ("--only", id)))
+        .chain(options.approve.iter().map(|id| ("--approve", id)))
+    {
+        check_step_flag(playbook, flag, id)?;
+    }
+    if options.from.is_some() && options.only.is_some() {
+        return Err(Diagnostic::new("--from and --only cannot be used together")
+            .help("use --from STEP to run STEP and the steps after it, or --only STEP for one step")
+            .into());
+    }
+    Ok(())
+}
+
+/// With `--state cluster`: the run's Lease and journal in the default cluster, and its Lease
+/// in the cluster of every other step context, so that a runner pointed at any of them sees
+/// the run locked.
+#[derive(Default)]
+struct Leases {
+    held: Option<lease::HeldLease>,
+    journal: Option<ClusterJournal>,
+    elsewhere: Vec<lease::HeldLease>,
+}
+
+impl Leases {
+    /// Takes them all, or none: what was taken is released when one cannot be.
+    async fn take(
+        shared: &ClusterState,
+        cluster: Option<&Cluster>,
+        contexts: &StepClusters,
+        run_id: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<Self> {
+        let cluster = cluster.ok_or_else(|| {
+            Diagnostic::new("--state cluster keeps the run in a cluster, and there is none")
+                .help("give --kubeconfig (or set KUBECONFIG) or --context, or use --sandbox")
+        })?;
+        let (held, previous) = take_lease(cluster, shared, run_id).await?;
+        if let Some(previous) = previous {
+            warnings.push(format!(
+                "took over Lease {} from {previous}: it was not renewed for {}s",
+                held.object(),
+                previous.duration.as_secs()
+            ));
         }
-    };
-    let (held, cluster_journal) = match lease {
-        Some((held, journal)) => (Some(held), Some(journal)),
-        None => (None, None),
-    };
-    // The run's Lease is taken in the cluster of every other context too, so that a runner
-    // pointed at any of them sees the run locked.
-    let mut held_elsewhere = Vec::new();
-    if let (Some(shared), Some(cluster)) = (&options.cluster_state, cluster) {
+        let journal = match ClusterJournal::open(cluster, &shared.namespace, run_id).await {
+            Ok(journal) => journal,
+            Err(error) => {
+                // Released now rather than left to expire: nothing was started.
+                let _ = held.release().await;
+                return Err(cluster_state::invalid_journal(error));
+            }
+        };
+        let mut leases = Leases {
+            held: Some(held),
+            journal: Some(journal),
+            elsewhere: Vec::new(),
+        };
         for (context, other) in contexts.other_clusters(cluster) {
-            match take_lease(other, shared, &run_id).await {
+            match take_lease(other, shared, run_id).await {
                 Ok((taken, previous)) => {
                     if let Some(previous) = previous {
                         warnings.push(format!(
@@ -509,16 +546,11 @@ pub async fn run(
                             previous.duration.as_secs()
                         ));
                     }
-                    held_elsewhere.push(taken);
+                    leases.elsewhere.push(taken);
                 }
                 Err(error) => {
                     // Released now rather than left to expire: nothing was started.
-                    for taken in held_elsewhere {
-                        let _ = taken.release().await;
-                    }
-                    if let Some(held) = held {
-                        let _ = held.release().await;
-                    }
+                    leases.release_quietly().await;
                     return Err(match error {
                         Error::Locked(message) => {
                             Error::Locked(format!("in context {context}: {message}"))
@@ -528,34 +560,38 @@ pub async fn run(
                 }
             }
         }
+        Ok(leases)
     }
-    let locked = LockedRun {
-        run_id: &run_id,
-        run_dir: &run_dir,
-        warnings,
-        lease: held.as_ref().map(lease::HeldLease::watch),
-        cluster_journal,
-        plan,
-        contexts,
-    };
-    let result = run_locked(playbook, bound, options, reporter.clone(), cluster, locked).await;
-    for taken in held_elsewhere {
-        let object = taken.object().to_string();
-        if let Err(error) = taken.release().await {
+
+    /// Releases every Lease, before anything was started.
+    async fn release_quietly(self) {
+        for taken in self.elsewhere {
+            let _ = taken.release().await;
+        }
+        if let Some(held) = self.held {
+            let _ = held.release().await;
+        }
+    }
+
+    /// Releases every Lease at the end of the run, saying which could not be (the next run
+    /// takes it over once it expires).
+    async fn release(self, reporter: &dyn RunOutput) {
+        for taken in self.elsewhere {
+            let object = taken.object().to_string();
+            if let Err(error) = taken.release().await {
+                reporter.notice(&format!(
+                    "could not release the run's Lease {object} ({error}); the next run takes it over once it expires"
+                ));
+            }
+        }
+        if let Some(held) = self.held
+            && let Err(error) = held.release().await
+        {
             reporter.notice(&format!(
-                "could not release the run's Lease {object} ({error}); the next run takes it over once it expires"
+                "could not release the run's Lease ({error}); the next run takes it over once it expires"
             ));
         }
     }
-    if let Some(held) = held
-        && let Err(error) = held.release().await
-    {
-        reporter.notice(&format!(
-            "could not release the run's Lease ({error}); the next run takes it over once it expires"
-        ));
-    }
-    drop(lock);
-    result
 }
 
 /// What [`run`] has once it holds the run's locks.

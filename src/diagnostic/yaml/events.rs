@@ -174,16 +174,23 @@ impl Events {
                 });
             }
         }
-        events.open_at_error = stack.iter().filter_map(|frame| frame.node).collect();
-        if let Some(error) = &events.error {
+        events.mark_open_at_error(&stack, &closed);
+        events
+    }
+
+    /// The collections still open when the parser stopped (`stack`), and those it closed at
+    /// the error's position (a dedent closes them before the error is raised): they run to
+    /// the end of the file.
+    fn mark_open_at_error(&mut self, stack: &[Frame], closed: &[(Pos, usize)]) {
+        self.open_at_error = stack.iter().filter_map(|frame| frame.node).collect();
+        if let Some(error) = &self.error {
             let at = (error.marker().line(), error.marker().col() + 1);
             let reopened = closed.iter().rev().take_while(|(end, _)| *end == at);
-            events.open_at_error.extend(reopened.map(|(_, node)| *node));
+            self.open_at_error.extend(reopened.map(|(_, node)| *node));
         }
-        for &node in &events.open_at_error {
-            events.nodes[node].end = (usize::MAX, usize::MAX);
+        for &node in &self.open_at_error {
+            self.nodes[node].end = (usize::MAX, usize::MAX);
         }
-        events
     }
 
     /// The node at a position: the one that starts there (a block mapping starts at its first
