@@ -546,9 +546,14 @@ async fn status_command(
     let run = chosen_run(run, &runs, at.shared.as_ref(), &at.state_dir)?;
     use std::io::IsTerminal as _;
     let terminal = std::io::stdout().is_terminal();
+    let mut reader = StatusReader {
+        state: &at.state,
+        shared: at.shared.as_ref(),
+        options: &at.cluster_options,
+        cluster: None,
+    };
     loop {
-        let (status, held) =
-            status_of(&run, &at.state, at.shared.as_ref(), &at.cluster_options).await?;
+        let (status, held) = reader.status(&run).await?;
         let text = match format {
             Format::Json => status.to_json() + "\n",
             Format::Text => status.to_terminal(terminal && std::env::var_os("NO_COLOR").is_none()),
@@ -654,31 +659,61 @@ fn chosen_run(
     }
 }
 
-/// A run's status as its journal, its lock (or Lease), its live progress and the cluster tell
-/// it now, and whether a process holds the run.
-async fn status_of(
-    run: &str,
-    state: &StateDir,
-    shared: Option<&ClusterState>,
-    cluster_options: &ClusterOptions,
-) -> Result<(report::RunStatusView, bool), Error> {
-    let cluster = match shared {
-        Some(shared) => {
-            let cluster = Cluster::connect(cluster_options).await?;
-            shared.refresh_run(&cluster, state, run).await?;
-            Some(cluster)
+/// Reads a run's status, for `status` and each redraw of `status --watch`: the cluster is
+/// connected once, when first needed (with `--state cluster`, or to ask detached copies how
+/// they are), not at every redraw.
+struct StatusReader<'a> {
+    state: &'a StateDir,
+    shared: Option<&'a ClusterState>,
+    options: &'a ClusterOptions,
+    cluster: Option<Cluster>,
+}
+
+impl StatusReader<'_> {
+    /// The status of `run` now, and whether a process holds it.
+    async fn status(&mut self, run: &str) -> Result<(report::RunStatusView, bool), Error> {
+        if let Some(shared) = self.shared {
+            if self.cluster.is_none() {
+                self.cluster = Some(Cluster::connect(self.options).await?);
+            }
+            if let Some(cluster) = &self.cluster {
+                shared.refresh_run(cluster, self.state, run).await?;
+            }
         }
-        None => None,
-    };
-    let run_dir = state.run_dir(run);
-    let history = History::load(&run_dir)?;
-    let holder = holder_of(run, &run_dir, shared, cluster.as_ref()).await?;
-    let held = holder.is_some();
-    let copies = detached_copies(&history, cluster_options).await;
-    let live = runbook::engine::live_file::LiveProgress::read(&run_dir);
-    let status =
-        report::RunStatusView::new(run, &history, holder, copies).with_live(&history, live);
-    Ok((status, held))
+        let run_dir = self.state.run_dir(run);
+        let history = History::load(&run_dir)?;
+        let holder = holder_of(run, &run_dir, self.shared, self.cluster.as_ref()).await?;
+        let held = holder.is_some();
+        let copies = self.detached_copies(&history).await;
+        let live = runbook::engine::live_file::LiveProgress::read(&run_dir);
+        let status =
+            report::RunStatusView::new(run, &history, holder, copies).with_live(&history, live);
+        Ok((status, held))
+    }
+
+    /// The run's copies that go on in a pod or a Job, with what the cluster says of them
+    /// when it answers within 10 s (asked again at the next redraw when it does not).
+    async fn detached_copies(&mut self, history: &History) -> Vec<runbook::actions::DetachedCopy> {
+        let mut copies = runbook::actions::detached_copies(&history.notes);
+        if copies.is_empty() {
+            return copies;
+        }
+        if self.cluster.is_none() {
+            self.cluster = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                Cluster::connect(self.options),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok);
+        }
+        if let Some(cluster) = &self.cluster {
+            for copy in &mut copies {
+                copy.ask(cluster).await;
+            }
+        }
+        copies
+    }
 }
 
 /// The runs `status` and `list` show, most recently active first: those of the state
@@ -710,31 +745,6 @@ async fn holder_of(
         (Some(shared), Some(cluster)) => shared.holder(cluster, run).await,
         _ => Ok(RunLock::holder(run_dir)),
     }
-}
-
-/// For `status`: the copies of the run still detached in pods or running as Jobs, with
-/// what the cluster says of them when it answers (within 10 s).
-async fn detached_copies(
-    history: &History,
-    options: &ClusterOptions,
-) -> Vec<runbook::actions::DetachedCopy> {
-    let mut copies = runbook::actions::detached_copies(&history.notes);
-    if copies.is_empty() {
-        return copies;
-    }
-    let cluster = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        Cluster::connect(options),
-    )
-    .await
-    .ok()
-    .and_then(Result::ok);
-    if let Some(cluster) = &cluster {
-        for copy in &mut copies {
-            copy.ask(cluster).await;
-        }
-    }
-    copies
 }
 
 /// The `--sandbox` of a `plan`, `run`, `fleet plan` or `fleet run`: its `--sandbox-dir`,
