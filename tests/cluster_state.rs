@@ -113,18 +113,6 @@ fn cluster_journal(sandbox: &Sandbox) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn lease_holder(sandbox: &Sandbox) -> Option<String> {
-    let text = sandbox.kubectl(&[
-        "get",
-        "lease",
-        "-n",
-        "runbook",
-        "-o",
-        "jsonpath={.items[*].spec.holderIdentity}",
-    ]);
-    (!text.trim().is_empty()).then(|| text.trim().to_string())
-}
-
 #[test]
 fn a_run_started_on_one_machine_is_finished_on_another_through_the_cluster() {
     let sandbox = Sandbox::start(HUB);
@@ -180,7 +168,7 @@ fn a_run_started_on_one_machine_is_finished_on_another_through_the_cluster() {
     assert_eq!(started, 2, "{events:#?}");
     assert_eq!(events.last().unwrap()["event"], "run_finished");
     // Released at the end: nobody holds the Lease.
-    assert_eq!(lease_holder(&sandbox), None);
+    assert_eq!(sandbox.lease_holder(), None);
 }
 
 #[test]
@@ -196,7 +184,7 @@ fn a_second_runner_is_refused_naming_the_holder_and_a_killed_one_is_taken_over()
         Duration::from_secs(30),
         || shared.path().join("runs.log").exists(),
     );
-    let held_by = lease_holder(&sandbox).expect("a holder");
+    let held_by = sandbox.lease_holder().expect("a holder");
     assert!(held_by.starts_with("alice@"), "{held_by}");
 
     let second = machine(&sandbox).env("USER", "bob");

@@ -11,19 +11,7 @@ const HUB: &str = include_str!("data/scenarios/hub.yaml");
 /// the sandbox `west`.
 fn east_and_west(east: &Sandbox, west: &Sandbox) -> String {
     let entries = |name: &str, sandbox: &Sandbox| {
-        let text = std::fs::read_to_string(sandbox.kubeconfig()).expect("the sandbox's kubeconfig");
-        let field = |key: &str| {
-            text.lines()
-                .find_map(|line| line.trim().strip_prefix(key))
-                .unwrap_or_else(|| panic!("the sandbox's kubeconfig has no {key}"))
-                .trim()
-                .to_string()
-        };
-        let (server, ca, token) = (
-            field("server:"),
-            field("certificate-authority-data:"),
-            field("token:"),
-        );
+        let (server, ca, token) = sandbox.credentials();
         (
             format!(
                 "- {{name: {name}, cluster: {{server: \"{server}\", certificate-authority-data: \"{ca}\"}}}}\n"
@@ -273,19 +261,6 @@ fn run_with_a_saved_plan_refuses_step_contexts() {
     .stderr_has("playbook.yaml:12:14");
 }
 
-/// Who holds a Lease of `runbook` in a sandbox, read with kubectl.
-fn lease_holder(sandbox: &Sandbox) -> Option<String> {
-    let text = sandbox.try_kubectl(&[
-        "get",
-        "lease",
-        "-n",
-        "runbook",
-        "-o",
-        "jsonpath={.items[*].spec.holderIdentity}",
-    ])?;
-    (!text.trim().is_empty()).then(|| text.trim().to_string())
-}
-
 /// With `--state cluster` the run's Lease is taken in every context's cluster: a second
 /// machine pointed at the other cluster sees the run locked, and both are released at the
 /// end.
@@ -319,8 +294,14 @@ steps:
         std::time::Duration::from_secs(30),
         || first.path("between").exists(),
     );
-    assert!(lease_holder(&east).is_some_and(|held| held.starts_with("alice@")));
-    assert!(lease_holder(&west).is_some_and(|held| held.starts_with("alice@")));
+    assert!(
+        east.lease_holder()
+            .is_some_and(|held| held.starts_with("alice@"))
+    );
+    assert!(
+        west.lease_holder()
+            .is_some_and(|held| held.starts_with("alice@"))
+    );
 
     // Another machine, whose current context is the other cluster.
     let second = Test::new()
@@ -347,6 +328,6 @@ steps:
     let status = holder.wait().expect("the first runner ends");
     assert_eq!(status.code(), Some(0));
     assert_eq!(settings_in(&west).as_deref(), Some("west"));
-    assert_eq!(lease_holder(&east), None);
-    assert_eq!(lease_holder(&west), None);
+    assert_eq!(east.lease_holder(), None);
+    assert_eq!(west.lease_holder(), None);
 }

@@ -558,18 +558,8 @@ steps:
 /// A kubeconfig whose current context points nowhere, with a `sandbox` context that points
 /// at the sandbox: what a person with several clusters has.
 fn two_contexts(sandbox: &Sandbox) -> String {
-    let text = std::fs::read_to_string(sandbox.kubeconfig()).expect("the sandbox's kubeconfig");
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|line| line.trim().strip_prefix(key))
-            .unwrap_or_else(|| panic!("the sandbox's kubeconfig has no {key}"))
-            .trim()
-            .to_string()
-    };
-    let server = field("server:");
     // The sandbox serves TLS to holders of its token: its CA and token come along.
-    let ca = field("certificate-authority-data:");
-    let token = field("token:");
+    let (server, ca, token) = sandbox.credentials();
     format!(
         "apiVersion: v1
 kind: Config

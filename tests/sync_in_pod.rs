@@ -148,16 +148,19 @@ fn a_killed_runbook_leaves_the_copy_running_and_run_again_re_attaches() {
         "{}",
         status.stdout
     );
-    let json = test
-        .run_args(&[
-            "status",
-            "--format",
-            "json",
-            "--kubeconfig",
-            &kubeconfig(&sandbox),
-        ])
-        .status(0);
-    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("status JSON");
+    let status_json = || -> serde_json::Value {
+        let json = test
+            .run_args(&[
+                "status",
+                "--format",
+                "json",
+                "--kubeconfig",
+                &kubeconfig(&sandbox),
+            ])
+            .status(0);
+        serde_json::from_str(&json.stdout).expect("status JSON")
+    };
+    let json = status_json();
     let detached = &json["detached"][0];
     assert_eq!(
         (
@@ -174,16 +177,7 @@ fn a_killed_runbook_leaves_the_copy_running_and_run_again_re_attaches() {
         "status shows the held shard running",
         Duration::from_secs(30),
         || {
-            let json = test
-                .run_args(&[
-                    "status",
-                    "--format",
-                    "json",
-                    "--kubeconfig",
-                    &kubeconfig(&sandbox),
-                ])
-                .status(0);
-            let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("status JSON");
+            let json = status_json();
             let running: Vec<&serde_json::Value> = json["copies"][0]["shards"]
                 .as_array()
                 .expect("the copy's grid")

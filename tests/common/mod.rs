@@ -350,6 +350,38 @@ impl Sandbox {
         self.dir.path().join("kubeconfig")
     }
 
+    /// Its server's address, its CA (base64) and its token, from its kubeconfig: what a
+    /// kubeconfig of a test's own needs to reach it (it serves TLS to holders of its token).
+    pub fn credentials(&self) -> (String, String, String) {
+        let text = std::fs::read_to_string(self.kubeconfig()).expect("the sandbox's kubeconfig");
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|line| line.trim().strip_prefix(key))
+                .unwrap_or_else(|| panic!("the sandbox's kubeconfig has no {key}"))
+                .trim()
+                .to_string()
+        };
+        (
+            field("server:"),
+            field("certificate-authority-data:"),
+            field("token:"),
+        )
+    }
+
+    /// Who holds a Lease in its namespace `runbook` (where `--state cluster` keeps runs),
+    /// read with kubectl.
+    pub fn lease_holder(&self) -> Option<String> {
+        let text = self.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "runbook",
+            "-o",
+            "jsonpath={.items[*].spec.holderIdentity}",
+        ]);
+        (!text.trim().is_empty()).then(|| text.trim().to_string())
+    }
+
     /// Requests it served so far (JSON lines of its request log).
     pub fn requests(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.dir.path().join("requests.jsonl"))

@@ -65,6 +65,17 @@ pub struct LiveCopy {
     pub running_shards: Vec<usize>,
 }
 
+impl LiveCopy {
+    /// What the cluster says, with no shards known to be running.
+    fn said(state: &'static str, detail: impl Into<String>) -> Self {
+        LiveCopy {
+            state,
+            detail: detail.into(),
+            running_shards: Vec::new(),
+        }
+    }
+}
+
 impl DetachedCopy {
     /// Asks the cluster how the copy is now (within 10 s): its agent's status, or its Job.
     pub async fn ask(&mut self, cluster: &Cluster) {
@@ -222,11 +233,7 @@ async fn pod_copy_now(cluster: &Cluster, record: &AgentRecord) -> LiveCopy {
 /// What a Job copy's Job says now.
 async fn job_copy_now(cluster: &Cluster, record: &super::pass::JobRecord) -> LiveCopy {
     let Some(jobs) = crate::kube::find_kind("Job") else {
-        return LiveCopy {
-            state: "unreachable",
-            detail: "(the Job kind is not known)".into(),
-            running_shards: Vec::new(),
-        };
+        return LiveCopy::said("unreachable", "(the Job kind is not known)");
     };
     let asked = tokio::time::timeout(
         Duration::from_secs(10),
@@ -236,19 +243,13 @@ async fn job_copy_now(cluster: &Cluster, record: &super::pass::JobRecord) -> Liv
     let job = match asked {
         Ok(Ok(Some(job))) => job,
         Ok(Ok(None)) => {
-            return LiveCopy {
-                state: "gone",
-                detail: "the Job is gone; `runbook run` again copies the shards not journaled"
-                    .into(),
-                running_shards: Vec::new(),
-            };
+            return LiveCopy::said(
+                "gone",
+                "the Job is gone; `runbook run` again copies the shards not journaled",
+            );
         }
         _ => {
-            return LiveCopy {
-                state: "unreachable",
-                detail: "(the cluster does not answer now)".into(),
-                running_shards: Vec::new(),
-            };
+            return LiveCopy::said("unreachable", "(the cluster does not answer now)");
         }
     };
     let status = &job["status"];
@@ -272,9 +273,5 @@ async fn job_copy_now(cluster: &Cluster, record: &super::pass::JobRecord) -> Liv
     } else {
         ("running", format!("running: {counts}"))
     };
-    LiveCopy {
-        state,
-        detail,
-        running_shards: Vec::new(),
-    }
+    LiveCopy::said(state, detail)
 }
