@@ -11,6 +11,7 @@ mod ci_window;
 mod cluster_state;
 mod contexts;
 mod fleet;
+mod includes;
 mod interrupts;
 mod kube_actions;
 mod nfs;

@@ -298,6 +298,10 @@ pub trait Action: Send + Sync + std::fmt::Debug {
         Vec::new()
     }
 
+    /// Renames the steps [`Action::step_references`] names: an included playbook's steps
+    /// get the including step's id as a prefix.
+    fn rename_step_references(&mut self, _rename: &dyn Fn(&str) -> String) {}
+
     /// Checks made when the playbook loads that need its text, to point inside a value
     /// (the field of an inline manifest that its kind does not accept).
     fn check_source(&self, _source: &crate::diagnostic::Source) -> Result<(), crate::Diagnostic> {

@@ -62,6 +62,17 @@ macro_rules! step_spec {
             /// Steps that run once the block (and its rescue) ended, failed or not.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub always: Option<serde_saphyr::Spanned<Vec<serde_saphyr::Spanned<StepSpec>>>>,
+            /// Another playbook (a path relative to this one's directory) whose steps run in
+            /// this step's place, their ids prefixed with this step's id.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub include: Option<serde_saphyr::Spanned<String>>,
+            /// The included playbook's params: values, or templates of this playbook's params
+            /// and vars.
+            #[serde(default, skip_serializing_if = "indexmap::IndexMap::is_empty")]
+            pub params: indexmap::IndexMap<
+                serde_saphyr::Spanned<String>,
+                serde_saphyr::Spanned<serde_json::Value>,
+            >,
             $(
                 #[doc = concat!("The `", $key, "` action.")]
                 #[serde(rename = $key, default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +87,18 @@ macro_rules! step_spec {
                 $(
                     if let Some(action) = &self.$field {
                         present.push(($key, action));
+                    }
+                )*
+                present
+            }
+
+            /// The actions present on this step, to change (the steps they name, once the
+            /// step is included in another playbook).
+            pub fn actions_mut(&mut self) -> Vec<&mut dyn $crate::actions::Action> {
+                let mut present: Vec<&mut dyn $crate::actions::Action> = Vec::new();
+                $(
+                    if let Some(action) = &mut self.$field {
+                        present.push(action);
                     }
                 )*
                 present

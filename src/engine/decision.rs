@@ -62,6 +62,17 @@ pub struct Tries {
     pub timeout: Option<Duration>,
 }
 
+impl Default for Tries {
+    /// One try, no limit: a step without `retries`, `delay` or `timeout`.
+    fn default() -> Self {
+        Tries {
+            retries: 0,
+            delay: DEFAULT_DELAY,
+            timeout: None,
+        }
+    }
+}
+
 impl Tries {
     /// The step's settings as they apply now. A template that renders to something that is
     /// not a count or a duration is invalid input that names the step and the key.
@@ -99,9 +110,11 @@ pub fn missing_dependency<'a>(
         if available.contains_key(name) {
             return None;
         }
+        // Each included playbook has names of its own.
         playbook
             .steps
             .iter()
+            .filter(|producer| producer.scope == step.scope)
             .find(|producer| producer.register() == Some(name.as_str()))
             .map(|producer| (name.clone(), producer.id()))
     })

@@ -431,7 +431,7 @@ pub async fn run(
     let plan = load_plan(playbook, bound, options)?;
     // Every context's cluster is connected before the lock is taken: a missing one is
     // invalid input, and nothing has run.
-    let contexts = StepClusters::connect(playbook, &bound.vars, &bound.masker, cluster).await?;
+    let contexts = StepClusters::connect(playbook, &bound.scopes, &bound.masker, cluster).await?;
     reporter.set_masker(bound.masker.clone());
     let run_id = run_id(playbook, &bound.params);
     reporter.set_run(&run_id);
@@ -692,7 +692,7 @@ async fn run_locked(
 
     let step_loop = run_steps(
         playbook.clone(),
-        bound.vars.clone(),
+        bound.scopes.clone(),
         history,
         options.clone(),
         recorder.clone(),
@@ -885,7 +885,7 @@ fn refuse_changed_definitions(
 /// and those of the steps' contexts.
 async fn run_steps(
     playbook: Arc<Playbook>,
-    mut vars: Vars,
+    mut vars: crate::playbook::Scopes,
     history: History,
     options: RunOptions,
     recorder: Recorder,

@@ -35,9 +35,9 @@ pub async fn plan(
     let readings = Readings::default();
     let cluster = cluster.map(|cluster| cluster.recording(readings.clone()));
     let contexts =
-        StepClusters::connect(playbook, &bound.vars, &bound.masker, cluster.as_ref()).await?;
+        StepClusters::connect(playbook, &bound.scopes, &bound.masker, cluster.as_ref()).await?;
     let renderer = Renderer::with_cluster(bound.masker.clone(), cluster.clone());
-    let mut vars = bound.vars.clone();
+    let mut vars = bound.scopes.clone();
     let mut visitor = PlanVisitor {
         playbook,
         history: &history,

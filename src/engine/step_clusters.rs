@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::diagnostic::Diagnostic;
 use crate::kube::Cluster;
-use crate::playbook::Playbook;
-use crate::render::{Masker, Renderer, Vars};
+use crate::playbook::{Playbook, Scopes};
+use crate::render::{Masker, Renderer};
 
 /// The clusters of the contexts a playbook's steps name, and which step talks to which.
 #[derive(Default)]
@@ -23,7 +23,7 @@ impl StepClusters {
     /// context once, from the kubeconfig of `default`.
     pub async fn connect(
         playbook: &Playbook,
-        vars: &Vars,
+        vars: &Scopes,
         masker: &Masker,
         default: Option<&Cluster>,
     ) -> Result<Self, Diagnostic> {
@@ -37,6 +37,12 @@ impl StepClusters {
                 clusters.of_step.push(None);
                 continue;
             };
+            // An included step whose include is skipped talks to no cluster.
+            if vars.skipped(step.context_scope).is_some() {
+                clusters.of_step.push(None);
+                continue;
+            }
+            let vars = vars.of(step.context_scope);
             let id = step.id();
             let name = renderer.render_string(written, vars).map_err(|error| {
                 Diagnostic::at(

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use crate::actions::{NoteSink, RunEnvironment, StepContext};
 use crate::kube::Cluster;
 use crate::kube::readings::Readings;
-use crate::playbook::{Block, FAILED, Playbook, Step};
-use crate::render::{Renderer, Vars};
+use crate::playbook::{Block, FAILED, Playbook, Scopes, Step};
+use crate::render::Renderer;
 
 use super::decision::{GuardPolicy, StepDecision, Tries, decide};
 use super::render_env;
@@ -128,8 +128,9 @@ pub(super) struct Walk<'a> {
     pub playbook: &'a Playbook,
     /// Templates and conditions.
     pub renderer: &'a Renderer,
-    /// What templates see; registered outputs are added as steps finish.
-    pub vars: &'a mut Vars,
+    /// What templates see, in the playbook and in each included one; registered outputs
+    /// are added as steps finish.
+    pub vars: &'a mut Scopes,
     /// Every step's notes, with those of this command added as its steps finish.
     pub notes: HashMap<String, Vec<serde_json::Value>>,
     /// Where steps' output goes.
@@ -187,7 +188,9 @@ impl Walk<'_> {
             Flow::Failed(failure) => (Some(failure), true),
             stop => return Ok(stop),
         };
-        // A param or var of that name is shadowed while the handlers run.
+        // A param or var of that name is shadowed while the handlers run, in the block's
+        // scope (the scope of its steps).
+        let scope = self.playbook.steps[block.body.start].scope;
         let mut shadowed = None;
         let rescue_failed = match &failed {
             None => {
@@ -201,6 +204,7 @@ impl Walk<'_> {
                 let what = serde_json::json!({"step": failure.step, "error": failure.error});
                 shadowed = self
                     .vars
+                    .of_mut(scope)
                     .insert(FAILED.to_string(), crate::render::to_value(&what));
                 match self.steps_in(block.rescue.clone(), true, visitor).await? {
                     Flow::Next { .. } => None,
@@ -217,9 +221,10 @@ impl Walk<'_> {
             stop => return Ok(stop),
         };
         if failed.is_some() {
+            let vars = self.vars.of_mut(scope);
             match shadowed {
-                Some(value) => self.vars.insert(FAILED.to_string(), value),
-                None => self.vars.remove(FAILED),
+                Some(value) => vars.insert(FAILED.to_string(), value),
+                None => vars.remove(FAILED),
             };
         }
         let Some(failure) = failed else {
@@ -271,8 +276,15 @@ impl Walk<'_> {
             Some((cluster, renderer)) => (Some(cluster), renderer),
             None => (self.cluster, self.renderer),
         };
+        let vars = self.vars.of(step.scope);
         let mut env = self.surroundings.process_env.clone();
-        let env_error = match render_env(step, renderer, self.vars) {
+        // The steps of an include whose `when` is false are not rendered at all: their
+        // params are not bound.
+        let skipped = self.vars.skipped(step.scope);
+        let env_error = match skipped.map_or_else(
+            || render_env(step, renderer, vars),
+            |_| Ok(Default::default()),
+        ) {
             Ok(rendered) => {
                 env.extend(rendered);
                 None
@@ -282,10 +294,10 @@ impl Walk<'_> {
         let cx = StepContext {
             step_id: id,
             renderer,
-            vars: self.vars,
+            vars,
             env: &env,
             reporter: self.reporter,
-            base_dir: self.playbook.base_dir(),
+            base_dir: self.playbook.base_dir_of(step),
             cluster,
             notes: self.notes.get(id).map_or(&[], Vec::as_slice),
             all_notes: &self.notes,
@@ -293,9 +305,16 @@ impl Walk<'_> {
             surroundings: self.surroundings,
             readings: self.readings,
         };
-        let evaluated = match env_error {
-            None => self.evaluate(step, &cx, visitor).await,
-            Some(error) => Err(error),
+        let evaluated = match (env_error, skipped) {
+            (Some(error), _) => Err(error),
+            (None, Some(why)) => Ok(Evaluated {
+                decision: StepDecision::Skip {
+                    reason: why.to_string(),
+                    done: false,
+                },
+                tries: Tries::default(),
+            }),
+            (None, None) => self.evaluate(step, &cx, visitor).await,
         };
         match visitor.visit(step, &cx, evaluated).await? {
             After::Next { output, notes } => {
@@ -330,6 +349,7 @@ impl Walk<'_> {
     fn register(&mut self, step: &Step, output: Option<serde_json::Value>) {
         if let (Some(name), Some(output)) = (step.register(), output) {
             self.vars
+                .of_mut(step.scope)
                 .insert(name.to_string(), crate::render::to_value(&output));
         }
     }

@@ -1,6 +1,7 @@
 //! The playbook language: loading YAML with positions, validating it, binding params.
 
 mod block;
+mod include;
 mod param;
 mod vocabulary;
 
@@ -18,6 +19,7 @@ use crate::render::{Masker, Renderer, TemplateProblem, Vars};
 pub use crate::syntax::{CheckSpec, CommandLine, CommandSpec, Condition, HumanDuration};
 pub use crate::syntax::{Count, ExitCode, Setting, Templated};
 pub use block::{Block, BlockPart, FAILED, Section};
+pub use include::{Include, Scopes};
 pub use param::{GivenValue, ParamSpec, ParamType, parse_var_flags, read_vars_file};
 
 /// The playbook format version this build reads.
@@ -78,7 +80,9 @@ pub struct Playbook {
     pub steps: Vec<Step>,
     /// The `block:` steps, whose steps are in `steps`.
     pub blocks: Vec<Block>,
-    /// sha256 of the file's content.
+    /// The `include:` steps (those of included playbooks too), whose steps are in `steps`.
+    pub includes: Vec<Include>,
+    /// sha256 of the file's content and of the files it includes.
     pub hash: String,
     /// `maintenance_window:`, when the playbook declares one.
     pub maintenance_window: Option<MaintenanceWindow>,
@@ -99,9 +103,15 @@ pub struct Step {
     pub references: BTreeSet<String>,
     /// The block it belongs to, and in which part.
     pub part: Option<BlockPart>,
-    /// `context:` (its own or its block's), as written, with where it is written: the
-    /// kubeconfig context whose cluster the step talks to.
+    /// `context:` (its own, its block's or its include's), as written, with where it is
+    /// written: the kubeconfig context whose cluster the step talks to.
     pub context: Option<(String, Location)>,
+    /// The include whose params, vars and registered names the step's templates use;
+    /// `None` for a step of the playbook itself.
+    pub scope: Option<usize>,
+    /// The scope whose names `context` uses: the step's own, or its include's parent's
+    /// when the context is the include step's.
+    pub context_scope: Option<usize>,
 }
 
 impl Step {
@@ -150,6 +160,8 @@ pub struct Bound {
     pub params: IndexMap<String, serde_json::Value>,
     /// Params and derived vars, as templates see them.
     pub vars: Vars,
+    /// The names of each included playbook's steps, with `vars` for the playbook's own.
+    pub scopes: Scopes,
     /// Masks secret param values.
     pub masker: Masker,
 }
@@ -167,8 +179,20 @@ impl Playbook {
         Self::from_str(path, &text)
     }
 
-    /// Validates a playbook's text; `path` is used in messages.
+    /// Validates a playbook's text; `path` is used in messages and to find the files it
+    /// includes.
     pub fn from_str(path: &Path, text: &str) -> Result<Self, Diagnostic> {
+        let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        Self::from_str_in(path, text, &[(canonical, path.display().to_string())])
+    }
+
+    /// [`Playbook::from_str`] for a file included by the files of `chain` (itself last),
+    /// each with its canonical path and the path shown in messages.
+    fn from_str_in(
+        path: &Path,
+        text: &str,
+        chain: &[(PathBuf, String)],
+    ) -> Result<Self, Diagnostic> {
         let source = Source::new(path.display().to_string(), text);
         if has_no_content(text) {
             return Err(
@@ -192,8 +216,11 @@ impl Playbook {
             .collect();
         Loader {
             source: &source,
+            path,
+            chain,
             renderer: Renderer::new(Masker::default()),
             registers,
+            static_names: std::cell::OnceCell::new(),
         }
         .validate(document, path)
     }
@@ -236,13 +263,14 @@ impl Playbook {
         let renderer = Renderer::new(masker.clone());
         // The names every template may use besides params, vars and registers (a param of
         // the same name wins).
-        let mut vars: Vars = [
+        let builtins: Vars = [
             ("playbook", serde_json::json!(self.name)),
             ("run_id", serde_json::json!(self.run_id(&params))),
         ]
         .iter()
         .map(|(name, value)| (name.to_string(), crate::render::to_value(value)))
         .collect();
+        let mut vars = builtins.clone();
         vars.extend(
             params
                 .iter()
@@ -258,9 +286,11 @@ impl Playbook {
             })?;
             vars.insert(name.clone(), crate::render::to_value(&value));
         }
+        let scopes = include::bind_includes(&self.includes, &vars, &builtins, &masker)?;
         Ok(Bound {
             params,
             vars,
+            scopes,
             masker,
         })
     }
@@ -290,8 +320,9 @@ impl Playbook {
             step.action_key.starts_with("kube.")
                 || step.action().uses_cluster()
                 || step.context.is_some()
-        }) || self.source.text.contains("kube_get")
-            || self.source.text.contains("kube_count")
+        }) || std::iter::once(&self.source)
+            .chain(self.includes.iter().map(|include| &include.source))
+            .any(|source| source.text.contains("kube_get") || source.text.contains("kube_count"))
     }
 
     /// The step with this id.
@@ -309,20 +340,32 @@ impl Playbook {
     /// when it has a `templates/`, else the directory above it when that has one (the
     /// repository layout: `playbooks/` and `templates/` side by side).
     pub fn base_dir(&self) -> &Path {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        match dir.parent() {
-            Some(parent)
-                if !dir.join("templates").is_dir() && parent.join("templates").is_dir() =>
-            {
-                parent
-            }
-            _ => dir,
+        base_dir_of(&self.path)
+    }
+
+    /// Where a step's files are looked up: those of the playbook it is written in, which is
+    /// an included one for an included step.
+    pub fn base_dir_of(&self, step: &Step) -> &Path {
+        match step.scope {
+            Some(include) => base_dir_of(&self.includes[include].path),
+            None => self.base_dir(),
         }
+    }
+}
+
+/// [`Playbook::base_dir`] of the playbook at `path`.
+fn base_dir_of(path: &Path) -> &Path {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    match dir.parent() {
+        Some(parent) if !dir.join("templates").is_dir() && parent.join("templates").is_dir() => {
+            parent
+        }
+        _ => dir,
     }
 }
 
@@ -337,9 +380,17 @@ fn has_no_content(text: &str) -> bool {
 /// Validation after parsing: what serde cannot check.
 struct Loader<'a> {
     source: &'a Source,
+    /// The file, whose directory included files are found from.
+    path: &'a Path,
+    /// The files that include this one, and itself last (canonical path, path as shown): an
+    /// include of one of them is a cycle.
+    chain: &'a [(PathBuf, String)],
     renderer: Renderer,
     /// Every `register:` name, with the id and line of the step that registers it.
     registers: BTreeMap<String, (String, usize)>,
+    /// The names known before the first step (params, vars, built-in names): what the
+    /// templates rendered before anything runs may use.
+    static_names: std::cell::OnceCell<BTreeSet<String>>,
 }
 
 /// A template or condition to check, and where it is.
@@ -362,10 +413,14 @@ struct TemplateSite<'a> {
 struct StepList {
     steps: Vec<Step>,
     blocks: Vec<Block>,
+    includes: Vec<Include>,
+    /// The maintenance windows of the included playbooks, their ids prefixed.
+    windows: Vec<MaintenanceWindow>,
     /// Each step id with the line of its step: a lookup per step, not a scan of the
     /// earlier ones.
     ids: HashMap<String, usize>,
-    /// Each block id with its line: unique like step ids, but not a step to refer to.
+    /// Each block (and include) id with its line: unique like step ids, but not a step to
+    /// refer to.
     block_ids: HashMap<String, usize>,
 }
 
@@ -414,11 +469,18 @@ impl Loader<'_> {
         let mut known: BTreeSet<String> = params.keys().cloned().collect();
         known.extend(BUILTIN_NAMES.iter().map(|name| name.to_string()));
         let vars = self.validate_vars(document.vars, &mut known)?;
-        let (steps, blocks) = self.validate_steps(document.steps, &mut known)?;
-        let maintenance_window = document
-            .maintenance_window
-            .map(|window| self.validate_window(window, &steps))
-            .transpose()?;
+        let _ = self.static_names.set(known.clone());
+        let list = self.validate_steps(document.steps, &mut known)?;
+        let maintenance_window = match document.maintenance_window {
+            Some(window) => Some(self.validate_window(window, &list.steps)?),
+            // An included playbook's window is the run's when it is the only one.
+            None if list.windows.len() == 1 => list.windows.into_iter().next(),
+            None => None,
+        };
+        let mut hashed = self.source.text.as_bytes().to_vec();
+        for include in &list.includes {
+            hashed.extend_from_slice(include.source.text.as_bytes());
+        }
         Ok(Playbook {
             path: path.to_path_buf(),
             source: self.source.clone(),
@@ -426,9 +488,10 @@ impl Loader<'_> {
             description: document.description,
             params,
             vars,
-            steps,
-            blocks,
-            hash: sha256_hex(self.source.text.as_bytes()),
+            steps: list.steps,
+            blocks: list.blocks,
+            includes: list.includes,
+            hash: sha256_hex(&hashed),
             maintenance_window,
         })
     }
@@ -531,7 +594,7 @@ impl Loader<'_> {
         &self,
         declared: Spanned<Vec<Spanned<StepSpec>>>,
         known: &mut BTreeSet<String>,
-    ) -> Result<(Vec<Step>, Vec<Block>), Diagnostic> {
+    ) -> Result<StepList, Diagnostic> {
         if declared.value.is_empty() {
             return Err(
                 Diagnostic::at(self.at(&declared), "the playbook has no steps")
@@ -540,7 +603,7 @@ impl Loader<'_> {
         }
         let mut list = StepList::default();
         self.validate_list(declared, usize::MAX, None, &mut list, known)?;
-        Ok((list.steps, list.blocks))
+        Ok(list)
     }
 
     /// A list of steps (the playbook's, or a part of a block), each ending before the next
@@ -563,6 +626,10 @@ impl Loader<'_> {
             let spec = &spanned.value;
             if spec.block.is_some() || spec.rescue.is_some() || spec.always.is_some() {
                 self.validate_block(spanned, end_line, part, list, known)?;
+                continue;
+            }
+            if spec.include.is_some() || !spec.params.is_empty() {
+                self.validate_include(spanned, end_line, part, list, known)?;
                 continue;
             }
             self.check_step_id(&spec.id, &list.block_ids)?;
@@ -660,6 +727,8 @@ impl Loader<'_> {
             references,
             part: None,
             context,
+            scope: None,
+            context_scope: None,
         })
     }
 
@@ -679,30 +748,57 @@ impl Loader<'_> {
             );
         }
         if crate::render::is_template(&context.value) {
-            let what = format!("step `{}`", extent.id);
-            let site = TemplateSite {
-                what: &what,
-                condition: None,
-                first_line: at.line,
-                last_line: at.line,
-                also_known: &[],
+            let line = StepExtent {
+                id: extent.id,
+                location: &at,
+                end_line: at.line,
             };
-            let variables = self.check_template(&context.value, known, &site)?;
-            let late = variables
-                .iter()
-                .find(|name| self.registers.contains_key(*name) || *name == FAILED);
-            if let Some(late) = late {
-                return Err(Diagnostic::at(
-                    self.find_word(late, at.line, at.line),
-                    format!(
-                        "step `{}`: `context:` uses `{late}`, which is known only while the run goes on",
-                        extent.id
-                    ),
-                )
-                .help("a context may use params and vars: every context's cluster is connected before the first step"));
-            }
+            self.check_static(&context.value, "context", &line, known)?;
         }
         Ok((context.value.clone(), at))
+    }
+
+    /// A template rendered before the first step (`context:`, an include's `params:` and
+    /// `when:`): it may use params and vars, not what steps register.
+    fn check_static(
+        &self,
+        text: &str,
+        key: &str,
+        extent: &StepExtent<'_>,
+        known: &BTreeSet<String>,
+    ) -> Result<(), Diagnostic> {
+        let what = format!("step `{}`", extent.id);
+        let site = TemplateSite {
+            what: &what,
+            condition: (key == "when").then_some("when"),
+            first_line: extent.location.line,
+            last_line: extent.end_line,
+            also_known: &[],
+        };
+        let variables = self.check_template(text, known, &site)?;
+        let statics = self.static_names.get();
+        let late = variables
+            .iter()
+            .find(|name| statics.is_some_and(|statics| !statics.contains(*name)));
+        let Some(late) = late else {
+            return Ok(());
+        };
+        let help = match key {
+            "context" => {
+                "a context may use params and vars: every context's cluster is connected before the first step"
+            }
+            _ => {
+                "the `params` and `when` of an include may use params and vars: the included playbook's params are bound before the first step"
+            }
+        };
+        Err(Diagnostic::at(
+            self.find_word(late, extent.location.line, extent.end_line),
+            format!(
+                "step `{}`: `{key}:` uses `{late}`, which is known only while the run goes on",
+                extent.id
+            ),
+        )
+        .help(help))
     }
 
     /// A step id is well formed and not taken by an earlier step.

@@ -67,6 +67,13 @@ pub enum ValueOrigin {
     },
     /// The param's `default:`, at the value.
     Default(Location),
+    /// A `key: value` in the `params:` of an include step.
+    Include {
+        /// Where the key is.
+        key: Location,
+        /// Where the value is.
+        value: Location,
+    },
 }
 
 impl ValueOrigin {
@@ -75,7 +82,9 @@ impl ValueOrigin {
         match self {
             // The value does not matter here, and it may be a secret given under a typo.
             ValueOrigin::Flag { name, .. } => Diagnostic::new(format!("--var {name}: {message}")),
-            ValueOrigin::File { key, .. } => Diagnostic::at(key.clone(), message),
+            ValueOrigin::File { key, .. } | ValueOrigin::Include { key, .. } => {
+                Diagnostic::at(key.clone(), message)
+            }
             ValueOrigin::Default(location) => Diagnostic::at(location.clone(), message),
         }
     }
@@ -88,6 +97,9 @@ impl ValueOrigin {
                 Diagnostic::new(format!("--var {name}={shown}: {message}"))
             }
             ValueOrigin::File {
+                value: location, ..
+            }
+            | ValueOrigin::Include {
                 value: location, ..
             }
             | ValueOrigin::Default(location) => {
@@ -114,6 +126,9 @@ impl ValueOrigin {
             ValueOrigin::Flag { .. } => format!("give {what}, e.g. --var {name}={example}"),
             ValueOrigin::File { .. } => format!("write {what}, e.g. `{name}: {example}`"),
             ValueOrigin::Default(_) => format!("write {what}, e.g. `default: {example}`"),
+            ValueOrigin::Include { .. } => {
+                format!("give {what} under the include's `params:`, e.g. `{name}: {example}`")
+            }
         }
     }
 }

@@ -219,6 +219,12 @@ impl Action for SyncAction {
             .collect()
     }
 
+    fn rename_step_references(&mut self, rename: &dyn Fn(&str) -> String) {
+        if let Some(after) = &mut self.after {
+            *after = rename(after);
+        }
+    }
+
     fn uses_cluster(&self) -> bool {
         self.on.is_some() || self.on_job.is_some()
     }
