@@ -724,6 +724,16 @@ impl Renderer {
         })
     }
 
+    /// Evaluates an expression, bare or as one `{{ expression }}`, to its value with its type
+    /// (a list stays a list); a template with text around its `{{ }}` gives that text.
+    pub fn evaluate(&self, expression: &str, vars: &Vars) -> Result<Value, RenderError> {
+        if is_template(expression) {
+            self.render(expression, vars)
+        } else {
+            self.eval_expression(expression, vars)
+        }
+    }
+
     /// Evaluates a condition: a bare expression, `{{ expression }}`, or a template whose
     /// text is then read as a boolean.
     pub fn is_true(&self, condition: &str, vars: &Vars) -> Result<bool, RenderError> {

@@ -14,6 +14,7 @@ mod fleet;
 mod includes;
 mod interrupts;
 mod kube_actions;
+mod loops;
 mod nfs;
 mod plan;
 mod real_clients;

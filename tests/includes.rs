@@ -78,7 +78,7 @@ fn included_steps_run_in_place_with_prefixed_ids_and_names_of_their_own() {
         .journal()
         .iter()
         .filter(|event| event["event"] == "step_finished")
-        .map(|event| event["step"].as_str().unwrap().to_string())
+        .map(|event| event["step"].as_str().expect("a step id").to_string())
         .collect();
     assert_eq!(
         finished,

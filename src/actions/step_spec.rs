@@ -9,7 +9,7 @@
 macro_rules! step_spec {
     ($( $key:literal => $field:ident : $action:ty ),* $(,)?) => {
         /// One step as written in the playbook.
-        #[derive(Debug, serde::Deserialize, serde::Serialize)]
+        #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
         #[serde(deny_unknown_fields)]
         pub struct StepSpec {
             /// Unique, `[a-z0-9-]+`, stable: the journal keys on it.
@@ -62,6 +62,10 @@ macro_rules! step_spec {
             /// Steps that run once the block (and its rescue) ended, failed or not.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub always: Option<serde_saphyr::Spanned<Vec<serde_saphyr::Spanned<StepSpec>>>>,
+            /// Run the step once per item of this list (or of the list a template or an
+            /// expression gives), the item as `item`.
+            #[serde(rename = "loop", default, skip_serializing_if = "Option::is_none")]
+            pub loop_over: Option<serde_saphyr::Spanned<serde_json::Value>>,
             /// Another playbook (a path relative to this one's directory) whose steps run in
             /// this step's place, their ids prefixed with this step's id.
             #[serde(default, skip_serializing_if = "Option::is_none")]

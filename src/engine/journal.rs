@@ -162,6 +162,8 @@ pub struct History {
     pub last_ts: Option<String>,
     /// Lines that could not be read (a torn last line after a crash).
     pub unreadable_lines: usize,
+    /// The items of loop steps (`STEP[KEY]`) in the order they first appear.
+    pub item_order: Vec<String>,
 }
 
 /// The events of a run's journal, oldest first, and how many lines could not be read (a
@@ -209,6 +211,14 @@ impl History {
 
     fn apply(&mut self, event: Event) {
         self.last_ts = Some(event.ts.clone());
+        if let EventKind::StepStarted { step, .. }
+        | EventKind::StepSkipped { step, .. }
+        | EventKind::StepFinished { step, .. } = &event.kind
+            && step.ends_with(']')
+            && !self.steps.contains_key(step)
+        {
+            self.item_order.push(step.clone());
+        }
         match &event.kind {
             EventKind::RunStarted { .. } => {
                 self.finished = None;
@@ -305,6 +315,19 @@ impl History {
         }
     }
 
+    /// The items of loop step `step` (`STEP[KEY]`) that are done, with their definition
+    /// hashes and outputs.
+    pub fn done_items(&self, step: &str) -> Vec<(&Option<String>, &Option<serde_json::Value>)> {
+        self.steps
+            .iter()
+            .filter(|(id, _)| is_item_of(id, step))
+            .filter_map(|(_, state)| match state {
+                StepState::Done { hash, output, .. } => Some((hash, output)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The steps of the last `run_started`, in order.
     pub fn step_definitions(&self) -> &[StepDefinition] {
         match &self.started {
@@ -333,20 +356,33 @@ impl History {
         }
     }
 
-    /// Step states in playbook order.
+    /// Step states in playbook order; the items of a loop step that has run in its place
+    /// (`STEP[KEY]`, in the order they were first journaled).
     pub fn ordered_steps(&self) -> IndexMap<String, StepState> {
-        self.step_definitions()
-            .iter()
-            .map(|definition| {
-                let state = self
-                    .steps
-                    .get(&definition.id)
-                    .cloned()
-                    .unwrap_or(StepState::Pending);
-                (definition.id.clone(), state)
-            })
-            .collect()
+        let mut ordered = IndexMap::new();
+        for definition in self.step_definitions() {
+            let items: Vec<&String> = self
+                .item_order
+                .iter()
+                .filter(|id| is_item_of(id, &definition.id))
+                .collect();
+            if items.is_empty() || self.steps.contains_key(&definition.id) {
+                let state = self.steps.get(&definition.id).cloned();
+                ordered.insert(definition.id.clone(), state.unwrap_or(StepState::Pending));
+            }
+            for id in items {
+                let state = self.steps.get(id).cloned().unwrap_or(StepState::Pending);
+                ordered.insert(id.clone(), state);
+            }
+        }
+        ordered
     }
+}
+
+/// Whether `id` is an item of loop step `step`: `STEP[KEY]`.
+pub fn is_item_of(id: &str, step: &str) -> bool {
+    id.strip_prefix(step)
+        .is_some_and(|rest| rest.starts_with('[') && rest.ends_with(']'))
 }
 
 #[cfg(test)]
@@ -375,6 +411,45 @@ mod tests {
             error: (!status.is_done()).then(|| "it broke".into()),
             tail: Vec::new(),
         }
+    }
+
+    /// The items of a loop step take its place, in the order they ran; the step itself is
+    /// listed only when something was journaled under its own id (a list that did not
+    /// render); a step whose id merely starts like the loop step's is not an item.
+    #[test]
+    fn the_items_of_a_loop_step_are_listed_in_its_place() {
+        let definitions = ["list", "greet", "greet-all", "count"]
+            .iter()
+            .map(|id| StepDefinition {
+                id: id.to_string(),
+                hash: "h".into(),
+            })
+            .collect();
+        let history = history(vec![
+            EventKind::RunStarted {
+                playbook: "p.yaml".into(),
+                name: "p".into(),
+                playbook_hash: "h".into(),
+                steps: definitions,
+                params: serde_json::json!({}),
+                pid: 1,
+                host: "h".into(),
+            },
+            finished("list", StepStatus::Ok),
+            finished("greet[bob]", StepStatus::Ok),
+            finished("greet[alice]", StepStatus::Failed),
+            finished("greet-all", StepStatus::Ok),
+        ]);
+        let ordered = history.ordered_steps();
+        let ordered: Vec<&str> = ordered.keys().map(String::as_str).collect();
+        assert_eq!(
+            ordered,
+            ["list", "greet[bob]", "greet[alice]", "greet-all", "count"]
+        );
+        assert_eq!(history.done_items("greet").len(), 1);
+        assert!(is_item_of("greet[a-b]", "greet"));
+        assert!(!is_item_of("greet-all", "greet"));
+        assert!(!is_item_of("greet[a]x", "greet"));
     }
 
     /// A rescued block's done steps and approvals are forgotten, so the next run starts it

@@ -862,9 +862,12 @@ fn refuse_changed_definitions(
         if redone {
             continue;
         }
-        if let Some((Some(hash), _)) = history.done(step.id())
-            && *hash != step.hash
-        {
+        // A loop step is done item by item.
+        let done = history.done(step.id()).into_iter();
+        let changed = done
+            .chain(history.done_items(step.id()))
+            .any(|(hash, _)| hash.as_ref().is_some_and(|hash| *hash != step.hash));
+        if changed {
             return Err(Diagnostic::at(
                 step.location.clone(),
                 format!("step `{}` was done in an earlier run, but its definition has changed since", step.id()),
@@ -953,8 +956,9 @@ impl StepVisitor for RunVisitor<'_> {
         let id = step.id();
         let options = self.options;
         self.started = Instant::now();
+        // `--only` names a loop step, not one of its items.
         let forced = fresh
-            || options.only.as_deref() == Some(id)
+            || options.only.as_deref() == Some(step.playbook_id())
             || self.from_index.is_some_and(|from| index >= from);
         if !forced && let Some((_, output)) = self.history.done(id) {
             self.recorder.show(EventKind::StepSkipped {
@@ -968,7 +972,7 @@ impl StepVisitor for RunVisitor<'_> {
             });
         }
         let out_of_scope = match (&options.only, self.from_index) {
-            (Some(only), _) => only != id,
+            (Some(only), _) => only != step.playbook_id(),
             (None, Some(from)) => index < from,
             (None, None) => false,
         };

@@ -122,6 +122,30 @@ struct Tally<'a> {
 }
 
 impl Tally<'_> {
+    /// The totals of a step of the playbook, or of an item of a loop step (`STEP[KEY]`),
+    /// which takes its place after the step's other items (and the step's own line, when
+    /// nothing was journaled under the step's own id).
+    fn totals(&mut self, step: &str) -> Option<&mut StepTotals> {
+        if !self.steps.contains_key(step) {
+            let base = &step[..step.find('[')?];
+            if !super::journal::is_item_of(step, base) {
+                return None;
+            }
+            let last = self
+                .steps
+                .keys()
+                .rposition(|id| id == base || super::journal::is_item_of(id, base))?;
+            self.steps
+                .shift_insert(last + 1, step.to_string(), StepTotals::default());
+            if let Some(at) = self.steps.get_index_of(base)
+                && self.steps[at].last.is_empty()
+            {
+                self.steps.shift_remove_index(at);
+            }
+        }
+        self.steps.get_mut(step)
+    }
+
     fn add(&mut self, event: &Event) {
         let at = event.ts.parse::<Timestamp>().ok();
         match &event.kind {
@@ -191,7 +215,7 @@ impl Tally<'_> {
         if !status.is_done() {
             self.stopped_at = Some(step.to_string());
         }
-        if let Some(totals) = self.steps.get_mut(step) {
+        if let Some(totals) = self.totals(step) {
             totals.duration_ms += duration_ms;
             totals.last = status_word(status).into();
         }
@@ -206,7 +230,7 @@ impl Tally<'_> {
     }
 
     fn step_skipped(&mut self, step: &str, done: bool, at: Option<Timestamp>) {
-        if let Some(totals) = self.steps.get_mut(step)
+        if let Some(totals) = self.totals(step)
             && (totals.last.is_empty() || !done)
         {
             totals.last = if done { "skipped (done)" } else { "skipped" }.into();

@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 
+use crate::actions::InvalidInput;
 use crate::actions::{NoteSink, RunEnvironment, StepContext};
 use crate::kube::Cluster;
 use crate::kube::readings::Readings;
-use crate::playbook::{Block, FAILED, Playbook, Scopes, Step};
+use crate::playbook::{Block, FAILED, ITEM, Playbook, Scopes, Step};
 use crate::render::Renderer;
 
-use super::decision::{GuardPolicy, StepDecision, Tries, decide};
+use super::decision::{GuardPolicy, StepDecision, Tries, decide, missing_dependency};
 use super::render_env;
 use super::step_clusters::StepClusters;
 
@@ -145,6 +146,31 @@ pub(super) struct Walk<'a> {
     pub readings: Option<&'a Readings>,
 }
 
+/// What a step's `loop:` gives.
+enum LoopItems {
+    /// The step has no `loop:`.
+    NotALoop,
+    /// A step for each item.
+    Items(Vec<Step>),
+    /// The list cannot be known yet (it uses what an earlier step registers, in a plan), or
+    /// need not be (the step's include is skipped): the step is decided as a whole.
+    Unknown,
+    /// It does not render, or gives something else than a list.
+    Invalid(anyhow::Error),
+}
+
+/// What a JSON value is, for messages: "a string", "a mapping", ...
+fn describe_json(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "nothing (null)",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "a mapping",
+    }
+}
+
 /// How a step, or a run of steps, ended for the walk.
 enum Flow<T> {
     /// Go on; `evaluated` when a step was evaluated rather than passed as done.
@@ -256,8 +282,8 @@ impl Walk<'_> {
         Ok(Flow::Next { evaluated })
     }
 
-    /// One step: restores what it registered if the visitor passes it, else evaluates it
-    /// and hands it to the visitor.
+    /// One step, or each item of a loop step in turn; what it registers is made visible to
+    /// the steps after it.
     async fn step<V: StepVisitor>(
         &mut self,
         index: usize,
@@ -265,10 +291,101 @@ impl Walk<'_> {
         visitor: &mut V,
     ) -> anyhow::Result<Flow<V::Output>> {
         let step = &self.playbook.steps[index];
+        let items = match self.loop_items(index, step) {
+            LoopItems::NotALoop => None,
+            LoopItems::Items(items) => Some(items),
+            // The step as a whole is what the visitor decides on: a list that cannot be
+            // known yet (unknown in a plan), or that does not render (invalid input).
+            LoopItems::Unknown => None,
+            LoopItems::Invalid(error) => {
+                let (flow, _) = self.one(index, step, fresh, Some(error), visitor).await?;
+                return Ok(flow);
+            }
+        };
+        let Some(items) = items else {
+            let (flow, output) = self.one(index, step, fresh, None, visitor).await?;
+            if matches!(flow, Flow::Next { .. }) {
+                self.register(step, output);
+            }
+            return Ok(flow);
+        };
+        let mut evaluated = false;
+        let mut results = Vec::with_capacity(items.len());
+        for item in &items {
+            match self.one(index, item, fresh, None, visitor).await? {
+                (Flow::Next { evaluated: this }, output) => {
+                    evaluated |= this;
+                    results.push(output.unwrap_or(serde_json::Value::Null));
+                }
+                (other, _) => return Ok(other),
+            }
+        }
+        let values: Vec<_> = items
+            .into_iter()
+            .filter_map(|item| item.item.map(|item| item.value))
+            .collect();
+        self.register(
+            step,
+            Some(serde_json::json!({"results": results, "items": values})),
+        );
+        Ok(Flow::Next { evaluated })
+    }
+
+    /// The items of a loop step: its `loop:` rendered with the names of its scope.
+    fn loop_items(&self, index: usize, step: &Step) -> LoopItems {
+        let Some(over) = &step.spec.loop_over else {
+            return LoopItems::NotALoop;
+        };
+        let vars = self.vars.of(step.scope);
+        if self.vars.skipped(step.scope).is_some()
+            || missing_dependency(step, self.playbook, vars).is_some()
+        {
+            return LoopItems::Unknown;
+        }
+        let renderer = match self.contexts.for_step(index) {
+            Some((_, renderer)) => renderer,
+            None => self.renderer,
+        };
+        let id = step.id();
+        let list = match &over.value {
+            serde_json::Value::String(expression) => renderer
+                .evaluate(expression, vars)
+                .map_err(anyhow::Error::from)
+                .and_then(|value| Ok(serde_json::to_value(&value)?)),
+            written => renderer.render_json(written, vars).map_err(Into::into),
+        };
+        match list {
+            Ok(serde_json::Value::Array(values)) => {
+                let masker = renderer.masker();
+                LoopItems::Items(step.items(values, &|text| masker.mask(text)))
+            }
+            Ok(other) => LoopItems::Invalid(
+                InvalidInput::new(format!(
+                    "step `{id}`: `loop:` gives {}, not a list",
+                    describe_json(&other)
+                ))
+                .into(),
+            ),
+            Err(error) => LoopItems::Invalid(
+                InvalidInput::new(format!("step `{id}`: `loop:` does not render: {error}")).into(),
+            ),
+        }
+    }
+
+    /// One step (or one item of a loop step): restores what it registered if the visitor
+    /// passes it, else evaluates it (unless `invalid` says why it cannot be) and hands it
+    /// to the visitor. Returns what the step registers.
+    async fn one<V: StepVisitor>(
+        &mut self,
+        index: usize,
+        step: &Step,
+        fresh: bool,
+        invalid: Option<anyhow::Error>,
+        visitor: &mut V,
+    ) -> anyhow::Result<(Flow<V::Output>, Option<serde_json::Value>)> {
         let id = step.id();
         if let Before::Pass { output } = visitor.before(index, step, fresh)? {
-            self.register(step, output);
-            return Ok(Flow::Next { evaluated: false });
+            return Ok((Flow::Next { evaluated: false }, output));
         }
         let sink = visitor.note_sink(step);
         // A step with a `context:` talks to its cluster, its lookups included.
@@ -276,20 +393,28 @@ impl Walk<'_> {
             Some((cluster, renderer)) => (Some(cluster), renderer),
             None => (self.cluster, self.renderer),
         };
-        let vars = self.vars.of(step.scope);
+        let scope_vars = self.vars.of(step.scope);
+        // An item of a loop sees it as `item`.
+        let item_vars = step.item.as_ref().map(|item| {
+            let mut vars = scope_vars.clone();
+            vars.insert(ITEM.to_string(), crate::render::to_value(&item.value));
+            vars
+        });
+        let vars = item_vars.as_ref().unwrap_or(scope_vars);
         let mut env = self.surroundings.process_env.clone();
         // The steps of an include whose `when` is false are not rendered at all: their
         // params are not bound.
         let skipped = self.vars.skipped(step.scope);
-        let env_error = match skipped.map_or_else(
-            || render_env(step, renderer, vars),
-            |_| Ok(Default::default()),
-        ) {
-            Ok(rendered) => {
-                env.extend(rendered);
-                None
-            }
-            Err(error) => Some(error),
+        let env_error = match (invalid, skipped) {
+            (Some(error), _) => Some(error),
+            (None, Some(_)) => None,
+            (None, None) => match render_env(step, renderer, vars) {
+                Ok(rendered) => {
+                    env.extend(rendered);
+                    None
+                }
+                Err(error) => Some(error),
+            },
         };
         let cx = StepContext {
             step_id: id,
@@ -318,7 +443,6 @@ impl Walk<'_> {
         };
         match visitor.visit(step, &cx, evaluated).await? {
             After::Next { output, notes } => {
-                self.register(step, output);
                 let recorded = match sink {
                     Some(sink) => sink.recorded()?,
                     None => Vec::new(),
@@ -326,10 +450,10 @@ impl Walk<'_> {
                 let kept = self.notes.entry(id.to_string()).or_default();
                 kept.extend(notes);
                 kept.extend(recorded);
-                Ok(Flow::Next { evaluated: true })
+                Ok((Flow::Next { evaluated: true }, output))
             }
-            After::Stop(output) => Ok(Flow::Stop(output)),
-            After::Failed(failure) => Ok(Flow::Failed(failure)),
+            After::Stop(output) => Ok((Flow::Stop(output), None)),
+            After::Failed(failure) => Ok((Flow::Failed(failure), None)),
         }
     }
 

@@ -193,6 +193,7 @@ impl Loader<'_> {
             ("timeout", spec.timeout.is_some()),
             ("confirm", spec.confirm.is_some()),
             ("env", !spec.env.is_empty()),
+            ("loop", spec.loop_over.is_some()),
         ];
         present.extend(settings.iter().filter(|(_, set)| *set).map(|(key, _)| *key));
         let Some(key) = present.first() else {

@@ -189,6 +189,7 @@ impl Loader<'_> {
             ("block", spec.block.is_some()),
             ("rescue", spec.rescue.is_some()),
             ("always", spec.always.is_some()),
+            ("loop", spec.loop_over.is_some()),
         ];
         present.extend(settings.iter().filter(|(_, set)| *set).map(|(key, _)| *key));
         let Some(key) = present.first() else {

@@ -2,6 +2,7 @@
 
 mod block;
 mod include;
+mod looping;
 mod param;
 mod vocabulary;
 
@@ -20,6 +21,7 @@ pub use crate::syntax::{CheckSpec, CommandLine, CommandSpec, Condition, HumanDur
 pub use crate::syntax::{Count, ExitCode, Setting, Templated};
 pub use block::{Block, BlockPart, FAILED, Section};
 pub use include::{Include, Scopes};
+pub use looping::{ITEM, LoopItem};
 pub use param::{GivenValue, ParamSpec, ParamType, parse_var_flags, read_vars_file};
 
 /// The playbook format version this build reads.
@@ -89,7 +91,7 @@ pub struct Playbook {
 }
 
 /// One validated step.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Step {
     /// The step as written.
     pub spec: StepSpec,
@@ -112,6 +114,8 @@ pub struct Step {
     /// The scope whose names `context` uses: the step's own, or its include's parent's
     /// when the context is the include step's.
     pub context_scope: Option<usize>,
+    /// For one item of a `loop:` step (see [`Step::items`]), the item.
+    pub item: Option<LoopItem>,
 }
 
 impl Step {
@@ -729,6 +733,7 @@ impl Loader<'_> {
             context,
             scope: None,
             context_scope: None,
+            item: None,
         })
     }
 
@@ -904,6 +909,12 @@ impl Loader<'_> {
         known: &BTreeSet<String>,
     ) -> Result<BTreeSet<String>, Diagnostic> {
         let what = format!("step `{}`", extent.id);
+        // A loop step's templates also see `item`; its `loop:` itself does not.
+        let item: &[&str] = if spec.loop_over.is_some() {
+            &[looping::ITEM]
+        } else {
+            &[]
+        };
         let site = |condition, also_known| TemplateSite {
             what: &what,
             condition,
@@ -911,7 +922,14 @@ impl Loader<'_> {
             last_line: extent.end_line,
             also_known,
         };
-        let mut references = self.check_json_templates(definition, known, &site(None, &[]))?;
+        let mut written = definition.clone();
+        if let Some(fields) = written.as_object_mut() {
+            fields.remove("loop");
+        }
+        let mut references = self.check_json_templates(&written, known, &site(None, item))?;
+        if let Some(over) = &spec.loop_over {
+            references.extend(self.validate_loop(over, extent, known)?);
+        }
         // Conditions are expressions even without braces.
         let mut conditions: Vec<(&str, &str)> = Vec::new();
         conditions.extend(spec.when.as_ref().map(|when| ("when", when.as_str())));
@@ -924,24 +942,31 @@ impl Loader<'_> {
             conditions.push(("check", check.as_str()));
         }
         for (key, condition) in conditions {
-            references.extend(self.check_template(condition, known, &site(Some(key), &[]))?);
+            references.extend(self.check_template(condition, known, &site(Some(key), item))?);
         }
         // An action's own expressions may also use the names it provides (`object`).
-        let action_names = action.expression_names();
+        let action_names: Vec<&str> = action
+            .expression_names()
+            .iter()
+            .chain(item)
+            .copied()
+            .collect();
         for expression in action.expressions() {
             references.extend(self.check_template(
                 expression.as_str(),
                 known,
-                &site(Some(action_key), action_names),
+                &site(Some(action_key), &action_names),
             )?);
         }
         if let Some(until) = &spec.until {
+            let names: Vec<&str> = ["result"].iter().chain(item).copied().collect();
             references.extend(self.check_template(
                 until.as_str(),
                 known,
-                &site(Some("until"), &["result"]),
+                &site(Some("until"), &names),
             )?);
         }
+        references.remove(looping::ITEM);
         Ok(references)
     }
 
@@ -1037,6 +1062,14 @@ impl Loader<'_> {
                 .chain(site.also_known.iter().copied())
                 .collect();
             let help = match crate::diagnostic::did_you_mean(unknown, &candidates) {
+                _ if unknown == looping::ITEM && site.condition == Some("loop") => {
+                    "`item` is each item of the list `loop:` gives; the list itself cannot use it"
+                        .to_string()
+                }
+                _ if unknown == looping::ITEM => {
+                    "`item` is known in a step with a `loop:`: add one, e.g. `loop: [a, b]`"
+                        .to_string()
+                }
                 Some(close) => format!("did you mean `{close}`?"),
                 None => "a template may use params, vars and names registered by earlier steps"
                     .to_string(),

@@ -50,6 +50,9 @@ impl Vocabulary for PlaybookWords {
             [.., "ok_codes"] => "a list of exit codes",
             [.., "confirm"] => "a question (a string)",
             [.., "context"] => "the name of a kubeconfig context (a string)",
+            ["steps", "-", "loop"] | ["steps", "-", _, "-", "loop"] => {
+                "a list, or an expression that gives one"
+            }
             [.., key] if is_condition(key) => "an expression or true/false",
             _ => return None,
         })

@@ -224,6 +224,28 @@ impl RunsOnFields {
     }
 }
 
+/// A copy of the step's settings with notes of its own: each item of a `loop:` is a copy
+/// whose retries must see the shards of its own tries, not another item's.
+impl Clone for SyncAction {
+    fn clone(&self) -> Self {
+        SyncAction {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            jobs: self.jobs.clone(),
+            max_jobs: self.max_jobs.clone(),
+            delete: self.delete.clone(),
+            bwlimit: self.bwlimit.clone(),
+            exclude: self.exclude.clone(),
+            rsync_args: self.rsync_args.clone(),
+            verify: self.verify.clone(),
+            after: self.after.clone(),
+            on: self.on.clone(),
+            on_job: self.on_job.clone(),
+            session_notes: Mutex::default(),
+        }
+    }
+}
+
 impl TryFrom<SyncFields> for SyncAction {
     type Error = String;
     fn try_from(fields: SyncFields) -> Result<Self, String> {
