@@ -18,6 +18,7 @@ mod loops;
 mod nfs;
 mod plan;
 mod real_clients;
+mod restore;
 mod run;
 mod sandbox_auth;
 mod sandbox_client;

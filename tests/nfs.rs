@@ -3,14 +3,14 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
 use common::Test;
+use common::boundaries::{self, Killer, assert_no_step_redone};
+use common::copies::tree;
 use sandbox_cluster::hub::Hub;
 
 const PLAYBOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/nfs-migrate.yaml");
@@ -218,45 +218,6 @@ impl Migration {
     }
 }
 
-/// Every entry of a tree: type, mode, size, mtime, and content or link target.
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut entries = BTreeMap::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read dir") {
-            let path = entry.expect("entry").path();
-            let meta = std::fs::symlink_metadata(&path).expect("stat");
-            let relative = path
-                .strip_prefix(root)
-                .expect("under root")
-                .display()
-                .to_string();
-            let what = if meta.file_type().is_symlink() {
-                format!(
-                    "link -> {}",
-                    std::fs::read_link(&path).expect("readlink").display()
-                )
-            } else if meta.is_dir() {
-                pending.push(path.clone());
-                format!("dir {:o}", meta.mode())
-            } else {
-                let content = std::fs::read(&path).expect("read");
-                format!(
-                    "file {:o} {} {} {:x}",
-                    meta.mode(),
-                    meta.len(),
-                    meta.mtime(),
-                    content
-                        .iter()
-                        .fold(0u64, |hash, byte| hash.rotate_left(5) ^ u64::from(*byte))
-                )
-            };
-            entries.insert(relative, what);
-        }
-    }
-    entries
-}
-
 /// Entries the shards of a step's passes copied, from its journaled notes.
 fn copied_files(journal: &[Value], step: &str) -> u64 {
     journal
@@ -286,21 +247,9 @@ fn summary_of(plan: &str, step: &str) -> String {
         .to_string()
 }
 
-/// The step ids of the playbook, in order, those of a block's `block:` in its place; not
-/// its rescue and always steps, which a run that goes well does not do.
+/// The step ids of the playbook, in order.
 fn step_ids() -> Vec<String> {
-    let text = std::fs::read_to_string(PLAYBOOK).expect("playbook");
-    let playbook: Value = serde_saphyr::from_str(&text).expect("playbook YAML");
-    playbook["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .flat_map(|step| match step["block"].as_array() {
-            Some(steps) => steps.clone(),
-            None => vec![step.clone()],
-        })
-        .map(|step| step["id"].as_str().expect("id").to_string())
-        .collect()
+    boundaries::step_ids(Path::new(PLAYBOOK))
 }
 
 /// Requests that changed something (not reads, not dry runs).
@@ -421,93 +370,34 @@ fn kill_at_every_boundary(migration: Migration) {
         .status(0);
     let original_values = std::fs::read_to_string(migration.values_file()).expect("values");
     let steps = step_ids();
-    let mut finished: Vec<String> = Vec::new();
-    let mut killed_inside: Vec<(String, String)> = Vec::new();
+    let spawn = || migration.spawn(&["--yes"]);
+    let journal = || migration.journal_so_far();
+    let stderr = migration.test.path("spawned.stderr");
+    let killer = Killer {
+        spawn: &spawn,
+        journal: &journal,
+        stderr: &stderr,
+        retry_locked: migration.in_cluster,
+        rounds: steps.len() * 2,
+    };
     let mut source_changed = false;
-    let mut read_events = 0;
-    let mut refused = 0;
-    let mut round = 0;
-    while round < steps.len() * 2 {
-        let mut child = migration.spawn(&["--yes"]);
-        let mut killed = false;
-        let status = loop {
-            let exited = child.try_wait().expect("wait");
-            let events = migration.journal_so_far();
-            for event in events.iter().skip(read_events) {
-                read_events += 1;
-                let step = event["step"].as_str().unwrap_or_default().to_string();
-                let kind = event["event"].as_str().unwrap_or_default();
-                let done = kind == "step_finished"
-                    && matches!(event["status"].as_str(), Some("ok" | "changed"))
-                    || kind == "step_skipped" && event["done"] == true;
-                // Inside a copy: once its pass is planned and journaled, once a shard is done.
-                let inside = (kind == "step_note")
-                    .then(|| {
-                        event["data"]["sync"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string()
-                    })
-                    .filter(|note| note == "pass" || note == "shard")
-                    .map(|note| (step.clone(), note))
-                    .filter(|point| !killed_inside.contains(point));
-                if exited.is_some() {
-                    // The command ended by itself: take note of what it finished last.
-                    if done && !finished.contains(&step) {
-                        finished.push(step.clone());
-                    }
-                    continue;
-                }
-                if done && !finished.contains(&step) {
-                    finished.push(step.clone());
-                    killed = true;
-                } else if let Some(point) = inside {
-                    killed_inside.push(point);
-                    killed = true;
-                }
-                if killed {
-                    child.kill().expect("kill -9");
-                    break;
-                }
-            }
-            if let Some(status) = exited {
-                break status;
-            }
-            if killed {
-                break child.wait().expect("wait");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
-        // What the killed command journaled after the kill point is read next round.
-        if migration.in_cluster && status.code() == Some(4) {
-            // The killed holder's Lease has not expired yet: try again.
-            refused += 1;
-            assert!(refused < 400, "the run stayed locked");
-            std::thread::sleep(std::time::Duration::from_millis(500));
-            continue;
-        }
-        round += 1;
-        if !killed {
-            assert!(
-                status.success(),
-                "round {round}: the run failed: {status}\n{}",
-                std::fs::read_to_string(migration.test.path("spawned.stderr")).unwrap_or_default()
-            );
-            break;
-        }
+    let kills = killer.kill_at_every_boundary(|finished| {
         // Users work on while the initial copy runs: the final copy has work to do.
         if !source_changed && finished.iter().any(|step| step == "initial-copy") {
             change_the_source(&migration.old_homes());
             source_changed = true;
         }
-    }
+    });
     // `point-values-at-new-path` is skipped by its `when`: the base share stays the same.
     let expected: Vec<String> = steps
         .iter()
         .filter(|step| *step != "point-values-at-new-path")
         .cloned()
         .collect();
-    assert_eq!(finished, expected, "every step finished once, in order");
+    assert_eq!(
+        kills.finished, expected,
+        "every step finished once, in order"
+    );
     // The final copy copied what users changed, not the whole tree again: the new file, the
     // file edited with its size and time kept, and their directory.
     let final_files = copied_files(&migration.journal(), "final-copy");
@@ -515,7 +405,8 @@ fn kill_at_every_boundary(migration: Migration) {
         (1..=10).contains(&final_files),
         "the final copy copied {final_files} entries"
     );
-    let inside: Vec<String> = killed_inside
+    let inside: Vec<String> = kills
+        .inside
         .iter()
         .map(|(step, note)| format!("{step} {note}"))
         .collect();
@@ -529,24 +420,7 @@ fn kill_at_every_boundary(migration: Migration) {
         ]
     );
     migration.assert_migrated(&original_values);
-
-    // No step was started again after it was done.
-    let journal = migration.journal();
-    for step in &expected {
-        let done_at = journal.iter().position(|event| {
-            event["step"] == step.as_str()
-                && (event["event"] == "step_finished"
-                    && matches!(event["status"].as_str(), Some("ok" | "changed"))
-                    || event["event"] == "step_skipped" && event["done"] == true)
-        });
-        let done_at = done_at.unwrap_or_else(|| panic!("{step} is not done in the journal"));
-        assert!(
-            !journal[done_at + 1..]
-                .iter()
-                .any(|event| event["event"] == "step_started" && event["step"] == step.as_str()),
-            "{step} was started again after it was done"
-        );
-    }
+    assert_no_step_redone(&migration.journal(), &expected);
 }
 
 /// What users do between the two copies: a new file, a deleted one, an edit that keeps size

@@ -2,7 +2,8 @@
 //! hold or fail a shard, and the checks of a finished copy.
 
 use super::Test;
-use std::os::unix::fs::PermissionsExt;
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -143,4 +144,43 @@ pub fn assert_same_tree(source: &Path, destination: &Path) {
         "diff -r: {}",
         String::from_utf8_lossy(&diff.stdout)
     );
+}
+
+/// Every entry of a tree: type, mode, size, mtime, and content or link target.
+pub fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut entries = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat");
+            let relative = path
+                .strip_prefix(root)
+                .expect("under root")
+                .display()
+                .to_string();
+            let what = if meta.file_type().is_symlink() {
+                format!(
+                    "link -> {}",
+                    std::fs::read_link(&path).expect("readlink").display()
+                )
+            } else if meta.is_dir() {
+                pending.push(path.clone());
+                format!("dir {:o}", meta.mode())
+            } else {
+                let content = std::fs::read(&path).expect("read");
+                format!(
+                    "file {:o} {} {} {:x}",
+                    meta.mode(),
+                    meta.len(),
+                    meta.mtime(),
+                    content
+                        .iter()
+                        .fold(0u64, |hash, byte| hash.rotate_left(5) ^ u64::from(*byte))
+                )
+            };
+            entries.insert(relative, what);
+        }
+    }
+    entries
 }

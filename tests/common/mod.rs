@@ -2,6 +2,7 @@
 //! `Test::new().playbook("...").args(["run", "playbook.yaml"]).run().status(0)`.
 #![allow(dead_code)]
 
+pub mod boundaries;
 pub mod copies;
 
 use std::path::{Path, PathBuf};

@@ -5,6 +5,8 @@
 //! DIR/hub-objects.yaml                      the cluster's objects at the start (--objects)
 //! DIR/nfs/10.0.0.7/homes/staging/...        the old export, with generated home directories
 //! DIR/nfs/10.0.0.9/homes/                   the new export, empty
+//! DIR/nfs/10.0.0.8/homes/staging/...        last night's backup of the homes (a Filestore
+//!                                           backup restored to an instance of its own)
 //! DIR/deployer/config/clusters/sandbox/     cluster.yaml and commented values files
 //! DIR/seeded                                written last: the directory is complete
 //! ```
@@ -39,6 +41,9 @@ pub struct Hub {
     pub old_server: String,
     /// The server the migration moves it to.
     pub new_server: String,
+    /// The server that holds a backup of the homes, as restoring a Filestore backup to an
+    /// instance of its own leaves it: same base share, the homes as they were.
+    pub backup_server: String,
     /// `nfs.pv.baseShareName` on both servers.
     pub base_share: String,
     /// The PV's `persistentVolumeReclaimPolicy`.
@@ -79,6 +84,7 @@ impl Hub {
             name: name.into(),
             old_server: "10.0.0.7".into(),
             new_server: "10.0.0.9".into(),
+            backup_server: "10.0.0.8".into(),
             base_share: "/homes/".into(),
             pv_policy: "Delete".into(),
             users: 2,
@@ -324,6 +330,9 @@ spec:
         let new_export = self.export_dir(dir, &self.new_server);
         std::fs::create_dir_all(&new_export)
             .with_context(|| format!("cannot create {}", new_export.display()))?;
+        let backup = self.export_dir(dir, &self.backup_server).join(&self.name);
+        write_backup(&homes, &backup, self.homes)
+            .with_context(|| format!("cannot write {}", backup.display()))?;
         self.write_deployer_config(&Self::config_dir(dir).join(&self.cluster))?;
         write_file(&dir.join(SEEDED_MARKER), "")?;
         Ok(())
@@ -457,6 +466,16 @@ hubs:
             ("deploy_command", deploy),
             // The sandbox's users leave within seconds, not within the hour.
             ("active_user_check_interval", "2s".into()),
+            // playbooks/restore-homes.yaml
+            ("backup_server", self.backup_server.clone()),
+            ("backup_path", self.base_share.clone()),
+            ("homes_mount", source.to_string_lossy().into_owned()),
+            (
+                "restore_mount",
+                self.export_dir(dir, &self.backup_server)
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
         ]
         .into_iter()
         .map(|(name, value)| (name.to_string(), value))
@@ -603,6 +622,38 @@ pub fn write_homes_sized(homes: &Path, sizes: HomeSizes) -> std::io::Result<()> 
     file(&dave.join("notes.md"), b"# Notes\n")?;
     std::fs::create_dir_all(homes.join("erin"))?;
     Ok(())
+}
+
+/// Last night's backup of `homes` in `backup`, and what users did in `homes` since: the
+/// files they did not touch have the same size and time in both (as a backup keeps them),
+/// carol deleted her results, bob changed his `.gitconfig`, alice wrote a new notebook.
+pub fn write_backup(homes: &Path, backup: &Path, sizes: HomeSizes) -> std::io::Result<()> {
+    // The same seed writes the same files; their times are then made the same.
+    write_homes_sized(backup, sizes)?;
+    for entry in walkdir::WalkDir::new(backup) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let relative = entry
+            .path()
+            .strip_prefix(backup)
+            .map_err(std::io::Error::other)?;
+        let modified = std::fs::metadata(entry.path())?.modified()?;
+        std::fs::File::options()
+            .write(true)
+            .open(homes.join(relative))?
+            .set_modified(modified)?;
+    }
+    std::fs::remove_file(homes.join("carol/thesis/run-3/results.csv"))?;
+    std::fs::write(
+        homes.join("bob/.gitconfig"),
+        "[user]\n\tname = Bob\n\temail = bob@example.org\n",
+    )?;
+    std::fs::write(
+        homes.join("alice/since-the-backup.ipynb"),
+        r#"{"cells": [], "metadata": {}}"#,
+    )
 }
 
 #[cfg(test)]

@@ -119,7 +119,7 @@ impl<'a> CopyPass<'a> {
         let comparison = compare_trees(
             self.reporter,
             settings,
-            changed_since(self.ledger, self.continued),
+            changed_since(settings, self.ledger, self.continued),
             &self.cancel,
         )
         .await?;

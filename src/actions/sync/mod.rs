@@ -327,7 +327,7 @@ impl SyncAction {
             });
         }
         let cancel = CancelOnDrop::new();
-        let changed_since = changed_since(&ledger, self.continued(cx).as_ref());
+        let changed_since = changed_since(settings, &ledger, self.continued(cx).as_ref());
         let comparison = compare_trees(
             &StepReporter { action: self, cx },
             settings,
@@ -373,8 +373,11 @@ impl SyncAction {
 
 /// The change-time rule of a new pass: since the start of the last finished pass of this
 /// step, or of the step it continues (`after:`), or, with none, against the destination's
-/// copies.
-fn changed_since(ledger: &Ledger, continued: Option<&Ledger>) -> ChangedSince {
+/// copies; none with `quick_check`.
+fn changed_since(settings: &Settings, ledger: &Ledger, continued: Option<&Ledger>) -> ChangedSince {
+    if settings.quick_check {
+        return ChangedSince::Never;
+    }
     let previous = ledger
         .previous_start()
         .or_else(|| continued.and_then(Ledger::previous_start));

@@ -17,7 +17,8 @@ pub const AUTO_START: u32 = 4;
 /// The most workers `jobs: auto` uses when `max_jobs:` is not given.
 pub const DEFAULT_MAX_JOBS: u32 = 32;
 
-/// `sync: {from, to, jobs, max_jobs, delete, bwlimit, exclude, rsync_args, verify}`.
+/// `sync: {from, to, jobs, max_jobs, delete, bwlimit, exclude, rsync_args, verify,
+/// quick_check}`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "SyncFields")]
 pub struct SyncAction {
@@ -47,6 +48,11 @@ pub struct SyncAction {
     /// End with a comparison that must find no difference.
     #[serde(default, skip_serializing_if = "Templated::is_false")]
     pub verify: Templated<bool>,
+    /// Decide what to copy by size and modification time only (rsync's quick check), without
+    /// looking for files changed with their size and time kept (by their change time): for a
+    /// destination this copy did not make, such as live homes a backup is restored into.
+    #[serde(default, skip_serializing_if = "Templated::is_false")]
+    pub quick_check: Templated<bool>,
     /// An earlier `sync` step whose copy this one continues: until this step has a pass of
     /// its own, what changed since the start of that step's last finished pass is copied
     /// whatever its size and time.
@@ -89,6 +95,8 @@ struct SyncFields {
     rsync_args: Vec<String>,
     #[serde(default)]
     verify: Templated<bool>,
+    #[serde(default)]
+    quick_check: Templated<bool>,
     after: Option<String>,
     on: Option<RunsOnFields>,
 }
@@ -238,6 +246,7 @@ impl Clone for SyncAction {
             exclude: self.exclude.clone(),
             rsync_args: self.rsync_args.clone(),
             verify: self.verify.clone(),
+            quick_check: self.quick_check.clone(),
             after: self.after.clone(),
             on: self.on.clone(),
             on_job: self.on_job.clone(),
@@ -317,6 +326,7 @@ impl TryFrom<SyncFields> for SyncAction {
             exclude: fields.exclude,
             rsync_args: fields.rsync_args,
             verify: fields.verify,
+            quick_check: fields.quick_check,
             after: fields.after,
             on,
             on_job,
@@ -628,6 +638,9 @@ pub struct Settings {
     pub hard_links: bool,
     /// Verify at the end.
     pub verify: bool,
+    /// Size and modification time only decide what is copied (`quick_check`).
+    #[serde(default)]
+    pub quick_check: bool,
 }
 
 #[cfg(test)]
@@ -645,6 +658,7 @@ impl Settings {
             rsync_args: Vec::new(),
             hard_links: false,
             verify: false,
+            quick_check: false,
         }
     }
 }
@@ -670,6 +684,7 @@ impl SyncAction {
             note(cx, "delete", Some(&self.delete))?,
             note(cx, "bwlimit", self.bwlimit.as_ref())?,
             note(cx, "verify", Some(&self.verify))?,
+            note(cx, "quick_check", Some(&self.quick_check))?,
             note(
                 cx,
                 "on.job.backoff_limit",
@@ -739,6 +754,7 @@ impl SyncAction {
             exclude,
             rsync_args,
             verify: cx.setting("verify", &self.verify)?,
+            quick_check: cx.setting("quick_check", &self.quick_check)?,
         })
     }
 }
