@@ -97,6 +97,10 @@ impl Outcome {
 pub trait NoteSink: Send + Sync {
     /// Appends a note for the step, durably.
     fn record(&self, data: serde_json::Value) -> anyhow::Result<()>;
+
+    /// Appends a note for an earlier step, durably: what a copy learns of the copy it
+    /// continues (its catch-up passes, collected when they are stopped).
+    fn record_for(&self, step: &str, data: serde_json::Value) -> anyhow::Result<()>;
 }
 
 /// What the command line says about the world the run's steps work in, the same for every
@@ -258,6 +262,15 @@ impl StepContext<'_> {
         }
     }
 
+    /// Records a note for an earlier step (see [`NoteSink::record_for`]); plans record
+    /// nothing.
+    pub fn record_note_for(&self, step: &str, data: serde_json::Value) -> anyhow::Result<()> {
+        match self.note_sink {
+            Some(sink) => sink.record_for(step, data),
+            None => Ok(()),
+        }
+    }
+
     /// Reports progress of a long action (a `progress` event; not journaled).
     pub fn progress(&self, progress: Progress) {
         self.reporter.progress(self.step_id, progress);
@@ -296,6 +309,19 @@ pub trait Action: Send + Sync + std::fmt::Debug {
     /// `sync`); the loader checks that each is an earlier step of the playbook.
     fn step_references(&self) -> Vec<(&'static str, &str)> {
         Vec::new()
+    }
+
+    /// Whether a run that goes past the step because an earlier run did it calls
+    /// [`Action::keep_going`]: a copy that keeps its destination warm.
+    fn keeps_going(&self) -> bool {
+        false
+    }
+
+    /// What a run does for a step an earlier run did, when [`Action::keeps_going`]: a copy
+    /// that keeps its destination warm makes sure its catch-up passes go on. A failure is a
+    /// warning, not the step's.
+    async fn keep_going(&self, _cx: &StepContext<'_>) -> anyhow::Result<()> {
+        Ok(())
     }
 
     /// Renames the steps [`Action::step_references`] names: an included playbook's steps

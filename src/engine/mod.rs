@@ -383,10 +383,11 @@ struct NoteWriter {
     recorded: Mutex<Vec<serde_json::Value>>,
 }
 
-impl crate::actions::NoteSink for NoteWriter {
-    fn record(&self, data: serde_json::Value) -> anyhow::Result<()> {
+impl NoteWriter {
+    /// Journals a note of `step`; `recorded` keeps those of the writer's own step.
+    fn journal_note(&self, step: &str, data: serde_json::Value) -> anyhow::Result<()> {
         let kind = EventKind::StepNote {
-            step: self.step.clone(),
+            step: step.to_string(),
             data,
         };
         let (masked, json) = masked_event(&self.run_id, &self.masker, kind)?;
@@ -398,11 +399,22 @@ impl crate::actions::NoteSink for NoteWriter {
             journal.journal.append(&json, masked.kind.needs_sync())?;
         }
         if let EventKind::StepNote { data, .. } = masked.kind
+            && step == self.step
             && let Ok(mut recorded) = self.recorded.lock()
         {
             recorded.push(data);
         }
         Ok(())
+    }
+}
+
+impl crate::actions::NoteSink for NoteWriter {
+    fn record(&self, data: serde_json::Value) -> anyhow::Result<()> {
+        self.journal_note(&self.step.clone(), data)
+    }
+
+    fn record_for(&self, step: &str, data: serde_json::Value) -> anyhow::Result<()> {
+        self.journal_note(step, data)
     }
 }
 
@@ -967,8 +979,8 @@ impl StepVisitor for RunVisitor<'_> {
                 done: true,
                 hash: None,
             });
-            return Ok(Before::Pass {
-                output: Some(output.clone().unwrap_or(serde_json::Value::Null)),
+            return Ok(Before::Done {
+                output: output.clone().unwrap_or(serde_json::Value::Null),
             });
         }
         let out_of_scope = match (&options.only, self.from_index) {

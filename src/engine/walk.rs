@@ -28,6 +28,12 @@ pub(super) enum Before {
         /// The step's registered output, if it has a `register:`.
         output: Option<serde_json::Value>,
     },
+    /// Go past a step an earlier run did, registering its output; a run lets its action
+    /// keep going ([`crate::actions::Action::keep_going`]: catch-up passes).
+    Done {
+        /// The step's registered output.
+        output: serde_json::Value,
+    },
 }
 
 /// What a visitor did with a step.
@@ -384,15 +390,18 @@ impl Walk<'_> {
         visitor: &mut V,
     ) -> anyhow::Result<(Flow<V::Output>, Option<serde_json::Value>)> {
         let id = step.id();
-        if let Before::Pass { output } = visitor.before(index, step, fresh)? {
-            return Ok((Flow::Next { evaluated: false }, output));
+        match visitor.before(index, step, fresh)? {
+            Before::Pass { output } => return Ok((Flow::Next { evaluated: false }, output)),
+            Before::Done { output } => {
+                if step.action().keeps_going() {
+                    self.keep_going(index, step, visitor).await?;
+                }
+                return Ok((Flow::Next { evaluated: false }, Some(output)));
+            }
+            Before::Evaluate => {}
         }
         let sink = visitor.note_sink(step);
-        // A step with a `context:` talks to its cluster, its lookups included.
-        let (cluster, renderer) = match self.contexts.for_step(index) {
-            Some((cluster, renderer)) => (Some(cluster), renderer),
-            None => (self.cluster, self.renderer),
-        };
+        let (cluster, renderer) = self.cluster_of(index);
         let scope_vars = self.vars.of(step.scope);
         // An item of a loop sees it as `item`.
         let item_vars = step.item.as_ref().map(|item| {
@@ -455,6 +464,56 @@ impl Walk<'_> {
             After::Stop(output) => Ok((Flow::Stop(output), None)),
             After::Failed(failure) => Ok((Flow::Failed(failure), None)),
         }
+    }
+
+    /// The cluster step `index` talks to (its `context:`'s), with the renderer whose lookups
+    /// read it.
+    fn cluster_of(&self, index: usize) -> (Option<&Cluster>, &Renderer) {
+        match self.contexts.for_step(index) {
+            Some((cluster, renderer)) => (Some(cluster), renderer),
+            None => (self.cluster, self.renderer),
+        }
+    }
+
+    /// Lets the action of a step an earlier run did keep going (a copy's catch-up passes);
+    /// what it journals is kept for the steps after it. A failure is a warning: the step
+    /// stays done.
+    async fn keep_going<V: StepVisitor>(
+        &mut self,
+        index: usize,
+        step: &Step,
+        visitor: &V,
+    ) -> anyhow::Result<()> {
+        let sink = visitor.note_sink(step);
+        let (cluster, renderer) = self.cluster_of(index);
+        let id = step.id();
+        let env = self.surroundings.process_env.clone();
+        let cx = StepContext {
+            step_id: id,
+            renderer,
+            vars: self.vars.of(step.scope),
+            env: &env,
+            reporter: self.reporter,
+            base_dir: self.playbook.base_dir_of(step),
+            cluster,
+            notes: self.notes.get(id).map_or(&[], Vec::as_slice),
+            all_notes: &self.notes,
+            note_sink: sink.as_deref().map(|sink| sink as &dyn NoteSink),
+            surroundings: self.surroundings,
+            readings: None,
+        };
+        if let Err(error) = step.action().keep_going(&cx).await {
+            self.reporter.warn(&format!("[{id}] {error:#}"));
+        }
+        let recorded = match sink {
+            Some(sink) => sink.recorded()?,
+            None => Vec::new(),
+        };
+        self.notes
+            .entry(id.to_string())
+            .or_default()
+            .extend(recorded);
+        Ok(())
     }
 
     async fn evaluate<V: StepVisitor>(

@@ -14,6 +14,10 @@
 //! `start` takes the lock, writes the request and spawns `run` in a session of its own
 //! (`setsid`), handing it the lock, then returns at once; `status` prints the state as JSON
 //! lines (`--follow` keeps printing every 2 s), and needs nothing but the directory.
+//!
+//! A copy with `repeat:` keeps the destination warm: once its first pass has a result, the
+//! agent runs a catch-up pass that often, each from the start of the previous finished pass
+//! (see [`CatchUp`]), until `stop` writes the `stop` file; a pass in flight then stops too.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -43,6 +47,8 @@ const REQUEST_FILE: &str = "request.json";
 const STATE_FILE: &str = "state.json";
 /// The agent's own output.
 const LOG_FILE: &str = "agent.log";
+/// Written by `stop`: a repeating agent ends its catch-up passes.
+const STOP_FILE: &str = "stop";
 /// How often `status --follow` prints, and the agent writes its progress.
 pub const STATUS_EVERY: Duration = Duration::from_secs(2);
 
@@ -80,6 +86,13 @@ pub enum AgentCommand {
         /// agent ends or has notes or lines past `--notes-from`/`--said-from`.
         #[arg(long, default_value_t = 0)]
         follow: u64,
+    },
+    /// Stop the catch-up passes of a repeating agent (a pass in flight stops too); prints
+    /// nothing, the agent's state says when it has ended.
+    Stop {
+        /// The agent's state directory.
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// Copy the shards of one index of an Indexed Job (`on: {job: ...}`), in the foreground:
     /// the request is in `RUNBOOK_SYNC_JOB`, the state goes to `DIR/INDEX`.
@@ -135,6 +148,54 @@ pub struct AgentRequest {
     /// The notes of the step this one continues (`after:`).
     #[serde(default)]
     pub continued: Option<Vec<serde_json::Value>>,
+    /// `repeat:`: seconds between catch-up passes once the first pass has a result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_secs: Option<u64>,
+    /// Go straight to the catch-up passes, the first one at once: an earlier agent of the
+    /// step did its first pass, and died.
+    #[serde(default)]
+    pub catch_up_now: bool,
+}
+
+/// The catch-up passes of a repeating agent, in its state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CatchUp {
+    /// Seconds between two passes.
+    pub every_secs: u64,
+    /// The passes that started, in order.
+    pub passes: Vec<CatchUpPass>,
+    /// When the next pass starts (RFC 3339), while the agent waits for it.
+    #[serde(default)]
+    pub next: Option<String>,
+    /// `stop` was asked: no pass starts any more.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+/// One catch-up pass: what the journal keeps of it once collected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatchUpPass {
+    /// Its pass number in the step.
+    pub pass: u32,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// When it ended, once it has.
+    #[serde(default)]
+    pub ended: Option<String>,
+    /// `running`, `done`, `failed` or `stopped` (by `stop`, in flight).
+    pub state: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Entries it compared (the source's).
+    #[serde(default)]
+    pub entries: u64,
+    /// Entries it copied.
+    #[serde(default)]
+    pub files: u64,
+    /// Bytes it copied.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// Something the agent said, in order.
@@ -210,9 +271,12 @@ pub struct AgentState {
     /// The shards (their index in the pass's plan) its workers copy now, for `status`'s grid.
     #[serde(default)]
     pub running_shards: Vec<usize>,
-    /// How it ended, once it has.
+    /// How it ended, once it has (a repeating agent: its first pass).
     #[serde(default)]
     pub result: Option<AgentResult>,
+    /// Its catch-up passes, when it repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUp>,
 }
 
 impl AgentState {
@@ -236,6 +300,7 @@ impl AgentState {
             board: Vec::new(),
             running_shards: Vec::new(),
             result: None,
+            catch_up: None,
         }
     }
 }
@@ -326,6 +391,7 @@ pub fn run_command(command: AgentCommand) -> ExitCode {
             follow,
         } => status(&dir, notes_from, said_from, Duration::from_secs(follow)),
         AgentCommand::Shards { dir, index } => shards(&dir, index),
+        AgentCommand::Stop { dir } => stop(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -563,6 +629,15 @@ fn run(dir: &Path, lock_fd: RawFd) -> anyhow::Result<()> {
     };
     reporter.update(false, |_| {})?;
     let runtime = agent_runtime()?;
+    if let Some(every) = request.repeat_secs.filter(|_| request.catch_up_now) {
+        reporter.update(true, |state| {
+            state.catch_up = Some(CatchUp {
+                every_secs: every,
+                ..CatchUp::default()
+            });
+        })?;
+        return catch_up(dir, &request, &reporter, &runtime, 0);
+    }
     let ledger = Ledger::read(&request.notes);
     let continued = request.continued.as_deref().map(Ledger::read);
     let pass = CopyPass::new(
@@ -586,7 +661,166 @@ fn run(dir: &Path, lock_fd: RawFd) -> anyhow::Result<()> {
             },
         },
     };
-    reporter.update(true, |state| state.result = Some(result))
+    let done = matches!(result, AgentResult::Done { .. });
+    reporter.update(true, |state| {
+        state.result = Some(result);
+        if let Some(every_secs) = request.repeat_secs.filter(|_| done) {
+            state.catch_up = Some(CatchUp {
+                every_secs,
+                ..CatchUp::default()
+            });
+        }
+    })?;
+    match request.repeat_secs {
+        Some(every) if done => catch_up(dir, &request, &reporter, &runtime, every),
+        _ => Ok(()),
+    }
+}
+
+/// The catch-up passes of a repeating agent: the first `first_wait` seconds from now, then
+/// one every `repeat_secs` after the previous one ended, each continuing the step's notes (so it copies what changed since the start
+/// of the last finished pass), until `stop`. A failed pass is recorded and the next one
+/// tries again.
+fn catch_up(
+    dir: &Path,
+    request: &AgentRequest,
+    reporter: &StateReporter,
+    runtime: &tokio::runtime::Runtime,
+    first_wait: u64,
+) -> anyhow::Result<()> {
+    let stop_file = dir.join(STOP_FILE);
+    let continued = request.continued.as_deref().map(Ledger::read);
+    let every = request.repeat_secs.unwrap_or(first_wait);
+    let mut wait = first_wait;
+    loop {
+        let next = jiff::Timestamp::now() + Duration::from_secs(wait);
+        wait = every;
+        reporter.update(false, |state| {
+            if let Some(catch_up) = &mut state.catch_up {
+                catch_up.next = Some(next.to_string());
+            }
+        })?;
+        while jiff::Timestamp::now() < next && !stop_file.exists() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if stop_file.exists() {
+            return reporter.update(true, |state| mark_stopped(state, None));
+        }
+        let mut notes = request.notes.clone();
+        let own = reporter
+            .state
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a copy thread panicked"))?
+            .notes
+            .clone();
+        notes.extend(
+            own.iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        let ledger = Ledger::read(&notes);
+        let number = ledger.next_pass();
+        let started = jiff::Timestamp::now().to_string();
+        reporter.update(true, |state| {
+            if let Some(catch_up) = &mut state.catch_up {
+                catch_up.next = None;
+                catch_up.passes.push(CatchUpPass {
+                    pass: number,
+                    started,
+                    ended: None,
+                    state: "running".into(),
+                    error: None,
+                    entries: 0,
+                    files: 0,
+                    bytes: 0,
+                });
+            }
+        })?;
+        let pass = CopyPass::new(
+            &request.settings,
+            &ledger,
+            continued.as_ref(),
+            reporter,
+            None,
+        );
+        // The pass stops with the agent's `stop`: dropping it stops its walk and its rsyncs.
+        let outcome = runtime.block_on(async {
+            tokio::select! {
+                outcome = pass.run() => Some(outcome),
+                () = stop_asked(&stop_file) => None,
+            }
+        });
+        let Some(outcome) = outcome else {
+            return reporter.update(true, |state| mark_stopped(state, Some("stopped")));
+        };
+        let error = outcome.err().map(|error| format!("{error:#}"));
+        reporter.update(true, |state| {
+            let totals = pass_totals(&state.notes, number);
+            if let Some(last) = state.catch_up.as_mut().and_then(|c| c.passes.last_mut()) {
+                last.ended = Some(jiff::Timestamp::now().to_string());
+                last.state = if error.is_some() { "failed" } else { "done" }.into();
+                last.error = error;
+                (last.entries, last.files, last.bytes) = totals;
+            }
+        })?;
+    }
+}
+
+/// Waits until the `stop` file exists.
+async fn stop_asked(stop_file: &Path) {
+    while !stop_file.exists() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A repeating agent's state once `stop` was asked: no next pass, and the pass in flight
+/// (if `in_flight` says how it ended) ended.
+fn mark_stopped(state: &mut AgentState, in_flight: Option<&str>) {
+    let totals_of = |number| pass_totals(&state.notes, number);
+    let totals = state
+        .catch_up
+        .as_ref()
+        .and_then(|catch_up| catch_up.passes.last())
+        .map(|last| totals_of(last.pass));
+    if let Some(catch_up) = &mut state.catch_up {
+        catch_up.stopped = true;
+        catch_up.next = None;
+        if let (Some(how), Some(last), Some(totals)) =
+            (in_flight, catch_up.passes.last_mut(), totals)
+            && last.ended.is_none()
+        {
+            last.ended = Some(jiff::Timestamp::now().to_string());
+            last.state = how.into();
+            (last.entries, last.files, last.bytes) = totals;
+        }
+    }
+}
+
+/// What a pass compared and copied so far, from its notes: its plan's entries, and the
+/// entries and bytes of its finished shards.
+fn pass_totals(notes: &[Note], number: u32) -> (u64, u64, u64) {
+    let mut totals = (0, 0, 0);
+    for note in notes {
+        match note {
+            Note::Pass(record) if record.pass == number => {
+                totals.0 = record.shards.iter().map(|shard| shard.files).sum();
+            }
+            Note::Shard {
+                pass, files, bytes, ..
+            } if *pass == number => {
+                totals.1 += files;
+                totals.2 += bytes;
+            }
+            _ => {}
+        }
+    }
+    totals
+}
+
+/// `stop`: asks a repeating agent to end its catch-up passes.
+fn stop(dir: &Path) -> anyhow::Result<()> {
+    std::fs::write(dir.join(STOP_FILE), b"")
+        .with_context(|| format!("cannot ask the agent in {} to stop", dir.display()))
 }
 
 /// `shards`: copies one Job index's shards, then fails (exit 1) if any failed, so that the

@@ -121,6 +121,13 @@ pub fn detached_copies(
     steps.sort_by(|a, b| a.0.cmp(b.0));
     for (step, notes) in steps {
         let (_, collected) = journaled_agents(notes);
+        let stopped: std::collections::HashSet<String> = notes
+            .iter()
+            .filter_map(|note| match serde_json::from_value::<Note>(note.clone()) {
+                Ok(Note::CatchUpStopped { agent }) => Some(agent),
+                _ => None,
+            })
+            .collect();
         let ledger = super::pass::Ledger::read(notes);
         let journaled = ledger.last().map(|pass| JournaledPass {
             pass: pass.record.pass,
@@ -136,17 +143,23 @@ pub fn detached_copies(
             })
             .next_back();
         let copy = match last {
-            Some(Note::Agent(record)) if !collected.contains(&record.agent) => DetachedCopy {
-                step: step.clone(),
-                kind: "pod",
-                namespace: record.namespace.clone(),
-                name: record.pod.clone(),
-                agent: record.agent.clone(),
-                started: record.started.clone(),
-                journaled,
-                live: None,
-                runs_as: RunsAs::Pod(record),
-            },
+            // Not collected yet, or collected and keeping the destination warm.
+            Some(Note::Agent(record))
+                if !collected.contains(&record.agent)
+                    || record.repeat_secs.is_some() && !stopped.contains(&record.agent) =>
+            {
+                DetachedCopy {
+                    step: step.clone(),
+                    kind: "pod",
+                    namespace: record.namespace.clone(),
+                    name: record.pod.clone(),
+                    agent: record.agent.clone(),
+                    started: record.started.clone(),
+                    journaled,
+                    live: None,
+                    runs_as: RunsAs::Pod(record),
+                }
+            }
             Some(Note::Job(record)) if !collected.contains(&record.name) => DetachedCopy {
                 step: step.clone(),
                 kind: "job",
@@ -202,6 +215,7 @@ async fn pod_copy_now(cluster: &Cluster, record: &AgentRecord) -> LiveCopy {
     });
     let (word, detail) = match state {
         None => ("unreachable", "(its pod does not answer now)".to_string()),
+        Some((alive, state)) if state.catch_up.is_some() => catching_up(alive, state),
         Some((_, state)) if state.result.is_some() => (
             "finished",
             "finished in the pod; `runbook run` again collects it".to_string(),
@@ -227,6 +241,52 @@ async fn pod_copy_now(cluster: &Cluster, record: &AgentRecord) -> LiveCopy {
         state: word,
         detail,
         running_shards,
+    }
+}
+
+/// The state word and the detail of a repeating agent whose first pass is done.
+fn catching_up(alive: bool, state: &super::agent::AgentState) -> (&'static str, String) {
+    let Some(catch_up) = &state.catch_up else {
+        return ("finished", String::new());
+    };
+    let every = crate::syntax::HumanDuration(Duration::from_secs(catch_up.every_secs));
+    let last = catch_up
+        .passes
+        .iter()
+        .rev()
+        .find(|pass| pass.ended.is_some())
+        .map(|pass| format!("; last: {}", super::catch_up::describe(&state.step, pass)))
+        .unwrap_or_default();
+    let count = catch_up.passes.len();
+    if !alive {
+        let why = if catch_up.stopped {
+            "stopped"
+        } else {
+            "the agent is gone; `runbook run` again starts them again"
+        };
+        return (
+            "stopped",
+            format!("catch-up passes every {every}: {count} ran, {why}{last}"),
+        );
+    }
+    match (&catch_up.next, catch_up.passes.last()) {
+        (Some(next), _) => (
+            "waiting",
+            format!("catch-up passes every {every}: {count} so far, the next at {next}{last}"),
+        ),
+        (None, Some(pass)) => (
+            "running",
+            format!(
+                "catch-up pass {} running: {}{last}",
+                pass.pass,
+                state
+                    .board
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "comparing the trees".to_string())
+            ),
+        ),
+        (None, None) => ("running", format!("catch-up passes every {every}")),
     }
 }
 

@@ -14,6 +14,7 @@
 //! `on: {job: ...}` here but for the shards, which an Indexed Job copies ([`job`]).
 
 mod agent;
+mod catch_up;
 mod compare;
 mod copy_pass;
 mod detached;
@@ -86,11 +87,20 @@ impl SyncAction {
         notes
     }
 
+    /// The notes of the step this one continues (`after:`): the journal's, and the catch-up
+    /// passes this process collected from its agent.
+    fn continued_notes(&self, cx: &StepContext<'_>) -> Option<Vec<serde_json::Value>> {
+        let step = self.after.as_deref()?;
+        let mut notes = cx.notes_of(step).to_vec();
+        if let Ok(caught_up) = self.caught_up.lock() {
+            notes.extend(caught_up.iter().cloned());
+        }
+        Some(notes)
+    }
+
     /// The ledger of the step this one continues (`after:`).
     fn continued(&self, cx: &StepContext<'_>) -> Option<Ledger> {
-        self.after
-            .as_deref()
-            .map(|step| Ledger::read(cx.notes_of(step)))
+        self.continued_notes(cx).map(|notes| Ledger::read(&notes))
     }
 
     fn note(&self, cx: &StepContext<'_>, note: &Note) -> anyhow::Result<()> {
@@ -229,6 +239,14 @@ impl Action for SyncAction {
         self.on.is_some() || self.on_job.is_some()
     }
 
+    fn keeps_going(&self) -> bool {
+        self.repeat.is_some()
+    }
+
+    async fn keep_going(&self, cx: &StepContext<'_>) -> anyhow::Result<()> {
+        catch_up::keep_going(self, cx).await
+    }
+
     async fn check(&self, _cx: &StepContext<'_>) -> anyhow::Result<Check> {
         // The copy is incremental: running it again copies only what differs.
         Ok(Check::Pending)
@@ -269,6 +287,14 @@ impl Action for SyncAction {
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
         let settings = self.settings(cx)?;
+        // The copy this one continues may still be kept warm: its catch-up passes stop
+        // first, and what they did counts.
+        if let Some(after) = &self.after {
+            let caught_up = catch_up::stop_before_continuing(cx, after).await?;
+            if let Ok(mut kept) = self.caught_up.lock() {
+                kept.extend(caught_up);
+            }
+        }
         let notes = self.notes(cx);
         if self.on.is_some() {
             return remote::apply(self, cx, settings, notes).await;

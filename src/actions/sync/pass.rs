@@ -133,6 +133,15 @@ pub enum Note {
         /// Whether it succeeded.
         ok: bool,
     },
+    /// A catch-up pass of a repeating copy (`repeat:`), collected from its agent: when it
+    /// started and ended, how it ended, what it compared and copied.
+    CatchUp(Box<super::agent::CatchUpPass>),
+    /// The catch-up passes of an agent are over: the step that continues the copy stopped
+    /// them; no later run starts them again.
+    CatchUpStopped {
+        /// The agent's id.
+        agent: String,
+    },
 }
 
 /// An Indexed Job that copies the shards of a pass.
@@ -172,6 +181,9 @@ pub struct AgentRecord {
     pub binary: String,
     /// When it was started (RFC 3339).
     pub started: String,
+    /// `repeat:`: it runs a catch-up pass this often once its first pass has a result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_secs: Option<u64>,
 }
 
 impl Note {
@@ -188,6 +200,8 @@ impl Note {
             Note::Agent(record) => format!("agent {}", record.agent),
             Note::Job(record) => format!("job {}", record.name),
             Note::Collected { agent, .. } => format!("collected {agent}"),
+            Note::CatchUp(pass) => format!("catch-up {} {}", pass.pass, pass.state),
+            Note::CatchUpStopped { agent } => format!("catch-up stopped {agent}"),
         }
     }
 }
@@ -375,7 +389,12 @@ impl Ledger {
                         state.done = true;
                     }
                 }
-                Note::Agent(_) | Note::Job(_) | Note::Collected { .. } | Note::Workers { .. } => {}
+                Note::Agent(_)
+                | Note::Job(_)
+                | Note::Collected { .. }
+                | Note::Workers { .. }
+                | Note::CatchUp(_)
+                | Note::CatchUpStopped { .. } => {}
             }
         }
         Ledger { passes }

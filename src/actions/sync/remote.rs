@@ -325,8 +325,14 @@ pub(super) async fn apply(
     install_agent(&pod, cx, &binary).await?;
     ensure_rsync(&pod, cx).await?;
 
+    let repeat_secs = action.repeat_secs(cx)?;
+    let mut notes = notes;
     let (ours, collected) = journaled_agents(&notes);
     let found = status_once(&pod, &binary, &dir).await?;
+    let start = AgentStart {
+        repeat_secs,
+        catch_up_now: false,
+    };
     let agent = match &found.state {
         Some(state) if ours.contains(&state.agent) && !collected.contains(&state.agent) => {
             let how = if state.result.is_some() {
@@ -345,6 +351,24 @@ pub(super) async fn apply(
             ));
             state.agent.clone()
         }
+        // This step's agent, repeating (or stopped in its catch-up passes): its passes are
+        // collected, and a new agent runs a pass now (`run --only STEP`).
+        Some(state) if ours.contains(&state.agent) && state.catch_up.is_some() => {
+            let record = AgentRecord {
+                agent: state.agent.clone(),
+                namespace: pod.namespace.clone(),
+                pod: pod.name.clone(),
+                container: pod.container.clone(),
+                dir: dir.clone(),
+                binary: binary.clone(),
+                started: state.started.clone(),
+                repeat_secs: None,
+            };
+            let collected =
+                super::catch_up::stop_own(cx, &pod, &record, found.alive, &notes).await?;
+            notes.extend(collected);
+            start_agent(action, cx, &pod, &settings, &notes, (&binary, &dir), start).await?
+        }
         Some(state) if found.alive => {
             anyhow::bail!(
                 "a copy is already running in {} with the state directory {dir} (agent {}, pid {}, started {}), started by another run\nhelp: wait for it to end, or stop it (`kill {}` in the pod), then run again",
@@ -355,20 +379,29 @@ pub(super) async fn apply(
                 state.pid
             );
         }
-        _ => start_agent(action, cx, &pod, &settings, &notes, &binary, &dir).await?,
+        _ => start_agent(action, cx, &pod, &settings, &notes, (&binary, &dir), start).await?,
     };
     watch(action, cx, &pod, &binary, &dir, &agent, &notes).await
 }
 
-/// Journals a new agent, then starts it.
-async fn start_agent(
+/// How a new agent starts: whether it repeats, and whether it goes straight to its
+/// catch-up passes (the first pass was done by an agent that died).
+pub(super) struct AgentStart {
+    /// `repeat:`, in seconds.
+    pub repeat_secs: Option<u64>,
+    /// Its first pass is a catch-up pass, and nobody waits for its result.
+    pub catch_up_now: bool,
+}
+
+/// Journals a new agent, then starts it in `place` (the binary and the agent's directory).
+pub(super) async fn start_agent(
     action: &SyncAction,
     cx: &StepContext<'_>,
     pod: &Pod<'_>,
     settings: &Settings,
     notes: &[serde_json::Value],
-    binary: &str,
-    dir: &str,
+    (binary, dir): (&str, &str),
+    start: AgentStart,
 ) -> anyhow::Result<String> {
     let agent = new_agent_id();
     let record = AgentRecord {
@@ -379,6 +412,7 @@ async fn start_agent(
         dir: dir.to_string(),
         binary: binary.to_string(),
         started: jiff::Timestamp::now().to_string(),
+        repeat_secs: start.repeat_secs,
     };
     // Journaled first: whatever happens to this process next, a later run knows the agent
     // in that directory is this step's.
@@ -388,10 +422,9 @@ async fn start_agent(
         step: cx.step_id.to_string(),
         settings: settings.clone(),
         notes: notes.to_vec(),
-        continued: action
-            .after
-            .as_deref()
-            .map(|step| cx.notes_of(step).to_vec()),
+        continued: action.continued_notes(cx),
+        repeat_secs: start.repeat_secs,
+        catch_up_now: start.catch_up_now,
     };
     let request = Bytes::from(serde_json::to_vec(&request)?);
     for _ in 0..EXEC_TRIES {
@@ -476,6 +509,7 @@ mod tests {
             dir: "/var/tmp/runbook-sync/copy-x".into(),
             binary: "/var/tmp/runbook-sync/bin/runbook".into(),
             started: "t".into(),
+            repeat_secs: None,
         }))
     }
 

@@ -48,6 +48,10 @@ pub struct SyncAction {
     /// End with a comparison that must find no difference.
     #[serde(default, skip_serializing_if = "Templated::is_false")]
     pub verify: Templated<bool>,
+    /// Keep the destination warm: a copy detached in a pod (`on:`) runs a catch-up pass this
+    /// often after its first one, until the step that continues it (`after:`) starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<Templated<Repeat>>,
     /// Decide what to copy by size and modification time only (rsync's quick check), without
     /// looking for files changed with their size and time kept (by their change time): for a
     /// destination this copy did not make, such as live homes a backup is restored into.
@@ -77,6 +81,10 @@ pub struct SyncAction {
     /// before it finished.
     #[serde(skip)]
     pub(super) session_notes: Mutex<Vec<serde_json::Value>>,
+    /// Notes of the step this one continues that this process collected: the catch-up
+    /// passes it stopped before it started (see [`super::catch_up`]).
+    #[serde(skip)]
+    pub(super) caught_up: Mutex<Vec<serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +105,7 @@ struct SyncFields {
     verify: Templated<bool>,
     #[serde(default)]
     quick_check: Templated<bool>,
+    repeat: Option<Templated<Repeat>>,
     after: Option<String>,
     on: Option<RunsOnFields>,
 }
@@ -247,10 +256,12 @@ impl Clone for SyncAction {
             rsync_args: self.rsync_args.clone(),
             verify: self.verify.clone(),
             quick_check: self.quick_check.clone(),
+            repeat: self.repeat.clone(),
             after: self.after.clone(),
             on: self.on.clone(),
             on_job: self.on_job.clone(),
             session_notes: Mutex::default(),
+            caught_up: Mutex::default(),
         }
     }
 }
@@ -316,6 +327,23 @@ impl TryFrom<SyncFields> for SyncAction {
             Some(on) => on.check()?,
             None => (None, None),
         };
+        if let Some(repeat) = &fields.repeat {
+            if on.is_none() {
+                return Err(ValueError::new(
+                    "`repeat:` keeps a copy detached in a pod warm, and this copy is not one",
+                    "give the step `on: {pod: ..., namespace: ...}` (a copy in a Job or in runbook itself does not repeat), or leave `repeat:` out",
+                )
+                .about_key("repeat")
+                .to_string());
+            }
+            if let Templated::Literal(every) = repeat {
+                every.check_minimum().map_err(|message| {
+                    ValueError::new(message, REPEAT_HELP)
+                        .about_key("repeat")
+                        .to_string()
+                })?;
+            }
+        }
         Ok(SyncAction {
             from: fields.from,
             to: fields.to,
@@ -327,10 +355,12 @@ impl TryFrom<SyncFields> for SyncAction {
             rsync_args: fields.rsync_args,
             verify: fields.verify,
             quick_check: fields.quick_check,
+            repeat: fields.repeat,
             after: fields.after,
             on,
             on_job,
             session_notes: Mutex::new(Vec::new()),
+            caught_up: Mutex::new(Vec::new()),
         })
     }
 }
@@ -348,6 +378,82 @@ pub enum Jobs {
 
 const JOBS_HELP: &str =
     "for example `jobs: 4`, or `jobs: auto` (the default) to let the copy tune its workers";
+const REPEAT_HELP: &str = "for example `repeat: 30m`, or `repeat: never`";
+
+/// `repeat:`: how often a detached copy runs a catch-up pass, or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeat(pub Option<std::time::Duration>);
+
+impl Repeat {
+    /// The shortest `repeat:`: a pass every few seconds would keep the servers busy for
+    /// nothing. `RUNBOOK_REPEAT_MIN_SECS` lowers it, for tests.
+    fn minimum() -> std::time::Duration {
+        let secs = std::env::var("RUNBOOK_REPEAT_MIN_SECS")
+            .ok()
+            .and_then(|secs| secs.parse().ok())
+            .unwrap_or(60);
+        std::time::Duration::from_secs(secs)
+    }
+
+    /// Refuses a repeat shorter than [`Repeat::minimum`].
+    pub fn check_minimum(self) -> Result<(), String> {
+        let minimum = Self::minimum();
+        match self.0 {
+            Some(every) if every < minimum => Err(format!(
+                "`repeat: {}` is shorter than {}: a catch-up pass that often keeps the file servers busy for nothing",
+                crate::syntax::HumanDuration(every),
+                crate::syntax::HumanDuration(minimum)
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Repeat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(every) => crate::syntax::HumanDuration(every).fmt(f),
+            None => f.write_str("never"),
+        }
+    }
+}
+
+impl Serialize for Repeat {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl Setting for Repeat {
+    const EXPECTED: &'static str = "a duration such as 30m or 1h, or never";
+
+    fn from_number(seconds: u64) -> Result<Self, ValueError> {
+        Ok(Repeat(
+            (seconds > 0).then(|| std::time::Duration::from_secs(seconds)),
+        ))
+    }
+
+    fn from_negative(_: i64) -> Result<Self, ValueError> {
+        Err(ValueError::new("`{key}` cannot be negative", REPEAT_HELP))
+    }
+
+    fn from_text(text: &str) -> Option<Self> {
+        match text.trim() {
+            "never" | "" => Some(Repeat(None)),
+            text => crate::syntax::HumanDuration::parse(text)
+                .ok()
+                .map(|every| Repeat(Some(every.0))),
+        }
+    }
+
+    fn not_a_value(text: &str) -> ValueError {
+        ValueError::new(
+            format!("`{{key}}` must be a duration such as 30m, or never, not `{text}`"),
+            REPEAT_HELP,
+        )
+    }
+}
+
 const MAX_JOBS_HELP: &str = "for example `max_jobs: 32` (the default); `jobs: auto` starts at 4 workers and never goes above `max_jobs`";
 
 impl fmt::Display for Jobs {
