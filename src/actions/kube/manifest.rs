@@ -103,8 +103,11 @@ pub fn check_manifest(manifest: &serde_json::Value) -> Result<&'static Kind, Man
     {
         return Err(ManifestProblem::NoName { kind });
     }
-    kind.validate(manifest)
-        .map_err(|detail| ManifestProblem::Invalid { kind, detail })?;
+    if let Some(validator) = kind.validator() {
+        validator
+            .validate(manifest)
+            .map_err(|detail| ManifestProblem::Invalid { kind, detail })?;
+    }
     Ok(kind)
 }
 
@@ -219,7 +222,10 @@ impl ManifestText {
             }
             ManifestProblem::NoName { .. } => at_key(|head| head.metadata.as_ref()),
             ManifestProblem::Invalid { kind, .. } => {
-                if let Err(error) = kind.validate_yaml(&self.text) {
+                if let Some(Err(error)) = kind
+                    .validator()
+                    .map(|validator| validator.validate_yaml(&self.text))
+                {
                     let local = Source::new(self.source.path.clone(), self.text.as_str());
                     let explained = Diagnostic::from_yaml(&local, &error);
                     if let Some(location) = explained.location {
