@@ -38,8 +38,9 @@ pub struct Kind {
 pub enum Schema {
     /// A k8s-openapi type: field types and required fields are checked here.
     Typed(Validator),
-    /// A custom resource's kind: its schema is the CustomResourceDefinition's, which only
-    /// the server holds, so nothing here checks its fields.
+    /// A kind learnt from a cluster: a custom resource's (its schema is the
+    /// CustomResourceDefinition's, which only the server holds) or any built-in kind the
+    /// table lacks. Nothing here checks its fields.
     Custom {
         /// Whether the definition declares the `status` subresource (writes to the object
         /// then keep its status, and `/status` writes only the status).
@@ -109,7 +110,7 @@ impl Kind {
         }
     }
 
-    /// Whether the kind is a custom resource's (learnt from the cluster, not in the table).
+    /// Whether the kind was learnt from a cluster (a custom resource's), not from the table.
     pub fn is_custom(&self) -> bool {
         matches!(self.schema, Schema::Custom { .. })
     }

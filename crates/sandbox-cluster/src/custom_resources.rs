@@ -360,6 +360,37 @@ mod tests {
     }
 
     #[test]
+    fn saved_objects_load_after_their_definition() {
+        let cluster = Cluster::new(7);
+        cluster
+            .write(|state| state.create(definitions(), "", data_migrates(), &write()))
+            .expect("the definition is created");
+        let kind = cluster
+            .read(|state| state.served_kind_of("data.fluid.io/v1alpha1", "DataMigrate"))
+            .expect("served");
+        let migrate = json!({"apiVersion": "data.fluid.io/v1alpha1", "kind": "DataMigrate", "metadata": {"name": "m"}});
+        cluster
+            .write(|state| state.create(kind, "default", migrate, &write()))
+            .expect("created");
+        // A snapshot lists the object before its definition (`data.fluid.io` sorts first).
+        let mut items = cluster.read(State::snapshot)["items"]
+            .as_array()
+            .cloned()
+            .expect("items");
+        items.reverse();
+        let restored = Cluster::new(8);
+        let loaded = restored
+            .write(|state| state.load_objects(items, std::path::Path::new("state.yaml")))
+            .expect("the state loads");
+        assert!(loaded >= 2);
+        assert!(
+            restored
+                .read(|state| state.get(kind, "default", "m"))
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn a_definition_is_checked() {
         let mut errors = Vec::new();
         validate(&data_migrates(), &mut errors);
