@@ -10,6 +10,7 @@ mod blocks;
 mod ci_window;
 mod cluster_state;
 mod contexts;
+mod custom_kinds;
 mod fleet;
 mod includes;
 mod interrupts;

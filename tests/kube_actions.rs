@@ -266,15 +266,16 @@ fn a_bad_kubeconfig_or_context_is_invalid_input_and_sends_nothing() {
 }
 
 #[test]
-fn an_unknown_kind_is_rejected_when_loading() {
+fn a_typo_of_a_known_kind_is_rejected_when_loading() {
     Test::new()
         .playbook(
-            "runbook: 1\nname: k\nsteps:\n  - id: get\n    kube.get: {kind: Gadget, name: x}\n",
+            "runbook: 1\nname: k\nsteps:\n  - id: get\n    kube.get: {kind: Secrte, name: x}\n",
         )
         .args(["validate", "playbook.yaml"])
         .run()
         .status(2)
-        .stderr_has("unknown kind `Gadget`")
+        .stderr_has("unknown kind `Secrte`")
+        .stderr_has("did you mean `Secret`?")
         .stderr_has("playbook.yaml:5:");
 }
 
@@ -445,7 +446,7 @@ steps:
     rendered
         .run_args(&["run", "playbook.yaml"])
         .status(2)
-        .stderr_has("invalid input: `manifest` (rendered): unknown kind `Gadget` in `v1`");
+        .stderr_has("the cluster does not serve a kind `Gadget` in `v1`");
 }
 
 #[test]

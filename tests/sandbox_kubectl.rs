@@ -941,3 +941,119 @@ fn stateful_sets_scale_and_go_with_their_pods() {
     assert_eq!(sandbox.ok(&["get", "pods", "-o", "name"]), "");
     assert_eq!(sandbox.ok(&["get", "pvc", "-o", "name"]).lines().count(), 2);
 }
+
+/// A trimmed Fluid `DataMigrate` definition (data.fluid.io), with its status subresource.
+const DATA_MIGRATE_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: datamigrates.data.fluid.io
+spec:
+  group: data.fluid.io
+  names: {kind: DataMigrate, plural: datamigrates, singular: datamigrate, listKind: DataMigrateList, shortNames: [dm]}
+  scope: Namespaced
+  versions:
+    - name: v1alpha1
+      served: true
+      storage: true
+      subresources: {status: {}}
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+";
+
+#[test]
+fn custom_resources_are_served_once_defined() {
+    let sandbox = Sandbox::start(HUB);
+    let migrate = sandbox.file(
+        "migrate.yaml",
+        "apiVersion: data.fluid.io/v1alpha1\nkind: DataMigrate\nmetadata: {name: jfs-migrate, namespace: staging}\nspec:\n  image: juicefs-fuse\n  to: {dataset: {name: jfsdemo, path: /dir1}}\n",
+    );
+    // Not served before its definition exists.
+    sandbox.fails(&["apply", "-f", &migrate]);
+
+    let definition = sandbox.file("crd.yaml", DATA_MIGRATE_CRD);
+    assert_eq!(
+        sandbox.ok(&["apply", "-f", &definition]),
+        "customresourcedefinition.apiextensions.k8s.io/datamigrates.data.fluid.io created\n"
+    );
+    sandbox.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/datamigrates.data.fluid.io",
+        "--timeout=30s",
+    ]);
+    assert!(
+        sandbox
+            .ok(&["api-resources", "--api-group=data.fluid.io"])
+            .contains("datamigrates")
+    );
+    assert_eq!(
+        sandbox.ok(&["apply", "-f", &migrate]),
+        "datamigrate.data.fluid.io/jfs-migrate created\n"
+    );
+    assert_eq!(
+        sandbox.ok(&["apply", "-f", &migrate]),
+        "datamigrate.data.fluid.io/jfs-migrate unchanged\n"
+    );
+    let listed = sandbox.ok(&["get", "datamigrates", "-n", "staging"]);
+    assert!(
+        listed.starts_with("NAME") && listed.contains("jfs-migrate"),
+        "{listed}"
+    );
+    let object = sandbox.json(&["get", "DataMigrate", "jfs-migrate", "-n", "staging"]);
+    assert_eq!(object["spec"]["to"]["dataset"]["path"], "/dir1");
+
+    // Status goes through its subresource, as a controller writes it.
+    sandbox.ok(&[
+        "patch",
+        "datamigrate",
+        "jfs-migrate",
+        "-n",
+        "staging",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Complete"}}"#,
+    ]);
+    sandbox.ok(&[
+        "wait",
+        "datamigrate/jfs-migrate",
+        "-n",
+        "staging",
+        "--for=jsonpath={.status.phase}=Complete",
+        "--timeout=30s",
+    ]);
+    // A JSON patch and a server-side apply of the spec keep the status.
+    sandbox.ok(&[
+        "patch",
+        "datamigrate",
+        "jfs-migrate",
+        "-n",
+        "staging",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/image","value":"juicefs-nightly"}]"#,
+    ]);
+    sandbox.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        &migrate,
+    ]);
+    let object = sandbox.json(&["get", "dm.data.fluid.io", "jfs-migrate", "-n", "staging"]);
+    assert_eq!(
+        (&object["spec"]["image"], &object["status"]["phase"]),
+        (&Value::from("juicefs-fuse"), &Value::from("Complete"))
+    );
+
+    // Without its definition the kind is not served (kubectl, whose discovery is cached,
+    // learns it from the 404 of the list), and its objects are gone.
+    sandbox.ok(&["delete", "-f", &definition, "--wait=true"]);
+    let gone = sandbox.fails(&["get", "datamigrates", "-n", "staging"]);
+    assert!(
+        gone.contains("NotFound") && gone.contains("datamigrates"),
+        "{gone}"
+    );
+}

@@ -213,6 +213,8 @@ pub struct Cluster {
     options: ClusterOptions,
     /// The API server's URL: two contexts may name the same cluster.
     server: String,
+    /// The kinds its discovery found, once asked (see [`super::discovery`]).
+    pub(super) discovered: super::discovery::Discovered,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -367,6 +369,7 @@ impl Cluster {
             readings: None,
             options: options.clone(),
             server,
+            discovered: super::discovery::Discovered::default(),
         })
     }
 
@@ -377,6 +380,11 @@ impl Cluster {
             readings: Some(readings),
             ..self.clone()
         }
+    }
+
+    /// The client, for discovery.
+    pub(super) fn client(&self) -> &kube::Client {
+        &self.client
     }
 
     /// The API server's URL (two contexts may name the same cluster).

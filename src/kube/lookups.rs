@@ -14,14 +14,12 @@ fn invalid(message: String) -> Error {
         .with_source(crate::failure::InvalidInput::new(message))
 }
 
-fn kind_named(name: &str) -> Result<&'static Kind, Error> {
-    find_kind(name).ok_or_else(|| {
-        let known: Vec<&str> = super::kinds().iter().map(|kind| kind.kind).collect();
-        invalid(format!(
-            "unknown kind `{name}`; known kinds: {}",
-            known.join(", ")
-        ))
-    })
+/// The kind a lookup names: a kind of the table, or one the cluster serves.
+fn kind_named(cluster: &Cluster, name: &str) -> Result<&'static Kind, Error> {
+    match find_kind(name) {
+        Some(kind) => Ok(kind),
+        None => block_on(cluster.served_kind(name))?.map_err(|error| invalid(error.to_string())),
+    }
 }
 
 /// Runs a cluster request from inside a (synchronous) template function. Templates are
@@ -70,7 +68,7 @@ pub fn register(env: &mut Environment<'static>, cluster: Option<Cluster>) {
             };
             options.assert_all_used()?;
             let cluster = for_get.as_ref().ok_or_else(|| no_cluster("kube_get"))?;
-            let kind = kind_named(&kind)?;
+            let kind = kind_named(cluster, &kind)?;
             let object = block_on(cluster.get(kind, &name, namespace.as_deref()))?
                 .map_err(|error| invalid(error.to_string()))?;
             Ok(object.map_or(Value::from(()), |object| {
@@ -112,7 +110,7 @@ pub fn register(env: &mut Environment<'static>, cluster: Option<Cluster>) {
                 })?;
             }
             let cluster = cluster.as_ref().ok_or_else(|| no_cluster("kube_count"))?;
-            let kind = kind_named(&kind)?;
+            let kind = kind_named(cluster, &kind)?;
             let items = block_on(cluster.list(
                 kind,
                 namespace.as_deref(),

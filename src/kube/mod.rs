@@ -1,8 +1,10 @@
-//! Talking to a Kubernetes API server: the kinds we know, building a client, typed helpers,
-//! and the template functions that read the cluster.
+//! Talking to a Kubernetes API server: the kinds we know (and those the cluster serves, by
+//! discovery), building a client, typed helpers, and the template functions that read the
+//! cluster.
 
 mod cluster;
 pub mod diff;
+mod discovery;
 mod exec_credential;
 pub mod lookups;
 pub mod readings;

@@ -423,19 +423,22 @@ impl Reading {
 
     /// Takes this reading again, now: the same object, list or file.
     pub async fn take_again(&self, cluster: Option<&Cluster>) -> Result<Reading, String> {
-        let cluster_for = |api_version: &str, kind: &str| {
-            let kind = kind_of(api_version, kind)?;
-            let cluster = cluster.ok_or_else(|| {
-                format!(
-                    "{kind} cannot be read again: there is no cluster",
-                    kind = kind.kind
-                )
-            })?;
+        let cluster_for = async |api_version: &str, kind: &str| {
+            let cluster = cluster
+                .ok_or_else(|| format!("{kind} cannot be read again: there is no cluster"))?;
+            // A kind beyond the table (a custom resource's) is looked up in the cluster again.
+            let kind = match kind_of(api_version, kind) {
+                Ok(kind) => kind,
+                Err(_) => cluster
+                    .served_manifest_kind(api_version, kind)
+                    .await
+                    .map_err(|error| error.to_string())?,
+            };
             Ok::<_, String>((kind, cluster))
         };
         match self {
             Reading::Object(before) => {
-                let (kind, cluster) = cluster_for(&before.api_version, &before.kind)?;
+                let (kind, cluster) = cluster_for(&before.api_version, &before.kind).await?;
                 let object = cluster
                     .get(kind, &before.name, before.namespace.as_deref())
                     .await
@@ -448,7 +451,7 @@ impl Reading {
                 )))
             }
             Reading::List(before) => {
-                let (kind, cluster) = cluster_for(&before.api_version, &before.kind)?;
+                let (kind, cluster) = cluster_for(&before.api_version, &before.kind).await?;
                 let items = cluster
                     .list(
                         kind,

@@ -10,4 +10,6 @@ mod kinds;
 pub mod selectors;
 
 pub use conditions::{condition, has_condition};
-pub use kinds::{Kind, find_kind, kind_of_manifest, kinds};
+pub use kinds::{
+    CustomKind, Kind, Schema, Validator, custom_kind, find_kind, kind_of_manifest, kinds,
+};

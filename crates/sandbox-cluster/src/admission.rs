@@ -288,6 +288,9 @@ pub fn admit_create(kind: &Kind, object: &mut Value, identities: &mut Identities
             );
         }
         ("batch", "Job") => select_own_pods(object),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            super::custom_resources::admit(object, &now);
+        }
         _ => {}
     }
 }

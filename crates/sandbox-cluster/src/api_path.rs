@@ -1,7 +1,7 @@
 //! The URL paths the API serves, parsed: discovery documents, OpenAPI documents, and
 //! resource paths (`/api/v1/namespaces/{ns}/pods/{name}/status`, `/apis/apps/v1/deployments`).
 
-use kube_kinds::{Kind, kinds};
+use kube_kinds::Kind;
 
 /// What a path addresses.
 #[derive(Debug, Clone)]
@@ -49,22 +49,37 @@ pub struct ResourcePath {
     pub subresource: Option<String>,
 }
 
-fn find(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
-    kinds()
-        .iter()
-        .find(|kind| kind.group == group && kind.version == version && kind.plural == plural)
-}
+/// The kinds the cluster serves at the time of a request (the table's and those of its
+/// CustomResourceDefinitions, see [`State::served_kinds`](super::cluster::State::served_kinds)).
+#[derive(Debug, Clone, Copy)]
+pub struct Served<'a>(pub &'a [&'static Kind]);
 
-/// Whether the sandbox serves `group`/`version`.
-pub fn serves(group: &str, version: &str) -> bool {
-    kinds()
-        .iter()
-        .any(|kind| kind.group == group && kind.version == version)
+impl Served<'_> {
+    fn find(&self, group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
+        self.0
+            .iter()
+            .copied()
+            .find(|kind| kind.group == group && kind.version == version && kind.plural == plural)
+    }
+
+    /// Whether `group`/`version` is served.
+    pub fn serves(&self, group: &str, version: &str) -> bool {
+        self.0
+            .iter()
+            .any(|kind| kind.group == group && kind.version == version)
+    }
+
+    fn serves_group(&self, group: &str) -> bool {
+        self.0
+            .iter()
+            .any(|kind| kind.group == group && !group.is_empty())
+    }
 }
 
 impl ApiPath {
     /// Parses a URL path; `None` for anything the sandbox does not serve.
-    pub fn parse(path: &str) -> Option<Self> {
+    pub fn parse(path: &str, served: Served<'_>) -> Option<Self> {
+        let serves = |group: &str, version: &str| served.serves(group, version);
         let segments: Vec<&str> = path
             .trim_matches('/')
             .split('/')
@@ -75,7 +90,9 @@ impl ApiPath {
             ["healthz" | "readyz" | "livez", ..] => Some(ApiPath::Health),
             ["api"] => Some(ApiPath::CoreVersions),
             ["apis"] => Some(ApiPath::Groups),
-            ["apis", group] => serves_group(group).then(|| ApiPath::Group(group.to_string())),
+            ["apis", group] => served
+                .serves_group(group)
+                .then(|| ApiPath::Group(group.to_string())),
             ["openapi", "v3"] => Some(ApiPath::OpenApiIndex),
             ["openapi", "v3", "api", version] => serves("", version).then(|| ApiPath::OpenApi {
                 group: String::new(),
@@ -95,20 +112,15 @@ impl ApiPath {
                 group: group.to_string(),
                 version: version.to_string(),
             }),
-            ["api", version, rest @ ..] => resource("", version, rest),
-            ["apis", group, version, rest @ ..] => resource(group, version, rest),
+            ["api", version, rest @ ..] => resource(served, "", version, rest),
+            ["apis", group, version, rest @ ..] => resource(served, group, version, rest),
             _ => None,
         }
     }
 }
 
-fn serves_group(group: &str) -> bool {
-    kinds()
-        .iter()
-        .any(|kind| kind.group == group && !group.is_empty())
-}
-
-fn resource(group: &str, version: &str, rest: &[&str]) -> Option<ApiPath> {
+fn resource(served: Served<'_>, group: &str, version: &str, rest: &[&str]) -> Option<ApiPath> {
+    let find = |group: &str, version: &str, plural: &str| served.find(group, version, plural);
     let path = |kind: &'static Kind,
                 namespace: Option<&str>,
                 name: Option<&str>,
@@ -162,8 +174,13 @@ fn resource(group: &str, version: &str, rest: &[&str]) -> Option<ApiPath> {
 mod tests {
     use super::*;
 
+    fn parse(path: &str) -> Option<ApiPath> {
+        let table: Vec<&'static Kind> = kube_kinds::kinds().iter().collect();
+        ApiPath::parse(path, Served(&table))
+    }
+
     fn resource_path(path: &str) -> ResourcePath {
-        match ApiPath::parse(path) {
+        match parse(path) {
             Some(ApiPath::Resource(resource)) => resource,
             other => panic!("{path} parsed as {other:?}"),
         }
@@ -223,13 +240,13 @@ mod tests {
             "/apis/nothing",
             "/other",
         ] {
-            assert!(ApiPath::parse(path).is_none(), "{path}");
+            assert!(parse(path).is_none(), "{path}");
         }
         assert!(
-            matches!(ApiPath::parse("/apis/apps/v1"), Some(ApiPath::Resources { group, version }) if group == "apps" && version == "v1")
+            matches!(parse("/apis/apps/v1"), Some(ApiPath::Resources { group, version }) if group == "apps" && version == "v1")
         );
         assert!(
-            matches!(ApiPath::parse("/openapi/v3/api/v1"), Some(ApiPath::OpenApi { group, .. }) if group.is_empty())
+            matches!(parse("/openapi/v3/api/v1"), Some(ApiPath::OpenApi { group, .. }) if group.is_empty())
         );
     }
 }

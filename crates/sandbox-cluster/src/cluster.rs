@@ -212,7 +212,11 @@ impl State {
         validation: FieldValidation,
     ) -> Result<Vec<String>, ApiError> {
         let name = meta::name(object).to_string();
-        let shape = kind.validate(object);
+        // A custom resource has no typed schema here: only the rules every object follows
+        // (its metadata) are checked.
+        let shape = kind
+            .validator()
+            .map_or(Ok(()), |validator| validator.validate(object));
         if let Err(error) = &shape
             && !error.starts_with("missing field")
         {

@@ -3,9 +3,10 @@
 
 use serde_json::{Value, json};
 
+use super::api_path::Served;
 use super::scale::has_scale;
 use super::schema;
-use kube_kinds::{Kind, kinds};
+use kube_kinds::Kind;
 
 /// The Kubernetes version the sandbox claims. kubectl's dispatcher picks its client from it;
 /// 1.33 gets a client that speaks WebSocket for exec.
@@ -32,10 +33,11 @@ pub fn core_versions(address: &str) -> Value {
     })
 }
 
-/// The named groups and their versions, in the order the registry lists them.
-fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+/// The named groups and their versions, in the order the registry lists them (then the
+/// CustomResourceDefinitions' groups, in the order they were defined).
+fn groups(served: Served<'_>) -> Vec<(&'static str, Vec<&'static str>)> {
     let mut groups: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
-    for kind in kinds().iter().filter(|kind| !kind.group.is_empty()) {
+    for kind in served.0.iter().filter(|kind| !kind.group.is_empty()) {
         match groups.iter_mut().find(|(group, _)| *group == kind.group) {
             Some((_, versions)) if !versions.contains(&kind.version) => versions.push(kind.version),
             Some(_) => {}
@@ -60,8 +62,8 @@ fn group_document(group: &str, versions: &[&str]) -> Value {
 }
 
 /// `/apis`.
-pub fn group_list() -> Value {
-    let groups: Vec<Value> = groups()
+pub fn group_list(served: Served<'_>) -> Value {
+    let groups: Vec<Value> = groups(served)
         .iter()
         .map(|(group, versions)| {
             let mut document = group_document(group, versions);
@@ -76,8 +78,8 @@ pub fn group_list() -> Value {
 }
 
 /// `/apis/{group}`.
-pub fn group(group: &str) -> Value {
-    let versions = groups()
+pub fn group(served: Served<'_>, group: &str) -> Value {
+    let versions = groups(served)
         .into_iter()
         .find(|(name, _)| *name == group)
         .map(|(_, versions)| versions)
@@ -119,9 +121,10 @@ fn resource_entry(kind: &Kind) -> Value {
 }
 
 /// `/api/v1`, `/apis/{group}/{version}`: each kind, and its `status` subresource if it has one.
-pub fn resource_list(group: &str, version: &str) -> Value {
+pub fn resource_list(served: Served<'_>, group: &str, version: &str) -> Value {
     let mut resources = Vec::new();
-    for kind in kinds()
+    for kind in served
+        .0
         .iter()
         .filter(|kind| kind.group == group && kind.version == version)
     {
@@ -158,6 +161,22 @@ pub fn resource_list(group: &str, version: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn table() -> Vec<&'static Kind> {
+        kube_kinds::kinds().iter().collect()
+    }
+
+    fn resource_list(group: &str, version: &str) -> Value {
+        super::resource_list(Served(&table()), group, version)
+    }
+
+    fn group_list() -> Value {
+        super::group_list(Served(&table()))
+    }
+
+    fn group(group: &str) -> Value {
+        super::group(Served(&table()), group)
+    }
 
     #[test]
     fn the_core_group_lists_its_kinds_with_short_names() {

@@ -1,5 +1,6 @@
 //! The sandbox cluster: an HTTPS server on 127.0.0.1 that speaks the Kubernetes API for the
-//! kinds in [`kube_kinds::kinds()`], for tests, demos and dry runs. The real `kubectl` and
+//! kinds in [`kube_kinds::kinds()`], CustomResourceDefinitions and the kinds they define
+//! ([`custom_resources`]), for tests, demos and dry runs. The real `kubectl` and
 //! kube-rs clients work against it, with the kubeconfig it writes (mode 0600): its CA and
 //! its bearer token ([`credentials`]), without which every request gets 401 ([`access`]).
 //!
@@ -57,6 +58,7 @@ pub mod container_log;
 pub mod controllers;
 pub mod create;
 pub mod credentials;
+pub mod custom_resources;
 pub mod delete;
 pub mod discovery;
 mod duration;
@@ -213,6 +215,7 @@ impl Sandbox {
             log: Arc::new(log),
             access: Access::new(address.port(), credentials.token()),
             tls,
+            cluster: cluster.clone(),
         };
         let tasks = vec![
             tokio::spawn(controllers::run(cluster.clone(), stopped.clone())),

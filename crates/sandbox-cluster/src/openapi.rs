@@ -10,9 +10,10 @@
 
 use serde_json::{Map, Value, json};
 
+use super::api_path::Served;
 use super::identities::safe_hash;
 use super::schema;
-use kube_kinds::{Kind, kinds};
+use kube_kinds::Kind;
 
 /// The path of a group version's document, as the index and the URLs name it.
 fn document_path(group: &str, version: &str) -> String {
@@ -25,14 +26,15 @@ fn document_path(group: &str, version: &str) -> String {
 
 /// `/openapi/v3`: where each group version's document is, with a hash that changes when the
 /// document does (kubectl caches by it).
-pub fn index() -> Value {
+pub fn index(served: Served<'_>) -> Value {
     let mut paths = Map::new();
-    for kind in kinds() {
+    for kind in served.0 {
         let path = document_path(kind.group, kind.version);
         if paths.contains_key(&path) {
             continue;
         }
-        let hash = safe_hash(&document(kind.group, kind.version).to_string()).to_uppercase();
+        let hash =
+            safe_hash(&document(served, kind.group, kind.version).to_string()).to_uppercase();
         paths.insert(
             path.clone(),
             json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
@@ -41,8 +43,13 @@ pub fn index() -> Value {
     json!({"paths": paths})
 }
 
-/// `io.k8s.api.core.v1.Pod`: the schema name the real server uses.
+/// `io.k8s.api.core.v1.Pod`: the schema name the real server uses; a custom resource's is
+/// its group reversed (`io.fluid.data.v1alpha1.DataMigrate`).
 fn schema_name(kind: &Kind) -> String {
+    if kind.is_custom() {
+        let reversed: Vec<&str> = kind.group.split('.').rev().collect();
+        return format!("{}.{}.{}", reversed.join("."), kind.version, kind.kind);
+    }
     let package = if kind.group.is_empty() {
         "core"
     } else {
@@ -71,7 +78,7 @@ fn operation(kind: &Kind, action: &str, parameters: Vec<Value>) -> Value {
 }
 
 /// The document of one group version.
-pub fn document(group: &str, version: &str) -> Value {
+pub fn document(served: Served<'_>, group: &str, version: &str) -> Value {
     let prefix = if group.is_empty() {
         format!("/api/{version}")
     } else {
@@ -95,7 +102,8 @@ pub fn document(group: &str, version: &str) -> Value {
             ),
         ]
     };
-    for kind in kinds()
+    for kind in served
+        .0
         .iter()
         .filter(|kind| kind.group == group && kind.version == version)
     {
@@ -143,6 +151,13 @@ pub fn document(group: &str, version: &str) -> Value {
                 properties[field] = json!({});
             }
         }
+        if kind.is_custom() {
+            // The sandbox does not read the definition's schema: any field is accepted.
+            properties["spec"] =
+                json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+            properties["status"] =
+                json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+        }
         schemas.insert(
             schema_name(kind),
             json!({
@@ -164,6 +179,18 @@ pub fn document(group: &str, version: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn table() -> Vec<&'static Kind> {
+        kube_kinds::kinds().iter().collect()
+    }
+
+    fn index() -> Value {
+        super::index(Served(&table()))
+    }
+
+    fn document(group: &str, version: &str) -> Value {
+        super::document(Served(&table()), group, version)
+    }
 
     #[test]
     fn the_index_points_at_each_group_version() {

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::api_error::ApiError;
-use super::api_path::{ApiPath, ResourcePath};
-use super::cluster::{Cluster, FieldValidation, WriteOptions, Written};
+use super::api_path::{ApiPath, ResourcePath, Served};
+use super::cluster::{Cluster, FieldValidation, State, WriteOptions, Written};
 use super::delete::{DeleteOptions, Deletion, Propagation, returns_deleted_object};
 use super::exec;
 use super::patch::PatchType;
@@ -173,7 +173,9 @@ async fn handle(
         return ApiError::too_large(MAX_BODY).into_response();
     };
     let query = Query::parse(uri.query().unwrap_or_default());
-    let Some(path) = ApiPath::parse(uri.path()) else {
+    let served = app.cluster.read(State::served_kinds);
+    let served = Served(&served);
+    let Some(path) = ApiPath::parse(uri.path(), served) else {
         return ApiError::no_route(uri.path()).into_response();
     };
     let reading = method == Method::GET || method == Method::HEAD;
@@ -198,21 +200,25 @@ async fn handle(
             &discovery::core_versions(&app.address),
             &[],
         )),
-        ApiPath::Groups => Ok(json_response(StatusCode::OK, &discovery::group_list(), &[])),
+        ApiPath::Groups => Ok(json_response(
+            StatusCode::OK,
+            &discovery::group_list(served),
+            &[],
+        )),
         ApiPath::Group(group) => Ok(json_response(
             StatusCode::OK,
-            &discovery::group(&group),
+            &discovery::group(served, &group),
             &[],
         )),
         ApiPath::Resources { group, version } => Ok(json_response(
             StatusCode::OK,
-            &discovery::resource_list(&group, &version),
+            &discovery::resource_list(served, &group, &version),
             &[],
         )),
-        ApiPath::OpenApiIndex => Ok(json_response(StatusCode::OK, &openapi::index(), &[])),
+        ApiPath::OpenApiIndex => Ok(json_response(StatusCode::OK, &openapi::index(served), &[])),
         ApiPath::OpenApi { group, version } => Ok(json_response(
             StatusCode::OK,
-            &openapi::document(&group, &version),
+            &openapi::document(served, &group, &version),
             &[],
         )),
     };

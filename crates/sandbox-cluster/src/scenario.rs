@@ -15,7 +15,7 @@ use super::api_error::ApiError;
 use super::cluster::{Cluster, FieldValidation, State, WriteOptions};
 use super::meta;
 use super::store::ObjectKey;
-use kube_kinds::{Kind, find_kind, kind_of_manifest};
+use kube_kinds::{Kind, find_kind};
 
 /// The field manager of objects created from a scenario.
 const MANAGER: &str = "runbook-sandbox-scenario";
@@ -121,10 +121,15 @@ impl State {
             .enumerate()
             .map(|(index, object)| (index + 1, object))
             .collect();
-        // Namespaces first, wherever the file lists them.
-        indexed.sort_by_key(|(_, object)| {
-            object.get("kind").and_then(Value::as_str) != Some("Namespace")
-        });
+        // Namespaces first, wherever the file lists them, then the CustomResourceDefinitions
+        // that the objects of their kinds need.
+        indexed.sort_by_key(
+            |(_, object)| match object.get("kind").and_then(Value::as_str) {
+                Some("Namespace") => 0,
+                Some("CustomResourceDefinition") => 1,
+                _ => 2,
+            },
+        );
         let count = indexed.len();
         for (index, object) in indexed {
             self.load_object(index, object, path)?;
@@ -148,7 +153,7 @@ impl State {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let Some(kind) = kind_of_manifest(&api_version, &kind_name) else {
+        let Some(kind) = self.served_kind_of(&api_version, &kind_name) else {
             let message = if object.is_object() {
                 format!("the sandbox serves no kind {kind_name:?} in {api_version:?}")
             } else {

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use kube_kinds::Kind;
+use kube_kinds::{Kind, Schema};
 
 /// How a list merges in a strategic merge patch or an apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +60,25 @@ pub fn list_strategy(kind: &Kind, path: &[String]) -> ListStrategy {
 /// Found by asking the typed deserializer: a known field rejects a value of the wrong type,
 /// an unknown one is ignored. Both an empty list and an empty map are offered, since no
 /// typed field accepts both.
+///
+/// A custom resource has no typed schema: it has a `spec` (the server counts its changes in
+/// `generation`) and a `status` the server keeps apart only when its definition declares
+/// the `status` subresource; otherwise its status is a field like any other.
 pub fn has_field(kind: &Kind, field: &str) -> bool {
+    let validator = match kind.schema {
+        Schema::Typed(validator) => validator,
+        Schema::Custom { status_subresource } => {
+            return match field {
+                "spec" => true,
+                "status" => status_subresource,
+                _ => false,
+            };
+        }
+    };
     [json!([]), json!({})].into_iter().any(|probe| {
         let mut manifest = json!({"apiVersion": kind.api_version, "kind": kind.kind, "metadata": {"name": "probe"}});
         manifest[field] = probe;
-        kind.validate(&manifest).is_err()
+        validator.validate(&manifest).is_err()
     })
 }
 
@@ -74,8 +88,16 @@ pub fn has_field(kind: &Kind, field: &str) -> bool {
 /// The typed deserializer ignores unknown fields, so each field is probed: replaced by an
 /// empty list, then by an empty map. A known field rejects at least one of them (nothing
 /// typed accepts both); an unknown field accepts both. The manifest must validate as is.
+/// A custom resource's fields are all kept: the sandbox does not read its definition's
+/// schema (as a definition with `x-kubernetes-preserve-unknown-fields` would keep them). So
+/// are a CustomResourceDefinition's: its schemas hold free-form JSON (`default`, `example`)
+/// and empty objects (`subresources.status: {}`), which accept both probes like unknown
+/// fields do.
 pub fn unknown_fields(kind: &Kind, manifest: &Value) -> Vec<String> {
     let mut unknown = Vec::new();
+    if kind.is_custom() || super::custom_resources::is_definitions(kind) {
+        return unknown;
+    }
     let mut pointer = Vec::new();
     walk_fields(kind, manifest, manifest, &mut pointer, &mut unknown);
     unknown
@@ -129,7 +151,8 @@ fn is_known(kind: &Kind, root: &Value, steps: &[Step]) -> bool {
         if let Some(slot) = slot_mut(&mut manifest, steps) {
             *slot = probe;
         }
-        kind.validate(&manifest).is_err()
+        kind.validator()
+            .is_some_and(|validator| validator.validate(&manifest).is_err())
     })
 }
 

@@ -20,7 +20,8 @@ use tower::ServiceExt;
 
 use super::access::Access;
 use super::api_error::ApiError;
-use super::api_path::ApiPath;
+use super::api_path::{ApiPath, Served};
+use super::cluster::{Cluster, State};
 use super::faults::{Fault, FaultInjector};
 use super::request_log::{RequestLog, RequestRecord};
 use super::routes::{Query, body_dry_run};
@@ -38,6 +39,8 @@ pub struct Frontend {
     pub access: Access,
     /// The TLS side of every connection.
     pub tls: Arc<rustls::ServerConfig>,
+    /// The cluster, for the kinds it serves (the log names a custom resource's too).
+    pub cluster: Arc<Cluster>,
 }
 
 /// Accepts connections until `shutdown` turns true; then closes every open connection
@@ -124,11 +127,12 @@ struct Described {
     resource: Option<(&'static str, &'static str, Option<String>, Option<String>)>,
 }
 
-fn describe(request: &Request<Body>, body: &[u8]) -> Described {
+fn describe(request: &Request<Body>, body: &[u8], cluster: &Cluster) -> Described {
     let query = request.uri().query().unwrap_or_default().to_string();
     let parsed = Query::parse(&query);
     let path = request.uri().path().to_string();
-    let resource = match ApiPath::parse(&path) {
+    let served = cluster.read(State::served_kinds);
+    let resource = match ApiPath::parse(&path, Served(&served)) {
         Some(ApiPath::Resource(resource)) => Some(resource),
         _ => None,
     };
@@ -221,7 +225,7 @@ async fn answer(
     } else {
         (request.map(Body::new), bytes::Bytes::new())
     };
-    let described = describe(&request, &delete_body);
+    let described = describe(&request, &delete_body, &frontend.cluster);
     let refusal = refusal.or_else(|| {
         let (plural, ..) = described.resource.as_ref()?;
         frontend

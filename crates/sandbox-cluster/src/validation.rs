@@ -1,6 +1,7 @@
 //! The semantic validation the real API server does after decoding (the 422 `Invalid`
 //! answers), for the kinds the playbooks touch, and the rules on what an update may change.
-//! Field types and required struct fields are checked before, by [`Kind::validate`].
+//! Field types and required struct fields are checked before, by the kind's typed
+//! [`Validator`](kube_kinds::Validator) (a custom resource's kind has none).
 
 use serde_json::{Value, json};
 
@@ -69,6 +70,9 @@ pub fn validate(kind: &Kind, object: &Value, old: Option<&Value>) -> Vec<FieldEr
         ("", "PersistentVolumeClaim") => validate_claim(&spec, &mut errors),
         ("", "Service") => validate_service(&spec, &mut errors),
         ("", "ConfigMap" | "Secret") => validate_config_keys(object, &mut errors),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            super::custom_resources::validate(object, &mut errors);
+        }
         _ => {}
     }
     if let Some(old) = old {

@@ -92,7 +92,7 @@ fn document_lines(text: &str) -> Vec<(usize, usize)> {
 fn checked_documents(
     path: &std::path::Path,
     rendered: &str,
-) -> anyhow::Result<Vec<(&'static Kind, serde_json::Value)>> {
+) -> anyhow::Result<Vec<(Option<&'static Kind>, serde_json::Value)>> {
     let source = Source::new(format!("{} (rendered)", path.display()), rendered);
     let documents =
         serde_saphyr::from_multiple::<serde_json::Value>(rendered).map_err(|error| {
@@ -129,7 +129,7 @@ struct Desired {
 }
 
 impl KubeApply {
-    fn desired(&self, cx: &StepContext<'_>) -> anyhow::Result<Vec<Desired>> {
+    async fn desired(&self, cx: &StepContext<'_>) -> anyhow::Result<Vec<Desired>> {
         let documents = match (&self.manifest, &self.template) {
             (Some(manifest), _) => {
                 let rendered = cx.render_json(&manifest.value)?;
@@ -157,7 +157,26 @@ impl KubeApply {
         };
         // Namespaced objects that name none go to the step's `namespace`, or the kubeconfig's.
         let default_namespace = cx.namespace_or_default(self.namespace.as_deref())?;
-        documents
+        let mut resolved = Vec::new();
+        for (kind, manifest) in documents {
+            let kind = match kind {
+                Some(kind) => kind,
+                // Not in the table: a kind the cluster serves, or invalid input.
+                None => {
+                    let text = |key: &str| {
+                        manifest
+                            .get(key)
+                            .and_then(|value| value.as_str())
+                            .unwrap_or_default()
+                    };
+                    cx.cluster()?
+                        .served_manifest_kind(text("apiVersion"), text("kind"))
+                        .await?
+                }
+            };
+            resolved.push((kind, manifest));
+        }
+        resolved
             .into_iter()
             .map(|(kind, mut manifest)| {
                 let name = manifest
@@ -198,7 +217,7 @@ impl Action for KubeApply {
 
     async fn check(&self, cx: &StepContext<'_>) -> anyhow::Result<Check> {
         let cluster = cx.cluster()?;
-        for desired in self.desired(cx)? {
+        for desired in self.desired(cx).await? {
             match cluster
                 .get(desired.kind, &desired.name, desired.namespace.as_deref())
                 .await?
@@ -214,7 +233,7 @@ impl Action for KubeApply {
         let cluster = cx.cluster()?;
         let mut summaries = Vec::new();
         let mut diffs = Vec::new();
-        for desired in self.desired(cx)? {
+        for desired in self.desired(cx).await? {
             let what = describe(desired.kind, &desired.name, desired.namespace.as_deref());
             let namespace = desired.namespace.as_deref();
             match cluster.get(desired.kind, &desired.name, namespace).await? {
@@ -269,7 +288,7 @@ impl Action for KubeApply {
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
         let cluster = cx.cluster()?;
         let mut applied = Vec::new();
-        for desired in self.desired(cx)? {
+        for desired in self.desired(cx).await? {
             let patch = ObjectPatch::Apply(desired.manifest);
             applied.push(
                 cluster

@@ -32,7 +32,7 @@ impl KubeCount {
 #[async_trait::async_trait]
 impl Action for KubeCount {
     async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
-        let kind = self.kind.resolve(cx)?;
+        let kind = self.kind.resolve(cx).await?;
         let (labels, fields) = self.selectors(cx)?;
         let mut summary = format!("count {}s", kind.kind);
         if let Some(labels) = labels {
@@ -48,7 +48,7 @@ impl Action for KubeCount {
     }
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
-        let kind = self.kind.resolve(cx)?;
+        let kind = self.kind.resolve(cx).await?;
         let namespace = cx.render_optional(self.namespace.as_deref())?;
         let (labels, fields) = self.selectors(cx)?;
         let items = list_matching(

@@ -262,7 +262,7 @@ impl KubeDelete {
     }
 
     async fn matches(&self, cx: &StepContext<'_>, cluster: &Cluster) -> anyhow::Result<Matches> {
-        let kind = self.kind.resolve(cx)?;
+        let kind = self.kind.resolve(cx).await?;
         let namespace = cx.render_optional(self.namespace.as_deref())?;
         let (objects, chosen_by) = match &self.name {
             Some(name) => {
@@ -286,7 +286,7 @@ impl KubeDelete {
                     render_selectors(cx, self.selector.as_ref(), self.field_selector.as_ref())?;
                 // Everything rendered and checked before the first request.
                 let owner = match &self.owner {
-                    Some(owner) => Some((owner.kind.resolve(cx)?, cx.render(&owner.name)?)),
+                    Some(owner) => Some((owner.kind.resolve(cx).await?, cx.render(&owner.name)?)),
                     None => None,
                 };
                 let mut items = list_matching(

@@ -25,7 +25,7 @@ pub struct KubeGet {
 #[async_trait::async_trait]
 impl Action for KubeGet {
     async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
-        let kind = self.kind.resolve(cx)?;
+        let kind = self.kind.resolve(cx).await?;
         let namespace = cx.render_optional(self.namespace.as_deref())?;
         let mut summary = format!(
             "read {}",
@@ -42,7 +42,7 @@ impl Action for KubeGet {
     }
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
-        let kind = self.kind.resolve(cx)?;
+        let kind = self.kind.resolve(cx).await?;
         let name = cx.render(&self.name)?;
         let namespace = cx.render_optional(self.namespace.as_deref())?;
         let optional = cx.setting("optional", &self.optional)?;

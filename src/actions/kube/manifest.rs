@@ -1,7 +1,9 @@
-//! Checking a manifest before it is applied: a known kind, a name, the shape of its kind. A
+//! Checking a manifest before it is applied: a kind, a name, the shape of its kind. A
 //! problem is explained at the value at fault when the manifest's text is known (an inline
 //! manifest in the playbook, a rendered template), by reading that text again with the
 //! kind's typed schema, which then reports the line and column of the value it rejects.
+//! A kind the table does not know may be one the cluster serves (a custom resource's): it is
+//! looked up there when the step runs, and the server checks its fields.
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -14,17 +16,19 @@ use crate::kube::{Kind, kind_of_manifest, kinds};
 pub enum ManifestProblem {
     /// `apiVersion` or `kind` is missing (or not a string).
     Missing(&'static str),
-    /// No kind runbook knows has this `apiVersion` and `kind`.
+    /// A built-in group version with a kind it does not have, close to one runbook knows.
     UnknownKind {
         /// As written.
         api_version: String,
         /// As written.
         kind: String,
+        /// The known `apiVersion kind` it is close to.
+        close: String,
     },
     /// `metadata.name` is missing or empty.
     NoName {
-        /// The kind.
-        kind: &'static Kind,
+        /// The kind, as written.
+        kind: String,
     },
     /// The manifest does not have the shape of its kind.
     Invalid {
@@ -40,11 +44,13 @@ impl ManifestProblem {
     pub fn message(&self) -> String {
         match self {
             ManifestProblem::Missing(key) => format!("the manifest has no `{key}`"),
-            ManifestProblem::UnknownKind { api_version, kind } => {
+            ManifestProblem::UnknownKind {
+                api_version, kind, ..
+            } => {
                 format!("unknown kind `{kind}` in `{api_version}`")
             }
             ManifestProblem::NoName { kind } => {
-                format!("the {} manifest has no `metadata.name`", kind.kind)
+                format!("the {kind} manifest has no `metadata.name`")
             }
             ManifestProblem::Invalid { kind, detail } => {
                 format!("the {} manifest is not valid: {detail}", kind.kind)
@@ -60,13 +66,7 @@ impl ManifestProblem {
                  `kind: ConfigMap`"
                     .into()
             }
-            ManifestProblem::UnknownKind { .. } => {
-                let known: Vec<String> = kinds()
-                    .iter()
-                    .map(|kind| format!("{} {}", kind.api_version, kind.kind))
-                    .collect();
-                format!("the kinds runbook applies are: {}", known.join(", "))
-            }
+            ManifestProblem::UnknownKind { close, .. } => format!("did you mean `{close}`?"),
             ManifestProblem::NoName { .. } => "name the object: `metadata: {name: ...}`".into(),
             ManifestProblem::Invalid { kind, .. } => format!(
                 "check the field against the {} API reference ({})",
@@ -81,8 +81,11 @@ impl ManifestProblem {
     }
 }
 
-/// Checks that a manifest names a known kind, has a name, and has the shape of its kind.
-pub fn check_manifest(manifest: &serde_json::Value) -> Result<&'static Kind, ManifestProblem> {
+/// Checks that a manifest names a kind, has a name, and has the shape of its kind. Returns
+/// the kind when the table has it; `None` for a kind to look up in what the cluster serves.
+pub fn check_manifest(
+    manifest: &serde_json::Value,
+) -> Result<Option<&'static Kind>, ManifestProblem> {
     let text = |key: &'static str| {
         manifest
             .get(key)
@@ -91,21 +94,48 @@ pub fn check_manifest(manifest: &serde_json::Value) -> Result<&'static Kind, Man
     };
     let api_version = text("apiVersion")?;
     let kind_name = text("kind")?;
-    let kind =
-        kind_of_manifest(api_version, kind_name).ok_or_else(|| ManifestProblem::UnknownKind {
+    let kind = kind_of_manifest(api_version, kind_name);
+    if kind.is_none()
+        && let Some(close) = typo_of_known_kind(api_version, kind_name)
+    {
+        return Err(ManifestProblem::UnknownKind {
             api_version: api_version.to_string(),
             kind: kind_name.to_string(),
-        })?;
+            close,
+        });
+    }
     if manifest
         .pointer("/metadata/name")
         .and_then(|name| name.as_str())
         .is_none_or(str::is_empty)
     {
-        return Err(ManifestProblem::NoName { kind });
+        return Err(ManifestProblem::NoName {
+            kind: kind_name.to_string(),
+        });
     }
-    kind.validate(manifest)
-        .map_err(|detail| ManifestProblem::Invalid { kind, detail })?;
+    if let Some(kind) = kind
+        && let Some(validator) = kind.validator()
+    {
+        validator
+            .validate(manifest)
+            .map_err(|detail| ManifestProblem::Invalid { kind, detail })?;
+    }
     Ok(kind)
+}
+
+/// The known `apiVersion kind` that a pair in one of the table's group versions (`v1`,
+/// `apps/v1`, ...) is a typo of, or names in the wrong version (`v1 Deployment`). Only
+/// those group versions: any other may hold a custom resource's kind, with any name.
+fn typo_of_known_kind(api_version: &str, kind: &str) -> Option<String> {
+    if !kinds().iter().any(|known| known.api_version == api_version) {
+        return None;
+    }
+    let names: Vec<&str> = kinds().iter().map(|known| known.kind).collect();
+    let close = crate::diagnostic::did_you_mean(kind, &names)?;
+    kinds()
+        .iter()
+        .find(|known| known.kind == close)
+        .map(|known| format!("{} {}", known.api_version, known.kind))
 }
 
 /// A manifest's text inside a file: the file's text with everything else blanked out, so
@@ -219,7 +249,10 @@ impl ManifestText {
             }
             ManifestProblem::NoName { .. } => at_key(|head| head.metadata.as_ref()),
             ManifestProblem::Invalid { kind, .. } => {
-                if let Err(error) = kind.validate_yaml(&self.text) {
+                if let Some(Err(error)) = kind
+                    .validator()
+                    .map(|validator| validator.validate_yaml(&self.text))
+                {
                     let local = Source::new(self.source.path.clone(), self.text.as_str());
                     let explained = Diagnostic::from_yaml(&local, &error);
                     if let Some(location) = explained.location {
@@ -295,6 +328,24 @@ fn flow_end(lines: &[&str], line: usize, column: usize) -> Option<(usize, Option
 mod tests {
     use super::*;
 
+    #[test]
+    fn kinds_beyond_the_table_are_left_to_the_cluster() {
+        let migrate = serde_json::json!({"apiVersion": "data.fluid.io/v1alpha1", "kind": "DataMigrate", "metadata": {"name": "m"}, "spec": {"any": "thing"}});
+        assert!(matches!(check_manifest(&migrate), Ok(None)));
+        let account = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "a"}});
+        assert!(matches!(check_manifest(&account), Ok(None)));
+        let typo = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deploymnet", "metadata": {"name": "d"}});
+        let problem = check_manifest(&typo).expect_err("a typo");
+        assert_eq!(problem.help(), "did you mean `apps/v1 Deployment`?");
+        let elsewhere = serde_json::json!({"apiVersion": "v1", "kind": "Deployment", "metadata": {"name": "d"}});
+        assert!(check_manifest(&elsewhere).is_err());
+        let nameless = serde_json::json!({"apiVersion": "data.fluid.io/v1alpha1", "kind": "DataMigrate", "metadata": {}});
+        assert!(matches!(
+            check_manifest(&nameless),
+            Err(ManifestProblem::NoName { .. })
+        ));
+    }
+
     fn source(text: &str) -> Source {
         Source::new("playbook.yaml", text)
     }
@@ -322,6 +373,7 @@ mod tests {
         let text = "steps:\n  - id: a\n    kube.apply:\n      manifest:\n        apiVersion: apps/v1\n        kind: Deployment\n        metadata: {name: x}\n        spec:\n          replicas: three\n";
         let manifest = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {"replicas": "three"}});
         let problem = check_manifest(&manifest).expect_err("invalid");
+        assert!(matches!(problem, ManifestProblem::Invalid { .. }));
         let found = ManifestText::at(&source(text), 5, 9, &manifest).expect("found");
         let diagnostic = found.explain(&problem);
         let at = diagnostic.location.clone().expect("a position");

@@ -28,11 +28,23 @@ use super::{InvalidInput, StepContext};
 use crate::diagnostic::ValueError;
 use crate::kube::{Cluster, Kind, find_kind, kinds};
 
-/// A kind as written in a step (`PersistentVolume`, `pv`, `pvc`, `Deployment`, ...), checked
-/// when the playbook is loaded unless it is a template.
+/// A kind as written in a step (`PersistentVolume`, `pv`, `pvc`, `Deployment`, `DataMigrate`,
+/// ...). A kind of the table is used as it is; any other name is looked up in what the
+/// cluster serves when the step reaches it ([`Cluster::served_kind`]), since it may be a
+/// custom resource's. Only a name one typo away from a kind of the table is refused when the
+/// playbook loads: no kind a cluster serves is that close to a built-in one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct KindName(pub String);
+
+/// The kind of the table that `name` is a typo of, if it is one (not a name of that kind).
+fn typo_of_known_kind(name: &str) -> Option<&'static str> {
+    if find_kind(name).is_some() {
+        return None;
+    }
+    let known: Vec<&str> = kinds().iter().map(|kind| kind.kind).collect();
+    crate::diagnostic::did_you_mean(name, &known)
+}
 
 impl<'de> Deserialize<'de> for KindName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -43,18 +55,18 @@ impl<'de> Deserialize<'de> for KindName {
                 f.write_str("a kind such as PersistentVolume or Pod")
             }
             fn visit_str<E: de::Error>(self, name: &str) -> Result<KindName, E> {
-                if !crate::syntax::is_template(name) && find_kind(name).is_none() {
-                    let known: Vec<&str> = kinds().iter().map(|kind| kind.kind).collect();
-                    let help = match crate::diagnostic::did_you_mean(name, &known) {
-                        Some(close) => format!("did you mean `{close}`?"),
-                        None => format!(
-                            "the kinds runbook knows are {} (or their plurals and short names: pv, pvc, svc, ...)",
-                            known.join(", ")
-                        ),
-                    };
+                if name.trim().is_empty() {
+                    return Err(E::custom(ValueError::new(
+                        "the kind is empty",
+                        "name a kind such as PersistentVolume, pod or DataMigrate",
+                    )));
+                }
+                if !crate::syntax::is_template(name)
+                    && let Some(close) = typo_of_known_kind(name)
+                {
                     return Err(E::custom(ValueError::new(
                         format!("unknown kind `{name}`"),
-                        help,
+                        format!("did you mean `{close}`?"),
                     )));
                 }
                 Ok(KindName(name.to_string()))
@@ -65,18 +77,20 @@ impl<'de> Deserialize<'de> for KindName {
 }
 
 impl KindName {
-    /// The kind, after rendering.
-    pub fn resolve(&self, cx: &StepContext<'_>) -> anyhow::Result<&'static Kind> {
+    /// The kind, after rendering: a kind of the table, or one the cluster serves.
+    pub async fn resolve(&self, cx: &StepContext<'_>) -> anyhow::Result<&'static Kind> {
         let name = cx.render(&self.0)?;
-        find_kind(&name).ok_or_else(|| {
-            let known: Vec<&str> = kinds().iter().map(|kind| kind.kind).collect();
-            InvalidInput::new(format!(
-                "`{}` renders to `{name}`, which is not a known kind; known kinds: {}",
-                self.0,
-                known.join(", ")
+        if let Some(kind) = find_kind(&name) {
+            return Ok(kind);
+        }
+        if let Some(close) = typo_of_known_kind(&name) {
+            return Err(InvalidInput::new(format!(
+                "`{}` renders to `{name}`, which is not a known kind; did you mean `{close}`?",
+                self.0
             ))
-            .into()
-        })
+            .into());
+        }
+        cx.cluster()?.served_kind(&name).await
     }
 }
 

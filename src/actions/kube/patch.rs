@@ -64,14 +64,14 @@ struct Target {
 }
 
 impl KubePatch {
-    fn target(&self, cx: &StepContext<'_>) -> anyhow::Result<Target> {
+    async fn target(&self, cx: &StepContext<'_>) -> anyhow::Result<Target> {
         let patch = match (&self.merge, &self.strategic) {
             (Some(body), _) => ObjectPatch::Merge(cx.render_json(body)?),
             (None, Some(body)) => ObjectPatch::Strategic(cx.render_json(body)?),
             (None, None) => anyhow::bail!("the patch is missing"),
         };
         Ok(Target {
-            kind: self.kind.resolve(cx)?,
+            kind: self.kind.resolve(cx).await?,
             name: cx.render(&self.name)?,
             namespace: cx.render_optional(self.namespace.as_deref())?,
             patch,
@@ -83,7 +83,7 @@ impl KubePatch {
         &self,
         cx: &StepContext<'_>,
     ) -> anyhow::Result<(Target, serde_json::Value, serde_json::Value)> {
-        let target = self.target(cx)?;
+        let target = self.target(cx).await?;
         let cluster = cx.cluster()?;
         let namespace = target.namespace.as_deref();
         let Some(live) = cluster.get(target.kind, &target.name, namespace).await? else {
@@ -129,7 +129,7 @@ impl Action for KubePatch {
     }
 
     async fn apply(&self, cx: &StepContext<'_>) -> anyhow::Result<Outcome> {
-        let target = self.target(cx)?;
+        let target = self.target(cx).await?;
         let object = cx
             .cluster()?
             .patch(

@@ -34,7 +34,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 impl KubeWait {
     /// Whether the condition holds now, and the object as it is.
     async fn holds(&self, cx: &StepContext<'_>) -> anyhow::Result<(bool, serde_json::Value)> {
-        let kind = self.kind.resolve(cx)?;
+        let kind = self.kind.resolve(cx).await?;
         let name = cx.render(&self.name)?;
         let namespace = cx.render_optional(self.namespace.as_deref())?;
         let object = cx.cluster()?.get(kind, &name, namespace.as_deref()).await?;
@@ -51,8 +51,8 @@ impl KubeWait {
         Ok((holds, object.unwrap_or(serde_json::Value::Null)))
     }
 
-    fn target(&self, cx: &StepContext<'_>) -> anyhow::Result<String> {
-        let kind = self.kind.resolve(cx)?;
+    async fn target(&self, cx: &StepContext<'_>) -> anyhow::Result<String> {
+        let kind = self.kind.resolve(cx).await?;
         let namespace = cx.render_optional(self.namespace.as_deref())?;
         Ok(describe(
             kind,
@@ -74,13 +74,17 @@ impl KubeWait {
 impl Action for KubeWait {
     async fn check(&self, cx: &StepContext<'_>) -> anyhow::Result<Check> {
         Ok(match self.holds(cx).await? {
-            (true, _) => Check::Done(format!("{} {} already", self.target(cx)?, self.goal())),
+            (true, _) => Check::Done(format!(
+                "{} {} already",
+                self.target(cx).await?,
+                self.goal()
+            )),
             (false, _) => Check::Pending,
         })
     }
 
     async fn plan(&self, cx: &StepContext<'_>) -> anyhow::Result<Preview> {
-        let mut summary = format!("wait until {} {}", self.target(cx)?, self.goal());
+        let mut summary = format!("wait until {} {}", self.target(cx).await?, self.goal());
         if let Some(timeout) = &self.timeout
             && let Some(note) = timeout.rendered_note("timeout", &cx.setting("timeout", timeout)?)
         {
@@ -106,7 +110,7 @@ impl Action for KubeWait {
             if started.elapsed() >= limit {
                 anyhow::bail!(
                     "{} did not reach {} within {}",
-                    self.target(cx)?,
+                    self.target(cx).await?,
                     self.goal(),
                     HumanDuration(limit)
                 );

@@ -10,32 +10,34 @@ use super::super::delete::{FOREGROUND, ORPHAN, Propagation};
 use super::super::meta;
 use super::super::store::ObjectKey;
 use super::{State, kind_of};
+use kube_kinds::Kind;
 
 /// Runs the garbage collector once over every object.
 pub fn reconcile(state: &mut State) -> bool {
+    let served = state.served_kinds();
     let objects: Vec<(ObjectKey, Value)> = state
         .store
         .all()
         .map(|(key, object)| (key.clone(), object.clone()))
         .collect();
-    let mut changed = collect_orphans(state, &objects);
+    let mut changed = collect_orphans(state, &served, &objects);
     for (key, object) in objects
         .iter()
         .filter(|(_, object)| meta::is_deleting(object))
     {
-        let Some(kind) = kind_of(key) else {
+        let Some(kind) = kind_of(&served, key) else {
             continue;
         };
         let dependents = dependents_of(state, meta::uid(object));
         if meta::has_finalizer(object, ORPHAN) {
-            changed |= orphan_dependents(state, meta::uid(object), dependents);
+            changed |= orphan_dependents(state, &served, meta::uid(object), dependents);
             changed |= drop_finalizer(state, kind, key, ORPHAN);
         } else if meta::has_finalizer(object, FOREGROUND) {
             if dependents.is_empty() {
                 changed |= drop_finalizer(state, kind, key, FOREGROUND);
             }
             for (dependent_key, dependent) in dependents {
-                if let Some(dependent_kind) = kind_of(&dependent_key)
+                if let Some(dependent_kind) = kind_of(&served, &dependent_key)
                     && !meta::is_deleting(&dependent)
                 {
                     // Dependents of a foreground deletion go in the foreground too, so the
@@ -55,14 +57,18 @@ pub fn reconcile(state: &mut State) -> bool {
 
 /// Deletes the objects whose owners are all gone, and drops the references to gone owners
 /// from objects that still have one.
-fn collect_orphans(state: &mut State, objects: &[(ObjectKey, Value)]) -> bool {
+fn collect_orphans(
+    state: &mut State,
+    served: &[&'static Kind],
+    objects: &[(ObjectKey, Value)],
+) -> bool {
     let uids: BTreeSet<String> = objects
         .iter()
         .map(|(_, object)| meta::uid(object).to_string())
         .collect();
     let mut changed = false;
     for (key, object) in objects {
-        let Some(kind) = kind_of(key) else {
+        let Some(kind) = kind_of(served, key) else {
             continue;
         };
         let owners = meta::owner_references(object);
@@ -112,10 +118,15 @@ fn dependents_of(state: &State, uid: &str) -> Vec<(ObjectKey, Value)> {
 }
 
 /// Removes the owner `uid` from its dependents' references (an `Orphan` deletion).
-fn orphan_dependents(state: &mut State, uid: &str, dependents: Vec<(ObjectKey, Value)>) -> bool {
+fn orphan_dependents(
+    state: &mut State,
+    served: &[&'static Kind],
+    uid: &str,
+    dependents: Vec<(ObjectKey, Value)>,
+) -> bool {
     let mut changed = false;
     for (dependent_key, mut dependent) in dependents {
-        let Some(dependent_kind) = kind_of(&dependent_key) else {
+        let Some(dependent_kind) = kind_of(served, &dependent_key) else {
             continue;
         };
         let remaining: Vec<Value> = meta::owner_references(&dependent)

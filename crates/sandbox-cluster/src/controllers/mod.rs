@@ -13,7 +13,8 @@
 //! - `statefulsets`: StatefulSets keep their numbered pods and each pod's claims.
 //! - `jobs`: Jobs keep up to `parallelism` pods until enough succeeded, or too many failed
 //!   (the [`kubelet`](super::kubelet) runs those pods' commands).
-//! - `garbage`: dependents of deleted owners go (or lose their owner, or go first).
+//! - `garbage`: dependents of deleted owners go (or lose their owner, or go first); the
+//!   objects of a deleted CustomResourceDefinition go.
 //! - `events`: the `Event`s the scheduler, the kubelet and the controllers record.
 
 mod events;
@@ -41,7 +42,7 @@ use super::cluster::{Cluster, FieldValidation, State, WriteOptions};
 use super::delete::{DeleteOptions, Deletion, Propagation};
 use super::meta;
 use super::store::ObjectKey;
-use kube_kinds::{Kind, kinds};
+use kube_kinds::Kind;
 
 /// The field manager of the controllers' writes.
 const MANAGER: &str = "kube-controller-manager";
@@ -98,6 +99,7 @@ pub fn reconcile(state: &mut State, now: Timestamp) -> Option<Timestamp> {
         changed |= statefulsets::reconcile(state);
         changed |= jobs::reconcile(state);
         changed |= garbage::reconcile(state);
+        changed |= state.remove_undefined_objects();
         changed |= events::reconcile(state, now);
         if !changed {
             break;
@@ -111,9 +113,9 @@ fn is_ready(pod: &Value) -> bool {
     kube_kinds::has_condition(&pod["status"], "Ready")
 }
 
-/// The kind an object key belongs to.
-fn kind_of(key: &ObjectKey) -> Option<&'static Kind> {
-    kinds().iter().find(|kind| key.is(kind))
+/// The kind an object key belongs to, among the kinds served (a custom resource's too).
+fn kind_of(served: &[&'static Kind], key: &ObjectKey) -> Option<&'static Kind> {
+    served.iter().copied().find(|kind| key.is(kind))
 }
 
 fn options() -> WriteOptions {

@@ -4,7 +4,7 @@
 use super::super::cluster::State;
 use super::super::meta;
 use super::super::store::ObjectKey;
-use kube_kinds::{find_kind, kinds};
+use kube_kinds::find_kind;
 
 /// Empties terminating namespaces and removes the empty ones.
 pub fn reconcile(state: &mut State) -> bool {
@@ -18,9 +18,10 @@ pub fn reconcile(state: &mut State) -> bool {
         .map(|namespace| meta::name(namespace).to_string())
         .collect();
     let mut changed = false;
+    let served = state.served_kinds();
     for namespace in terminating {
         let mut remaining = 0;
-        for kind in kinds().iter().filter(|kind| kind.namespaced) {
+        for kind in served.iter().copied().filter(|kind| kind.namespaced) {
             let contents: Vec<(String, bool)> = state
                 .store
                 .list(kind, Some(&namespace))
