@@ -997,6 +997,7 @@ mod tests {
             board: Vec::new(),
             running_shards: Vec::new(),
             result: None,
+            catch_up: None,
         }
     }
 
@@ -1096,6 +1097,8 @@ mod tests {
             settings: Settings::for_test("/a", "/b"),
             notes: Vec::new(),
             continued: None,
+            repeat_secs: None,
+            catch_up_now: false,
         };
         let own = own_state(dir.path(), &request).expect("state");
         assert_eq!((own.agent.as_str(), own.notes.len()), ("new", 0));
@@ -1108,6 +1111,51 @@ mod tests {
             own_state(dir.path(), &request).expect("state").started,
             "when start ran"
         );
+    }
+
+    /// A stop in the middle of a catch-up pass ends it as `stopped`, with what its finished
+    /// shards copied, and no next pass.
+    #[test]
+    fn a_stop_in_flight_ends_the_pass_with_what_its_shards_copied() {
+        let mut state = state("a");
+        state.notes = vec![
+            Note::Shard {
+                pass: 3,
+                shard: 0,
+                bytes: 10,
+                files: 2,
+                tries: None,
+            },
+            Note::Shard {
+                pass: 2,
+                shard: 0,
+                bytes: 99,
+                files: 9,
+                tries: None,
+            },
+        ];
+        state.catch_up = Some(CatchUp {
+            every_secs: 60,
+            passes: vec![CatchUpPass {
+                pass: 3,
+                started: "t".into(),
+                ended: None,
+                state: "running".into(),
+                error: None,
+                entries: 0,
+                files: 0,
+                bytes: 0,
+            }],
+            next: Some("later".into()),
+            stopped: false,
+        });
+        mark_stopped(&mut state, Some("stopped"));
+        let catch_up = state.catch_up.expect("catch-up");
+        assert!(catch_up.stopped && catch_up.next.is_none());
+        let pass = &catch_up.passes[0];
+        assert_eq!(pass.state, "stopped");
+        assert!(pass.ended.is_some());
+        assert_eq!((pass.files, pass.bytes), (2, 10));
     }
 
     #[test]
