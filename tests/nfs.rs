@@ -747,3 +747,167 @@ fn a_failure_after_the_pv_is_deleted_rolls_nothing_back_and_says_where_the_hub_i
         .stderr_has("every step is done");
     migration.assert_migrated(&original_values);
 }
+
+/// The state of the initial copy's agent (the sandbox's pods keep it under `agents/`).
+fn initial_copy_agent(migration: &Migration) -> Value {
+    let agents = migration.sandbox().join("agents");
+    let dir = std::fs::read_dir(&agents)
+        .expect("agents dir")
+        .filter_map(Result::ok)
+        .find(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("initial-copy-")
+        })
+        .expect("the initial copy's agent directory");
+    let text = std::fs::read_to_string(dir.path().join("state.json")).unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// The catch-up passes the agent's state lists.
+fn catch_up_passes(migration: &Migration) -> Vec<Value> {
+    initial_copy_agent(migration)["catch_up"]["passes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits until the agent has finished a catch-up pass that copied something, beyond the
+/// `before` it had; returns that pass.
+fn a_catch_up_pass_copies(migration: &Migration, before: usize) -> Value {
+    let copying = |passes: &[Value]| -> Vec<Value> {
+        passes
+            .iter()
+            .filter(|pass| pass["state"] == "done" && pass["files"].as_u64() > Some(0))
+            .cloned()
+            .collect()
+    };
+    common::wait_until(
+        "a catch-up pass copies what changed",
+        std::time::Duration::from_secs(60),
+        || copying(&catch_up_passes(migration)).len() > before,
+    );
+    copying(&catch_up_passes(migration))[before].clone()
+}
+
+/// `repeat:` on the initial copy: while the run waits at the gate, catch-up passes copy what
+/// users change, each only that; a `kill -9` of the agent in the middle of a pass, and the
+/// next `run` starts the passes again; phase 2 stops them, journals them, and its final
+/// copy copies only what changed since the last one.
+#[test]
+fn catch_up_passes_keep_the_new_export_warm_until_the_final_copy_stops_them() {
+    let migration = Migration {
+        test: Test::new()
+            .env("RUNBOOK_AGENT_PATH", env!("CARGO_BIN_EXE_runbook"))
+            .env("RUNBOOK_REPEAT_MIN_SECS", "1"),
+        in_cluster: false,
+    };
+    let every = ["--var", "catch_up_every=2s"];
+    migration.run(&every).status(5);
+    let original_values = std::fs::read_to_string(migration.values_file()).expect("values");
+    let homes = migration.old_homes();
+
+    // Two changes, two passes that copy them, each only its own.
+    std::fs::write(homes.join("dave/first.txt"), "first\n").unwrap();
+    let first = a_catch_up_pass_copies(&migration, 0);
+    std::fs::write(homes.join("erin/second.txt"), "second\n").unwrap();
+    let second = a_catch_up_pass_copies(&migration, 1);
+    // Each copies what changed and nothing else (a file changed within a second of the
+    // previous pass's start is copied again: the clock margin of the change-time rule).
+    for (pass, changed) in [(&first, "dave/first.txt"), (&second, "erin/second.txt")] {
+        let agent = initial_copy_agent(&migration);
+        let copied: Vec<&str> = agent["notes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|note| note["sync"] == "pass" && note["pass"] == pass["pass"])
+            .flat_map(|plan| plan["shards"].as_array().into_iter().flatten())
+            .flat_map(|shard| shard["entries"].as_array().into_iter().flatten())
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(copied.contains(&changed), "{changed} not in {copied:?}");
+        assert!(
+            copied
+                .iter()
+                .all(|path| ["dave/first.txt", "erin/second.txt"].contains(path)),
+            "a catch-up pass copied more than what changed: {copied:?}"
+        );
+    }
+    assert!(migration.new_homes().join("erin/second.txt").exists());
+
+    // Many new files make a pass long enough to be killed in the middle.
+    for index in 0..3000 {
+        let file = homes.join(format!("bob/generated/{}/{index}.txt", index % 30));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, format!("{index}\n")).unwrap();
+    }
+    common::wait_until(
+        "a catch-up pass runs",
+        std::time::Duration::from_secs(60),
+        || {
+            catch_up_passes(&migration)
+                .last()
+                .is_some_and(|pass| pass["state"] == "running")
+        },
+    );
+    let killed = initial_copy_agent(&migration);
+    let pid = i32::try_from(killed["pid"].as_u64().expect("pid")).expect("a pid");
+    // SAFETY: a plain kill(2) of the agent's process.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    common::wait_until("the agent dies", std::time::Duration::from_secs(30), || {
+        !common::is_alive(pid)
+    });
+    migration
+        .run(&every)
+        .status(5)
+        .stderr_has("starting them again");
+    common::wait_until(
+        "the passes go on with a new agent",
+        std::time::Duration::from_secs(120),
+        || {
+            let state = initial_copy_agent(&migration);
+            state["agent"] != killed["agent"]
+                && state["catch_up"]["passes"]
+                    .as_array()
+                    .is_some_and(|passes| passes.iter().any(|pass| pass["state"] == "done"))
+        },
+    );
+    assert!(
+        migration
+            .new_homes()
+            .join("bob/generated/29/2999.txt")
+            .exists()
+    );
+
+    // Phase 2: the passes stop, the final copy copies what changed since the last one.
+    std::fs::write(homes.join("carol/third.txt"), "third\n").unwrap();
+    migration
+        .run(&[&["--yes"][..], &every[..]].concat())
+        .status(0)
+        .stderr_has("stopping the catch-up passes of `initial-copy`");
+    let journal = migration.journal();
+    let notes_of_initial_copy = |kind: &str| {
+        journal
+            .iter()
+            .filter(|event| {
+                event["event"] == "step_note"
+                    && event["step"] == "initial-copy"
+                    && event["data"]["sync"] == kind
+            })
+            .count()
+    };
+    assert!(
+        notes_of_initial_copy("catch_up") >= 3,
+        "the passes were not journaled"
+    );
+    assert_eq!(notes_of_initial_copy("catch_up_stopped"), 1);
+    // What changed after the last pass (a pass may have taken `third.txt` before phase 2
+    // got to the final copy), not the 3,000 files of the killed pass again.
+    let final_files = copied_files(&journal, "final-copy");
+    assert!(
+        final_files <= 10,
+        "the final copy copied {final_files} entries"
+    );
+    migration.assert_migrated(&original_values);
+}
