@@ -686,8 +686,10 @@ impl StatusReader<'_> {
         let held = holder.is_some();
         let copies = self.detached_copies(&history).await;
         let live = runbook::engine::live_file::LiveProgress::read(&run_dir);
-        let status =
-            report::RunStatusView::new(run, &history, holder, copies).with_live(&history, live);
+        let window = runbook::engine::window::status_forecast(&run_dir);
+        let status = report::RunStatusView::new(run, &history, holder, copies)
+            .with_live(&history, live)
+            .with_window(window);
         Ok((status, held))
     }
 

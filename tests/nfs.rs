@@ -308,8 +308,8 @@ fn the_whole_migration_in_the_sandbox() {
         })
         .expect("the maintenance window's length");
     assert!(
-        window.ends_with('s') && !window.contains("since"),
-        "the window is closed: {window}"
+        !window.contains("since") && window.contains("s (predicted "),
+        "the window is closed, and what it was predicted to take is beside it: {window}"
     );
 
     // Nothing changed between the copies: the final copy had nothing to copy.
@@ -492,6 +492,125 @@ fn a_final_copy_of_twenty_thousand_changed_files_ends() {
         copied_files(&migration.journal(), "final-copy") >= 20_000,
         "the final copy copied the changed files"
     );
+}
+
+/// The window, predicted: at the gate, `plan` and `status` say how long it will probably
+/// take and on what grounds; once it closed, the summary sets the prediction beside its
+/// length. Wording and structure only: the figures depend on the machine.
+#[test]
+fn the_window_is_predicted_at_the_gate_and_set_beside_its_length() {
+    let migration = Migration::new();
+    migration
+        .run(&[])
+        .status(5)
+        .stderr_has("start-maintenance waits for approval");
+    let heading = "maintenance window (start-maintenance to hub-online), predicted: ";
+    // One pass of the initial copy: the comparison bounds the final copy from below, and
+    // the steps in the window were never timed.
+    let plan = migration
+        .test
+        .run_args(&migration.args("plan", &[]))
+        .status(0)
+        .stdout_has(heading)
+        .stdout_has("last pass of initial-copy (pass 1) ended ")
+        .stdout_has(" entries compared in ")
+        .stdout_has("what changed since is unknown until initial-copy has a second pass");
+    assert!(
+        plan.stdout
+            .lines()
+            .any(|line| line.starts_with("  take-hub-offline ")
+                && line.contains(" unknown ")
+                && line.ends_with("never timed")),
+        "{}",
+        plan.stdout
+    );
+    let line = plan.stdout.lines().find(|line| line.starts_with(heading));
+    assert!(
+        line.is_some_and(|line| line.contains("at least ")
+            && line.contains("(no figure for no-active-users, take-hub-offline, ")),
+        "{}",
+        plan.stdout
+    );
+    let status = migration
+        .test
+        .run_args(&[
+            "status",
+            "--state-dir",
+            &migration.sandbox().join("state").display().to_string(),
+        ])
+        .status(0);
+    assert!(
+        status.stdout.contains(&format!("  {heading}")),
+        "{}",
+        status.stdout
+    );
+    // A second pass gives the rate at which the source changes: a range for the copy.
+    migration.run(&["--only", "initial-copy"]).status(0);
+    let plan_json = migration
+        .test
+        .run_args(&migration.args("plan", &["--format", "json"]))
+        .status(0);
+    let plan: Value = serde_json::from_str(&plan_json.stdout).expect("plan JSON");
+    let window = &plan["window"];
+    assert_eq!(window["from"], "start-maintenance", "{window:#}");
+    let copy = window["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|step| step["step"] == "final-copy"))
+        .expect("the final copy's forecast");
+    assert!(copy["high_ms"].is_u64(), "{copy:#}");
+    assert!(
+        copy["basis"].as_str().is_some_and(|basis| basis
+            .starts_with("last pass of initial-copy (pass 2) ")
+            && basis.contains("changes since then counted at the rate it saw")),
+        "{copy:#}"
+    );
+    let markdown = migration
+        .test
+        .run_args(&migration.args("plan", &["--format", "markdown"]))
+        .status(0)
+        .stdout_has("| `final-copy` | ")
+        .stdout_has("| Step | Time | Rests on |");
+    assert!(
+        markdown
+            .stdout
+            .contains("**maintenance window (start-maintenance to hub-online), predicted: "),
+        "{}",
+        markdown.stdout
+    );
+
+    let run = migration
+        .run(&["--yes"])
+        .status(0)
+        .stderr_has("maintenance window (start-maintenance to hub-online) opens: predicted ");
+    let summary = &run.stderr[run.stderr.find("summary:").expect("a summary")..];
+    let window = summary
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("maintenance window (start-maintenance to hub-online): ")
+        })
+        .expect("the window's length");
+    assert!(window.contains("s (predicted "), "{summary}");
+    println!("the window: {window}");
+    let predicted = migration
+        .journal()
+        .into_iter()
+        .filter(|event| event["event"] == "window_predicted")
+        .count();
+    assert_eq!(
+        predicted, 1,
+        "the prediction is journaled when the window opens"
+    );
+    // Once it closed, `status` no longer predicts it.
+    let status = migration
+        .test
+        .run_args(&[
+            "status",
+            "--state-dir",
+            &migration.sandbox().join("state").display().to_string(),
+        ])
+        .status(0);
+    assert!(!status.stdout.contains("predicted"), "{}", status.stdout);
 }
 
 fn change_the_source(homes: &Path) {

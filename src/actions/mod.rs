@@ -28,6 +28,7 @@ pub use sync::{
     AgentCommand, CopyGrid, DetachedCopy, LiveCopy, ShardCell, ShardState, SyncAction, copy_grids,
     detached_copies, run_agent_command,
 };
+pub use sync::{CompareFigures, CopyFigures, FinishedPass, finished_passes};
 pub use values_get::ValuesGet;
 pub use values_set::ValuesSet;
 

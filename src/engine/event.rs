@@ -217,6 +217,12 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         handler_error: Option<String>,
     },
+    /// The maintenance window opened (its gate was approved): how long it was predicted to
+    /// take then, which the summary sets beside how long it took.
+    WindowPredicted {
+        /// The prediction.
+        forecast: super::window::WindowForecast,
+    },
     /// Something a person should know that is not an error.
     Warning {
         /// What.
@@ -250,6 +256,7 @@ impl EventKind {
             | EventKind::Paused { .. }
             | EventKind::BlockFailed { .. }
             | EventKind::BlockFinished { .. }
+            | EventKind::WindowPredicted { .. }
             | EventKind::RunFinished { .. } => true,
             EventKind::StepSkipped { done, .. } => *done,
             EventKind::RunStarted { .. }

@@ -67,6 +67,11 @@ impl Journal {
         Ok(journal)
     }
 
+    /// The run directory the journal is in.
+    pub fn run_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     /// Appends one event as a line (one write, so a line is never interleaved) and, when
     /// `durable`, waits until it and every line before it are on disk, so that a crash right
     /// after a step never forgets that the step was done.
@@ -303,6 +308,7 @@ impl History {
             EventKind::Progress { .. }
             | EventKind::BlockFinished { .. }
             | EventKind::Warning { .. }
+            | EventKind::WindowPredicted { .. }
             | EventKind::PlanChanged { .. } => {}
         }
     }

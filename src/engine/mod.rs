@@ -17,6 +17,7 @@ pub mod state;
 mod step_clusters;
 pub mod summary;
 mod walk;
+pub mod window;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -278,6 +279,11 @@ impl Recorder {
         }
         journal.phase = Phase::Interrupted;
         Ok(Some(journal.running.take()))
+    }
+
+    /// The run's directory (where its journal is).
+    fn run_dir(&self) -> anyhow::Result<std::path::PathBuf> {
+        Ok(lock_journal(&self.journal)?.journal.run_dir().to_path_buf())
     }
 
     /// Shows an event without journaling it (a done step skipped again on resume).
@@ -1266,6 +1272,26 @@ impl RunVisitor<'_> {
         Ok(None)
     }
 
+    /// When `gate` opens the maintenance window, journals how long the window is predicted
+    /// to take, so that the summary (of this command or a later one) can say how the
+    /// prediction fared.
+    fn predict_window(&self, gate: &str) -> anyhow::Result<()> {
+        let opens = self
+            .playbook
+            .maintenance_window
+            .as_ref()
+            .is_some_and(|window| window.from == gate);
+        let run_dir = self.recorder.run_dir()?;
+        if let Some(forecast) = opens
+            .then(|| window::forecast_run(self.playbook, &run_dir))
+            .flatten()
+        {
+            self.recorder
+                .emit(EventKind::WindowPredicted { forecast })?;
+        }
+        Ok(())
+    }
+
     /// Whether the step may run: it has no gate, its approval is journaled, or it is given
     /// now (`--yes`, `--approve`, or a yes at the terminal), which is journaled. `false`
     /// when the run must pause here.
@@ -1304,6 +1330,7 @@ impl RunVisitor<'_> {
             via: via.into(),
         })?;
         self.approvals.insert(id.to_string());
+        self.predict_window(id)?;
         Ok(true)
     }
 }

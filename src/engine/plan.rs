@@ -64,12 +64,14 @@ pub async fn plan(
             .and_then(|index| contexts.context(index))
             .map(|context| bound.masker.mask(context));
     }
+    let window = super::window::forecast_run(playbook, &state.run_dir(&run_id));
     Ok(PlanReport {
         run: run_id,
         playbook: playbook.path.display().to_string(),
         name: playbook.name.clone(),
         steps,
         journal_position: events.len(),
+        window,
     })
 }
 

@@ -68,4 +68,7 @@ pub struct PlanReport {
     /// How many events the run's journal had when the plan was made.
     #[serde(skip)]
     pub journal_position: usize,
+    /// How long the maintenance window will probably take, when the playbook has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<super::window::WindowForecast>,
 }

@@ -241,6 +241,8 @@ impl SavedPlan {
             name: self.playbook.name.clone(),
             steps: self.steps.iter().map(|step| step.entry.clone()).collect(),
             journal_position: self.journal_position,
+            // A prediction is of the time it is made: a saved plan does not keep one.
+            window: None,
         }
     }
 }
@@ -617,6 +619,7 @@ steps:
             name: playbook.name.clone(),
             steps,
             journal_position: 0,
+            window: None,
         };
         SavedPlan::new(playbook, bound, &report)
     }

@@ -6,6 +6,7 @@ use indexmap::IndexMap;
 use jiff::Timestamp;
 
 use super::event::{Event, EventKind, RunStatus, StepStatus};
+use super::window::WindowForecast;
 use crate::playbook::MaintenanceWindow;
 
 /// What one step cost over the whole run.
@@ -64,6 +65,8 @@ pub struct RunSummary {
     pub(crate) steps: IndexMap<String, StepTotals>,
     pub(crate) commands: usize,
     pub(crate) window: Option<(MaintenanceWindow, Option<Timestamp>, Option<Timestamp>)>,
+    /// What the window was predicted to take when it last opened.
+    pub(crate) predicted: Option<WindowForecast>,
     /// `None` while the last command has not finished (or its end was not journaled).
     pub(crate) ending: Option<Ending>,
     /// The blocks whose step failed in the last command.
@@ -97,6 +100,7 @@ impl RunSummary {
             steps: tally.steps,
             commands: tally.commands,
             window: window.map(|window| (window.clone(), tally.opened, tally.closed)),
+            predicted: tally.predicted,
             ending: tally.ending,
             failed_blocks: tally.failed_blocks,
         }
@@ -113,6 +117,8 @@ struct Tally<'a> {
     /// When the maintenance window opened and closed.
     opened: Option<Timestamp>,
     closed: Option<Timestamp>,
+    /// What the window was predicted to take when it last opened.
+    predicted: Option<WindowForecast>,
     ending: Option<Ending>,
     /// The blocks whose steps failed in the last command.
     failed_blocks: Vec<FailedBlock>,
@@ -188,7 +194,9 @@ impl Tally<'_> {
             {
                 self.opened = at;
                 self.closed = None;
+                self.predicted = None;
             }
+            EventKind::WindowPredicted { forecast } => self.predicted = Some(forecast.clone()),
             EventKind::StepNote { step, data } => {
                 // An action's note that carries `bytes` and `files` records work done
                 // (a finished shard of a copy).

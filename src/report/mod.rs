@@ -5,6 +5,7 @@ mod live;
 mod plan;
 mod status;
 mod summary;
+mod window;
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, RwLock};
@@ -315,6 +316,12 @@ impl Reporter {
                 failed,
                 *rescued,
                 handler_failed.as_deref().zip(handler_error.as_deref()),
+            ),
+            EventKind::WindowPredicted { forecast } if !quiet => format!(
+                "maintenance window ({} to {}) opens: predicted {}",
+                forecast.from,
+                forecast.to,
+                forecast.range_words()
             ),
             EventKind::RunFinished { status, exit_code } => {
                 let (color, text) = run_verdict(status);

@@ -75,6 +75,9 @@ impl PlanReport {
         }
         text.push_str(&self.counts());
         text.push('\n');
+        if let Some(window) = &self.window {
+            text.push_str(&window.to_text());
+        }
         text
     }
 
@@ -122,6 +125,9 @@ impl PlanReport {
                 entry.id,
                 entry.diff.as_deref().unwrap_or_default().trim_end()
             ));
+        }
+        if let Some(window) = &self.window {
+            text.push_str(&window.to_markdown());
         }
         text
     }

@@ -1,5 +1,6 @@
 //! `runbook status` and `runbook list`: a run's state as its journal and lock tell it.
 
+use crate::engine::window::WindowForecast;
 use serde::Serialize;
 
 use super::format_duration_ms;
@@ -126,6 +127,10 @@ pub struct RunStatusView {
     pub live: Option<LiveProgress>,
     /// The shards of each copy's last pass.
     pub copies: Vec<CopyGrid>,
+    /// How long the maintenance window will probably take (what is left of it, once open),
+    /// until it closes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowForecast>,
 }
 
 /// One step of [`RunStatusView`].
@@ -181,7 +186,14 @@ impl RunStatusView {
             detached,
             live: None,
             copies: Vec::new(),
+            window: None,
         }
+    }
+
+    /// Adds the maintenance window's forecast.
+    pub fn with_window(mut self, window: Option<WindowForecast>) -> Self {
+        self.window = window;
+        self
     }
 
     /// Adds how far the running step's copy is (from `live.json`), when the run is held and
@@ -261,6 +273,11 @@ impl RunStatusView {
         }
         for grid in &self.copies {
             text.push_str(&grid_text(grid, color));
+        }
+        if let Some(window) = &self.window {
+            for line in window.to_text().lines() {
+                text.push_str(&format!("  {line}\n"));
+            }
         }
         for copy in &self.detached {
             for line in copy.lines() {

@@ -102,7 +102,12 @@ impl RunSummary {
         }
         if let Some((from, to, length)) = self.window_length() {
             let length = match length {
-                WindowLength::Lasted(ms) => format_duration_ms(ms),
+                WindowLength::Lasted(ms) => match &self.predicted {
+                    Some(predicted) => {
+                        format!("{} ({})", format_duration_ms(ms), predicted.against(ms))
+                    }
+                    None => format_duration_ms(ms),
+                },
                 WindowLength::OpenSince(since) => format!("open since {since}"),
                 WindowLength::NotOpened => "not opened yet".into(),
             };
@@ -164,7 +169,12 @@ impl RunSummary {
         text.push('\n');
         if let Some((from, to, length)) = self.window_length() {
             let length = match length {
-                WindowLength::Lasted(ms) => format!("**{}**", format_duration_ms(ms)),
+                WindowLength::Lasted(ms) => match &self.predicted {
+                    Some(predicted) => {
+                        format!("**{}** ({})", format_duration_ms(ms), predicted.against(ms))
+                    }
+                    None => format!("**{}**", format_duration_ms(ms)),
+                },
                 WindowLength::OpenSince(since) => format!("open since {since}"),
                 WindowLength::NotOpened => "not opened yet".into(),
             };

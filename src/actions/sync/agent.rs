@@ -796,15 +796,13 @@ fn mark_stopped(state: &mut AgentState, in_flight: Option<&str>) {
     }
 }
 
-/// What a pass compared and copied so far, from its notes: its plan's entries, and the
+/// What a pass compared and copied so far, from its notes: the entries it compared, and the
 /// entries and bytes of its finished shards.
 fn pass_totals(notes: &[Note], number: u32) -> (u64, u64, u64) {
     let mut totals = (0, 0, 0);
     for note in notes {
         match note {
-            Note::Pass(record) if record.pass == number => {
-                totals.0 = record.shards.iter().map(|shard| shard.files).sum();
-            }
+            Note::Compared { pass, entries, .. } if *pass == number => totals.0 = *entries,
             Note::Shard {
                 pass, files, bytes, ..
             } if *pass == number => {

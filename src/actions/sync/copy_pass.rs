@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use super::compare::{ChangedSince, Comparison};
 use super::job::JobCopier;
-use super::pass::{Ledger, Note, PassRecord, PassState, RelPath};
+use super::pass::{CompareFigures, Ledger, Note, PassRecord, PassState, RelPath};
 use super::pass_reporter::PassReporter;
 use super::planner::{self, PlannerConfig, ShardPlan};
 use super::pool::{self, PoolOutcome, Task};
@@ -75,9 +75,10 @@ impl<'a> CopyPass<'a> {
     pub(crate) async fn run(mut self) -> anyhow::Result<Outcome> {
         let pass = self.journaled_plan().await?;
         let plan = pass.record.plan();
+        let copying = std::time::Instant::now();
         let deleted = self.delete_extra_entries(&pass).await?;
         let shards = self.copy_shards(&pass, &plan).await?;
-        let linked = self.finish_links_and_dirs(&pass.record, &plan).await?;
+        let linked = self.finish_links_and_dirs(&pass, &plan, copying).await?;
         let verified = self.verify().await?;
         let copied = Copied {
             deleted,
@@ -110,6 +111,7 @@ impl<'a> CopyPass<'a> {
             })?;
         }
         let started = jiff::Timestamp::now();
+        let comparing = std::time::Instant::now();
         self.reporter.line(&format!(
             "comparing {} with {} ({})",
             settings.from.display(),
@@ -123,8 +125,17 @@ impl<'a> CopyPass<'a> {
             &self.cancel,
         )
         .await?;
+        let compared = CompareFigures {
+            entries: comparison.entries,
+            ms: millis(comparing.elapsed()),
+        };
         let record = self.new_record(comparison, started, fingerprint);
         self.reporter.note(&Note::Pass(Box::new(record.clone())))?;
+        self.reporter.note(&Note::Compared {
+            pass: record.pass,
+            entries: compared.entries,
+            ms: compared.ms,
+        })?;
         Ok(PassState {
             record,
             done_shards: BTreeSet::new(),
@@ -132,6 +143,8 @@ impl<'a> CopyPass<'a> {
             failed_shards: Default::default(),
             deleted: false,
             done: false,
+            compared: Some(compared),
+            copied: None,
         })
     }
 
@@ -289,13 +302,16 @@ impl<'a> CopyPass<'a> {
     }
 
     /// Redoes the hard links that span shards, then sets the attributes of the shared
-    /// directories (writing into them changed their times), and journals the pass's end.
-    /// Returns how many hard-linked files there were.
+    /// directories (writing into them changed their times), and journals the pass's end
+    /// with what this process copied since `copying`. Returns how many hard-linked files
+    /// there were.
     async fn finish_links_and_dirs(
         &mut self,
-        record: &PassRecord,
+        pass: &PassState,
         plan: &ShardPlan,
+        copying: std::time::Instant,
     ) -> anyhow::Result<usize> {
+        let record = &pass.record;
         let jobs = self.settings.jobs;
         let hard_links: Vec<Vec<u8>> = record.hard_links.iter().map(|p| p.0.clone()).collect();
         let linked = hard_links.len();
@@ -327,6 +343,21 @@ impl<'a> CopyPass<'a> {
             });
         }
         self.run_helpers(dir_tasks, jobs).await?;
+        let copied = plan
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !pass.done_shards.contains(index));
+        let (copied_bytes, copied_files) = copied.fold((0, 0), |(bytes, files), (_, shard)| {
+            (bytes + shard.bytes, files + shard.files)
+        });
+        self.reporter.note(&Note::Ended {
+            pass: record.pass,
+            at: jiff::Timestamp::now().to_string(),
+            copy_ms: millis(copying.elapsed()),
+            copied_bytes,
+            copied_files,
+        })?;
         self.reporter.note(&Note::PassDone { pass: record.pass })?;
         Ok(linked)
     }
@@ -463,6 +494,11 @@ pub(crate) async fn run_journaled(
         outcome = pool::run(tasks, concurrency, transfer, board, &hooks) => outcome,
         () = progress::tick(board, reporter) => unreachable!("the progress loop never ends"),
     }
+}
+
+/// Milliseconds of a duration, for the journal.
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Deletes entries (files, links or whole directories) below `root`.

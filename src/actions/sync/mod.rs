@@ -43,6 +43,7 @@ use anyhow::Context as _;
 pub use agent::{AgentCommand, run_command as run_agent_command};
 pub use detached::{DetachedCopy, LiveCopy, detached_copies};
 pub use grid::{CopyGrid, ShardCell, ShardState, copy_grids};
+pub use pass::{CompareFigures, CopyFigures, FinishedPass, finished_passes};
 pub use spec::SyncAction;
 
 use super::{Action, Check, InvalidInput, Outcome, Preview, StepContext};

@@ -113,6 +113,33 @@ pub enum Note {
         /// When (RFC 3339).
         at: String,
     },
+    /// The pass's comparison ended: how many source entries it walked, and in how long.
+    /// Journaled after [`Note::Pass`]; the window's prediction rests on it.
+    Compared {
+        /// Pass number.
+        pass: u32,
+        /// Source entries compared.
+        entries: u64,
+        /// How long the comparison took, in milliseconds.
+        ms: u64,
+    },
+    /// The pass's copying (deletions, shards, links, directories) ended, journaled just
+    /// before [`Note::PassDone`]: when, and what the process that ended it copied in how
+    /// long (a resumed pass counts only what its last process copied, so that the time a
+    /// killed process lay dead does not lower the rate).
+    Ended {
+        /// Pass number.
+        pass: u32,
+        /// When (RFC 3339).
+        at: String,
+        /// Milliseconds from the end of the comparison (or the resumption) to now.
+        copy_ms: u64,
+        /// Bytes of the shards copied in that time (not `bytes`: the summary adds up
+        /// notes with `bytes` and `files` as work done, which the shards' notes are).
+        copied_bytes: u64,
+        /// Entries of those shards.
+        copied_files: u64,
+    },
     /// The pass finished: the destination had everything the source had at its start.
     PassDone {
         /// Pass number.
@@ -196,6 +223,8 @@ impl Note {
             Note::Shard { pass, shard, .. } => format!("shard {pass} {shard}"),
             Note::ShardFailed { pass, shard, .. } => format!("shard failed {pass} {shard}"),
             Note::Workers { pass, at, to, .. } => format!("workers {pass} {at} {to}"),
+            Note::Compared { pass, .. } => format!("compared {pass}"),
+            Note::Ended { pass, .. } => format!("ended {pass}"),
             Note::PassDone { pass } => format!("done {pass}"),
             Note::Agent(record) => format!("agent {}", record.agent),
             Note::Job(record) => format!("job {}", record.name),
@@ -331,6 +360,74 @@ pub struct PassState {
     pub deleted: bool,
     /// It finished.
     pub done: bool,
+    /// What its comparison walked, in how long, when journaled.
+    pub compared: Option<CompareFigures>,
+    /// What its copying did, in how long, when journaled.
+    pub copied: Option<CopyFigures>,
+}
+
+/// What a pass's comparison walked, and in how long ([`Note::Compared`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompareFigures {
+    /// Source entries compared.
+    pub entries: u64,
+    /// Milliseconds.
+    pub ms: u64,
+}
+
+/// What a pass's copying did, and in how long ([`Note::Ended`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFigures {
+    /// When it ended (RFC 3339).
+    pub at: String,
+    /// Milliseconds.
+    pub ms: u64,
+    /// Bytes copied in them.
+    pub bytes: u64,
+    /// Entries copied in them.
+    pub files: u64,
+}
+
+/// A finished pass of a copy, as the window's prediction needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedPass {
+    /// 1, 2, ... within the step.
+    pub pass: u32,
+    /// When it started.
+    pub started: jiff::Timestamp,
+    /// What it found changed (its plan): entries and bytes.
+    pub changed_files: u64,
+    /// Bytes.
+    pub changed_bytes: u64,
+    /// Its comparison, when journaled (journals of older versions lack it).
+    pub compared: Option<CompareFigures>,
+    /// Its copying, when journaled.
+    pub copied: Option<CopyFigures>,
+}
+
+/// The finished passes of a copy step, oldest first, from its notes.
+pub fn finished_passes(notes: &[serde_json::Value]) -> Vec<FinishedPass> {
+    Ledger::read(notes)
+        .passes
+        .into_iter()
+        .filter(|pass| pass.done)
+        .filter_map(|pass| {
+            let record = pass.record;
+            let started = jiff::Timestamp::new(
+                record.started_secs,
+                i32::try_from(record.started_nanos).unwrap_or(0),
+            )
+            .ok()?;
+            Some(FinishedPass {
+                pass: record.pass,
+                started,
+                changed_files: record.shards.iter().map(|shard| shard.files).sum(),
+                changed_bytes: record.shards.iter().map(|shard| shard.bytes).sum(),
+                compared: pass.compared,
+                copied: pass.copied,
+            })
+        })
+        .collect()
 }
 
 /// Every pass of the step, from its notes.
@@ -355,6 +452,8 @@ impl Ledger {
                     failed_shards: Default::default(),
                     deleted: false,
                     done: false,
+                    compared: None,
+                    copied: None,
                 }),
                 Note::Shard {
                     pass, shard, tries, ..
@@ -387,6 +486,27 @@ impl Ledger {
                 Note::PassDone { pass } => {
                     if let Some(state) = passes.iter_mut().rfind(|p| p.record.pass == pass) {
                         state.done = true;
+                    }
+                }
+                Note::Compared { pass, entries, ms } => {
+                    if let Some(state) = passes.iter_mut().rfind(|p| p.record.pass == pass) {
+                        state.compared = Some(CompareFigures { entries, ms });
+                    }
+                }
+                Note::Ended {
+                    pass,
+                    at,
+                    copy_ms,
+                    copied_bytes,
+                    copied_files,
+                } => {
+                    if let Some(state) = passes.iter_mut().rfind(|p| p.record.pass == pass) {
+                        state.copied = Some(CopyFigures {
+                            at,
+                            ms: copy_ms,
+                            bytes: copied_bytes,
+                            files: copied_files,
+                        });
                     }
                 }
                 Note::Agent(_)
