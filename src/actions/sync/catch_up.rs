@@ -3,8 +3,9 @@
 //! what `runbook` does about them:
 //!
 //! - the step counts as done after its first pass, and a run that comes back to it (at the
-//!   gate, days later) makes sure the passes go on: an agent that died (a pod restarted, a
-//!   `kill -9`) is started again in the same directory, its first pass being a catch-up;
+//!   gate, days later) journals what the passes did so far and makes sure they go on: an
+//!   agent that died (a pod restarted, a `kill -9`) is started again in the same directory,
+//!   its first pass being a catch-up;
 //! - the step that continues the copy (`after:`) stops them before it starts: it asks the
 //!   agent to stop (a pass in flight stops too), waits for it to end, and journals what the
 //!   passes did as notes of the repeating step (each pass's plan and shards, so the final
@@ -173,10 +174,12 @@ fn collect(
 ) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut known = journaled_keys(journaled);
     let mut collected = Vec::new();
+    // A pass is summed up once it has ended (a pass of a dead agent never does).
     let passes = state
         .catch_up
         .iter()
-        .flat_map(|catch_up| catch_up.passes.iter().cloned());
+        .flat_map(|catch_up| catch_up.passes.iter().cloned())
+        .filter(|pass| pass.ended.is_some());
     let summaries: Vec<Note> = passes.map(|pass| Note::CatchUp(Box::new(pass))).collect();
     for note in state.notes.iter().chain(&summaries) {
         if known.insert(note.key()) {
@@ -231,6 +234,9 @@ pub(super) async fn keep_going(action: &SyncAction, cx: &StepContext<'_>) -> any
     if let Some(state) = &state
         && report.alive
     {
+        // What the passes did so far goes into the journal now, for `plan` and `status`'s
+        // prediction of the window.
+        collect(cx, cx.step_id, &notes, state)?;
         let catch_up = state.catch_up.as_ref();
         cx.output_line(&format!(
             "catch-up passes go on in {} (agent {}, {} so far{})",
