@@ -5,13 +5,13 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use common::Test;
+use common::copies::tree;
 use sandbox_cluster::fleet::{Fleet, SHARED_VALUES};
 
 const NFS_PLAYBOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/nfs-migrate.yaml");
@@ -116,45 +116,6 @@ impl SandboxFleet {
             })
             .collect()
     }
-}
-
-/// Every entry of a tree: type, mode, size, mtime, and content or link target.
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut entries = BTreeMap::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read dir") {
-            let path = entry.expect("entry").path();
-            let meta = std::fs::symlink_metadata(&path).expect("stat");
-            let relative = path
-                .strip_prefix(root)
-                .expect("under root")
-                .display()
-                .to_string();
-            let what = if meta.file_type().is_symlink() {
-                format!(
-                    "link -> {}",
-                    std::fs::read_link(&path).expect("link").display()
-                )
-            } else if meta.is_dir() {
-                pending.push(path.clone());
-                format!("dir {:o}", meta.mode())
-            } else {
-                let content = std::fs::read(&path).expect("read");
-                let hash = content
-                    .iter()
-                    .fold(0u64, |hash, byte| hash.rotate_left(5) ^ u64::from(*byte));
-                format!(
-                    "file {:o} {} {} {hash:x}",
-                    meta.mode(),
-                    meta.len(),
-                    meta.mtime()
-                )
-            };
-            entries.insert(relative, what);
-        }
-    }
-    entries
 }
 
 /// The lines of `after` that are not in `before`, and those of `before` gone from `after`.

@@ -401,7 +401,7 @@ impl Walk<'_> {
             Before::Evaluate => {}
         }
         let sink = visitor.note_sink(step);
-        let (cluster, renderer) = self.cluster_of(index);
+        let (_, renderer) = self.cluster_of(index);
         let scope_vars = self.vars.of(step.scope);
         // An item of a loop sees it as `item`.
         let item_vars = step.item.as_ref().map(|item| {
@@ -425,20 +425,8 @@ impl Walk<'_> {
                 Err(error) => Some(error),
             },
         };
-        let cx = StepContext {
-            step_id: id,
-            renderer,
-            vars,
-            env: &env,
-            reporter: self.reporter,
-            base_dir: self.playbook.base_dir_of(step),
-            cluster,
-            notes: self.notes.get(id).map_or(&[], Vec::as_slice),
-            all_notes: &self.notes,
-            note_sink: sink.as_deref().map(|sink| sink as &dyn NoteSink),
-            surroundings: self.surroundings,
-            readings: self.readings,
-        };
+        let sink_ref = sink.as_deref().map(|sink| sink as &dyn NoteSink);
+        let cx = self.context(index, step, (vars, &env), sink_ref, self.readings);
         let evaluated = match (env_error, skipped) {
             (Some(error), _) => Err(error),
             (None, Some(why)) => Ok(Evaluated {
@@ -466,6 +454,37 @@ impl Walk<'_> {
         }
     }
 
+    /// What a step's action gets: its cluster (its context's), the names its templates see
+    /// and its environment, where its notes go, where reads are recorded.
+    fn context<'s>(
+        &'s self,
+        index: usize,
+        step: &'s Step,
+        (vars, env): (
+            &'s crate::render::Vars,
+            &'s indexmap::IndexMap<String, String>,
+        ),
+        note_sink: Option<&'s dyn NoteSink>,
+        readings: Option<&'s Readings>,
+    ) -> StepContext<'s> {
+        let (cluster, renderer) = self.cluster_of(index);
+        let id = step.id();
+        StepContext {
+            step_id: id,
+            renderer,
+            vars,
+            env,
+            reporter: self.reporter,
+            base_dir: self.playbook.base_dir_of(step),
+            cluster,
+            notes: self.notes.get(id).map_or(&[], Vec::as_slice),
+            all_notes: &self.notes,
+            note_sink,
+            surroundings: self.surroundings,
+            readings,
+        }
+    }
+
     /// The cluster step `index` talks to (its `context:`'s), with the renderer whose lookups
     /// read it.
     fn cluster_of(&self, index: usize) -> (Option<&Cluster>, &Renderer) {
@@ -485,23 +504,16 @@ impl Walk<'_> {
         visitor: &V,
     ) -> anyhow::Result<()> {
         let sink = visitor.note_sink(step);
-        let (cluster, renderer) = self.cluster_of(index);
         let id = step.id();
         let env = self.surroundings.process_env.clone();
-        let cx = StepContext {
-            step_id: id,
-            renderer,
-            vars: self.vars.of(step.scope),
-            env: &env,
-            reporter: self.reporter,
-            base_dir: self.playbook.base_dir_of(step),
-            cluster,
-            notes: self.notes.get(id).map_or(&[], Vec::as_slice),
-            all_notes: &self.notes,
-            note_sink: sink.as_deref().map(|sink| sink as &dyn NoteSink),
-            surroundings: self.surroundings,
-            readings: None,
-        };
+        let sink_ref = sink.as_deref().map(|sink| sink as &dyn NoteSink);
+        let cx = self.context(
+            index,
+            step,
+            (self.vars.of(step.scope), &env),
+            sink_ref,
+            None,
+        );
         if let Err(error) = step.action().keep_going(&cx).await {
             self.reporter.warn(&format!("[{id}] {error:#}"));
         }

@@ -182,20 +182,7 @@ impl Loader<'_> {
 
     /// A block does nothing itself: no action, no step settings.
     fn block_keys_only(&self, spec: &StepSpec, extent: &StepExtent<'_>) -> Result<(), Diagnostic> {
-        let mut present: Vec<&str> = spec.actions().iter().map(|(key, _)| *key).collect();
-        let settings = [
-            ("check", spec.check.is_some()),
-            ("require", spec.require.is_some()),
-            ("until", spec.until.is_some()),
-            ("register", spec.register.is_some()),
-            ("retries", spec.retries.is_some()),
-            ("delay", spec.delay.is_some()),
-            ("timeout", spec.timeout.is_some()),
-            ("confirm", spec.confirm.is_some()),
-            ("env", !spec.env.is_empty()),
-            ("loop", spec.loop_over.is_some()),
-        ];
-        present.extend(settings.iter().filter(|(_, set)| *set).map(|(key, _)| *key));
+        let present = working_keys(spec);
         let Some(key) = present.first() else {
             return Ok(());
         };
@@ -210,6 +197,26 @@ impl Loader<'_> {
             "a block takes only {BLOCK_KEYS}; give `{key}:` to the steps under `block:`"
         )))
     }
+}
+
+/// The keys of a step that make it do something (its actions and the settings of an
+/// action), which a block or an include step cannot have.
+pub(super) fn working_keys(spec: &StepSpec) -> Vec<&'static str> {
+    let mut present: Vec<&'static str> = spec.actions().iter().map(|(key, _)| *key).collect();
+    let settings = [
+        ("check", spec.check.is_some()),
+        ("require", spec.require.is_some()),
+        ("until", spec.until.is_some()),
+        ("register", spec.register.is_some()),
+        ("retries", spec.retries.is_some()),
+        ("delay", spec.delay.is_some()),
+        ("timeout", spec.timeout.is_some()),
+        ("confirm", spec.confirm.is_some()),
+        ("env", !spec.env.is_empty()),
+        ("loop", spec.loop_over.is_some()),
+    ];
+    present.extend(settings.iter().filter(|(_, set)| *set).map(|(key, _)| *key));
+    present
 }
 
 /// A block's `when` and its step's own: the step runs when both hold.

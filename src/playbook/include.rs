@@ -175,23 +175,13 @@ impl Loader<'_> {
         spec: &StepSpec,
         extent: &StepExtent<'_>,
     ) -> Result<(), Diagnostic> {
-        let mut present: Vec<&str> = spec.actions().iter().map(|(key, _)| *key).collect();
-        let settings = [
-            ("check", spec.check.is_some()),
-            ("require", spec.require.is_some()),
-            ("until", spec.until.is_some()),
-            ("register", spec.register.is_some()),
-            ("retries", spec.retries.is_some()),
-            ("delay", spec.delay.is_some()),
-            ("timeout", spec.timeout.is_some()),
-            ("confirm", spec.confirm.is_some()),
-            ("env", !spec.env.is_empty()),
+        let mut present = super::block::working_keys(spec);
+        let parts = [
             ("block", spec.block.is_some()),
             ("rescue", spec.rescue.is_some()),
             ("always", spec.always.is_some()),
-            ("loop", spec.loop_over.is_some()),
         ];
-        present.extend(settings.iter().filter(|(_, set)| *set).map(|(key, _)| *key));
+        present.extend(parts.iter().filter(|(_, set)| *set).map(|(key, _)| *key));
         let Some(key) = present.first() else {
             return Ok(());
         };
@@ -497,32 +487,6 @@ fn bind_one(
         );
     }
     let params = param::resolve(&include.params, given, &include.source)?;
-    masker.add(
-        include
-            .params
-            .iter()
-            .filter(|(_, (spec, _))| spec.secret)
-            .filter_map(|(name, _)| match &params[name] {
-                serde_json::Value::String(text) => Some(text.clone()),
-                serde_json::Value::Null => None,
-                other => Some(other.to_string()),
-            }),
-    );
-    let mut vars = builtins.clone();
-    vars.extend(
-        params
-            .iter()
-            .map(|(name, value)| (name.clone(), crate::render::to_value(value))),
-    );
-    for (name, template, location) in &include.vars {
-        let value = renderer.render_json(template, &vars).map_err(|error| {
-            Diagnostic::at(
-                location.clone(),
-                format!("var `{name}`: {}", masker.mask(&error.message)),
-            )
-            .help("a var may use params and the vars above it")
-        })?;
-        vars.insert(name.clone(), crate::render::to_value(&value));
-    }
-    Ok(vars)
+    masker.add(param::secret_values(&include.params, &params));
+    param::scope_names(builtins, &params, &include.vars, renderer)
 }

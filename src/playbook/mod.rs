@@ -254,16 +254,7 @@ impl Playbook {
         // Flags win over the files.
         given.extend(parse_var_flags(&inputs.vars)?);
         let params = param::resolve(&self.params, given, &self.source)?;
-        let masker = Masker::new(
-            self.params
-                .iter()
-                .filter(|(_, (spec, _))| spec.secret)
-                .filter_map(|(name, _)| match &params[name] {
-                    serde_json::Value::String(text) => Some(text.clone()),
-                    serde_json::Value::Null => None,
-                    other => Some(other.to_string()),
-                }),
-        );
+        let masker = Masker::new(param::secret_values(&self.params, &params));
         let renderer = Renderer::new(masker.clone());
         // The names every template may use besides params, vars and registers (a param of
         // the same name wins).
@@ -274,22 +265,7 @@ impl Playbook {
         .iter()
         .map(|(name, value)| (name.to_string(), crate::render::to_value(value)))
         .collect();
-        let mut vars = builtins.clone();
-        vars.extend(
-            params
-                .iter()
-                .map(|(name, value)| (name.clone(), crate::render::to_value(value))),
-        );
-        for (name, template, location) in &self.vars {
-            let value = renderer.render_json(template, &vars).map_err(|error| {
-                Diagnostic::at(
-                    location.clone(),
-                    format!("var `{name}`: {}", masker.mask(&error.message)),
-                )
-                .help("a var may use params and the vars above it")
-            })?;
-            vars.insert(name.clone(), crate::render::to_value(&value));
-        }
+        let vars = param::scope_names(&builtins, &params, &self.vars, &renderer)?;
         let scopes = include::bind_includes(&self.includes, &vars, &builtins, &masker)?;
         Ok(Bound {
             params,

@@ -290,6 +290,49 @@ pub fn resolve(
     Ok(values)
 }
 
+/// The values of the secret params among `values`, as a masker takes them.
+pub(super) fn secret_values(
+    declared: &IndexMap<String, (ParamSpec, crate::diagnostic::Location)>,
+    values: &IndexMap<String, serde_json::Value>,
+) -> Vec<String> {
+    declared
+        .iter()
+        .filter(|(_, (spec, _))| spec.secret)
+        .filter_map(|(name, _)| match values.get(name)? {
+            serde_json::Value::String(text) => Some(text.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        })
+        .collect()
+}
+
+/// The names a playbook's templates see before any step: the built-in ones, its params,
+/// then its vars, each rendered with the names before it.
+pub(super) fn scope_names(
+    builtins: &crate::render::Vars,
+    params: &IndexMap<String, serde_json::Value>,
+    vars: &[(String, serde_json::Value, crate::diagnostic::Location)],
+    renderer: &crate::render::Renderer,
+) -> Result<crate::render::Vars, Diagnostic> {
+    let mut names = builtins.clone();
+    names.extend(
+        params
+            .iter()
+            .map(|(name, value)| (name.clone(), crate::render::to_value(value))),
+    );
+    for (name, template, location) in vars {
+        let value = renderer.render_json(template, &names).map_err(|error| {
+            Diagnostic::at(
+                location.clone(),
+                format!("var `{name}`: {}", renderer.masker().mask(&error.message)),
+            )
+            .help("a var may use params and the vars above it")
+        })?;
+        names.insert(name.clone(), crate::render::to_value(&value));
+    }
+    Ok(names)
+}
+
 /// A given value as text: a string as it is, anything else as JSON.
 fn as_text(value: &serde_json::Value) -> String {
     match value {
