@@ -304,13 +304,36 @@ fn copy_forecast(
         }
         (Some(_), None) => None,
     };
+    let overhead = copy_overhead(continues, events, &passes);
+    if overhead > 0 {
+        basis.push_str(&format!(
+            "; plus {} of starting and following the copy, as {continues} took beyond its first pass",
+            format_duration_ms(overhead)
+        ));
+    }
     StepForecast {
         step: step.to_string(),
-        low_ms: Some(compared.ms + expected.unwrap_or(0) / 2),
-        high_ms: expected.map(|copy| 2 * compared.ms + 2 * copy),
+        low_ms: Some(overhead + compared.ms + expected.unwrap_or(0) / 2),
+        high_ms: expected.map(|copy| overhead + 2 * compared.ms + 2 * copy),
         basis,
         counted: true,
     }
+}
+
+/// What running a copy costs beside its pass (shipping and starting an agent in a pod,
+/// following it, stopping catch-up passes): how much longer the first run of `continues`
+/// took than its first pass's comparison and copy. 0 when the journal cannot tell.
+fn copy_overhead(continues: &str, events: &[Event], passes: &[FinishedPass]) -> u64 {
+    let (Some(first), Some(took)) = (
+        passes.first(),
+        durations(events, continues).first().copied(),
+    ) else {
+        return 0;
+    };
+    let (Some(compared), Some(copied)) = (first.compared, &first.copied) else {
+        return 0;
+    };
+    took.saturating_sub(compared.ms + copied.ms)
 }
 
 /// "last pass of initial-copy (pass 2) ended 42m00s ago: 1,234,567 entries compared in
@@ -626,6 +649,25 @@ mod tests {
             "last pass of initial-copy (pass 1) ended 53m50s ago: 1,200,000 entries compared in 6m10s, 5,000 files (4.8 MiB) changed, copied in 60m00s; what changed since is unknown until initial-copy has a second pass"
         );
         assert_eq!(forecast.high_ms, None);
+    }
+
+    /// What the first run of the continued copy took beyond its pass (an agent shipped,
+    /// started and followed) is added to both ends: the final copy pays it too.
+    #[test]
+    fn the_copy_s_own_overhead_counts_from_its_first_run() {
+        let mut events = pass(1, 0, 1_000, 6_000, 1_000, 60_000);
+        events.push(finished(70, "initial-copy", 6_000 + 60_000 + 4_000));
+        events.extend(pass(2, 3_600, 1_000, 6_000, 100, 10_000));
+        let forecast = forecast(&shape(), &events, &[], at(3_600 + 1_800));
+        let copy = step(&forecast, "final-copy");
+        assert_eq!(copy.low_ms, Some(4_000 + 6_000 + 2_500));
+        assert_eq!(copy.high_ms, Some(4_000 + 2 * 6_000 + 2 * 5_000));
+        assert!(
+            copy.basis
+                .ends_with("; plus 4.0s of starting and following the copy, as initial-copy took beyond its first pass"),
+            "{}",
+            copy.basis
+        );
     }
 
     #[test]
