@@ -1021,3 +1021,39 @@ steps:
     test.run_args(&["run", "playbook.yaml"]).status(0);
     assert_eq!(test.lines_of("ids"), [format!("named {run_id}")]);
 }
+
+/// `playbooks/example.yaml`, killed (`kill -9`) at every step boundary and run again each
+/// time, ends as a run that was never killed: every step done once, in order.
+#[test]
+fn the_example_killed_at_every_step_boundary_loses_nothing() {
+    use common::boundaries::{Killer, assert_no_step_redone, step_ids};
+    let playbook = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/example.yaml");
+    let test = Test::new();
+    let workdir = test.path("work").display().to_string();
+    let args: Vec<String> = [
+        "run",
+        &playbook.display().to_string(),
+        "--yes",
+        "--var",
+        &format!("workdir={workdir}"),
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    let test = test.args(args);
+    let steps = step_ids(&playbook);
+    let spawn = || test.spawn();
+    let journal = || std::panic::catch_unwind(|| test.journal()).unwrap_or_default();
+    let stderr = test.path("spawned.stderr");
+    let killer = Killer {
+        spawn: &spawn,
+        journal: &journal,
+        stderr: &stderr,
+        retry_locked: false,
+        rounds: steps.len() * 2,
+    };
+    let kills = killer.kill_at_every_boundary(|_| {});
+    assert_eq!(kills.finished, steps, "every step finished once, in order");
+    assert_no_step_redone(&test.journal(), &steps);
+    assert!(std::path::Path::new(&format!("{workdir}.tar")).exists());
+}
