@@ -54,8 +54,10 @@ pub struct JournaledPass {
 /// A detached copy as the cluster shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LiveCopy {
-    /// `running`, `finished`, `failed`, `stopped` (no result and no process), `gone` (the
-    /// Job was deleted) or `unreachable`.
+    /// One of the state words of the README's "States": `running` (a pass in flight),
+    /// `waiting` (a repeating copy between its catch-up passes), `done` (a result runbook has
+    /// not collected yet), `failed`, `stopped` (no result and no process; a Job deleted; a
+    /// repeating copy's passes stopped); or `unreachable` when the cluster does not answer.
     pub state: &'static str,
     /// For people: the progress line, the Job's counts, ...
     pub detail: String,
@@ -217,8 +219,8 @@ async fn pod_copy_now(cluster: &Cluster, record: &AgentRecord) -> LiveCopy {
         None => ("unreachable", "(its pod does not answer now)".to_string()),
         Some((alive, state)) if state.catch_up.is_some() => catching_up(alive, state),
         Some((_, state)) if state.result.is_some() => (
-            "finished",
-            "finished in the pod; `runbook run` again collects it".to_string(),
+            "done",
+            "done in the pod; `runbook run` again collects it".to_string(),
         ),
         Some((false, _)) => ("stopped", "stopped in the pod without a result".to_string()),
         Some((true, state)) => (
@@ -247,7 +249,7 @@ async fn pod_copy_now(cluster: &Cluster, record: &AgentRecord) -> LiveCopy {
 /// The state word and the detail of a repeating agent whose first pass is done.
 fn catching_up(alive: bool, state: &super::agent::AgentState) -> (&'static str, String) {
     let Some(catch_up) = &state.catch_up else {
-        return ("finished", String::new());
+        return ("done", String::new());
     };
     let every = crate::syntax::HumanDuration(Duration::from_secs(catch_up.every_secs));
     let last = catch_up
@@ -304,7 +306,7 @@ async fn job_copy_now(cluster: &Cluster, record: &super::pass::JobRecord) -> Liv
         Ok(Ok(Some(job))) => job,
         Ok(Ok(None)) => {
             return LiveCopy::said(
-                "gone",
+                "stopped",
                 "the Job is gone; `runbook run` again copies the shards not journaled",
             );
         }
@@ -325,8 +327,8 @@ async fn job_copy_now(cluster: &Cluster, record: &super::pass::JobRecord) -> Liv
     let condition = |kind: &str| crate::kube::has_condition(&job["status"], kind);
     let (state, detail) = if condition("Complete") {
         (
-            "finished",
-            format!("finished ({counts}); `runbook run` again collects it"),
+            "done",
+            format!("done ({counts}); `runbook run` again collects it"),
         )
     } else if condition("Failed") {
         ("failed", format!("failed ({counts})"))
