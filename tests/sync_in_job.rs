@@ -227,6 +227,33 @@ fn a_killed_runbook_leaves_the_job_running_and_run_again_follows_it() {
         "{}",
         status.stdout
     );
+    // Its grid shows the held shard as running: the running pods' agents say which shards
+    // their workers copy (they write them with their progress, every few seconds).
+    wait_until(
+        "status shows the held shard running",
+        Duration::from_secs(30),
+        || {
+            let json = test
+                .run_args(&[
+                    "status",
+                    "--format",
+                    "json",
+                    "--kubeconfig",
+                    &kubeconfig(&sandbox),
+                ])
+                .status(0);
+            let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("status JSON");
+            let running: Vec<&serde_json::Value> = json["copies"][0]["shards"]
+                .as_array()
+                .expect("the copy's grid")
+                .iter()
+                .filter(|shard| shard["state"] == "running")
+                .collect();
+            running.len() == 1
+                && json["detached"][0]["live"]["running_shards"]
+                    == serde_json::json!([running[0]["shard"]])
+        },
+    );
 
     let mut child = test.spawn();
     wait_until(

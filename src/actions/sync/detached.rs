@@ -335,5 +335,80 @@ async fn job_copy_now(cluster: &Cluster, record: &super::pass::JobRecord) -> Liv
     } else {
         ("running", format!("running: {counts}"))
     };
-    LiveCopy::said(state, detail)
+    let running_shards = match state {
+        "running" => job_running_shards(cluster, record).await,
+        _ => Vec::new(),
+    };
+    LiveCopy {
+        state,
+        detail,
+        running_shards,
+    }
+}
+
+/// The shards the workers of a Job's running pods copy now, as their agents say (each pod
+/// asked through exec, all within 10 s; a pod that does not answer adds none).
+async fn job_running_shards(cluster: &Cluster, record: &super::pass::JobRecord) -> Vec<usize> {
+    let Some(pods) = crate::kube::find_kind("Pod") else {
+        return Vec::new();
+    };
+    let ask = async {
+        let selector = format!("{}={}", super::job::JOB_LABEL, record.name);
+        let listed = cluster
+            .list(pods, Some(&record.namespace), Some(&selector), None)
+            .await
+            .unwrap_or_default();
+        let mut running = Vec::new();
+        for pod in &listed {
+            let index = pod
+                .pointer("/metadata/annotations/batch.kubernetes.io~1job-completion-index")
+                .and_then(serde_json::Value::as_str);
+            let (Some(index), Some("Running")) = (
+                index,
+                pod.pointer("/status/phase")
+                    .and_then(serde_json::Value::as_str),
+            ) else {
+                continue;
+            };
+            let target = Pod {
+                cluster,
+                namespace: record.namespace.clone(),
+                name: pod["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                container: None,
+            };
+            let dir = format!("{}/{index}", record.dir);
+            let asked = target
+                .exec(
+                    &[
+                        record.binary.as_str(),
+                        "sync-agent",
+                        "status",
+                        "--dir",
+                        &dir,
+                    ],
+                    None,
+                )
+                .await;
+            let report = match asked {
+                Ok(output) if output.exit_code == 0 => {
+                    serde_json::from_str::<StatusReport>(output.stdout_text().trim()).ok()
+                }
+                _ => None,
+            };
+            if let Some(state) = report
+                .and_then(|report| report.state)
+                .filter(|state| state.agent == record.name && state.result.is_none())
+            {
+                running.extend(state.running_shards);
+            }
+        }
+        running.sort_unstable();
+        running
+    };
+    tokio::time::timeout(Duration::from_secs(10), ask)
+        .await
+        .unwrap_or_default()
 }

@@ -37,7 +37,7 @@ use crate::actions::{InvalidInput, StepContext};
 use crate::kube::{Cluster, Kind, find_kind, has_condition};
 
 /// The label that ties a Job's pods to it (Kubernetes adds its own, the sandbox does not).
-const JOB_LABEL: &str = "runbook.dev/sync-job";
+pub(super) const JOB_LABEL: &str = "runbook.dev/sync-job";
 /// How often the Job is looked at.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
