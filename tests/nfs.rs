@@ -955,6 +955,17 @@ fn catch_up_passes_keep_the_new_export_warm_until_the_final_copy_stops_them() {
     }
     assert!(migration.new_homes().join("erin/second.txt").exists());
 
+    // `run --only initial-copy` runs a pass at once: the repeating agent's passes are
+    // journaled, and a new agent copies, then repeats.
+    let before = initial_copy_agent(&migration)["agent"].clone();
+    std::fs::write(homes.join("dave/only.txt"), "only\n").unwrap();
+    migration
+        .run(&[&["--only", "initial-copy"][..], &every[..]].concat())
+        .status(0)
+        .stderr_has("stopping the catch-up passes of `initial-copy`");
+    assert!(migration.new_homes().join("dave/only.txt").exists());
+    assert_ne!(initial_copy_agent(&migration)["agent"], before);
+
     // Many new files make a pass long enough to be killed in the middle.
     for index in 0..3000 {
         let file = homes.join(format!("bob/generated/{}/{index}.txt", index % 30));

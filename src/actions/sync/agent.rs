@@ -492,6 +492,13 @@ fn start(dir: &Path) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A stop asked of an earlier agent here is not this one's.
+    match std::fs::remove_file(dir.join(STOP_FILE)) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(error).context("cannot clear the earlier agent's stop");
+        }
+        _ => {}
+    }
     std::fs::write(dir.join(REQUEST_FILE), serde_json::to_vec(&request)?)?;
     // The new agent's state replaces the one an earlier agent left, before the new agent
     // runs: it must never read (and write back) the earlier one's.
