@@ -22,6 +22,9 @@
 #   sync       `runbook run` of a playbook with `sync: {jobs: 4, delete: true}`; the passes
 #              after the first run the step again (`run --from copy`), so its journal knows
 #              when the previous pass started (the change-time rule of the final pass)
+#   walk-first `sync` that compares the whole trees before it copies
+#              (`RUNBOOK_SYNC_WALK_FIRST=1`), as every pass did before passes copied while
+#              they walk: the difference is what the overlap of walk and copy brings
 #   auto       the same with `jobs: auto` (4 to 32 workers, tuned while it copies); the
 #              counts it went through in run 1 are printed after each table ("4>8>16")
 #   parallel-N `ls SRC | parallel -jN rsync ...` for N = 8, 16, 32: the hand-tuned counts a
@@ -113,7 +116,7 @@ jobs="${BENCH_JOBS:-4}"
 runs="${BENCH_RUNS:-3}"
 trees="${BENCH_TREES:-skewed uniform}"
 setups="${BENCH_SETUPS:-local fuse}"
-tools="${BENCH_TOOLS:-rsync parallel parallel-8 parallel-16 parallel-32 fpsync rclone sync auto}"
+tools="${BENCH_TOOLS:-rsync parallel parallel-8 parallel-16 parallel-32 fpsync rclone sync walk-first auto}"
 delay_us="${BENCH_DELAY_US:-300}"
 fuse_args="${BENCH_FUSE_ARGS:-}"
 install="${BENCH_INSTALL:-1}"
@@ -366,7 +369,7 @@ selected=()
 par_kind="parallel -j$jobs"
 for tool in $tools; do
     case "$tool" in
-        rsync|sync|auto) selected+=("$tool") ;;
+        rsync|sync|walk-first|auto) selected+=("$tool") ;;
         parallel|parallel-[0-9]*)
             if ensure parallel parallel && parallel --version 2>/dev/null | grep -q GNU; then
                 par_kind="parallel -j$jobs"
@@ -381,7 +384,7 @@ for tool in $tools; do
         rclone)
             if ensure rclone rclone; then selected+=(rclone)
             else note "rclone is not installed and could not be: skipped"; fi ;;
-        *) die "unknown tool $tool (BENCH_TOOLS: rsync parallel parallel-N fpsync rclone sync auto)" ;;
+        *) die "unknown tool $tool (BENCH_TOOLS: rsync parallel parallel-N fpsync rclone sync walk-first auto)" ;;
     esac
 done
 [[ ${#selected[@]} -gt 0 ]] || die "no tool to measure"
@@ -476,10 +479,12 @@ run_tool() {
             fpsync -n "$jobs" "${mode_flag[@]}" -t "$dir/fpsync" "$src/" "$dst/" ;;
         rclone)
             rclone sync --config /dev/null -q --transfers "$jobs" --checkers 32 "$src" "$dst" ;;
-        sync|auto)
-            local again=()
+        sync|auto|walk-first)
+            local again=() walk_first=0
             [[ "$pass" == initial ]] || again=(--from copy)
-            (cd "$dir" && "$RUNBOOK_BIN" --quiet run playbook.yaml "${again[@]}") ;;
+            [[ "$tool" == walk-first ]] && walk_first=1
+            (cd "$dir" && RUNBOOK_SYNC_WALK_FIRST="$walk_first" \
+                "$RUNBOOK_BIN" --quiet run playbook.yaml "${again[@]}") ;;
     esac
 }
 
@@ -590,7 +595,7 @@ for kind in $trees; do
                 rm -rf "${work:?}/$kind/$tool" "${dst_root:?}/$kind/$tool"
                 mkdir -p "$work/$kind/$tool" "$dst_root/$kind/$tool"
             done
-            for tool in sync auto; do
+            for tool in sync walk-first auto; do
                 has "$tool" || continue
                 step_jobs="$jobs"
                 [[ "$tool" == auto ]] && step_jobs=auto

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Test;
-use common::copies::{notes, notes_of};
+use common::copies::{notes, notes_of, pass_shards};
 
 // ---------------------------------------------------------------------------------------
 // Trees
@@ -328,15 +328,15 @@ fn a_copy_is_identical_and_a_mirror_pass_follows_every_change() {
     let a = std::fs::metadata(test.path("dst/home02/original")).expect("stat");
     let b = std::fs::metadata(test.path("dst/home09/other-home-link")).expect("stat");
     assert_eq!(a.ino(), b.ino());
-    // Several shards were planned, the biggest first.
-    let pass = &notes_of(&test, "pass")[0];
-    let shards = pass["shards"].as_array().expect("shards");
+    // Several shards were cut as the walk went, none with most of the files.
+    let shards = pass_shards(&test, 1).expect("the first pass's shards");
     assert!(shards.len() >= 4, "{} shards", shards.len());
-    let sizes: Vec<u64> = shards
+    let files: Vec<u64> = shards
         .iter()
-        .map(|s| s["bytes"].as_u64().expect("bytes"))
+        .map(|s| s["files"].as_u64().expect("files"))
         .collect();
-    assert!(sizes[0] >= sizes[sizes.len() - 1]);
+    let most = files.iter().max().copied().unwrap_or(0);
+    assert!(most * 2 <= files.iter().sum::<u64>(), "{files:?}");
 
     // Users work: edits, deletions (one at the top level), a rewrite that keeps size and
     // time, a new file and directory, a changed mode and symlink.
@@ -397,14 +397,16 @@ fn a_copy_is_identical_and_a_mirror_pass_follows_every_change() {
     );
     // The second pass copied only what changed, not the tree again.
     let second = &notes_of(&test, "pass")[1];
-    let entries: usize = second["shards"]
-        .as_array()
-        .expect("shards")
+    let entries: usize = pass_shards(&test, 2)
+        .expect("the second pass's shards")
         .iter()
         .map(|s| s["entries"].as_array().map_or(0, Vec::len))
         .sum();
     assert!(entries < 50, "the mirror pass listed {entries} entries");
-    assert!(second["forced"].as_u64().expect("forced") >= 1);
+    // A pass that copies while it walks journals the rest of its plan when the walk ends.
+    assert_eq!(second["streamed"], true);
+    let walked = &notes_of(&test, "walked")[1];
+    assert!(walked["forced"].as_u64().expect("forced") >= 1);
 
     // The source was never touched (its change times would show it).
     assert_eq!(
@@ -443,9 +445,10 @@ fn a_pass_with_nothing_changed_copies_nothing() {
         .stderr_has("nothing to copy");
     let passes = notes_of(&test, "pass");
     assert_eq!(passes.len(), 2);
-    assert_eq!(passes[1]["shards"], serde_json::json!([]));
-    assert_eq!(passes[1]["deletions"], serde_json::json!([]));
-    assert_eq!(passes[1]["forced"], 0);
+    assert_eq!(pass_shards(&test, 2), Some(Vec::new()));
+    let walked = &notes_of(&test, "walked")[1];
+    assert_eq!(walked["deletions"], serde_json::json!([]));
+    assert_eq!(walked["forced"], 0);
     assert_same_tree(&test.path("src"), &test.path("dst"));
 }
 
@@ -474,8 +477,7 @@ exec "$REAL" "$@""#,
     let deadline = Instant::now() + Duration::from_secs(120);
     let total = loop {
         let ready = std::panic::catch_unwind(|| {
-            let passes = notes_of(&test, "pass");
-            let shards = passes.first()?["shards"].as_array()?.len();
+            let shards = pass_shards(&test, 1)?.len();
             (notes_of(&test, "shard").len() + 1 == shards).then_some(shards)
         })
         .ok()
@@ -1004,7 +1006,8 @@ fn on_a_terminal_the_copy_is_a_display_redrawn_in_place_and_in_a_log_a_line_ever
     let log = test.run_args(&["run", "playbook.yaml", "--restart"]);
     unblocked.join().expect("unblock");
     let log = log.status(0);
-    assert!(log.stderr.contains("[copy] [#"), "{}", log.stderr);
+    assert!(log.stderr.contains("[copy] ["), "{}", log.stderr);
+    assert!(log.stderr.contains("% "), "{}", log.stderr);
     assert!(!log.stderr.contains("worker 1:"), "{}", log.stderr);
     assert!(!log.stderr.contains("\x1b["), "{:?}", log.stderr);
 }
@@ -1063,7 +1066,12 @@ fn status_shows_each_copy_as_a_grid_of_shards_with_the_failed_ones_errors() {
 esac
 exec "$REAL" "$@""#,
     );
-    let test = test.env("PATH", &path).args(["run", "playbook.yaml"]);
+    // Shards cut as the walk goes depend on the walking threads' timing: this snapshot of
+    // the grid wants the planner's shards, which are the same every time.
+    let test = test
+        .env("PATH", &path)
+        .env("RUNBOOK_SYNC_WALK_FIRST", "1")
+        .args(["run", "playbook.yaml"]);
     test.run().status(1);
 
     let status = test.run_args(&["status"]).status(0);
@@ -1223,9 +1231,7 @@ fn jobs_auto_changes_the_worker_count_and_journals_why() {
     assert!(!workers.is_empty(), "{stdout}");
     assert!(workers.iter().all(|count| (1..=32).contains(count)));
     // Every shard copied once, none failed, whatever the count did.
-    let planned = notes_of(&test, "pass")[0]["shards"]
-        .as_array()
-        .map(Vec::len);
+    let planned = pass_shards(&test, 1).map(|shards| shards.len());
     assert!(planned > Some(4), "{planned:?}");
     assert_eq!(Some(notes_of(&test, "shard").len()), planned);
     assert!(notes_of(&test, "shard_failed").is_empty());
@@ -1250,9 +1256,7 @@ fn a_fixed_jobs_count_never_changes() {
     assert!(notes_of(&test, "workers").is_empty());
     let workers = progress_workers(&test);
     assert!(workers.iter().all(|count| *count == 2), "{workers:?}");
-    let planned = notes_of(&test, "pass")[0]["shards"]
-        .as_array()
-        .map(Vec::len);
+    let planned = pass_shards(&test, 1).map(|shards| shards.len());
     assert_eq!(Some(notes_of(&test, "shard").len()), planned);
     assert_same_tree(&test.path("src"), &test.path("dst"));
 }
@@ -1300,9 +1304,7 @@ fn a_killed_auto_copy_resumes_without_redoing_finished_shards() {
 
     std::fs::remove_file(test.path("hold")).expect("release");
     let rerun = test.run().status(0).stderr_has("resuming pass 1");
-    let total = notes_of(&test, "pass")[0]["shards"]
-        .as_array()
-        .map_or(0, Vec::len);
+    let total = pass_shards(&test, 1).map_or(0, |shards| shards.len());
     let output = rerun
         .events()
         .into_iter()
@@ -1317,4 +1319,97 @@ fn a_killed_auto_copy_resumes_without_redoing_finished_shards() {
     finished.sort_unstable();
     assert_eq!(finished, (0..total as u64).collect::<Vec<_>>());
     assert_same_tree(&test.path("src"), &test.path("dst"));
+}
+
+/// A pass copies while it walks (#17): killed (-9) with shards finished and its walk still
+/// going, the rerun walks again and copies none of the finished shards' entries again.
+#[test]
+fn a_pass_killed_while_it_walks_and_copies_does_not_redo_finished_shards() {
+    let test = Test::new()
+        .playbook(&playbook("{from: src, to: dst, jobs: 2}"))
+        .args(["run", "playbook.yaml"]);
+    // A first pass, finished: the homes come after it, so that the change-time rule would
+    // copy them again (their change times are newer than its start) unless the rerun knows
+    // that the killed pass copied them.
+    write(&test.path("src/first"), b"first\n");
+    std::thread::sleep(Duration::from_millis(1300));
+    test.run().status(0);
+    for home in 0..40 {
+        for file in 0..64 {
+            write(
+                &test.path(&format!("src/home{home:02}/f{file:02}")),
+                format!("{home} {file}\n").as_bytes(),
+            );
+        }
+    }
+    // Change times older than the pass's start by more than the clock allowance.
+    std::thread::sleep(Duration::from_millis(1300));
+    // Each directory takes 2 s to read: with 16 walking threads the walk of 41 directories
+    // takes about 8 s, and the shards of the first homes are copied long before it ends.
+    let slow = test.env("RUNBOOK_SYNC_WALK_DELAY_MS", "2000").args([
+        "run",
+        "playbook.yaml",
+        "--from",
+        "copy",
+    ]);
+    let mut child = slow.spawn();
+    let journaled = |kind: &str| {
+        std::panic::catch_unwind(|| {
+            let notes = notes_of(&slow, kind);
+            notes.iter().filter(|note| note["pass"] == 2).count()
+        })
+        .unwrap_or(0)
+    };
+    common::wait_until("two finished shards", Duration::from_secs(60), || {
+        journaled("shard") >= 2
+    });
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    assert_eq!(journaled("walked"), 0, "the walk ended before the kill");
+    let of_killed_pass = |kind: &str| -> Vec<serde_json::Value> {
+        notes_of(&slow, kind)
+            .into_iter()
+            .filter(|note| note["pass"] == 2)
+            .collect()
+    };
+    let done = of_killed_pass("shard");
+    let planned = of_killed_pass("planned");
+    let finished_entries: Vec<String> = done
+        .iter()
+        .flat_map(|note| {
+            let index = note["shard"].as_u64().expect("shard");
+            planned
+                .iter()
+                .find(|plan| plan["shard"].as_u64() == Some(index))
+                .and_then(|plan| plan["record"]["entries"].as_array().cloned())
+                .unwrap_or_default()
+        })
+        .filter_map(|entry| entry.as_str().map(str::to_string))
+        .collect();
+    assert!(
+        finished_entries
+            .iter()
+            .any(|entry| entry.starts_with("home")),
+        "{finished_entries:?}"
+    );
+
+    let test = slow.env("RUNBOOK_SYNC_WALK_DELAY_MS", "0");
+    test.run()
+        .status(0)
+        .stderr_has("the last pass stopped during its walk");
+    assert_same_tree(&test.path("src"), &test.path("dst"));
+    // The third pass's shards hold nothing the killed one finished.
+    let third = pass_shards(&test, 3).expect("the third pass's shards");
+    let again: Vec<&str> = third
+        .iter()
+        .flat_map(|shard| shard["entries"].as_array().into_iter().flatten())
+        .filter_map(serde_json::Value::as_str)
+        .filter(|entry| {
+            finished_entries
+                .iter()
+                .any(|done| entry == done || entry.starts_with(&format!("{done}/")))
+        })
+        .collect();
+    assert!(again.is_empty(), "copied again: {again:?}");
+    assert!(!third.is_empty(), "the rest of the tree was copied");
 }

@@ -230,7 +230,9 @@ fn a_killed_runbook_leaves_the_copy_running_and_run_again_re_attaches() {
     // One copy in the journal of this run: one agent, one pass, each shard once, one end.
     let passes = notes_of(&test, "pass");
     assert_eq!(passes.len(), 1, "{passes:?}");
-    let shards = passes[0]["shards"].as_array().expect("shards").len();
+    let shards = common::copies::pass_shards(&test, 1)
+        .expect("the pass's shards")
+        .len();
     let mut finished: Vec<u64> = notes_of(&test, "shard")
         .iter()
         .map(|note| note["shard"].as_u64().expect("shard"))

@@ -107,11 +107,33 @@ pub fn notes_of(test: &Test, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The shards of pass `pass` (1 for the first) in the plan's order: those of its `pass` note,
+/// or for a pass that copies while it walks, of its `planned` notes; `None` until its plan is
+/// whole (journaled, and for such a pass, its walk's end too).
+pub fn pass_shards(test: &Test, pass: u64) -> Option<Vec<serde_json::Value>> {
+    let notes = notes(test);
+    let of_pass = |kind: &'static str| {
+        notes
+            .iter()
+            .filter(move |note| note["sync"] == kind && note["pass"] == pass)
+    };
+    let record = of_pass("pass").next_back()?;
+    if record["streamed"] != true {
+        return record["shards"].as_array().cloned();
+    }
+    of_pass("walked").next()?;
+    Some(
+        of_pass("planned")
+            .map(|note| note["record"].clone())
+            .collect(),
+    )
+}
+
 /// The shards of the first pass and how many are journaled as finished; `None` until the
-/// pass is journaled (a journal line being written does not parse yet).
+/// pass's plan is whole (a journal line being written does not parse yet).
 pub fn shards_planned_and_done(test: &Test) -> Option<(usize, usize)> {
     std::panic::catch_unwind(|| {
-        let shards = notes_of(test, "pass").first()?["shards"].as_array()?.len();
+        let shards = pass_shards(test, 1)?.len();
         Some((shards, notes_of(test, "shard").len()))
     })
     .ok()

@@ -923,10 +923,15 @@ async fn copy_shards(
             board.already_done(shard.bytes, shard.files);
             continue;
         }
-        tasks.push(super::pool::Task::for_shard(i, plan.shards.len(), shard));
+        tasks.push(super::pool::Task::for_shard(
+            i,
+            Some(plan.shards.len()),
+            shard,
+        ));
     }
     let outcome = super::copy_pass::run_journaled(
         tasks,
+        None,
         settings.concurrency(),
         &transfer,
         &board,
@@ -1045,6 +1050,7 @@ mod tests {
             deletions: Vec::new(),
             hard_links: Vec::new(),
             forced: 0,
+            streamed: false,
         })));
         write_state(dir.path(), &big, false).expect("write");
         let whole =

@@ -9,12 +9,13 @@
 //! its old size and time (`cp -p`, `tar x`); its change time (ctime) cannot be set back, so
 //! a file whose ctime is newer than the start of the previous pass is copied regardless.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
+use super::cutter::Walked;
 use super::filter::ExcludeFilter;
 use super::planner::{DirWork, Item};
 use super::walker::{self, Entry, Kind, Meta, WalkCounters, WalkError};
@@ -50,7 +51,44 @@ pub struct CompareOptions {
     pub changed_since: ChangedSince,
     /// How many differences to describe in words.
     pub max_differences: usize,
+    /// Paths an interrupted pass finished copying, judged by that pass's start instead of
+    /// `changed_since` (see [`Settled`]).
+    pub settled: Option<Settled>,
+    /// A pause before each directory is read: tests slow the walk with it, to stop a pass
+    /// whose walk and copy are both in flight (`RUNBOOK_SYNC_WALK_DELAY_MS`).
+    pub dir_delay: Option<std::time::Duration>,
 }
+
+/// What the finished shards of a pass that stopped during its walk copied: the next pass
+/// judges those paths (and everything below them) by the change-time rule with the start
+/// of the stopped pass, so that it does not copy them again unless they changed since.
+#[derive(Debug, Clone, Default)]
+pub struct Settled {
+    /// The shards' entries (each a file or a whole directory).
+    pub paths: HashSet<Vec<u8>>,
+    /// When the stopped pass started: seconds, nanoseconds.
+    pub since: (i64, i64),
+}
+
+impl Settled {
+    /// Whether `path` is one of the paths or below one.
+    fn covers(&self, path: &[u8]) -> bool {
+        let mut prefix = path;
+        loop {
+            if self.paths.contains(prefix) {
+                return true;
+            }
+            match prefix.iter().rposition(|&b| b == b'/') {
+                Some(slash) => prefix = &prefix[..slash],
+                None => return false,
+            }
+        }
+    }
+}
+
+/// Where a streamed comparison sends each directory as it is compared (with the entries
+/// to delete in it, with `delete`), instead of gathering the work for the planner.
+pub type Sink<'a> = &'a (dyn Fn(Walked, Vec<Vec<u8>>) + Sync);
 
 /// What the comparison found.
 #[derive(Debug, Default)]
@@ -111,16 +149,33 @@ struct Found {
     linked: HashMap<(u64, u64), Vec<LinkedFile>>,
 }
 
+/// How the comparison walks: with how many threads, until what flag is raised, counting
+/// where, and (streamed) sending each directory where.
+pub struct Walking<'a> {
+    /// Threads that read directories.
+    pub threads: usize,
+    /// Raised to stop the walk.
+    pub cancel: &'a AtomicBool,
+    /// What the walk has seen so far, for its progress lines.
+    pub counters: &'a WalkCounters,
+    /// With a sink, each directory goes there as it is compared.
+    pub sink: Option<Sink<'a>>,
+}
+
 /// Compares `source` and `destination` (which may be absent) below their roots.
 pub fn compare(
     source: &Path,
     destination: &Path,
     filter: &ExcludeFilter,
     options: &CompareOptions,
-    threads: usize,
-    cancel: &AtomicBool,
-    counters: &WalkCounters,
+    walking: Walking<'_>,
 ) -> Result<Comparison, CompareError> {
+    let Walking {
+        threads,
+        cancel,
+        counters,
+        sink,
+    } = walking;
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
         move |error| CompareError::Io { path, error }
@@ -140,6 +195,7 @@ pub fn compare(
         filter,
         options,
         counters,
+        sink,
         found: Mutex::new(Found::default()),
     };
     let root = match destination_root {
@@ -225,6 +281,7 @@ struct Trees<'a> {
     filter: &'a ExcludeFilter,
     options: &'a CompareOptions,
     counters: &'a WalkCounters,
+    sink: Option<Sink<'a>>,
     found: Mutex<Found>,
 }
 
@@ -232,8 +289,14 @@ impl Trees<'_> {
     /// Compares one directory's entries at both ends; its subdirectories go to `pushed`,
     /// to be compared by whichever thread is free.
     fn compare_dir(&self, job: Job, pushed: &mut Vec<Job>) -> Result<(), CompareError> {
+        if let Some(delay) = self.options.dir_delay {
+            std::thread::sleep(delay);
+        }
         let Some(source_entries) = self.read_dir(self.source, &job.path)? else {
             // Removed while we walked: the next pass sees it gone.
+            if let Some(sink) = self.sink {
+                sink(Walked::Gone { path: job.path }, Vec::new());
+            }
             return Ok(());
         };
         self.counters.count(source_entries.len());
@@ -281,7 +344,15 @@ impl Trees<'_> {
                 }
             }
         }
-        merge(&self.found, dir.local);
+        let subdirs = dir.pushed.len();
+        let mut local = dir.local;
+        if let Some(sink) = self.sink {
+            // Streamed: the directory goes now, before anything below it is walked.
+            for work in std::mem::take(&mut local.dirs) {
+                sink(Walked::Dir { work, subdirs }, local.deletions.clone());
+            }
+        }
+        merge(&self.found, local);
         Ok(())
     }
 
@@ -380,7 +451,7 @@ impl Trees<'_> {
                 forced: false,
             });
             dir.contents_change = true;
-        } else if s.meta.kind == Kind::File && changed_since(&s.meta, &d.meta, options) {
+        } else if s.meta.kind == Kind::File && changed_since(&s.meta, &d.meta, options, &path) {
             dir.local.forced += 1;
             dir.items.push(Item {
                 name: s.name,
@@ -521,7 +592,14 @@ fn entry_differs(
     }
 }
 
-fn changed_since(source: &Meta, destination: &Meta, options: &CompareOptions) -> bool {
+fn changed_since(source: &Meta, destination: &Meta, options: &CompareOptions, path: &[u8]) -> bool {
+    if let Some(settled) = &options.settled
+        && options.changed_since != ChangedSince::Never
+        && settled.covers(path)
+    {
+        let (secs, nanos) = settled.since;
+        return (source.ctime, source.ctime_nsec) > (secs, nanos);
+    }
     match options.changed_since {
         ChangedSince::Never => false,
         ChangedSince::Time { secs, nanos } => (source.ctime, source.ctime_nsec) > (secs, nanos),

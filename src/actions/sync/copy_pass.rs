@@ -3,20 +3,42 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use tokio::sync::mpsc;
 
 use super::compare::{ChangedSince, Comparison};
+use super::cutter::{Cut, Cutter, CutterConfig, Walked};
 use super::job::JobCopier;
-use super::pass::{CompareFigures, Ledger, Note, PassRecord, PassState, RelPath};
+use super::pass::{
+    CompareFigures, DirRecord, Ledger, Note, PassRecord, PassState, RelPath, ShardRecord,
+    WalkedRecord,
+};
 use super::pass_reporter::PassReporter;
 use super::planner::{self, PlannerConfig, ShardPlan};
 use super::pool::{self, PoolOutcome, Task};
 use super::progress::{self, Board};
 use super::rsync::{self, Transfer};
 use super::spec::Settings;
-use super::{CancelOnDrop, changed_since, compare_trees, describe_plan, walker};
+use super::{
+    CLOCK_MARGIN_SECS, CancelOnDrop, Stream, changed_since, compare_trees, describe_plan, walker,
+};
 use crate::actions::Outcome;
+
+/// How often a pass that copies while it walks looks for an idle worker, to cut the shards
+/// being filled early for it.
+const IDLE_CHECK_EVERY: Duration = Duration::from_millis(200);
+
+/// What a streamed walk reports: each directory, with what to delete in it.
+type Found = mpsc::UnboundedReceiver<(Walked, Vec<Vec<u8>>)>;
+
+/// Whether passes compare the whole trees before they copy (`RUNBOOK_SYNC_WALK_FIRST=1`),
+/// as a Job's always do, instead of copying while they walk: for benchmarks and to
+/// compare the two.
+fn walk_first() -> bool {
+    std::env::var_os("RUNBOOK_SYNC_WALK_FIRST").is_some_and(|value| value == "1")
+}
 
 /// One pass: plan it (or resume the journaled plan) and journal it, delete, copy the shards,
 /// fix hard links and directories, verify, and say what it did. Everything it has to say
@@ -34,6 +56,34 @@ pub(crate) struct CopyPass<'a> {
     cancel: CancelOnDrop,
     /// Things a person should know, gathered from every phase for the step's output.
     warnings: Vec<String>,
+}
+
+/// How a pass starts.
+enum Begin {
+    /// With its whole plan journaled (resumed, or compared first).
+    Planned(Box<PassState>),
+    /// New, to copy while it walks.
+    Walking(NewPass),
+}
+
+/// A pass about to start.
+struct NewPass {
+    started: jiff::Timestamp,
+    /// Its settings' fingerprint.
+    fingerprint: String,
+    /// `rsync  version 3.2.7 ...`, said when the comparison starts.
+    rsync_version: String,
+}
+
+/// What the walk of a pass that copies while it walks found, once it is over.
+struct WalkedPass {
+    /// The rest of the plan, as journaled.
+    record: WalkedRecord,
+    /// The shards cut, as journaled.
+    shards: Vec<ShardRecord>,
+    /// Entries deleted at the destination during the walk.
+    deleted: u64,
+    compared: CompareFigures,
 }
 
 /// What the copying phases did, for the step's output.
@@ -73,11 +123,22 @@ impl<'a> CopyPass<'a> {
 
     /// Runs the pass's phases in order.
     pub(crate) async fn run(mut self) -> anyhow::Result<Outcome> {
-        let pass = self.journaled_plan().await?;
+        let (pass, copying, deleted, shards) = match self.begin().await? {
+            Begin::Planned(pass) => {
+                let pass = *pass;
+                let copying = Instant::now();
+                let plan = pass.record.plan();
+                let deleted = self.delete_extra_entries(&pass).await?;
+                let shards = self.copy_shards(&pass, &plan).await?;
+                (pass, copying, deleted, shards)
+            }
+            Begin::Walking(new) => {
+                let copying = Instant::now();
+                let (pass, deleted, shards) = self.walk_and_copy(new).await?;
+                (pass, copying, deleted, shards)
+            }
+        };
         let plan = pass.record.plan();
-        let copying = std::time::Instant::now();
-        let deleted = self.delete_extra_entries(&pass).await?;
-        let shards = self.copy_shards(&pass, &plan).await?;
         let linked = self.finish_links_and_dirs(&pass, &plan, copying).await?;
         let verified = self.verify().await?;
         let copied = Copied {
@@ -88,9 +149,11 @@ impl<'a> CopyPass<'a> {
         Ok(self.outcome(&pass.record, &plan, &copied, verified))
     }
 
-    /// The pass to run: the journaled one when it was interrupted with the same settings,
-    /// else a new one, compared, planned and journaled before anything is copied.
-    async fn journaled_plan(&self) -> anyhow::Result<PassState> {
+    /// How the pass starts: the journaled one when it was interrupted with the same
+    /// settings; else a new one, which copies while it walks where this process copies, or
+    /// is compared, planned and journaled before anything is copied when a Job copies (an
+    /// Indexed Job's pods are counted before it starts).
+    async fn begin(&self) -> anyhow::Result<Begin> {
         let destination_exists = self.settings.check_paths()?;
         let found = rsync::detect().await?;
         let fingerprint = self.settings.fingerprint();
@@ -102,7 +165,7 @@ impl<'a> CopyPass<'a> {
                 state.done_shards.len(),
                 state.record.shards.len()
             ));
-            return Ok(state.clone());
+            return Ok(Begin::Planned(Box::new(state.clone())));
         }
         let settings = self.settings;
         if !destination_exists {
@@ -110,26 +173,41 @@ impl<'a> CopyPass<'a> {
                 format!("cannot create the destination {}", settings.to.display())
             })?;
         }
-        let started = jiff::Timestamp::now();
-        let comparing = std::time::Instant::now();
+        let new = NewPass {
+            started: jiff::Timestamp::now(),
+            fingerprint,
+            rsync_version: found.version,
+        };
+        if self.job.is_none() && !walk_first() {
+            return Ok(Begin::Walking(new));
+        }
+        Ok(Begin::Planned(Box::new(self.compare_then_plan(new).await?)))
+    }
+
+    /// A new pass whose plan is whole before anything is copied: compared, planned and
+    /// journaled.
+    async fn compare_then_plan(&self, new: NewPass) -> anyhow::Result<PassState> {
+        let settings = self.settings;
+        let comparing = Instant::now();
         self.reporter.line(&format!(
             "comparing {} with {} ({})",
             settings.from.display(),
             settings.to.display(),
-            found.version
+            new.rsync_version
         ));
         let comparison = compare_trees(
             self.reporter,
             settings,
             changed_since(settings, self.ledger, self.continued),
             &self.cancel,
+            None,
         )
         .await?;
         let compared = CompareFigures {
             entries: comparison.entries,
             ms: millis(comparing.elapsed()),
         };
-        let record = self.new_record(comparison, started, fingerprint);
+        let record = self.new_record(comparison, new.started, new.fingerprint);
         self.reporter.note(&Note::Pass(Box::new(record.clone())))?;
         self.reporter.note(&Note::Compared {
             pass: record.pass,
@@ -142,6 +220,7 @@ impl<'a> CopyPass<'a> {
             retried_shards: Default::default(),
             failed_shards: Default::default(),
             deleted: false,
+            walked: true,
             done: false,
             compared: Some(compared),
             copied: None,
@@ -192,6 +271,7 @@ impl<'a> CopyPass<'a> {
                 Vec::new()
             },
             forced,
+            streamed: false,
         }
     }
 
@@ -202,7 +282,8 @@ impl<'a> CopyPass<'a> {
         if !self.settings.delete || pass.deleted || record.deletions.is_empty() {
             return Ok(0);
         }
-        let deleted = delete_entries(&self.settings.to, &record.deletions).await?;
+        let entries = record.deletions.iter().map(|path| path.0.clone()).collect();
+        let deleted = delete_entries(&self.settings.to, entries).await?;
         self.reporter.line(&format!(
             "deleted {deleted} entries found only in the destination"
         ));
@@ -241,13 +322,20 @@ impl<'a> CopyPass<'a> {
                 board.already_done(shard.bytes, shard.files);
                 continue;
             }
-            tasks.push(Task::for_shard(index, plan.shards.len(), shard));
+            tasks.push(Task::for_shard(index, Some(plan.shards.len()), shard));
         }
         let copied_shards = tasks.len();
         let outcome = self.run_shard_tasks(pass, tasks, &board).await?;
         if plan.total_files > 0 {
             self.reporter.progress(&board, false);
         }
+        self.judge(outcome, plan.shards.len())?;
+        Ok(copied_shards)
+    }
+
+    /// Keeps the warnings of the pool's `outcome`, and fails when the copy stopped or any of
+    /// the pass's `shards` failed.
+    fn judge(&mut self, outcome: PoolOutcome, shards: usize) -> anyhow::Result<()> {
         self.warnings.extend(outcome.warnings);
         if let Some(stopped) = outcome.stopped {
             anyhow::bail!(
@@ -256,9 +344,8 @@ impl<'a> CopyPass<'a> {
         }
         if !outcome.failures.is_empty() {
             let mut message = format!(
-                "{} of {} shards failed; the others are done and journaled, and a run again copies only the failed ones:",
+                "{} of {shards} shards failed; the others are done and journaled, and a run again copies only the failed ones:",
                 outcome.failures.len(),
-                plan.shards.len()
             );
             for failure in outcome.failures.iter().take(5) {
                 message.push_str("\n  ");
@@ -266,7 +353,275 @@ impl<'a> CopyPass<'a> {
             }
             anyhow::bail!(message);
         }
-        Ok(copied_shards)
+        Ok(())
+    }
+
+    /// A new pass that copies while it walks: each shard is cut from the part of the tree
+    /// already walked, journaled and handed to the workers at once, while the walk goes on
+    /// (deleting, with `delete`, what only the destination has as it finds it). The rest of
+    /// the plan (the directories to set, the hard links) is journaled when the walk ends.
+    /// Returns the pass as journaled, the entries deleted and the shards copied.
+    async fn walk_and_copy(&mut self, new: NewPass) -> anyhow::Result<(PassState, u64, usize)> {
+        let settings = self.settings;
+        let reporter = self.reporter;
+        let mut record = PassRecord {
+            pass: self.ledger.next_pass(),
+            started: new.started.to_string(),
+            started_secs: new.started.as_second(),
+            started_nanos: i64::from(new.started.subsec_nanosecond()),
+            settings: new.fingerprint,
+            shards: Vec::new(),
+            dirs: Vec::new(),
+            deletions: Vec::new(),
+            hard_links: Vec::new(),
+            forced: 0,
+            streamed: true,
+        };
+        reporter.line(&format!(
+            "comparing {} with {} and copying as the walk goes ({})",
+            settings.from.display(),
+            settings.to.display(),
+            new.rsync_version
+        ));
+        let settled = self.ledger.settled_by_stopped_walks().map(|(mut settled, passes)| {
+            settled.since.0 -= CLOCK_MARGIN_SECS;
+            reporter.line(&format!(
+                "{} stopped during {} walk: its {} finished shard entr{} are copied again only if they changed since it started",
+                if passes == 1 { "the last pass" } else { "the last passes" },
+                if passes == 1 { "its" } else { "their" },
+                settled.paths.len(),
+                if settled.paths.len() == 1 { "y" } else { "ies" },
+            ));
+            settled
+        });
+        reporter.note(&Note::Pass(Box::new(record.clone())))?;
+        let board = Board::new(0, 0, 0, settings.most_jobs());
+        let (found_sender, found) = mpsc::unbounded_channel();
+        let (task_sender, tasks) = mpsc::unbounded_channel();
+        let stream = Stream {
+            found: found_sender,
+            settled,
+        };
+        let (walked, outcome) = {
+            let walking = self.walk_and_cut(record.pass, stream, found, task_sender, &board);
+            let copying = run_journaled(
+                Vec::new(),
+                Some(tasks),
+                settings.concurrency(),
+                &self.transfer,
+                &board,
+                reporter,
+                record.pass,
+            );
+            tokio::pin!(walking, copying);
+            tokio::select! {
+                walked = &mut walking => (walked, copying.await),
+                outcome = &mut copying => {
+                    // Before the walk ends, the pool ends only when the copy stopped (a full
+                    // destination) or a shard's end could not be journaled: stop the walk.
+                    // (It may also end as the walk journals its end, with nothing to stop.)
+                    if outcome.as_ref().map_or(true, |outcome| outcome.stopped.is_some()) {
+                        self.cancel.0.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    (walking.await, outcome)
+                }
+            }
+        };
+        let outcome = outcome?;
+        if board.snapshot().total_files > 0 {
+            reporter.progress(&board, false);
+        }
+        self.judge(outcome, board.total_shards())?;
+        let walked = walked?;
+        let copied_shards = walked.shards.len();
+        record.shards = walked.shards;
+        record.dirs = walked.record.dirs.clone();
+        record.deletions = walked.record.deletions.clone();
+        record.hard_links = walked.record.hard_links.clone();
+        record.forced = walked.record.forced;
+        let state = PassState {
+            record,
+            done_shards: BTreeSet::new(),
+            retried_shards: Default::default(),
+            failed_shards: Default::default(),
+            deleted: true,
+            walked: true,
+            done: false,
+            compared: Some(walked.compared),
+            copied: None,
+        };
+        Ok((state, walked.deleted, copied_shards))
+    }
+
+    /// The walk of a pass that copies while it walks, and the cutting of its shards from
+    /// what it reports, until it ends; then the rest of the plan, journaled. Closing `tasks`
+    /// (dropped on return) tells the pool no more shards come.
+    async fn walk_and_cut(
+        &self,
+        pass: u32,
+        stream: Stream,
+        found: Found,
+        tasks: mpsc::UnboundedSender<Task>,
+        board: &Board,
+    ) -> anyhow::Result<WalkedPass> {
+        let settings = self.settings;
+        let comparing = Instant::now();
+        let changed_since = changed_since(settings, self.ledger, self.continued);
+        let cutting = self.cut_while_walking(pass, found, &tasks, board);
+        let (comparison, cutting) = tokio::join!(
+            compare_trees(
+                self.reporter,
+                settings,
+                changed_since,
+                &self.cancel,
+                Some(stream)
+            ),
+            cutting
+        );
+        // The walk's error first: a cutting that ended early stopped it.
+        let comparison = comparison?;
+        let (cutter, mut shards, deleted) = cutting?;
+        let (cuts, dirs) = cutter.finish();
+        self.hand_out(cuts, pass, &tasks, board, &mut shards)
+            .await?;
+        drop(tasks);
+        let Comparison {
+            deletions,
+            hard_links,
+            forced,
+            entries,
+            ..
+        } = comparison;
+        let record = WalkedRecord {
+            pass,
+            dirs: dirs.iter().map(DirRecord::of).collect(),
+            deletions: deletions.into_iter().map(RelPath).collect(),
+            hard_links: if settings.hard_links {
+                hard_links.into_iter().map(RelPath).collect()
+            } else {
+                Vec::new()
+            },
+            forced,
+        };
+        let compared = CompareFigures {
+            entries,
+            ms: millis(comparing.elapsed()),
+        };
+        self.reporter
+            .note(&Note::Walked(Box::new(record.clone())))?;
+        self.reporter.note(&Note::Compared {
+            pass,
+            entries: compared.entries,
+            ms: compared.ms,
+        })?;
+        let plan = ShardPlan::of(shards.iter().map(ShardRecord::shard).collect(), dirs);
+        let mut line = describe_plan(
+            settings,
+            &plan,
+            record.deletions.len(),
+            record.forced,
+            record.hard_links.len(),
+        );
+        line.insert_str(0, "the walk is over: ");
+        self.reporter.line(&line);
+        if deleted > 0 {
+            self.reporter.line(&format!(
+                "deleted {deleted} entries found only in the destination"
+            ));
+        }
+        Ok(WalkedPass {
+            record,
+            shards,
+            deleted,
+            compared,
+        })
+    }
+
+    /// Feeds what the walk reports to a [`Cutter`] and hands out what it cuts; when a
+    /// worker is idle, cuts the shards being filled early. Returns the cutter (to finish
+    /// once the walk succeeded), the shards cut and the entries deleted.
+    async fn cut_while_walking(
+        &self,
+        pass: u32,
+        mut found: Found,
+        tasks: &mpsc::UnboundedSender<Task>,
+        board: &Board,
+    ) -> anyhow::Result<(Cutter, Vec<ShardRecord>, u64)> {
+        let result = async {
+            let mut cutter = Cutter::new(CutterConfig::new(self.settings.most_jobs()));
+            let mut shards = Vec::new();
+            let mut deleted = 0;
+            let mut idle_check = tokio::time::interval(IDLE_CHECK_EVERY);
+            loop {
+                let cuts = tokio::select! {
+                    walked = found.recv() => {
+                        let Some((walked, deletions)) = walked else { break };
+                        // Before anything below is copied: an entry may change type.
+                        if !deletions.is_empty() {
+                            deleted += delete_entries(&self.settings.to, deletions).await?;
+                        }
+                        cutter.add(walked)
+                    }
+                    _ = idle_check.tick() => {
+                        if !board.has_idle_worker() {
+                            continue;
+                        }
+                        cutter.flush()
+                    }
+                };
+                self.hand_out(cuts, pass, tasks, board, &mut shards).await?;
+            }
+            anyhow::Ok((cutter, shards, deleted))
+        }
+        .await;
+        if result.is_err() {
+            // Nothing more is cut: the walk has no reason to go on.
+            self.cancel
+                .0
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Makes the new directories and journals and hands out the shards that `cuts` asks
+    /// for, in order.
+    async fn hand_out(
+        &self,
+        cuts: Vec<Cut>,
+        pass: u32,
+        tasks: &mpsc::UnboundedSender<Task>,
+        board: &Board,
+        shards: &mut Vec<ShardRecord>,
+    ) -> anyhow::Result<()> {
+        for cut in cuts {
+            match cut {
+                Cut::MakeDir(path) => {
+                    let dir = walker::absolute(&self.settings.to, &path);
+                    match tokio::fs::create_dir(&dir).await {
+                        Ok(()) => {}
+                        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(error) => {
+                            return Err(error)
+                                .with_context(|| format!("cannot create {}", dir.display()));
+                        }
+                    }
+                }
+                Cut::Shard(shard) => {
+                    let index = shards.len();
+                    let record = ShardRecord::of(&shard);
+                    self.reporter.note(&Note::Planned {
+                        pass,
+                        shard: index,
+                        record: record.clone(),
+                    })?;
+                    shards.push(record);
+                    board.add_shard(shard.bytes, shard.files);
+                    // A closed pool (the copy stopped) takes no more: the walk stops too.
+                    let _ = tasks.send(Task::for_shard(index, None, &shard));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs the shards' tasks on the worker pool (showing progress meanwhile), or hands the
@@ -292,6 +647,7 @@ impl<'a> CopyPass<'a> {
         let concurrency = self.settings.concurrency();
         run_journaled(
             tasks,
+            None,
             concurrency,
             &self.transfer,
             board,
@@ -370,8 +726,14 @@ impl<'a> CopyPass<'a> {
             return Ok(false);
         }
         self.reporter.line("verifying: comparing both trees again");
-        let check =
-            compare_trees(self.reporter, settings, ChangedSince::Never, &self.cancel).await?;
+        let check = compare_trees(
+            self.reporter,
+            settings,
+            ChangedSince::Never,
+            &self.cancel,
+            None,
+        )
+        .await?;
         if check.difference_count > 0 {
             let mut message = format!(
                 "verify found {} difference{} between {} and {} after the copy:",
@@ -456,10 +818,12 @@ impl<'a> CopyPass<'a> {
 
 /// Runs the shards' tasks of pass `pass` on the pool, showing progress meanwhile: each
 /// finished or failed shard, and each change of the worker count, is journaled through
-/// `reporter`, and a change is said as a line. The agents of copies in pods and Jobs run
-/// their shards through this too.
+/// `reporter`, and a change is said as a line. With `feed`, the tasks that arrive there
+/// until it closes run too. The agents of copies in pods and Jobs run their shards through
+/// this too.
 pub(crate) async fn run_journaled(
     tasks: Vec<Task>,
+    feed: Option<mpsc::UnboundedReceiver<Task>>,
     concurrency: pool::Concurrency,
     transfer: &Transfer,
     board: &Board,
@@ -490,8 +854,10 @@ pub(crate) async fn run_journaled(
         warn: &|message: &str| reporter.warn(message),
         on_workers: &on_workers,
     };
+    // No feed: a feed closed from the start.
+    let feed = feed.unwrap_or_else(|| mpsc::unbounded_channel().1);
     tokio::select! {
-        outcome = pool::run(tasks, concurrency, transfer, board, &hooks) => outcome,
+        outcome = pool::run_fed(tasks, feed, concurrency, transfer, board, &hooks) => outcome,
         () = progress::tick(board, reporter) => unreachable!("the progress loop never ends"),
     }
 }
@@ -502,9 +868,8 @@ fn millis(duration: std::time::Duration) -> u64 {
 }
 
 /// Deletes entries (files, links or whole directories) below `root`.
-async fn delete_entries(root: &Path, entries: &[RelPath]) -> anyhow::Result<u64> {
+async fn delete_entries(root: &Path, entries: Vec<Vec<u8>>) -> anyhow::Result<u64> {
     let root = root.to_path_buf();
-    let entries: Vec<Vec<u8>> = entries.iter().map(|path| path.0.clone()).collect();
     tokio::task::spawn_blocking(move || {
         let mut deleted = 0;
         for entry in &entries {

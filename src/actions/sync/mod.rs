@@ -17,6 +17,7 @@ mod agent;
 mod catch_up;
 mod compare;
 mod copy_pass;
+mod cutter;
 mod detached;
 mod filter;
 mod grid;
@@ -62,6 +63,10 @@ const LISTED: usize = 20;
 const CLOCK_MARGIN_SECS: i64 = 1;
 /// How often a line says how far a comparison has got.
 const WALK_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Tests slow the walk by this many milliseconds per directory (see
+/// [`CompareOptions::dir_delay`]).
+const WALK_DELAY_ENV: &str = "RUNBOOK_SYNC_WALK_DELAY_MS";
 
 /// Raises a flag when dropped, so that the walking threads stop when the step is.
 struct CancelOnDrop(Arc<AtomicBool>);
@@ -116,13 +121,26 @@ impl SyncAction {
     }
 }
 
-/// Compares the trees on blocking threads, saying every few seconds how far it got.
+/// Where a streamed comparison sends each directory as it compares it (see
+/// [`compare::Sink`]), and the paths an interrupted pass settled.
+struct Stream {
+    found: tokio::sync::mpsc::UnboundedSender<(cutter::Walked, Vec<Vec<u8>>)>,
+    settled: Option<compare::Settled>,
+}
+
+/// Compares the trees on blocking threads, saying every few seconds how far it got. With
+/// `stream`, each directory goes there as it is compared (the result's `dirs` stay empty).
 async fn compare_trees(
     reporter: &dyn PassReporter,
     settings: &Settings,
     changed_since: ChangedSince,
     cancel: &CancelOnDrop,
+    stream: Option<Stream>,
 ) -> anyhow::Result<Comparison> {
+    let (found, settled) = match stream {
+        Some(Stream { found, settled }) => (Some(found), settled),
+        None => (None, None),
+    };
     let options = CompareOptions {
         delete: settings.delete,
         hard_links: settings.hard_links,
@@ -131,20 +149,34 @@ async fn compare_trees(
         owners: unsafe { libc::geteuid() } == 0,
         changed_since,
         max_differences: LISTED,
+        settled,
+        dir_delay: std::env::var(WALK_DELAY_ENV)
+            .ok()
+            .and_then(|millis| millis.parse().ok())
+            .map(Duration::from_millis),
     };
     let filter = filter::ExcludeFilter::new(&settings.exclude).map_err(InvalidInput)?;
     let counters = Arc::new(walker::WalkCounters::default());
     let (from, to, flag) = (settings.from.clone(), settings.to.clone(), cancel.0.clone());
     let walk_counters = counters.clone();
     let walk = tokio::task::spawn_blocking(move || {
+        // A closed receiver means the pass is going away; its cancel flag stops the walk.
+        let send = |walked, deletions| {
+            if let Some(found) = &found {
+                let _ = found.send((walked, deletions));
+            }
+        };
         compare::compare(
             &from,
             &to,
             &filter,
             &options,
-            walker::WALK_THREADS,
-            &flag,
-            &walk_counters,
+            compare::Walking {
+                threads: walker::WALK_THREADS,
+                cancel: &flag,
+                counters: &walk_counters,
+                sink: found.is_some().then_some(&send as compare::Sink<'_>),
+            },
         )
     });
     let report = async {
@@ -360,6 +392,7 @@ impl SyncAction {
             settings,
             changed_since,
             &cancel,
+            None,
         )
         .await?;
         let deletions = comparison.deletions.clone();

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::compare::Settled;
 use super::planner::{PlannedDir, Shard, ShardPlan};
 
 /// A path relative to the root of the copy, in JSON: a string when it is UTF-8, otherwise
@@ -65,8 +66,21 @@ impl<'de> Deserialize<'de> for RelPath {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "sync", rename_all = "snake_case")]
 pub enum Note {
-    /// A pass started, with its plan.
+    /// A pass started, with its plan (or, when it copies while it walks, with no shards:
+    /// they come as [`Note::Planned`], the rest of its plan as [`Note::Walked`]).
     Pass(Box<PassRecord>),
+    /// A shard of a pass that copies while it walks, cut from what the walk has seen;
+    /// journaled before the shard is copied.
+    Planned {
+        /// Pass number.
+        pass: u32,
+        /// Its index in the pass's plan.
+        shard: usize,
+        /// The shard.
+        record: ShardRecord,
+    },
+    /// The walk of a pass that copies while it walks is over: the rest of its plan.
+    Walked(Box<WalkedRecord>),
     /// The pass deleted what was only at the destination.
     Deleted {
         /// Pass number.
@@ -219,6 +233,8 @@ impl Note {
     pub fn key(&self) -> String {
         match self {
             Note::Pass(record) => format!("pass {}", record.pass),
+            Note::Planned { pass, shard, .. } => format!("planned {pass} {shard}"),
+            Note::Walked(walked) => format!("walked {}", walked.pass),
             Note::Deleted { pass, .. } => format!("deleted {pass}"),
             Note::Shard { pass, shard, .. } => format!("shard {pass} {shard}"),
             Note::ShardFailed { pass, shard, .. } => format!("shard failed {pass} {shard}"),
@@ -262,6 +278,30 @@ pub struct PassRecord {
     /// Files copied only because their change time is newer than the previous pass.
     #[serde(default)]
     pub forced: u64,
+    /// It copies while it walks: its shards are journaled one by one, and its plan is
+    /// complete once its walk is ([`PassState::walked`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub streamed: bool,
+}
+
+/// The end of the walk of a pass that copies while it walks: what only the whole walk
+/// knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WalkedRecord {
+    /// Pass number.
+    pub pass: u32,
+    /// Directories made before and set after the shards.
+    #[serde(default)]
+    pub dirs: Vec<DirRecord>,
+    /// Entries only at the destination, deleted during the walk.
+    #[serde(default)]
+    pub deletions: Vec<RelPath>,
+    /// Files whose hard links are redone after the shards.
+    #[serde(default)]
+    pub hard_links: Vec<RelPath>,
+    /// Files copied only because their change time is newer than the previous pass.
+    #[serde(default)]
+    pub forced: u64,
 }
 
 /// A shard in the journal.
@@ -281,6 +321,30 @@ pub struct ShardRecord {
     pub fresh: bool,
 }
 
+impl ShardRecord {
+    /// The shard it records.
+    pub fn shard(&self) -> Shard {
+        Shard {
+            entries: self.entries.iter().map(|path| path.0.clone()).collect(),
+            bytes: self.bytes,
+            files: self.files,
+            ignore_times: self.ignore_times,
+            fresh: self.fresh,
+        }
+    }
+
+    /// The record of a planned shard.
+    pub fn of(shard: &Shard) -> Self {
+        ShardRecord {
+            entries: shard.entries.iter().cloned().map(RelPath).collect(),
+            bytes: shard.bytes,
+            files: shard.files,
+            ignore_times: shard.ignore_times,
+            fresh: shard.fresh,
+        }
+    }
+}
+
 /// A planned directory in the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DirRecord {
@@ -291,56 +355,35 @@ pub struct DirRecord {
     pub new: bool,
 }
 
+impl DirRecord {
+    /// The record of a planned directory.
+    pub fn of(dir: &PlannedDir) -> Self {
+        DirRecord {
+            path: RelPath(dir.path.clone()),
+            new: dir.new,
+        }
+    }
+}
+
 impl PassRecord {
     /// The plan as the planner made it.
     pub fn plan(&self) -> ShardPlan {
-        let shards: Vec<Shard> = self
-            .shards
-            .iter()
-            .map(|shard| Shard {
-                entries: shard.entries.iter().map(|path| path.0.clone()).collect(),
-                bytes: shard.bytes,
-                files: shard.files,
-                ignore_times: shard.ignore_times,
-                fresh: shard.fresh,
-            })
-            .collect();
-        ShardPlan {
-            total_bytes: shards.iter().map(|s| s.bytes).sum(),
-            total_files: shards.iter().map(|s| s.files).sum(),
-            shards,
-            dirs: self
-                .dirs
+        ShardPlan::of(
+            self.shards.iter().map(ShardRecord::shard).collect(),
+            self.dirs
                 .iter()
                 .map(|dir| PlannedDir {
                     path: dir.path.0.clone(),
                     new: dir.new,
                 })
                 .collect(),
-        }
+        )
     }
 
     /// The records of a plan.
     pub fn shard_records(plan: &ShardPlan) -> (Vec<ShardRecord>, Vec<DirRecord>) {
-        let shards = plan
-            .shards
-            .iter()
-            .map(|shard| ShardRecord {
-                entries: shard.entries.iter().cloned().map(RelPath).collect(),
-                bytes: shard.bytes,
-                files: shard.files,
-                ignore_times: shard.ignore_times,
-                fresh: shard.fresh,
-            })
-            .collect();
-        let dirs = plan
-            .dirs
-            .iter()
-            .map(|dir| DirRecord {
-                path: RelPath(dir.path.clone()),
-                new: dir.new,
-            })
-            .collect();
+        let shards = plan.shards.iter().map(ShardRecord::of).collect();
+        let dirs = plan.dirs.iter().map(DirRecord::of).collect();
         (shards, dirs)
     }
 }
@@ -358,6 +401,9 @@ pub struct PassState {
     pub failed_shards: std::collections::BTreeMap<usize, (u32, String)>,
     /// Its deletions are done.
     pub deleted: bool,
+    /// Its plan is complete: always, except for a pass that copies while it walks and
+    /// stopped before its walk ended.
+    pub walked: bool,
     /// It finished.
     pub done: bool,
     /// What its comparison walked, in how long, when journaled.
@@ -446,6 +492,7 @@ impl Ledger {
             };
             match note {
                 Note::Pass(record) => passes.push(PassState {
+                    walked: !record.streamed,
                     record: *record,
                     done_shards: BTreeSet::new(),
                     retried_shards: Default::default(),
@@ -455,6 +502,35 @@ impl Ledger {
                     compared: None,
                     copied: None,
                 }),
+                Note::Planned {
+                    pass,
+                    shard,
+                    record,
+                } => {
+                    if let Some(state) = passes.iter_mut().rfind(|p| p.record.pass == pass)
+                        && shard == state.record.shards.len()
+                    {
+                        state.record.shards.push(record);
+                    }
+                }
+                Note::Walked(walked) => {
+                    if let Some(state) = passes.iter_mut().rfind(|p| p.record.pass == walked.pass) {
+                        let WalkedRecord {
+                            dirs,
+                            deletions,
+                            hard_links,
+                            forced,
+                            ..
+                        } = *walked;
+                        state.record.dirs = dirs;
+                        state.record.deletions = deletions;
+                        state.record.hard_links = hard_links;
+                        state.record.forced = forced;
+                        // Deleted during the walk.
+                        state.deleted = true;
+                        state.walked = true;
+                    }
+                }
                 Note::Shard {
                     pass, shard, tries, ..
                 } => {
@@ -530,11 +606,40 @@ impl Ledger {
         self.passes.iter().map(|p| p.record.pass).max().unwrap_or(0) + 1
     }
 
-    /// The last pass, when it did not finish and was planned with the same settings.
+    /// The last pass, when it did not finish, was planned with the same settings and its
+    /// plan is complete.
     pub fn resumable(&self, settings: &str) -> Option<&PassState> {
         self.passes
             .last()
-            .filter(|pass| !pass.done && pass.record.settings == settings)
+            .filter(|pass| !pass.done && pass.walked && pass.record.settings == settings)
+    }
+
+    /// What the last passes, when they copied while they walked and stopped before their
+    /// walk ended, finished copying: their done shards' paths and the earliest one's start.
+    /// Such a pass cannot be resumed (its plan is not whole): the next pass walks again and
+    /// judges those paths by that start (see [`Settled`]). Also how many passes stopped so.
+    pub fn settled_by_stopped_walks(&self) -> Option<(Settled, usize)> {
+        let stopped: Vec<&PassState> = self
+            .passes
+            .iter()
+            .rev()
+            .take_while(|pass| !pass.done && !pass.walked)
+            .collect();
+        let earliest = stopped.last()?;
+        let paths = stopped
+            .iter()
+            .flat_map(|pass| {
+                pass.done_shards
+                    .iter()
+                    .filter_map(|&index| pass.record.shards.get(index))
+            })
+            .flat_map(|shard| shard.entries.iter().map(|path| path.0.clone()))
+            .collect();
+        let settled = Settled {
+            paths,
+            since: (earliest.record.started_secs, earliest.record.started_nanos),
+        };
+        Some((settled, stopped.len()))
     }
 
     /// When the last finished pass started: anything that changed after it may be stale
@@ -597,6 +702,7 @@ mod tests {
             deletions: vec![],
             hard_links: vec![],
             forced: 0,
+            streamed: false,
         }
     }
 

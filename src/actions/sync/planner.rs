@@ -123,6 +123,18 @@ pub struct ShardPlan {
     pub total_files: u64,
 }
 
+impl ShardPlan {
+    /// A plan of these shards and directories, with their totals.
+    pub fn of(shards: Vec<Shard>, dirs: Vec<PlannedDir>) -> Self {
+        ShardPlan {
+            total_bytes: shards.iter().map(|s| s.bytes).sum(),
+            total_files: shards.iter().map(|s| s.files).sum(),
+            shards,
+            dirs,
+        }
+    }
+}
+
 struct Node {
     work: DirWork,
     children: Vec<usize>,
@@ -187,13 +199,7 @@ pub fn plan(dirs: Vec<DirWork>, config: &PlannerConfig) -> ShardPlan {
     };
     cost.share = cost.of(total_bytes, total_files) / shard_count as f64;
     let (units, dirs) = tree.units(&cost);
-    let shards = group_into_shards(&units, &cost);
-    ShardPlan {
-        total_bytes: shards.iter().map(|s| s.bytes).sum(),
-        total_files: shards.iter().map(|s| s.files).sum(),
-        shards,
-        dirs,
-    }
+    ShardPlan::of(group_into_shards(&units, &cost), dirs)
 }
 
 impl WorkTree {

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::pass::Note;
 use super::progress::Board;
@@ -62,10 +62,14 @@ pub struct Task {
 }
 
 impl Task {
-    /// The task that copies shard `index` of `count` (recursively, journaled when done).
-    pub fn for_shard(index: usize, count: usize, shard: &super::planner::Shard) -> Self {
+    /// The task that copies shard `index` of `count` (recursively, journaled when done);
+    /// `count` is unknown while the walk that cuts the shards goes on.
+    pub fn for_shard(index: usize, count: Option<usize>, shard: &super::planner::Shard) -> Self {
         Task {
-            label: format!("shard {}/{count}", index + 1),
+            label: match count {
+                Some(count) => format!("shard {}/{count}", index + 1),
+                None => format!("shard {}", index + 1),
+            },
             entries: shard.entries.clone(),
             recursive: true,
             ignore_times: shard.ignore_times,
@@ -210,10 +214,26 @@ pub async fn run(
     board: &Board,
     hooks: &Hooks<'_>,
 ) -> anyhow::Result<PoolOutcome> {
+    let (_, no_more) = mpsc::unbounded_channel();
+    run_fed(tasks, no_more, concurrency, transfer, board, hooks).await
+}
+
+/// Runs `tasks`, then those that arrive from `feed` as they arrive (a pass that copies
+/// while it walks), until the feed is closed and every task is over.
+pub async fn run_fed(
+    tasks: Vec<Task>,
+    mut feed: mpsc::UnboundedReceiver<Task>,
+    concurrency: Concurrency,
+    transfer: &Transfer,
+    board: &Board,
+    hooks: &Hooks<'_>,
+) -> anyhow::Result<PoolOutcome> {
     let start = concurrency.start();
     board.set_workers(start);
     let pool = Pool {
         queue: Mutex::new(tasks.into_iter().collect()),
+        fed: AtomicBool::new(true),
+        arrived: Notify::new(),
         transfer,
         board,
         hooks,
@@ -221,11 +241,28 @@ pub async fn run(
         stop: AtomicBool::new(false),
         outcome: Mutex::new(PoolOutcome::default()),
     };
+    let feeding = async {
+        while let Some(task) = feed.recv().await {
+            if let Ok(mut queue) = pool.queue.lock() {
+                queue.push_back(task);
+            }
+            pool.arrived.notify_waiters();
+        }
+        pool.fed.store(false, Ordering::Relaxed);
+        pool.arrived.notify_waiters();
+        pool.gate.wake_all();
+        std::future::pending::<()>().await;
+    };
     // A resumed pass starts with shards done: the first window counts from there.
     let done = board.snapshot();
     let done = (done.done_files, done.done_bytes);
     let workers = (0..concurrency.most()).map(|worker| pool.work(worker));
-    let all_done = futures::future::join_all(workers);
+    let all_done = async {
+        tokio::select! {
+            results = futures::future::join_all(workers) => results,
+            () = feeding => unreachable!("feeding waits once the feed is closed"),
+        }
+    };
     let results: Vec<anyhow::Result<()>> = match concurrency {
         Concurrency::Fixed(_) => all_done.await,
         Concurrency::Auto { start, max } => {
@@ -250,6 +287,10 @@ pub async fn run(
 /// count, and the pool's outcome so far.
 struct Pool<'a> {
     queue: Mutex<VecDeque<Task>>,
+    /// More tasks may arrive (the walk that cuts them goes on).
+    fed: AtomicBool,
+    /// A task arrived, or the feed closed.
+    arrived: Notify,
     transfer: &'a Transfer,
     board: &'a Board,
     hooks: &'a Hooks<'a>,
@@ -328,6 +369,11 @@ impl Scaling {
         }
     }
 
+    /// Starts the next window at `now` without judging the last one.
+    pub fn skip(&mut self, now: Instant, (files, bytes): (u64, u64)) {
+        self.last = (now, files, bytes);
+    }
+
     /// Ends a window at `now` with `files` and `bytes` done in all (from the start) and the
     /// share of the CPU the copy may use that was busy (`None` when it cannot be read: not
     /// saturated, as far as anyone knows). Returns the change of count, if any.
@@ -382,12 +428,17 @@ impl Pool<'_> {
     /// its number is below the count; above it, waits for the count to rise.
     async fn work(&self, worker: usize) -> anyhow::Result<()> {
         let mut count = self.gate.subscribe();
-        let over = || self.stop.load(Ordering::Relaxed) || self.queue_is_empty();
+        let over = || self.stop.load(Ordering::Relaxed) || self.drained();
         while self.gate.admit(worker, &mut count, &over).await {
-            let Some(task) = self.queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-                break;
-            };
-            self.run_task(worker, &task).await?;
+            // Listening before looking, so that an arrival in between is not missed.
+            let arrival = self.arrived.notified();
+            tokio::pin!(arrival);
+            arrival.as_mut().enable();
+            match self.queue.lock().ok().and_then(|mut q| q.pop_front()) {
+                Some(task) => self.run_task(worker, &task).await?,
+                None if self.fed.load(Ordering::Relaxed) => arrival.await,
+                None => break,
+            }
         }
         // The workers waiting above the count see the empty queue or the stop, and end.
         self.gate.wake_all();
@@ -396,6 +447,11 @@ impl Pool<'_> {
 
     fn queue_is_empty(&self) -> bool {
         self.queue.lock().map_or(true, |queue| queue.is_empty())
+    }
+
+    /// No task waits and none will come.
+    fn drained(&self) -> bool {
+        !self.fed.load(Ordering::Relaxed) && self.queue_is_empty()
     }
 
     /// `jobs: auto`: every window, feeds the tuner the window's throughput and CPU and
@@ -408,10 +464,17 @@ impl Pool<'_> {
         interval.tick().await;
         loop {
             interval.tick().await;
-            if self.queue_is_empty() || self.stop.load(Ordering::Relaxed) {
+            if self.drained() || self.stop.load(Ordering::Relaxed) {
                 std::future::pending::<()>().await;
             }
             let done = self.board.snapshot();
+            if self.queue_is_empty() {
+                // Workers waited for the walk to cut shards: this window says nothing of
+                // what more workers would copy.
+                scaling.skip(Instant::now(), (done.done_files, done.done_bytes));
+                meter.busy_since_last();
+                continue;
+            }
             let change = scaling.window(
                 Instant::now(),
                 (done.done_files, done.done_bytes),

@@ -89,6 +89,29 @@ impl Board {
         });
     }
 
+    /// A shard cut while the walk goes on joins the totals.
+    pub fn add_shard(&self, bytes: u64, files: u64) {
+        self.with(|state| {
+            state.total_bytes += bytes;
+            state.total_files += files;
+            state.total_shards += 1;
+        });
+    }
+
+    /// The shards of the pass (those cut so far, while the walk goes on).
+    pub fn total_shards(&self) -> usize {
+        self.with(|state| state.total_shards).unwrap_or(0)
+    }
+
+    /// Whether a worker that may copy has no shard: nothing waits for it.
+    pub fn has_idle_worker(&self) -> bool {
+        self.with(|state| {
+            let busy = state.workers.iter().filter(|w| w.shard.is_some()).count();
+            busy < state.count
+        })
+        .unwrap_or(false)
+    }
+
     /// A worker starts (or retries) a shard.
     pub fn start(
         &self,
@@ -300,6 +323,22 @@ mod tests {
             board.lines()
         );
         assert_eq!(board.detail(), "shards 2/3, 1 worker");
+    }
+
+    #[test]
+    fn shards_cut_during_the_walk_grow_the_totals_and_idle_workers_are_seen() {
+        let board = Board::new(0, 0, 0, 2);
+        assert!(board.has_idle_worker());
+        board.add_shard(100, 4);
+        board.add_shard(50, 2);
+        board.start(0, 0, ("a".into(), 0), 100, 4);
+        board.start(1, 1, ("b".into(), 0), 50, 2);
+        assert!(!board.has_idle_worker());
+        board.finish(1);
+        assert!(board.has_idle_worker());
+        let progress = board.snapshot();
+        assert_eq!((progress.total_bytes, progress.total_files), (150, 6));
+        assert_eq!(board.detail(), "shards 1/2, 2 workers");
     }
 
     #[test]
