@@ -11,11 +11,13 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use super::filter::ExcludeFilter;
+use super::manifest::{self, Manifest, ManifestWriter};
 use super::planner::{DirWork, Item};
 use super::walker::{self, Entry, Kind, Meta, WalkCounters, WalkError};
 
@@ -50,6 +52,18 @@ pub struct CompareOptions {
     pub changed_since: ChangedSince,
     /// How many differences to describe in words.
     pub max_differences: usize,
+    /// Manifests of the destination: the one to read its listings from, the next to write.
+    pub listings: DestinationListings,
+}
+
+/// What a comparison does with the manifests of the destination (see [`manifest`]).
+#[derive(Debug, Clone, Default)]
+pub struct DestinationListings {
+    /// Its directories' listings come from this manifest rather than from the destination
+    /// (`trust_destination`); those it lacks are read. Never for a verification.
+    pub trusted: Option<Arc<Manifest>>,
+    /// The listings the pass leaves go to this writer, for the next pass.
+    pub recorded: Option<Arc<ManifestWriter>>,
 }
 
 /// What the comparison found.
@@ -238,10 +252,20 @@ impl Trees<'_> {
         };
         self.counters.count(source_entries.len());
         let destination_entries = if job.both {
-            self.read_dir(self.destination, &job.path)?
+            self.destination_listing(&job.path)?
         } else {
             None
         };
+        if let Some(recorded) = &self.options.listings.recorded {
+            let left = manifest::left_listing(
+                &walker::absolute(self.source, &job.path),
+                &source_entries,
+                destination_entries.as_deref(),
+                self.options.delete,
+                self.options.owners,
+            );
+            recorded.record(&job.path, &left);
+        }
         let mut dir = DirScan {
             options: self.options,
             local: Found {
@@ -283,6 +307,16 @@ impl Trees<'_> {
         }
         merge(&self.found, dir.local);
         Ok(())
+    }
+
+    /// The destination's entries of directory `path`: from the trusted manifest when it
+    /// has them, else read.
+    fn destination_listing(&self, path: &[u8]) -> Result<Option<Vec<Entry>>, CompareError> {
+        let trusted = self.options.listings.trusted.as_ref();
+        match trusted.and_then(|manifest| manifest.listing(path)) {
+            Some(entries) => Ok(Some(entries)),
+            None => self.read_dir(self.destination, path),
+        }
     }
 
     /// The entries of `root/path` the filter keeps, sorted by name; `None` when it is gone.
@@ -366,12 +400,16 @@ impl Trees<'_> {
         } else {
             Vec::new()
         };
+        let trusted_target = (s.meta.kind == Kind::Symlink)
+            .then_some(options.listings.trusted.as_ref())
+            .flatten()
+            .and_then(|manifest| manifest.target(&path));
         if let Some(reason) = entry_differs(
             &s.meta,
             &d.meta,
             options,
             &walker::absolute(self.source, &path),
-            &walker::absolute(self.destination, &path),
+            (&walker::absolute(self.destination, &path), trusted_target),
         ) {
             dir.differs(format!("{reason}: {}", walker::display(&path)));
             dir.items.push(Item {
@@ -478,12 +516,13 @@ impl DirScan<'_> {
 }
 
 /// Why two entries of the same kind (not directories) differ, as rsync -a would see it.
+/// `destination` is the entry's path there and, when a manifest knows it, its link target.
 fn entry_differs(
     source: &Meta,
     destination: &Meta,
     options: &CompareOptions,
     source_path: &Path,
-    destination_path: &Path,
+    (destination_path, destination_target): (&Path, Option<&[u8]>),
 ) -> Option<&'static str> {
     if options.owners && (source.uid != destination.uid || source.gid != destination.gid) {
         return Some("owner differs");
@@ -501,10 +540,11 @@ fn entry_differs(
             }
         }
         Kind::Symlink => {
-            let targets = (
-                std::fs::read_link(source_path),
-                std::fs::read_link(destination_path),
-            );
+            let destination_link = match destination_target {
+                Some(target) => Ok(PathBuf::from(std::ffi::OsStr::from_bytes(target))),
+                None => std::fs::read_link(destination_path),
+            };
+            let targets = (std::fs::read_link(source_path), destination_link);
             match targets {
                 (Ok(a), Ok(b)) if a == b => None,
                 _ => Some("symlink target differs"),

@@ -3,11 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use super::compare::{ChangedSince, Comparison};
+use super::compare::{ChangedSince, Comparison, DestinationListings};
 use super::job::JobCopier;
+use super::manifest::{self, ManifestWriter};
 use super::pass::{CompareFigures, Ledger, Note, PassRecord, PassState, RelPath};
 use super::pass_reporter::PassReporter;
 use super::planner::{self, PlannerConfig, ShardPlan};
@@ -15,7 +17,10 @@ use super::pool::{self, PoolOutcome, Task};
 use super::progress::{self, Board};
 use super::rsync::{self, Transfer};
 use super::spec::Settings;
-use super::{CancelOnDrop, changed_since, compare_trees, describe_plan, walker};
+use super::{
+    CancelOnDrop, changed_since, compare_trees, describe_plan, manifest_key, trusted_manifest,
+    walker,
+};
 use crate::actions::Outcome;
 
 /// One pass: plan it (or resume the journaled plan) and journal it, delete, copy the shards,
@@ -34,6 +39,9 @@ pub(crate) struct CopyPass<'a> {
     cancel: CancelOnDrop,
     /// Things a person should know, gathered from every phase for the step's output.
     warnings: Vec<String>,
+    /// The manifest of what this pass leaves at the destination, written while it
+    /// compared; `None` for a resumed pass (its comparison was another process's).
+    manifest: Option<Arc<ManifestWriter>>,
 }
 
 /// What the copying phases did, for the step's output.
@@ -68,6 +76,7 @@ impl<'a> CopyPass<'a> {
             transfer,
             cancel: CancelOnDrop::new(),
             warnings: Vec::new(),
+            manifest: None,
         }
     }
 
@@ -75,11 +84,14 @@ impl<'a> CopyPass<'a> {
     pub(crate) async fn run(mut self) -> anyhow::Result<Outcome> {
         let pass = self.journaled_plan().await?;
         let plan = pass.record.plan();
+        self.forget_manifest()?;
+        let warned_before_copying = self.warnings.len();
         let copying = std::time::Instant::now();
         let deleted = self.delete_extra_entries(&pass).await?;
         let shards = self.copy_shards(&pass, &plan).await?;
         let linked = self.finish_links_and_dirs(&pass, &plan, copying).await?;
         let verified = self.verify().await?;
+        self.record_manifest(self.warnings.len() > warned_before_copying);
         let copied = Copied {
             deleted,
             shards,
@@ -90,7 +102,7 @@ impl<'a> CopyPass<'a> {
 
     /// The pass to run: the journaled one when it was interrupted with the same settings,
     /// else a new one, compared, planned and journaled before anything is copied.
-    async fn journaled_plan(&self) -> anyhow::Result<PassState> {
+    async fn journaled_plan(&mut self) -> anyhow::Result<PassState> {
         let destination_exists = self.settings.check_paths()?;
         let found = rsync::detect().await?;
         let fingerprint = self.settings.fingerprint();
@@ -102,6 +114,7 @@ impl<'a> CopyPass<'a> {
                 state.done_shards.len(),
                 state.record.shards.len()
             ));
+            self.manifest_not_recorded("the pass resumes one whose comparison an earlier run made");
             return Ok(state.clone());
         }
         let settings = self.settings;
@@ -118,10 +131,25 @@ impl<'a> CopyPass<'a> {
             settings.to.display(),
             found.version
         ));
+        let (trusted, warning) = trusted_manifest(self.reporter, settings);
+        self.warnings.extend(warning);
+        self.manifest = match ManifestWriter::create(&settings.to, &manifest_key(settings), started)
+        {
+            Ok(writer) => Some(Arc::new(writer)),
+            Err(why) => {
+                self.manifest_not_recorded(&why);
+                None
+            }
+        };
+        let listings = DestinationListings {
+            trusted,
+            recorded: self.manifest.clone(),
+        };
         let comparison = compare_trees(
             self.reporter,
             settings,
             changed_since(settings, self.ledger, self.continued),
+            listings,
             &self.cancel,
         )
         .await?;
@@ -370,8 +398,15 @@ impl<'a> CopyPass<'a> {
             return Ok(false);
         }
         self.reporter.line("verifying: comparing both trees again");
-        let check =
-            compare_trees(self.reporter, settings, ChangedSince::Never, &self.cancel).await?;
+        // Both trees for real: a verification never trusts a manifest.
+        let check = compare_trees(
+            self.reporter,
+            settings,
+            ChangedSince::Never,
+            DestinationListings::default(),
+            &self.cancel,
+        )
+        .await?;
         if check.difference_count > 0 {
             let mut message = format!(
                 "verify found {} difference{} between {} and {} after the copy:",
@@ -397,6 +432,49 @@ impl<'a> CopyPass<'a> {
             check.entries
         ));
         Ok(true)
+    }
+
+    /// Removes the manifest an earlier pass left, before anything is copied: from here on
+    /// it would claim what may no longer be there. A manifest that cannot be removed fails
+    /// the pass (a later pass would trust it).
+    fn forget_manifest(&self) -> anyhow::Result<()> {
+        manifest::forget(&self.settings.to).with_context(|| {
+            "the manifest of the previous pass must go before this pass copies; remove it by hand".to_string()
+        })
+    }
+
+    /// Puts the manifest of this pass in place, now that it is done (and verified, with
+    /// `verify`), unless the copy `warned` (files that vanished): then rsync did not do
+    /// all that the manifest says.
+    fn record_manifest(&mut self, warned: bool) {
+        let Some(writer) = self.manifest.take() else {
+            return;
+        };
+        if warned {
+            self.manifest_not_recorded("the copy warned");
+            return;
+        }
+        match writer.finish() {
+            Ok(path) => self.reporter.line(&format!(
+                "recorded what the destination holds in {}",
+                path.display()
+            )),
+            Err(why) => self.manifest_not_recorded(&why),
+        }
+    }
+
+    /// Says that this pass leaves no manifest: a warning when the next pass would want one
+    /// (`trust_destination`), a line otherwise.
+    fn manifest_not_recorded(&mut self, why: &str) {
+        let text = format!(
+            "no manifest of this pass is recorded ({why}); a pass with trust_destination will walk the destination"
+        );
+        if self.settings.trust_destination {
+            self.reporter.warn(&text);
+            self.warnings.push(text);
+        } else {
+            self.reporter.line(&text);
+        }
     }
 
     /// The step's outcome: whether the pass changed anything, and its numbers.
