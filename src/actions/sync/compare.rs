@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -258,7 +257,6 @@ impl Trees<'_> {
         };
         if let Some(recorded) = &self.options.listings.recorded {
             let left = manifest::left_listing(
-                &walker::absolute(self.source, &job.path),
                 &source_entries,
                 destination_entries.as_deref(),
                 self.options.delete,
@@ -400,16 +398,12 @@ impl Trees<'_> {
         } else {
             Vec::new()
         };
-        let trusted_target = (s.meta.kind == Kind::Symlink)
-            .then_some(options.listings.trusted.as_ref())
-            .flatten()
-            .and_then(|manifest| manifest.target(&path));
         if let Some(reason) = entry_differs(
             &s.meta,
             &d.meta,
             options,
             &walker::absolute(self.source, &path),
-            (&walker::absolute(self.destination, &path), trusted_target),
+            &walker::absolute(self.destination, &path),
         ) {
             dir.differs(format!("{reason}: {}", walker::display(&path)));
             dir.items.push(Item {
@@ -516,13 +510,12 @@ impl DirScan<'_> {
 }
 
 /// Why two entries of the same kind (not directories) differ, as rsync -a would see it.
-/// `destination` is the entry's path there and, when a manifest knows it, its link target.
 fn entry_differs(
     source: &Meta,
     destination: &Meta,
     options: &CompareOptions,
     source_path: &Path,
-    (destination_path, destination_target): (&Path, Option<&[u8]>),
+    destination_path: &Path,
 ) -> Option<&'static str> {
     if options.owners && (source.uid != destination.uid || source.gid != destination.gid) {
         return Some("owner differs");
@@ -540,11 +533,10 @@ fn entry_differs(
             }
         }
         Kind::Symlink => {
-            let destination_link = match destination_target {
-                Some(target) => Ok(PathBuf::from(std::ffi::OsStr::from_bytes(target))),
-                None => std::fs::read_link(destination_path),
-            };
-            let targets = (std::fs::read_link(source_path), destination_link);
+            let targets = (
+                std::fs::read_link(source_path),
+                std::fs::read_link(destination_path),
+            );
             match targets {
                 (Ok(a), Ok(b)) if a == b => None,
                 _ => Some("symlink target differs"),

@@ -11,16 +11,20 @@
 //! leaves none, and the next pass walks.
 //!
 //! What it says of an entry the source has is what rsync -a made of it: the source's kind,
-//! mode, size, times and link target as the comparison saw them; the destination's owners
+//! mode, size and times as the comparison saw them; the destination's owners
 //! unless the pass runs as root; a change time never later than the real one (for the
 //! change-time rule); and an identity per source inode, so that files hard-linked in the
 //! source are linked in the manifest, as the pass linked them (`rsync -H`), and no other.
 //!
 //! Format: JSON lines. A header (`{"runbook_manifest": 1, ...}`); a line per directory
 //! (`{"dir": "a/b", "entries": [[name, kind, mode, uid, gid, size, mtime, mtime_ns, ctime,
-//! ctime_ns, dev, ino, nlink, rdev, target], ...]}`, entries sorted by name); a trailer with
-//! the number of directories and the destination root's inode and change time (`{"end":
-//! ...}`). Names and link targets are strings, or `{"hex": "..."}` when not UTF-8.
+//! ctime_ns, dev, ino, nlink, rdev], ...]}`, entries sorted by name); a trailer with the
+//! number of directories and the destination root's inode and change time (`{"end":
+//! ...}`). Names are strings, or `{"hex": "..."}` when not UTF-8.
+//!
+//! Symlinks' targets are not in it: recording them would cost a `readlink` in the source
+//! per symlink on every pass, as many as a trusting pass saves by not reading them at the
+//! destination, where the comparison still reads them.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -45,15 +49,6 @@ const VERSION: u32 = 1;
 /// device and inode): no real device number has it, so they never match a real identity.
 const CLAIMED_DEV: u64 = 1 << 63;
 
-/// A destination entry as a manifest keeps it.
-#[derive(Debug, Clone)]
-pub struct Listed {
-    /// Its name and metadata.
-    pub entry: Entry,
-    /// A symlink's target, when known.
-    pub target: Option<Vec<u8>>,
-}
-
 /// The listings of the destination an earlier pass left, read and checked.
 #[derive(Debug)]
 pub struct Manifest {
@@ -61,7 +56,7 @@ pub struct Manifest {
     pub path: PathBuf,
     /// When the pass that wrote it started (RFC 3339).
     pub written_by: String,
-    listings: HashMap<Vec<u8>, Vec<Listed>>,
+    listings: HashMap<Vec<u8>, Vec<Entry>>,
 }
 
 /// Why the destination is walked although `trust_destination` is set.
@@ -181,37 +176,20 @@ impl Manifest {
     /// The entries of directory `dir`, sorted by name; `None` when the manifest does not
     /// know it (it was only at the destination): the comparison reads it.
     pub fn listing(&self, dir: &[u8]) -> Option<Vec<Entry>> {
-        self.listings
-            .get(dir)
-            .map(|entries| entries.iter().map(|listed| listed.entry.clone()).collect())
-    }
-
-    /// The target of the symlink at `path`, when the manifest knows it.
-    pub fn target(&self, path: &[u8]) -> Option<&[u8]> {
-        let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
-            Some(slash) => (&path[..slash], &path[slash + 1..]),
-            None => (&path[..0], path),
-        };
-        let entries = self.listings.get(parent)?;
-        let index = entries
-            .binary_search_by(|listed| listed.entry.name.as_slice().cmp(name))
-            .ok()?;
-        entries[index].target.as_deref()
+        self.listings.get(dir).cloned()
     }
 }
 
 /// The listing of a directory once the pass is done, from its `source` and `destination`
 /// listings (both sorted by name; no destination: it is created): the source's entries as
 /// rsync -a copies them, and, without `delete`, the entries only at the destination.
-/// `source_dir` is the directory in the source, for link targets; `owners`: the pass sets
-/// owners (it runs as root).
+/// `owners`: the pass sets owners (it runs as root).
 pub fn left_listing(
-    source_dir: &Path,
     source: &[Entry],
     destination: Option<&[Entry]>,
     delete: bool,
     owners: bool,
-) -> Vec<Listed> {
+) -> Vec<Entry> {
     let destination = destination.unwrap_or(&[]);
     let mut listing = Vec::with_capacity(source.len());
     let (mut s, mut d) = (0, 0);
@@ -224,10 +202,7 @@ pub fn left_listing(
         match order {
             std::cmp::Ordering::Greater => {
                 if !delete {
-                    listing.push(Listed {
-                        entry: destination[d].clone(),
-                        target: None,
-                    });
+                    listing.push(destination[d].clone());
                 }
                 d += 1;
             }
@@ -235,7 +210,7 @@ pub fn left_listing(
                 let at_destination = (order == std::cmp::Ordering::Equal)
                     .then(|| &destination[d])
                     .filter(|other| other.meta.kind == source[s].meta.kind);
-                listing.push(left_entry(source_dir, &source[s], at_destination, owners));
+                listing.push(left_entry(&source[s], at_destination, owners));
                 s += 1;
                 if order == std::cmp::Ordering::Equal {
                     d += 1;
@@ -248,12 +223,7 @@ pub fn left_listing(
 
 /// A source entry as the pass leaves it at the destination, where `at_destination` is the
 /// entry of the same kind there before the pass.
-fn left_entry(
-    source_dir: &Path,
-    source: &Entry,
-    at_destination: Option<&Entry>,
-    owners: bool,
-) -> Listed {
+fn left_entry(source: &Entry, at_destination: Option<&Entry>, owners: bool) -> Entry {
     let mut meta = source.meta;
     // Only root gives files away: otherwise the destination keeps its own owners.
     if !owners && let Some(there) = at_destination {
@@ -266,16 +236,9 @@ fn left_entry(
         (there.meta.ctime, there.meta.ctime_nsec)
     });
     meta.dev |= CLAIMED_DEV;
-    let target = (meta.kind == Kind::Symlink)
-        .then(|| std::fs::read_link(source_dir.join(std::ffi::OsStr::from_bytes(&source.name))))
-        .and_then(Result::ok)
-        .map(|target| target.into_os_string().as_bytes().to_vec());
-    Listed {
-        entry: Entry {
-            name: source.name.clone(),
-            meta,
-        },
-        target,
+    Entry {
+        name: source.name.clone(),
+        meta,
     }
 }
 
@@ -341,12 +304,12 @@ impl ManifestWriter {
     }
 
     /// Records the listing of directory `dir` (called by the walking threads).
-    pub fn record(&self, dir: &[u8], entries: &[Listed]) {
+    pub fn record(&self, dir: &[u8], entries: &[Entry]) {
         let line = DirLine {
             dir: RelPath(dir.to_vec()),
             entries: entries
                 .iter()
-                .map(|listed| EntryLine::of(listed, self.started))
+                .map(|entry| EntryLine::of(entry, self.started))
                 .collect(),
         };
         // Serialised before the lock: the threads wait on each other for the write only.
@@ -464,7 +427,7 @@ struct DirLine {
 }
 
 /// An entry as an array: name, kind, mode, uid, gid, size, mtime, mtime_ns, ctime,
-/// ctime_ns, dev, ino, nlink, rdev, target.
+/// ctime_ns, dev, ino, nlink, rdev.
 #[derive(Debug, Serialize, Deserialize)]
 struct EntryLine(
     Bytes,
@@ -481,16 +444,15 @@ struct EntryLine(
     u64,
     u64,
     u64,
-    Option<Bytes>,
 );
 
 impl EntryLine {
-    /// The line of `listed`, its change time no later than `started` (the pass's start).
-    fn of(listed: &Listed, started: (i64, i64)) -> Self {
-        let meta = &listed.entry.meta;
+    /// The line of `entry`, its change time no later than `started` (the pass's start).
+    fn of(entry: &Entry, started: (i64, i64)) -> Self {
+        let meta = &entry.meta;
         let (ctime, ctime_ns) = (meta.ctime, meta.ctime_nsec).min(started);
         EntryLine(
-            Bytes(listed.entry.name.clone()),
+            Bytes(entry.name.clone()),
             match meta.kind {
                 Kind::Dir => 'd',
                 Kind::File => 'f',
@@ -509,11 +471,10 @@ impl EntryLine {
             meta.ino,
             meta.nlink,
             meta.rdev,
-            listed.target.clone().map(Bytes),
         )
     }
 
-    fn listed(self) -> Result<Listed, String> {
+    fn entry(self) -> Result<Entry, String> {
         let EntryLine(
             name,
             kind,
@@ -529,7 +490,6 @@ impl EntryLine {
             ino,
             nlink,
             rdev,
-            target,
         ) = self;
         let name = name.0;
         if name.is_empty()
@@ -547,26 +507,23 @@ impl EntryLine {
             's' => Kind::Special,
             other => return Err(format!("an unknown kind `{other}`")),
         };
-        Ok(Listed {
-            entry: Entry {
-                name,
-                meta: Meta {
-                    kind,
-                    mode,
-                    uid,
-                    gid,
-                    size,
-                    mtime,
-                    mtime_nsec,
-                    ctime,
-                    ctime_nsec,
-                    dev,
-                    ino,
-                    nlink,
-                    rdev,
-                },
+        Ok(Entry {
+            name,
+            meta: Meta {
+                kind,
+                mode,
+                uid,
+                gid,
+                size,
+                mtime,
+                mtime_nsec,
+                ctime,
+                ctime_nsec,
+                dev,
+                ino,
+                nlink,
+                rdev,
             },
-            target: target.map(|target| target.0),
         })
     }
 }
@@ -595,7 +552,7 @@ struct RootIdentity {
 /// A manifest's content, parsed.
 struct Parsed {
     header: Header,
-    listings: HashMap<Vec<u8>, Vec<Listed>>,
+    listings: HashMap<Vec<u8>, Vec<Entry>>,
     end: End,
 }
 
@@ -631,10 +588,10 @@ fn parse(text: &[u8]) -> Result<Parsed, String> {
         let entries = dir
             .entries
             .into_iter()
-            .map(EntryLine::listed)
+            .map(EntryLine::entry)
             .collect::<Result<Vec<_>, _>>()
             .map_err(at)?;
-        if !entries.is_sorted_by(|a, b| a.entry.name < b.entry.name) {
+        if !entries.is_sorted_by(|a, b| a.name < b.name) {
             return Err(at("entries out of order".into()));
         }
         if listings.insert(dir.dir.0, entries).is_some() {
@@ -657,7 +614,7 @@ fn parse(text: &[u8]) -> Result<Parsed, String> {
 }
 
 /// Bytes in JSON: a string when UTF-8, otherwise `{"hex": "..."}` (as [`RelPath`], without
-/// its checks: a link target may point anywhere).
+/// its checks: the destination's own path is absolute).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Bytes(Vec<u8>);
 
@@ -725,31 +682,28 @@ mod tests {
         std::fs::write(path, content).expect("write");
     }
 
-    fn entry(name: &[u8], kind: Kind, size: u64) -> Listed {
-        Listed {
-            entry: Entry {
-                name: name.to_vec(),
-                meta: Meta {
-                    kind,
-                    mode: 0o644,
-                    uid: 1000,
-                    gid: 100,
-                    size,
-                    mtime: 1_600_000_000,
-                    mtime_nsec: 123_456_789,
-                    ctime: 1_600_000_001,
-                    ctime_nsec: 5,
-                    dev: CLAIMED_DEV | 42,
-                    ino: 7 + size,
-                    nlink: 1,
-                    rdev: 0,
-                },
+    fn entry(name: &[u8], kind: Kind, size: u64) -> Entry {
+        Entry {
+            name: name.to_vec(),
+            meta: Meta {
+                kind,
+                mode: 0o644,
+                uid: 1000,
+                gid: 100,
+                size,
+                mtime: 1_600_000_000,
+                mtime_nsec: 123_456_789,
+                ctime: 1_600_000_001,
+                ctime_nsec: 5,
+                dev: CLAIMED_DEV | 42,
+                ino: 7 + size,
+                nlink: 1,
+                rdev: 0,
             },
-            target: (kind == Kind::Symlink).then(|| b"../up/\xfe and back".to_vec()),
         }
     }
 
-    fn written(destination: &Path, key: &str, listings: &[(&[u8], Vec<Listed>)]) {
+    fn written(destination: &Path, key: &str, listings: &[(&[u8], Vec<Entry>)]) {
         let started = jiff::Timestamp::new(1_700_000_000, 0).expect("time");
         let writer = ManifestWriter::create(destination, key, started).expect("create");
         for (dir, entries) in listings {
@@ -759,7 +713,7 @@ mod tests {
     }
 
     #[test]
-    fn a_manifest_round_trips_names_and_targets_that_are_any_bytes() {
+    fn a_manifest_round_trips_names_that_are_any_bytes() {
         let root = tempfile::tempdir().expect("dir");
         let destination = root.path().join("dst");
         std::fs::create_dir(&destination).expect("mkdir");
@@ -788,16 +742,14 @@ mod tests {
             let read = manifest.listing(dir).expect("listing");
             assert_eq!(read.len(), entries.len());
             for (read, wrote) in read.iter().zip(entries) {
-                assert_eq!(read.name, wrote.entry.name);
-                assert_eq!(read.meta, wrote.entry.meta);
+                assert_eq!(read.name, wrote.name);
+                assert_eq!(read.meta, wrote.meta);
             }
         }
-        assert_eq!(manifest.target(b"link"), Some(&b"../up/\xfe and back"[..]));
-        assert_eq!(manifest.target(&[odd, b"/\xe9t\xe9"].concat()), None);
         assert!(manifest.listing(b"unknown").is_none());
         // Entries the pass wrote claim a change time no later than its start.
         let mut fresh = entry(b"fresh", Kind::File, 1);
-        fresh.entry.meta.ctime = i64::MAX;
+        fresh.meta.ctime = i64::MAX;
         written(&destination, "k", &[(b"", vec![fresh])]);
         let manifest = Manifest::load(&destination, "k").expect("load");
         let read = manifest.listing(b"").expect("root");
