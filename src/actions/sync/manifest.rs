@@ -14,7 +14,9 @@
 //! mode, size and times as the comparison saw them; the destination's owners
 //! unless the pass runs as root; a change time never later than the real one (for the
 //! change-time rule); and an identity per source inode, so that files hard-linked in the
-//! source are linked in the manifest, as the pass linked them (`rsync -H`), and no other.
+//! source are linked in the manifest, as the pass linked them (`rsync -H`), and no other
+//! (without `-H` the comparison never looks at identities, and a manifest written with it
+//! is not trusted without it, nor the other way round).
 //!
 //! Format: JSON lines. A header (`{"runbook_manifest": 1, ...}`); a line per directory
 //! (`{"dir": "a/b", "entries": [[name, kind, mode, uid, gid, size, mtime, mtime_ns, ctime,
@@ -55,7 +57,7 @@ pub struct Manifest {
     /// Where it was read from.
     pub path: PathBuf,
     /// When the pass that wrote it started (RFC 3339).
-    pub written_by: String,
+    pub pass_started: String,
     listings: HashMap<Vec<u8>, Vec<Entry>>,
 }
 
@@ -108,13 +110,17 @@ pub fn key(from: &Path, to: &Path, exclude: &[String], hard_links: bool, owners:
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Removes the manifest of `destination`: a pass that copies makes it untrue.
+/// Removes the manifest of `destination`, durably: a pass that copies makes it untrue, and
+/// it must not come back after a crash.
 pub fn forget(destination: &Path) -> io::Result<()> {
     let Some(path) = manifest_path(destination) else {
         return Ok(());
     };
     match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            sync_parent(&path);
+            Ok(())
+        }
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(error) => Err(io::Error::new(
             error.kind(),
@@ -168,7 +174,7 @@ impl Manifest {
         }
         Ok(Manifest {
             path,
-            written_by: parsed.header.started,
+            pass_started: parsed.header.started,
             listings: parsed.listings,
         })
     }
@@ -268,8 +274,10 @@ impl ManifestWriter {
     pub fn create(destination: &Path, key: &str, started: jiff::Timestamp) -> Result<Self, String> {
         let path = manifest_path(destination)
             .ok_or_else(|| format!("{} has no parent directory", destination.display()))?;
+        // One name, not one per process: a pass killed while it compared leaves it, and the
+        // next one writes over it.
         let mut temporary = path.clone().into_os_string();
-        temporary.push(format!(".{}.tmp", std::process::id()));
+        temporary.push(".tmp");
         let temporary = PathBuf::from(temporary);
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -382,13 +390,20 @@ impl ManifestWriter {
                 self.path.display()
             )
         })?;
-        // The rename is durable once the directory is.
-        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty())
-            && let Ok(dir) = File::open(parent)
-        {
-            let _ = dir.sync_all();
-        }
+        sync_parent(&self.path);
         Ok(self.path.clone())
+    }
+}
+
+/// Makes a rename or removal of `path` durable: it is once its directory is. Best effort (a
+/// file system may refuse to sync a directory).
+fn sync_parent(path: &Path) {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = File::open(parent) {
+        let _ = dir.sync_all();
     }
 }
 

@@ -157,7 +157,7 @@ fn trusted_manifest(
             reporter.line(&format!(
                 "trust_destination: the destination's listings come from {} (left by the pass started {}), not from a walk",
                 trusted.path.display(),
-                trusted.written_by
+                trusted.pass_started
             ));
             (Some(Arc::new(trusted)), None)
         }
