@@ -27,6 +27,11 @@
 #              they walk: the difference is what the overlap of walk and copy brings
 #   auto       the same with `jobs: auto` (4 to 32 workers, tuned while it copies); the
 #              counts it went through in run 1 are printed after each table ("4>8>16")
+#   trust      `sync` with `trust_destination: true`: the passes after the first take the
+#              destination's listings from the manifest the pass before left, instead of
+#              walking it (here the destination is on the local disk, so it saves little:
+#              latencyfs delays the source only); behind latency, its final and
+#              nothing-changed passes are compared with their bound (below)
 #   parallel-N `ls SRC | parallel -jN rsync ...` for N = 8, 16, 32: the hand-tuned counts a
 #              person reaches after hours, which `auto` should match without the hours
 # on trees (skewed: one directory with half the bytes but a tenth of the files, and 200
@@ -57,7 +62,9 @@
 #     `ls | parallel`'s workers were (from its --joblog: its rsyncs' total time / (jobs x
 #     its wall time)); the idle part is what a better split of the big home can win back
 #   - behind latency, final and nothing-changed passes: sync / rsync <= 0.3 and
-#     sync / rclone <= 1.0
+#     sync / rclone <= 1.0; trust / bound <= 1.3, the bound being the metadata requests
+#     latencyfs served to the trust pass in run 1 x the delay / the walk's 16 threads
+#     (the time the pass must take if every request it makes overlaps 15 others)
 # and, after the first run's final pass, what each destination still gets wrong: files
 # whose contents differ from the source (`rsync -nc`: the size-and-mtime-kept changes
 # that a quick check misses) and all itemized differences (`rsync -ni`: times, modes).
@@ -78,7 +85,7 @@
 #   BENCH_PASSES       passes (default "initial unchanged final"; e.g. "initial")
 #   BENCH_SETUPS       setups (default "local fuse"; e.g. "local fuse:0 fuse")
 #   BENCH_TOOLS        tools (default "rsync parallel parallel-8 parallel-16 parallel-32
-#                      fpsync rclone sync auto")
+#                      fpsync rclone sync auto trust")
 #   BENCH_DELAY_US     latency per metadata operation behind FUSE (default 300)
 #   BENCH_FUSE_ARGS    more latencyfs flags, e.g. "--readdirplus" or "--file-ttl 1"
 #   BENCH_DST          where the destinations are: `disk` (default, under $TMPDIR) or
@@ -116,7 +123,7 @@ jobs="${BENCH_JOBS:-4}"
 runs="${BENCH_RUNS:-3}"
 trees="${BENCH_TREES:-skewed uniform}"
 setups="${BENCH_SETUPS:-local fuse}"
-tools="${BENCH_TOOLS:-rsync parallel parallel-8 parallel-16 parallel-32 fpsync rclone sync walk-first auto}"
+tools="${BENCH_TOOLS:-rsync parallel parallel-8 parallel-16 parallel-32 fpsync rclone sync walk-first auto trust}"
 delay_us="${BENCH_DELAY_US:-300}"
 fuse_args="${BENCH_FUSE_ARGS:-}"
 install="${BENCH_INSTALL:-1}"
@@ -369,7 +376,7 @@ selected=()
 par_kind="parallel -j$jobs"
 for tool in $tools; do
     case "$tool" in
-        rsync|sync|walk-first|auto) selected+=("$tool") ;;
+        rsync|sync|walk-first|auto|trust) selected+=("$tool") ;;
         parallel|parallel-[0-9]*)
             if ensure parallel parallel && parallel --version 2>/dev/null | grep -q GNU; then
                 par_kind="parallel -j$jobs"
@@ -384,7 +391,7 @@ for tool in $tools; do
         rclone)
             if ensure rclone rclone; then selected+=(rclone)
             else note "rclone is not installed and could not be: skipped"; fi ;;
-        *) die "unknown tool $tool (BENCH_TOOLS: rsync parallel parallel-N fpsync rclone sync walk-first auto)" ;;
+        *) die "unknown tool $tool (BENCH_TOOLS: rsync parallel parallel-N fpsync rclone sync walk-first auto trust)" ;;
     esac
 done
 [[ ${#selected[@]} -gt 0 ]] || die "no tool to measure"
@@ -479,7 +486,7 @@ run_tool() {
             fpsync -n "$jobs" "${mode_flag[@]}" -t "$dir/fpsync" "$src/" "$dst/" ;;
         rclone)
             rclone sync --config /dev/null -q --transfers "$jobs" --checkers 32 "$src" "$dst" ;;
-        sync|auto|walk-first)
+        sync|auto|walk-first|trust)
             local again=() walk_first=0
             [[ "$pass" == initial ]] || again=(--from copy)
             [[ "$tool" == walk-first ]] && walk_first=1
@@ -595,16 +602,18 @@ for kind in $trees; do
                 rm -rf "${work:?}/$kind/$tool" "${dst_root:?}/$kind/$tool"
                 mkdir -p "$work/$kind/$tool" "$dst_root/$kind/$tool"
             done
-            for tool in sync walk-first auto; do
+            for tool in sync walk-first auto trust; do
                 has "$tool" || continue
                 step_jobs="$jobs"
                 [[ "$tool" == auto ]] && step_jobs=auto
+                trust=false
+                [[ "$tool" == trust ]] && trust=true
                 cat > "$work/$kind/$tool/playbook.yaml" <<EOF
 runbook: 1
 name: bench
 steps:
   - id: copy
-    sync: {from: "$seen_from", to: "$dst_root/$kind/$tool/dst", jobs: $step_jobs, delete: true}
+    sync: {from: "$seen_from", to: "$dst_root/$kind/$tool/dst", jobs: $step_jobs, delete: true, trust_destination: $trust}
 EOF
             done
             # Whatever an earlier run changed is older than this run's first pass by more
@@ -744,6 +753,14 @@ if has sync; then
                     text+=" sync/rclone ${r}x (<= 1.0x): $(verdict "$r" 1.0)"
                 fi
                 echo "$text"
+                if has trust && [[ -n "${requests_of[$setup,$kind,$pass,trust]:-}" ]]; then
+                    n="${requests_of[$setup,$kind,$pass,trust]}"
+                    # The walk's threads (walker::WALK_THREADS in src/actions/sync/walker.rs).
+                    bound=$(python3 -c "print(f'{$n * ${setup#fuse:} / 1e6 / 16:.2f}')")
+                    t=$(median_of "$setup,$kind,$pass,trust")
+                    r=$(ratio "$t" "$bound")
+                    echo "  $setup, $kind, $pass pass: trust ${t}s, bound ${bound}s ($n requests x ${setup#fuse:} µs / 16 threads): trust/bound ${r}x (<= 1.3x): $(verdict "$r" 1.3)"
+                fi
             done
         done
     done

@@ -33,6 +33,7 @@ mod saved_plans;
 mod sync;
 mod sync_in_job;
 mod sync_in_pod;
+mod sync_trust;
 mod values_actions;
 mod values_fixtures;
 mod values_props;

@@ -980,16 +980,22 @@ fn catch_up_passes_keep_the_new_export_warm_until_the_final_copy_stops_them() {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(file, format!("{index}\n")).unwrap();
     }
-    // Their change times older than the next passes' starts by more than the clock
-    // allowance of the change-time rule, which would copy them again otherwise.
-    std::thread::sleep(std::time::Duration::from_millis(1300));
+    // The pass to kill starts when their change times are older than its start by more
+    // than the clock allowance of the change-time rule (1 s): the final copy's rule counts
+    // from that pass's start, and would copy them again otherwise.
+    let generated = jiff::Timestamp::now();
+    let allowance = jiff::SignedDuration::from_millis(1300);
     common::wait_until(
         "a catch-up pass runs",
         std::time::Duration::from_secs(60),
         || {
-            catch_up_passes(&migration)
-                .last()
-                .is_some_and(|pass| pass["state"] == "running")
+            catch_up_passes(&migration).last().is_some_and(|pass| {
+                let started = pass["started"].as_str().and_then(|at| at.parse().ok());
+                pass["state"] == "running"
+                    && started.is_some_and(|started: jiff::Timestamp| {
+                        started.duration_since(generated) > allowance
+                    })
+            })
         },
     );
     let killed = initial_copy_agent(&migration);

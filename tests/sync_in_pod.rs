@@ -455,3 +455,35 @@ fn the_nfs_migration_with_its_copies_in_the_transfer_pod_survives_a_kill() {
         assert_eq!(notes_of(&test, step, "collected"), 1, "{step}");
     }
 }
+
+/// `trust_destination` in the pod: the agent's pass records its manifest beside `to` (in
+/// the pod; here the same directory), and the next run's agent takes the destination's
+/// listings from it.
+#[test]
+fn a_copy_in_the_pod_records_its_manifest_and_a_trusting_pass_uses_it() {
+    let test = scene("\n      trust_destination: true");
+    let sandbox = Sandbox::start(&transfer_pod(
+        &test,
+        &std::env::var("PATH").unwrap_or_default(),
+    ));
+    let test = against(test, &sandbox).env("RUNBOOK_AGENT_PATH", env!("CARGO_BIN_EXE_runbook"));
+    test.run()
+        .status(0)
+        .stderr_has("trust_destination: no manifest of an earlier finished pass");
+    assert!(test.path(".dst.runbook-manifest").exists());
+    std::thread::sleep(Duration::from_millis(1300));
+    write(&test.path("src/home03/notebooks/new.ipynb"), b"{}\n");
+    std::fs::remove_file(test.path("src/home04/.bashrc")).expect("rm");
+    test.run_args(&[
+        "run",
+        "playbook.yaml",
+        "--kubeconfig",
+        &kubeconfig(&sandbox),
+        "--from",
+        "copy",
+    ])
+    .status(0)
+    .stderr_has("trust_destination: the destination's listings come from")
+    .stderr_has("verified:");
+    assert_same_tree(&test.path("src"), &test.path("dst"));
+}

@@ -12,11 +12,12 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use super::cutter::Walked;
 use super::filter::ExcludeFilter;
+use super::manifest::{self, Manifest, ManifestWriter};
 use super::planner::{DirWork, Item};
 use super::walker::{self, Entry, Kind, Meta, WalkCounters, WalkError};
 
@@ -57,6 +58,18 @@ pub struct CompareOptions {
     /// A pause before each directory is read: tests slow the walk with it, to stop a pass
     /// whose walk and copy are both in flight (`RUNBOOK_SYNC_WALK_DELAY_MS`).
     pub dir_delay: Option<std::time::Duration>,
+    /// Manifests of the destination: the one to read its listings from, the next to write.
+    pub listings: DestinationListings,
+}
+
+/// What a comparison does with the manifests of the destination (see [`manifest`]).
+#[derive(Debug, Clone, Default)]
+pub struct DestinationListings {
+    /// Its directories' listings come from this manifest rather than from the destination
+    /// (`trust_destination`); those it lacks are read. Never for a verification.
+    pub trusted: Option<Arc<Manifest>>,
+    /// The listings the pass leaves go to this writer, for the next pass.
+    pub recorded: Option<Arc<ManifestWriter>>,
 }
 
 /// What the finished shards of a pass that stopped during its walk copied: the next pass
@@ -301,10 +314,19 @@ impl Trees<'_> {
         };
         self.counters.count(source_entries.len());
         let destination_entries = if job.both {
-            self.read_dir(self.destination, &job.path)?
+            self.destination_listing(&job.path)?
         } else {
             None
         };
+        if let Some(recorded) = &self.options.listings.recorded {
+            let left = manifest::left_listing(
+                &source_entries,
+                destination_entries.as_deref(),
+                self.options.delete,
+                self.options.owners,
+            );
+            recorded.record(&job.path, &left);
+        }
         let mut dir = DirScan {
             options: self.options,
             local: Found {
@@ -354,6 +376,16 @@ impl Trees<'_> {
         }
         merge(&self.found, local);
         Ok(())
+    }
+
+    /// The destination's entries of directory `path`: from the trusted manifest when it
+    /// has them, else read.
+    fn destination_listing(&self, path: &[u8]) -> Result<Option<Vec<Entry>>, CompareError> {
+        let trusted = self.options.listings.trusted.as_ref();
+        match trusted.and_then(|manifest| manifest.listing(path)) {
+            Some(entries) => Ok(Some(entries)),
+            None => self.read_dir(self.destination, path),
+        }
     }
 
     /// The entries of `root/path` the filter keeps, sorted by name; `None` when it is gone.

@@ -3,14 +3,16 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 
-use super::compare::{ChangedSince, Comparison};
+use super::compare::{ChangedSince, Comparison, DestinationListings};
 use super::cutter::{Cut, Cutter, CutterConfig, Walked};
 use super::job::JobCopier;
+use super::manifest::{self, ManifestWriter};
 use super::pass::{
     CompareFigures, DirRecord, Ledger, Note, PassRecord, PassState, RelPath, ShardRecord,
     WalkedRecord,
@@ -22,7 +24,8 @@ use super::progress::{self, Board};
 use super::rsync::{self, Transfer};
 use super::spec::Settings;
 use super::{
-    CLOCK_MARGIN_SECS, CancelOnDrop, Stream, changed_since, compare_trees, describe_plan, walker,
+    CLOCK_MARGIN_SECS, CancelOnDrop, Stream, changed_since, compare_trees, describe_plan,
+    manifest_key, trusted_manifest, walker,
 };
 use crate::actions::Outcome;
 
@@ -56,6 +59,9 @@ pub(crate) struct CopyPass<'a> {
     cancel: CancelOnDrop,
     /// Things a person should know, gathered from every phase for the step's output.
     warnings: Vec<String>,
+    /// The manifest of what this pass leaves at the destination, written while it
+    /// compared; `None` for a resumed pass (its comparison was another process's).
+    manifest: Option<Arc<ManifestWriter>>,
 }
 
 /// How a pass starts.
@@ -69,6 +75,8 @@ enum Begin {
 /// A pass about to start.
 struct NewPass {
     started: jiff::Timestamp,
+    /// Where its comparison takes the destination's listings from and records them to.
+    listings: DestinationListings,
     /// Its settings' fingerprint.
     fingerprint: String,
     /// `rsync  version 3.2.7 ...`, said when the comparison starts.
@@ -118,12 +126,18 @@ impl<'a> CopyPass<'a> {
             transfer,
             cancel: CancelOnDrop::new(),
             warnings: Vec::new(),
+            manifest: None,
         }
     }
 
     /// Runs the pass's phases in order.
     pub(crate) async fn run(mut self) -> anyhow::Result<Outcome> {
-        let (pass, copying, deleted, shards) = match self.begin().await? {
+        let begun = self.begin().await?;
+        // The previous pass's manifest no longer says what the destination holds once this
+        // pass copies anything (it was read, if trusted, before).
+        self.forget_manifest()?;
+        let warned_before_copying = self.warnings.len();
+        let (pass, copying, deleted, shards) = match begun {
             Begin::Planned(pass) => {
                 let pass = *pass;
                 let copying = Instant::now();
@@ -141,6 +155,7 @@ impl<'a> CopyPass<'a> {
         let plan = pass.record.plan();
         let linked = self.finish_links_and_dirs(&pass, &plan, copying).await?;
         let verified = self.verify().await?;
+        self.record_manifest(self.warnings.len() > warned_before_copying);
         let copied = Copied {
             deleted,
             shards,
@@ -153,7 +168,7 @@ impl<'a> CopyPass<'a> {
     /// settings; else a new one, which copies while it walks where this process copies, or
     /// is compared, planned and journaled before anything is copied when a Job copies (an
     /// Indexed Job's pods are counted before it starts).
-    async fn begin(&self) -> anyhow::Result<Begin> {
+    async fn begin(&mut self) -> anyhow::Result<Begin> {
         let destination_exists = self.settings.check_paths()?;
         let found = rsync::detect().await?;
         let fingerprint = self.settings.fingerprint();
@@ -165,6 +180,7 @@ impl<'a> CopyPass<'a> {
                 state.done_shards.len(),
                 state.record.shards.len()
             ));
+            self.manifest_not_recorded("the pass resumes one whose comparison an earlier run made");
             return Ok(Begin::Planned(Box::new(state.clone())));
         }
         let settings = self.settings;
@@ -173,8 +189,10 @@ impl<'a> CopyPass<'a> {
                 format!("cannot create the destination {}", settings.to.display())
             })?;
         }
+        let started = jiff::Timestamp::now();
         let new = NewPass {
-            started: jiff::Timestamp::now(),
+            listings: self.destination_listings(started),
+            started,
             fingerprint,
             rsync_version: found.version,
         };
@@ -182,6 +200,27 @@ impl<'a> CopyPass<'a> {
             return Ok(Begin::Walking(new));
         }
         Ok(Begin::Planned(Box::new(self.compare_then_plan(new).await?)))
+    }
+
+    /// Where a new pass started at `started` takes the destination's listings from (a
+    /// manifest it trusts, with `trust_destination`) and records them to (the manifest it
+    /// leaves for the next pass, kept in `self.manifest`).
+    fn destination_listings(&mut self, started: jiff::Timestamp) -> DestinationListings {
+        let settings = self.settings;
+        let (trusted, warning) = trusted_manifest(self.reporter, settings);
+        self.warnings.extend(warning);
+        self.manifest = match ManifestWriter::create(&settings.to, &manifest_key(settings), started)
+        {
+            Ok(writer) => Some(Arc::new(writer)),
+            Err(why) => {
+                self.manifest_not_recorded(&why);
+                None
+            }
+        };
+        DestinationListings {
+            trusted,
+            recorded: self.manifest.clone(),
+        }
     }
 
     /// A new pass whose plan is whole before anything is copied: compared, planned and
@@ -199,6 +238,7 @@ impl<'a> CopyPass<'a> {
             self.reporter,
             settings,
             changed_since(settings, self.ledger, self.continued),
+            new.listings,
             &self.cancel,
             None,
         )
@@ -403,7 +443,13 @@ impl<'a> CopyPass<'a> {
             settled,
         };
         let (walked, outcome) = {
-            let walking = self.walk_and_cut(record.pass, stream, found, task_sender, &board);
+            let walking = self.walk_and_cut(
+                record.pass,
+                (stream, new.listings),
+                found,
+                task_sender,
+                &board,
+            );
             let copying = run_journaled(
                 Vec::new(),
                 Some(tasks),
@@ -459,7 +505,7 @@ impl<'a> CopyPass<'a> {
     async fn walk_and_cut(
         &self,
         pass: u32,
-        stream: Stream,
+        (stream, listings): (Stream, DestinationListings),
         found: Found,
         tasks: mpsc::UnboundedSender<Task>,
         board: &Board,
@@ -473,6 +519,7 @@ impl<'a> CopyPass<'a> {
                 self.reporter,
                 settings,
                 changed_since,
+                listings,
                 &self.cancel,
                 Some(stream)
             ),
@@ -726,10 +773,12 @@ impl<'a> CopyPass<'a> {
             return Ok(false);
         }
         self.reporter.line("verifying: comparing both trees again");
+        // Both trees for real: a verification never trusts a manifest.
         let check = compare_trees(
             self.reporter,
             settings,
             ChangedSince::Never,
+            DestinationListings::default(),
             &self.cancel,
             None,
         )
@@ -759,6 +808,49 @@ impl<'a> CopyPass<'a> {
             check.entries
         ));
         Ok(true)
+    }
+
+    /// Removes the manifest an earlier pass left, before anything is copied: from here on
+    /// it would claim what may no longer be there. A manifest that cannot be removed fails
+    /// the pass (a later pass would trust it).
+    fn forget_manifest(&self) -> anyhow::Result<()> {
+        manifest::forget(&self.settings.to).with_context(|| {
+            "the manifest of the previous pass must go before this pass copies; remove it by hand".to_string()
+        })
+    }
+
+    /// Puts the manifest of this pass in place, now that it is done (and verified, with
+    /// `verify`), unless the copy `warned` (files that vanished): then rsync did not do
+    /// all that the manifest says.
+    fn record_manifest(&mut self, warned: bool) {
+        let Some(writer) = self.manifest.take() else {
+            return;
+        };
+        if warned {
+            self.manifest_not_recorded("the copy warned");
+            return;
+        }
+        match writer.finish() {
+            Ok(path) => self.reporter.line(&format!(
+                "recorded what the destination holds in {}",
+                path.display()
+            )),
+            Err(why) => self.manifest_not_recorded(&why),
+        }
+    }
+
+    /// Says that this pass leaves no manifest: a warning when the next pass would want one
+    /// (`trust_destination`), a line otherwise.
+    fn manifest_not_recorded(&mut self, why: &str) {
+        let text = format!(
+            "no manifest of this pass is recorded ({why}); a pass with trust_destination will walk the destination"
+        );
+        if self.settings.trust_destination {
+            self.reporter.warn(&text);
+            self.warnings.push(text);
+        } else {
+            self.reporter.line(&text);
+        }
     }
 
     /// The step's outcome: whether the pass changed anything, and its numbers.

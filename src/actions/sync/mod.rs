@@ -22,6 +22,7 @@ mod detached;
 mod filter;
 mod grid;
 mod job;
+mod manifest;
 mod pass;
 mod pass_reporter;
 mod planner;
@@ -48,7 +49,7 @@ pub use pass::{CompareFigures, CopyFigures, FinishedPass, finished_passes};
 pub use spec::SyncAction;
 
 use super::{Action, Check, InvalidInput, Outcome, Preview, StepContext};
-use compare::{ChangedSince, CompareOptions, Comparison};
+use compare::{ChangedSince, CompareOptions, Comparison, DestinationListings};
 use copy_pass::CopyPass;
 use pass::{Ledger, Note};
 use pass_reporter::{PassReporter, StepReporter};
@@ -121,6 +122,66 @@ impl SyncAction {
     }
 }
 
+/// Whether a copy sets owners: only root can give files away; as another user rsync keeps
+/// its own ids.
+fn sets_owners() -> bool {
+    // SAFETY: geteuid cannot fail and has no side effects.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The key of the manifests of `settings`' copy (see [`manifest::key`]).
+fn manifest_key(settings: &Settings) -> String {
+    manifest::key(
+        &settings.from,
+        &settings.to,
+        &settings.exclude,
+        settings.hard_links,
+        sets_owners(),
+    )
+}
+
+/// With `trust_destination`, the manifest an earlier pass left, when it can be trusted;
+/// says which, or why the destination is walked (a line when there is none, a warning,
+/// also returned, when there is one not to trust).
+fn trusted_manifest(
+    reporter: &dyn PassReporter,
+    settings: &Settings,
+) -> (Option<Arc<manifest::Manifest>>, Option<String>) {
+    if !settings.trust_destination {
+        return (None, None);
+    }
+    if settings.quick_check {
+        // A file changed while a pass copied it and then given back its old size and time
+        // would match the manifest's claim; only the change-time rule catches it.
+        let warning = "trust_destination is ignored with quick_check: true (without the change-time rule, a file changed while the last pass copied it could be missed): walking the destination".to_string();
+        reporter.warn(&warning);
+        return (None, Some(warning));
+    }
+    match manifest::Manifest::load(&settings.to, &manifest_key(settings)) {
+        Ok(trusted) => {
+            reporter.line(&format!(
+                "trust_destination: the destination's listings come from {} (left by the pass started {}), not from a walk",
+                trusted.path.display(),
+                trusted.pass_started
+            ));
+            (Some(Arc::new(trusted)), None)
+        }
+        Err(distrust @ (manifest::Distrust::Missing(_) | manifest::Distrust::Nowhere)) => {
+            reporter.line(&format!(
+                "trust_destination: {distrust}: walking the destination"
+            ));
+            (None, None)
+        }
+        Err(distrust) => {
+            let warning = format!(
+                "trust_destination: {distrust}; it is not trusted: walking the destination"
+            );
+            reporter.warn(&warning);
+            (None, Some(warning))
+        }
+    }
+}
+
 /// Where a streamed comparison sends each directory as it compares it (see
 /// [`compare::Sink`]), and the paths an interrupted pass settled.
 struct Stream {
@@ -134,6 +195,7 @@ async fn compare_trees(
     reporter: &dyn PassReporter,
     settings: &Settings,
     changed_since: ChangedSince,
+    listings: DestinationListings,
     cancel: &CancelOnDrop,
     stream: Option<Stream>,
 ) -> anyhow::Result<Comparison> {
@@ -144,9 +206,7 @@ async fn compare_trees(
     let options = CompareOptions {
         delete: settings.delete,
         hard_links: settings.hard_links,
-        // Only root can give files away; as another user rsync keeps its own ids.
-        // SAFETY: geteuid cannot fail and has no side effects.
-        owners: unsafe { libc::geteuid() } == 0,
+        owners: sets_owners(),
         changed_since,
         max_differences: LISTED,
         settled,
@@ -154,6 +214,7 @@ async fn compare_trees(
             .ok()
             .and_then(|millis| millis.parse().ok())
             .map(Duration::from_millis),
+        listings,
     };
     let filter = filter::ExcludeFilter::new(&settings.exclude).map_err(InvalidInput)?;
     let counters = Arc::new(walker::WalkCounters::default());
@@ -387,14 +448,14 @@ impl SyncAction {
         }
         let cancel = CancelOnDrop::new();
         let changed_since = changed_since(settings, &ledger, self.continued(cx).as_ref());
-        let comparison = compare_trees(
-            &StepReporter { action: self, cx },
-            settings,
-            changed_since,
-            &cancel,
-            None,
-        )
-        .await?;
+        let reporter = StepReporter { action: self, cx };
+        let (trusted, _) = trusted_manifest(&reporter, settings);
+        let listings = DestinationListings {
+            trusted,
+            recorded: None,
+        };
+        let comparison =
+            compare_trees(&reporter, settings, changed_since, listings, &cancel, None).await?;
         let deletions = comparison.deletions.clone();
         let differences = comparison.differences.clone();
         let count = comparison.difference_count;

@@ -18,7 +18,7 @@ pub const AUTO_START: u32 = 4;
 pub const DEFAULT_MAX_JOBS: u32 = 32;
 
 /// `sync: {from, to, jobs, max_jobs, delete, bwlimit, exclude, rsync_args, verify,
-/// quick_check}`.
+/// quick_check, trust_destination}`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "SyncFields")]
 pub struct SyncAction {
@@ -57,6 +57,10 @@ pub struct SyncAction {
     /// destination this copy did not make, such as live homes a backup is restored into.
     #[serde(default, skip_serializing_if = "Templated::is_false")]
     pub quick_check: Templated<bool>,
+    /// Take the destination's listings from the manifest the last pass left there instead
+    /// of walking it (see [`super::manifest`]): only when nothing else writes to it.
+    #[serde(default, skip_serializing_if = "Templated::is_false")]
+    pub trust_destination: Templated<bool>,
     /// An earlier `sync` step whose copy this one continues: until this step has a pass of
     /// its own, what changed since the start of that step's last finished pass is copied
     /// whatever its size and time.
@@ -105,6 +109,8 @@ struct SyncFields {
     verify: Templated<bool>,
     #[serde(default)]
     quick_check: Templated<bool>,
+    #[serde(default)]
+    trust_destination: Templated<bool>,
     repeat: Option<Templated<Repeat>>,
     after: Option<String>,
     on: Option<RunsOnFields>,
@@ -256,6 +262,7 @@ impl Clone for SyncAction {
             rsync_args: self.rsync_args.clone(),
             verify: self.verify.clone(),
             quick_check: self.quick_check.clone(),
+            trust_destination: self.trust_destination.clone(),
             repeat: self.repeat.clone(),
             after: self.after.clone(),
             on: self.on.clone(),
@@ -355,6 +362,7 @@ impl TryFrom<SyncFields> for SyncAction {
             rsync_args: fields.rsync_args,
             verify: fields.verify,
             quick_check: fields.quick_check,
+            trust_destination: fields.trust_destination,
             repeat: fields.repeat,
             after: fields.after,
             on,
@@ -747,6 +755,9 @@ pub struct Settings {
     /// Size and modification time only decide what is copied (`quick_check`).
     #[serde(default)]
     pub quick_check: bool,
+    /// The destination's listings come from the last pass's manifest (`trust_destination`).
+    #[serde(default)]
+    pub trust_destination: bool,
 }
 
 #[cfg(test)]
@@ -765,6 +776,7 @@ impl Settings {
             hard_links: false,
             verify: false,
             quick_check: false,
+            trust_destination: false,
         }
     }
 }
@@ -791,6 +803,7 @@ impl SyncAction {
             note(cx, "bwlimit", self.bwlimit.as_ref())?,
             note(cx, "verify", Some(&self.verify))?,
             note(cx, "quick_check", Some(&self.quick_check))?,
+            note(cx, "trust_destination", Some(&self.trust_destination))?,
             note(
                 cx,
                 "on.job.backoff_limit",
@@ -861,6 +874,7 @@ impl SyncAction {
             rsync_args,
             verify: cx.setting("verify", &self.verify)?,
             quick_check: cx.setting("quick_check", &self.quick_check)?,
+            trust_destination: cx.setting("trust_destination", &self.trust_destination)?,
         })
     }
 }

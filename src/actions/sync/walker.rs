@@ -47,6 +47,8 @@ pub struct Meta {
     pub size: u64,
     /// Modification time, seconds.
     pub mtime: i64,
+    /// Modification time, nanoseconds part (rsync compares seconds; the manifest keeps it).
+    pub mtime_nsec: i64,
     /// Change time (any change to the inode), seconds.
     pub ctime: i64,
     /// Change time, nanoseconds part.
@@ -80,6 +82,7 @@ impl From<&std::fs::Metadata> for Meta {
             gid: meta.gid(),
             size: meta.size(),
             mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
             ctime: meta.ctime(),
             ctime_nsec: meta.ctime_nsec(),
             dev: meta.dev(),
