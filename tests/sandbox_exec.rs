@@ -355,8 +355,10 @@ async fn deleting_the_pod_stops_what_was_execd_into_it_detached_children_too() {
         "setsid sh -c 'echo $$ > detached.pid; exec sleep 600' >/dev/null 2>&1 &",
     )
     .await;
+    // `echo > file` makes the file before it writes: wait for the whole pid.
     wait_until("the detached child writes its pid", || {
-        pod_dir.join("detached.pid").exists()
+        std::fs::read_to_string(pod_dir.join("detached.pid"))
+            .is_ok_and(|text| text.ends_with('\n') && text.trim().parse::<i32>().is_ok())
     });
     let detached = pid_in(&pod_dir.join("detached.pid"));
     assert!(is_alive(detached), "the detached child runs");
