@@ -425,13 +425,21 @@ impl<'a> CopyPass<'a> {
         ));
         let settled = self.ledger.settled_by_stopped_walks().map(|(mut settled, passes)| {
             settled.since.0 -= CLOCK_MARGIN_SECS;
-            reporter.line(&format!(
-                "{} stopped during {} walk: its {} finished shard entr{} are copied again only if they changed since it started",
-                if passes == 1 { "the last pass" } else { "the last passes" },
-                if passes == 1 { "its" } else { "their" },
-                settled.paths.len(),
-                if settled.paths.len() == 1 { "y" } else { "ies" },
-            ));
+            let entries = settled.paths.len();
+            let entries = if entries == 1 {
+                "1 entry".to_string()
+            } else {
+                format!("{entries} entries")
+            };
+            reporter.line(&if passes == 1 {
+                format!(
+                    "the last pass stopped during its walk: the {entries} of its finished shards are copied again only if they changed since it started"
+                )
+            } else {
+                format!(
+                    "the last {passes} passes stopped during their walks: the {entries} of their finished shards are copied again only if they changed since the first of them started"
+                )
+            });
             settled
         });
         reporter.note(&Note::Pass(Box::new(record.clone())))?;

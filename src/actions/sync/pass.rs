@@ -710,6 +710,73 @@ mod tests {
         serde_json::to_value(note).expect("note")
     }
 
+    /// A pass that copies while it walks: journaled with no shards, then each shard.
+    fn streamed(pass: u32) -> Vec<serde_json::Value> {
+        let mut first = record(pass);
+        let shard = first.shards.remove(0);
+        first.streamed = true;
+        let done = |index: usize| {
+            note(Note::Shard {
+                tries: None,
+                pass,
+                shard: index,
+                bytes: 3,
+                files: 2,
+            })
+        };
+        let planned = |index: usize| {
+            let mut record = shard.clone();
+            record.entries = vec![RelPath(format!("home{pass}{index}").into_bytes())];
+            note(Note::Planned {
+                pass,
+                shard: index,
+                record,
+            })
+        };
+        vec![
+            note(Note::Pass(Box::new(first))),
+            planned(0),
+            planned(1),
+            done(1),
+        ]
+    }
+
+    #[test]
+    fn a_pass_stopped_during_its_walk_is_not_resumed_and_settles_its_finished_shards() {
+        let mut notes = vec![
+            note(Note::Pass(Box::new(record(1)))),
+            note(Note::PassDone { pass: 1 }),
+        ];
+        notes.extend(streamed(2));
+        notes.extend(streamed(3));
+        let ledger = Ledger::read(&notes);
+        assert!(ledger.resumable("s").is_none(), "its plan is not whole");
+        let (settled, passes) = ledger.settled_by_stopped_walks().expect("settled");
+        assert_eq!(passes, 2);
+        // The finished shard of each stopped pass, judged from the first one's start.
+        let mut paths: Vec<&[u8]> = settled.paths.iter().map(Vec::as_slice).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, vec![&b"home21"[..], &b"home31"[..]]);
+        assert_eq!(settled.since, (200, 0));
+        assert_eq!(ledger.previous_start(), Some((100, 0)));
+
+        // Once its walk is journaled, the pass is whole and resumes.
+        notes.push(note(Note::Walked(Box::new(WalkedRecord {
+            pass: 3,
+            dirs: vec![],
+            deletions: vec![RelPath(b"gone".to_vec())],
+            hard_links: vec![],
+            forced: 1,
+        }))));
+        let ledger = Ledger::read(&notes);
+        assert!(ledger.settled_by_stopped_walks().is_none());
+        let resumed = ledger.resumable("s").expect("resumable");
+        assert_eq!(resumed.record.shards.len(), 2);
+        assert_eq!(resumed.done_shards, BTreeSet::from([1]));
+        assert!(resumed.deleted, "its deletions happened during the walk");
+        assert_eq!(resumed.record.forced, 1);
+    }
+
     #[test]
     fn paths_that_are_not_utf8_round_trip() {
         let json = note(Note::Pass(Box::new(record(1))));
