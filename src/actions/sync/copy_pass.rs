@@ -305,11 +305,7 @@ impl<'a> CopyPass<'a> {
             shards,
             dirs,
             deletions: deletions.into_iter().map(RelPath).collect(),
-            hard_links: if settings.hard_links {
-                hard_links.into_iter().map(RelPath).collect()
-            } else {
-                Vec::new()
-            },
+            hard_links: journaled_hard_links(settings, hard_links),
             forced,
             streamed: false,
         }
@@ -551,11 +547,7 @@ impl<'a> CopyPass<'a> {
             pass,
             dirs: dirs.iter().map(DirRecord::of).collect(),
             deletions: deletions.into_iter().map(RelPath).collect(),
-            hard_links: if settings.hard_links {
-                hard_links.into_iter().map(RelPath).collect()
-            } else {
-                Vec::new()
-            },
+            hard_links: journaled_hard_links(settings, hard_links),
             forced,
         };
         let compared = CompareFigures {
@@ -959,6 +951,15 @@ pub(crate) async fn run_journaled(
     tokio::select! {
         outcome = pool::run_fed(tasks, feed, concurrency, transfer, board, &hooks) => outcome,
         () = progress::tick(board, reporter) => unreachable!("the progress loop never ends"),
+    }
+}
+
+/// The files whose hard links a pass redoes after its shards: none without `-H`.
+fn journaled_hard_links(settings: &Settings, hard_links: Vec<Vec<u8>>) -> Vec<RelPath> {
+    if settings.hard_links {
+        hard_links.into_iter().map(RelPath).collect()
+    } else {
+        Vec::new()
     }
 }
 

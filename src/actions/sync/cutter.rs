@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::planner::{DirWork, PlannedDir, Shard};
+use super::planner::{DirWork, PlannedDir, Shard, depth};
 
 /// What the walk found, in the order it found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,14 +397,6 @@ fn parent_of(path: &[u8]) -> Vec<u8> {
 
 fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     super::walker::join(parent, name)
-}
-
-fn depth(path: &[u8]) -> usize {
-    if path.is_empty() {
-        0
-    } else {
-        1 + path.iter().filter(|&&b| b == b'/').count()
-    }
 }
 
 #[cfg(test)]

@@ -364,7 +364,8 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     [parent, b"/", name].concat()
 }
 
-fn depth(path: &[u8]) -> usize {
+/// How deep a path is: 0 for the root, 1 for its entries, ...
+pub(super) fn depth(path: &[u8]) -> usize {
     if path.is_empty() {
         0
     } else {
