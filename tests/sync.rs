@@ -1344,9 +1344,10 @@ fn a_pass_killed_while_it_walks_and_copies_does_not_redo_finished_shards() {
     }
     // Change times older than the pass's start by more than the clock allowance.
     std::thread::sleep(Duration::from_millis(1300));
-    // Each directory takes 2 s to read: with 16 walking threads the walk of 41 directories
-    // takes about 8 s, and the shards of the first homes are copied long before it ends.
-    let slow = test.env("RUNBOOK_SYNC_WALK_DELAY_MS", "2000").args([
+    // Each directory takes 3 s to read: with 16 walking threads the walk of 41 directories
+    // takes about 12 s, and the shards of the first homes (read after 6 s) are copied long
+    // before it ends.
+    let slow = test.env("RUNBOOK_SYNC_WALK_DELAY_MS", "3000").args([
         "run",
         "playbook.yaml",
         "--from",
