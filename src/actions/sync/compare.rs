@@ -368,11 +368,12 @@ impl Trees<'_> {
         }
         let subdirs = dir.pushed.len();
         let mut local = dir.local;
-        if let Some(sink) = self.sink {
-            // Streamed: the directory goes now, before anything below it is walked.
-            for work in std::mem::take(&mut local.dirs) {
-                sink(Walked::Dir { work, subdirs }, local.deletions.clone());
-            }
+        // Streamed: the directory (its one piece of work, if any) goes now, before anything
+        // below it is walked.
+        if let Some(sink) = self.sink
+            && let Some(work) = local.dirs.pop()
+        {
+            sink(Walked::Dir { work, subdirs }, local.deletions.clone());
         }
         merge(&self.found, local);
         Ok(())

@@ -1,7 +1,6 @@
 //! One pass of the copy where this process runs (here, or in a pod's agent): its phases in
 //! the order [`CopyPass::run`] calls them, each a method.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,22 +136,20 @@ impl<'a> CopyPass<'a> {
         // pass copies anything (it was read, if trusted, before).
         self.forget_manifest()?;
         let warned_before_copying = self.warnings.len();
-        let (pass, copying, deleted, shards) = match begun {
+        let copying = Instant::now();
+        let (pass, plan, deleted, shards) = match begun {
             Begin::Planned(pass) => {
-                let pass = *pass;
-                let copying = Instant::now();
                 let plan = pass.record.plan();
                 let deleted = self.delete_extra_entries(&pass).await?;
                 let shards = self.copy_shards(&pass, &plan).await?;
-                (pass, copying, deleted, shards)
+                (*pass, plan, deleted, shards)
             }
             Begin::Walking(new) => {
-                let copying = Instant::now();
                 let (pass, deleted, shards) = self.walk_and_copy(new).await?;
-                (pass, copying, deleted, shards)
+                let plan = pass.record.plan();
+                (pass, plan, deleted, shards)
             }
         };
-        let plan = pass.record.plan();
         let linked = self.finish_links_and_dirs(&pass, &plan, copying).await?;
         let verified = self.verify().await?;
         self.record_manifest(self.warnings.len() > warned_before_copying);
@@ -254,17 +251,7 @@ impl<'a> CopyPass<'a> {
             entries: compared.entries,
             ms: compared.ms,
         })?;
-        Ok(PassState {
-            record,
-            done_shards: BTreeSet::new(),
-            retried_shards: Default::default(),
-            failed_shards: Default::default(),
-            deleted: false,
-            walked: true,
-            done: false,
-            compared: Some(compared),
-            copied: None,
-        })
+        Ok(PassState::planned(record, compared))
     }
 
     /// Plans the shards of what `comparison` found, says so, and makes the journal's record.
@@ -297,17 +284,12 @@ impl<'a> CopyPass<'a> {
         ));
         let (shards, dirs) = PassRecord::shard_records(&plan);
         PassRecord {
-            pass: self.ledger.next_pass(),
-            started: started.to_string(),
-            started_secs: started.as_second(),
-            started_nanos: i64::from(started.subsec_nanosecond()),
-            settings: fingerprint,
             shards,
             dirs,
             deletions: deletions.into_iter().map(RelPath).collect(),
             hard_links: journaled_hard_links(settings, hard_links),
             forced,
-            streamed: false,
+            ..PassRecord::starting(self.ledger.next_pass(), started, fingerprint)
         }
     }
 
@@ -401,17 +383,8 @@ impl<'a> CopyPass<'a> {
         let settings = self.settings;
         let reporter = self.reporter;
         let mut record = PassRecord {
-            pass: self.ledger.next_pass(),
-            started: new.started.to_string(),
-            started_secs: new.started.as_second(),
-            started_nanos: i64::from(new.started.subsec_nanosecond()),
-            settings: new.fingerprint,
-            shards: Vec::new(),
-            dirs: Vec::new(),
-            deletions: Vec::new(),
-            hard_links: Vec::new(),
-            forced: 0,
             streamed: true,
+            ..PassRecord::starting(self.ledger.next_pass(), new.started, new.fingerprint)
         };
         reporter.line(&format!(
             "comparing {} with {} and copying as the walk goes ({})",
@@ -485,20 +458,11 @@ impl<'a> CopyPass<'a> {
         let walked = walked?;
         let copied_shards = walked.shards.len();
         record.shards = walked.shards;
-        record.dirs = walked.record.dirs.clone();
-        record.deletions = walked.record.deletions.clone();
-        record.hard_links = walked.record.hard_links.clone();
-        record.forced = walked.record.forced;
+        record.finish_plan(walked.record);
         let state = PassState {
-            record,
-            done_shards: BTreeSet::new(),
-            retried_shards: Default::default(),
-            failed_shards: Default::default(),
+            // Deleted during the walk.
             deleted: true,
-            walked: true,
-            done: false,
-            compared: Some(walked.compared),
-            copied: None,
+            ..PassState::planned(record, walked.compared)
         };
         Ok((state, walked.deleted, copied_shards))
     }
@@ -663,7 +627,7 @@ impl<'a> CopyPass<'a> {
                     })?;
                     shards.push(record);
                     board.add_shard(shard.bytes, shard.files);
-                    // A closed pool (the copy stopped) takes no more: the walk stops too.
+                    // A pool that stopped takes no more (and the walk is stopped then).
                     let _ = tasks.send(Task::for_shard(index, None, &shard));
                 }
             }
@@ -946,8 +910,6 @@ pub(crate) async fn run_journaled(
         warn: &|message: &str| reporter.warn(message),
         on_workers: &on_workers,
     };
-    // No feed: a feed closed from the start.
-    let feed = feed.unwrap_or_else(|| mpsc::unbounded_channel().1);
     tokio::select! {
         outcome = pool::run_fed(tasks, feed, concurrency, transfer, board, &hooks) => outcome,
         () = progress::tick(board, reporter) => unreachable!("the progress loop never ends"),

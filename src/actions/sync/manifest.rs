@@ -41,7 +41,7 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use sha2::Digest as _;
 
-use super::pass::RelPath;
+use super::pass::{RelPath, deserialize_bytes, serialize_bytes};
 use super::walker::{Entry, Kind, Meta};
 
 /// The format's version; a manifest of another one is not trusted.
@@ -635,43 +635,15 @@ struct Bytes(Vec<u8>);
 
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(&self.0) {
-            Ok(text) => serializer.serialize_str(text),
-            Err(_) => {
-                let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
-                let mut map = std::collections::BTreeMap::new();
-                map.insert("hex", hex);
-                map.serialize(serializer)
-            }
-        }
+        serialize_bytes(&self.0, serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Shape {
-            Text(String),
-            Hex { hex: String },
-        }
-        match Shape::deserialize(deserializer)? {
-            Shape::Text(text) => Ok(Bytes(text.into_bytes())),
-            Shape::Hex { hex } => {
-                if hex.len() % 2 != 0 {
-                    return Err(de::Error::custom("bad hex"));
-                }
-                (0..hex.len())
-                    .step_by(2)
-                    .map(|i| {
-                        hex.get(i..i + 2)
-                            .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-                            .ok_or_else(|| de::Error::custom("bad hex"))
-                    })
-                    .collect::<Result<_, _>>()
-                    .map(Bytes)
-            }
-        }
+        deserialize_bytes(deserializer)?
+            .map(Bytes)
+            .ok_or_else(|| de::Error::custom("bad hex"))
     }
 }
 

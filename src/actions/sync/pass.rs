@@ -15,39 +15,51 @@ use super::planner::{PlannedDir, Shard, ShardPlan};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelPath(pub Vec<u8>);
 
+/// Writes bytes in JSON: a string when they are UTF-8, otherwise `{"hex": "..."}`.
+pub fn serialize_bytes<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serializer.serialize_str(text),
+        Err(_) => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let mut map = std::collections::BTreeMap::new();
+            map.insert("hex", hex);
+            map.serialize(serializer)
+        }
+    }
+}
+
+/// Reads what [`serialize_bytes`] wrote; `None` when the hex is not whole pairs of digits.
+pub fn deserialize_bytes<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<u8>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Shape {
+        Text(String),
+        Hex { hex: String },
+    }
+    Ok(match Shape::deserialize(deserializer)? {
+        Shape::Text(text) => Some(text.into_bytes()),
+        Shape::Hex { hex } => (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+            })
+            .collect(),
+    })
+}
+
 impl Serialize for RelPath {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(&self.0) {
-            Ok(text) => serializer.serialize_str(text),
-            Err(_) => {
-                let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
-                let mut map = std::collections::BTreeMap::new();
-                map.insert("hex", hex);
-                map.serialize(serializer)
-            }
-        }
+        serialize_bytes(&self.0, serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for RelPath {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Shape {
-            Text(String),
-            Hex { hex: String },
-        }
-        let bytes = match Shape::deserialize(deserializer)? {
-            Shape::Text(text) => text.into_bytes(),
-            Shape::Hex { hex } => (0..hex.len())
-                .step_by(2)
-                .map(|i| {
-                    hex.get(i..i + 2)
-                        .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-                        .ok_or_else(|| de::Error::custom("bad hex path"))
-                })
-                .collect::<Result<_, _>>()?,
-        };
+        let bytes =
+            deserialize_bytes(deserializer)?.ok_or_else(|| de::Error::custom("bad hex path"))?;
         // A journal is a file people can edit: never let a path out of the tree.
         let escapes = bytes.first() == Some(&b'/')
             || bytes.contains(&0)
@@ -366,6 +378,40 @@ impl DirRecord {
 }
 
 impl PassRecord {
+    /// Pass `pass`, started at `started` with the settings whose fingerprint is `settings`,
+    /// with no plan yet.
+    pub fn starting(pass: u32, started: jiff::Timestamp, settings: String) -> Self {
+        PassRecord {
+            pass,
+            started: started.to_string(),
+            started_secs: started.as_second(),
+            started_nanos: i64::from(started.subsec_nanosecond()),
+            settings,
+            shards: Vec::new(),
+            dirs: Vec::new(),
+            deletions: Vec::new(),
+            hard_links: Vec::new(),
+            forced: 0,
+            streamed: false,
+        }
+    }
+
+    /// Takes the rest of the plan of a pass that copies while it walks, known when its walk
+    /// ends.
+    pub fn finish_plan(&mut self, walked: WalkedRecord) {
+        let WalkedRecord {
+            dirs,
+            deletions,
+            hard_links,
+            forced,
+            ..
+        } = walked;
+        self.dirs = dirs;
+        self.deletions = deletions;
+        self.hard_links = hard_links;
+        self.forced = forced;
+    }
+
     /// The plan as the planner made it.
     pub fn plan(&self) -> ShardPlan {
         ShardPlan::of(
@@ -410,6 +456,24 @@ pub struct PassState {
     pub compared: Option<CompareFigures>,
     /// What its copying did, in how long, when journaled.
     pub copied: Option<CopyFigures>,
+}
+
+impl PassState {
+    /// A pass this process has just compared and planned (its plan whole), with nothing
+    /// copied yet.
+    pub fn planned(record: PassRecord, compared: CompareFigures) -> Self {
+        PassState {
+            record,
+            done_shards: BTreeSet::new(),
+            retried_shards: Default::default(),
+            failed_shards: Default::default(),
+            deleted: false,
+            walked: true,
+            done: false,
+            compared: Some(compared),
+            copied: None,
+        }
+    }
 }
 
 /// What a pass's comparison walked, and in how long ([`Note::Compared`]).
@@ -515,17 +579,7 @@ impl Ledger {
                 }
                 Note::Walked(walked) => {
                     if let Some(state) = passes.iter_mut().rfind(|p| p.record.pass == walked.pass) {
-                        let WalkedRecord {
-                            dirs,
-                            deletions,
-                            hard_links,
-                            forced,
-                            ..
-                        } = *walked;
-                        state.record.dirs = dirs;
-                        state.record.deletions = deletions;
-                        state.record.hard_links = hard_links;
-                        state.record.forced = forced;
+                        state.record.finish_plan(*walked);
                         // Deleted during the walk.
                         state.deleted = true;
                         state.walked = true;

@@ -214,20 +214,21 @@ pub async fn run(
     board: &Board,
     hooks: &Hooks<'_>,
 ) -> anyhow::Result<PoolOutcome> {
-    let (_, no_more) = mpsc::unbounded_channel();
-    run_fed(tasks, no_more, concurrency, transfer, board, hooks).await
+    run_fed(tasks, None, concurrency, transfer, board, hooks).await
 }
 
 /// Runs `tasks`, then those that arrive from `feed` as they arrive (a pass that copies
 /// while it walks), until the feed is closed and every task is over.
 pub async fn run_fed(
     tasks: Vec<Task>,
-    mut feed: mpsc::UnboundedReceiver<Task>,
+    feed: Option<mpsc::UnboundedReceiver<Task>>,
     concurrency: Concurrency,
     transfer: &Transfer,
     board: &Board,
     hooks: &Hooks<'_>,
 ) -> anyhow::Result<PoolOutcome> {
+    // No feed: one closed from the start.
+    let mut feed = feed.unwrap_or_else(|| mpsc::unbounded_channel().1);
     let start = concurrency.start();
     board.set_workers(start);
     let pool = Pool {
