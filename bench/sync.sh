@@ -10,6 +10,8 @@
 #     BENCH_FILES=200000 BENCH_RUNS=1 bench/sync.sh      # the issue's size (~35 min a tree)
 #     BENCH_SETUPS=local BENCH_TREES=skewed bench/sync.sh
 #     RUNBOOK_BIN=target/release/runbook bench/sync.sh   # this binary, no build
+#     BENCH_SETUPS=fuse BENCH_DST=fuse BENCH_TOOLS="rsync sync trust" bench/sync.sh
+#                                            # both trees behind latency, as NFS to NFS
 #
 # `copy` (the default mode) compares, in one run on the same trees:
 #   rsync      a single `rsync -a --delete SRC/ DST/`
@@ -29,8 +31,8 @@
 #              counts it went through in run 1 are printed after each table ("4>8>16")
 #   trust      `sync` with `trust_destination: true`: the passes after the first take the
 #              destination's listings from the manifest the pass before left, instead of
-#              walking it (here the destination is on the local disk, so it saves little:
-#              latencyfs delays the source only); behind latency, its final and
+#              walking it (with the destination on the local disk it saves little: put it
+#              behind latency too with BENCH_DST=fuse); behind latency, its final and
 #              nothing-changed passes are compared with their bound (below)
 #   parallel-N `ls SRC | parallel -jN rsync ...` for N = 8, 16, 32: the hand-tuned counts a
 #              person reaches after hours, which `auto` should match without the hours
@@ -42,8 +44,8 @@
 # (40% appended to, 40% rewritten with their size and mtime kept, as `cp -p` or `tar x`
 # leave them, 10% deleted, and as many new files as deleted ones).
 #
-# Setups (where the source is; the destinations are on the local disk, or a tmpfs with
-# BENCH_DST=tmpfs):
+# Setups (where the source is; the destinations are on the local disk, on a tmpfs, or
+# behind latencyfs as well: BENCH_DST):
 #   local      the source on the disk under $TMPDIR, where metadata costs nothing
 #   fuse       the same source through bench/latencyfs, a FUSE passthrough that makes every
 #              metadata operation (lookup, getattr, open, readdir, ...) take BENCH_DELAY_US
@@ -63,8 +65,10 @@
 #     its wall time)); the idle part is what a better split of the big home can win back
 #   - behind latency, final and nothing-changed passes: sync / rsync <= 0.3 and
 #     sync / rclone <= 1.0; trust / bound <= 1.3, the bound being the metadata requests
-#     latencyfs served to the trust pass in run 1 x the delay / the walk's 16 threads
-#     (the time the pass must take if every request it makes overlaps 15 others)
+#     latencyfs served to the trust pass in run 1 (the source's, plus the destination's with
+#     BENCH_DST=fuse) x the delay / the walk's threads: N from a `walk threads: N` line in
+#     the pass's output, else 16 (the time the pass must take if every request it makes
+#     overlaps N-1 others)
 # and, after the first run's final pass, what each destination still gets wrong: files
 # whose contents differ from the source (`rsync -nc`: the size-and-mtime-kept changes
 # that a quick check misses) and all itemized differences (`rsync -ni`: times, modes).
@@ -75,7 +79,8 @@
 # with BENCH_PLAN_FINAL=1 that of a final pass against a full copy (both trees walked).
 #
 # Knobs (environment):
-#   RUNBOOK_BIN        binary to measure (default: `cargo build --release`, then use it)
+#   RUNBOOK_BIN        binary to measure (default: `cargo build --release`, then use it;
+#                      builds go to cargo's target directory: CARGO_TARGET_DIR is honoured)
 #   BENCH_FILES        files per tree (default 20000; the issue says about 200k)
 #   BENCH_BYTES_MB     total size of a tree in MiB (default 400)
 #   BENCH_CHANGE_PCT   percentage of files changed before the final pass (default 0.5)
@@ -91,7 +96,15 @@
 #   BENCH_DST          where the destinations are: `disk` (default, under $TMPDIR) or
 #                      `tmpfs` (a tmpfs mounted for the run: on a VM whose disk is shared,
 #                      writing and deleting 200k files makes the disk's timings vary by 5x
-#                      from run to run; a tmpfs leaves what the tools themselves cost)
+#                      from run to run; a tmpfs leaves what the tools themselves cost), or
+#                      `fuse` (on the disk) and `fuse-tmpfs` (on a tmpfs) seen through a
+#                      writable latencyfs mount with the source's delay and BENCH_FUSE_ARGS,
+#                      as when both trees are on NFS (the old server and the new one): in
+#                      the fuse:N setups each timed command gets a fresh mount of its
+#                      destination's parent (the `sync` manifest lies beside the destination,
+#                      so it is behind the latency too), and its requests count in the
+#                      trust bound; the local setup keeps its destinations as they are, no
+#                      FUSE, as it keeps its source
 #   BENCH_INSTALL      1 (default): apt-get install missing packages; 0: skip the tool
 #   BENCH_TSV          also append every timing to this file (setup tree pass tool run s)
 #   BENCH_PLAN_FILES   files in the plan-memory tree (default 1000000)
@@ -102,8 +115,8 @@
 #                      final pass's plan (default 0)
 #
 # Exit status: 0 done (targets missed are reported, not failed), 2 the benchmark itself
-# failed. Everything goes in a temp dir under $TMPDIR, removed at the end; the FUSE mount
-# is unmounted on exit, on failure and on Ctrl-C.
+# failed. Everything goes in a temp dir under $TMPDIR, removed at the end; the FUSE mounts
+# are unmounted on exit, on failure and on Ctrl-C.
 
 set -euo pipefail
 
@@ -155,11 +168,17 @@ ensure() {
 ensure python3 python3 || die "python3 is needed to generate the trees"
 ensure rsync rsync || die "rsync is not installed and could not be (apt-get install rsync)"
 
+# Where cargo puts what it builds (CARGO_TARGET_DIR or a config may move it from target/).
+target_dir() {
+    (cd "$here" && cargo metadata --format-version 1 --no-deps) \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
 if [[ -n "${RUNBOOK_BIN:-}" ]]; then
     RUNBOOK_BIN="$(cd "$(dirname "$RUNBOOK_BIN")" && pwd)/$(basename "$RUNBOOK_BIN")"
 else
     (cd "$here" && cargo build --release --quiet) || die "cargo build --release failed"
-    RUNBOOK_BIN="$here/target/release/runbook"
+    RUNBOOK_BIN="$(target_dir)/release/runbook"
 fi
 [[ -x "$RUNBOOK_BIN" ]] || die "no runbook binary at $RUNBOOK_BIN"
 
@@ -169,23 +188,30 @@ cp "$RUNBOOK_BIN" "$work/runbook"
 RUNBOOK_BIN="$work/runbook"
 mnt="$work/mnt"
 mkdir "$mnt"
-# The destinations, on the disk or a tmpfs (BENCH_DST).
+# The destinations, on the disk or a tmpfs (BENCH_DST), and where a tool sees its
+# destination's parent when BENCH_DST=fuse puts it behind latencyfs.
 dst_root="$work/dst"
 mkdir "$dst_root"
+dst_mnt="$work/dst-mnt"
+mkdir "$dst_mnt"
 fuse_pid=
-unmount() {
-    [[ -n "$fuse_pid" ]] || return 0
-    if mountpoint -q "$mnt"; then
-        umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || kill -TERM "$fuse_pid" 2>/dev/null || true
+dst_fuse_pid=
+# stop_latencyfs POINT PID: unmounts POINT and waits for its latencyfs, PID, to exit.
+stop_latencyfs() {
+    [[ -n "$2" ]] || return 0
+    if mountpoint -q "$1"; then
+        umount "$1" 2>/dev/null || umount -l "$1" 2>/dev/null || kill -TERM "$2" 2>/dev/null || true
     fi
-    wait "$fuse_pid" 2>/dev/null || true
-    fuse_pid=
+    wait "$2" 2>/dev/null || true
 }
+unmount() { stop_latencyfs "$mnt" "$fuse_pid"; fuse_pid=; }
+unmount_destination() { stop_latencyfs "$dst_mnt" "$dst_fuse_pid"; dst_fuse_pid=; }
 cleanup() {
     unmount
+    unmount_destination
     if mountpoint -q "$dst_root" 2>/dev/null; then umount "$dst_root" || umount -l "$dst_root" || true; fi
-    if mountpoint -q "$mnt" 2>/dev/null; then
-        echo "bench/sync.sh: $mnt is still mounted; left $work in place" >&2
+    if mountpoint -q "$mnt" 2>/dev/null || mountpoint -q "$dst_mnt" 2>/dev/null; then
+        echo "bench/sync.sh: $mnt or $dst_mnt is still mounted; left $work in place" >&2
     else
         rm -rf --one-file-system "$work"
     fi
@@ -195,11 +221,16 @@ trap cleanup EXIT
 # too: `bench/sync.sh | head` would otherwise leave the temp dir behind).
 trap 'exit 130' INT TERM HUP
 trap 'exit 141' PIPE
+# dst_fuse: 1 when the destinations of the fuse:N setups are behind latencyfs.
+dst_fuse=0
 case "$dst_kind" in
     disk) ;;
-    tmpfs) mount -t tmpfs -o "size=$(( $(awk '/MemAvailable/ {print $2}' /proc/meminfo) * 3 / 4 ))k" \
-               bench-dst "$dst_root" || die "cannot mount a tmpfs on $dst_root (BENCH_DST=tmpfs needs root)" ;;
-    *) die "BENCH_DST is disk or tmpfs, not $dst_kind" ;;
+    fuse) dst_fuse=1 ;;
+    tmpfs|fuse-tmpfs)
+        [[ "$dst_kind" == fuse-tmpfs ]] && dst_fuse=1
+        mount -t tmpfs -o "size=$(( $(awk '/MemAvailable/ {print $2}' /proc/meminfo) * 3 / 4 ))k" \
+            bench-dst "$dst_root" || die "cannot mount a tmpfs on $dst_root (BENCH_DST=$dst_kind needs root)" ;;
+    *) die "BENCH_DST is disk, tmpfs, fuse or fuse-tmpfs, not $dst_kind" ;;
 esac
 
 now() { date +%s.%N; }
@@ -406,35 +437,49 @@ for setup in $setups; do
                 continue
             fi
             ensure mountpoint util-linux || die "mountpoint (util-linux) is needed"
-            latencyfs="$here/target/release/latencyfs"
             (cd "$here" && cargo build --release --locked --quiet -p latencyfs) \
                 || die "cannot build bench/latencyfs (cargo build --release -p latencyfs)"
+            latencyfs="$(target_dir)/release/latencyfs"
             [[ "$setup" == fuse ]] && setup="fuse:$delay_us"
             setup_list+=("$setup") ;;
         *) die "unknown setup $setup (BENCH_SETUPS: local, fuse, fuse:MICROSECONDS)" ;;
     esac
 done
 
-# mount_source BACKING LOG DELAY: serves BACKING at $mnt through latencyfs, DELAY µs per
-# metadata operation.
-mount_source() {
-    local log="$2"
+# serve PID_VAR BACKING POINT LOG DELAY [FLAG...]: serves BACKING at POINT through latencyfs,
+# DELAY µs per metadata operation, in the background, its pid in the variable PID_VAR.
+serve() {
+    local pid_var="$1" backing="$2" point="$3" log="$4" delay="$5"
+    shift 5
     # shellcheck disable=SC2086 # BENCH_FUSE_ARGS holds several flags
-    "$latencyfs" "$1" "$mnt" --delay-us "$3" $fuse_args >"$log" 2>&1 &
-    fuse_pid=$!
+    "$latencyfs" "$backing" "$point" --delay-us "$delay" $fuse_args "$@" >"$log" 2>&1 &
+    printf -v "$pid_var" '%s' "$!"
     for _ in $(seq 200); do
-        mountpoint -q "$mnt" && return 0
-        kill -0 "$fuse_pid" 2>/dev/null || break
+        mountpoint -q "$point" && return 0
+        kill -0 "${!pid_var}" 2>/dev/null || break
         sleep 0.05
     done
     cat "$log" >&2
-    die "latencyfs did not mount $1 on $mnt"
+    die "latencyfs did not mount $backing on $point"
+}
+# mount_source BACKING LOG DELAY: BACKING, read-only, at $mnt.
+mount_source() { serve fuse_pid "$1" "$mnt" "$2" "$3"; }
+# mount_destination BACKING LOG DELAY: BACKING, writable, at $dst_mnt.
+mount_destination() { serve dst_fuse_pid "$1" "$dst_mnt" "$2" "$3" --writable; }
+
+# delayed_requests LOG: the requests a mount delayed, from the line latencyfs prints when it
+# is unmounted ("served lookup 20412, ..., read 812 (20415 delayed)").
+delayed_requests() {
+    local n
+    n=$(sed -n 's/.*served .*(\([0-9]*\) delayed)$/\1/p' "$1" | tail -1)
+    [[ -n "$n" ]] || { cat "$1" >&2; die "no request counts in $1"; }
+    echo "$n"
 }
 
-# Delayed requests the last mount served, from its log ("served lookup 20412, ...").
-served() {
-    sed -n 's/.*served //p' "$1" | tr ',' '\n' \
-        | awk '$1 != "read" { n += $2 } END { printf "%d", n }'
+# seen_destination SETUP DST_DIR: where the tools of SETUP copy into: DST_DIR/dst, seen
+# through $dst_mnt when BENCH_DST=fuse puts it behind latencyfs.
+seen_destination() {
+    if [[ "$1" == fuse:* && $dst_fuse == 1 ]]; then echo "$dst_mnt/dst"; else echo "$2/dst"; fi
 }
 
 # calibrate DELAY: a cold lstat of 4000 names through a 0 µs mount and a DELAY µs one.
@@ -534,14 +579,23 @@ balance() {
         END { if (last > first) printf "%.2f", busy / jobs / (last - first) }' "$1"
 }
 
-# time_tool SETUP TOOL PASS BACKING DST DIR: sets `took` (seconds) and `requests`.
+# time_tool SETUP TOOL PASS BACKING DST_DIR DIR: one pass of TOOL from BACKING (through
+# latencyfs in the fuse:N setups) into DST_DIR/dst (through a writable latencyfs mount of
+# DST_DIR as well, with BENCH_DST=fuse); DIR: its scratch. Sets `took` (seconds),
+# `requests` and `dst_requests` (what the source's and the destination's mounts delayed;
+# empty without a mount) and `walk_threads` (N of the highest `walk threads: N` line in the
+# tool's output; empty without one).
 time_tool() {
-    local setup="$1" tool="$2" pass="$3" backing="$4" dst="$5" dir="$6" src t0 status=0
+    local setup="$1" tool="$2" pass="$3" backing="$4" dst_dir="$5" dir="$6" src dst t0 status=0
     local log="$dir/$pass.log"
     src="$backing"
+    dst="$(seen_destination "$setup" "$dst_dir")"
     if [[ "$setup" == fuse:* ]]; then
         mount_source "$backing" "$dir/$pass.fuse.log" "${setup#fuse:}"
         src="$mnt"
+        if [[ $dst_fuse == 1 ]]; then
+            mount_destination "$dst_dir" "$dir/$pass.dst-fuse.log" "${setup#fuse:}"
+        fi
     fi
     flush
     t0=$(now)
@@ -549,13 +603,19 @@ time_tool() {
     flush
     took=$(elapsed "$t0" "$(now)")
     requests=
+    dst_requests=
     if [[ "$setup" == fuse:* ]]; then
         unmount
-        requests=$(served "$dir/$pass.fuse.log")
+        requests=$(delayed_requests "$dir/$pass.fuse.log")
+        if [[ $dst_fuse == 1 ]]; then
+            unmount_destination
+            dst_requests=$(delayed_requests "$dir/$pass.dst-fuse.log")
+        fi
     fi
+    walk_threads=$(sed -n 's/.*walk threads: \([0-9][0-9]*\).*/\1/p' "$log" | sort -n | tail -1)
     if [[ $status -ne 0 ]]; then
         tail -20 "$log" >&2
-        die "$tool failed (exit $status) in the $pass pass ($setup, ${dst%/dst})"
+        die "$tool failed (exit $status) in the $pass pass ($setup, $dst_dir)"
     fi
 }
 
@@ -574,7 +634,7 @@ differences() {
 # ---------------------------------------------------------------------------------------
 # The runs.
 
-declare -A times requests_of stale balance_of chose_of
+declare -A times requests_of dst_requests_of walk_threads_of stale balance_of chose_of
 [[ -n "${BENCH_TSV:-}" ]] && : >> "$BENCH_TSV"
 read -ra passes <<< "${BENCH_PASSES:-initial unchanged final}"
 echo "sync benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)," \
@@ -613,7 +673,7 @@ runbook: 1
 name: bench
 steps:
   - id: copy
-    sync: {from: "$seen_from", to: "$dst_root/$kind/$tool/dst", jobs: $step_jobs, delete: true, trust_destination: $trust}
+    sync: {from: "$seen_from", to: "$(seen_destination "$setup" "$dst_root/$kind/$tool")", jobs: $step_jobs, delete: true, trust_destination: $trust}
 EOF
             done
             # Whatever an earlier run changed is older than this run's first pass by more
@@ -625,11 +685,15 @@ EOF
                 fi
                 line="  $setup, $kind, run $run, $pass:"
                 for tool in "${order[@]}"; do
-                    time_tool "$setup" "$tool" "$pass" "$src" "$dst_root/$kind/$tool/dst" "$work/$kind/$tool"
+                    time_tool "$setup" "$tool" "$pass" "$src" "$dst_root/$kind/$tool" "$work/$kind/$tool"
                     times[$setup,$kind,$pass,$tool]+="$took "
                     [[ "$tool" == parallel ]] \
                         && balance_of[$setup,$kind,$pass]+="$(balance "$work/$kind/parallel/$pass.joblog") "
-                    [[ $run -eq 1 ]] && requests_of[$setup,$kind,$pass,$tool]="$requests"
+                    if [[ $run -eq 1 ]]; then
+                        requests_of[$setup,$kind,$pass,$tool]="$requests"
+                        dst_requests_of[$setup,$kind,$pass,$tool]="$dst_requests"
+                        walk_threads_of[$setup,$kind,$pass,$tool]="$walk_threads"
+                    fi
                     [[ $run -eq 1 && "$tool" == auto ]] \
                         && chose_of[$setup,$kind,$pass]="$(chosen "$work/$kind/auto")"
                     [[ -n "${BENCH_TSV:-}" ]] && printf '%s\t%s\t%s\t%s\t%s\t%s\n' \
@@ -649,6 +713,7 @@ EOF
         # The table of this setup and tree.
         if [[ "$setup" == fuse:* ]]; then
             where="source behind latencyfs, ${setup#fuse:} µs per metadata operation${fuse_args:+ ($fuse_args)}"
+            [[ $dst_fuse == 1 ]] && where="source and destinations behind latencyfs, ${setup#fuse:} µs per metadata operation${fuse_args:+ ($fuse_args)}"
         else
             where="source on the local disk"
         fi
@@ -677,10 +742,14 @@ EOF
             unset med
         done
         if [[ "$setup" == fuse:* ]]; then
-            row="metadata requests latencyfs served in run 1 ($(IFS=/; echo "${passes[*]}")):"
+            row="metadata requests latencyfs delayed in run 1 ($(IFS=/; echo "${passes[*]}"))"
+            [[ $dst_fuse == 1 ]] && row+=", source+destination"
+            row+=":"
             for tool in "${selected[@]}"; do
                 counts=()
-                for pass in "${passes[@]}"; do counts+=("${requests_of[$setup,$kind,$pass,$tool]}"); done
+                for pass in "${passes[@]}"; do
+                    counts+=("${requests_of[$setup,$kind,$pass,$tool]}${dst_requests_of[$setup,$kind,$pass,$tool]:++${dst_requests_of[$setup,$kind,$pass,$tool]}}")
+                done
                 row+=" $tool $(IFS=/; echo "${counts[*]}")"
             done
             echo "$row"
@@ -754,12 +823,24 @@ if has sync; then
                 fi
                 echo "$text"
                 if has trust && [[ -n "${requests_of[$setup,$kind,$pass,trust]:-}" ]]; then
-                    n="${requests_of[$setup,$kind,$pass,trust]}"
-                    # The walk's threads (walker::WALK_THREADS in src/actions/sync/walker.rs).
-                    bound=$(python3 -c "print(f'{$n * ${setup#fuse:} / 1e6 / 16:.2f}')")
+                    n_src="${requests_of[$setup,$kind,$pass,trust]}"
+                    n_dst="${dst_requests_of[$setup,$kind,$pass,trust]:-}"
+                    n=$((n_src + ${n_dst:-0}))
+                    what="$n requests"
+                    [[ -n "$n_dst" ]] && what="$n requests ($n_src source + $n_dst destination)"
+                    # The walk's threads: what the pass says it used, else its fixed count
+                    # before it was tuned (walker::WALK_THREADS in src/actions/sync/walker.rs).
+                    threads="${walk_threads_of[$setup,$kind,$pass,trust]:-}"
+                    if [[ -n "$threads" ]]; then
+                        threads_from="from 'walk threads: $threads' in its output"
+                    else
+                        threads=16
+                        threads_from="no 'walk threads' line in its output: the default"
+                    fi
+                    bound=$(python3 -c "print(f'{$n * ${setup#fuse:} / 1e6 / $threads:.2f}')")
                     t=$(median_of "$setup,$kind,$pass,trust")
                     r=$(ratio "$t" "$bound")
-                    echo "  $setup, $kind, $pass pass: trust ${t}s, bound ${bound}s ($n requests x ${setup#fuse:} µs / 16 threads): trust/bound ${r}x (<= 1.3x): $(verdict "$r" 1.3)"
+                    echo "  $setup, $kind, $pass pass: trust ${t}s, bound ${bound}s ($what x ${setup#fuse:} µs / $threads threads, $threads_from): trust/bound ${r}x (<= 1.3x): $(verdict "$r" 1.3)"
                 fi
             done
         done

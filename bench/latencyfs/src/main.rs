@@ -1,16 +1,21 @@
-//! `latencyfs SOURCE MOUNTPOINT`: mounts a read-only view of SOURCE at MOUNTPOINT in which
-//! every metadata operation (lookup, getattr, readlink, open, opendir, readdir, statfs)
-//! takes `--delay-us` microseconds, the way each one is a network round trip on NFS. Data
-//! reads are not delayed.
+//! `latencyfs SOURCE MOUNTPOINT`: mounts a view of SOURCE at MOUNTPOINT in which every
+//! metadata operation (lookup, getattr, readlink, open, opendir, readdir, statfs) takes
+//! `--delay-us` microseconds, the way each one is a network round trip on NFS. Data reads
+//! are not delayed. The view is read-only unless `--writable`, which lets callers change
+//! the tree through it; the changes (create, mknod, mkdir, symlink, link, unlink, rmdir,
+//! rename, setattr, fsync, fallocate, and the flush of a written file) are delayed too, and
+//! data writes are not.
 //!
 //! A bench helper for `bench/sync.sh`, run as root (it mounts through `/dev/fuse` itself,
 //! no fusermount or libfuse needed). It stays in the foreground until the file system is
 //! unmounted (`umount MOUNTPOINT`) or it gets SIGINT, SIGTERM or SIGHUP, which unmount it;
-//! then it prints how many requests of each kind it served and exits 0.
+//! then it prints how many requests of each kind it served, and how many were delayed, and
+//! exits 0.
 
 mod inode_table;
 mod latency;
 mod op_counts;
+mod open_file;
 mod passthrough;
 
 use std::io::Write as _;
@@ -22,9 +27,9 @@ use clap::Parser;
 use fuser::{Config, MountOption, Session, SessionACL};
 
 use latency::Latency;
-use passthrough::{CacheTimeouts, Passthrough};
+use passthrough::{CacheTimeouts, Passthrough, Settings};
 
-/// Mounts a read-only passthrough of SOURCE at MOUNTPOINT that delays metadata operations.
+/// Mounts a passthrough of SOURCE at MOUNTPOINT that delays metadata operations.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -51,6 +56,10 @@ struct Args {
     /// for callers that stat what they list, as NFS does when it is enabled.
     #[arg(long)]
     readdirplus: bool,
+    /// Let callers create, write, rename and remove files and change their attributes
+    /// through the mount (the destination of a copy); it is read-only otherwise.
+    #[arg(long)]
+    writable: bool,
 }
 
 fn main() -> ExitCode {
@@ -77,18 +86,32 @@ fn serve(args: &Args) -> Result<(), String> {
     // SAFETY: PR_SET_TIMERSLACK takes an integer and changes only this thread's timers.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     let latency = Latency::calibrate(Duration::from_micros(args.delay_us));
+    if args.writable {
+        // The kernel sends the modes of new entries with the caller's umask applied; ours
+        // would clear more bits.
+        // SAFETY: umask takes a mode and cannot fail.
+        unsafe { libc::umask(0) };
+    }
     let signals = block_termination_signals();
 
-    let passthrough = Passthrough::new(&args.source, latency, timeouts, args.readdirplus)
+    let settings = Settings {
+        latency,
+        timeouts,
+        readdirplus: args.readdirplus,
+        writable: args.writable,
+    };
+    let passthrough = Passthrough::new(&args.source, settings)
         .map_err(|error| format!("{}: {error}", args.source.display()))?;
     let counts = passthrough.counts();
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(format!("latencyfs:{}", args.source.display())),
         MountOption::Subtype("latencyfs".into()),
-        MountOption::RO,
         MountOption::DefaultPermissions,
     ];
+    if !args.writable {
+        config.mount_options.push(MountOption::RO);
+    }
     config.acl = SessionACL::All;
     config.n_threads = Some(args.threads);
     config.clone_fd = true;
@@ -109,7 +132,7 @@ fn serve(args: &Args) -> Result<(), String> {
 
     println!(
         "latencyfs: {} on {}: {} µs per metadata operation (a sleep overshoots by {} µs here; a \
-         calibrated wait takes {} µs), {} threads, cache {} s (files) {} s (directories){}",
+         calibrated wait takes {} µs), {} threads, cache {} s (files) {} s (directories){}{}",
         args.source.display(),
         args.mountpoint.display(),
         latency.target.as_micros(),
@@ -122,7 +145,8 @@ fn serve(args: &Args) -> Result<(), String> {
             ", readdirplus"
         } else {
             ""
-        }
+        },
+        if args.writable { ", writable" } else { "" }
     );
     // The caller may be waiting for this line in a pipe.
     let _ = std::io::stdout().flush();

@@ -1,4 +1,7 @@
-//! The file system: a read-only view of a backing directory that delays metadata.
+//! The file system: a view of a backing directory that delays metadata, read-only unless
+//! [`Settings::writable`] (the operations that change the tree are in [`writes`]).
+
+mod writes;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -13,13 +16,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::inode_table::InodeTable;
 use crate::latency::Latency;
 use crate::op_counts::{Op, OpCounts};
+use crate::open_file::OpenFile;
 
 /// How long the kernel may keep what we answered, per kind of entry (NFS keeps file
 /// attributes 3 s and directory attributes 30 s by default: `acregmin`, `acdirmin`).
@@ -41,6 +46,20 @@ impl CacheTimeouts {
     }
 }
 
+/// How the passthrough behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The time each metadata request takes.
+    pub latency: Latency,
+    /// How long the kernel may cache entries and attributes.
+    pub timeouts: CacheTimeouts,
+    /// Answer directory listings with attributes (READDIRPLUS).
+    pub readdirplus: bool,
+    /// Let callers change the tree (create, write, rename, remove, chmod, ...); the mount
+    /// is read-only otherwise.
+    pub writable: bool,
+}
+
 /// One entry of an open directory, as listed when it was opened.
 #[derive(Debug)]
 struct Listed {
@@ -49,18 +68,19 @@ struct Listed {
     kind: FileType,
 }
 
-/// A read-only passthrough of `root` that makes every metadata request take `latency`.
+/// A passthrough of `root` that makes every metadata request take `latency`.
 ///
 /// Request threads run handlers concurrently (the session has several threads, each with a
 /// cloned `/dev/fuse` fd), so the delays of concurrent callers overlap as NFS round trips
-/// do; only data reads are not delayed.
+/// do; only data reads and writes are not delayed.
 #[derive(Debug)]
 pub struct Passthrough {
     latency: Latency,
     timeouts: CacheTimeouts,
     readdirplus: bool,
+    writable: bool,
     inodes: RwLock<InodeTable>,
-    files: Mutex<HashMap<u64, Arc<File>>>,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<Listed>>>>,
     next_handle: AtomicU64,
     counts: Arc<OpCounts>,
@@ -68,12 +88,7 @@ pub struct Passthrough {
 
 impl Passthrough {
     /// A passthrough of the directory `root`.
-    pub fn new(
-        root: &Path,
-        latency: Latency,
-        timeouts: CacheTimeouts,
-        readdirplus: bool,
-    ) -> io::Result<Self> {
+    pub fn new(root: &Path, settings: Settings) -> io::Result<Self> {
         let root = root.canonicalize()?;
         let meta = std::fs::metadata(&root)?;
         if !meta.is_dir() {
@@ -83,9 +98,10 @@ impl Passthrough {
             )));
         }
         Ok(Passthrough {
-            latency,
-            timeouts,
-            readdirplus,
+            latency: settings.latency,
+            timeouts: settings.timeouts,
+            readdirplus: settings.readdirplus,
+            writable: settings.writable,
             inodes: RwLock::new(InodeTable::new(root, meta.dev(), meta.ino())),
             files: Mutex::default(),
             dirs: Mutex::default(),
@@ -105,24 +121,90 @@ impl Passthrough {
         Instant::now()
     }
 
+    /// Runs `work` as a delayed request of kind `op`: counted, and taking `latency` in all.
+    fn delayed<T>(&self, op: Op, work: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
+        let started = self.begin(op);
+        let result = work();
+        self.latency.wait_since(started);
+        result
+    }
+
     fn path(&self, number: INodeNo) -> Result<PathBuf, Errno> {
         self.inodes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .path(number.0)
-            .map(Path::to_path_buf)
             .ok_or(Errno::ESTALE)
     }
 
-    /// The attributes of `path`, numbering it for the kernel.
-    fn attributes(&self, path: PathBuf) -> Result<FileAttr, Errno> {
+    /// The attributes of `name` in directory `parent`, numbering it for the kernel.
+    fn entry(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
+        let path = self
+            .inodes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .child_path(parent.0, name)
+            .ok_or(Errno::ESTALE)?;
         let meta = std::fs::symlink_metadata(&path)?;
         let number = self
             .inodes
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .number(meta.dev(), meta.ino(), path);
+            .number(meta.dev(), meta.ino(), parent.0, name);
         Ok(file_attr(number, &meta))
+    }
+
+    /// The attributes of inode `number`; through an open file when it has no name left
+    /// (unlinked while open).
+    fn attributes(&self, number: INodeNo, fh: Option<FileHandle>) -> Result<FileAttr, Errno> {
+        let meta = match self.path(number) {
+            Ok(path) => std::fs::symlink_metadata(path)?,
+            Err(errno) => self
+                .open_nameless(number, fh)
+                .ok_or(errno)?
+                .file
+                .metadata()?,
+        };
+        Ok(file_attr(number.0, &meta))
+    }
+
+    fn open_file(&self, fh: FileHandle) -> Option<Arc<OpenFile>> {
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&fh.0)
+            .cloned()
+    }
+
+    /// An open file of inode `number`, which has no name left: `fh` if the kernel sent one,
+    /// else any handle open on it (`fstat` and `fchmod` come without one).
+    fn open_nameless(&self, number: INodeNo, fh: Option<FileHandle>) -> Option<Arc<OpenFile>> {
+        if let Some(open) = fh.and_then(|fh| self.open_file(fh)) {
+            return Some(open);
+        }
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .find(|open| open.inode == number.0)
+            .cloned()
+    }
+
+    /// Registers `file`, inode `number`'s, as opened by the kernel, under a new handle.
+    fn keep_open(&self, number: INodeNo, file: File) -> u64 {
+        let handle = self.new_handle();
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(handle, Arc::new(OpenFile::new(number.0, file)));
+        handle
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, result: Result<FileAttr, Errno>) {
+        match result {
+            Ok(attr) => reply.entry(&self.timeouts.of(attr.kind), &attr, Generation(0)),
+            Err(errno) => reply.error(errno),
+        }
     }
 
     fn new_handle(&self) -> u64 {
@@ -158,7 +240,7 @@ impl Passthrough {
             },
         ];
         for (name, inode, kind) in entries {
-            let child = inodes.number(meta.dev(), inode, path.join(&name));
+            let child = inodes.number(meta.dev(), inode, number.0, &name);
             listed.push(Listed {
                 name,
                 number: child,
@@ -192,23 +274,13 @@ impl Filesystem for Passthrough {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let started = self.begin(Op::Lookup);
-        let result = self
-            .path(parent)
-            .and_then(|dir| self.attributes(dir.join(name)));
-        self.latency.wait_since(started);
-        match result {
-            Ok(attr) => {
-                let ttl = self.timeouts.of(attr.kind);
-                reply.entry(&ttl, &attr, Generation(0));
-            }
-            Err(errno) => reply.error(errno),
-        }
+        let result = self.delayed(Op::Lookup, || self.entry(parent, name));
+        self.reply_entry(reply, result);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let started = self.begin(Op::Getattr);
-        let result = self.path(ino).and_then(|path| self.attributes(path));
+        let result = self.attributes(ino, fh);
         self.latency.wait_since(started);
         match result {
             Ok(attr) => reply.attr(&self.timeouts.of(attr.kind), &attr),
@@ -233,17 +305,12 @@ impl Filesystem for Passthrough {
         let result = if flags.acc_mode() == OpenAccMode::O_RDONLY {
             self.path(ino)
                 .and_then(|path| File::open(path).map_err(Errno::from))
+        } else if self.writable {
+            self.open_for_writing(ino, flags)
         } else {
             Err(Errno::EROFS)
         };
-        let result = result.map(|file| {
-            let handle = self.new_handle();
-            self.files
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(handle, Arc::new(file));
-            handle
-        });
+        let result = result.map(|file| self.keep_open(ino, file));
         self.latency.wait_since(started);
         match result {
             Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::empty()),
@@ -263,16 +330,11 @@ impl Filesystem for Passthrough {
         reply: ReplyData,
     ) {
         self.counts.add(Op::Read);
-        let file = self
-            .files
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&fh.0)
-            .cloned();
-        let Some(file) = file else {
+        let Some(open) = self.open_file(fh) else {
             reply.error(Errno::EBADF);
             return;
         };
+        let file = &open.file;
         let mut buffer = vec![0; size as usize];
         let mut filled = 0;
         // A short read only at the end of the file: the kernel takes a short answer as EOF.
@@ -300,7 +362,7 @@ impl Filesystem for Passthrough {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        // Closing a file opened for reading is no round trip on NFS: not delayed.
+        // Closing is no round trip on NFS (writes were committed by `flush`): not delayed.
         self.files
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -364,20 +426,20 @@ impl Filesystem for Passthrough {
         mut reply: ReplyDirectoryPlus,
     ) {
         let started = self.begin(Op::Readdir);
-        let (Some(listed), Ok(dir)) = (self.listing(fh), self.path(ino)) else {
+        let Some(listed) = self.listing(fh) else {
             self.latency.wait_since(started);
             reply.error(Errno::EBADF);
             return;
         };
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
         for (index, entry) in listed.iter().enumerate().skip(skip) {
-            let path = if index < 2 {
-                dir.clone()
+            let attr = if index < 2 {
+                self.attributes(ino, None)
             } else {
-                dir.join(&entry.name)
+                self.entry(ino, &entry.name)
             };
             // An entry removed since the listing is left out, as NFS would.
-            let Ok(attr) = self.attributes(path) else {
+            let Ok(attr) = attr else {
                 continue;
             };
             let ttl = self.timeouts.of(attr.kind);
@@ -427,6 +489,248 @@ impl Filesystem for Passthrough {
                 u32::try_from(s.f_namemax).unwrap_or(255),
                 u32::try_from(s.f_frsize).unwrap_or(4096),
             ),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    // The operations below change the tree; the kernel sends them only to a writable
+    // mount (a read-only one refuses them itself), and they are in `writes`.
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self.delayed(Op::Mknod, || self.make_node(req, parent, name, mode, rdev));
+        self.reply_entry(reply, result);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self.delayed(Op::Mkdir, || self.make_dir(req, parent, name, mode));
+        self.reply_entry(reply, result);
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let result = self.delayed(Op::Symlink, || {
+            self.make_symlink(req, parent, link_name, target)
+        });
+        self.reply_entry(reply, result);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let result = self.delayed(Op::Link, || self.make_link(ino, newparent, newname));
+        self.reply_entry(reply, result);
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let result = self.delayed(Op::Create, || {
+            self.create_file(req, parent, name, mode, OpenFlags(flags))
+        });
+        match result {
+            Ok((attr, file)) => reply.created(
+                &self.timeouts.of(attr.kind),
+                &attr,
+                Generation(0),
+                FileHandle(self.keep_open(attr.ino, file)),
+                FopenFlags::empty(),
+            ),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.delayed(Op::Unlink, || self.remove(parent, name, false)) {
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.delayed(Op::Rmdir, || self.remove(parent, name, true)) {
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.delayed(Op::Rename, || {
+            self.move_entry(parent, name, newparent, newname, flags)
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = writes::AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        };
+        let result = self.delayed(Op::Setattr, || self.set_attributes(ino, fh, &change));
+        match result {
+            Ok(attr) => reply.attr(&self.timeouts.of(attr.kind), &attr),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        self.counts.add(Op::Write);
+        match self.write_at(fh, offset, data) {
+            Ok(written) => reply.written(written),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Read-only, as before: unanswered, after which the kernel stops sending flushes,
+        // saving a request per close.
+        if !self.writable {
+            reply.error(Errno::ENOSYS);
+            return;
+        }
+        if self.open_file(fh).is_some_and(|open| open.take_written()) {
+            let _ = self.delayed(Op::Flush, || Ok(()));
+        } else {
+            self.counts.add(Op::Close);
+        }
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Read-only, as before (a read-only file can be fsynced): see `flush`.
+        if !self.writable {
+            reply.error(Errno::ENOSYS);
+            return;
+        }
+        match self.delayed(Op::Fsync, || self.sync_file(fh, datasync)) {
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        if !self.writable {
+            reply.error(Errno::ENOSYS);
+            return;
+        }
+        match self.delayed(Op::Fsyncdir, || self.sync_dir(ino)) {
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.delayed(Op::Fallocate, || self.allocate(fh, offset, length, mode));
+        match result {
+            Ok(()) => reply.ok(),
             Err(errno) => reply.error(errno),
         }
     }
