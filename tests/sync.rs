@@ -1147,11 +1147,13 @@ fn copy_held_at_every_shard(step: &str) -> Test {
     }
     std::fs::create_dir_all(test.path("held")).expect("mkdir");
     std::fs::create_dir_all(test.path("tickets")).expect("mkdir");
-    // Shards are the recursive rsyncs (`-r`); the directory tasks are not held.
+    // Shards are the rsyncs that write in place (`--inplace`: everything is new at the
+    // destination); the directory tasks are not held. (Not `-r`: shards cut while the walk
+    // goes on list every path instead.)
     let path = fake_rsync(
         &test,
         r#"case " $* " in
-  *" -r "*)
+  *" --inplace "*)
     touch "$DIR/held/$$"
     while [ -e "$DIR/hold" ]; do
       for ticket in "$DIR"/tickets/*; do

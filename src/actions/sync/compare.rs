@@ -12,14 +12,13 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use super::cutter::Walked;
 use super::filter::ExcludeFilter;
 use super::manifest::{self, Manifest, ManifestWriter};
 use super::planner::{DirWork, Item};
-use super::walker::{self, Entry, Kind, Meta, WalkCounters, WalkError};
+use super::walker::{self, Entry, Kind, Meta, ThreadCounts, WalkControl, WalkCounters, WalkError};
 
 /// Which files count as changed whatever their size and modification time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +119,8 @@ pub struct Comparison {
     pub forced: u64,
     /// Source entries seen.
     pub entries: u64,
+    /// The thread counts the walk went through.
+    pub threads: ThreadCounts,
 }
 
 /// Why a comparison could not be made.
@@ -162,15 +163,11 @@ struct Found {
     linked: HashMap<(u64, u64), Vec<LinkedFile>>,
 }
 
-/// How the comparison walks: with how many threads, until what flag is raised, counting
-/// where, and (streamed) sending each directory where.
+/// How the comparison walks (its threads, cancel flag, hold and counters), and (streamed)
+/// where it sends each directory.
 pub struct Walking<'a> {
-    /// Threads that read directories.
-    pub threads: usize,
-    /// Raised to stop the walk.
-    pub cancel: &'a AtomicBool,
-    /// What the walk has seen so far, for its progress lines.
-    pub counters: &'a WalkCounters,
+    /// How the walk's threads run.
+    pub control: WalkControl<'a>,
     /// With a sink, each directory goes there as it is compared.
     pub sink: Option<Sink<'a>>,
 }
@@ -183,12 +180,7 @@ pub fn compare(
     options: &CompareOptions,
     walking: Walking<'_>,
 ) -> Result<Comparison, CompareError> {
-    let Walking {
-        threads,
-        cancel,
-        counters,
-        sink,
-    } = walking;
+    let Walking { control, sink } = walking;
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
         move |error| CompareError::Io { path, error }
@@ -207,7 +199,7 @@ pub fn compare(
         destination,
         filter,
         options,
-        counters,
+        counters: control.counters,
         sink,
         found: Mutex::new(Found::default()),
     };
@@ -223,14 +215,14 @@ pub fn compare(
             touched: false,
         },
     };
-    let result = walker::run_jobs(vec![root], threads, cancel, |job, pushed| {
+    let result = walker::run_jobs(vec![root], control, |job, pushed| {
         trees.compare_dir(job, pushed)
     });
-    match result {
-        Ok(()) => {}
+    let threads = match result {
+        Ok(threads) => threads,
         Err(WalkError::Cancelled) => return Err(CompareError::Cancelled),
         Err(WalkError::Failed(error)) => return Err(error),
-    }
+    };
     let mut found = trees
         .found
         .into_inner()
@@ -271,6 +263,7 @@ pub fn compare(
         difference_count: found.difference_count,
         forced: found.forced,
         entries: found.entries,
+        threads,
     })
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -12,6 +13,7 @@ use super::compare::{ChangedSince, Comparison, DestinationListings};
 use super::cutter::{Cut, Cutter, CutterConfig, Walked};
 use super::job::JobCopier;
 use super::manifest::{self, ManifestWriter};
+use super::pace::{self, Pace};
 use super::pass::{
     CompareFigures, DirRecord, Ledger, Note, PassRecord, PassState, RelPath, ShardRecord,
     WalkedRecord,
@@ -32,6 +34,9 @@ use crate::actions::Outcome;
 /// being filled early for it.
 const IDLE_CHECK_EVERY: Duration = Duration::from_millis(200);
 
+/// How often a pass that copies while it walks decides whether the walk holds ([`Pace`]).
+const PACE_CHECK_EVERY: Duration = Duration::from_millis(50);
+
 /// What a streamed walk reports: each directory, with what to delete in it.
 type Found = mpsc::UnboundedReceiver<(Walked, Vec<Vec<u8>>)>;
 
@@ -40,6 +45,15 @@ type Found = mpsc::UnboundedReceiver<(Walked, Vec<Vec<u8>>)>;
 /// compare the two.
 fn walk_first() -> bool {
     std::env::var_os("RUNBOOK_SYNC_WALK_FIRST").is_some_and(|value| value == "1")
+}
+
+/// How far the walk may run ahead of the copy ([`pace::LEAD`], or
+/// `RUNBOOK_SYNC_WALK_LEAD_MS`; 0 never holds the walk): for benchmarks.
+fn walk_lead() -> Duration {
+    std::env::var("RUNBOOK_SYNC_WALK_LEAD_MS")
+        .ok()
+        .and_then(|millis| millis.trim().parse().ok())
+        .map_or(pace::LEAD, Duration::from_millis)
 }
 
 /// One pass: plan it (or resume the journaled plan) and journal it, delete, copy the shards,
@@ -244,12 +258,14 @@ impl<'a> CopyPass<'a> {
             entries: comparison.entries,
             ms: millis(comparing.elapsed()),
         };
+        let walk_threads = comparison.threads.counts.clone();
         let record = self.new_record(comparison, new.started, new.fingerprint);
         self.reporter.note(&Note::Pass(Box::new(record.clone())))?;
         self.reporter.note(&Note::Compared {
             pass: record.pass,
             entries: compared.entries,
             ms: compared.ms,
+            walk_threads,
         })?;
         Ok(PassState::planned(record, compared))
     }
@@ -415,15 +431,17 @@ impl<'a> CopyPass<'a> {
         let board = Board::new(0, 0, 0, settings.most_jobs());
         let (found_sender, found) = mpsc::unbounded_channel();
         let (task_sender, tasks) = mpsc::unbounded_channel();
+        let hold = Arc::new(AtomicBool::new(false));
         let stream = Stream {
             found: found_sender,
             settled,
+            hold: hold.clone(),
         };
         let (walked, outcome) = {
             let walking = self.walk_and_cut(
                 record.pass,
                 (stream, new.listings),
-                found,
+                (found, &hold),
                 task_sender,
                 &board,
             );
@@ -444,7 +462,7 @@ impl<'a> CopyPass<'a> {
                     // destination) or a shard's end could not be journaled: stop the walk.
                     // (It may also end as the walk journals its end, with nothing to stop.)
                     if outcome.as_ref().map_or(true, |outcome| outcome.stopped.is_some()) {
-                        self.cancel.0.store(true, std::sync::atomic::Ordering::Relaxed);
+                        self.cancel.0.store(true, Ordering::Relaxed);
                     }
                     (walking.await, outcome)
                 }
@@ -474,14 +492,14 @@ impl<'a> CopyPass<'a> {
         &self,
         pass: u32,
         (stream, listings): (Stream, DestinationListings),
-        found: Found,
+        (found, hold): (Found, &AtomicBool),
         tasks: mpsc::UnboundedSender<Task>,
         board: &Board,
     ) -> anyhow::Result<WalkedPass> {
         let settings = self.settings;
         let comparing = Instant::now();
         let changed_since = changed_since(settings, self.ledger, self.continued);
-        let cutting = self.cut_while_walking(pass, found, &tasks, board);
+        let cutting = self.cut_while_walking(pass, (found, hold), &tasks, board);
         let (comparison, cutting) = tokio::join!(
             compare_trees(
                 self.reporter,
@@ -505,6 +523,7 @@ impl<'a> CopyPass<'a> {
             hard_links,
             forced,
             entries,
+            threads,
             ..
         } = comparison;
         let record = WalkedRecord {
@@ -524,6 +543,7 @@ impl<'a> CopyPass<'a> {
             pass,
             entries: compared.entries,
             ms: compared.ms,
+            walk_threads: threads.counts,
         })?;
         let plan = ShardPlan::of(shards.iter().map(ShardRecord::shard).collect(), dirs);
         let mut line = describe_plan(
@@ -549,12 +569,13 @@ impl<'a> CopyPass<'a> {
     }
 
     /// Feeds what the walk reports to a [`Cutter`] and hands out what it cuts; when a
-    /// worker is idle, cuts the shards being filled early. Returns the cutter (to finish
-    /// once the walk succeeded), the shards cut and the entries deleted.
+    /// worker is idle, cuts the shards being filled early. Raises `hold` while the walk is
+    /// too far ahead of the copy ([`Pace`]). Returns the cutter (to finish once the walk
+    /// succeeded), the shards cut and the entries deleted.
     async fn cut_while_walking(
         &self,
         pass: u32,
-        mut found: Found,
+        (mut found, hold): (Found, &AtomicBool),
         tasks: &mpsc::UnboundedSender<Task>,
         board: &Board,
     ) -> anyhow::Result<(Cutter, Vec<ShardRecord>, u64)> {
@@ -563,6 +584,8 @@ impl<'a> CopyPass<'a> {
             let mut shards = Vec::new();
             let mut deleted = 0;
             let mut idle_check = tokio::time::interval(IDLE_CHECK_EVERY);
+            let mut pace = Pace::new(walk_lead());
+            let mut pace_check = tokio::time::interval(PACE_CHECK_EVERY);
             loop {
                 let cuts = tokio::select! {
                     walked = found.recv() => {
@@ -579,17 +602,27 @@ impl<'a> CopyPass<'a> {
                         }
                         cutter.flush()
                     }
+                    _ = pace_check.tick() => {
+                        let held = pace.hold(
+                            Instant::now(),
+                            cutter.seen_files(),
+                            board.started_files(),
+                            board.workers(),
+                            board.has_idle_worker(),
+                        );
+                        hold.store(held, Ordering::Relaxed);
+                        continue;
+                    }
                 };
                 self.hand_out(cuts, pass, tasks, board, &mut shards).await?;
             }
+            hold.store(false, Ordering::Relaxed);
             anyhow::Ok((cutter, shards, deleted))
         }
         .await;
         if result.is_err() {
             // Nothing more is cut: the walk has no reason to go on.
-            self.cancel
-                .0
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.cancel.0.store(true, Ordering::Relaxed);
         }
         result
     }

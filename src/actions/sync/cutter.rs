@@ -88,8 +88,39 @@ impl CutterConfig {
 #[derive(Debug, Clone, Default)]
 struct Unit {
     entries: Vec<Vec<u8>>,
+    /// Every path of it, directories before what they hold ([`Shard::listed`]).
+    listed: Vec<Vec<u8>>,
     files: u64,
     bytes: u64,
+}
+
+impl Unit {
+    /// One file, link or directory on its own.
+    fn single(path: Vec<u8>, bytes: u64) -> Self {
+        Unit {
+            listed: vec![path.clone()],
+            entries: vec![path],
+            files: 1,
+            bytes,
+        }
+    }
+
+    /// A complete directory with everything below it.
+    fn whole(path: Vec<u8>, node: Node) -> Self {
+        let (files, bytes) = size_of(&node);
+        let mut listed = Vec::with_capacity(usize::try_from(files).unwrap_or(0));
+        listed.push(path.clone());
+        listed.extend(node.own.into_iter().map(|(file, _)| file));
+        for held in node.held {
+            listed.extend(held.listed);
+        }
+        Unit {
+            entries: vec![path],
+            listed,
+            files,
+            bytes,
+        }
+    }
 }
 
 /// A directory absent at the destination, waiting for what is below it.
@@ -144,6 +175,11 @@ impl Cutter {
             seen: (0, 0),
             out: Vec::new(),
         }
+    }
+
+    /// The entries the walk reported to copy so far (files, links and directories).
+    pub fn seen_files(&self) -> u64 {
+        self.seen.0
     }
 
     /// Takes what the walk reported; returns what to do now, in order.
@@ -223,11 +259,7 @@ impl Cutter {
             });
         }
         for item in work.items {
-            let unit = Unit {
-                entries: vec![join(&work.path, &item.name)],
-                files: 1,
-                bytes: item.bytes,
-            };
+            let unit = Unit::single(join(&work.path, &item.name), item.bytes);
             let kind = if item.forced {
                 Kind::Forced
             } else {
@@ -250,20 +282,12 @@ impl Cutter {
                 && files < budget_files / 4
                 && bytes < budget_bytes / 4;
             if !node.split && waits_in_parent {
+                let whole = Unit::whole(path, node);
                 if let Some(parent_node) = self.nodes.get_mut(&parent) {
-                    parent_node.held.push(Unit {
-                        entries: vec![path],
-                        files,
-                        bytes,
-                    });
+                    parent_node.held.push(whole);
                 }
             } else if !node.split && files <= budget_files && bytes <= budget_bytes {
-                let whole = Unit {
-                    entries: vec![path],
-                    files,
-                    bytes,
-                };
-                self.emit(whole, Kind::Fresh);
+                self.emit(Unit::whole(path, node), Kind::Fresh);
                 self.mark_split(&parent);
             } else {
                 self.split(path, node);
@@ -288,12 +312,7 @@ impl Cutter {
     fn split(&mut self, path: Vec<u8>, node: Node) {
         self.make_dirs_for(&join(&path, b"x"));
         for (file, bytes) in node.own {
-            let unit = Unit {
-                entries: vec![file],
-                files: 1,
-                bytes,
-            };
-            self.emit(unit, Kind::Fresh);
+            self.emit(Unit::single(file, bytes), Kind::Fresh);
         }
         for held in node.held {
             self.emit(held, Kind::Fresh);
@@ -344,6 +363,7 @@ impl Cutter {
         }
         let open = self.open.of(kind);
         open.entries.extend(unit.entries);
+        open.listed.extend(unit.listed);
         open.files += unit.files;
         open.bytes += unit.bytes;
         if open.files >= budget_files || open.bytes >= budget_bytes {
@@ -476,6 +496,35 @@ mod tests {
         let (rest, dirs) = cutter.finish();
         assert_eq!(shards(&rest), vec![vec!["b"]]);
         assert!(dirs.is_empty(), "no directory was split: {dirs:?}");
+    }
+
+    #[test]
+    fn a_shard_lists_every_path_the_walk_saw_so_that_rsync_reads_no_directory_again() {
+        let mut cutter = Cutter::new(CutterConfig {
+            min_files: 20,
+            max_files: 20,
+            ..small()
+        });
+        cutter.add(dir("", false, &[], 0));
+        cutter.add(dir_of("a", &files(2), 2));
+        cutter.add(dir_of("a/empty", &[], 0));
+        cutter.add(dir_of("a/sub", &files(1), 0));
+        let (cuts, _) = cutter.finish();
+        let [Cut::Shard(shard)] = cuts.as_slice() else {
+            panic!("one shard: {cuts:?}");
+        };
+        assert_eq!(shard.entries, vec![b"a".to_vec()], "journaled as one entry");
+        let listed: Vec<String> = shard
+            .listed
+            .iter()
+            .map(|path| String::from_utf8_lossy(path).into_owned())
+            .collect();
+        assert_eq!(
+            listed,
+            ["a", "a/f0", "a/f1", "a/empty", "a/sub", "a/sub/f0"],
+            "every directory before what it holds, empty ones too"
+        );
+        assert_eq!(shard.files, listed.len() as u64);
     }
 
     #[test]

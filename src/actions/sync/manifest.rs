@@ -660,7 +660,7 @@ mod tests {
         self, ChangedSince, CompareOptions, Comparison, DestinationListings,
     };
     use crate::actions::sync::filter::ExcludeFilter;
-    use crate::actions::sync::walker::WalkCounters;
+    use crate::actions::sync::walker::{WalkControl, WalkCounters, WalkThreads};
 
     fn write(path: &Path, content: &[u8]) {
         if let Some(parent) = path.parent() {
@@ -823,9 +823,12 @@ mod tests {
             &ExcludeFilter::new(&["*.skip".to_string()]).expect("filter"),
             options,
             compare::Walking {
-                threads: 4,
-                cancel: &AtomicBool::new(false),
-                counters: &WalkCounters::default(),
+                control: WalkControl {
+                    threads: WalkThreads::fixed(4),
+                    cancel: &AtomicBool::new(false),
+                    hold: None,
+                    counters: &WalkCounters::default(),
+                },
                 sink: None,
             },
         )

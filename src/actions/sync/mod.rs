@@ -23,6 +23,7 @@ mod filter;
 mod grid;
 mod job;
 mod manifest;
+mod pace;
 mod pass;
 mod pass_reporter;
 mod planner;
@@ -182,11 +183,22 @@ fn trusted_manifest(
     }
 }
 
+/// The walk's threads: tuned ([`walker::WalkThreads::AUTO`]), or a fixed count from
+/// `RUNBOOK_SYNC_WALK_THREADS` (for benchmarks, to compare the two).
+fn walk_threads() -> walker::WalkThreads {
+    std::env::var("RUNBOOK_SYNC_WALK_THREADS")
+        .ok()
+        .and_then(|threads| threads.trim().parse().ok())
+        .map_or(walker::WalkThreads::AUTO, walker::WalkThreads::fixed)
+}
+
 /// Where a streamed comparison sends each directory as it compares it (see
 /// [`compare::Sink`]), and the paths an interrupted pass settled.
 struct Stream {
     found: tokio::sync::mpsc::UnboundedSender<(cutter::Walked, Vec<Vec<u8>>)>,
     settled: Option<compare::Settled>,
+    /// Raised while the copy is too far behind the walk (see `copy_pass::Pace`).
+    hold: Arc<AtomicBool>,
 }
 
 /// Compares the trees on blocking threads, saying every few seconds how far it got. With
@@ -199,9 +211,13 @@ async fn compare_trees(
     cancel: &CancelOnDrop,
     stream: Option<Stream>,
 ) -> anyhow::Result<Comparison> {
-    let (found, settled) = match stream {
-        Some(Stream { found, settled }) => (Some(found), settled),
-        None => (None, None),
+    let (found, settled, hold) = match stream {
+        Some(Stream {
+            found,
+            settled,
+            hold,
+        }) => (Some(found), settled, Some(hold)),
+        None => (None, None, None),
     };
     let options = CompareOptions {
         delete: settings.delete,
@@ -233,9 +249,12 @@ async fn compare_trees(
             &filter,
             &options,
             compare::Walking {
-                threads: walker::WALK_THREADS,
-                cancel: &flag,
-                counters: &walk_counters,
+                control: walker::WalkControl {
+                    threads: walk_threads(),
+                    cancel: &flag,
+                    hold: hold.as_deref(),
+                    counters: &walk_counters,
+                },
                 sink: found.is_some().then_some(&send as compare::Sink<'_>),
             },
         )
@@ -256,7 +275,18 @@ async fn compare_trees(
         joined = walk => joined,
         () = report => unreachable!("the report loop never ends"),
     };
-    Ok(joined.context("the comparison thread panicked")??)
+    let comparison = joined.context("the comparison thread panicked")??;
+    let threads = &comparison.threads;
+    if threads.counts.len() > 1 {
+        // `walk threads: N` is what bench/sync.sh reads (the bound of a trusting pass).
+        reporter.line(&format!(
+            "walk threads: {} ({}; last change: {})",
+            threads.most(),
+            threads.path(),
+            threads.reasons.last().map_or("", String::as_str)
+        ));
+    }
+    Ok(comparison)
 }
 
 /// `copy 1,234 entries (5.6 GiB) in 16 shards ...`.

@@ -148,6 +148,9 @@ pub enum Note {
         entries: u64,
         /// How long the comparison took, in milliseconds.
         ms: u64,
+        /// The counts of threads the walk went through (`[16, 32]`; one when never tuned).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        walk_threads: Vec<usize>,
     },
     /// The pass's copying (deletions, shards, links, directories) ended, journaled just
     /// before [`Note::PassDone`]: when, and what the process that ended it copied in how
@@ -342,6 +345,7 @@ impl ShardRecord {
             files: self.files,
             ignore_times: self.ignore_times,
             fresh: self.fresh,
+            listed: Vec::new(),
         }
     }
 
@@ -618,7 +622,9 @@ impl Ledger {
                         state.done = true;
                     }
                 }
-                Note::Compared { pass, entries, ms } => {
+                Note::Compared {
+                    pass, entries, ms, ..
+                } => {
                     if let Some(state) = passes.iter_mut().rfind(|p| p.record.pass == pass) {
                         state.compared = Some(CompareFigures { entries, ms });
                     }

@@ -97,6 +97,11 @@ pub struct Shard {
     pub ignore_times: bool,
     /// Everything in it is absent at the destination: rsync may write the files in place.
     pub fresh: bool,
+    /// Every path in it, directories before what they hold, when the walk that cut it
+    /// listed them ([`super::cutter`]): rsync is given these without `-r`, so that it reads
+    /// no directory the walk has read already (three round trips a directory on NFS).
+    /// Empty: `entries`, with `-r`. Never journaled: a resumed shard lists its entries.
+    pub listed: Vec<Vec<u8>>,
 }
 
 /// A directory that is not copied whole by any shard: it is created before the shards

@@ -62,16 +62,22 @@ pub struct Task {
 }
 
 impl Task {
-    /// The task that copies shard `index` of `count` (recursively, journaled when done);
-    /// `count` is unknown while the walk that cuts the shards goes on.
+    /// The task that copies shard `index` of `count` (journaled when done); `count` is
+    /// unknown while the walk that cuts the shards goes on.
     pub fn for_shard(index: usize, count: Option<usize>, shard: &super::planner::Shard) -> Self {
         Task {
             label: match count {
                 Some(count) => format!("shard {}/{count}", index + 1),
                 None => format!("shard {}", index + 1),
             },
-            entries: shard.entries.clone(),
-            recursive: true,
+            // What the walk listed goes as it is; a planned (or resumed) shard's
+            // directories bring everything below them.
+            entries: if shard.listed.is_empty() {
+                shard.entries.clone()
+            } else {
+                shard.listed.clone()
+            },
+            recursive: shard.listed.is_empty(),
             ignore_times: shard.ignore_times,
             fresh: shard.fresh,
             root: false,

@@ -75,6 +75,11 @@ impl Board {
         self.with(|state| state.count = count);
     }
 
+    /// The workers that may copy now.
+    pub fn workers(&self) -> usize {
+        self.with(|state| state.count).unwrap_or(1)
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Option<T> {
         self.state.lock().ok().map(|mut state| f(&mut state))
     }
@@ -165,6 +170,15 @@ impl Board {
                 *slot = Worker::default();
             }
         });
+    }
+
+    /// Files in the shards started so far (finished or running): what the workers have
+    /// taken, as against what waits for them.
+    pub fn started_files(&self) -> u64 {
+        self.with(|state| {
+            state.done_files + state.workers.iter().map(|w| w.shard_files).sum::<u64>()
+        })
+        .unwrap_or(0)
     }
 
     /// The totals for a `progress` event.

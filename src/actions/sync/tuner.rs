@@ -86,6 +86,8 @@ pub struct Tuner {
     cpu_floor: usize,
     /// The count during the last window, and its throughput.
     last: Option<(usize, Throughput)>,
+    /// What is counted, in the reasons: `workers` (the copy's rsyncs), `threads` (a walk's).
+    unit: &'static str,
 }
 
 /// Files and bytes per second, compared as the better of the two relative changes (a copy of
@@ -125,7 +127,13 @@ impl Tuner {
             before_lower: None,
             cpu_floor: 1,
             last: None,
+            unit: "workers",
         }
+    }
+
+    /// The same tuner saying `unit` for what it counts in its reasons (`threads`).
+    pub fn counting(self, unit: &'static str) -> Self {
+        Tuner { unit, ..self }
     }
 
     /// The count in use.
@@ -157,16 +165,18 @@ impl Tuner {
                 return self.move_to(
                     previous,
                     format!(
-                        "throughput {} at {} workers; back to {previous}",
+                        "throughput {} at {} {}; back to {previous}",
                         percent_change(gain),
-                        self.workers
+                        self.workers,
+                        self.unit
                     ),
                 );
             }
             let why = format!(
-                "throughput {} at {} workers",
+                "throughput {} at {} {}",
                 percent_change(gain),
-                self.workers
+                self.workers,
+                self.unit
             );
             if gain < 0.5 && self.phase == Phase::Climbing {
                 self.phase = Phase::Stepping;
@@ -185,9 +195,10 @@ impl Tuner {
                     return self.move_to(
                         workers,
                         format!(
-                            "throughput {} at {} workers",
+                            "throughput {} at {} {}",
                             percent_change(gain),
-                            self.workers
+                            self.workers,
+                            self.unit
                         ),
                     );
                 }
@@ -195,7 +206,10 @@ impl Tuner {
                     self.phase = Phase::Stepping;
                     return self.raise(
                         now,
-                        format!("steady for {PROBE_EVERY} windows; trying more workers"),
+                        format!(
+                            "steady for {PROBE_EVERY} windows; trying more {}",
+                            self.unit
+                        ),
                     );
                 }
                 self.phase = Phase::Holding { steady: steady + 1 };
@@ -216,9 +230,10 @@ impl Tuner {
                 return Some(self.move_to(
                     previous,
                     format!(
-                        "throughput {} at {} workers; back to {previous}: the CPU is busy with other work, and fewer workers only copy less",
+                        "throughput {} at {} {unit}; back to {previous}: the CPU is busy with other work, and fewer {unit} only copy less",
                         percent_change(gain),
-                        self.workers
+                        self.workers,
+                        unit = self.unit
                     ),
                 ));
             }
@@ -236,9 +251,10 @@ impl Tuner {
         Some(self.move_to(
             workers,
             format!(
-                "the CPU the copy may use is {:.0}% busy at {} workers",
+                "the CPU the copy may use is {:.0}% busy at {} {}",
                 cpu_busy * 100.0,
-                self.workers
+                self.workers,
+                self.unit
             ),
         ))
     }

@@ -3,8 +3,9 @@
 //! reading directories at once hide it (20k files behind 300 µs: a serial rsync walk takes
 //! 24 s, 16 threads a few). Plain threads, not async: these are blocking system calls.
 //!
-//! Knows nothing of runbook: [`run_jobs`] runs directory jobs on a thread pool, and
-//! [`read_dir`] reads one directory with the metadata of its entries.
+//! Knows nothing of runbook: [`run_jobs`] runs directory jobs on a thread pool whose size it
+//! tunes by the walk's throughput (with [`super::tuner`]), and [`read_dir`] reads one
+//! directory with the metadata of its entries.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -12,7 +13,10 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use super::tuner::{Change, CpuMeter, Sample, Tuner};
 use std::sync::{Condvar, Mutex};
 
 /// How many threads walk a tree: enough to hide a network file system's latency on a
@@ -193,6 +197,79 @@ impl WalkCounters {
     }
 }
 
+/// How many threads read directories at once: `start`, tuned between 1 and `most` by the
+/// walk's throughput (entries per second over [`TUNE_WINDOW`]) when `most` is above
+/// `start`, the way `jobs: auto` tunes the copy's workers (#17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkThreads {
+    /// Threads at the start.
+    pub start: usize,
+    /// The most threads the tuning may reach.
+    pub most: usize,
+}
+
+impl WalkThreads {
+    /// What a sync's walk uses: [`WALK_THREADS`] at first, up to four times as many. A
+    /// network file system's server answers some dozens of requests at once (NFS servers
+    /// run 8 to 64 threads), and each thread of a walk waits on one request at a time.
+    pub const AUTO: WalkThreads = WalkThreads {
+        start: WALK_THREADS,
+        most: 4 * WALK_THREADS,
+    };
+
+    /// Always `threads` threads, never tuned.
+    pub fn fixed(threads: usize) -> Self {
+        WalkThreads {
+            start: threads.max(1),
+            most: threads.max(1),
+        }
+    }
+}
+
+/// How long the tuning of a walk's threads looks at its throughput before deciding: a walk
+/// of 20k entries behind 300 µs lasts a few seconds, so a window must be short.
+pub const TUNE_WINDOW: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// What a walk is told while it runs, beside its jobs.
+#[derive(Clone, Copy)]
+pub struct WalkControl<'a> {
+    /// The thread count and its tuning.
+    pub threads: WalkThreads,
+    /// Raised to stop the walk.
+    pub cancel: &'a AtomicBool,
+    /// While raised, no thread starts another job (the copy fed by the walk is behind, see
+    /// `copy_pass`); the jobs running go on.
+    pub hold: Option<&'a AtomicBool>,
+    /// What the walk has seen; the tuning reads its throughput there.
+    pub counters: &'a WalkCounters,
+}
+
+/// The thread counts a walk went through, in order (one, when it was never changed), and
+/// why each change was made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThreadCounts {
+    /// The counts: the first is [`WalkThreads::start`].
+    pub counts: Vec<usize>,
+    /// Why each count after the first was chosen.
+    pub reasons: Vec<String>,
+}
+
+impl ThreadCounts {
+    /// The highest count used.
+    pub fn most(&self) -> usize {
+        self.counts.iter().copied().max().unwrap_or(1)
+    }
+
+    /// `16>32>24`.
+    pub fn path(&self) -> String {
+        self.counts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(">")
+    }
+}
+
 /// Why a walk stopped early.
 #[derive(Debug)]
 pub enum WalkError<E> {
@@ -206,75 +283,154 @@ struct Queue<J> {
     jobs: VecDeque<J>,
     running: usize,
     stopped: bool,
+    /// Since the tuning last looked, a thread allowed to work found nothing to do (no job
+    /// queued, or the walk held): that window says nothing of what more threads would do.
+    starved: bool,
 }
 
-/// Runs `visit` on every job, and on the jobs it pushes, on `threads` threads. Stops at the
-/// first error or when `cancel` is raised. Jobs are taken last-in first-out, which keeps the
-/// queue as small as the tree is deep rather than as wide.
+/// Runs `visit` on every job, and on the jobs it pushes, on as many threads as `control`
+/// says. Stops at the first error or when the cancel flag is raised. Jobs are taken
+/// last-in first-out, which keeps the queue as small as the tree is deep rather than as
+/// wide. Returns the thread counts it went through.
 pub fn run_jobs<J, E>(
     roots: Vec<J>,
-    threads: usize,
-    cancel: &AtomicBool,
+    control: WalkControl<'_>,
     visit: impl Fn(J, &mut Vec<J>) -> Result<(), E> + Sync,
-) -> Result<(), WalkError<E>>
+) -> Result<ThreadCounts, WalkError<E>>
 where
     J: Send,
     E: Send,
 {
+    let mut meter = CpuMeter::start();
+    run_jobs_metered(roots, control, move || meter.busy_since_last(), visit)
+}
+
+/// [`run_jobs`] with the CPU read by `cpu_busy` (the share busy since the last call).
+fn run_jobs_metered<J, E>(
+    roots: Vec<J>,
+    control: WalkControl<'_>,
+    cpu_busy: impl FnMut() -> Option<f64> + Send,
+    visit: impl Fn(J, &mut Vec<J>) -> Result<(), E> + Sync,
+) -> Result<ThreadCounts, WalkError<E>>
+where
+    J: Send,
+    E: Send,
+{
+    let WalkControl {
+        threads,
+        cancel,
+        hold,
+        counters,
+    } = control;
+    let most = threads.most.max(threads.start).max(1);
     let queue = Mutex::new(Queue {
         jobs: roots.into_iter().collect(),
         running: 0,
         stopped: false,
+        starved: false,
     });
     let wakeup = Condvar::new();
     let failure: Mutex<Option<E>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| {
-                let mut pushed = Vec::new();
+    // Threads numbered at or above this wait, so that the count can change at any time.
+    let allowed = AtomicUsize::new(threads.start.clamp(1, most));
+    let over = AtomicBool::new(false);
+    let work = |number: usize| {
+        let mut pushed = Vec::new();
+        loop {
+            let job = {
+                let Ok(mut state) = queue.lock() else { return };
                 loop {
-                    let job = {
-                        let Ok(mut state) = queue.lock() else { return };
-                        loop {
-                            if state.stopped || cancel.load(Ordering::Relaxed) {
-                                state.stopped = true;
-                                wakeup.notify_all();
-                                return;
-                            }
-                            if let Some(job) = state.jobs.pop_back() {
-                                state.running += 1;
-                                break job;
-                            }
-                            if state.running == 0 {
-                                wakeup.notify_all();
-                                return;
-                            }
-                            // A timeout so that a raised cancel flag is seen without a push.
-                            state = match wakeup
-                                .wait_timeout(state, std::time::Duration::from_millis(100))
-                            {
-                                Ok((state, _)) => state,
-                                Err(_) => return,
-                            };
-                        }
-                    };
-                    let result = visit(job, &mut pushed);
-                    let Ok(mut state) = queue.lock() else { return };
-                    state.running -= 1;
-                    match result {
-                        Ok(()) => state.jobs.extend(pushed.drain(..)),
-                        Err(error) => {
-                            state.stopped = true;
-                            if let Ok(mut first) = failure.lock()
-                                && first.is_none()
-                            {
-                                *first = Some(error);
-                            }
-                        }
+                    if state.stopped || cancel.load(Ordering::Relaxed) {
+                        state.stopped = true;
+                        wakeup.notify_all();
+                        return;
                     }
-                    wakeup.notify_all();
+                    if state.jobs.is_empty() && state.running == 0 {
+                        wakeup.notify_all();
+                        return;
+                    }
+                    let admitted = number < allowed.load(Ordering::Relaxed);
+                    let held = hold.is_some_and(|hold| hold.load(Ordering::Relaxed));
+                    if admitted
+                        && !held
+                        && let Some(job) = state.jobs.pop_back()
+                    {
+                        state.running += 1;
+                        break job;
+                    }
+                    state.starved |= admitted;
+                    // A timeout so that a raised flag, a release of the hold or a new count
+                    // is seen without a push; shorter while held, to follow the copy closely.
+                    let wait = std::time::Duration::from_millis(if held { 10 } else { 100 });
+                    state = match wakeup.wait_timeout(state, wait) {
+                        Ok((state, _)) => state,
+                        Err(_) => return,
+                    };
                 }
-            });
+            };
+            let result = visit(job, &mut pushed);
+            let Ok(mut state) = queue.lock() else { return };
+            state.running -= 1;
+            match result {
+                Ok(()) => state.jobs.extend(pushed.drain(..)),
+                Err(error) => {
+                    state.stopped = true;
+                    if let Ok(mut first) = failure.lock()
+                        && first.is_none()
+                    {
+                        *first = Some(error);
+                    }
+                }
+            }
+            wakeup.notify_all();
+        }
+    };
+    let mut counts = ThreadCounts {
+        counts: vec![allowed.load(Ordering::Relaxed)],
+        reasons: Vec::new(),
+    };
+    std::thread::scope(|scope| {
+        let tuning = (most > threads.start).then(|| {
+            scope.spawn(|| {
+                tune_threads(
+                    Tuner::new(threads.start, most).counting("threads"),
+                    counters,
+                    &over,
+                    cpu_busy,
+                    || {
+                        queue
+                            .lock()
+                            .is_ok_and(|mut q| std::mem::take(&mut q.starved))
+                    },
+                    |count| {
+                        allowed.store(count, Ordering::Relaxed);
+                        wakeup.notify_all();
+                    },
+                )
+            })
+        });
+        let workers: Vec<_> = (0..most)
+            .map(|number| {
+                let work = &work;
+                scope.spawn(move || work(number))
+            })
+            .collect();
+        for worker in workers {
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        over.store(true, Ordering::Relaxed);
+        if let Some(tuning) = tuning {
+            match tuning.join() {
+                Ok(changes) => {
+                    for (count, why) in changes {
+                        counts.counts.push(count);
+                        counts.reasons.push(why);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         }
     });
     if let Some(error) = failure.into_inner().ok().flatten() {
@@ -283,52 +439,225 @@ where
     if cancel.load(Ordering::Relaxed) {
         return Err(WalkError::Cancelled);
     }
-    Ok(())
+    Ok(counts)
+}
+
+/// The tuning of a walk's threads, until `over`: every [`TUNE_WINDOW`], the entries and
+/// directories per second (and the CPU) go to `tuner`, whose changes go to `apply`. A window
+/// in which a thread allowed to work found nothing to do (`starved` says so and clears) is
+/// not judged. Returns the changes made, with their reasons.
+fn tune_threads(
+    mut tuner: Tuner,
+    counters: &WalkCounters,
+    over: &AtomicBool,
+    mut cpu_busy: impl FnMut() -> Option<f64>,
+    starved: impl Fn() -> bool,
+    apply: impl Fn(usize),
+) -> Vec<(usize, String)> {
+    let seen = || counters.dirs.load(Ordering::Relaxed) + counters.entries.load(Ordering::Relaxed);
+    let mut last = (Instant::now(), seen());
+    let mut changes = Vec::new();
+    starved();
+    loop {
+        let window_end = last.0 + TUNE_WINDOW;
+        while Instant::now() < window_end {
+            if over.load(Ordering::Relaxed) {
+                return changes;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let now = (Instant::now(), seen());
+        let (then, seen_then) = std::mem::replace(&mut last, now);
+        let busy = cpu_busy();
+        if starved() {
+            continue;
+        }
+        let seconds = now.0.duration_since(then).as_secs_f64();
+        let sample = Sample {
+            files_per_second: now.1.saturating_sub(seen_then) as f64 / seconds,
+            bytes_per_second: 0.0,
+            cpu_busy: busy.unwrap_or(0.0),
+        };
+        if let Change::To { workers, why } = tuner.observe(sample) {
+            apply(workers);
+            changes.push((workers, why));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn control<'a>(
+        threads: WalkThreads,
+        cancel: &'a AtomicBool,
+        counters: &'a WalkCounters,
+    ) -> WalkControl<'a> {
+        WalkControl {
+            threads,
+            cancel,
+            hold: None,
+            counters,
+        }
+    }
+
     #[test]
     fn every_pushed_job_is_visited_once() {
         // A binary tree of depth 10 as jobs: 2047 nodes.
         let seen = AtomicU64::new(0);
-        let cancel = AtomicBool::new(false);
-        run_jobs(vec![0u32], 8, &cancel, |depth, pushed| {
-            seen.fetch_add(1, Ordering::Relaxed);
-            if depth < 10 {
-                pushed.push(depth + 1);
-                pushed.push(depth + 1);
-            }
-            Ok::<(), ()>(())
-        })
+        let (cancel, counters) = (AtomicBool::new(false), WalkCounters::default());
+        let counts = run_jobs(
+            vec![0u32],
+            control(WalkThreads::fixed(8), &cancel, &counters),
+            |depth, pushed| {
+                seen.fetch_add(1, Ordering::Relaxed);
+                if depth < 10 {
+                    pushed.push(depth + 1);
+                    pushed.push(depth + 1);
+                }
+                Ok::<(), ()>(())
+            },
+        )
         .map_err(|_| "walk failed")
         .expect("walk");
         assert_eq!(seen.load(Ordering::Relaxed), 2047);
+        assert_eq!(counts.counts, vec![8], "a fixed count is never tuned");
     }
 
     #[test]
     fn the_first_error_stops_the_walk() {
-        let cancel = AtomicBool::new(false);
-        let result = run_jobs(vec![0u32], 4, &cancel, |n, pushed| {
-            if n == 5 {
-                return Err(n);
-            }
-            pushed.push(n + 1);
-            Ok(())
-        });
+        let (cancel, counters) = (AtomicBool::new(false), WalkCounters::default());
+        let result = run_jobs(
+            vec![0u32],
+            control(WalkThreads::fixed(4), &cancel, &counters),
+            |n, pushed| {
+                if n == 5 {
+                    return Err(n);
+                }
+                pushed.push(n + 1);
+                Ok(())
+            },
+        );
         assert!(matches!(result, Err(WalkError::Failed(5))));
     }
 
     #[test]
     fn a_raised_cancel_flag_stops_the_walk() {
-        let cancel = AtomicBool::new(true);
-        let result = run_jobs(vec![0u32], 4, &cancel, |n, pushed| {
-            pushed.push(n + 1);
-            Ok::<(), ()>(())
-        });
+        let (cancel, counters) = (AtomicBool::new(true), WalkCounters::default());
+        let result = run_jobs(
+            vec![0u32],
+            control(WalkThreads::fixed(4), &cancel, &counters),
+            |n, pushed| {
+                pushed.push(n + 1);
+                Ok::<(), ()>(())
+            },
+        );
         assert!(matches!(result, Err(WalkError::Cancelled)));
+    }
+
+    #[test]
+    fn a_held_walk_starts_no_job_until_released() {
+        let (cancel, counters) = (AtomicBool::new(false), WalkCounters::default());
+        let hold = AtomicBool::new(false);
+        let visited = AtomicU64::new(0);
+        let walk = WalkControl {
+            hold: Some(&hold),
+            ..control(WalkThreads::fixed(4), &cancel, &counters)
+        };
+        std::thread::scope(|scope| {
+            let walking = scope.spawn(|| {
+                run_jobs(vec![0u32], walk, |n, pushed| {
+                    visited.fetch_add(1, Ordering::Relaxed);
+                    if n == 0 {
+                        // The first job holds the walk: its children wait.
+                        hold.store(true, Ordering::Relaxed);
+                        pushed.extend([1, 1, 1]);
+                    }
+                    Ok::<(), ()>(())
+                })
+            });
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert_eq!(
+                visited.load(Ordering::Relaxed),
+                1,
+                "held: nothing more started"
+            );
+            hold.store(false, Ordering::Relaxed);
+            assert!(walking.join().expect("walk thread").is_ok());
+        });
+        assert_eq!(visited.load(Ordering::Relaxed), 4);
+    }
+
+    /// A file server that answers `capacity` requests at once, each in `latency`: the
+    /// walk's throughput rises with its threads up to `capacity`, then stays flat.
+    struct SimulatedServer {
+        capacity: usize,
+        latency: std::time::Duration,
+        busy: Mutex<usize>,
+        freed: Condvar,
+    }
+
+    impl SimulatedServer {
+        fn request(&self) {
+            let mut busy = self.busy.lock().expect("server");
+            while *busy >= self.capacity {
+                busy = self.freed.wait(busy).expect("server");
+            }
+            *busy += 1;
+            drop(busy);
+            std::thread::sleep(self.latency);
+            *self.busy.lock().expect("server") -= 1;
+            self.freed.notify_one();
+        }
+    }
+
+    #[test]
+    fn the_tuned_walk_climbs_to_what_the_server_sustains_and_no_further() {
+        // Directories of 10 entries each, one request per directory, 2 ms a request, a
+        // server of 24 threads: starting at 4 threads, the tuning must climb past 16 (where
+        // throughput still rises) and never reach 64 (it cannot pay beyond 24).
+        let server = SimulatedServer {
+            capacity: 24,
+            latency: std::time::Duration::from_millis(2),
+            busy: Mutex::new(0),
+            freed: Condvar::new(),
+        };
+        let (cancel, counters) = (AtomicBool::new(false), WalkCounters::default());
+        let left = AtomicU64::new(40_000);
+        // The CPU is not read: other tests share this process.
+        let counts = run_jobs_metered(
+            vec![(); 64],
+            control(WalkThreads { start: 4, most: 64 }, &cancel, &counters),
+            || None,
+            |(), pushed| {
+                server.request();
+                counters.count(10);
+                // Each directory has one subdirectory until the tree's directories run out.
+                if left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    pushed.push(());
+                }
+                Ok::<(), ()>(())
+            },
+        )
+        .map_err(|_| "walk failed")
+        .expect("walk");
+        assert!(
+            counts.most() >= 16,
+            "climbed to {} ({})",
+            counts.most(),
+            counts.path()
+        );
+        let last = *counts.counts.last().expect("a count");
+        assert!(
+            (12..=48).contains(&last),
+            "settled near the server's 24 threads, at {last} ({}: {:?})",
+            counts.path(),
+            counts.reasons
+        );
     }
 
     #[test]
