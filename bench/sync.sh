@@ -542,6 +542,22 @@ run_tool() {
 
 has() { [[ " ${selected[*]} " == *" $1 "* ]]; }
 
+# walk_threads DIR: the most threads the walk of the last pass journaled under DIR used
+# (its `compared` note's `walk_threads`, tuned from 16); empty when none is journaled.
+walk_threads() {
+    python3 - "$1" <<'PY'
+import glob, json, os, sys
+most = ""
+for journal in sorted(glob.glob(os.path.join(sys.argv[1], ".runbook/runs/*/journal.jsonl")),
+                      key=os.path.getmtime):
+    for line in open(journal):
+        data = json.loads(line).get("data") or {}
+        if data.get("sync") == "compared" and data.get("walk_threads"):
+            most = max(data["walk_threads"])
+print(most)
+PY
+}
+
 # chosen DIR: the worker counts `jobs: auto` went through in the last pass journaled under
 # DIR ("4>8>16"; "4" when it kept its start), from the journal's `workers` notes.
 chosen() {
@@ -583,8 +599,8 @@ balance() {
 # latencyfs in the fuse:N setups) into DST_DIR/dst (through a writable latencyfs mount of
 # DST_DIR as well, with BENCH_DST=fuse); DIR: its scratch. Sets `took` (seconds),
 # `requests` and `dst_requests` (what the source's and the destination's mounts delayed;
-# empty without a mount) and `walk_threads` (N of the highest `walk threads: N` line in the
-# tool's output; empty without one).
+# empty without a mount) and `walk_threads` (the most threads the walk of runbook's last
+# pass used, from its journal; empty for the other tools).
 time_tool() {
     local setup="$1" tool="$2" pass="$3" backing="$4" dst_dir="$5" dir="$6" src dst t0 status=0
     local log="$dir/$pass.log"
@@ -612,7 +628,7 @@ time_tool() {
             dst_requests=$(delayed_requests "$dir/$pass.dst-fuse.log")
         fi
     fi
-    walk_threads=$(sed -n 's/.*walk threads: \([0-9][0-9]*\).*/\1/p' "$log" | sort -n | tail -1)
+    walk_threads=$(walk_threads "$dir")
     if [[ $status -ne 0 ]]; then
         tail -20 "$log" >&2
         die "$tool failed (exit $status) in the $pass pass ($setup, $dst_dir)"
@@ -828,14 +844,16 @@ if has sync; then
                     n=$((n_src + ${n_dst:-0}))
                     what="$n requests"
                     [[ -n "$n_dst" ]] && what="$n requests ($n_src source + $n_dst destination)"
-                    # The walk's threads: what the pass says it used, else its fixed count
-                    # before it was tuned (walker::WALK_THREADS in src/actions/sync/walker.rs).
-                    threads="${walk_threads_of[$setup,$kind,$pass,trust]:-}"
-                    if [[ -n "$threads" ]]; then
-                        threads_from="from 'walk threads: $threads' in its output"
+                    # The walk's concurrency: the most threads the pass's walk used (its
+                    # journal), but no more than latencyfs's 16 request threads, which
+                    # serve no more at once; else 16 (an older runbook, untuned).
+                    walked="${walk_threads_of[$setup,$kind,$pass,trust]:-}"
+                    if [[ -n "$walked" ]]; then
+                        threads=$(( walked < 16 ? walked : 16 ))
+                        threads_from="the walk used up to $walked, latencyfs serves 16"
                     else
                         threads=16
-                        threads_from="no 'walk threads' line in its output: the default"
+                        threads_from="no walk threads journaled: the default"
                     fi
                     bound=$(python3 -c "print(f'{$n * ${setup#fuse:} / 1e6 / $threads:.2f}')")
                     t=$(median_of "$setup,$kind,$pass,trust")
