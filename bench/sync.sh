@@ -66,9 +66,9 @@
 #   - behind latency, final and nothing-changed passes: sync / rsync <= 0.3 and
 #     sync / rclone <= 1.0; trust / bound <= 1.3, the bound being the metadata requests
 #     latencyfs served to the trust pass in run 1 (the source's, plus the destination's with
-#     BENCH_DST=fuse) x the delay / the walk's threads: N from a `walk threads: N` line in
-#     the pass's output, else 16 (the time the pass must take if every request it makes
-#     overlaps N-1 others)
+#     BENCH_DST=fuse) x the delay / N, N the most threads the pass's walk used (from its
+#     journal; 16 when none is journaled) but no more than latencyfs's 16 request threads
+#     (the time the pass must take if every request it makes overlaps N-1 others)
 # and, after the first run's final pass, what each destination still gets wrong: files
 # whose contents differ from the source (`rsync -nc`: the size-and-mtime-kept changes
 # that a quick check misses) and all itemized differences (`rsync -ni`: times, modes).

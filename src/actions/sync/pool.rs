@@ -25,9 +25,13 @@ use super::rsync::{self, Listing, Transfer, Verdict};
 use super::tuner::{Change, CpuMeter, Sample, Tuner};
 use super::walker;
 
-/// How long a window of `jobs: auto` lasts: the throughput of each one decides the count.
+/// How long a window of `jobs: auto` lasts once the count holds: the throughput of each
+/// one decides the count.
 const WINDOW: Duration = Duration::from_secs(3);
-/// Sets [`WINDOW`] in milliseconds, for tests that cannot wait seconds per window.
+/// How long a window lasts while the count climbs: short, so that a copy of a few seconds
+/// (20k files behind 300 µs take five) climbs before it ends.
+const CLIMBING_WINDOW: Duration = Duration::from_secs(1);
+/// Sets every window's length in milliseconds, for tests that cannot wait seconds per window.
 pub const WINDOW_ENV: &str = "RUNBOOK_SYNC_WINDOW_MS";
 
 /// Waits before the retries of a transient failure.
@@ -376,6 +380,11 @@ impl Scaling {
         }
     }
 
+    /// Whether the tuner holds a count it found (rather than climbing to find one).
+    pub fn settled(&self) -> bool {
+        self.tuner.settled()
+    }
+
     /// Starts the next window at `now` without judging the last one.
     pub fn skip(&mut self, now: Instant, (files, bytes): (u64, u64)) {
         self.last = (now, files, bytes);
@@ -413,13 +422,19 @@ impl Scaling {
     }
 }
 
-/// The window of `jobs: auto`: [`WINDOW`], or what [`WINDOW_ENV`] says.
-fn window_length() -> Duration {
-    std::env::var(WINDOW_ENV)
+/// The next window of `jobs: auto`: [`CLIMBING_WINDOW`] while the tuner climbs, then
+/// [`WINDOW`]; or what [`WINDOW_ENV`] says, always.
+fn window_length(settled: bool) -> Duration {
+    let set = std::env::var(WINDOW_ENV)
         .ok()
         .and_then(|ms| ms.trim().parse::<u64>().ok())
         .filter(|&ms| ms > 0)
-        .map_or(WINDOW, Duration::from_millis)
+        .map(Duration::from_millis);
+    match set {
+        Some(set) => set,
+        None if settled => WINDOW,
+        None => CLIMBING_WINDOW,
+    }
 }
 
 /// How one rsync run of a task ended, as the pool acts on it.
@@ -467,10 +482,8 @@ impl Pool<'_> {
     /// when the workers are done.
     async fn tune(&self, mut scaling: Scaling) -> anyhow::Result<()> {
         let mut meter = CpuMeter::start();
-        let mut interval = tokio::time::interval(window_length());
-        interval.tick().await;
         loop {
-            interval.tick().await;
+            tokio::time::sleep(window_length(scaling.settled())).await;
             if self.drained() || self.stop.load(Ordering::Relaxed) {
                 std::future::pending::<()>().await;
             }

@@ -141,6 +141,11 @@ impl Tuner {
         self.workers
     }
 
+    /// Whether it holds a count it found, rather than climbing (or stepping) to find one.
+    pub fn settled(&self) -> bool {
+        matches!(self.phase, Phase::Holding { .. })
+    }
+
     /// Takes one window's sample and says whether to change the count.
     pub fn observe(&mut self, sample: Sample) -> Change {
         let now = Throughput {
