@@ -489,6 +489,17 @@ mod tests {
     }
 
     #[test]
+    fn it_says_it_is_settled_once_it_holds_a_count_and_not_while_it_climbs() {
+        // The pool's windows are short while the tuner climbs, long once it settles.
+        let mut tuner = Tuner::new(4, 32);
+        assert!(!tuner.settled(), "a new tuner climbs");
+        run(&mut tuner, &server(8), 1);
+        assert!(!tuner.settled(), "still climbing after its first window");
+        run(&mut tuner, &server(8), 10);
+        assert!(tuner.settled(), "holding near 8: {}", tuner.workers());
+    }
+
+    #[test]
     fn it_backs_off_when_the_throughput_drops_and_when_the_cpu_is_saturated() {
         let mut tuner = Tuner::new(4, 32);
         run(&mut tuner, &server(16), 30);
