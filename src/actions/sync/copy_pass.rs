@@ -26,7 +26,7 @@ use super::rsync::{self, Transfer};
 use super::spec::Settings;
 use super::{
     CLOCK_MARGIN_SECS, CancelOnDrop, Stream, changed_since, compare_trees, describe_plan,
-    manifest_key, trusted_manifest, walker,
+    env_number, manifest_key, trusted_manifest, walker,
 };
 use crate::actions::Outcome;
 
@@ -50,10 +50,7 @@ fn walk_first() -> bool {
 /// How far the walk may run ahead of the copy ([`pace::LEAD`], or
 /// `RUNBOOK_SYNC_WALK_LEAD_MS`; 0 never holds the walk): for benchmarks.
 fn walk_lead() -> Duration {
-    std::env::var("RUNBOOK_SYNC_WALK_LEAD_MS")
-        .ok()
-        .and_then(|millis| millis.trim().parse().ok())
-        .map_or(pace::LEAD, Duration::from_millis)
+    env_number("RUNBOOK_SYNC_WALK_LEAD_MS").map_or(pace::LEAD, Duration::from_millis)
 }
 
 /// One pass: plan it (or resume the journaled plan) and journal it, delete, copy the shards,

@@ -70,6 +70,12 @@ const WALK_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// [`CompareOptions::dir_delay`]).
 const WALK_DELAY_ENV: &str = "RUNBOOK_SYNC_WALK_DELAY_MS";
 
+/// A number from the environment variable `name` (the knobs tests and benchmarks turn),
+/// or `None` when it is unset or not a number.
+fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
+
 /// Raises a flag when dropped, so that the walking threads stop when the step is.
 struct CancelOnDrop(Arc<AtomicBool>);
 
@@ -186,9 +192,7 @@ fn trusted_manifest(
 /// The walk's threads: tuned ([`walker::WalkThreads::AUTO`]), or a fixed count from
 /// `RUNBOOK_SYNC_WALK_THREADS` (for benchmarks, to compare the two).
 fn walk_threads() -> walker::WalkThreads {
-    std::env::var("RUNBOOK_SYNC_WALK_THREADS")
-        .ok()
-        .and_then(|threads| threads.trim().parse().ok())
+    env_number("RUNBOOK_SYNC_WALK_THREADS")
         .map_or(walker::WalkThreads::AUTO, walker::WalkThreads::fixed)
 }
 
@@ -226,10 +230,7 @@ async fn compare_trees(
         changed_since,
         max_differences: LISTED,
         settled,
-        dir_delay: std::env::var(WALK_DELAY_ENV)
-            .ok()
-            .and_then(|millis| millis.parse().ok())
-            .map(Duration::from_millis),
+        dir_delay: env_number(WALK_DELAY_ENV).map(Duration::from_millis),
         listings,
     };
     let filter = filter::ExcludeFilter::new(&settings.exclude).map_err(InvalidInput)?;

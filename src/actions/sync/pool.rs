@@ -425,9 +425,7 @@ impl Scaling {
 /// The next window of `jobs: auto`: [`CLIMBING_WINDOW`] while the tuner climbs, then
 /// [`WINDOW`]; or what [`WINDOW_ENV`] says, always.
 fn window_length(settled: bool) -> Duration {
-    let set = std::env::var(WINDOW_ENV)
-        .ok()
-        .and_then(|ms| ms.trim().parse::<u64>().ok())
+    let set = super::env_number(WINDOW_ENV)
         .filter(|&ms| ms > 0)
         .map(Duration::from_millis);
     match set {

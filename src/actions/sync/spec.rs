@@ -396,10 +396,7 @@ impl Repeat {
     /// The shortest `repeat:`: a pass every few seconds would keep the servers busy for
     /// nothing. `RUNBOOK_REPEAT_MIN_SECS` lowers it, for tests.
     fn minimum() -> std::time::Duration {
-        let secs = std::env::var("RUNBOOK_REPEAT_MIN_SECS")
-            .ok()
-            .and_then(|secs| secs.parse().ok())
-            .unwrap_or(60);
+        let secs = super::env_number("RUNBOOK_REPEAT_MIN_SECS").unwrap_or(60);
         std::time::Duration::from_secs(secs)
     }
 
