@@ -613,7 +613,6 @@ impl<'a> CopyPass<'a> {
                 };
                 self.hand_out(cuts, pass, tasks, board, &mut shards).await?;
             }
-            hold.store(false, Ordering::Relaxed);
             anyhow::Ok((cutter, shards, deleted))
         }
         .await;

@@ -201,7 +201,7 @@ fn walk_threads() -> walker::WalkThreads {
 struct Stream {
     found: tokio::sync::mpsc::UnboundedSender<(cutter::Walked, Vec<Vec<u8>>)>,
     settled: Option<compare::Settled>,
-    /// Raised while the copy is too far behind the walk (see `copy_pass::Pace`).
+    /// Raised while the copy is too far behind the walk (see [`pace::Pace`]).
     hold: Arc<AtomicBool>,
 }
 
@@ -279,7 +279,7 @@ async fn compare_trees(
     let comparison = joined.context("the comparison thread panicked")??;
     let threads = &comparison.threads;
     if threads.counts.len() > 1 {
-        // `walk threads: N` is what bench/sync.sh reads (the bound of a trusting pass).
+        // The counts are journaled too (the pass's `compared` note).
         reporter.line(&format!(
             "walk threads: {} ({}; last change: {})",
             threads.most(),

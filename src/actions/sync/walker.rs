@@ -301,11 +301,20 @@ where
     J: Send,
     E: Send,
 {
-    let mut meter = CpuMeter::start();
-    run_jobs_metered(roots, control, move || meter.busy_since_last(), visit)
+    // Read only when the walk is tuned: the first call starts the meter.
+    let mut meter: Option<CpuMeter> = None;
+    let cpu_busy = move || match &mut meter {
+        Some(meter) => meter.busy_since_last(),
+        None => {
+            meter = Some(CpuMeter::start());
+            None
+        }
+    };
+    run_jobs_metered(roots, control, cpu_busy, visit)
 }
 
-/// [`run_jobs`] with the CPU read by `cpu_busy` (the share busy since the last call).
+/// [`run_jobs`] with the CPU read by `cpu_busy` (the share busy since the last call; the
+/// tuning calls it once as it starts).
 fn run_jobs_metered<J, E>(
     roots: Vec<J>,
     control: WalkControl<'_>,
@@ -385,11 +394,7 @@ where
             wakeup.notify_all();
         }
     };
-    let mut counts = ThreadCounts {
-        counts: vec![allowed.load(Ordering::Relaxed)],
-        reasons: Vec::new(),
-    };
-    std::thread::scope(|scope| {
+    let counts = std::thread::scope(|scope| {
         let tuning = (most > threads.start).then(|| {
             scope.spawn(|| {
                 tune_threads(
@@ -421,16 +426,13 @@ where
             }
         }
         over.store(true, Ordering::Relaxed);
-        if let Some(tuning) = tuning {
-            match tuning.join() {
-                Ok(changes) => {
-                    for (count, why) in changes {
-                        counts.counts.push(count);
-                        counts.reasons.push(why);
-                    }
-                }
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+        match tuning.map(|tuning| tuning.join()) {
+            Some(Ok(counts)) => counts,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => ThreadCounts {
+                counts: vec![allowed.load(Ordering::Relaxed)],
+                reasons: Vec::new(),
+            },
         }
     });
     if let Some(error) = failure.into_inner().ok().flatten() {
@@ -445,7 +447,7 @@ where
 /// The tuning of a walk's threads, until `over`: every [`TUNE_WINDOW`], the entries and
 /// directories per second (and the CPU) go to `tuner`, whose changes go to `apply`. A window
 /// in which a thread allowed to work found nothing to do (`starved` says so and clears) is
-/// not judged. Returns the changes made, with their reasons.
+/// not judged. Returns the counts it went through, with their reasons.
 fn tune_threads(
     mut tuner: Tuner,
     counters: &WalkCounters,
@@ -453,16 +455,20 @@ fn tune_threads(
     mut cpu_busy: impl FnMut() -> Option<f64>,
     starved: impl Fn() -> bool,
     apply: impl Fn(usize),
-) -> Vec<(usize, String)> {
+) -> ThreadCounts {
     let seen = || counters.dirs.load(Ordering::Relaxed) + counters.entries.load(Ordering::Relaxed);
     let mut last = (Instant::now(), seen());
-    let mut changes = Vec::new();
+    let mut counts = ThreadCounts {
+        counts: vec![tuner.workers()],
+        reasons: Vec::new(),
+    };
     starved();
+    cpu_busy();
     loop {
         let window_end = last.0 + TUNE_WINDOW;
         while Instant::now() < window_end {
             if over.load(Ordering::Relaxed) {
-                return changes;
+                return counts;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
@@ -480,7 +486,8 @@ fn tune_threads(
         };
         if let Change::To { workers, why } = tuner.observe(sample) {
             apply(workers);
-            changes.push((workers, why));
+            counts.counts.push(workers);
+            counts.reasons.push(why);
         }
     }
 }
