@@ -348,18 +348,11 @@ fn a_copy_is_identical_and_a_mirror_pass_follows_every_change() {
     std::fs::remove_file(src.join("home03/.bashrc")).expect("rm");
     std::fs::remove_dir_all(src.join("home07")).expect("rm -r");
     std::fs::remove_file(src.join(".hidden-top")).expect("rm");
-    let sneaky = src.join("home05/notebooks/n010.ipynb");
-    let old = std::fs::read(&sneaky).expect("read");
-    let mut same_size = old;
-    same_size[2] = b'X';
-    std::fs::write(&sneaky, &same_size).expect("write");
-    let status = Command::new("touch")
-        .arg("-r")
-        .arg(src.join("home05/notebooks/n011.ipynb"))
-        .arg(&sneaky)
-        .status()
-        .expect("touch -r");
-    assert!(status.success());
+    let same_size = common::copies::rewrite_keeping_size_and_time(
+        &src.join("home05/notebooks/n010.ipynb"),
+        (2, b'X'),
+        &src.join("home05/notebooks/n011.ipynb"),
+    );
     write(&src.join("home08/new/file"), b"new\n");
     std::fs::set_permissions(
         src.join("home04/private"),

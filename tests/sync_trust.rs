@@ -103,17 +103,11 @@ fn a_trusting_pass_copies_what_changed_in_the_source() {
         &src.join("home0/notes/n1.txt"),
         b"edited, and longer than before\n",
     );
-    let sneaky = src.join("home1/notes/n1.txt");
-    let mut same_size = std::fs::read(&sneaky).expect("read");
-    same_size[0] = b'H';
-    std::fs::write(&sneaky, &same_size).expect("write");
-    let status = Command::new("touch")
-        .arg("-r")
-        .arg(src.join("home1/notes/n2.txt"))
-        .arg(&sneaky)
-        .status()
-        .expect("touch -r");
-    assert!(status.success());
+    let same_size = common::copies::rewrite_keeping_size_and_time(
+        &src.join("home1/notes/n1.txt"),
+        (0, b'H'),
+        &src.join("home1/notes/n2.txt"),
+    );
     std::fs::remove_dir_all(src.join("home3")).expect("rm -r");
     write(&src.join("home4/new/file"), b"new\n");
     std::fs::remove_file(src.join("home0/link")).expect("rm");

@@ -15,6 +15,23 @@ pub fn write(path: &Path, content: &[u8]) {
     std::fs::write(path, content).expect("write");
 }
 
+/// Changes the byte at `at` of `file` to `byte` and gives it the modification time of
+/// `like`: a change that size and time do not show (as `cp -p` or `tar x` leave), which only
+/// the change-time rule finds. Returns the new content.
+pub fn rewrite_keeping_size_and_time(file: &Path, (at, byte): (usize, u8), like: &Path) -> Vec<u8> {
+    let mut content = std::fs::read(file).expect("read");
+    content[at] = byte;
+    std::fs::write(file, &content).expect("write");
+    let status = Command::new("touch")
+        .arg("-r")
+        .arg(like)
+        .arg(file)
+        .status()
+        .expect("touch -r");
+    assert!(status.success());
+    content
+}
+
 /// Home directories (over a thousand entries, so that a plan has several shards): dotfiles,
 /// a symlink, an empty directory, `data-hog/big.bin` of `big_mib` MiB, and `slow/`, the
 /// shard the fake rsync can hold.
