@@ -575,17 +575,17 @@ impl Filesystem for Passthrough {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.delayed(Op::Unlink, || self.remove(parent, name, false)) {
-            Ok(()) => reply.ok(),
-            Err(errno) => reply.error(errno),
-        }
+        reply_empty(
+            reply,
+            self.delayed(Op::Unlink, || self.remove(parent, name, false)),
+        )
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.delayed(Op::Rmdir, || self.remove(parent, name, true)) {
-            Ok(()) => reply.ok(),
-            Err(errno) => reply.error(errno),
-        }
+        reply_empty(
+            reply,
+            self.delayed(Op::Rmdir, || self.remove(parent, name, true)),
+        )
     }
 
     fn rename(
@@ -601,10 +601,7 @@ impl Filesystem for Passthrough {
         let result = self.delayed(Op::Rename, || {
             self.move_entry(parent, name, newparent, newname, flags)
         });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(errno) => reply.error(errno),
-        }
+        reply_empty(reply, result)
     }
 
     fn setattr(
@@ -694,10 +691,10 @@ impl Filesystem for Passthrough {
             reply.error(Errno::ENOSYS);
             return;
         }
-        match self.delayed(Op::Fsync, || self.sync_file(fh, datasync)) {
-            Ok(()) => reply.ok(),
-            Err(errno) => reply.error(errno),
-        }
+        reply_empty(
+            reply,
+            self.delayed(Op::Fsync, || self.sync_file(fh, datasync)),
+        )
     }
 
     fn fsyncdir(
@@ -712,10 +709,7 @@ impl Filesystem for Passthrough {
             reply.error(Errno::ENOSYS);
             return;
         }
-        match self.delayed(Op::Fsyncdir, || self.sync_dir(ino)) {
-            Ok(()) => reply.ok(),
-            Err(errno) => reply.error(errno),
-        }
+        reply_empty(reply, self.delayed(Op::Fsyncdir, || self.sync_dir(ino)))
     }
 
     fn fallocate(
@@ -729,10 +723,15 @@ impl Filesystem for Passthrough {
         reply: ReplyEmpty,
     ) {
         let result = self.delayed(Op::Fallocate, || self.allocate(fh, offset, length, mode));
-        match result {
-            Ok(()) => reply.ok(),
-            Err(errno) => reply.error(errno),
-        }
+        reply_empty(reply, result)
+    }
+}
+
+/// Answers an operation that returns nothing but success or an error.
+fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(errno) => reply.error(errno),
     }
 }
 
