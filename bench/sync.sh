@@ -234,6 +234,21 @@ case "$dst_kind" in
 esac
 
 now() { date +%s.%N; }
+# children_cpu VAR: sets VAR to the CPU seconds (user + system) this shell's finished
+# children have used so far, from bash's `times` (its second line: "0m1.250s 0m0.310s").
+# `times` runs in this shell: in a pipe or $(...) it would count a forked subshell's
+# children, none.
+children_cpu() {
+    times > "$work/times"
+    printf -v "$1" '%s' "$(tail -1 "$work/times" | awk '{
+        for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); total += t[1] * 60 + t[2] }
+        printf "%.2f", total }')"
+}
+# process_cpu PID: the CPU seconds a running process has used (utime + stime of /proc/PID/stat).
+process_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{
+        sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null
+}
 # Each timing starts with no dirty pages and ends when its writes are on disk, so that one
 # tool does not pay for the writeback of the one before it.
 flush() { command sync; }
@@ -599,8 +614,9 @@ balance() {
 # latencyfs in the fuse:N setups) into DST_DIR/dst (through a writable latencyfs mount of
 # DST_DIR as well, with BENCH_DST=fuse); DIR: its scratch. Sets `took` (seconds),
 # `requests` and `dst_requests` (what the source's and the destination's mounts delayed;
-# empty without a mount) and `walk_threads` (the most threads the walk of runbook's last
-# pass used, from its journal; empty for the other tools).
+# empty without a mount), `walk_threads` (the most threads the walk of runbook's last
+# pass used, from its journal; empty for the other tools), `cpu` (the CPU seconds the tool's
+# processes used) and `fuse_cpu` (those of the source's latencyfs meanwhile; empty without).
 time_tool() {
     local setup="$1" tool="$2" pass="$3" backing="$4" dst_dir="$5" dir="$6" src dst t0 status=0
     local log="$dir/$pass.log"
@@ -614,10 +630,17 @@ time_tool() {
         fi
     fi
     flush
+    local cpu0 cpu1 fuse_cpu0=
+    children_cpu cpu0
+    [[ -n "$fuse_pid" ]] && fuse_cpu0=$(process_cpu "$fuse_pid")
     t0=$(now)
     run_tool "$tool" "$pass" "$src" "$dst" "$dir" >"$log" 2>&1 || status=$?
-    flush
     took=$(elapsed "$t0" "$(now)")
+    children_cpu cpu1
+    cpu=$(elapsed "$cpu0" "$cpu1")
+    fuse_cpu=
+    [[ -n "$fuse_cpu0" ]] && fuse_cpu=$(elapsed "$fuse_cpu0" "$(process_cpu "$fuse_pid")")
+    flush
     requests=
     dst_requests=
     if [[ "$setup" == fuse:* ]]; then
@@ -650,7 +673,7 @@ differences() {
 # ---------------------------------------------------------------------------------------
 # The runs.
 
-declare -A times requests_of dst_requests_of walk_threads_of stale balance_of chose_of
+declare -A times requests_of dst_requests_of walk_threads_of cpu_of stale balance_of chose_of
 [[ -n "${BENCH_TSV:-}" ]] && : >> "$BENCH_TSV"
 read -ra passes <<< "${BENCH_PASSES:-initial unchanged final}"
 echo "sync benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)," \
@@ -709,6 +732,7 @@ EOF
                         requests_of[$setup,$kind,$pass,$tool]="$requests"
                         dst_requests_of[$setup,$kind,$pass,$tool]="$dst_requests"
                         walk_threads_of[$setup,$kind,$pass,$tool]="$walk_threads"
+                        cpu_of[$setup,$kind,$pass,$tool]="$cpu${fuse_cpu:++$fuse_cpu}"
                     fi
                     [[ $run -eq 1 && "$tool" == auto ]] \
                         && chose_of[$setup,$kind,$pass]="$(chosen "$work/$kind/auto")"
@@ -770,6 +794,15 @@ EOF
             done
             echo "$row"
         fi
+        row="CPU seconds in run 1 ($(IFS=/; echo "${passes[*]}"))"
+        [[ "$setup" == fuse:* ]] && row+=", the tool's processes+latencyfs's"
+        row+=", against $(nproc) cores x the wall time:"
+        for tool in "${selected[@]}"; do
+            counts=()
+            for pass in "${passes[@]}"; do counts+=("${cpu_of[$setup,$kind,$pass,$tool]}"); done
+            row+=" $tool $(IFS=/; echo "${counts[*]}")"
+        done
+        echo "$row"
         if has auto; then
             row="jobs: auto's worker counts in run 1 ($(IFS=/; echo "${passes[*]}")):"
             for pass in "${passes[@]}"; do row+=" ${chose_of[$setup,$kind,$pass]:-?}"; done

@@ -608,6 +608,9 @@ impl<'a> CopyPass<'a> {
                             board.has_idle_worker(),
                         );
                         hold.store(held, Ordering::Relaxed);
+                        if let Some(files) = pace.shard_files(Instant::now(), board.workers()) {
+                            cutter.limit_files(files);
+                        }
                         continue;
                     }
                 };

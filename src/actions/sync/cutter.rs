@@ -159,6 +159,8 @@ pub struct Cutter {
     planned_dirs: Vec<PlannedDir>,
     /// Files and bytes the walk reported so far: the budget grows with them.
     seen: (u64, u64),
+    /// The most files a shard may hold for the copy's pace ([`Cutter::limit_files`]).
+    paced_files: Option<u64>,
     out: Vec<Cut>,
 }
 
@@ -173,8 +175,17 @@ impl Cutter {
             open: OpenShards::default(),
             planned_dirs: Vec::new(),
             seen: (0, 0),
+            paced_files: None,
             out: Vec::new(),
         }
+    }
+
+    /// Cuts shards of at most `files` files from now on (never fewer than the configured
+    /// least): what a worker copies in a second, so that rsync reaches a shard's last file
+    /// while the file system still caches what the walk and rsync's file list read
+    /// ([`super::pace::Pace::shard_files`]).
+    pub fn limit_files(&mut self, files: u64) {
+        self.paced_files = Some(files);
     }
 
     /// The entries the walk reported to copy so far (files, links and directories).
@@ -338,12 +349,16 @@ impl Cutter {
     }
 
     /// What a shard may hold now: what the walk has seen divided among the shards the
-    /// starting workers want, within the configured bounds.
+    /// starting workers want, within the configured bounds and the copy's pace.
     fn budget(&self) -> (u64, u64) {
         let config = &self.config;
         let shards = (config.jobs * config.shards_per_job).max(1) as u64;
+        let most_files = config
+            .max_files
+            .min(self.paced_files.unwrap_or(u64::MAX))
+            .max(config.min_files);
         (
-            (self.seen.0 / shards).clamp(config.min_files, config.max_files.max(config.min_files)),
+            (self.seen.0 / shards).clamp(config.min_files, most_files),
             (self.seen.1 / shards).clamp(config.min_bytes, config.max_bytes.max(config.min_bytes)),
         )
     }
@@ -642,5 +657,10 @@ mod tests {
         cutter.add(dir_of("b", &files(99), 0));
         cutter.add(dir_of("c", &files(99), 0));
         assert_eq!(cutter.budget().0, 150, "301 entries seen, over two shards");
+        // The copy's pace caps it, never below the configured least.
+        cutter.limit_files(40);
+        assert_eq!(cutter.budget().0, 40);
+        cutter.limit_files(3);
+        assert_eq!(cutter.budget().0, 10);
     }
 }
